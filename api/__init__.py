@@ -1,0 +1,1 @@
+"""relayq's HTTP edge: FastAPI routes that authenticate, validate and call relayq."""

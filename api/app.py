@@ -1,0 +1,43 @@
+"""The FastAPI application factory: ``uvicorn api.app:create_app --factory``."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+import relayq
+from api.errors import install_error_handlers
+from api.limits import BodySizeLimit
+from api.routes import health, jobs
+from api.services import Services
+from relayq.settings import Settings
+
+__all__ = ["create_app"]
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the API; settings come from the environment unless given."""
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        services = Services.open(settings)
+        app.state.services = services
+        try:
+            yield
+        finally:
+            await services.aclose()
+
+    app = FastAPI(
+        title="relayq",
+        version=relayq.__version__,
+        summary="Queue-backed LLM completion jobs with an OpenAI-compatible face.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.api.max_body_bytes)
+    app.include_router(health.router)
+    app.include_router(jobs.router)
+    return app

@@ -1,0 +1,143 @@
+"""Errors in OpenAI's shape: ``{"error": {"message", "type", "param", "code"}}``.
+
+Clients built for OpenAI (its SDK raises by status code) understand these,
+and every message says what is wrong and where.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+__all__ = ["APIError", "error_body", "install_error_handlers"]
+
+log = logging.getLogger(__name__)
+
+_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    409: "conflict_error",
+    413: "invalid_request_error",
+    429: "rate_limit_error",
+    503: "service_unavailable_error",
+}
+
+
+class APIError(Exception):
+    """An error answered to the caller as-is."""
+
+    def __init__(
+        self,
+        status_code: int,
+        message: str,
+        *,
+        code: str | None = None,
+        param: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.message = message
+        self.code = code
+        self.param = param
+        self.headers = dict(headers or {})
+
+
+def error_body(
+    status_code: int, message: str, *, code: str | None = None, param: str | None = None
+) -> dict[str, Any]:
+    kind = _TYPES.get(status_code, "server_error" if status_code >= 500 else "invalid_request_error")
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+def _response(exc: APIError) -> JSONResponse:
+    body = error_body(exc.status_code, exc.message, code=exc.code, param=exc.param)
+    return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+
+
+def param_path(loc: Sequence[int | str]) -> str | None:
+    """``("body", "messages", 0, "role")`` as ``messages[0].role``."""
+    parts = list(loc[1:] if loc and loc[0] in {"body", "query", "path", "header"} else loc)
+    text = ""
+    for part in parts:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or None
+
+
+def validation_error(errors: Sequence[Any]) -> APIError:
+    """The first validation error as a 400 that names the offending field."""
+    first = errors[0]
+    kind, loc, msg = first.get("type", ""), first.get("loc", ()), first.get("msg", "")
+    param = param_path(loc)
+    more = f" ({len(errors) - 1} more problem(s) in the request)" if len(errors) > 1 else ""
+    if kind == "json_invalid":
+        detail = first.get("ctx", {}).get("error", msg)
+        return APIError(
+            400,
+            f"We could not parse the JSON body of your request ({detail}). "
+            "Send a valid JSON object with Content-Type: application/json.",
+            code="invalid_json",
+        )
+    if param is None and kind in {"model_attributes_type", "dict_type", "missing"}:
+        return APIError(
+            400,
+            "The request body must be a JSON object (send Content-Type: application/json).",
+            code="invalid_body",
+        )
+    if kind == "missing":
+        return APIError(400, f"Missing required parameter: '{param}'.{more}",
+                        code="missing_required_parameter", param=param)
+    if kind == "too_short" and isinstance(first.get("input"), list):
+        minimum = first.get("ctx", {}).get("min_length", 1)
+        return APIError(
+            400,
+            f"Invalid '{param}': empty array. Expected an array with minimum length "
+            f"{minimum}, but got an empty array instead.{more}",
+            code="empty_array",
+            param=param,
+        )
+    return APIError(400, f"Invalid '{param}': {msg}.{more}", code="invalid_value", param=param)
+
+
+async def _on_api_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, APIError)
+    return _response(exc)
+
+
+async def _on_validation_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    return _response(validation_error(exc.errors()))
+
+
+async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 404:
+        message = f"Unknown request URL: {request.method} {request.url.path}."
+    elif exc.status_code == 405:
+        message = f"Method {request.method} is not allowed on {request.url.path}."
+    else:
+        message = str(exc.detail)
+    code = "request_too_large" if exc.status_code == 413 else None
+    body = error_body(exc.status_code, message, code=code)
+    return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+
+
+async def _on_unexpected(_: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error", exc_info=exc)
+    body = error_body(500, "The server had an error while processing your request.")
+    return JSONResponse(body, status_code=500)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(APIError, _on_api_error)
+    app.add_exception_handler(RequestValidationError, _on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, _on_http_error)
+    app.add_exception_handler(Exception, _on_unexpected)

@@ -1,0 +1,80 @@
+"""A request-body size limit enforced before anything is parsed."""
+
+from __future__ import annotations
+
+import json
+
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.errors import error_body
+
+__all__ = ["BodySizeLimit", "BodyTooLarge"]
+
+
+class BodyTooLarge(HTTPException):
+    """Raised mid-read; an HTTPException so the framework answers it, not wraps it."""
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(413, _message(max_bytes))
+
+
+def _message(max_bytes: int) -> str:
+    return (
+        f"Request body too large: the limit is {max_bytes} bytes. "
+        "Send fewer or shorter messages, or use a batch."
+    )
+
+
+class BodySizeLimit:
+    """Answers 413 when a body exceeds ``max_bytes``, by header or by count."""
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._reject(send)
+            return
+        seen = 0
+        started = False
+
+        async def counted_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise BodyTooLarge(self.max_bytes)
+            return message
+
+        async def tracked_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted_receive, tracked_send)
+        except BodyTooLarge:
+            if not started:
+                await self._reject(send)
+
+    async def _reject(self, send: Send) -> None:
+        message = _message(self.max_bytes)
+        body = json.dumps(error_body(413, message, code="request_too_large")).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,141 @@
+"""``/v1/jobs``: submit, retrieve, list and cancel completion jobs."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Response, status
+
+from api.deps import KeyDep, ServicesDep, SessionDep
+from api.errors import APIError
+from relayq.jobs import TERMINAL_STATUSES, AttemptPublic, JobCreate, JobList, JobPublic, JobStatus
+from relayq.routing import UnknownModel
+from relayq.store.jobs import IdempotencyConflict, get_job, list_attempts, list_jobs
+from relayq.store.models import Attempt, Job
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+
+def job_public(job: Job, attempts: list[Attempt] | None = None) -> JobPublic:
+    return JobPublic(
+        id=job.id,
+        status=JobStatus(job.status),
+        model=job.model,
+        provider=job.provider,
+        priority=job.priority,
+        metadata=job.metadata_,
+        request=job.request,
+        response=job.response,
+        error=job.error,
+        usage=job.usage,
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+        attempts=None
+        if attempts is None
+        else [
+            AttemptPublic(
+                provider=a.provider,
+                model=a.upstream_model,
+                status=a.status,
+                latency_ms=a.latency_ms,
+                error=a.error,
+                created_at=a.created_at,
+            )
+            for a in attempts
+        ],
+    )
+
+
+def _not_found(job_id: str) -> APIError:
+    return APIError(404, f"No job found with id '{job_id}'.", code="job_not_found", param="id")
+
+
+@router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=JobPublic)
+async def create(
+    body: JobCreate,
+    key: KeyDep,
+    services: ServicesDep,
+    response: Response,
+    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+) -> JobPublic:
+    """Queue a chat-completion job. Answers 202 with the job and its ``Location``.
+
+    With an ``Idempotency-Key`` header, the same key and body return the
+    first job again (``Idempotent-Replayed: true``); the same key with a
+    different body answers 409.
+    """
+    try:
+        submitted = await services.intake.submit(
+            key_id=key.id, body=body, idempotency_key=idempotency_key
+        )
+    except UnknownModel as exc:
+        known = ", ".join(sorted(services.settings.routes)) or "none"
+        raise APIError(
+            404,
+            f"The model '{exc.model}' does not exist or you do not have access to it. "
+            f"Available models: {known}.",
+            code="model_not_found",
+            param="model",
+        ) from exc
+    except IdempotencyConflict as exc:
+        raise APIError(
+            409,
+            f"Idempotency-Key '{idempotency_key}' was already used for job '{exc.job_id}' "
+            "with a different request body. Use a new key for a new request.",
+            code="idempotency_key_reused",
+            param="Idempotency-Key",
+        ) from exc
+    response.headers["Location"] = f"/v1/jobs/{submitted.job.id}"
+    if not submitted.created:
+        response.headers["Idempotent-Replayed"] = "true"
+    return job_public(submitted.job)
+
+
+@router.get("/{job_id}", response_model=JobPublic)
+async def retrieve(job_id: str, key: KeyDep, session: SessionDep) -> JobPublic:
+    """One job with its attempts. Another key's job answers 404."""
+    job = await get_job(session, job_id=job_id, key_id=key.id)
+    if job is None:
+        raise _not_found(job_id)
+    return job_public(job, await list_attempts(session, job_id=job_id))
+
+
+@router.get("", response_model=JobList)
+async def list_(
+    key: KeyDep,
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    after: Annotated[str | None, Query(description="Cursor: the last id of the previous page.")] = None,
+    status_: Annotated[JobStatus | None, Query(alias="status")] = None,
+    model: str | None = None,
+) -> JobList:
+    """The caller's jobs, newest first; page with ``after`` = the previous ``last_id``."""
+    jobs, has_more = await list_jobs(
+        session, key_id=key.id, limit=limit, after=after, status=status_, model=model
+    )
+    data = [job_public(job) for job in jobs]
+    return JobList(
+        data=data,
+        first_id=data[0].id if data else None,
+        last_id=data[-1].id if data else None,
+        has_more=has_more,
+    )
+
+
+@router.post("/{job_id}/cancel", response_model=JobPublic)
+async def cancel(job_id: str, key: KeyDep, services: ServicesDep) -> JobPublic:
+    """Cancel a queued or running job; cancelling a cancelled job is a no-op."""
+    job, _ = await services.intake.cancel(key_id=key.id, job_id=job_id)
+    if job is None:
+        raise _not_found(job_id)
+    if JobStatus(job.status) in TERMINAL_STATUSES - {JobStatus.CANCELLED}:
+        raise APIError(
+            409,
+            f"Job '{job_id}' has already {job.status}; only queued or running jobs "
+            "can be cancelled.",
+            code="job_not_cancellable",
+        )
+    return job_public(job)

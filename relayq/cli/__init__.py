@@ -1,0 +1,1 @@
+"""The ``relayq`` command line."""

@@ -1,0 +1,127 @@
+"""``relayq``: run the stack, migrate the database, manage keys."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from relayq.settings import Settings
+from relayq.store import Database
+from relayq.store import keys as key_store
+from relayq.store.migrate import upgrade
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(no_args_is_help=True, help="relayq: queue-backed LLM completion jobs.")
+db_app = typer.Typer(no_args_is_help=True, help="The SQL database.")
+keys_app = typer.Typer(no_args_is_help=True, help="API keys.")
+app.add_typer(db_app, name="db")
+app.add_typer(keys_app, name="keys")
+
+console = Console(stderr=True)
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: str = "head") -> None:
+    """Migrate the database at RELAYQ_DATABASE_URL to the latest schema."""
+    settings = Settings()
+    upgrade(settings.database_url, revision)
+    console.print(f"database migrated to {revision}")
+
+
+async def _create_key(settings: Settings, name: str) -> key_store.CreatedKey:
+    database = Database(settings.database_url)
+    try:
+        async with database.session() as session:
+            return await key_store.create_key(session, name=name)
+    finally:
+        await database.aclose()
+
+
+@keys_app.command("create")
+def keys_create(name: Annotated[str, typer.Option(help="What the key is for.")]) -> None:
+    """Create an API key and print its secret. The secret is shown only this once."""
+    created = asyncio.run(_create_key(Settings(), name))
+    console.print(f"created key {created.id} ({created.name}); store it now, it is not shown again:")
+    print(created.secret)
+
+
+async def _list_keys(settings: Settings) -> Table:
+    database = Database(settings.database_url)
+    try:
+        async with database.session() as session:
+            rows = await key_store.list_keys(session)
+    finally:
+        await database.aclose()
+    table = Table("id", "name", "ends with", "revoked")
+    for row in rows:
+        table.add_row(row.id, row.name, f"...{row.hint}", "yes" if row.revoked_at else "")
+    return table
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """List API keys (never their secrets)."""
+    Console().print(asyncio.run(_list_keys(Settings())))
+
+
+async def _revoke(settings: Settings, key_id: str) -> bool:
+    database = Database(settings.database_url)
+    try:
+        async with database.session() as session:
+            return await key_store.revoke_key(session, key_id=key_id)
+    finally:
+        await database.aclose()
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: str) -> None:
+    """Revoke a key by id; requests with it answer 401 from then on."""
+    if not asyncio.run(_revoke(Settings(), key_id)):
+        console.print(f"no active key with id {key_id}")
+        raise typer.Exit(1)
+    console.print(f"revoked {key_id}")
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def worker(ctx: typer.Context) -> None:
+    """Run a Celery worker on every provider queue; extra options go to Celery."""
+    os.execv(sys.executable, [sys.executable, "-m", "worker", *ctx.args])
+
+
+@app.command()
+def api(
+    host: Annotated[str | None, typer.Option(help="Default: RELAYQ_API__HOST.")] = None,
+    port: Annotated[int | None, typer.Option(help="Default: RELAYQ_API__PORT.")] = None,
+) -> None:
+    """Run the HTTP API with uvicorn."""
+    settings = Settings()
+    os.execv(
+        sys.executable,
+        [
+            sys.executable, "-m", "uvicorn", "api.app:create_app", "--factory",
+            "--host", host or settings.api.host, "--port", str(port or settings.api.port),
+            "--no-access-log",
+        ],
+    )
+
+
+@app.command()
+def dev(
+    api_port: Annotated[int, typer.Option(help="Port of the API.")] = 8000,
+    flower_port: Annotated[int, typer.Option(help="Port of Flower.")] = 5555,
+) -> None:
+    """Start the whole stack on embedded defaults; Ctrl-C stops it all."""
+    from relayq.cli.dev import run_dev_stack
+
+    raise typer.Exit(run_dev_stack(Settings(), api_port=api_port, flower_port=flower_port))
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,165 @@
+"""Running one job: claim it, call its provider, record the attempt and outcome.
+
+One :class:`Executor` lives on each worker process's event loop and runs
+hundreds of jobs concurrently. It also keeps the leases of its running jobs
+alive and stops a job's call when the job is cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+
+from pydantic import ValidationError
+
+from relayq.chat import ChatCompletionRequest
+from relayq.jobs import JobStatus
+from relayq.providers.base import Provider
+from relayq.providers.errors import ProviderError
+from relayq.store import Database
+from relayq.store.jobs import AttemptRecord, Claim, Outcome, claim_job, finish_job, renew_leases
+
+__all__ = ["Executor", "RunResult"]
+
+log = logging.getLogger(__name__)
+
+
+class RunResult(str, Enum):
+    """What a delivery of a job's message came to."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    SKIPPED = "skipped"
+    """Not ours to run: already finished, cancelled, or held by a live lease."""
+    SUPERSEDED = "superseded"
+    """Ran, but the job had meanwhile been cancelled or taken over."""
+
+
+@dataclass
+class _Running:
+    claim: Claim
+    task: asyncio.Task[object] | None
+    cancelled: bool = False
+
+
+class Executor:
+    """Runs jobs on one event loop with the process's providers and database."""
+
+    def __init__(
+        self,
+        *,
+        database: Database,
+        providers: dict[str, Provider],
+        lease_seconds: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._database = database
+        self._providers = providers
+        self._lease_seconds = lease_seconds
+        self._clock = clock
+        self._running: dict[str, _Running] = {}
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._running)
+
+    async def run(self, job_id: str) -> RunResult:
+        """Run ``job_id`` if it is ours to run; record what happened exactly once."""
+        async with self._database.session() as session:
+            claim = await claim_job(
+                session, job_id=job_id, now=self._clock(), lease_seconds=self._lease_seconds
+            )
+        if claim is None:
+            return RunResult.SKIPPED
+        running = _Running(claim=claim, task=asyncio.current_task())
+        self._running[job_id] = running
+        try:
+            outcome, attempt = await self._call(claim)
+        except asyncio.CancelledError:
+            if not running.cancelled:
+                raise
+            outcome = Outcome(status=JobStatus.CANCELLED)
+            attempt = AttemptRecord(
+                provider=claim.provider,
+                upstream_model=claim.upstream_model,
+                status="cancelled",
+                latency_ms=0.0,
+            )
+        finally:
+            del self._running[job_id]
+        async with self._database.session() as session:
+            written = await finish_job(
+                session, claim=claim, outcome=outcome, attempt=attempt, now=self._clock()
+            )
+        if not written:
+            return RunResult.SUPERSEDED
+        return RunResult(outcome.status.value)
+
+    async def _call(self, claim: Claim) -> tuple[Outcome, AttemptRecord | None]:
+        provider = self._providers.get(claim.provider)
+        if provider is None:
+            error = {
+                "code": "provider_not_configured",
+                "message": f"provider {claim.provider!r} is not configured on this worker",
+            }
+            return Outcome(status=JobStatus.FAILED, error=error), None
+        try:
+            request = ChatCompletionRequest.model_validate(claim.request)
+        except ValidationError as exc:
+            error = {"code": "invalid_stored_request", "message": str(exc)}
+            return Outcome(status=JobStatus.FAILED, error=error), None
+        started = time.perf_counter()
+        try:
+            completion = await provider.complete(request, model=claim.upstream_model)
+        except ProviderError as exc:
+            latency_ms = (time.perf_counter() - started) * 1000
+            error = {**exc.to_dict(), "provider": claim.provider, "model": claim.upstream_model}
+            attempt = AttemptRecord(
+                provider=claim.provider,
+                upstream_model=claim.upstream_model,
+                status="failed",
+                latency_ms=latency_ms,
+                error=error,
+            )
+            return Outcome(status=JobStatus.FAILED, error=error), attempt
+        latency_ms = (time.perf_counter() - started) * 1000
+        response = completion.model_dump(mode="json", exclude_none=True)
+        usage = completion.usage.model_dump(mode="json") if completion.usage else None
+        attempt = AttemptRecord(
+            provider=claim.provider,
+            upstream_model=claim.upstream_model,
+            status="succeeded",
+            latency_ms=latency_ms,
+        )
+        return Outcome(status=JobStatus.SUCCEEDED, response=response, usage=usage), attempt
+
+    def cancel(self, job_id: str) -> bool:
+        """Stop ``job_id``'s provider call if this executor is running it."""
+        running = self._running.get(job_id)
+        if running is None or running.task is None:
+            return False
+        running.cancelled = True
+        running.task.cancel()
+        return True
+
+    async def renew_leases(self) -> None:
+        """Extend the leases of every job in flight, in one statement."""
+        claims = [running.claim for running in self._running.values()]
+        if not claims:
+            return
+        async with self._database.session() as session:
+            await renew_leases(session, claims=claims, until=self._clock() + self._lease_seconds)
+
+    async def keep_leases(self) -> None:
+        """Renew leases every third of their length, until cancelled."""
+        while True:
+            await asyncio.sleep(self._lease_seconds / 3)
+            try:
+                await self.renew_leases()
+            except Exception:
+                log.exception("lease renewal failed; retrying")

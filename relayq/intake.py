@@ -1,0 +1,107 @@
+"""Accepting jobs: resolve the route, write the row, then publish the message.
+
+The row is committed before the message is sent (an outbox): if the broker
+is down the job is kept, answered as queued, and published later by the
+reconciler. A published message is marked so the reconciler leaves it be.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+
+from relayq.cancellation import publish_cancel
+from relayq.jobs import JobCreate
+from relayq.queueing import Enqueuer
+from relayq.routing import resolve
+from relayq.settings import Settings
+from relayq.store import Database
+from relayq.store.jobs import NewJob, cancel_job, create_job, get_job, mark_enqueued
+from relayq.store.models import Job
+
+__all__ = ["Intake", "Submitted", "request_hash"]
+
+log = logging.getLogger(__name__)
+
+
+def request_hash(body: JobCreate) -> str:
+    """A digest of the full, normalised job body, for idempotency checks."""
+    canonical = json.dumps(body.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Submitted:
+    job: Job
+    created: bool
+    """False when an idempotency key returned an earlier job."""
+
+
+class Intake:
+    """Job submission and cancellation, shared by every route that makes jobs."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        database: Database,
+        enqueuer: Enqueuer,
+        redis: aioredis.Redis,
+    ) -> None:
+        self._settings = settings
+        self._database = database
+        self._enqueuer = enqueuer
+        self._redis = redis
+
+    async def submit(
+        self, *, key_id: str, body: JobCreate, idempotency_key: str | None = None
+    ) -> Submitted:
+        """Store and enqueue a job; raises ``UnknownModel`` or ``IdempotencyConflict``."""
+        deployment = resolve(self._settings, body.model)
+        new_job = NewJob(
+            key_id=key_id,
+            model=body.model,
+            route=deployment.route,
+            provider=deployment.provider,
+            upstream_model=deployment.upstream_model,
+            request=body.completion_request().model_dump(mode="json", exclude_none=True),
+            priority=body.priority,
+            metadata=body.metadata,
+            idempotency_key=idempotency_key,
+            request_hash=request_hash(body) if idempotency_key is not None else None,
+        )
+        async with self._database.session() as session:
+            job, created = await create_job(session, job=new_job, now=time.time())
+        if created:
+            await self._publish(job)
+        return Submitted(job=job, created=created)
+
+    async def _publish(self, job: Job) -> None:
+        try:
+            await asyncio.to_thread(
+                self._enqueuer.send, job_id=job.id, provider=job.provider, priority=job.priority
+            )
+        except Exception as exc:  # any broker failure: the reconciler will publish it
+            log.warning("job %s stored but not enqueued yet: %s", job.id, exc)
+            return
+        async with self._database.session() as session:
+            await mark_enqueued(session, job_ids=[job.id], now=time.time())
+
+    async def cancel(self, *, key_id: str, job_id: str) -> tuple[Job | None, bool]:
+        """Cancel a job; returns the job (None if not the key's) and whether it changed."""
+        async with self._database.session() as session:
+            job = await get_job(session, job_id=job_id, key_id=key_id)
+            if job is None:
+                return None, False
+            changed = await cancel_job(session, job_id=job_id, key_id=key_id, now=time.time())
+            await session.refresh(job)
+        if changed:
+            # Even a job read as queued may have been claimed since: always signal.
+            await publish_cancel(self._redis, key_prefix=self._settings.key_prefix, job_id=job_id)
+        return job, changed

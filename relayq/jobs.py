@@ -1,0 +1,107 @@
+"""Job schemas: what callers send and what they get back."""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, field_validator
+
+from relayq.chat import ChatCompletionRequest
+
+__all__ = [
+    "JOB_OPTIONS",
+    "TERMINAL_STATUSES",
+    "AttemptPublic",
+    "JobCreate",
+    "JobList",
+    "JobPublic",
+    "JobStatus",
+]
+
+
+class JobStatus(str, Enum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+TERMINAL_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
+
+JOB_OPTIONS = frozenset({"priority", "metadata"})
+"""Fields of :class:`JobCreate` that configure the job, not the completion."""
+
+_METADATA_PAIRS = 16
+_METADATA_KEY_CHARS = 64
+_METADATA_VALUE_CHARS = 512
+
+
+class JobCreate(ChatCompletionRequest):
+    """The body of ``POST /v1/jobs``: a chat-completions body plus job options."""
+
+    priority: int = Field(default=5, ge=0, le=9)
+    """0 (lowest) to 9 (highest); higher-priority jobs leave the queue first."""
+    metadata: dict[str, str] = Field(default_factory=dict)
+    """Up to 16 string pairs, as on OpenAI objects; returned with the job."""
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata_limits(cls, value: dict[str, str]) -> dict[str, str]:
+        if len(value) > _METADATA_PAIRS:
+            raise ValueError(f"at most {_METADATA_PAIRS} metadata pairs are allowed")
+        for key, item in value.items():
+            if len(key) > _METADATA_KEY_CHARS:
+                raise ValueError(f"metadata key {key[:20]!r}... exceeds 64 characters")
+            if len(item) > _METADATA_VALUE_CHARS:
+                raise ValueError(f"metadata value of {key!r} exceeds 512 characters")
+        return value
+
+    def completion_request(self) -> ChatCompletionRequest:
+        """The completion part of the body, without the job options."""
+        data = self.model_dump(mode="json", exclude_none=True, exclude=set(JOB_OPTIONS))
+        return ChatCompletionRequest.model_validate(data)
+
+
+class AttemptPublic(BaseModel):
+    """One provider call made for a job."""
+
+    object: Literal["job.attempt"] = "job.attempt"
+    provider: str
+    model: str
+    status: str
+    latency_ms: float
+    error: dict[str, Any] | None = None
+    created_at: float
+
+
+class JobPublic(BaseModel):
+    """A job as the API returns it."""
+
+    id: str
+    object: Literal["job"] = "job"
+    status: JobStatus
+    model: str
+    provider: str
+    priority: int
+    metadata: dict[str, str]
+    request: dict[str, Any]
+    response: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    usage: dict[str, Any] | None = None
+    created_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    attempts: list[AttemptPublic] | None = None
+    """Present when one job is retrieved; absent from listings."""
+
+
+class JobList(BaseModel):
+    """A page of jobs, newest first, in OpenAI's list shape."""
+
+    object: Literal["list"] = "list"
+    data: list[JobPublic]
+    first_id: str | None
+    last_id: str | None
+    has_more: bool

@@ -1,0 +1,212 @@
+"""The ``openai`` adapter: OpenAI's chat completions API, and the base of its kin.
+
+Vendors that speak OpenAI's wire format with small differences (a base URL, an
+auth header, a body tweak, a quirk in their error bodies) subclass
+:class:`OpenAIProvider` and override the pure method concerned. Building the
+request, parsing the answer, parsing each stream event and mapping errors are
+pure; :meth:`OpenAIProvider._send` is the one place that does I/O.
+
+Errors, at the boundary: an HTTP status maps through
+:func:`relayq.providers.errors.error_for_status` with the vendor's own
+``error.message`` as the message (a 429 also carries the wait from its
+headers); an ``{"error": {...}}`` object inside a stream, or in a 2xx body,
+maps by its ``code`` or ``type``; a body that is not JSON or not the expected
+shape is :class:`MalformedResponse`; a stream that ends without
+``data: [DONE]`` is :class:`MalformedResponse` too, one cut by the network is
+:class:`ProviderConnectionError`; transport failures map in
+:func:`relayq.providers.http.transport_errors`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from typing import Any, ClassVar
+
+import httpx
+from pydantic import ValidationError
+
+from relayq.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest
+from relayq.providers.base import Provider
+from relayq.providers.errors import MalformedResponse, ProviderError, error_for_status
+from relayq.providers.http import request_timeout, transport_errors
+from relayq.providers.retry_after import retry_after_seconds
+from relayq.providers.sse import ServerSentEvent, SSEDecoder
+
+__all__ = ["DEFAULT_BASE_URL", "OpenAIProvider", "error_for_event", "vendor_message"]
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+_DONE = "[DONE]"
+
+_STATUS_BY_ERROR_KIND = {
+    "invalid_request_error": 400,
+    "invalid_api_key": 401,
+    "authentication_error": 401,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "model_not_found": 404,
+    "rate_limit_exceeded": 429,
+    "rate_limit_error": 429,
+    "insufficient_quota": 429,
+    "server_error": 500,
+    "api_error": 500,
+    "overloaded_error": 529,
+}
+"""HTTP status an error object stands for, by its ``code`` or ``type``: OpenAI's
+names and the ones OpenAI-compatible servers borrow from Anthropic's API."""
+
+
+def vendor_message(payload: object) -> str | None:
+    """The human message in a decoded error body, in the shapes vendors use.
+
+    ``{"error": {"message": ...}}`` (OpenAI), ``{"error": "..."}``,
+    ``{"message": ...}`` and ``{"detail": "..."}`` (FastAPI-based servers).
+    """
+    if not isinstance(payload, dict):
+        return None
+    error = payload.get("error")
+    if isinstance(error, dict):
+        payload = error
+    elif isinstance(error, str) and error:
+        return error
+    for key in ("message", "detail"):
+        value = payload.get(key)
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+def error_for_event(error: object, *, provider: str) -> ProviderError:
+    """The error an ``{"error": {...}}`` object stands for when no HTTP status came with it.
+
+    An integer ``code`` is read as a status (vLLM and others send one);
+    otherwise OpenAI's ``code`` or ``type`` names decide. An error the names
+    do not classify counts as the provider failing (retryable).
+    """
+    fields: dict[str, Any] = error if isinstance(error, dict) else {}
+    message = vendor_message({"error": error}) or f"{provider}: error event in the stream"
+    code = fields.get("code")
+    if isinstance(code, int) and 400 <= code <= 599:
+        return error_for_status(code, message)
+    kinds = (str(code), str(fields.get("type")))
+    status = next((_STATUS_BY_ERROR_KIND[k] for k in kinds if k in _STATUS_BY_ERROR_KIND), 500)
+    return error_for_status(status, message)
+
+
+def _decode_json(content: bytes | str, *, provider: str) -> Any:
+    try:
+        return json.loads(content)
+    except ValueError as exc:
+        raise MalformedResponse(f"{provider}: response is not JSON: {exc}") from exc
+
+
+class OpenAIProvider(Provider):
+    """Chat completions on ``{base_url}/chat/completions`` with a bearer key."""
+
+    type_name = "openai"
+    default_base_url: ClassVar[str] = DEFAULT_BASE_URL
+
+    @property
+    def base_url(self) -> str:
+        """The configured base URL (or the vendor's default), without a trailing slash."""
+        return (self.settings.base_url or self.default_base_url).rstrip("/")
+
+    def request_headers(self, *, stream: bool) -> dict[str, str]:
+        """Auth and content negotiation, then the configured headers, which win."""
+        headers = {"Accept": "text/event-stream" if stream else "application/json"}
+        key = self.settings.api_key.get_secret_value() if self.settings.api_key else ""
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        headers.update(self.settings.headers)
+        return headers
+
+    def build_request(
+        self, request: ChatCompletionRequest, *, model: str, stream: bool
+    ) -> httpx.Request:
+        """The HTTP request for one call, carrying this provider's timeouts."""
+        return self.http.build_request(
+            "POST",
+            f"{self.base_url}/chat/completions",
+            json=request.upstream_body(model=model, stream=stream),
+            headers=self.request_headers(stream=stream),
+            timeout=request_timeout(self.settings),
+        )
+
+    def error_from_response(
+        self, status_code: int, headers: Mapping[str, str], content: bytes
+    ) -> ProviderError:
+        """The error for a non-2xx answer, keeping the vendor's message."""
+        try:
+            payload = json.loads(content)
+        except ValueError:
+            payload = None
+        message = vendor_message(payload) or f"{self.name}: upstream answered HTTP {status_code}"
+        retry_after = retry_after_seconds(headers) if status_code == 429 else None
+        return error_for_status(status_code, message, retry_after=retry_after)
+
+    def parse_completion(self, content: bytes) -> ChatCompletion:
+        """A 2xx body as a ``chat.completion``; an error object in it raises its error."""
+        payload = _decode_json(content, provider=self.name)
+        if isinstance(payload, dict) and "error" in payload and "choices" not in payload:
+            raise error_for_event(payload["error"], provider=self.name)
+        try:
+            return ChatCompletion.model_validate(payload)
+        except ValidationError as exc:
+            raise MalformedResponse(f"{self.name}: not a chat.completion: {exc}") from exc
+
+    def parse_event(self, event: ServerSentEvent) -> ChatCompletionChunk | None:
+        """One stream event as a chunk; None for the ``[DONE]`` end marker."""
+        if event.data.strip() == _DONE:
+            return None
+        payload = _decode_json(event.data, provider=self.name)
+        if isinstance(payload, dict) and ("error" in payload or event.event == "error"):
+            raise error_for_event(payload.get("error", payload), provider=self.name)
+        try:
+            return ChatCompletionChunk.model_validate(payload)
+        except ValidationError as exc:
+            raise MalformedResponse(f"{self.name}: not a chat.completion.chunk: {exc}") from exc
+
+    @asynccontextmanager
+    async def _send(self, http_request: httpx.Request) -> AsyncIterator[httpx.Response]:
+        """Send, raise the mapped error for a non-2xx answer, else yield the open response.
+
+        Failures of the network while the caller reads the body inside the
+        ``async with`` are mapped here too.
+        """
+        with transport_errors(self.name):
+            response = await self.http.send(http_request, stream=True)
+            try:
+                if not response.is_success:
+                    content = await response.aread()
+                    raise self.error_from_response(
+                        response.status_code, response.headers, content
+                    )
+                yield response
+            finally:
+                await response.aclose()
+
+    async def complete(self, request: ChatCompletionRequest, *, model: str) -> ChatCompletion:
+        """One completion, answered as a whole."""
+        async with self._send(self.build_request(request, model=model, stream=False)) as response:
+            content = await response.aread()
+        return self.parse_completion(content)
+
+    async def stream(
+        self, request: ChatCompletionRequest, *, model: str
+    ) -> AsyncIterator[ChatCompletionChunk]:
+        """One completion as chunks, the usage chunk last; ends only at ``[DONE]``."""
+        decoder = SSEDecoder()
+        async with self._send(self.build_request(request, model=model, stream=True)) as response:
+            async for line in response.aiter_lines():
+                event = decoder.feed(line)
+                if event is None:
+                    continue
+                chunk = self.parse_event(event)
+                if chunk is None:
+                    return
+                yield chunk
+            last = decoder.flush()
+            if last is not None and self.parse_event(last) is None:
+                return
+        raise MalformedResponse(f"{self.name}: stream ended before data: {_DONE}")

@@ -1,0 +1,85 @@
+"""The Celery side of the pipeline that both processes share.
+
+The API and the reconciler publish messages by task name; only the worker
+registers the task. Queues are per provider (``llm.<provider>``), the task id
+is the job id, and a message carries nothing but that id: the job row in SQL
+is the source of truth.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+
+from relayq.settings import Settings
+
+__all__ = ["RUN_JOB_TASK", "Enqueuer", "create_celery", "message_priority"]
+
+RUN_JOB_TASK = "relayq.run_job"
+
+
+def message_priority(job_priority: int) -> int:
+    """Our 0 (lowest) to 9 (highest) as the Redis transport's 9 (last) to 0 (first)."""
+    return 9 - job_priority
+
+
+def create_celery(settings: Settings) -> Celery:
+    """A Celery app configured for relayq; it connects only when first used."""
+    app = Celery("relayq", broker=settings.redis_url, set_as_current=False)
+    app.conf.update(_celery_config(settings))
+    return app
+
+
+def _celery_config(settings: Settings) -> dict[str, Any]:
+    return {
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "task_ignore_result": True,
+        # At-least-once: the message is acked after the job ran; the claim in
+        # SQL makes a redelivery harmless.
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
+        "broker_connection_retry_on_startup": True,
+        "broker_transport_options": {
+            # Counts from delivery: must exceed the longest job. A message lost
+            # to a dead worker is recovered sooner by the lease and reconciler.
+            "visibility_timeout": settings.worker.visibility_timeout,
+            "priority_steps": list(range(10)),
+            "sep": ":",
+            "socket_connect_timeout": 2,
+            "socket_timeout": 5,
+        },
+        "worker_send_task_events": True,
+        "task_send_sent_event": False,
+        "worker_hijack_root_logger": False,
+        "task_create_missing_queues": True,
+    }
+
+
+class Enqueuer:
+    """Publishes run-job messages. Blocking: call it from a thread, not a loop."""
+
+    def __init__(self, *, celery: Celery, settings: Settings) -> None:
+        self._celery = celery
+        self._settings = settings
+
+    def send(self, *, job_id: str, provider: str, priority: int) -> None:
+        """Publish one job's message; raises if the broker does not take it.
+
+        No publish retries: a job whose message failed stays queued without
+        a confirmed message, and the reconciler sends it later.
+        """
+        self._celery.send_task(
+            RUN_JOB_TASK,
+            args=[job_id],
+            task_id=job_id,
+            queue=self._settings.queue_for(provider),
+            priority=message_priority(priority),
+            retry=False,
+        )
+
+    def close(self) -> None:
+        self._celery.close()

@@ -1,0 +1,103 @@
+"""The reconciler: no job is lost between SQL and the broker.
+
+The API writes a job row first and publishes its message second (an outbox).
+When the publish fails (broker down) or the process dies in between, the job
+stays ``queued`` with no confirmed message; when a worker dies mid-call, its
+job stays ``running`` with a lease that lapses. The reconciler puts lapsed
+jobs back in the queue and (re)publishes messages for stranded ones. Both
+steps are idempotent; a lock in Redis keeps concurrent workers from
+publishing the same message twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from relayq.queueing import Enqueuer
+from relayq.store import Database
+from relayq.store.jobs import find_stranded, mark_enqueued, release_lapsed
+
+__all__ = ["Reconciler", "ReconcileReport"]
+
+log = logging.getLogger(__name__)
+
+_BATCH = 500
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReconcileReport:
+    released: int = 0
+    """Running jobs whose lease lapsed, put back in the queue."""
+    enqueued: int = 0
+    """Queued jobs whose message was (re)published."""
+    failed: int = 0
+    """Publishes that failed this time (the broker is still down)."""
+
+
+class Reconciler:
+    def __init__(
+        self,
+        *,
+        database: Database,
+        enqueuer: Enqueuer,
+        grace_seconds: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._database = database
+        self._enqueuer = enqueuer
+        self._grace_seconds = grace_seconds
+        self._clock = clock
+
+    async def run_once(self) -> ReconcileReport:
+        """One pass: release lapsed leases, then publish stranded jobs."""
+        now = self._clock()
+        async with self._database.session() as session:
+            released = await release_lapsed(session, now=now, limit=_BATCH)
+            stranded = await find_stranded(
+                session, created_before=now - self._grace_seconds, limit=_BATCH
+            )
+        sent: list[str] = []
+        failed = 0
+        for job in stranded:
+            try:
+                await asyncio.to_thread(
+                    self._enqueuer.send,
+                    job_id=job.job_id,
+                    provider=job.provider,
+                    priority=job.priority,
+                )
+            except Exception as exc:  # the broker's errors are many; all mean "not now"
+                log.warning("reconciler could not enqueue %s: %s", job.job_id, exc)
+                failed = len(stranded) - len(sent)
+                break
+            sent.append(job.job_id)
+        if sent:
+            async with self._database.session() as session:
+                await mark_enqueued(session, job_ids=sent, now=self._clock())
+        if released or sent:
+            log.info("reconciler released %d lapsed jobs, enqueued %d", released, len(sent))
+        return ReconcileReport(released=released, enqueued=len(sent), failed=failed)
+
+    async def run_forever(
+        self, *, redis: aioredis.Redis, lock_key: str, interval: float
+    ) -> None:
+        """Run a pass every ``interval`` seconds on whichever worker holds the lock."""
+        while True:
+            try:
+                if await redis.set(lock_key, b"1", nx=True, px=int(interval * 1000 * 2)):
+                    try:
+                        await self.run_once()
+                    finally:
+                        await redis.delete(lock_key)
+            except RedisError as exc:
+                log.warning("reconciler skipped a pass, Redis unavailable: %s", exc)
+            except Exception:
+                log.exception("reconciler pass failed")
+            await asyncio.sleep(interval)

@@ -1,0 +1,68 @@
+"""Engines and sessions, for SQLite (WAL) and PostgreSQL alike."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+__all__ = ["Database", "async_url", "sync_url"]
+
+_ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+psycopg"}
+_SYNC_DRIVERS = {"sqlite": "sqlite", "postgresql": "postgresql+psycopg"}
+
+
+def _with_driver(url: str, drivers: dict[str, str]) -> URL:
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    if backend not in drivers:
+        supported = ", ".join(sorted(drivers))
+        raise ValueError(f"unsupported database {backend!r} in {url!r}; use one of: {supported}")
+    return parsed.set(drivername=drivers[backend])
+
+
+def async_url(url: str) -> URL:
+    """``url`` with the asyncio driver relayq uses for its backend."""
+    return _with_driver(url, _ASYNC_DRIVERS)
+
+
+def sync_url(url: str) -> URL:
+    """``url`` with the blocking driver used by migrations."""
+    return _with_driver(url, _SYNC_DRIVERS)
+
+
+def sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    """WAL lets the API read while a worker writes; waits instead of 'locked'."""
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+class Database:
+    """An async engine and its session factory, opened once per process."""
+
+    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+        target = async_url(url)
+        options: dict[str, Any] = {"pool_pre_ping": True}
+        if target.get_backend_name() == "postgresql":
+            options.update(pool_size=pool_size, max_overflow=pool_size * 2)
+        self.engine: AsyncEngine = create_async_engine(target, **options)
+        if target.get_backend_name() == "sqlite":
+            event.listen(self.engine.sync_engine, "connect", sqlite_pragmas)
+        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+
+    def session(self) -> AsyncSession:
+        return self.sessions()
+
+    async def aclose(self) -> None:
+        await self.engine.dispose()

@@ -1,0 +1,340 @@
+"""Job repository: every state change of a job is one conditional statement.
+
+The guards in the ``WHERE`` clauses are what make the pipeline safe under
+at-least-once delivery: a claim succeeds only for a queued job or one whose
+lease lapsed, and an outcome is written only by the claim that still holds
+the job (``run`` is the fencing token).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Select, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from relayq.ids import new_id
+from relayq.jobs import JobStatus
+from relayq.store.models import Attempt, Job
+
+__all__ = [
+    "AttemptRecord",
+    "Claim",
+    "IdempotencyConflict",
+    "NewJob",
+    "Outcome",
+    "Stranded",
+    "cancel_job",
+    "claim_job",
+    "create_job",
+    "finish_job",
+    "find_stranded",
+    "get_job",
+    "list_attempts",
+    "list_jobs",
+    "mark_enqueued",
+    "release_lapsed",
+    "renew_leases",
+]
+
+_ACTIVE = (JobStatus.QUEUED.value, JobStatus.RUNNING.value)
+
+
+class IdempotencyConflict(Exception):
+    """An idempotency key was reused with a different request body."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(job_id)
+        self.job_id = job_id
+
+
+@dataclass(frozen=True, kw_only=True)
+class NewJob:
+    key_id: str
+    model: str
+    route: str
+    provider: str
+    upstream_model: str
+    request: dict[str, Any]
+    priority: int
+    metadata: dict[str, str]
+    idempotency_key: str | None = None
+    request_hash: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Claim:
+    """A worker's hold on a running job."""
+
+    job_id: str
+    run: int
+    provider: str
+    upstream_model: str
+    request: dict[str, Any]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Outcome:
+    status: JobStatus
+    response: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    usage: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class AttemptRecord:
+    provider: str
+    upstream_model: str
+    status: str
+    latency_ms: float
+    error: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Stranded:
+    """A queued job with no known message on the broker."""
+
+    job_id: str
+    provider: str
+    priority: int
+
+
+async def create_job(session: AsyncSession, *, job: NewJob, now: float) -> tuple[Job, bool]:
+    """Insert ``job``; with an idempotency key, return the earlier job instead.
+
+    Returns the row and whether it was created. Raises
+    :class:`IdempotencyConflict` when the key was used for another body.
+    """
+    if job.idempotency_key is not None:
+        existing = await _by_idempotency_key(session, job=job)
+        if existing is not None:
+            return existing, False
+    row = Job(
+        id=new_id("job", now=now),
+        key_id=job.key_id,
+        status=JobStatus.QUEUED.value,
+        model=job.model,
+        route=job.route,
+        provider=job.provider,
+        upstream_model=job.upstream_model,
+        request=job.request,
+        priority=job.priority,
+        metadata_=job.metadata,
+        idempotency_key=job.idempotency_key,
+        request_hash=job.request_hash,
+        run=0,
+        created_at=now,
+    )
+    session.add(row)
+    try:
+        await session.commit()
+    except IntegrityError:
+        # Another request with the same idempotency key won the race.
+        await session.rollback()
+        existing = await _by_idempotency_key(session, job=job)
+        if existing is None:
+            raise
+        return existing, False
+    return row, True
+
+
+async def _by_idempotency_key(session: AsyncSession, *, job: NewJob) -> Job | None:
+    query = select(Job).where(Job.key_id == job.key_id, Job.idempotency_key == job.idempotency_key)
+    existing = (await session.execute(query)).scalar_one_or_none()
+    if existing is not None and existing.request_hash != job.request_hash:
+        raise IdempotencyConflict(existing.id)
+    return existing
+
+
+async def get_job(session: AsyncSession, *, job_id: str, key_id: str) -> Job | None:
+    """The job ``job_id`` if it belongs to ``key_id``."""
+    query = select(Job).where(Job.id == job_id, Job.key_id == key_id)
+    return (await session.execute(query)).scalar_one_or_none()
+
+
+async def list_attempts(session: AsyncSession, *, job_id: str) -> list[Attempt]:
+    query = select(Attempt).where(Attempt.job_id == job_id).order_by(Attempt.id)
+    return list((await session.execute(query)).scalars())
+
+
+async def list_jobs(
+    session: AsyncSession,
+    *,
+    key_id: str,
+    limit: int,
+    after: str | None = None,
+    status: JobStatus | None = None,
+    model: str | None = None,
+) -> tuple[list[Job], bool]:
+    """A page of ``key_id``'s jobs, newest first, after the cursor ``after``."""
+    query: Select[tuple[Job]] = select(Job).where(Job.key_id == key_id)
+    if after is not None:
+        query = query.where(Job.id < after)
+    if status is not None:
+        query = query.where(Job.status == status.value)
+    if model is not None:
+        query = query.where(Job.model == model)
+    rows = list((await session.execute(query.order_by(Job.id.desc()).limit(limit + 1))).scalars())
+    return rows[:limit], len(rows) > limit
+
+
+async def mark_enqueued(session: AsyncSession, *, job_ids: Sequence[str], now: float) -> None:
+    """Record that the broker accepted a message for each of ``job_ids``."""
+    await session.execute(
+        update(Job)
+        .where(Job.id.in_(job_ids), Job.enqueued_at.is_(None))
+        .values(enqueued_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    await session.commit()
+
+
+async def cancel_job(session: AsyncSession, *, job_id: str, key_id: str, now: float) -> bool:
+    """Cancel a queued or running job; False if it had already ended."""
+    result = await session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.key_id == key_id, Job.status.in_(_ACTIVE))
+        .values(status=JobStatus.CANCELLED.value, finished_at=now, lease_expires_at=None)
+        .execution_options(synchronize_session=False)
+    )
+    await session.commit()
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def claim_job(
+    session: AsyncSession, *, job_id: str, now: float, lease_seconds: float
+) -> Claim | None:
+    """Take ``job_id`` for running, or None if it is not (or no longer) ours to run.
+
+    A queued job is claimed; so is a running one whose lease lapsed (its
+    worker died). A finished or cancelled job, or one held by a live lease,
+    is left alone, which makes a redelivered message harmless.
+    """
+    claimable = (Job.status == JobStatus.QUEUED.value) | (
+        (Job.status == JobStatus.RUNNING.value) & (Job.lease_expires_at < now)
+    )
+    result = await session.execute(
+        update(Job)
+        .where(Job.id == job_id, claimable)
+        .values(
+            status=JobStatus.RUNNING.value,
+            run=Job.run + 1,
+            lease_expires_at=now + lease_seconds,
+            started_at=now,
+        )
+        .returning(Job.run, Job.provider, Job.upstream_model, Job.request)
+        .execution_options(synchronize_session=False)
+    )
+    row = result.one_or_none()
+    await session.commit()
+    if row is None:
+        return None
+    return Claim(
+        job_id=job_id, run=row.run, provider=row.provider, upstream_model=row.upstream_model,
+        request=row.request,
+    )
+
+
+async def renew_leases(session: AsyncSession, *, claims: Sequence[Claim], until: float) -> None:
+    """Extend the leases of jobs this worker is running, in one statement."""
+    if not claims:
+        return
+    await session.execute(
+        update(Job)
+        .where(Job.id.in_([c.job_id for c in claims]), Job.status == JobStatus.RUNNING.value)
+        .values(lease_expires_at=until)
+        .execution_options(synchronize_session=False)
+    )
+    await session.commit()
+
+
+async def finish_job(
+    session: AsyncSession,
+    *,
+    claim: Claim,
+    outcome: Outcome,
+    attempt: AttemptRecord | None,
+    now: float,
+) -> bool:
+    """Record an attempt and write the job's outcome if ``claim`` still holds it.
+
+    The attempt is recorded either way (the provider call happened); the
+    outcome only once. Returns whether the outcome was written.
+    """
+    if attempt is not None:
+        session.add(_attempt_row(claim=claim, attempt=attempt, now=now))
+    result = await session.execute(
+        update(Job)
+        .where(
+            Job.id == claim.job_id,
+            Job.run == claim.run,
+            Job.status == JobStatus.RUNNING.value,
+        )
+        .values(
+            status=outcome.status.value,
+            response=outcome.response,
+            error=outcome.error,
+            usage=outcome.usage,
+            finished_at=now,
+            lease_expires_at=None,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    await session.commit()
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def _attempt_row(*, claim: Claim, attempt: AttemptRecord, now: float) -> Attempt:
+    return Attempt(
+        job_id=claim.job_id,
+        run=claim.run,
+        provider=attempt.provider,
+        upstream_model=attempt.upstream_model,
+        status=attempt.status,
+        latency_ms=attempt.latency_ms,
+        error=attempt.error,
+        created_at=now,
+    )
+
+
+async def release_lapsed(session: AsyncSession, *, now: float, limit: int) -> int:
+    """Put running jobs whose lease lapsed back in the queue (their worker died)."""
+    lapsed = (
+        select(Job.id)
+        .where(Job.status == JobStatus.RUNNING.value, Job.lease_expires_at < now)
+        .limit(limit)
+        .scalar_subquery()
+    )
+    result = await session.execute(
+        update(Job)
+        .where(
+            Job.id.in_(lapsed),
+            Job.status == JobStatus.RUNNING.value,
+            Job.lease_expires_at < now,
+        )
+        .values(status=JobStatus.QUEUED.value, enqueued_at=None, lease_expires_at=None)
+        .execution_options(synchronize_session=False)
+    )
+    await session.commit()
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def find_stranded(
+    session: AsyncSession, *, created_before: float, limit: int
+) -> list[Stranded]:
+    """Queued jobs whose message the broker never confirmed, oldest first."""
+    query = (
+        select(Job.id, Job.provider, Job.priority)
+        .where(
+            Job.status == JobStatus.QUEUED.value,
+            Job.enqueued_at.is_(None),
+            Job.created_at < created_before,
+        )
+        .order_by(Job.id)
+        .limit(limit)
+    )
+    rows = (await session.execute(query)).all()
+    return [Stranded(job_id=r.id, provider=r.provider, priority=r.priority) for r in rows]

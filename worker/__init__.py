@@ -1,0 +1,1 @@
+"""The Celery worker process: thin tasks over relayq's execution code."""

@@ -1,0 +1,34 @@
+"""Starting a worker process from settings."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from relayq.logs import configure_logging
+from relayq.settings import Settings
+from worker.app import create_worker_app
+
+__all__ = ["main", "worker_argv"]
+
+
+def worker_argv(settings: Settings, *, queues: Sequence[str] = (), extra: Sequence[str] = ()) -> list[str]:
+    """Celery worker arguments: the threads pool feeding the process's event loop."""
+    return [
+        "worker",
+        "--pool=threads",
+        f"--concurrency={settings.worker.concurrency}",
+        f"--queues={','.join(queues or settings.queues)}",
+        f"--loglevel={settings.log_level}",
+        "--without-mingle",
+        "--without-gossip",
+        *extra,
+    ]
+
+
+def main(argv: Sequence[str] = ()) -> int:
+    """Run a worker; ``argv`` are extra Celery worker options (e.g. ``-n name``)."""
+    settings = Settings()
+    configure_logging(settings.log_level)
+    app = create_worker_app(settings)
+    app.worker_main(worker_argv(settings, extra=argv))
+    return 0

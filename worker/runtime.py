@@ -1,0 +1,128 @@
+"""A worker process's asyncio side: one event loop in a thread, and what lives on it.
+
+Celery (5.7) has no asyncio tasks, so each task thread hands its job to this
+loop and waits. All provider calls of the process share the loop, one HTTP
+client on the aiohttp transport, and one database engine, so hundreds of
+jobs are in flight per process while each task keeps Celery's ack semantics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+import redis.asyncio as aioredis
+
+from relayq.cancellation import listen_for_cancels
+from relayq.execution import Executor, RunResult
+from relayq.providers import build_providers
+from relayq.providers.http import build_http_client
+from relayq.queueing import Enqueuer
+from relayq.reconciler import Reconciler
+from relayq.settings import Settings
+from relayq.store import Database
+
+__all__ = ["WorkerRuntime"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class WorkerRuntime:
+    """Owns the loop thread and the resources on it, from start() to stop()."""
+
+    def __init__(self, *, settings: Settings, enqueuer: Enqueuer) -> None:
+        self._settings = settings
+        self._enqueuer = enqueuer
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._executor: Executor | None = None
+        self._background: list[asyncio.Task[None]] = []
+        self._closers: list[Coroutine[Any, Any, Any]] = []
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        """Start the loop thread and open the database, HTTP client and Redis."""
+        with self._lock:
+            if self._loop is None:
+                self._start()
+
+    def _start(self) -> None:
+        loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=loop.run_forever, name="relayq-loop", daemon=True
+        )
+        self._thread.start()
+        self._loop = loop
+        self.call(self._open())
+
+    def stop(self) -> None:
+        """Close everything opened by start() and stop the loop thread."""
+        if self._loop is None or self._thread is None:
+            return
+        self.call(self._close())
+        self._executor = None
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        self._loop.close()
+        self._loop = None
+
+    def call(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` on the loop and wait for it from this (Celery) thread."""
+        if self._loop is None:
+            coro.close()
+            raise RuntimeError("the worker runtime is not started")
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    def run_job(self, job_id: str) -> RunResult:
+        self.start()
+        assert self._executor is not None
+        return self.call(self._executor.run(job_id))
+
+    async def _open(self) -> None:
+        settings = self._settings
+        database = Database(settings.database_url)
+        http = build_http_client(max_connections=settings.worker.max_connections)
+        redis = aioredis.Redis.from_url(settings.redis_url)
+        self._closers = [http.aclose(), redis.aclose(), database.aclose()]
+        providers = build_providers(settings.providers, http)
+        executor = Executor(
+            database=database,
+            providers=providers,
+            lease_seconds=settings.worker.lease_seconds,
+        )
+        reconciler = Reconciler(
+            database=database,
+            enqueuer=self._enqueuer,
+            grace_seconds=settings.worker.enqueue_grace_seconds,
+        )
+        self._executor = executor
+        self._background = [
+            asyncio.create_task(executor.keep_leases()),
+            asyncio.create_task(
+                listen_for_cancels(
+                    redis, key_prefix=settings.key_prefix, on_cancel=executor.cancel
+                )
+            ),
+            asyncio.create_task(
+                reconciler.run_forever(
+                    redis=redis,
+                    lock_key=f"{settings.key_prefix}:reconciler",
+                    interval=settings.worker.reconcile_interval,
+                )
+            ),
+        ]
+
+    async def _close(self) -> None:
+        for task in self._background:
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        for closer in self._closers:
+            try:
+                await closer
+            except Exception:
+                log.exception("closing a worker resource failed")
