@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 
 from relayq.intake import Intake
-from relayq.queueing import Enqueuer, create_celery
+from relayq.queueing import Enqueuer
 from relayq.settings import Settings
 from relayq.store import Database
 
@@ -26,7 +26,7 @@ class Services:
     def open(cls, settings: Settings) -> Services:
         database = Database(settings.database_url)
         redis = aioredis.Redis.from_url(settings.redis_url)
-        enqueuer = Enqueuer(celery=create_celery(settings), settings=settings)
+        enqueuer = Enqueuer(settings=settings)
         intake = Intake(settings=settings, database=database, enqueuer=enqueuer, redis=redis)
         return cls(
             settings=settings, database=database, redis=redis, enqueuer=enqueuer, intake=intake

@@ -24,10 +24,18 @@ def message_priority(job_priority: int) -> int:
     return 9 - job_priority
 
 
-def create_celery(settings: Settings) -> Celery:
-    """A Celery app configured for relayq; it connects only when first used."""
+def create_celery(settings: Settings, *, publisher: bool = False) -> Celery:
+    """A Celery app configured for relayq; it connects only when first used.
+
+    A ``publisher`` app (the API's, the reconciler's) fails a publish at once
+    when the broker is unreachable instead of retrying the connection for
+    seconds: the job is already stored, and the reconciler sends it later.
+    """
     app = Celery("relayq", broker=settings.redis_url, set_as_current=False)
-    app.conf.update(_celery_config(settings))
+    config = _celery_config(settings)
+    if publisher:
+        config["broker_transport_options"].update(max_retries=0, connect_retries_timeout=2)
+    app.conf.update(config)
     return app
 
 
@@ -62,8 +70,8 @@ def _celery_config(settings: Settings) -> dict[str, Any]:
 class Enqueuer:
     """Publishes run-job messages. Blocking: call it from a thread, not a loop."""
 
-    def __init__(self, *, celery: Celery, settings: Settings) -> None:
-        self._celery = celery
+    def __init__(self, *, settings: Settings) -> None:
+        self._celery = create_celery(settings, publisher=True)
         self._settings = settings
 
     def send(self, *, job_id: str, provider: str, priority: int) -> None:

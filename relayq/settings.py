@@ -48,6 +48,8 @@ class ApiSettings(BaseModel):
 
 
 class WorkerSettings(BaseModel):
+    providers: list[str] | None = None
+    """Providers whose queues this worker consumes; all configured ones when unset."""
     concurrency: int = Field(default=200, gt=0)
     """Jobs in flight per worker process (Celery threads feeding one event loop)."""
     lease_seconds: float = Field(default=60.0, gt=0)
@@ -101,6 +103,9 @@ class Settings(BaseSettings):
                     f"route {name!r} names provider {route.provider!r}, which is not "
                     f"configured (configured providers: {known})"
                 )
+        for name in self.worker.providers or []:
+            if name not in self.providers:
+                raise ValueError(f"worker.providers names unknown provider {name!r}")
         return self
 
     def queue_for(self, provider: str) -> str:
@@ -109,5 +114,7 @@ class Settings(BaseSettings):
 
     @property
     def queues(self) -> list[str]:
-        return [self.queue_for(name) for name in sorted(self.providers)]
+        """The queues a worker consumes: its providers' or, by default, all."""
+        names = self.worker.providers if self.worker.providers is not None else self.providers
+        return [self.queue_for(name) for name in sorted(names)]
 

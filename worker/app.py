@@ -17,7 +17,7 @@ __all__ = ["create_worker_app"]
 def create_worker_app(settings: Settings) -> Celery:
     """A Celery app whose task runs jobs on a per-process :class:`WorkerRuntime`."""
     app = create_celery(settings)
-    runtime = WorkerRuntime(settings=settings, enqueuer=Enqueuer(celery=app, settings=settings))
+    runtime = WorkerRuntime(settings=settings, enqueuer=Enqueuer(settings=settings))
 
     @app.task(name=RUN_JOB_TASK, acks_late=True, ignore_result=True)
     def run_job(job_id: str) -> str:

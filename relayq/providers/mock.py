@@ -55,7 +55,7 @@ from relayq.providers.errors import (
 
 __all__ = ["MockAnswer", "MockControls", "MockProvider", "plan_answer"]
 
-_WORDS = (
+_WORDS = (  # noqa: SIM905 (64 words read better as text than as a 64-line literal)
     "alpha amber anchor arrow autumn beacon birch bright canyon cedar cloud coral "
     "crimson delta drift ember falcon fern forest glacier granite harbor hazel "
     "horizon island jade juniper lagoon lantern maple meadow meteor mist moss "

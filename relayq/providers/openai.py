@@ -179,9 +179,7 @@ class OpenAIProvider(Provider):
             try:
                 if not response.is_success:
                     content = await response.aread()
-                    raise self.error_from_response(
-                        response.status_code, response.headers, content
-                    )
+                    raise self.error_from_response(response.status_code, response.headers, content)
                 yield response
             finally:
                 await response.aclose()

@@ -84,9 +84,7 @@ def parse_duration(value: str) -> float | None:
     return sum(float(number) * _UNIT_SECONDS[unit] for number, unit in parts)
 
 
-def retry_after_seconds(
-    headers: Mapping[str, str], *, now: datetime | None = None
-) -> float | None:
+def retry_after_seconds(headers: Mapping[str, str], *, now: datetime | None = None) -> float | None:
     """How long ``headers`` ask the caller to wait before trying again, or None.
 
     ``retry-after-ms`` and ``Retry-After`` are the vendor's explicit answer and

@@ -40,11 +40,10 @@ class ThreadedServer:
     """
 
     def __init__(self) -> None:
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._sock.bind(("127.0.0.1", 0))
-        self.port: int = self._sock.getsockname()[1]
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._serve, name=type(self).__name__, daemon=True)
+        self.port = 0
+        self._sock: socket.socket | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
         self._started: Future[None] = Future()
         self._stop: asyncio.Event | None = None
 
@@ -58,6 +57,11 @@ class ThreadedServer:
         raise NotImplementedError
 
     def __enter__(self) -> Self:
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.bind(("127.0.0.1", 0))
+        self.port = self._sock.getsockname()[1]
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._serve, name=type(self).__name__, daemon=True)
         self._thread.start()
         self._started.result(timeout=_START_TIMEOUT)
         return self
@@ -68,36 +72,43 @@ class ThreadedServer:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._stop is not None:
+        if self._loop is not None and self._stop is not None:
             self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(timeout=_START_TIMEOUT)
+        if self._thread is not None:
+            self._thread.join(timeout=_START_TIMEOUT)
 
     def _serve(self) -> None:
-        """The server thread: start, serve until told to stop, clean up, close the loop."""
-        loop = self._loop
+        """The server thread: start, serve until told to stop, clean up, close the loop.
+
+        A failure to start reaches ``__enter__`` through ``_started``.
+        """
+        loop, sock = self._loop, self._sock
+        assert loop is not None
+        assert sock is not None
         asyncio.set_event_loop(loop)
-        runner = web.AppRunner(
-            self.make_app(), handler_cancellation=True, shutdown_timeout=1.0, access_log=None
-        )
+        runner: web.AppRunner | None = None
         try:
-            loop.run_until_complete(self._start(runner))
-        except BaseException as exc:
-            self._started.set_exception(exc)
-            self._sock.close()
-            loop.close()
-            return
-        self._started.set_result(None)
-        try:
+            runner = web.AppRunner(
+                self.make_app(), handler_cancellation=True, shutdown_timeout=1.0, access_log=None
+            )
+            loop.run_until_complete(self._start(runner, sock))
+            self._started.set_result(None)
             loop.run_until_complete(self._wait_for_stop())
+        except BaseException as exc:
+            if not self._started.done():
+                self._started.set_exception(exc)
+            raise
         finally:
-            loop.run_until_complete(runner.cleanup())
+            if runner is not None:
+                loop.run_until_complete(runner.cleanup())
+            sock.close()
             loop.run_until_complete(loop.shutdown_asyncgens())
             loop.close()
 
-    async def _start(self, runner: web.AppRunner) -> None:
+    async def _start(self, runner: web.AppRunner, sock: socket.socket) -> None:
         self._stop = asyncio.Event()
         await runner.setup()
-        await web.SockSite(runner, self._sock).start()
+        await web.SockSite(runner, sock).start()
 
     async def _wait_for_stop(self) -> None:
         assert self._stop is not None

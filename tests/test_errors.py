@@ -1,0 +1,155 @@
+"""Bad input and bad credentials get a 4xx in OpenAI's error shape naming the field."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.jobs import body
+from tests.stack import Stack
+
+
+def error_of(response: httpx.Response, status: int) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    payload: dict[str, Any] = response.json()
+    assert set(payload) == {"error"}
+    assert set(payload["error"]) == {"message", "type", "param", "code"}
+    error: dict[str, Any] = payload["error"]
+    return error
+
+
+def test_malformed_json(client: httpx.Client) -> None:
+    response = client.post(
+        "/v1/jobs", content=b'{"model": "mock", "messages": [', headers={"content-type": "application/json"}
+    )
+
+    error = error_of(response, 400)
+    assert error["code"] == "invalid_json"
+    assert "could not parse the JSON body" in error["message"]
+
+
+def test_body_that_is_not_an_object(client: httpx.Client) -> None:
+    error = error_of(client.post("/v1/jobs", json=["mock"]), 400)
+
+    assert error["code"] == "invalid_body"
+    assert "JSON object" in error["message"]
+
+
+def test_missing_model(client: httpx.Client) -> None:
+    payload = body()
+    del payload["model"]
+
+    error = error_of(client.post("/v1/jobs", json=payload), 400)
+
+    assert error["param"] == "model"
+    assert error["code"] == "missing_required_parameter"
+    assert error["message"].startswith("Missing required parameter: 'model'")
+
+
+def test_unknown_model(client: httpx.Client) -> None:
+    error = error_of(client.post("/v1/jobs", json=body(model="gpt-9")), 404)
+
+    assert error["param"] == "model"
+    assert error["code"] == "model_not_found"
+    assert "'gpt-9' does not exist" in error["message"]
+    assert "mock" in error["message"]
+
+
+def test_empty_messages(client: httpx.Client) -> None:
+    error = error_of(client.post("/v1/jobs", json={"model": "mock", "messages": []}), 400)
+
+    assert error["param"] == "messages"
+    assert error["code"] == "empty_array"
+    assert "empty array" in error["message"]
+
+
+def test_invalid_nested_field_is_named_by_its_path(client: httpx.Client) -> None:
+    payload = {"model": "mock", "messages": [{"role": "user", "content": "a"},
+                                             {"role": "robot", "content": "b"}]}
+
+    error = error_of(client.post("/v1/jobs", json=payload), 400)
+
+    assert error["param"] == "messages[1].role"
+    assert "'messages[1].role'" in error["message"]
+    assert "user" in error["message"]
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("priority", 12), ("temperature", 3), ("metadata", {"k": 5})]
+)
+def test_out_of_range_options(client: httpx.Client, field: str, value: object) -> None:
+    error = error_of(client.post("/v1/jobs", json=body(**{field: value})), 400)
+
+    assert error["param"] is not None
+    assert error["param"].startswith(field)
+
+
+def test_oversized_body_by_content_length(client: httpx.Client) -> None:
+    huge = "x" * (3 * 1024 * 1024)
+
+    error = error_of(client.post("/v1/jobs", json=body(huge)), 413)
+
+    assert error["code"] == "request_too_large"
+    assert "limit is 2097152 bytes" in error["message"]
+
+
+def test_oversized_body_streamed_without_length(client: httpx.Client) -> None:
+    def chunks() -> Any:
+        yield b'{"model": "mock", "messages": [{"role": "user", "content": "'
+        for _ in range(40):
+            yield b"y" * 65536
+        yield b'"}]}'
+
+    response = client.post(
+        "/v1/jobs", content=chunks(), headers={"content-type": "application/json"}
+    )
+
+    assert error_of(response, 413)["code"] == "request_too_large"
+
+
+def test_unknown_job_id(client: httpx.Client) -> None:
+    error = error_of(client.get("/v1/jobs/job_doesnotexist"), 404)
+
+    assert error["code"] == "job_not_found"
+    assert "job_doesnotexist" in error["message"]
+
+
+def test_bad_list_parameters(client: httpx.Client) -> None:
+    assert error_of(client.get("/v1/jobs", params={"limit": 0}), 400)["param"] == "limit"
+    status_error = error_of(client.get("/v1/jobs", params={"status": "done"}), 400)
+    assert status_error["param"] == "status"
+    assert "succeeded" in status_error["message"]
+
+
+def test_unknown_route_and_method(client: httpx.Client) -> None:
+    assert "Unknown request URL" in error_of(client.get("/v1/nothing"), 404)["message"]
+    assert error_of(client.delete("/v1/jobs"), 405)["type"] == "invalid_request_error"
+
+
+@pytest.mark.parametrize(
+    ("headers", "code"),
+    [
+        ({}, "missing_api_key"),
+        ({"Authorization": "Bearer rq-not-a-real-key"}, "invalid_api_key"),
+        ({"Authorization": "Basic dXNlcjpwYXNz"}, "invalid_authorization_header"),
+    ],
+)
+def test_every_v1_route_needs_a_valid_key(
+    stack: Stack, headers: dict[str, str], code: str
+) -> None:
+    with httpx.Client(base_url=stack.base_url, headers=headers) as anonymous:
+        responses = [
+            anonymous.post("/v1/jobs", json=body()),
+            anonymous.get("/v1/jobs"),
+            anonymous.get("/v1/jobs/job_x"),
+            anonymous.post("/v1/jobs/job_x/cancel"),
+        ]
+
+    for response in responses:
+        error = error_of(response, 401)
+        assert error["code"] == code
+        assert error["type"] == "authentication_error"
+        assert response.headers["www-authenticate"] == "Bearer"

@@ -1,0 +1,187 @@
+"""The job repository's guards, on each real database."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from relayq.jobs import JobStatus
+from relayq.store import Database
+from relayq.store.jobs import (
+    AttemptRecord,
+    IdempotencyConflict,
+    NewJob,
+    Outcome,
+    cancel_job,
+    claim_job,
+    create_job,
+    find_stranded,
+    finish_job,
+    get_job,
+    list_attempts,
+    mark_enqueued,
+    release_lapsed,
+)
+from relayq.store.keys import create_key, find_active_key, revoke_key
+from relayq.store.models import Job
+from tests.services import run
+
+Scenario = Callable[[AsyncSession], Awaitable[None]]
+
+
+@pytest.fixture
+def in_session(database_url: str) -> Callable[[Scenario], None]:
+    @asynccontextmanager
+    async def session() -> AsyncIterator[AsyncSession]:
+        database = Database(database_url)
+        try:
+            async with database.session() as opened:
+                yield opened
+        finally:
+            await database.aclose()
+
+    async def scenario(body: Scenario) -> None:
+        async with session() as opened:
+            await body(opened)
+
+    return lambda body: run(scenario(body))
+
+
+async def new_job(session: AsyncSession, *, now: float = 1000.0, **options: str) -> str:
+    key = await create_key(session, name="store")
+    job, created = await create_job(
+        session,
+        job=NewJob(
+            key_id=key.id, model="mock", route="mock", provider="mock", upstream_model="mock",
+            request={"model": "mock", "messages": [{"role": "user", "content": "x"}]},
+            priority=5, metadata={}, **options,
+        ),
+        now=now,
+    )
+    assert created
+    return job.id
+
+
+def attempt(status: str = "succeeded") -> AttemptRecord:
+    return AttemptRecord(provider="mock", upstream_model="mock", status=status, latency_ms=1.0)
+
+
+def test_a_job_is_claimed_once_while_its_lease_lives(in_session: Callable[[Scenario], None]) -> None:
+    async def body(session: AsyncSession) -> None:
+        job_id = await new_job(session)
+        first = await claim_job(session, job_id=job_id, now=1001.0, lease_seconds=10)
+        second = await claim_job(session, job_id=job_id, now=1005.0, lease_seconds=10)
+        assert first is not None
+        assert first.run == 1
+        assert second is None
+        taken_over = await claim_job(session, job_id=job_id, now=1012.0, lease_seconds=10)
+        assert taken_over is not None
+        assert taken_over.run == 2
+
+    in_session(body)
+
+
+def test_only_the_current_claim_writes_the_outcome(in_session: Callable[[Scenario], None]) -> None:
+    async def body(session: AsyncSession) -> None:
+        job_id = await new_job(session)
+        stale = await claim_job(session, job_id=job_id, now=1001.0, lease_seconds=1)
+        current = await claim_job(session, job_id=job_id, now=1003.0, lease_seconds=10)
+        assert stale is not None
+        assert current is not None
+        done = Outcome(status=JobStatus.SUCCEEDED, response={"r": 1})
+        assert await finish_job(session, claim=current, outcome=done, attempt=attempt(), now=1004.0)
+        assert not await finish_job(session, claim=stale, outcome=done, attempt=attempt(), now=1005.0)
+        assert not await finish_job(session, claim=current, outcome=done, attempt=attempt(), now=1006.0)
+        assert await claim_job(session, job_id=job_id, now=2000.0, lease_seconds=1) is None
+        attempts = await list_attempts(session, job_id=job_id)
+        assert [a.run for a in attempts] == [2, 1, 2]
+
+    in_session(body)
+
+
+def test_a_cancelled_job_is_never_claimed_or_finished(in_session: Callable[[Scenario], None]) -> None:
+    async def body(session: AsyncSession) -> None:
+        job_id = await new_job(session)
+        claim = await claim_job(session, job_id=job_id, now=1001.0, lease_seconds=10)
+        assert claim is not None
+        job = await _job(session, job_id)
+        assert await cancel_job(session, job_id=job_id, key_id=job.key_id, now=1002.0)
+        assert not await cancel_job(session, job_id=job_id, key_id=job.key_id, now=1003.0)
+        done = Outcome(status=JobStatus.SUCCEEDED)
+        assert not await finish_job(session, claim=claim, outcome=done, attempt=None, now=1004.0)
+        assert await claim_job(session, job_id=job_id, now=9999.0, lease_seconds=1) is None
+
+    in_session(body)
+
+
+async def _job(session: AsyncSession, job_id: str) -> Job:
+    row = (await session.execute(select(Job).where(Job.id == job_id))).scalar_one()
+    await session.refresh(row)
+    return row
+
+
+def test_lapsed_leases_return_to_the_queue_unconfirmed(in_session: Callable[[Scenario], None]) -> None:
+    async def body(session: AsyncSession) -> None:
+        job_id = await new_job(session, now=1000.0)
+        await mark_enqueued(session, job_ids=[job_id], now=1000.5)
+        assert await claim_job(session, job_id=job_id, now=1001.0, lease_seconds=5)
+        assert await release_lapsed(session, now=1003.0, limit=10) == 0
+        assert await release_lapsed(session, now=1007.0, limit=10) == 1
+        stranded = await find_stranded(session, created_before=1007.0, limit=10)
+        assert job_id in [s.job_id for s in stranded]
+
+    in_session(body)
+
+
+def test_stranded_jobs_are_those_without_a_confirmed_message(
+    in_session: Callable[[Scenario], None],
+) -> None:
+    async def body(session: AsyncSession) -> None:
+        confirmed = await new_job(session, now=500.0)
+        unconfirmed = await new_job(session, now=500.0)
+        recent = await new_job(session, now=900.0)
+        await mark_enqueued(session, job_ids=[confirmed], now=501.0)
+        found = {s.job_id for s in await find_stranded(session, created_before=800.0, limit=100)}
+        assert unconfirmed in found
+        assert confirmed not in found
+        assert recent not in found
+
+    in_session(body)
+
+
+def test_idempotency_conflict_on_a_different_body(in_session: Callable[[Scenario], None]) -> None:
+    async def body(session: AsyncSession) -> None:
+        key = await create_key(session, name="idem")
+        spec = {
+            "key_id": key.id, "model": "mock", "route": "mock", "provider": "mock",
+            "upstream_model": "mock", "request": {}, "priority": 5, "metadata": {},
+            "idempotency_key": "i-1",
+        }
+        first, created = await create_job(session, job=NewJob(**spec, request_hash="a"), now=1.0)
+        again, created_again = await create_job(session, job=NewJob(**spec, request_hash="a"), now=2.0)
+        assert created
+        assert not created_again
+        assert again.id == first.id
+        with pytest.raises(IdempotencyConflict):
+            await create_job(session, job=NewJob(**spec, request_hash="b"), now=3.0)
+        assert await get_job(session, job_id=first.id, key_id="key_other") is None
+
+    in_session(body)
+
+
+def test_keys_are_stored_hashed_and_can_be_revoked(in_session: Callable[[Scenario], None]) -> None:
+    async def body(session: AsyncSession) -> None:
+        created = await create_key(session, name="k")
+        found = await find_active_key(session, secret=created.secret)
+        assert found is not None
+        assert created.secret not in (found.key_hash, found.hint, found.name)
+        assert len(found.key_hash) == 64
+        assert await revoke_key(session, key_id=created.id)
+        assert await find_active_key(session, secret=created.secret) is None
+        assert not await revoke_key(session, key_id=created.id)
+
+    in_session(body)
