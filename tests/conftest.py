@@ -13,7 +13,13 @@ import redis
 
 from relayq.store import Database
 from relayq.store.keys import create_key
-from tests.services import local_redis_url, reset_database, run, running_valkey
+from tests.services import (
+    local_redis_url,
+    reset_database,
+    run,
+    running_valkey,
+    scratch_postgres_database,
+)
 from tests.stack import Stack
 
 _DATABASES = ["sqlite"] + (["postgresql"] if os.environ.get("RELAYQ_TEST_DATABASE_URL") else [])
@@ -71,12 +77,27 @@ def stack(
         yield running
 
 
+@pytest.fixture
+def private_database_url(backend: str, tmp_path: Path) -> Iterator[str]:
+    """A database of the current backend that no other stack uses.
+
+    For tests that stop parts of their own stack: the shared stack's workers
+    would otherwise reconcile and run their jobs.
+    """
+    if backend == "postgresql":
+        with scratch_postgres_database(os.environ["RELAYQ_TEST_DATABASE_URL"]) as url:
+            yield url
+    else:
+        url = f"sqlite:///{tmp_path / 'private.db'}"
+        reset_database(url)
+        yield url
+
+
 KeyFactory = Callable[[], str]
 
 
-@pytest.fixture
-def make_key(database_url: str) -> KeyFactory:
-    """Creates a new API key (a new tenant) and returns its secret."""
+def key_factory(database_url: str) -> KeyFactory:
+    """Creates a new API key (a new tenant) in ``database_url``; returns its secret."""
 
     async def create() -> str:
         database = Database(database_url)
@@ -87,6 +108,12 @@ def make_key(database_url: str) -> KeyFactory:
             await database.aclose()
 
     return lambda: run(create())
+
+
+@pytest.fixture
+def make_key(database_url: str) -> KeyFactory:
+    """Creates a new API key in the shared database and returns its secret."""
+    return key_factory(database_url)
 
 
 @pytest.fixture

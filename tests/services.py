@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -18,7 +19,14 @@ from sqlalchemy import create_engine, text
 from relayq.store import sync_url
 from relayq.store.migrate import upgrade
 
-__all__ = ["free_port", "local_redis_url", "reset_database", "run", "running_valkey"]
+__all__ = [
+    "free_port",
+    "local_redis_url",
+    "reset_database",
+    "run",
+    "running_valkey",
+    "scratch_postgres_database",
+]
 
 run = asyncio.run
 
@@ -65,3 +73,21 @@ def reset_database(url: str) -> None:
             connection.execute(text("CREATE SCHEMA public"))
         engine.dispose()
     upgrade(url)
+
+
+@contextmanager
+def scratch_postgres_database(url: str) -> Iterator[str]:
+    """A new, migrated PostgreSQL database beside ``url``'s, dropped afterwards."""
+    target = sync_url(url)
+    name = f"relayq_scratch_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(target, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    scratch = target.set(database=name).render_as_string(hide_password=False)
+    try:
+        upgrade(scratch)
+        yield scratch
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()

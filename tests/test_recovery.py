@@ -8,18 +8,19 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import KeyFactory
+from tests.conftest import key_factory
 from tests.jobs import body, submit, wait_for_status
 from tests.services import free_port, running_valkey
 from tests.stack import Stack
 
 
 def test_jobs_accepted_while_the_broker_is_down_run_once_it_returns(
-    database_url: str, make_key: KeyFactory, logs: Path
+    private_database_url: str, logs: Path
 ) -> None:
+    make_key = key_factory(private_database_url)
     port = free_port()
     with running_valkey(port) as broker_url:
-        stack = Stack(database_url=database_url, redis_url=broker_url, logs=logs)
+        stack = Stack(database_url=private_database_url, redis_url=broker_url, logs=logs)
         stack.start_api()
         stack.start_worker()
     # The broker is gone; the API still takes jobs and stores them.
@@ -42,11 +43,11 @@ def test_jobs_accepted_while_the_broker_is_down_run_once_it_returns(
 
 @pytest.mark.parametrize("redelivery_seconds", [4])
 def test_a_job_whose_worker_was_killed_mid_call_finishes_exactly_once(
-    database_url: str, make_key: KeyFactory, logs: Path,
-    redelivery_seconds: int,
+    private_database_url: str, logs: Path, redelivery_seconds: int
 ) -> None:
+    make_key = key_factory(private_database_url)
     with running_valkey() as broker_url, Stack(
-        database_url=database_url,
+        database_url=private_database_url,
         redis_url=broker_url,
         logs=logs,
         # Let the broker also redeliver the dead worker's unacked message during

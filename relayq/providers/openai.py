@@ -82,7 +82,8 @@ def error_for_event(error: object, *, provider: str) -> ProviderError:
 
     An integer ``code`` is read as a status (vLLM and others send one);
     otherwise OpenAI's ``code`` or ``type`` names decide. An error the names
-    do not classify counts as the provider failing (retryable).
+    do not classify counts as the provider failing (retryable). Only an
+    integer ``code`` ends up as the error's ``status_code``.
     """
     fields: dict[str, Any] = error if isinstance(error, dict) else {}
     message = vendor_message({"error": error}) or f"{provider}: error event in the stream"
@@ -91,7 +92,9 @@ def error_for_event(error: object, *, provider: str) -> ProviderError:
         return error_for_status(code, message)
     kinds = (str(code), str(fields.get("type")))
     status = next((_STATUS_BY_ERROR_KIND[k] for k in kinds if k in _STATUS_BY_ERROR_KIND), 500)
-    return error_for_status(status, message)
+    mapped = error_for_status(status, message)
+    mapped.status_code = None  # the status only classified it; none came over the wire
+    return mapped
 
 
 def _decode_json(content: bytes | str, *, provider: str) -> Any:

@@ -95,9 +95,9 @@ class ThreadedServer:
             self._started.set_result(None)
             loop.run_until_complete(self._wait_for_stop())
         except BaseException as exc:
-            if not self._started.done():
-                self._started.set_exception(exc)
-            raise
+            if self._started.done():
+                raise
+            self._started.set_exception(exc)
         finally:
             if runner is not None:
                 loop.run_until_complete(runner.cleanup())

@@ -267,6 +267,7 @@ def test_error_event_mid_stream(
     with pytest.raises(error_type) as raised:
         call(server.base_url, streamer(received))
     assert raised.value.message == error["error"]["message"]
+    assert raised.value.status_code == (400 if error["error"].get("code") == 400 else None)
     assert len(received) == 2
 
 
