@@ -58,7 +58,8 @@ async def get_key(
     if key is None:
         hint = secret.strip()[-4:]
         raise APIError(
-            401, f"Incorrect API key provided: ...{hint}. It is unknown or revoked.",
+            401,
+            f"Incorrect API key provided: ...{hint}. It is unknown or revoked.",
             code="invalid_api_key",
             headers=_CHALLENGE,
         )

@@ -54,7 +54,9 @@ class APIError(Exception):
 def error_body(
     status_code: int, message: str, *, code: str | None = None, param: str | None = None
 ) -> dict[str, Any]:
-    kind = _TYPES.get(status_code, "server_error" if status_code >= 500 else "invalid_request_error")
+    kind = _TYPES.get(
+        status_code, "server_error" if status_code >= 500 else "invalid_request_error"
+    )
     return {"error": {"message": message, "type": kind, "param": param, "code": code}}
 
 
@@ -93,8 +95,12 @@ def validation_error(errors: Sequence[Any]) -> APIError:
             code="invalid_body",
         )
     if kind == "missing":
-        return APIError(400, f"Missing required parameter: '{param}'.{more}",
-                        code="missing_required_parameter", param=param)
+        return APIError(
+            400,
+            f"Missing required parameter: '{param}'.{more}",
+            code="missing_required_parameter",
+            param=param,
+        )
     if kind == "too_short" and isinstance(first.get("input"), list):
         minimum = first.get("ctx", {}).get("min_length", 1)
         return APIError(

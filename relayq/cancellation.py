@@ -35,7 +35,7 @@ async def listen_for_cancels(
     client: aioredis.Redis,
     *,
     key_prefix: str,
-    on_cancel: Callable[[str], None],
+    on_cancel: Callable[[str], object],
     reconnect_delay: float = 1.0,
 ) -> None:
     """Call ``on_cancel(job_id)`` for each cancel signal, until cancelled."""

@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
+    "RELAYQ_CONTROLS",
     "ChatCompletion",
     "ChatCompletionChunk",
     "ChatCompletionRequest",
@@ -73,6 +74,10 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
+RELAYQ_CONTROLS = frozenset({"mock"})
+"""Extra body fields that steer relayq itself and are never sent upstream."""
+
+
 class ChatCompletionRequest(BaseModel):
     """The body of ``POST /v1/chat/completions``."""
 
@@ -102,7 +107,7 @@ class ChatCompletionRequest(BaseModel):
 
     def upstream_body(self, *, model: str, stream: bool = False) -> dict[str, Any]:
         """The JSON body for an OpenAI-shaped upstream serving ``model``."""
-        body = self.model_dump(mode="json", exclude_none=True)
+        body = self.model_dump(mode="json", exclude_none=True, exclude=set(RELAYQ_CONTROLS))
         body["model"] = model
         body.pop("stream_options", None)
         if stream:

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -45,6 +46,10 @@ class _Running:
     claim: Claim
     task: asyncio.Task[object] | None
     cancelled: bool = False
+
+
+def _failed(code: str, message: str) -> Outcome:
+    return Outcome(status=JobStatus.FAILED, error={"code": code, "message": message})
 
 
 class Executor:
@@ -103,22 +108,22 @@ class Executor:
     async def _call(self, claim: Claim) -> tuple[Outcome, AttemptRecord | None]:
         provider = self._providers.get(claim.provider)
         if provider is None:
-            error = {
-                "code": "provider_not_configured",
-                "message": f"provider {claim.provider!r} is not configured on this worker",
-            }
-            return Outcome(status=JobStatus.FAILED, error=error), None
+            message = f"provider {claim.provider!r} is not configured on this worker"
+            return _failed("provider_not_configured", message), None
         try:
             request = ChatCompletionRequest.model_validate(claim.request)
         except ValidationError as exc:
-            error = {"code": "invalid_stored_request", "message": str(exc)}
-            return Outcome(status=JobStatus.FAILED, error=error), None
+            return _failed("invalid_stored_request", str(exc)), None
         started = time.perf_counter()
         try:
             completion = await provider.complete(request, model=claim.upstream_model)
         except ProviderError as exc:
             latency_ms = (time.perf_counter() - started) * 1000
-            error = {**exc.to_dict(), "provider": claim.provider, "model": claim.upstream_model}
+            error: dict[str, Any] = {
+                **exc.to_dict(),
+                "provider": claim.provider,
+                "model": claim.upstream_model,
+            }
             attempt = AttemptRecord(
                 provider=claim.provider,
                 upstream_model=claim.upstream_model,

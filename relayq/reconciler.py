@@ -24,7 +24,7 @@ from relayq.queueing import Enqueuer
 from relayq.store import Database
 from relayq.store.jobs import find_stranded, mark_enqueued, release_lapsed
 
-__all__ = ["Reconciler", "ReconcileReport"]
+__all__ = ["ReconcileReport", "Reconciler"]
 
 log = logging.getLogger(__name__)
 
@@ -85,9 +85,7 @@ class Reconciler:
             log.info("reconciler released %d lapsed jobs, enqueued %d", released, len(sent))
         return ReconcileReport(released=released, enqueued=len(sent), failed=failed)
 
-    async def run_forever(
-        self, *, redis: aioredis.Redis, lock_key: str, interval: float
-    ) -> None:
+    async def run_forever(self, *, redis: aioredis.Redis, lock_key: str, interval: float) -> None:
         """Run a pass every ``interval`` seconds on whichever worker holds the lock."""
         while True:
             try:

@@ -9,6 +9,7 @@ Nothing else in relayq reads ``os.environ``.
 from __future__ import annotations
 
 from pathlib import Path
+
 from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -117,4 +118,3 @@ class Settings(BaseSettings):
         """The queues a worker consumes: its providers' or, by default, all."""
         names = self.worker.providers if self.worker.providers is not None else self.providers
         return [self.queue_for(name) for name in sorted(names)]
-

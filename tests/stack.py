@@ -34,8 +34,9 @@ def wait_until(predicate: object, *, timeout: float, interval: float = 0.05) -> 
 class Stack:
     """An API process and worker processes sharing one database and one Redis."""
 
-    def __init__(self, *, database_url: str, redis_url: str, logs: Path,
-                 env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, *, database_url: str, redis_url: str, logs: Path, env: dict[str, str] | None = None
+    ) -> None:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.logs = logs
@@ -76,8 +77,17 @@ class Stack:
     def start_api(self) -> None:
         self.api = self._spawn(
             "api",
-            ["-m", "uvicorn", "api.app:create_app", "--factory", "--host", "127.0.0.1",
-             "--port", str(self.port), "--no-access-log"],
+            [
+                "-m",
+                "uvicorn",
+                "api.app:create_app",
+                "--factory",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--no-access-log",
+            ],
         )
         wait_until(self._api_up, timeout=30)
 

@@ -23,7 +23,9 @@ def error_of(response: httpx.Response, status: int) -> dict[str, Any]:
 
 def test_malformed_json(client: httpx.Client) -> None:
     response = client.post(
-        "/v1/jobs", content=b'{"model": "mock", "messages": [', headers={"content-type": "application/json"}
+        "/v1/jobs",
+        content=b'{"model": "mock", "messages": [',
+        headers={"content-type": "application/json"},
     )
 
     error = error_of(response, 400)
@@ -67,8 +69,10 @@ def test_empty_messages(client: httpx.Client) -> None:
 
 
 def test_invalid_nested_field_is_named_by_its_path(client: httpx.Client) -> None:
-    payload = {"model": "mock", "messages": [{"role": "user", "content": "a"},
-                                             {"role": "robot", "content": "b"}]}
+    payload = {
+        "model": "mock",
+        "messages": [{"role": "user", "content": "a"}, {"role": "robot", "content": "b"}],
+    }
 
     error = error_of(client.post("/v1/jobs", json=payload), 400)
 
@@ -81,7 +85,7 @@ def test_invalid_nested_field_is_named_by_its_path(client: httpx.Client) -> None
     ("field", "value"), [("priority", 12), ("temperature", 3), ("metadata", {"k": 5})]
 )
 def test_out_of_range_options(client: httpx.Client, field: str, value: object) -> None:
-    error = error_of(client.post("/v1/jobs", json=body(**{field: value})), 400)
+    error = error_of(client.post("/v1/jobs", json={**body(), field: value}), 400)
 
     assert error["param"] is not None
     assert error["param"].startswith(field)
@@ -137,9 +141,7 @@ def test_unknown_route_and_method(client: httpx.Client) -> None:
         ({"Authorization": "Basic dXNlcjpwYXNz"}, "invalid_authorization_header"),
     ],
 )
-def test_every_v1_route_needs_a_valid_key(
-    stack: Stack, headers: dict[str, str], code: str
-) -> None:
+def test_every_v1_route_needs_a_valid_key(stack: Stack, headers: dict[str, str], code: str) -> None:
     with httpx.Client(base_url=stack.base_url, headers=headers) as anonymous:
         responses = [
             anonymous.post("/v1/jobs", json=body()),

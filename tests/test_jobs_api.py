@@ -71,21 +71,25 @@ def test_same_idempotency_key_with_another_body_is_a_conflict(client: httpx.Clie
     assert first["id"] in error["message"]
 
 
-def test_idempotency_keys_are_per_api_key(client: httpx.Client, stack: Stack,
-                                          make_key: KeyFactory) -> None:
+def test_idempotency_keys_are_per_api_key(
+    client: httpx.Client, stack: Stack, make_key: KeyFactory
+) -> None:
     mine = submit(client, body("same"), **{"Idempotency-Key": "shared"})
-    with httpx.Client(base_url=stack.base_url,
-                      headers={"Authorization": f"Bearer {make_key()}"}) as other:
+    with httpx.Client(
+        base_url=stack.base_url, headers={"Authorization": f"Bearer {make_key()}"}
+    ) as other:
         theirs = submit(other, body("same"), **{"Idempotency-Key": "shared"})
 
     assert theirs["id"] != mine["id"]
 
 
-def test_a_key_never_sees_another_keys_jobs(client: httpx.Client, stack: Stack,
-                                           make_key: KeyFactory) -> None:
+def test_a_key_never_sees_another_keys_jobs(
+    client: httpx.Client, stack: Stack, make_key: KeyFactory
+) -> None:
     job = submit(client, body("private"))
-    with httpx.Client(base_url=stack.base_url,
-                      headers={"Authorization": f"Bearer {make_key()}"}) as other:
+    with httpx.Client(
+        base_url=stack.base_url, headers={"Authorization": f"Bearer {make_key()}"}
+    ) as other:
         fetched = other.get(f"/v1/jobs/{job['id']}")
         cancelled = other.post(f"/v1/jobs/{job['id']}/cancel")
         listed = other.get("/v1/jobs")
@@ -107,7 +111,9 @@ def test_list_pages_newest_first_and_filters(client: httpx.Client) -> None:
     pages: list[str] = []
     after = None
     while True:
-        params = {"limit": 2, "model": "mock", **({"after": after} if after else {})}
+        params: dict[str, str | int] = {"limit": 2, "model": "mock"}
+        if after:
+            params["after"] = after
         page = client.get("/v1/jobs", params=params).json()
         assert page["object"] == "list"
         pages.extend(job["id"] for job in page["data"])

@@ -25,16 +25,18 @@ def test_jobs_accepted_while_the_broker_is_down_run_once_it_returns(
         stack.start_worker()
     # The broker is gone; the API still takes jobs and stores them.
     try:
-        with httpx.Client(base_url=stack.base_url,
-                          headers={"Authorization": f"Bearer {make_key()}"}) as client:
+        with httpx.Client(
+            base_url=stack.base_url, headers={"Authorization": f"Bearer {make_key()}"}
+        ) as client:
             jobs = [submit(client, body(f"while down {i}")) for i in range(3)]
             time.sleep(1.5)
             for job in jobs:
                 assert client.get(f"/v1/jobs/{job['id']}").json()["status"] == "queued"
             with running_valkey(port):
                 for job in jobs:
-                    finished = wait_for_status(client, job["id"], {"succeeded", "failed"},
-                                               timeout=60)
+                    finished = wait_for_status(
+                        client, job["id"], {"succeeded", "failed"}, timeout=60
+                    )
                     assert finished["status"] == "succeeded"
                     assert len(finished["attempts"]) == 1
     finally:
@@ -46,18 +48,22 @@ def test_a_job_whose_worker_was_killed_mid_call_finishes_exactly_once(
     private_database_url: str, logs: Path, redelivery_seconds: int
 ) -> None:
     make_key = key_factory(private_database_url)
-    with running_valkey() as broker_url, Stack(
-        database_url=private_database_url,
-        redis_url=broker_url,
-        logs=logs,
-        # Let the broker also redeliver the dead worker's unacked message during
-        # the test, so the redelivery is shown to be harmless too.
-        env={"RELAYQ_WORKER__VISIBILITY_TIMEOUT": str(redelivery_seconds)},
-    ) as stack:
+    with (
+        running_valkey() as broker_url,
+        Stack(
+            database_url=private_database_url,
+            redis_url=broker_url,
+            logs=logs,
+            # Let the broker also redeliver the dead worker's unacked message during
+            # the test, so the redelivery is shown to be harmless too.
+            env={"RELAYQ_WORKER__VISIBILITY_TIMEOUT": str(redelivery_seconds)},
+        ) as stack,
+    ):
         stack.start_api()
         doomed = stack.start_worker()
-        with httpx.Client(base_url=stack.base_url,
-                          headers={"Authorization": f"Bearer {make_key()}"}) as client:
+        with httpx.Client(
+            base_url=stack.base_url, headers={"Authorization": f"Bearer {make_key()}"}
+        ) as client:
             job = submit(client, body("survive", mock={"latency_ms": 2500}))
             wait_for_status(client, job["id"], {"running"})
             stack.kill_worker(doomed)

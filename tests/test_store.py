@@ -56,9 +56,15 @@ async def new_job(session: AsyncSession, *, now: float = 1000.0, **options: str)
     job, created = await create_job(
         session,
         job=NewJob(
-            key_id=key.id, model="mock", route="mock", provider="mock", upstream_model="mock",
+            key_id=key.id,
+            model="mock",
+            route="mock",
+            provider="mock",
+            upstream_model="mock",
             request={"model": "mock", "messages": [{"role": "user", "content": "x"}]},
-            priority=5, metadata={}, **options,
+            priority=5,
+            metadata={},
+            **options,
         ),
         now=now,
     )
@@ -70,7 +76,9 @@ def attempt(status: str = "succeeded") -> AttemptRecord:
     return AttemptRecord(provider="mock", upstream_model="mock", status=status, latency_ms=1.0)
 
 
-def test_a_job_is_claimed_once_while_its_lease_lives(in_session: Callable[[Scenario], None]) -> None:
+def test_a_job_is_claimed_once_while_its_lease_lives(
+    in_session: Callable[[Scenario], None],
+) -> None:
     async def body(session: AsyncSession) -> None:
         job_id = await new_job(session)
         first = await claim_job(session, job_id=job_id, now=1001.0, lease_seconds=10)
@@ -94,8 +102,12 @@ def test_only_the_current_claim_writes_the_outcome(in_session: Callable[[Scenari
         assert current is not None
         done = Outcome(status=JobStatus.SUCCEEDED, response={"r": 1})
         assert await finish_job(session, claim=current, outcome=done, attempt=attempt(), now=1004.0)
-        assert not await finish_job(session, claim=stale, outcome=done, attempt=attempt(), now=1005.0)
-        assert not await finish_job(session, claim=current, outcome=done, attempt=attempt(), now=1006.0)
+        assert not await finish_job(
+            session, claim=stale, outcome=done, attempt=attempt(), now=1005.0
+        )
+        assert not await finish_job(
+            session, claim=current, outcome=done, attempt=attempt(), now=1006.0
+        )
         assert await claim_job(session, job_id=job_id, now=2000.0, lease_seconds=1) is None
         attempts = await list_attempts(session, job_id=job_id)
         assert [a.run for a in attempts] == [2, 1, 2]
@@ -103,7 +115,9 @@ def test_only_the_current_claim_writes_the_outcome(in_session: Callable[[Scenari
     in_session(body)
 
 
-def test_a_cancelled_job_is_never_claimed_or_finished(in_session: Callable[[Scenario], None]) -> None:
+def test_a_cancelled_job_is_never_claimed_or_finished(
+    in_session: Callable[[Scenario], None],
+) -> None:
     async def body(session: AsyncSession) -> None:
         job_id = await new_job(session)
         claim = await claim_job(session, job_id=job_id, now=1001.0, lease_seconds=10)
@@ -124,7 +138,9 @@ async def _job(session: AsyncSession, job_id: str) -> Job:
     return row
 
 
-def test_lapsed_leases_return_to_the_queue_unconfirmed(in_session: Callable[[Scenario], None]) -> None:
+def test_lapsed_leases_return_to_the_queue_unconfirmed(
+    in_session: Callable[[Scenario], None],
+) -> None:
     async def body(session: AsyncSession) -> None:
         job_id = await new_job(session, now=1000.0)
         await mark_enqueued(session, job_ids=[job_id], now=1000.5)
@@ -156,18 +172,28 @@ def test_stranded_jobs_are_those_without_a_confirmed_message(
 def test_idempotency_conflict_on_a_different_body(in_session: Callable[[Scenario], None]) -> None:
     async def body(session: AsyncSession) -> None:
         key = await create_key(session, name="idem")
-        spec = {
-            "key_id": key.id, "model": "mock", "route": "mock", "provider": "mock",
-            "upstream_model": "mock", "request": {}, "priority": 5, "metadata": {},
-            "idempotency_key": "i-1",
-        }
-        first, created = await create_job(session, job=NewJob(**spec, request_hash="a"), now=1.0)
-        again, created_again = await create_job(session, job=NewJob(**spec, request_hash="a"), now=2.0)
+
+        def spec(request_hash: str) -> NewJob:
+            return NewJob(
+                key_id=key.id,
+                model="mock",
+                route="mock",
+                provider="mock",
+                upstream_model="mock",
+                request={},
+                priority=5,
+                metadata={},
+                idempotency_key="i-1",
+                request_hash=request_hash,
+            )
+
+        first, created = await create_job(session, job=spec("a"), now=1.0)
+        again, created_again = await create_job(session, job=spec("a"), now=2.0)
         assert created
         assert not created_again
         assert again.id == first.id
         with pytest.raises(IdempotencyConflict):
-            await create_job(session, job=NewJob(**spec, request_hash="b"), now=3.0)
+            await create_job(session, job=spec("b"), now=3.0)
         assert await get_job(session, job_id=first.id, key_id="key_other") is None
 
     in_session(body)

@@ -11,7 +11,9 @@ from worker.app import create_worker_app
 __all__ = ["main", "worker_argv"]
 
 
-def worker_argv(settings: Settings, *, queues: Sequence[str] = (), extra: Sequence[str] = ()) -> list[str]:
+def worker_argv(
+    settings: Settings, *, queues: Sequence[str] = (), extra: Sequence[str] = ()
+) -> list[str]:
     """Celery worker arguments: the threads pool feeding the process's event loop."""
     return [
         "worker",

@@ -53,9 +53,7 @@ class WorkerRuntime:
 
     def _start(self) -> None:
         loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(
-            target=loop.run_forever, name="relayq-loop", daemon=True
-        )
+        self._thread = threading.Thread(target=loop.run_forever, name="relayq-loop", daemon=True)
         self._thread.start()
         self._loop = loop
         self.call(self._open())
@@ -104,9 +102,7 @@ class WorkerRuntime:
         self._background = [
             asyncio.create_task(executor.keep_leases()),
             asyncio.create_task(
-                listen_for_cancels(
-                    redis, key_prefix=settings.key_prefix, on_cancel=executor.cancel
-                )
+                listen_for_cancels(redis, key_prefix=settings.key_prefix, on_cancel=executor.cancel)
             ),
             asyncio.create_task(
                 reconciler.run_forever(

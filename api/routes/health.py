@@ -29,5 +29,7 @@ async def healthz(services: ServicesDep) -> JSONResponse:
     except Exception as exc:
         checks["redis"] = f"error: {exc.__class__.__name__}"
     healthy = checks["database"] == "ok"
-    return JSONResponse({"status": "ok" if healthy else "degraded", "checks": checks},
-                        status_code=200 if healthy else 503)
+    return JSONResponse(
+        {"status": "ok" if healthy else "degraded", "checks": checks},
+        status_code=200 if healthy else 503,
+    )

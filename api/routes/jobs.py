@@ -108,7 +108,9 @@ async def list_(
     key: KeyDep,
     session: SessionDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    after: Annotated[str | None, Query(description="Cursor: the last id of the previous page.")] = None,
+    after: Annotated[
+        str | None, Query(description="Cursor: the last id of the previous page.")
+    ] = None,
     status_: Annotated[JobStatus | None, Query(alias="status")] = None,
     model: str | None = None,
 ) -> JobList:

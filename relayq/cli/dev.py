@@ -47,8 +47,9 @@ def run_dev_stack(settings: Settings, *, api_port: int, flower_port: int) -> int
         _ensure_sqlite_dir(settings.database_url)
         upgrade(settings.database_url)
         key = asyncio.run(_dev_key(settings))
-        children = _start_children(env, redis_url=redis_url, api_port=api_port,
-                                   flower_port=flower_port)
+        children = _start_children(
+            env, redis_url=redis_url, api_port=api_port, flower_port=flower_port
+        )
         return _supervise(children, key=key, api_port=api_port, flower_port=flower_port)
     finally:
         if valkey is not None:
@@ -85,15 +86,35 @@ def _start_children(
 ) -> dict[str, subprocess.Popen[bytes]]:
     python = sys.executable
     commands = {
-        "api": [python, "-m", "uvicorn", "api.app:create_app", "--factory",
-                "--host", "127.0.0.1", "--port", str(api_port), "--no-access-log"],
+        "api": [
+            python,
+            "-m",
+            "uvicorn",
+            "api.app:create_app",
+            "--factory",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(api_port),
+            "--no-access-log",
+        ],
         "worker": [python, "-m", "worker", "--hostname", "dev@%h"],
-        "flower": [python, "-m", "celery", "--broker", redis_url, "flower",
-                   "--address=127.0.0.1", f"--port={flower_port}"],
+        "flower": [
+            python,
+            "-m",
+            "celery",
+            "--broker",
+            redis_url,
+            "flower",
+            "--address=127.0.0.1",
+            f"--port={flower_port}",
+        ],
     }
+    # Flower listens on loopback only here, so its JSON API may go without a login.
+    envs = {"flower": {**env, "FLOWER_UNAUTHENTICATED_API": "true"}}
     # Own sessions: a terminal's Ctrl-C reaches only us, and we stop them in order.
     return {
-        name: subprocess.Popen(command, env=env, start_new_session=True)
+        name: subprocess.Popen(command, env=envs.get(name, env), start_new_session=True)
         for name, command in commands.items()
     }
 
@@ -149,7 +170,7 @@ def _banner(*, key: str, api_port: int, flower_port: int) -> None:
         f"  API key {key}\n\n"
         f"  curl -s http://127.0.0.1:{api_port}/v1/jobs -H 'Authorization: Bearer {key}' "
         "-H 'Content-Type: application/json' "
-        "-d '{\"model\": \"mock\", \"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}]}'\n"
+        '-d \'{"model": "mock", "messages": [{"role": "user", "content": "Hi"}]}\'\n'
         "\nCtrl-C stops everything.\n"
     )
 

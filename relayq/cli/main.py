@@ -48,7 +48,9 @@ async def _create_key(settings: Settings, name: str) -> key_store.CreatedKey:
 def keys_create(name: Annotated[str, typer.Option(help="What the key is for.")]) -> None:
     """Create an API key and print its secret. The secret is shown only this once."""
     created = asyncio.run(_create_key(Settings(), name))
-    console.print(f"created key {created.id} ({created.name}); store it now, it is not shown again:")
+    console.print(
+        f"created key {created.id} ({created.name}); store it now, it is not shown again:"
+    )
     print(created.secret)
 
 
@@ -105,8 +107,15 @@ def api(
     os.execv(
         sys.executable,
         [
-            sys.executable, "-m", "uvicorn", "api.app:create_app", "--factory",
-            "--host", host or settings.api.host, "--port", str(port or settings.api.port),
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "api.app:create_app",
+            "--factory",
+            "--host",
+            host or settings.api.host,
+            "--port",
+            str(port or settings.api.port),
             "--no-access-log",
         ],
     )

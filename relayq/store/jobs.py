@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, select, update
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -30,8 +30,8 @@ __all__ = [
     "cancel_job",
     "claim_job",
     "create_job",
-    "finish_job",
     "find_stranded",
+    "finish_job",
     "get_job",
     "list_attempts",
     "list_jobs",
@@ -170,7 +170,7 @@ async def list_jobs(
     model: str | None = None,
 ) -> tuple[list[Job], bool]:
     """A page of ``key_id``'s jobs, newest first, after the cursor ``after``."""
-    query: Select[tuple[Job]] = select(Job).where(Job.key_id == key_id)
+    query = select(Job).where(Job.key_id == key_id)
     if after is not None:
         query = query.where(Job.id < after)
     if status is not None:
@@ -233,7 +233,10 @@ async def claim_job(
     if row is None:
         return None
     return Claim(
-        job_id=job_id, run=row.run, provider=row.provider, upstream_model=row.upstream_model,
+        job_id=job_id,
+        run=row.run,
+        provider=row.provider,
+        upstream_model=row.upstream_model,
         request=row.request,
     )
 

@@ -1,0 +1,5 @@
+"""``python -m relayq.cli``: the same as the ``relayq`` command."""
+
+from relayq.cli.main import main
+
+main()

@@ -1,0 +1,68 @@
+"""The `relayq` command: migrations and keys, against a real database."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from sqlalchemy import create_engine, inspect
+
+from relayq.store import Database
+from relayq.store.keys import find_active_key
+from tests.services import run
+from tests.stack import ROOT
+
+
+def relayq(*args: str, database_url: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "RELAYQ_DATABASE_URL": database_url}
+    return subprocess.run(
+        [sys.executable, "-m", "relayq.cli", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_db_upgrade_creates_the_schema(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+
+    result = relayq("db", "upgrade", database_url=url)
+
+    assert result.returncode == 0, result.stderr
+    engine = create_engine(url)
+    assert {"api_keys", "jobs", "attempts", "alembic_version"} <= set(
+        inspect(engine).get_table_names()
+    )
+    engine.dispose()
+
+
+def test_keys_create_prints_a_working_key_once_and_stores_its_hash(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'keys.db'}"
+    assert relayq("db", "upgrade", database_url=url).returncode == 0
+
+    created = relayq("keys", "create", "--name", "ci", database_url=url)
+    listed = relayq("keys", "list", database_url=url)
+
+    assert created.returncode == 0, created.stderr
+    secret = created.stdout.strip()
+    assert secret.startswith("rq-")
+    assert secret not in listed.stdout
+    assert "ci" in listed.stdout
+
+    async def lookup() -> bool:
+        database = Database(url)
+        try:
+            async with database.session() as session:
+                return await find_active_key(session, secret=secret) is not None
+        finally:
+            await database.aclose()
+
+    assert run(lookup())
+    key_id = listed.stdout.split("key_")[1].split()[0]
+    assert relayq("keys", "revoke", f"key_{key_id}", database_url=url).returncode == 0
+    assert not run(lookup())
