@@ -13,9 +13,10 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-__all__ = ["APIError", "error_body", "install_error_handlers"]
+__all__ = ["ERROR_RESPONSES", "APIError", "ErrorBody", "error_body", "install_error_handlers"]
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,31 @@ _TYPES = {
     413: "invalid_request_error",
     429: "rate_limit_error",
     503: "service_unavailable_error",
+}
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class ErrorBody(BaseModel):
+    """Every error answer: OpenAI's shape."""
+
+    error: ErrorDetail
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": description}
+    for status, description in {
+        400: "Invalid request: the message and `param` say what and where.",
+        401: "Missing, malformed, unknown or revoked API key.",
+        404: "No such job for this key, or an unknown model.",
+        409: "Idempotency-Key reused with another body, or a job that cannot be cancelled.",
+        413: "Request body over the configured limit.",
+    }.items()
 }
 
 

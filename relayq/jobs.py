@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, field_validator
 
 from relayq.chat import ChatCompletionRequest
+from relayq.providers.mock import MockControls
 
 __all__ = [
     "JOB_OPTIONS",
@@ -45,6 +46,8 @@ class JobCreate(ChatCompletionRequest):
     """0 (lowest) to 9 (highest); higher-priority jobs leave the queue first."""
     metadata: dict[str, str] = Field(default_factory=dict)
     """Up to 16 string pairs, as on OpenAI objects; returned with the job."""
+    mock: MockControls | None = None
+    """Controls for the built-in mock provider (latency, length, faults); see docs/mock.md."""
 
     @field_validator("metadata")
     @classmethod
@@ -61,6 +64,8 @@ class JobCreate(ChatCompletionRequest):
     def completion_request(self) -> ChatCompletionRequest:
         """The completion part of the body, without the job options."""
         data = self.model_dump(mode="json", exclude_none=True, exclude=set(JOB_OPTIONS))
+        if self.mock is not None:
+            data["mock"] = self.mock.model_dump(mode="json", exclude_unset=True)
         return ChatCompletionRequest.model_validate(data)
 
 

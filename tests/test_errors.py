@@ -155,3 +155,18 @@ def test_every_v1_route_needs_a_valid_key(stack: Stack, headers: dict[str, str],
         assert error["code"] == code
         assert error["type"] == "authentication_error"
         assert response.headers["www-authenticate"] == "Bearer"
+
+
+def test_invalid_mock_controls_are_rejected_at_intake(client: httpx.Client) -> None:
+    payload = body(mock={"latency_ms": -1})
+
+    error = error_of(client.post("/v1/jobs", json=payload), 400)
+
+    assert error["param"] == "mock.latency_ms"
+
+
+def test_unknown_mock_control_is_named(client: httpx.Client) -> None:
+    error = error_of(client.post("/v1/jobs", json=body(mock={"latncy_ms": 5})), 400)
+
+    assert error["param"] == "mock.latncy_ms"
+    assert "not permitted" in error["message"]

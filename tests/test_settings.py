@@ -10,8 +10,11 @@ from relayq.ids import new_id
 from relayq.settings import Settings
 
 
-def test_defaults_serve_the_mock_model_from_sqlite() -> None:
-    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+def test_defaults_serve_the_mock_model_from_sqlite(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("RELAYQ_DATABASE_URL", "RELAYQ_ROUTES", "RELAYQ_PROVIDERS"):
+        monkeypatch.delenv(name, raising=False)
+
+    settings = Settings()
 
     assert settings.database_url.startswith("sqlite:///")
     assert settings.routes["mock"].provider == "mock"

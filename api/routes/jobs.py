@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Response, status
 
 from api.deps import KeyDep, ServicesDep, SessionDep
-from api.errors import APIError
+from api.errors import ERROR_RESPONSES, APIError
 from relayq.jobs import TERMINAL_STATUSES, AttemptPublic, JobCreate, JobList, JobPublic, JobStatus
 from relayq.routing import UnknownModel
 from relayq.store.jobs import IdempotencyConflict, get_job, list_attempts, list_jobs
@@ -15,7 +15,7 @@ from relayq.store.models import Attempt, Job
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=ERROR_RESPONSES)
 
 
 def job_public(job: Job, attempts: list[Attempt] | None = None) -> JobPublic:
