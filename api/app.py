@@ -12,6 +12,7 @@ from api.errors import install_error_handlers
 from api.limits import BodySizeLimit
 from api.routes import health, jobs
 from api.services import Services
+from relayq.logs import configure_logging
 from relayq.settings import Settings
 
 __all__ = ["create_app"]
@@ -23,6 +24,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        configure_logging(settings.log_level)
         services = Services.open(settings)
         app.state.services = services
         try:

@@ -28,10 +28,17 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+_SERVER_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "celery", "flower")
+
+
 def configure_logging(level: str) -> None:
-    """Send every logger's records to stderr as JSON lines."""
+    """Send every logger's records, the servers' included, to stderr as JSON lines."""
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    for name in _SERVER_LOGGERS:
+        server_logger = logging.getLogger(name)
+        server_logger.handlers[:] = []
+        server_logger.propagate = True
