@@ -3,6 +3,7 @@ and a real relayq stack (API and worker subprocesses) per database."""
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -13,6 +14,7 @@ import redis
 
 from relayq.store import Database
 from relayq.store.keys import create_key
+from tests.fakes.openai_server import FakeOpenAI
 from tests.services import (
     local_redis_url,
     reset_database,
@@ -64,13 +66,54 @@ def redis_url(redis_server: str, backend: str) -> str:
     return url
 
 
+FAKE_OPENAI_KEY = "sk-relayq-test"
+
+
+@pytest.fixture(scope="session")
+def fake_openai() -> Iterator[FakeOpenAI]:
+    """A wire-level fake of OpenAI's API on 127.0.0.1, shared by the session."""
+    with FakeOpenAI(api_key=FAKE_OPENAI_KEY) as server:
+        yield server
+
+
 @pytest.fixture(scope="session")
 def stack(
-    database_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+    database_url: str,
+    redis_url: str,
+    fake_openai: FakeOpenAI,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Stack]:
-    """The shared stack: one API and one worker on the session's services."""
+    """The shared stack: one API and one worker on the session's services.
+
+    Models: ``mock`` (the mock provider), ``mock-idle`` (a provider no worker
+    consumes, so its jobs stay queued) and ``gpt-4o-mini`` (the openai adapter
+    against the fake OpenAI server, upstream model ``gpt-4o-mini-2024-07-18``).
+    """
+    providers = {
+        "mock": {"type": "mock", "read_timeout": 5},
+        "idle": {"type": "mock"},
+        "openai": {
+            "type": "openai",
+            "base_url": fake_openai.base_url,
+            "api_key": FAKE_OPENAI_KEY,
+            "read_timeout": 5,
+        },
+    }
+    routes = {
+        "mock": {"provider": "mock", "model": "mock"},
+        "mock-idle": {"provider": "idle", "model": "mock"},
+        "gpt-4o-mini": {"provider": "openai", "model": "gpt-4o-mini-2024-07-18"},
+    }
+    env = {
+        "RELAYQ_PROVIDERS": json.dumps(providers),
+        "RELAYQ_ROUTES": json.dumps(routes),
+        "RELAYQ_WORKER__PROVIDERS": json.dumps(["mock", "openai"]),
+    }
     with Stack(
-        database_url=database_url, redis_url=redis_url, logs=tmp_path_factory.mktemp("logs")
+        database_url=database_url,
+        redis_url=redis_url,
+        logs=tmp_path_factory.mktemp("logs"),
+        env=env,
     ) as running:
         running.start_api()
         running.start_worker()

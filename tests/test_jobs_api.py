@@ -170,3 +170,20 @@ def test_cancel_a_finished_job_is_a_conflict(client: httpx.Client) -> None:
     assert response.status_code == 409
     assert response.json()["error"]["code"] == "job_not_cancellable"
     assert client.get(f"/v1/jobs/{job['id']}").json()["status"] == "succeeded"
+
+
+def test_one_worker_process_runs_many_jobs_at_once(client: httpx.Client) -> None:
+    """Concurrency, shown by overlap rather than by timing: the stack's worker
+    has 50 slots, and jobs that each wait 1.5 s upstream run side by side."""
+    jobs = [submit(client, body(f"overlap {i}", mock={"latency_ms": 1500})) for i in range(60)]
+    finished = [wait_for_status(client, job["id"], {"succeeded"}, timeout=60) for job in jobs]
+
+    events = sorted(
+        [(job["started_at"], 1) for job in finished]
+        + [(job["finished_at"], -1) for job in finished]
+    )
+    running = peak = 0
+    for _, change in events:
+        running += change
+        peak = max(peak, running)
+    assert peak >= 30, f"at most {peak} jobs ran at once"

@@ -1,0 +1,62 @@
+"""A job routed to the openai adapter, through the real stack, on the wire."""
+
+from __future__ import annotations
+
+import httpx
+
+from tests.conftest import FAKE_OPENAI_KEY
+from tests.fakes.openai_server import DEFAULT_CONTENT, FakeOpenAI, Reply, error_body
+from tests.jobs import body, submit, wait_for_status
+
+
+def test_a_routed_job_reaches_openai_as_the_upstream_model(
+    client: httpx.Client, fake_openai: FakeOpenAI
+) -> None:
+    before = len(fake_openai.requests)
+    payload = body(
+        "Say hi",
+        model="gpt-4o-mini",
+        temperature=0.2,
+        seed=7,
+        priority=9,
+        metadata={"team": "a"},
+        mock={"tokens": 3},
+    )
+
+    job = submit(client, payload)
+    finished = wait_for_status(client, job["id"], {"succeeded", "failed"})
+
+    assert finished["status"] == "succeeded", finished
+    assert finished["provider"] == "openai"
+    assert finished["response"]["choices"][0]["message"]["content"] == DEFAULT_CONTENT
+    assert finished["usage"]["total_tokens"] > 0
+    [sent] = fake_openai.requests[before:]
+    assert sent.path == "/v1/chat/completions"
+    assert sent.headers["authorization"] == f"Bearer {FAKE_OPENAI_KEY}"
+    assert sent.json["model"] == "gpt-4o-mini-2024-07-18"
+    assert sent.json["messages"] == [{"role": "user", "content": "Say hi"}]
+    assert (sent.json["temperature"], sent.json["seed"]) == (0.2, 7)
+    assert not {"priority", "metadata", "mock", "stream"} & set(sent.json)
+
+
+def test_an_upstream_rate_limit_fails_the_job_with_its_retry_after(
+    client: httpx.Client, fake_openai: FakeOpenAI
+) -> None:
+    fake_openai.script(
+        Reply(
+            status=429,
+            headers={"retry-after": "7"},
+            body=error_body(
+                "Rate limit reached for requests", type="requests", code="rate_limit_exceeded"
+            ),
+        )
+    )
+
+    job = submit(client, body(model="gpt-4o-mini"))
+    finished = wait_for_status(client, job["id"], {"succeeded", "failed"})
+
+    assert finished["status"] == "failed"
+    assert finished["error"]["code"] == "rate_limited"
+    assert finished["error"]["retry_after"] == 7
+    assert "Rate limit reached" in finished["error"]["message"]
+    assert finished["attempts"][0]["error"]["status_code"] == 429
