@@ -8,7 +8,8 @@ import time
 
 __all__ = ["JsonFormatter", "configure_logging"]
 
-_STANDARD = frozenset(vars(logging.makeLogRecord({})))
+# Fields every record has, and uvicorn's ANSI-coloured duplicate of its message.
+_STANDARD = frozenset(vars(logging.makeLogRecord({}))) | {"color_message"}
 
 
 class JsonFormatter(logging.Formatter):

@@ -171,7 +171,8 @@ def _banner(*, key: str, api_port: int, flower_port: int) -> None:
         f"  curl -s http://127.0.0.1:{api_port}/v1/jobs -H 'Authorization: Bearer {key}' "
         "-H 'Content-Type: application/json' "
         '-d \'{"model": "mock", "messages": [{"role": "user", "content": "Hi"}]}\'\n'
-        "\nCtrl-C stops everything.\n"
+        "\nCtrl-C stops everything.\n",
+        soft_wrap=True,
     )
 
 
