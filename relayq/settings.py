@@ -9,8 +9,9 @@ Nothing else in relayq reads ``os.environ``.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = [
@@ -25,12 +26,21 @@ __all__ = [
 class ProviderSettings(BaseModel):
     """One configured upstream: which adapter speaks to it and how to reach it."""
 
-    type: str = Field(description="Adapter type, e.g. 'mock' or 'openai'.")
+    model_config = ConfigDict(extra="forbid")
+
+    type: str = Field(description="Adapter type, e.g. 'mock', 'openai', 'anthropic'.")
     base_url: str | None = None
+    """The vendor's API root; each adapter has the vendor's public one as default."""
     api_key: SecretStr | None = None
+    """The key itself (environment only); config files name ``api_key_env`` instead."""
+    api_key_env: str | None = None
+    """The environment variable holding the key, read when settings are built."""
     connect_timeout: float = Field(default=10.0, gt=0)
     read_timeout: float = Field(default=600.0, gt=0)
     headers: dict[str, str] = Field(default_factory=dict)
+    """Extra headers sent with every call (they win over the adapter's own)."""
+    options: dict[str, Any] = Field(default_factory=dict)
+    """Adapter-specific options (e.g. Azure's ``api_version``), validated by the adapter."""
 
 
 class RouteSettings(BaseModel):

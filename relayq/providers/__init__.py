@@ -7,6 +7,7 @@ adding a module and a line to :data:`PROVIDER_TYPES`, nothing else.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Final
@@ -14,27 +15,42 @@ from typing import Final
 import httpx
 
 from relayq.providers.base import Provider
-from relayq.providers.mock import MockProvider
-from relayq.providers.openai import OpenAIProvider
 from relayq.settings import ProviderSettings
 
 __all__ = ["PROVIDER_TYPES", "Provider", "build_providers", "provider_type"]
 
-PROVIDER_TYPES: Final[Mapping[str, type[Provider]]] = MappingProxyType(
-    {adapter.type_name: adapter for adapter in (MockProvider, OpenAIProvider)}
+PROVIDER_TYPES: Final[Mapping[str, str]] = MappingProxyType(
+    {
+        "mock": "relayq.providers.mock:MockProvider",
+        "openai": "relayq.providers.openai:OpenAIProvider",
+        "openai_compatible": "relayq.providers.openai_compatible:OpenAICompatibleProvider",
+        "azure_openai": "relayq.providers.azure_openai:AzureOpenAIProvider",
+        "perplexity": "relayq.providers.perplexity:PerplexityProvider",
+        "grok": "relayq.providers.grok:GrokProvider",
+        "blackbox": "relayq.providers.blackbox:BlackboxProvider",
+        "openrouter": "relayq.providers.openrouter:OpenRouterProvider",
+        "anthropic": "relayq.providers.anthropic:AnthropicProvider",
+        "cohere": "relayq.providers.cohere:CohereProvider",
+        "gemini": "relayq.providers.gemini:GeminiProvider",
+    }
 )
-"""Adapter class by the ``type`` that selects it in :class:`ProviderSettings`."""
+"""Where each adapter class lives, by the ``type`` that selects it in
+:class:`ProviderSettings`. Imported on first use, so a process loads only the
+adapters its configuration names."""
 
 
 def provider_type(type_name: str) -> type[Provider]:
     """The adapter class for ``type_name``; a ValueError listing the known types if none."""
     try:
-        return PROVIDER_TYPES[type_name]
+        location = PROVIDER_TYPES[type_name]
     except KeyError:
         supported = ", ".join(sorted(PROVIDER_TYPES))
         raise ValueError(
             f"unknown provider type {type_name!r} (supported types: {supported})"
         ) from None
+    module_name, _, class_name = location.partition(":")
+    adapter: type[Provider] = getattr(importlib.import_module(module_name), class_name)
+    return adapter
 
 
 def build_providers(

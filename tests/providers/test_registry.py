@@ -38,8 +38,11 @@ MODULES = [
 
 
 def test_registry_names_each_adapter_by_its_type() -> None:
-    assert dict(PROVIDER_TYPES) == {"mock": MockProvider, "openai": OpenAIProvider}
+    assert provider_type("mock") is MockProvider
     assert provider_type("openai") is OpenAIProvider
+    for type_name in ("mock", "openai"):
+        assert provider_type(type_name).type_name == type_name
+    assert {"anthropic", "gemini", "cohere", "azure_openai"} <= set(PROVIDER_TYPES)
 
 
 def test_build_providers_shares_one_client() -> None:
@@ -65,7 +68,7 @@ def test_unknown_type_lists_the_supported_ones() -> None:
         async with httpx.AsyncClient() as http:
             build_providers({"fancy": ProviderSettings(type="fancy-ai")}, http)
 
-    with pytest.raises(ValueError, match=r"'fancy'.*'fancy-ai'.*supported types: mock, openai"):
+    with pytest.raises(ValueError, match=r"'fancy'.*'fancy-ai'.*supported types: anthropic, azure_openai, "):
         asyncio.run(build())
 
 
