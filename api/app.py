@@ -25,7 +25,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_logging(settings.log_level)
-        services = Services.open(settings)
+        services = Services(settings)
+        services.start()
         app.state.services = services
         try:
             yield

@@ -2,37 +2,70 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+import contextlib
 
+import httpx
 import redis.asyncio as aioredis
 
+from relayq.catalog import ModelCatalog
+from relayq.config import RoutingConfig
 from relayq.intake import Intake
+from relayq.live import LiveRouting
+from relayq.providers import Provider, build_providers
+from relayq.providers.http import build_http_client
 from relayq.queueing import Enqueuer
+from relayq.routing import Router
+from relayq.routing_state import RoutingState
 from relayq.settings import Settings
 from relayq.store import Database
 
 __all__ = ["Services"]
 
 
-@dataclass
 class Services:
-    settings: Settings
-    database: Database
-    redis: aioredis.Redis
-    enqueuer: Enqueuer
-    intake: Intake
+    """The API's resources; routing follows the config file while the process runs."""
 
-    @classmethod
-    def open(cls, settings: Settings) -> Services:
-        database = Database(settings.database_url)
-        redis = aioredis.Redis.from_url(settings.redis_url)
-        enqueuer = Enqueuer(settings=settings)
-        intake = Intake(settings=settings, database=database, enqueuer=enqueuer, redis=redis)
-        return cls(
-            settings=settings, database=database, redis=redis, enqueuer=enqueuer, intake=intake
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.database = Database(settings.database_url, pool_size=settings.database_pool_size)
+        self.redis = aioredis.Redis.from_url(settings.redis_url)
+        self.enqueuer = Enqueuer(settings=settings)
+        self.routing_state = RoutingState(self.redis, key_prefix=settings.key_prefix)
+        # The API calls providers only to list their models.
+        self.http: httpx.AsyncClient = build_http_client(max_connections=20)
+        self.providers: dict[str, Provider] = {}
+        self.catalog = ModelCatalog(
+            providers=lambda: self.providers, ttl_seconds=settings.models_ttl_seconds
         )
+        self.router: Router
+        self.live = LiveRouting(settings, apply=self._apply)
+        self.intake = Intake(
+            settings=settings,
+            database=self.database,
+            enqueuer=self.enqueuer,
+            redis=self.redis,
+            router=lambda: self.router,
+            state=self.routing_state,
+        )
+        self._watcher: asyncio.Task[None] | None = None
+
+    def _apply(self, config: RoutingConfig) -> None:
+        providers = build_providers(config.providers, self.http)
+        self.router = Router(config, state=self.routing_state, published=self.catalog.published)
+        self.providers = providers
+        self.catalog.forget()
+
+    def start(self) -> None:
+        """Start watching the config file (call on the running loop)."""
+        self._watcher = asyncio.create_task(self.live.watch())
 
     async def aclose(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
         self.enqueuer.close()
+        await self.http.aclose()
         await self.redis.aclose()
         await self.database.aclose()

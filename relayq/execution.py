@@ -16,11 +16,13 @@ from enum import Enum
 from typing import Any
 
 from pydantic import ValidationError
+from redis.exceptions import RedisError
 
 from relayq.chat import ChatCompletionRequest
 from relayq.jobs import JobStatus
 from relayq.providers.base import Provider
 from relayq.providers.errors import ProviderError
+from relayq.routing_state import RoutingState
 from relayq.store import Database
 from relayq.store.jobs import AttemptRecord, Claim, Outcome, claim_job, finish_job, renew_leases
 
@@ -61,10 +63,12 @@ class Executor:
         database: Database,
         providers: dict[str, Provider],
         lease_seconds: float,
+        routing_state: RoutingState | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._database = database
         self._providers = providers
+        self._routing_state = routing_state
         self._lease_seconds = lease_seconds
         self._clock = clock
         self._running: dict[str, _Running] = {}
@@ -103,7 +107,22 @@ class Executor:
             )
         if not written:
             return RunResult.SUPERSEDED
+        await self._record_finish(claim, outcome, attempt)
         return RunResult(outcome.status.value)
+
+    async def _record_finish(
+        self, claim: Claim, outcome: Outcome, attempt: AttemptRecord | None
+    ) -> None:
+        """Feed the routing strategies: one job fewer in flight, and its latency."""
+        if self._routing_state is None:
+            return
+        latency = attempt.latency_ms if outcome.status is JobStatus.SUCCEEDED and attempt else None
+        try:
+            await self._routing_state.finished(
+                provider=claim.provider, model=claim.upstream_model, latency_ms=latency
+            )
+        except RedisError as exc:  # a routing hint only; the reconciler recounts
+            log.warning("routing state not updated for %s: %s", claim.job_id, exc)
 
     async def _call(self, claim: Claim) -> tuple[Outcome, AttemptRecord | None]:
         provider = self._providers.get(claim.provider)

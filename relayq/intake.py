@@ -12,14 +12,17 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
 from relayq.cancellation import publish_cancel
 from relayq.jobs import JobCreate
 from relayq.queueing import Enqueuer
-from relayq.routing import resolve
+from relayq.routing import Router
+from relayq.routing_state import RoutingState
 from relayq.settings import Settings
 from relayq.store import Database
 from relayq.store.jobs import NewJob, cancel_job, create_job, get_job, mark_enqueued
@@ -53,17 +56,21 @@ class Intake:
         database: Database,
         enqueuer: Enqueuer,
         redis: aioredis.Redis,
+        router: Callable[[], Router],
+        state: RoutingState,
     ) -> None:
         self._settings = settings
         self._database = database
         self._enqueuer = enqueuer
         self._redis = redis
+        self._router = router
+        self._state = state
 
     async def submit(
         self, *, key_id: str, body: JobCreate, idempotency_key: str | None = None
     ) -> Submitted:
         """Store and enqueue a job; raises ``UnknownModel`` or ``IdempotencyConflict``."""
-        deployment = resolve(self._settings, body.model)
+        deployment = await self._router().choose(body.model)
         new_job = NewJob(
             key_id=key_id,
             model=body.model,
@@ -79,8 +86,15 @@ class Intake:
         async with self._database.session() as session:
             job, created = await create_job(session, job=new_job, now=time.time())
         if created:
+            await self._count_assigned(job)
             await self._publish(job)
         return Submitted(job=job, created=created)
+
+    async def _count_assigned(self, job: Job) -> None:
+        try:
+            await self._state.assigned(provider=job.provider, model=job.upstream_model)
+        except RedisError as exc:  # only a routing hint; the reconciler recounts
+            log.warning("in-flight count not updated for %s: %s", job.id, exc)
 
     async def _publish(self, job: Job) -> None:
         try:

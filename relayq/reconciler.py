@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,14 +22,21 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from relayq.queueing import Enqueuer
+from relayq.routing_state import RoutingState
 from relayq.store import Database
-from relayq.store.jobs import find_stranded, mark_enqueued, release_lapsed
+from relayq.store.jobs import count_active, find_stranded, mark_enqueued, release_lapsed
 
 __all__ = ["ReconcileReport", "Reconciler"]
 
 log = logging.getLogger(__name__)
 
 _BATCH = 500
+
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+"""Deletes the lock only if this pass still holds it."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -48,11 +56,15 @@ class Reconciler:
         database: Database,
         enqueuer: Enqueuer,
         grace_seconds: float,
+        republish_after_seconds: float,
+        routing_state: RoutingState | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._database = database
         self._enqueuer = enqueuer
         self._grace_seconds = grace_seconds
+        self._republish_after = republish_after_seconds
+        self._routing_state = routing_state
         self._clock = clock
 
     async def run_once(self) -> ReconcileReport:
@@ -61,8 +73,12 @@ class Reconciler:
         async with self._database.session() as session:
             released = await release_lapsed(session, now=now, limit=_BATCH)
             stranded = await find_stranded(
-                session, created_before=now - self._grace_seconds, limit=_BATCH
+                session,
+                created_before=now - self._grace_seconds,
+                enqueued_before=now - self._republish_after,
+                limit=_BATCH,
             )
+            counts = await count_active(session) if self._routing_state is not None else None
         sent: list[str] = []
         failed = 0
         for job in stranded:
@@ -81,19 +97,23 @@ class Reconciler:
         if sent:
             async with self._database.session() as session:
                 await mark_enqueued(session, job_ids=sent, now=self._clock())
+        if counts is not None and self._routing_state is not None:
+            await self._routing_state.reset_in_flight(counts)
         if released or sent:
             log.info("reconciler released %d lapsed jobs, enqueued %d", released, len(sent))
         return ReconcileReport(released=released, enqueued=len(sent), failed=failed)
 
     async def run_forever(self, *, redis: aioredis.Redis, lock_key: str, interval: float) -> None:
         """Run a pass every ``interval`` seconds on whichever worker holds the lock."""
+        release = redis.register_script(_RELEASE)
         while True:
+            token = secrets.token_hex(8)
             try:
-                if await redis.set(lock_key, b"1", nx=True, px=int(interval * 1000 * 2)):
+                if await redis.set(lock_key, token, nx=True, px=int(interval * 1000 * 2)):
                     try:
                         await self.run_once()
                     finally:
-                        await redis.delete(lock_key)
+                        await release(keys=[lock_key], args=[token])
             except RedisError as exc:
                 log.warning("reconciler skipped a pass, Redis unavailable: %s", exc)
             except Exception:

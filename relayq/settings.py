@@ -9,10 +9,17 @@ Nothing else in relayq reads ``os.environ``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from relayq.config import (
+    ProviderSettings,
+    RouteSettings,
+    RoutingConfig,
+    load_routing_file,
+    resolve_key_env,
+)
 
 __all__ = [
     "ApiSettings",
@@ -21,33 +28,6 @@ __all__ = [
     "Settings",
     "WorkerSettings",
 ]
-
-
-class ProviderSettings(BaseModel):
-    """One configured upstream: which adapter speaks to it and how to reach it."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    type: str = Field(description="Adapter type, e.g. 'mock', 'openai', 'anthropic'.")
-    base_url: str | None = None
-    """The vendor's API root; each adapter has the vendor's public one as default."""
-    api_key: SecretStr | None = None
-    """The key itself (environment only); config files name ``api_key_env`` instead."""
-    api_key_env: str | None = None
-    """The environment variable holding the key, read when settings are built."""
-    connect_timeout: float = Field(default=10.0, gt=0)
-    read_timeout: float = Field(default=600.0, gt=0)
-    headers: dict[str, str] = Field(default_factory=dict)
-    """Extra headers sent with every call (they win over the adapter's own)."""
-    options: dict[str, Any] = Field(default_factory=dict)
-    """Adapter-specific options (e.g. Azure's ``api_version``), validated by the adapter."""
-
-
-class RouteSettings(BaseModel):
-    """A public model name served by one provider's upstream model."""
-
-    provider: str
-    model: str
 
 
 class ApiSettings(BaseModel):
@@ -79,7 +59,7 @@ def _default_providers() -> dict[str, ProviderSettings]:
 
 
 def _default_routes() -> dict[str, RouteSettings]:
-    return {"mock": RouteSettings(provider="mock", model="mock")}
+    return {"mock": RouteSettings.model_validate({"provider": "mock", "model": "mock"})}
 
 
 class Settings(BaseSettings):
@@ -92,6 +72,8 @@ class Settings(BaseSettings):
     )
 
     database_url: str = "sqlite:///.relayq/relayq.db"
+    database_pool_size: int = Field(default=10, gt=0)
+    """PostgreSQL connections per process (up to twice as many more under bursts)."""
     redis_url: str = "redis://127.0.0.1:6379/0"
     key_prefix: str = "relayq"
     """Prefix of every Redis key relayq writes (besides Celery's own)."""
@@ -105,19 +87,36 @@ class Settings(BaseSettings):
     api: ApiSettings = Field(default_factory=ApiSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
 
+    config_file: Path | None = None
+    """A YAML or TOML file declaring ``providers`` and ``routes`` (then not set here)."""
+    config_poll_seconds: float = Field(default=2.0, gt=0)
+    """How often workers and the API look for changes to ``config_file``."""
+    models_ttl_seconds: float = Field(default=300.0, gt=0)
+    """How long model lists fetched from providers are kept."""
+
     @model_validator(mode="after")
-    def _routes_name_known_providers(self) -> Settings:
-        for name, route in self.routes.items():
-            if route.provider not in self.providers:
-                known = ", ".join(sorted(self.providers)) or "none"
+    def _load_routing(self) -> Settings:
+        if self.config_file is not None:
+            clash = {"providers", "routes"} & self.model_fields_set
+            if clash:
                 raise ValueError(
-                    f"route {name!r} names provider {route.provider!r}, which is not "
-                    f"configured (configured providers: {known})"
+                    f"set {' and '.join(sorted(clash))} in the config file "
+                    f"{self.config_file} or in the environment, not both"
                 )
+            routing = load_routing_file(self.config_file)
+        else:
+            routing = RoutingConfig(providers=resolve_key_env(self.providers), routes=self.routes)
+        self.providers, self.routes = routing.providers, routing.routes
         for name in self.worker.providers or []:
             if name not in self.providers:
                 raise ValueError(f"worker.providers names unknown provider {name!r}")
         return self
+
+    def routing(self) -> RoutingConfig:
+        """The providers and routes now in force, re-read from the config file if any."""
+        if self.config_file is not None:
+            return load_routing_file(self.config_file)
+        return RoutingConfig(providers=self.providers, routes=self.routes)
 
     def queue_for(self, provider: str) -> str:
         """The Celery queue a provider's jobs go to."""

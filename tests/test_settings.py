@@ -17,7 +17,7 @@ def test_defaults_serve_the_mock_model_from_sqlite(monkeypatch: pytest.MonkeyPat
     settings = Settings()
 
     assert settings.database_url.startswith("sqlite:///")
-    assert settings.routes["mock"].provider == "mock"
+    assert settings.routes["mock"].deployments[0].provider == "mock"
     assert settings.queues == ["llm.mock"]
 
 
@@ -40,7 +40,7 @@ def test_a_route_to_an_unknown_provider_is_named(monkeypatch: pytest.MonkeyPatch
 
     message = str(raised.value)
     assert "route 'gpt-4o' names provider 'openai'" in message
-    assert "configured providers: mock" in message
+    assert "defined providers: mock" in message
 
 
 def test_ids_sort_by_creation_time() -> None:

@@ -16,6 +16,7 @@ from relayq.store.jobs import (
     IdempotencyConflict,
     NewJob,
     Outcome,
+    Stranded,
     cancel_job,
     claim_job,
     create_job,
@@ -25,6 +26,7 @@ from relayq.store.jobs import (
     list_attempts,
     mark_enqueued,
     release_lapsed,
+    renew_leases,
 )
 from relayq.store.keys import create_key, find_active_key, revoke_key
 from relayq.store.models import Job
@@ -147,7 +149,9 @@ def test_lapsed_leases_return_to_the_queue_unconfirmed(
         assert await claim_job(session, job_id=job_id, now=1001.0, lease_seconds=5)
         assert await release_lapsed(session, now=1003.0, limit=10) == 0
         assert await release_lapsed(session, now=1007.0, limit=10) == 1
-        stranded = await find_stranded(session, created_before=1007.0, limit=10)
+        stranded = await find_stranded(
+            session, created_before=1007.0, enqueued_before=0.0, limit=10
+        )
         assert job_id in [s.job_id for s in stranded]
 
     in_session(body)
@@ -161,7 +165,10 @@ def test_stranded_jobs_are_those_without_a_confirmed_message(
         unconfirmed = await new_job(session, now=500.0)
         recent = await new_job(session, now=900.0)
         await mark_enqueued(session, job_ids=[confirmed], now=501.0)
-        found = {s.job_id for s in await find_stranded(session, created_before=800.0, limit=100)}
+        stranded = await find_stranded(
+            session, created_before=800.0, enqueued_before=0.0, limit=100
+        )
+        found = {s.job_id for s in stranded}
         assert unconfirmed in found
         assert confirmed not in found
         assert recent not in found
@@ -209,5 +216,48 @@ def test_keys_are_stored_hashed_and_can_be_revoked(in_session: Callable[[Scenari
         assert await revoke_key(session, key_id=created.id)
         assert await find_active_key(session, secret=created.secret) is None
         assert not await revoke_key(session, key_id=created.id)
+
+    in_session(body)
+
+
+def test_confirmed_jobs_are_republished_after_the_redelivery_window(
+    in_session: Callable[[Scenario], None],
+) -> None:
+    """A flushed broker loses confirmed messages too; they go out again, once a window."""
+
+    async def body(session: AsyncSession) -> None:
+        job_id = await new_job(session, now=100.0)
+        await mark_enqueued(session, job_ids=[job_id], now=101.0)
+
+        def found(stranded: list[Stranded]) -> bool:
+            return job_id in {s.job_id for s in stranded}
+
+        assert not found(
+            await find_stranded(session, created_before=5000.0, enqueued_before=101.0, limit=10)
+        )
+        assert found(
+            await find_stranded(session, created_before=5000.0, enqueued_before=102.0, limit=10)
+        )
+        await mark_enqueued(session, job_ids=[job_id], now=200.0)
+        assert not found(
+            await find_stranded(session, created_before=5000.0, enqueued_before=150.0, limit=10)
+        )
+
+    in_session(body)
+
+
+def test_a_lease_is_renewed_only_by_the_claim_holding_it(
+    in_session: Callable[[Scenario], None],
+) -> None:
+    async def body(session: AsyncSession) -> None:
+        job_id = await new_job(session)
+        stale = await claim_job(session, job_id=job_id, now=1001.0, lease_seconds=1)
+        current = await claim_job(session, job_id=job_id, now=1003.0, lease_seconds=1)
+        assert stale is not None
+        assert current is not None
+        await renew_leases(session, claims=[stale], until=9999.0)
+        assert (await _job(session, job_id)).lease_expires_at == 1004.0
+        await renew_leases(session, claims=[current], until=2000.0)
+        assert (await _job(session, job_id)).lease_expires_at == 2000.0
 
     in_session(body)

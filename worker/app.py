@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
-from celery import Celery
+from celery import Celery, Task
 from celery.signals import worker_init, worker_shutdown
 
 from relayq.queueing import RUN_JOB_TASK, Enqueuer, create_celery
@@ -13,16 +14,28 @@ from worker.runtime import WorkerRuntime
 
 __all__ = ["create_worker_app"]
 
+log = logging.getLogger(__name__)
+
 
 def create_worker_app(settings: Settings) -> Celery:
     """A Celery app whose task runs jobs on a per-process :class:`WorkerRuntime`."""
     app = create_celery(settings)
     runtime = WorkerRuntime(settings=settings, enqueuer=Enqueuer(settings=settings))
 
-    @app.task(name=RUN_JOB_TASK, acks_late=True, ignore_result=True)
-    def run_job(job_id: str) -> str:
-        """Run one job; the return value is what Flower shows as its result."""
-        return runtime.run_job(job_id).value
+    @app.task(name=RUN_JOB_TASK, bind=True, acks_late=True, ignore_result=True)
+    def run_job(task: Task[Any, Any], job_id: str) -> str:
+        """Run one job; the return value is what Flower shows as its result.
+
+        When the job could not even be claimed or recorded (the database is
+        unreachable), the message is published again after a backoff rather
+        than dropped; the claim makes the extra delivery harmless.
+        """
+        try:
+            return runtime.run_job(job_id).value
+        except Exception as exc:
+            countdown = min(60, 2 ** min(task.request.retries, 6))
+            log.warning("job %s not run (%s); again in %ss", job_id, exc, countdown)
+            raise task.retry(exc=exc, countdown=countdown, max_retries=None) from exc
 
     def start(**_: Any) -> None:
         runtime.start()

@@ -17,11 +17,14 @@ from typing import Any, TypeVar
 import redis.asyncio as aioredis
 
 from relayq.cancellation import listen_for_cancels
+from relayq.config import RoutingConfig
 from relayq.execution import Executor, RunResult
-from relayq.providers import build_providers
+from relayq.live import LiveRouting
+from relayq.providers import Provider, build_providers
 from relayq.providers.http import build_http_client
 from relayq.queueing import Enqueuer
 from relayq.reconciler import Reconciler
+from relayq.routing_state import RoutingState
 from relayq.settings import Settings
 from relayq.store import Database
 
@@ -83,23 +86,36 @@ class WorkerRuntime:
 
     async def _open(self) -> None:
         settings = self._settings
-        database = Database(settings.database_url)
+        database = Database(settings.database_url, pool_size=settings.database_pool_size)
         http = build_http_client(max_connections=settings.worker.max_connections)
         redis = aioredis.Redis.from_url(settings.redis_url)
         self._closers = [http.aclose(), redis.aclose(), database.aclose()]
-        providers = build_providers(settings.providers, http)
+        providers: dict[str, Provider] = {}
+
+        def apply(config: RoutingConfig) -> None:
+            # Built first, so a config whose adapters fail changes nothing.
+            built = build_providers(config.providers, http)
+            providers.clear()
+            providers.update(built)
+
+        live = LiveRouting(settings, apply=apply)
+        state = RoutingState(redis, key_prefix=settings.key_prefix)
         executor = Executor(
             database=database,
             providers=providers,
             lease_seconds=settings.worker.lease_seconds,
+            routing_state=state,
         )
         reconciler = Reconciler(
             database=database,
             enqueuer=self._enqueuer,
             grace_seconds=settings.worker.enqueue_grace_seconds,
+            republish_after_seconds=settings.worker.visibility_timeout,
+            routing_state=state,
         )
         self._executor = executor
         self._background = [
+            asyncio.create_task(live.watch()),
             asyncio.create_task(executor.keep_leases()),
             asyncio.create_task(
                 listen_for_cancels(redis, key_prefix=settings.key_prefix, on_cancel=executor.cancel)

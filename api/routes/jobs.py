@@ -72,7 +72,7 @@ async def create(
             key_id=key.id, body=body, idempotency_key=idempotency_key
         )
     except UnknownModel as exc:
-        known = ", ".join(sorted(services.settings.routes)) or "none"
+        known = ", ".join(exc.available) or "none"
         raise APIError(
             404,
             f"The model '{exc.model}' does not exist or you do not have access to it. "

@@ -2,9 +2,14 @@
 
 Vendors that speak OpenAI's wire format with small differences (a base URL, an
 auth header, a body tweak, a quirk in their error bodies) subclass
-:class:`OpenAIProvider` and override the pure method concerned. Building the
-request, parsing the answer, parsing each stream event and mapping errors are
-pure; :meth:`OpenAIProvider._send` is the one place that does I/O.
+:class:`OpenAIProvider` and override the pure hook concerned:
+:meth:`~OpenAIProvider.chat_url`, :meth:`~OpenAIProvider.auth_headers`,
+:meth:`~OpenAIProvider.vendor_headers`, :meth:`~OpenAIProvider.request_body`,
+:meth:`~OpenAIProvider.completion_payload`, :meth:`~OpenAIProvider.chunk_payload`,
+:meth:`~OpenAIProvider.adjust_error`, :meth:`~OpenAIProvider.stream_complete`
+and :meth:`~OpenAIProvider.models_url`. Building the request, parsing the
+answer, parsing each stream event and mapping errors are pure;
+:meth:`OpenAIProvider._send` is the one place that does I/O.
 
 Errors, at the boundary: an HTTP status maps through
 :func:`relayq.providers.errors.error_for_status` with the vendor's own
@@ -109,20 +114,44 @@ class OpenAIProvider(Provider):
 
     type_name = "openai"
     default_base_url: ClassVar[str] = DEFAULT_BASE_URL
+    lists_models: ClassVar[bool] = True
+    """Whether :meth:`list_models` asks the upstream (``GET {base_url}/models``)."""
 
     @property
     def base_url(self) -> str:
         """The configured base URL (or the vendor's default), without a trailing slash."""
         return (self.settings.base_url or self.default_base_url).rstrip("/")
 
+    def chat_url(self, *, model: str) -> str:
+        """Where a chat completion of ``model`` is posted."""
+        return f"{self.base_url}/chat/completions"
+
+    def models_url(self) -> str:
+        """Where the upstream lists its models."""
+        return f"{self.base_url}/models"
+
+    def auth_headers(self) -> dict[str, str]:
+        """The credentials header: ``Authorization: Bearer <key>`` when a key is set."""
+        key = self.settings.api_key.get_secret_value() if self.settings.api_key else ""
+        return {"Authorization": f"Bearer {key}"} if key else {}
+
+    def vendor_headers(self) -> dict[str, str]:
+        """Headers a vendor asks for besides auth (attribution, versions); none here."""
+        return {}
+
     def request_headers(self, *, stream: bool) -> dict[str, str]:
         """Auth and content negotiation, then the configured headers, which win."""
         headers = {"Accept": "text/event-stream" if stream else "application/json"}
-        key = self.settings.api_key.get_secret_value() if self.settings.api_key else ""
-        if key:
-            headers["Authorization"] = f"Bearer {key}"
+        headers.update(self.auth_headers())
+        headers.update(self.vendor_headers())
         headers.update(self.settings.headers)
         return headers
+
+    def request_body(
+        self, request: ChatCompletionRequest, *, model: str, stream: bool
+    ) -> dict[str, Any]:
+        """The JSON body for one call: the canonical request as OpenAI takes it."""
+        return request.upstream_body(model=model, stream=stream)
 
     def build_request(
         self, request: ChatCompletionRequest, *, model: str, stream: bool
@@ -130,11 +159,19 @@ class OpenAIProvider(Provider):
         """The HTTP request for one call, carrying this provider's timeouts."""
         return self.http.build_request(
             "POST",
-            f"{self.base_url}/chat/completions",
-            json=request.upstream_body(model=model, stream=stream),
+            self.chat_url(model=model),
+            json=self.request_body(request, model=model, stream=stream),
             headers=self.request_headers(stream=stream),
             timeout=request_timeout(self.settings),
         )
+
+    def adjust_error(self, error: ProviderError, payload: object) -> ProviderError:
+        """The vendor's say on an error already mapped from ``payload``; unchanged here.
+
+        Called for HTTP error answers and for error objects in bodies and
+        streams, with the decoded JSON (None when the body was not JSON).
+        """
+        return error
 
     def error_from_response(
         self, status_code: int, headers: Mapping[str, str], content: bytes
@@ -146,15 +183,24 @@ class OpenAIProvider(Provider):
             payload = None
         message = vendor_message(payload) or f"{self.name}: upstream answered HTTP {status_code}"
         retry_after = retry_after_seconds(headers) if status_code == 429 else None
-        return error_for_status(status_code, message, retry_after=retry_after)
+        error = error_for_status(status_code, message, retry_after=retry_after)
+        return self.adjust_error(error, payload)
+
+    def completion_payload(self, payload: Any) -> Any:
+        """A decoded 2xx body made OpenAI-shaped before validation; unchanged here."""
+        return payload
+
+    def chunk_payload(self, payload: Any) -> Any:
+        """A decoded stream event made OpenAI-shaped before validation; unchanged here."""
+        return payload
 
     def parse_completion(self, content: bytes) -> ChatCompletion:
         """A 2xx body as a ``chat.completion``; an error object in it raises its error."""
         payload = _decode_json(content, provider=self.name)
         if isinstance(payload, dict) and "error" in payload and "choices" not in payload:
-            raise error_for_event(payload["error"], provider=self.name)
+            raise self.adjust_error(error_for_event(payload["error"], provider=self.name), payload)
         try:
-            return ChatCompletion.model_validate(payload)
+            return ChatCompletion.model_validate(self.completion_payload(payload))
         except ValidationError as exc:
             raise MalformedResponse(f"{self.name}: not a chat.completion: {exc}") from exc
 
@@ -164,11 +210,34 @@ class OpenAIProvider(Provider):
             return None
         payload = _decode_json(event.data, provider=self.name)
         if isinstance(payload, dict) and ("error" in payload or event.event == "error"):
-            raise error_for_event(payload.get("error", payload), provider=self.name)
+            error = error_for_event(payload.get("error", payload), provider=self.name)
+            raise self.adjust_error(error, payload)
         try:
-            return ChatCompletionChunk.model_validate(payload)
+            return ChatCompletionChunk.model_validate(self.chunk_payload(payload))
         except ValidationError as exc:
             raise MalformedResponse(f"{self.name}: not a chat.completion.chunk: {exc}") from exc
+
+    def stream_complete(self, last: ChatCompletionChunk | None) -> bool:
+        """Whether a stream whose body ended without ``[DONE]`` after ``last`` is whole.
+
+        OpenAI always sends the marker, so never; vendors that end streams
+        differently say how their last chunk shows it.
+        """
+        return False
+
+    def parse_models(self, content: bytes) -> list[str]:
+        """The model ids in OpenAI's list shape, ``{"data": [{"id": ...}, ...]}``.
+
+        A bare array of models is taken too (Together's ``/models`` answers one).
+        """
+        payload = _decode_json(content, provider=self.name)
+        data = payload.get("data") if isinstance(payload, dict) else payload
+        if not isinstance(data, list):
+            raise MalformedResponse(f"{self.name}: not a model list")
+        ids = [item.get("id") for item in data if isinstance(item, dict)]
+        if not all(isinstance(model_id, str) for model_id in ids):
+            raise MalformedResponse(f"{self.name}: a listed model has no id")
+        return [str(model_id) for model_id in ids]
 
     @asynccontextmanager
     async def _send(self, http_request: httpx.Request) -> AsyncIterator[httpx.Response]:
@@ -196,8 +265,12 @@ class OpenAIProvider(Provider):
     async def stream(
         self, request: ChatCompletionRequest, *, model: str
     ) -> AsyncIterator[ChatCompletionChunk]:
-        """One completion as chunks, the usage chunk last; ends only at ``[DONE]``."""
+        """One completion as chunks, the usage chunk last; ends only at ``[DONE]``
+
+        (or where :meth:`stream_complete` says the vendor's last chunk ends it).
+        """
         decoder = SSEDecoder()
+        last: ChatCompletionChunk | None = None
         async with self._send(self.build_request(request, model=model, stream=True)) as response:
             async for line in response.aiter_lines():
                 event = decoder.feed(line)
@@ -206,8 +279,28 @@ class OpenAIProvider(Provider):
                 chunk = self.parse_event(event)
                 if chunk is None:
                     return
+                last = chunk
                 yield chunk
-            last = decoder.flush()
-            if last is not None and self.parse_event(last) is None:
-                return
-        raise MalformedResponse(f"{self.name}: stream ended before data: {_DONE}")
+            pending = decoder.flush()
+            if pending is not None:
+                chunk = self.parse_event(pending)
+                if chunk is None:
+                    return
+                last = chunk
+                yield chunk
+        if not self.stream_complete(last):
+            raise MalformedResponse(f"{self.name}: stream ended before data: {_DONE}")
+
+    async def list_models(self) -> list[str] | None:
+        """The upstream's model ids from ``GET {base_url}/models``; None if it lists none."""
+        if not self.lists_models:
+            return None
+        http_request = self.http.build_request(
+            "GET",
+            self.models_url(),
+            headers=self.request_headers(stream=False),
+            timeout=request_timeout(self.settings),
+        )
+        async with self._send(http_request) as response:
+            content = await response.aread()
+        return self.parse_models(content)

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -29,6 +29,7 @@ __all__ = [
     "Stranded",
     "cancel_job",
     "claim_job",
+    "count_active",
     "create_job",
     "find_stranded",
     "finish_job",
@@ -182,10 +183,10 @@ async def list_jobs(
 
 
 async def mark_enqueued(session: AsyncSession, *, job_ids: Sequence[str], now: float) -> None:
-    """Record that the broker accepted a message for each of ``job_ids``."""
+    """Record that the broker accepted a message for each of ``job_ids`` (still queued)."""
     await session.execute(
         update(Job)
-        .where(Job.id.in_(job_ids), Job.enqueued_at.is_(None))
+        .where(Job.id.in_(job_ids), Job.status == JobStatus.QUEUED.value)
         .values(enqueued_at=now)
         .execution_options(synchronize_session=False)
     )
@@ -245,9 +246,10 @@ async def renew_leases(session: AsyncSession, *, claims: Sequence[Claim], until:
     """Extend the leases of jobs this worker is running, in one statement."""
     if not claims:
         return
+    held = tuple_(Job.id, Job.run).in_([(c.job_id, c.run) for c in claims])
     await session.execute(
         update(Job)
-        .where(Job.id.in_([c.job_id for c in claims]), Job.status == JobStatus.RUNNING.value)
+        .where(held, Job.status == JobStatus.RUNNING.value)
         .values(lease_expires_at=until)
         .execution_options(synchronize_session=False)
     )
@@ -326,18 +328,35 @@ async def release_lapsed(session: AsyncSession, *, now: float, limit: int) -> in
 
 
 async def find_stranded(
-    session: AsyncSession, *, created_before: float, limit: int
+    session: AsyncSession, *, created_before: float, enqueued_before: float, limit: int
 ) -> list[Stranded]:
-    """Queued jobs whose message the broker never confirmed, oldest first."""
+    """Queued jobs that may have no message on the broker, oldest first.
+
+    Those whose message the broker never confirmed (created before
+    ``created_before``), and those confirmed before ``enqueued_before``: a
+    broker that was flushed, or a delivery dropped without running the job,
+    loses such a message, and a duplicate is harmless (the claim skips it).
+    """
+    unconfirmed = Job.enqueued_at.is_(None) & (Job.created_at < created_before)
     query = (
         select(Job.id, Job.provider, Job.priority)
         .where(
             Job.status == JobStatus.QUEUED.value,
-            Job.enqueued_at.is_(None),
-            Job.created_at < created_before,
+            unconfirmed | (Job.enqueued_at < enqueued_before),
         )
         .order_by(Job.id)
         .limit(limit)
     )
     rows = (await session.execute(query)).all()
     return [Stranded(job_id=r.id, provider=r.provider, priority=r.priority) for r in rows]
+
+
+async def count_active(session: AsyncSession) -> dict[tuple[str, str], int]:
+    """Unfinished jobs per deployment (provider, upstream model)."""
+    query = (
+        select(Job.provider, Job.upstream_model, func.count())
+        .where(Job.status.in_(_ACTIVE))
+        .group_by(Job.provider, Job.upstream_model)
+    )
+    rows = (await session.execute(query)).all()
+    return {(provider, model): int(count) for provider, model, count in rows}

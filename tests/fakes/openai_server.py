@@ -8,8 +8,15 @@ a usage chunk with empty ``choices`` when ``stream_options.include_usage``),
 ended by ``data: [DONE]``; errors as ``{"error": {message, type, param, code}}``.
 
 Tests script it one call at a time with :class:`Reply` (a status, headers, a
-raw body, a delay before answering, a stream cut, stalled or broken after N
-events) and read back what it received from :attr:`FakeOpenAI.requests`.
+raw body, a delay before answering, tool calls to answer with, a stream cut,
+stalled or broken after N events) and read back what it received from
+:attr:`FakeOpenAI.requests`.
+
+Fakes of OpenAI-compatible vendors subclass :class:`FakeOpenAI` and override
+its hooks: :meth:`~FakeOpenAI.routes` (paths), :meth:`~FakeOpenAI.authorized`
+(the auth header), :meth:`~FakeOpenAI.completion_body` and
+:meth:`~FakeOpenAI.stream_chunks` (vendor fields), :attr:`~FakeOpenAI.send_done`
+(the ``[DONE]`` marker) and :attr:`~FakeOpenAI.keepalive` (SSE comments).
 """
 
 from __future__ import annotations
@@ -26,7 +33,16 @@ from aiohttp import web
 
 from tests.fakes.server import ThreadedServer
 
-__all__ = ["DEFAULT_CONTENT", "FakeOpenAI", "RecordedRequest", "Reply", "error_body"]
+__all__ = [
+    "DEFAULT_CONTENT",
+    "FakeOpenAI",
+    "RecordedRequest",
+    "Reply",
+    "completion",
+    "error_body",
+    "stream_events",
+    "tool_call",
+]
 
 DEFAULT_CONTENT = "Hello! How can I assist you today?"
 
@@ -38,6 +54,11 @@ def error_body(
     return {"error": {"message": message, "type": type, "param": None, "code": code}}
 
 
+def tool_call(call_id: str, name: str, arguments: str) -> dict[str, Any]:
+    """One OpenAI-shaped tool call, as :attr:`Reply.tool_calls` takes it."""
+    return {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
+
+
 @dataclass
 class Reply:
     """How the fake answers one chat completion call; the defaults answer normally.
@@ -47,12 +68,15 @@ class Reply:
     ``data:`` events: ``cut_after`` drops the connection mid-body,
     ``stall_after`` goes silent for ``stall`` seconds, ``error_after`` sends
     ``error`` as an event and ends, ``garbage_after`` sends a non-JSON event.
+    ``tool_calls`` (see :func:`tool_call`) answer instead of text when the
+    request carries ``tools``.
     """
 
     status: int = 200
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes | str | dict[str, Any] | None = None
     content: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
     delay: float = 0.0
     cut_after: int | None = None
     stall_after: int | None = None
@@ -73,6 +97,7 @@ class RecordedRequest:
     path: str
     headers: dict[str, str]
     json: Any
+    query: dict[str, str] = field(default_factory=dict)
 
 
 def _words(text: str) -> list[str]:
@@ -92,8 +117,15 @@ def _usage(body: dict[str, Any], completion_tokens: int) -> dict[str, Any]:
     }
 
 
-def completion(body: dict[str, Any], content: str) -> dict[str, Any]:
-    """The ``chat.completion`` answering ``body`` with ``content``."""
+def completion(
+    body: dict[str, Any], content: str, tool_calls: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """The ``chat.completion`` answering ``body`` with ``content`` or ``tool_calls``."""
+    message: dict[str, Any] = {"role": "assistant", "content": content, "refusal": None}
+    completion_tokens = len(_words(content))
+    if tool_calls:
+        message = {"role": "assistant", "content": None, "tool_calls": tool_calls, "refusal": None}
+        completion_tokens = sum(len(call["function"]["arguments"]) for call in tool_calls)
     return {
         "id": "chatcmpl-fake0001",
         "object": "chat.completion",
@@ -102,19 +134,40 @@ def completion(body: dict[str, Any], content: str) -> dict[str, Any]:
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": content, "refusal": None},
+                "message": message,
                 "logprobs": None,
-                "finish_reason": "stop",
+                "finish_reason": "tool_calls" if tool_calls else "stop",
             }
         ],
-        "usage": _usage(body, len(_words(content))),
+        "usage": _usage(body, completion_tokens),
         "service_tier": "default",
         "system_fingerprint": "fp_fake",
     }
 
 
-def stream_events(body: dict[str, Any], content: str) -> list[dict[str, Any]]:
-    """The ``chat.completion.chunk`` objects streaming ``content``, usage chunk included."""
+def _tool_call_deltas(tool_calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Tool calls as OpenAI streams them: id and name first, then the arguments in pieces."""
+    deltas: list[dict[str, Any]] = []
+    for index, call in enumerate(tool_calls):
+        head = {
+            "index": index,
+            "id": call["id"],
+            "type": "function",
+            "function": {"name": call["function"]["name"], "arguments": ""},
+        }
+        deltas.append({"tool_calls": [head]})
+        arguments = call["function"]["arguments"]
+        for start in range(0, len(arguments), 8):
+            piece = {"index": index, "function": {"arguments": arguments[start : start + 8]}}
+            deltas.append({"tool_calls": [piece]})
+    return deltas
+
+
+def stream_events(
+    body: dict[str, Any], content: str, tool_calls: list[dict[str, Any]] | None = None
+) -> list[dict[str, Any]]:
+    """The ``chat.completion.chunk`` objects streaming ``content`` (or ``tool_calls``),
+    usage chunk included."""
     include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
     base = {
         "id": "chatcmpl-fake0001",
@@ -129,12 +182,20 @@ def stream_events(body: dict[str, Any], content: str) -> list[dict[str, Any]]:
         choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
         return {**base, "choices": [choice], **extra}
 
-    words = _words(content)
-    events = [chunk({"role": "assistant", "content": "", "refusal": None})]
-    events += [chunk({"content": word}) for word in words]
-    events.append(chunk({}, "stop"))
+    if tool_calls:
+        deltas = _tool_call_deltas(tool_calls)
+        events = [chunk({"role": "assistant", "content": None, **deltas[0]})]
+        events += [chunk(delta) for delta in deltas[1:]]
+        events.append(chunk({}, "tool_calls"))
+        completion_tokens = sum(len(call["function"]["arguments"]) for call in tool_calls)
+    else:
+        words = _words(content)
+        events = [chunk({"role": "assistant", "content": "", "refusal": None})]
+        events += [chunk({"content": word}) for word in words]
+        events.append(chunk({}, "stop"))
+        completion_tokens = len(words)
     if include_usage:
-        events.append({**base, "choices": [], "usage": _usage(body, len(words))})
+        events.append({**base, "choices": [], "usage": _usage(body, completion_tokens)})
     return events
 
 
@@ -142,13 +203,26 @@ class FakeOpenAI(ThreadedServer):
     """The fake server; use as a context manager, point adapters at :attr:`base_url`.
 
     With ``api_key`` set it answers 401 like OpenAI unless the request carries
-    ``Authorization: Bearer <api_key>``.
+    ``Authorization: Bearer <api_key>``. ``models`` are the ids ``GET /models``
+    lists.
     """
 
-    def __init__(self, *, api_key: str | None = None, content: str = DEFAULT_CONTENT) -> None:
+    send_done: bool = True
+    """Whether streams end with ``data: [DONE]``."""
+    keepalive: str | None = None
+    """An SSE comment line sent before each stream event (OpenRouter's keep-alive)."""
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None = None,
+        content: str = DEFAULT_CONTENT,
+        models: tuple[str, ...] = ("gpt-4o-mini",),
+    ) -> None:
         super().__init__()
         self.api_key = api_key
         self.content = content
+        self.models = models
         self._replies: deque[Reply] = deque()
         self._requests: list[RecordedRequest] = []
         self._lock = threading.Lock()
@@ -169,40 +243,76 @@ class FakeOpenAI(ThreadedServer):
         with self._lock:
             self._replies.extend(replies)
 
+    def routes(self) -> list[tuple[str, str]]:
+        """``(method, path)`` of the chat completions and model list routes, in that order."""
+        return [("POST", "/v1/chat/completions"), ("GET", "/v1/models")]
+
     def make_app(self) -> web.Application:
         app = web.Application()
-        app.router.add_post("/v1/chat/completions", self._chat_completions)
-        app.router.add_get("/v1/models", self._models)
+        (chat_method, chat_path), (models_method, models_path) = self.routes()
+        app.router.add_route(chat_method, chat_path, self._chat_completions)
+        app.router.add_route(models_method, models_path, self._models)
         return app
+
+    def authorized(self, request: web.Request) -> bool | None:
+        """Whether the request carries the key: True, False, or None when it has none."""
+        given = request.headers.get("Authorization")
+        if given is None:
+            return None
+        return given == f"Bearer {self.api_key}"
+
+    def unauthorized_body(self, *, key_given: bool) -> dict[str, Any]:
+        """The vendor's 401 body."""
+        message = "Incorrect API key provided." if key_given else "You didn't provide an API key."
+        return error_body(message, code="invalid_api_key")
+
+    def completion_body(self, body: dict[str, Any], content: str, reply: Reply) -> dict[str, Any]:
+        """The ``chat.completion`` the fake answers with; vendors add their fields."""
+        return completion(body, content, self._tool_calls(body, reply))
+
+    def stream_chunks(
+        self, body: dict[str, Any], content: str, reply: Reply
+    ) -> list[dict[str, Any]]:
+        """The stream's chunks; vendors add their fields."""
+        return stream_events(body, content, self._tool_calls(body, reply))
+
+    def models_body(self) -> dict[str, Any]:
+        """The model list in OpenAI's shape."""
+        data = [
+            {"id": model, "object": "model", "created": 1686935002, "owned_by": "openai"}
+            for model in self.models
+        ]
+        return {"object": "list", "data": data}
+
+    @staticmethod
+    def _tool_calls(body: dict[str, Any], reply: Reply) -> list[dict[str, Any]] | None:
+        return reply.tool_calls if body.get("tools") else None
 
     async def _record(self, request: web.Request) -> Any:
         raw = await request.read()
         payload = json.loads(raw) if raw else None
         headers = {name.lower(): value for name, value in request.headers.items()}
+        recorded = RecordedRequest(
+            request.method, request.path, headers, payload, dict(request.query)
+        )
         with self._lock:
-            self._requests.append(RecordedRequest(request.method, request.path, headers, payload))
+            self._requests.append(recorded)
         return payload
 
     def _unauthorized(self, request: web.Request) -> web.Response | None:
         if self.api_key is None:
             return None
-        given = request.headers.get("Authorization", "")
-        if given == f"Bearer {self.api_key}":
+        verdict = self.authorized(request)
+        if verdict:
             return None
-        message = "Incorrect API key provided." if given else "You didn't provide an API key."
-        return web.json_response(error_body(message, code="invalid_api_key"), status=401)
+        body = self.unauthorized_body(key_given=verdict is not None)
+        return web.json_response(body, status=401)
 
     async def _models(self, request: web.Request) -> web.Response:
         await self._record(request)
         if (denied := self._unauthorized(request)) is not None:
             return denied
-        model = {
-            "id": "gpt-4o-mini",
-            "object": "model",
-            "created": 1686935002,
-            "owned_by": "openai",
-        }
-        return web.json_response({"object": "list", "data": [model]})
+        return web.json_response(self.models_body())
 
     async def _chat_completions(self, request: web.Request) -> web.StreamResponse:
         body = await self._record(request)
@@ -215,9 +325,10 @@ class FakeOpenAI(ThreadedServer):
         if reply.body is not None:
             return _raw_response(reply)
         if body.get("stream"):
-            return await _stream(request, reply, stream_events(body, content))
+            events = self.stream_chunks(body, content, reply)
+            return await _stream(request, reply, events, done=self.send_done, comment=self.keepalive)
         return web.json_response(
-            completion(body, content), status=reply.status, headers=reply.headers
+            self.completion_body(body, content, reply), status=reply.status, headers=reply.headers
         )
 
 
@@ -229,9 +340,18 @@ def _raw_response(reply: Reply) -> web.Response:
 
 
 async def _stream(
-    request: web.Request, reply: Reply, events: list[dict[str, Any]]
+    request: web.Request,
+    reply: Reply,
+    events: list[dict[str, Any]],
+    *,
+    done: bool = True,
+    comment: str | None = None,
 ) -> web.StreamResponse:
-    """Send ``events`` as SSE, applying the reply's cut, stall, error and garbage."""
+    """Send ``events`` as SSE, applying the reply's cut, stall, error and garbage.
+
+    ``comment`` is sent as an SSE comment line before each event; ``done``
+    says whether ``data: [DONE]`` ends the stream.
+    """
     headers = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", **reply.headers}
     response = web.StreamResponse(status=reply.status, headers=headers)
     response.enable_chunked_encoding()
@@ -249,8 +369,10 @@ async def _stream(
             return response
         if sent == reply.garbage_after:
             await response.write(b"data: {this is not json\n\n")
+        if comment is not None:
+            await response.write(f": {comment}\n\n".encode())
         await response.write(f"data: {json.dumps(event)}\n\n".encode())
-    if not reply.omit_done:
+    if done and not reply.omit_done:
         await response.write(b"data: [DONE]\n\n")
     await response.write_eof()
     return response

@@ -68,7 +68,9 @@ def test_unknown_type_lists_the_supported_ones() -> None:
         async with httpx.AsyncClient() as http:
             build_providers({"fancy": ProviderSettings(type="fancy-ai")}, http)
 
-    with pytest.raises(ValueError, match=r"'fancy'.*'fancy-ai'.*supported types: anthropic, azure_openai, "):
+    with pytest.raises(
+        ValueError, match=r"'fancy'.*'fancy-ai'.*supported types: anthropic, azure_openai, "
+    ):
         asyncio.run(build())
 
 
