@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 
 import httpx
 import redis.asyncio as aioredis
 
+from relayq.cache import ResponseCache
 from relayq.catalog import ModelCatalog
 from relayq.config import RoutingConfig
 from relayq.intake import Intake
@@ -28,6 +30,7 @@ class Services:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.started_at = time.time()
         self.database = Database(settings.database_url, pool_size=settings.database_pool_size)
         self.redis = aioredis.Redis.from_url(settings.redis_url)
         self.enqueuer = Enqueuer(settings=settings)
@@ -47,6 +50,7 @@ class Services:
             redis=self.redis,
             router=lambda: self.router,
             state=self.routing_state,
+            cache=ResponseCache(self.redis, key_prefix=settings.key_prefix),
         )
         self._watcher: asyncio.Task[None] | None = None
 

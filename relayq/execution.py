@@ -18,6 +18,7 @@ from typing import Any
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
+from relayq.cache import ResponseCache
 from relayq.chat import ChatCompletionRequest
 from relayq.jobs import JobStatus
 from relayq.providers.base import Provider
@@ -64,11 +65,13 @@ class Executor:
         providers: dict[str, Provider],
         lease_seconds: float,
         routing_state: RoutingState | None = None,
+        cache: ResponseCache | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._database = database
         self._providers = providers
         self._routing_state = routing_state
+        self._cache = cache
         self._lease_seconds = lease_seconds
         self._clock = clock
         self._running: dict[str, _Running] = {}
@@ -108,7 +111,22 @@ class Executor:
         if not written:
             return RunResult.SUPERSEDED
         await self._record_finish(claim, outcome, attempt)
+        await self._remember(claim, outcome)
         return RunResult(outcome.status.value)
+
+    async def _remember(self, claim: Claim, outcome: Outcome) -> None:
+        """Cache a successful answer when the job asked for it."""
+        if (
+            self._cache is None
+            or claim.cache_key is None
+            or claim.cache_ttl is None
+            or outcome.status is not JobStatus.SUCCEEDED
+            or outcome.response is None
+        ):
+            return
+        await self._cache.put(
+            claim.cache_key, response=outcome.response, usage=outcome.usage, ttl=claim.cache_ttl
+        )
 
     async def _record_finish(
         self, claim: Claim, outcome: Outcome, attempt: AttemptRecord | None

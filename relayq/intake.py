@@ -14,11 +14,14 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from relayq.cache import ResponseCache, cache_ttl
 from relayq.cancellation import publish_cancel
+from relayq.chat import ChatCompletionRequest
 from relayq.jobs import JobCreate
 from relayq.queueing import Enqueuer
 from relayq.routing import Router
@@ -58,6 +61,7 @@ class Intake:
         redis: aioredis.Redis,
         router: Callable[[], Router],
         state: RoutingState,
+        cache: ResponseCache,
     ) -> None:
         self._settings = settings
         self._database = database
@@ -65,30 +69,50 @@ class Intake:
         self._redis = redis
         self._router = router
         self._state = state
+        self._cache = cache
 
     async def submit(
         self, *, key_id: str, body: JobCreate, idempotency_key: str | None = None
     ) -> Submitted:
         """Store and enqueue a job; raises ``UnknownModel`` or ``IdempotencyConflict``."""
-        deployment = await self._router().choose(body.model)
+        router = self._router()
+        deployment = await router.choose(body.model)
+        completion = body.completion_request()
+        cache_key, ttl, cached = await self._cache_lookup(
+            key_id=key_id, body=body, completion=completion, route=deployment.route
+        )
         new_job = NewJob(
             key_id=key_id,
             model=body.model,
             route=deployment.route,
             provider=deployment.provider,
             upstream_model=deployment.upstream_model,
-            request=body.completion_request().model_dump(mode="json", exclude_none=True),
+            request=completion.model_dump(mode="json", exclude_none=True),
             priority=body.priority,
             metadata=body.metadata,
             idempotency_key=idempotency_key,
             request_hash=request_hash(body) if idempotency_key is not None else None,
+            cache_key=cache_key,
+            cache_ttl=ttl,
+            cached=cached,
         )
         async with self._database.session() as session:
             job, created = await create_job(session, job=new_job, now=time.time())
-        if created:
+        if created and not job.cached:
             await self._count_assigned(job)
             await self._publish(job)
         return Submitted(job=job, created=created)
+
+    async def _cache_lookup(
+        self, *, key_id: str, body: JobCreate, completion: ChatCompletionRequest, route: str
+    ) -> tuple[str | None, float | None, dict[str, Any] | None]:
+        """The job's cache entry and TTL (None when not cached), and a hit if any."""
+        found = self._router().route(route)
+        ttl = cache_ttl(found[1] if found else None, body.cache)
+        if ttl is None:
+            return None, None, None
+        key = self._cache.key(key_id=key_id, route=route, request=completion)
+        return key, ttl, await self._cache.get(key)
 
     async def _count_assigned(self, job: Job) -> None:
         try:

@@ -31,7 +31,7 @@ class JobStatus(str, Enum):
 
 TERMINAL_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
 
-JOB_OPTIONS = frozenset({"priority", "metadata"})
+JOB_OPTIONS = frozenset({"priority", "metadata", "cache"})
 """Fields of :class:`JobCreate` that configure the job, not the completion."""
 
 _METADATA_PAIRS = 16
@@ -46,6 +46,8 @@ class JobCreate(ChatCompletionRequest):
     """0 (lowest) to 9 (highest); higher-priority jobs leave the queue first."""
     metadata: dict[str, str] = Field(default_factory=dict)
     """Up to 16 string pairs, as on OpenAI objects; returned with the job."""
+    cache: bool | None = None
+    """Use the response cache for this job (true), or not (false); default: the route's."""
     mock: MockControls | None = None
     """Controls for the built-in mock provider (latency, length, faults); see docs/mock.md."""
 
@@ -95,6 +97,8 @@ class JobPublic(BaseModel):
     response: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
     usage: dict[str, Any] | None = None
+    cached: bool = False
+    """Answered from the response cache: no provider call was made."""
     created_at: float
     started_at: float | None = None
     finished_at: float | None = None

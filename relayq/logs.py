@@ -29,7 +29,8 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
-_SERVER_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "celery", "flower")
+# uvicorn.access is left alone: `--no-access-log` silences it by removing its handlers.
+_SERVER_LOGGERS = ("uvicorn", "uvicorn.error", "celery", "flower")
 
 
 def configure_logging(level: str) -> None:

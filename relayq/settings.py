@@ -3,7 +3,8 @@
 Every value can be set through the environment with the ``RELAYQ_`` prefix;
 nested values use ``__`` (``RELAYQ_WORKER__CONCURRENCY=200``) and mappings
 take JSON (``RELAYQ_ROUTES='{"gpt-4o": {"provider": "openai", "model": "gpt-4o"}}'``).
-Nothing else in relayq reads ``os.environ``.
+Nothing else in relayq reads ``os.environ`` (but :mod:`relayq.config`, for
+the variables a config file names with ``api_key_env``).
 """
 
 from __future__ import annotations

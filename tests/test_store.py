@@ -53,7 +53,7 @@ def in_session(database_url: str) -> Callable[[Scenario], None]:
     return lambda body: run(scenario(body))
 
 
-async def new_job(session: AsyncSession, *, now: float = 1000.0, **options: str) -> str:
+async def new_job(session: AsyncSession, *, now: float = 1000.0) -> str:
     key = await create_key(session, name="store")
     job, created = await create_job(
         session,
@@ -66,7 +66,6 @@ async def new_job(session: AsyncSession, *, now: float = 1000.0, **options: str)
             request={"model": "mock", "messages": [{"role": "user", "content": "x"}]},
             priority=5,
             metadata={},
-            **options,
         ),
         now=now,
     )

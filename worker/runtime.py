@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 
+from relayq.cache import ResponseCache
 from relayq.cancellation import listen_for_cancels
 from relayq.config import RoutingConfig
 from relayq.execution import Executor, RunResult
@@ -105,6 +106,7 @@ class WorkerRuntime:
             providers=providers,
             lease_seconds=settings.worker.lease_seconds,
             routing_state=state,
+            cache=ResponseCache(redis, key_prefix=settings.key_prefix),
         )
         reconciler = Reconciler(
             database=database,

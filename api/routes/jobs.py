@@ -30,6 +30,7 @@ def job_public(job: Job, attempts: list[Attempt] | None = None) -> JobPublic:
         response=job.response,
         error=job.error,
         usage=job.usage,
+        cached=job.cached,
         created_at=job.created_at,
         started_at=job.started_at,
         finished_at=job.finished_at,

@@ -47,9 +47,7 @@ def run_dev_stack(settings: Settings, *, api_port: int, flower_port: int) -> int
         _ensure_sqlite_dir(settings.database_url)
         upgrade(settings.database_url)
         key = asyncio.run(_dev_key(settings))
-        children = _start_children(
-            env, redis_url=redis_url, api_port=api_port, flower_port=flower_port
-        )
+        children = _start_children(env, api_port=api_port, flower_port=flower_port)
         return _supervise(children, key=key, api_port=api_port, flower_port=flower_port)
     finally:
         if valkey is not None:
@@ -82,7 +80,7 @@ async def _dev_key(settings: Settings) -> str:
 
 
 def _start_children(
-    env: dict[str, str], *, redis_url: str, api_port: int, flower_port: int
+    env: dict[str, str], *, api_port: int, flower_port: int
 ) -> dict[str, subprocess.Popen[bytes]]:
     python = sys.executable
     commands = {
@@ -103,8 +101,8 @@ def _start_children(
             python,
             "-m",
             "celery",
-            "--broker",
-            redis_url,
+            "-A",
+            "relayq.celery_app",
             "flower",
             "--address=127.0.0.1",
             f"--port={flower_port}",

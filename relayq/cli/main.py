@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -20,9 +21,11 @@ __all__ = ["app", "main"]
 
 app = typer.Typer(no_args_is_help=True, help="relayq: queue-backed LLM completion jobs.")
 db_app = typer.Typer(no_args_is_help=True, help="The SQL database.")
+config_app = typer.Typer(no_args_is_help=True, help="Provider and route configuration.")
 keys_app = typer.Typer(no_args_is_help=True, help="API keys.")
 app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
+app.add_typer(config_app, name="config")
 
 console = Console(stderr=True)
 
@@ -95,6 +98,27 @@ def keys_revoke(key_id: str) -> None:
 def worker(ctx: typer.Context) -> None:
     """Run a Celery worker on every provider queue; extra options go to Celery."""
     os.execv(sys.executable, [sys.executable, "-m", "worker", *ctx.args])
+
+
+@config_app.command("check")
+def config_check(path: Path) -> None:
+    """Validate a routing file (providers, routes, adapter options) without starting anything."""
+    from relayq.config_check import check_routing_file
+
+    report = check_routing_file(path)
+    for warning in report.warnings:
+        console.print(f"[yellow]warning:[/yellow] {warning}")
+    if report.error:
+        console.print(f"[red]error:[/red] {report.error}")
+        raise typer.Exit(1)
+    console.print(f"[green]ok[/green]: {report.summary}")
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def flower(ctx: typer.Context) -> None:
+    """Run Flower on relayq's Celery app; extra options go to Flower (e.g. --port)."""
+    celery = [sys.executable, "-m", "celery", "-A", "relayq.celery_app", "flower"]
+    os.execv(sys.executable, [*celery, *ctx.args])
 
 
 @app.command()

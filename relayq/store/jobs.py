@@ -64,6 +64,10 @@ class NewJob:
     metadata: dict[str, str]
     idempotency_key: str | None = None
     request_hash: str | None = None
+    cache_key: str | None = None
+    cache_ttl: float | None = None
+    cached: dict[str, Any] | None = None
+    """A cached ``{response, usage}``: the job is created already succeeded."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -75,6 +79,8 @@ class Claim:
     provider: str
     upstream_model: str
     request: dict[str, Any]
+    cache_key: str | None = None
+    cache_ttl: float | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -126,9 +132,17 @@ async def create_job(session: AsyncSession, *, job: NewJob, now: float) -> tuple
         metadata_=job.metadata,
         idempotency_key=job.idempotency_key,
         request_hash=job.request_hash,
+        cache_key=job.cache_key,
+        cache_ttl=job.cache_ttl,
         run=0,
         created_at=now,
     )
+    if job.cached is not None:
+        row.status = JobStatus.SUCCEEDED.value
+        row.cached = True
+        row.response = job.cached.get("response")
+        row.usage = job.cached.get("usage")
+        row.started_at = row.finished_at = now
     session.add(row)
     try:
         await session.commit()
@@ -226,7 +240,9 @@ async def claim_job(
             lease_expires_at=now + lease_seconds,
             started_at=now,
         )
-        .returning(Job.run, Job.provider, Job.upstream_model, Job.request)
+        .returning(
+            Job.run, Job.provider, Job.upstream_model, Job.request, Job.cache_key, Job.cache_ttl
+        )
         .execution_options(synchronize_session=False)
     )
     row = result.one_or_none()
@@ -239,6 +255,8 @@ async def claim_job(
         provider=row.provider,
         upstream_model=row.upstream_model,
         request=row.request,
+        cache_key=row.cache_key,
+        cache_ttl=row.cache_ttl,
     )
 
 

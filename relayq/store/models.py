@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, String, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    UniqueConstraint,
+    false,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 __all__ = ["ApiKey", "Attempt", "Base", "Job"]
@@ -53,6 +63,11 @@ class Job(Base):
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSON)
     idempotency_key: Mapped[str | None] = mapped_column(String(255), default=None)
     request_hash: Mapped[str | None] = mapped_column(String(64), default=None)
+    cached: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    """Answered from the response cache, without a provider call."""
+    cache_key: Mapped[str | None] = mapped_column(String(200), default=None)
+    cache_ttl: Mapped[float | None] = mapped_column(Float, default=None)
+    """Where and for how long to cache a successful answer (None: not cached)."""
     run: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[float] = mapped_column(Float)
     enqueued_at: Mapped[float | None] = mapped_column(Float, default=None)

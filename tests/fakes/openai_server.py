@@ -261,8 +261,12 @@ class FakeOpenAI(ThreadedServer):
             return None
         return given == f"Bearer {self.api_key}"
 
+    def unauthorized_status(self, *, key_given: bool) -> int:
+        """The status of the vendor's answer to a missing or wrong key."""
+        return 401
+
     def unauthorized_body(self, *, key_given: bool) -> dict[str, Any]:
-        """The vendor's 401 body."""
+        """The vendor's answer to a missing or wrong key."""
         message = "Incorrect API key provided." if key_given else "You didn't provide an API key."
         return error_body(message, code="invalid_api_key")
 
@@ -305,8 +309,9 @@ class FakeOpenAI(ThreadedServer):
         verdict = self.authorized(request)
         if verdict:
             return None
-        body = self.unauthorized_body(key_given=verdict is not None)
-        return web.json_response(body, status=401)
+        key_given = verdict is not None
+        body = self.unauthorized_body(key_given=key_given)
+        return web.json_response(body, status=self.unauthorized_status(key_given=key_given))
 
     async def _models(self, request: web.Request) -> web.Response:
         await self._record(request)
@@ -326,7 +331,9 @@ class FakeOpenAI(ThreadedServer):
             return _raw_response(reply)
         if body.get("stream"):
             events = self.stream_chunks(body, content, reply)
-            return await _stream(request, reply, events, done=self.send_done, comment=self.keepalive)
+            return await _stream(
+                request, reply, events, done=self.send_done, comment=self.keepalive
+            )
         return web.json_response(
             self.completion_body(body, content, reply), status=reply.status, headers=reply.headers
         )

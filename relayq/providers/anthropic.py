@@ -1,0 +1,282 @@
+"""The ``anthropic`` adapter: Anthropic's Messages API, ``POST {base_url}/v1/messages``.
+
+The request is built in :mod:`relayq.providers.anthropic_request`, the answer,
+stream events and error bodies are read in
+:mod:`relayq.providers.anthropic_response`; both are pure, and
+:meth:`AnthropicProvider._send` is the one place that does I/O. Calls carry
+``x-api-key``, ``anthropic-version`` (option ``api_version``) and, when the
+``betas`` option names any, ``anthropic-beta``.
+
+Carried: system/developer messages (as ``system``), user text, image and PDF
+parts, assistant text and tool calls, tool results, tools (with ``strict``),
+``tool_choice`` and ``parallel_tool_calls``, a ``json_schema``
+``response_format`` (as ``output_config.format``), ``temperature``,
+``top_p``, ``max_completion_tokens`` / ``max_tokens`` (option
+``default_max_tokens`` when the request has neither: Anthropic requires one),
+``stop`` (as ``stop_sequences``), ``user`` (as ``metadata.user_id``) and the
+extra field ``top_k``.
+
+Not carried, because Anthropic has no equivalent: ``seed``,
+``presence_penalty``, ``frequency_penalty``, ``logit_bias``, ``logprobs`` /
+``top_logprobs`` (dropped); ``response_format`` ``json_object`` (JSON without
+a schema) and a schema's ``name``/``strict`` (Anthropic always enforces the
+schema); a message's ``name``; an image's ``detail``; any other extra body
+field (OpenAI's ``reasoning_effort``, ``service_tier``, ``metadata`` mean
+other things or nothing to Anthropic). ``n`` > 1, audio parts, OpenAI file
+ids and non-PDF files, and non-function tools raise
+:class:`~relayq.providers.errors.InvalidRequest` instead, since dropping them
+would change the answer's meaning. ``temperature`` goes as given: Anthropic's
+range is 0 to 1 and it answers 400 above. Extended thinking is not carried: its
+signed thinking blocks must be sent back in later turns of a tool loop, and a
+chat-completions message has no place for them; thinking and server-tool
+blocks in an answer are skipped, as are citations and ``stop_details``.
+
+Errors, at the boundary: an HTTP status maps through
+:func:`~relayq.providers.errors.error_for_status` with Anthropic's
+``error.message``; a 429's wait comes from ``retry-after``, else from the
+``anthropic-ratelimit-*-reset`` timestamps (:func:`ratelimit_reset_seconds`);
+an ``error`` event in a stream (e.g. ``overloaded_error``) maps by its type; a
+stream that ends without ``message_stop`` is
+:class:`~relayq.providers.errors.MalformedResponse`, one cut by the network
+:class:`~relayq.providers.errors.ProviderConnectionError`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field
+
+from relayq.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest
+from relayq.providers.anthropic_request import messages_body
+from relayq.providers.anthropic_response import (
+    StreamTranslator,
+    completion_from_message,
+    error_from_payload,
+)
+from relayq.providers.base import Provider
+from relayq.providers.errors import MalformedResponse, ProviderError
+from relayq.providers.http import request_timeout, transport_errors
+from relayq.providers.retry_after import retry_after_seconds
+from relayq.providers.sse import ServerSentEvent, SSEDecoder
+
+__all__ = [
+    "DEFAULT_API_VERSION",
+    "DEFAULT_BASE_URL",
+    "AnthropicOptions",
+    "AnthropicProvider",
+    "ratelimit_reset_seconds",
+]
+
+DEFAULT_BASE_URL = "https://api.anthropic.com"
+DEFAULT_API_VERSION = "2023-06-01"
+_RATE_LIMITS = ("requests", "tokens", "input-tokens", "output-tokens")
+
+
+class AnthropicOptions(BaseModel):
+    """The ``options`` of an ``anthropic`` provider."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    api_version: str = Field(default=DEFAULT_API_VERSION, min_length=1)
+    """Sent as ``anthropic-version``."""
+    default_max_tokens: int = Field(default=4096, ge=1)
+    """``max_tokens`` for requests that set neither it nor ``max_completion_tokens``."""
+    betas: list[str] = Field(default_factory=list)
+    """Beta features to enable, sent comma-separated as ``anthropic-beta``."""
+
+
+def ratelimit_reset_seconds(
+    headers: Mapping[str, str], *, now: datetime | None = None
+) -> float | None:
+    """Seconds until the exhausted limits reset, from ``anthropic-ratelimit-*-reset``.
+
+    Each reset is an RFC 3339 timestamp. The limits whose ``-remaining`` is 0
+    decide (a retry must wait for all of them); when none says so, every
+    reset given does. None when no reset header is readable.
+    """
+    headers = httpx.Headers(headers)
+    current = now or datetime.now(UTC)
+    exhausted: list[float] = []
+    every: list[float] = []
+    for limit in _RATE_LIMITS:
+        try:
+            when = datetime.fromisoformat(headers[f"anthropic-ratelimit-{limit}-reset"].strip())
+        except (KeyError, ValueError):
+            continue
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = max((when - current).total_seconds(), 0.0)
+        every.append(seconds)
+        if headers.get(f"anthropic-ratelimit-{limit}-remaining", "").strip() == "0":
+            exhausted.append(seconds)
+    chosen = exhausted or every
+    return max(chosen) if chosen else None
+
+
+def _decode_json(content: bytes | str, *, provider: str) -> Any:
+    try:
+        return json.loads(content)
+    except ValueError as exc:
+        raise MalformedResponse(f"{provider}: response is not JSON: {exc}") from exc
+
+
+class AnthropicProvider(Provider):
+    """Chat completions served by Anthropic's Messages API."""
+
+    type_name = "anthropic"
+    options_model = AnthropicOptions
+
+    @property
+    def anthropic_options(self) -> AnthropicOptions:
+        """The validated ``options``."""
+        assert isinstance(self.options, AnthropicOptions)
+        return self.options
+
+    @property
+    def base_url(self) -> str:
+        """The configured base URL (or Anthropic's), without a trailing slash."""
+        return (self.settings.base_url or DEFAULT_BASE_URL).rstrip("/")
+
+    def request_headers(self, *, stream: bool) -> httpx.Headers:
+        """Auth, version and content negotiation, then the configured headers, which win."""
+        headers = httpx.Headers(
+            {
+                "Accept": "text/event-stream" if stream else "application/json",
+                "anthropic-version": self.anthropic_options.api_version,
+            }
+        )
+        if self.anthropic_options.betas:
+            headers["anthropic-beta"] = ",".join(self.anthropic_options.betas)
+        if self.settings.api_key and (key := self.settings.api_key.get_secret_value()):
+            headers["x-api-key"] = key
+        for name, value in self.settings.headers.items():
+            headers[name] = value
+        return headers
+
+    def build_request(
+        self, request: ChatCompletionRequest, *, model: str, stream: bool
+    ) -> httpx.Request:
+        """The HTTP request for one call, carrying this provider's timeouts."""
+        body = messages_body(
+            request,
+            model=model,
+            default_max_tokens=self.anthropic_options.default_max_tokens,
+            stream=stream,
+        )
+        return self.http.build_request(
+            "POST",
+            f"{self.base_url}/v1/messages",
+            json=body,
+            headers=self.request_headers(stream=stream),
+            timeout=request_timeout(self.settings),
+        )
+
+    def error_from_response(
+        self, status_code: int, headers: Mapping[str, str], content: bytes
+    ) -> ProviderError:
+        """The error for a non-2xx answer, keeping Anthropic's message."""
+        try:
+            payload = json.loads(content)
+        except ValueError:
+            payload = None
+        retry_after = None
+        if status_code == 429:
+            retry_after = retry_after_seconds(headers)
+            if retry_after is None:
+                retry_after = ratelimit_reset_seconds(headers)
+        return error_from_payload(
+            payload, provider=self.name, status_code=status_code, retry_after=retry_after
+        )
+
+    def parse_completion(self, content: bytes, *, created: int) -> ChatCompletion:
+        """A 2xx body as a ``chat.completion``; an error object in it raises its error."""
+        payload = _decode_json(content, provider=self.name)
+        if isinstance(payload, dict) and payload.get("type") == "error":
+            raise error_from_payload(payload, provider=self.name)
+        return completion_from_message(payload, provider=self.name, created=created)
+
+    def parse_event(
+        self, event: ServerSentEvent, translator: StreamTranslator
+    ) -> list[ChatCompletionChunk]:
+        """The chunks one stream event stands for; an ``error`` event raises its error."""
+        payload = _decode_json(event.data, provider=self.name)
+        if event.event == "error" and not (isinstance(payload, dict) and "type" in payload):
+            payload = {"type": "error", "error": payload}
+        return translator.feed(payload)
+
+    @asynccontextmanager
+    async def _send(self, http_request: httpx.Request) -> AsyncIterator[httpx.Response]:
+        """Send, raise the mapped error for a non-2xx answer, else yield the open response.
+
+        Failures of the network while the caller reads the body inside the
+        ``async with`` are mapped here too.
+        """
+        with transport_errors(self.name):
+            response = await self.http.send(http_request, stream=True)
+            try:
+                if not response.is_success:
+                    content = await response.aread()
+                    raise self.error_from_response(response.status_code, response.headers, content)
+                yield response
+            finally:
+                await response.aclose()
+
+    async def complete(self, request: ChatCompletionRequest, *, model: str) -> ChatCompletion:
+        """One completion, answered as a whole."""
+        async with self._send(self.build_request(request, model=model, stream=False)) as response:
+            content = await response.aread()
+        return self.parse_completion(content, created=int(time.time()))
+
+    async def stream(
+        self, request: ChatCompletionRequest, *, model: str
+    ) -> AsyncIterator[ChatCompletionChunk]:
+        """One completion as chunks, the usage chunk last; ends only at ``message_stop``."""
+        decoder = SSEDecoder()
+        translator = StreamTranslator(provider=self.name, created=int(time.time()))
+        async with self._send(self.build_request(request, model=model, stream=True)) as response:
+            async for line in response.aiter_lines():
+                event = decoder.feed(line)
+                if event is None:
+                    continue
+                for chunk in self.parse_event(event, translator):
+                    yield chunk
+                if translator.done:
+                    return
+            last = decoder.flush()
+            if last is not None:
+                for chunk in self.parse_event(last, translator):
+                    yield chunk
+                if translator.done:
+                    return
+        raise MalformedResponse(f"{self.name}: stream ended before message_stop")
+
+    async def list_models(self) -> list[str] | None:
+        """The model ids of ``GET /v1/models``, every page."""
+        ids: list[str] = []
+        params: dict[str, str | int] = {"limit": 1000}
+        while True:
+            http_request = self.http.build_request(
+                "GET",
+                f"{self.base_url}/v1/models",
+                params=params,
+                headers=self.request_headers(stream=False),
+                timeout=request_timeout(self.settings),
+            )
+            async with self._send(http_request) as response:
+                payload = _decode_json(await response.aread(), provider=self.name)
+            try:
+                page = [str(model["id"]) for model in payload["data"]]
+                more = bool(payload.get("has_more")) and bool(page)
+            except (KeyError, TypeError) as exc:
+                raise MalformedResponse(f"{self.name}: not a model list: {exc}") from exc
+            ids += page
+            if not more:
+                return ids
+            params["after_id"] = page[-1]

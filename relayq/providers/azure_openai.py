@@ -1,0 +1,130 @@
+"""The ``azure_openai`` adapter: OpenAI models deployed on an Azure OpenAI resource.
+
+``base_url`` is the resource endpoint (``https://{resource}.openai.azure.com``)
+and a route's upstream model is the *deployment* name. Two URL styles:
+
+- ``deployments`` (default): ``POST {base_url}/openai/deployments/{deployment}
+  /chat/completions?api-version={api_version}``, the dated API Azure has
+  served since the start; ``api_version`` defaults to the GA
+  :data:`DEFAULT_API_VERSION`.
+- ``v1``: ``POST {base_url}/openai/v1/chat/completions`` with the deployment
+  as ``model`` in the body, Azure's newer OpenAI-style route (GA since August
+  2025) that needs no ``api-version``; one is added only when configured.
+
+Auth is the ``api-key`` header, not a bearer token. The body is OpenAI's, so
+everything in the canonical request is carried (the ``model`` field names the
+deployment on both routes, as Azure's own SDK sends it). Answers are OpenAI's
+with Azure's additions passed through untouched: ``prompt_filter_results``
+(on the completion, or on a first stream chunk with empty ``choices`` and
+empty ``id``, ``model`` and ``object`` — the empty ``object`` is read as
+``chat.completion.chunk``) and ``content_filter_results`` on each choice;
+``finish_reason: "content_filter"`` passes through as OpenAI's own.
+
+Errors: a prompt rejected by the content filter (``code: content_filter``,
+``innererror.code: ResponsibleAIPolicyViolation``) is InvalidRequest with
+Azure's message, whatever status it came with; everything else maps by
+status as for OpenAI. A 429's wait comes from ``retry-after-ms``,
+``Retry-After`` or ``x-ratelimit-reset-*``, all of which Azure sends.
+
+Not carried: Entra ID (bearer token) auth, since relayq holds static keys
+(a token can still be sent through ``headers``); Azure's "on your data"
+``data_sources`` extension is not translated, though as an extra field it
+passes through. :meth:`list_models` answers None: the data plane lists base
+models, not the deployments routes name.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final, Literal
+from urllib.parse import quote, urlencode
+
+import httpx
+from pydantic import BaseModel, ConfigDict
+
+from relayq.providers.errors import InvalidRequest, ProviderError
+from relayq.providers.openai import OpenAIProvider
+from relayq.settings import ProviderSettings
+
+__all__ = [
+    "DEFAULT_API_VERSION",
+    "AzureOpenAIOptions",
+    "AzureOpenAIProvider",
+    "is_content_filter_error",
+]
+
+DEFAULT_API_VERSION: Final = "2024-10-21"
+"""The latest GA ``api-version`` of the deployments route."""
+
+_CONTENT_FILTER_CODES = frozenset({"content_filter", "ResponsibleAIPolicyViolation"})
+
+
+class AzureOpenAIOptions(BaseModel):
+    """``options`` of an ``azure_openai`` provider."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    api_style: Literal["deployments", "v1"] = "deployments"
+    api_version: str | None = None
+    """The ``api-version`` query value; :data:`DEFAULT_API_VERSION` on the
+    deployments route when unset, none on the v1 route."""
+
+
+def is_content_filter_error(payload: object) -> bool:
+    """Whether an Azure error body is a content-filter rejection."""
+    error = payload.get("error") if isinstance(payload, dict) else None
+    if not isinstance(error, dict):
+        return False
+    inner = error.get("innererror")
+    codes = {error.get("code"), inner.get("code") if isinstance(inner, dict) else None}
+    return bool(codes & _CONTENT_FILTER_CODES)
+
+
+class AzureOpenAIProvider(OpenAIProvider):
+    """Chat completions on an Azure OpenAI deployment with an ``api-key``."""
+
+    type_name = "azure_openai"
+    options_model = AzureOpenAIOptions
+    default_base_url = ""
+    lists_models = False
+
+    def __init__(self, *, name: str, settings: ProviderSettings, http: httpx.AsyncClient) -> None:
+        super().__init__(name=name, settings=settings, http=http)
+        if not settings.base_url:
+            raise ValueError(
+                f"provider {name!r} ({self.type_name}): base_url is required "
+                "(the resource endpoint, https://<resource>.openai.azure.com)"
+            )
+
+    @property
+    def azure_options(self) -> AzureOpenAIOptions:
+        assert isinstance(self.options, AzureOpenAIOptions)
+        return self.options
+
+    def chat_url(self, *, model: str) -> str:
+        """The deployment's URL with its ``api-version``, or the v1 route."""
+        options = self.azure_options
+        if options.api_style == "v1":
+            url = f"{self.base_url}/openai/v1/chat/completions"
+            api_version = options.api_version
+        else:
+            deployment = quote(model, safe="")
+            url = f"{self.base_url}/openai/deployments/{deployment}/chat/completions"
+            api_version = options.api_version or DEFAULT_API_VERSION
+        return f"{url}?{urlencode({'api-version': api_version})}" if api_version else url
+
+    def auth_headers(self) -> dict[str, str]:
+        """Azure's ``api-key`` header."""
+        key = self.settings.api_key.get_secret_value() if self.settings.api_key else ""
+        return {"api-key": key} if key else {}
+
+    def adjust_error(self, error: ProviderError, payload: object) -> ProviderError:
+        """A content-filter rejection is the request's fault, whatever its status."""
+        if is_content_filter_error(payload) and not isinstance(error, InvalidRequest):
+            return InvalidRequest(error.message, status_code=error.status_code)
+        return error
+
+    def chunk_payload(self, payload: Any) -> Any:
+        """Azure's prompt-filter chunk says ``"object": ""``; it is a chunk all the same."""
+        if isinstance(payload, dict) and payload.get("object") == "":
+            payload["object"] = "chat.completion.chunk"
+        return payload

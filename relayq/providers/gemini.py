@@ -1,0 +1,276 @@
+"""The ``gemini`` adapter: Google's Gemini API (``generativelanguage.googleapis.com``).
+
+Calls ``POST {base_url}/{api_version}/models/{model}:generateContent``, and
+``:streamGenerateContent?alt=sse`` for streams, with the key in the
+``x-goog-api-key`` header. The request is built in
+:mod:`relayq.providers.gemini_request`, the answer read in
+:mod:`relayq.providers.gemini_response`; :meth:`GeminiProvider._send` is the
+one place that does I/O. ``list_models`` reads ``GET {base_url}/{api_version}/models``
+(every page) and returns the models that serve ``generateContent``, without
+the ``models/`` prefix.
+
+Errors, at the boundary: Google's ``{"error": {"code", "message", "status",
+"details"}}`` body (also inside a one-element array) maps by HTTP status
+through :func:`~relayq.providers.errors.error_for_status` with Google's
+message, except that an ``ErrorInfo`` reason ``API_KEY_*`` (Gemini answers a
+bad key with 400 ``INVALID_ARGUMENT``) is
+:class:`~relayq.providers.errors.AuthenticationFailed` and ``DEADLINE_EXCEEDED``
+(504) is :class:`~relayq.providers.errors.ProviderTimeout`. A 429's wait comes
+from ``Retry-After`` when sent, else from the ``google.rpc.RetryInfo``
+detail's ``retryDelay`` (``"7s"``, ``"29.7s"``). Inside a stream, an error
+arrives either as a ``data: {"error": ...}`` event or as raw JSON lines after
+the events (as Google's SDK expects); both raise the mapped error, classified
+by the error's ``code``, or its ``status`` name when there is no code. A body
+that is not JSON, or a stream that ends before a finish reason, is
+:class:`~relayq.providers.errors.MalformedResponse`; a stream cut by the
+network is :class:`~relayq.providers.errors.ProviderConnectionError`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field
+
+from relayq.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest
+from relayq.providers.base import Provider
+from relayq.providers.errors import (
+    AuthenticationFailed,
+    MalformedResponse,
+    ProviderError,
+    ProviderTimeout,
+    error_for_status,
+)
+from relayq.providers.gemini_request import SchemaDialect, generate_content_body
+from relayq.providers.gemini_response import GeminiStream, parse_completion
+from relayq.providers.http import request_timeout, transport_errors
+from relayq.providers.retry_after import parse_duration, retry_after_seconds
+from relayq.providers.sse import SSEDecoder
+
+__all__ = ["DEFAULT_BASE_URL", "GeminiOptions", "GeminiProvider", "error_from_payload"]
+
+DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
+
+_STATUS_BY_NAME = {
+    "INVALID_ARGUMENT": 400,
+    "FAILED_PRECONDITION": 400,
+    "OUT_OF_RANGE": 400,
+    "UNAUTHENTICATED": 401,
+    "PERMISSION_DENIED": 403,
+    "NOT_FOUND": 404,
+    "ABORTED": 409,
+    "RESOURCE_EXHAUSTED": 429,
+    "INTERNAL": 500,
+    "UNKNOWN": 500,
+    "UNAVAILABLE": 503,
+    "DEADLINE_EXCEEDED": 504,
+}
+"""HTTP status of each ``google.rpc.Code`` name Gemini sends, for errors that come without one."""
+
+
+class GeminiOptions(BaseModel):
+    """The ``options`` of a ``gemini`` provider."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    api_version: str = Field(default="v1beta", pattern=r"^v\w+$")
+    """The API version in the path; ``v1beta`` carries every feature this adapter maps."""
+    schema_dialect: SchemaDialect = "json_schema"
+    """``json_schema`` sends ``responseJsonSchema``/``parametersJsonSchema`` (Gemini 2.5+);
+    ``openapi`` sends ``responseSchema``/``parameters`` (Google's OpenAPI subset)."""
+    thought_signature_fallback: str | None = "skip_thought_signature_validator"
+    """Sent as ``thoughtSignature`` on replayed function calls (see gemini_request); None: none."""
+    generation_config: dict[str, Any] = Field(default_factory=dict)
+    """``generationConfig`` entries for every call (``thinkingConfig``...); the request's win."""
+    safety_settings: list[dict[str, Any]] | None = None
+    """``safetySettings`` for every call, as Gemini takes them."""
+
+
+def _retry_delay(error: dict[str, Any]) -> float | None:
+    for detail in error.get("details") or []:
+        if isinstance(detail, dict) and str(detail.get("@type", "")).endswith("RetryInfo"):
+            return parse_duration(str(detail.get("retryDelay", "")))
+    return None
+
+
+def _is_key_error(error: dict[str, Any]) -> bool:
+    return any(
+        isinstance(detail, dict) and str(detail.get("reason", "")).startswith("API_KEY_")
+        for detail in error.get("details") or []
+    )
+
+
+def error_from_payload(
+    payload: object,
+    *,
+    provider: str,
+    status_code: int | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> ProviderError:
+    """The error a Google error body (or stream error object) stands for.
+
+    ``status_code`` is the HTTP status when the body came with one; inside a
+    stream the error's own ``code`` (or ``status`` name) decides.
+    """
+    if isinstance(payload, list) and payload:
+        payload = payload[0]
+    error = payload.get("error") if isinstance(payload, dict) else None
+    error = error if isinstance(error, dict) else {}
+    name = str(error.get("status") or "")
+    code = error.get("code")
+    status = status_code or (code if isinstance(code, int) else _STATUS_BY_NAME.get(name, 500))
+    message = str(error.get("message") or f"{provider}: upstream answered HTTP {status}")
+    if _is_key_error(error):
+        return AuthenticationFailed(message, status_code=status)
+    if name == "DEADLINE_EXCEEDED":
+        return ProviderTimeout(message, status_code=status)
+    retry_after = None
+    if status == 429:
+        retry_after = retry_after_seconds(headers or {})
+        if retry_after is None:
+            retry_after = _retry_delay(error)
+    return error_for_status(status, message, retry_after=retry_after)
+
+
+def _decode(content: bytes | str, *, provider: str) -> Any:
+    try:
+        return json.loads(content)
+    except ValueError as exc:
+        raise MalformedResponse(f"{provider}: response is not JSON: {exc}") from exc
+
+
+class GeminiProvider(Provider):
+    """Gemini ``generateContent`` with an API key."""
+
+    type_name = "gemini"
+    options_model = GeminiOptions
+    options: GeminiOptions
+
+    @property
+    def base_url(self) -> str:
+        """The configured base URL (or Google's), without a trailing slash."""
+        return (self.settings.base_url or DEFAULT_BASE_URL).rstrip("/")
+
+    def request_headers(self, *, stream: bool) -> dict[str, str]:
+        """The API key and content negotiation, then the configured headers, which win."""
+        headers = {"Accept": "text/event-stream" if stream else "application/json"}
+        if self.settings.api_key and (key := self.settings.api_key.get_secret_value()):
+            headers["x-goog-api-key"] = key
+        headers.update(self.settings.headers)
+        return headers
+
+    def model_url(self, model: str, *, stream: bool) -> str:
+        """The method URL for ``model``: ``gemini-2.5-flash``, or a full ``tunedModels/x`` name."""
+        path = model if "/" in model else f"models/{model}"
+        method = "streamGenerateContent?alt=sse" if stream else "generateContent"
+        return f"{self.base_url}/{self.options.api_version}/{quote(path, safe='/')}:{method}"
+
+    def build_request(
+        self, request: ChatCompletionRequest, *, model: str, stream: bool
+    ) -> httpx.Request:
+        """The HTTP request for one call, carrying this provider's timeouts."""
+        body = generate_content_body(
+            request,
+            schema_dialect=self.options.schema_dialect,
+            thought_signature_fallback=self.options.thought_signature_fallback,
+            generation_defaults=self.options.generation_config,
+            safety_settings=self.options.safety_settings,
+        )
+        return self.http.build_request(
+            "POST",
+            self.model_url(model, stream=stream),
+            json=body,
+            headers=self.request_headers(stream=stream),
+            timeout=request_timeout(self.settings),
+        )
+
+    @asynccontextmanager
+    async def _send(self, http_request: httpx.Request) -> AsyncIterator[httpx.Response]:
+        """Send, raise the mapped error for a non-2xx answer, else yield the open response."""
+        with transport_errors(self.name):
+            response = await self.http.send(http_request, stream=True)
+            try:
+                if not response.is_success:
+                    content = await response.aread()
+                    try:
+                        payload = json.loads(content)
+                    except ValueError:
+                        payload = None
+                    raise error_from_payload(
+                        payload,
+                        provider=self.name,
+                        status_code=response.status_code,
+                        headers=response.headers,
+                    )
+                yield response
+            finally:
+                await response.aclose()
+
+    async def complete(self, request: ChatCompletionRequest, *, model: str) -> ChatCompletion:
+        """One completion, answered as a whole."""
+        async with self._send(self.build_request(request, model=model, stream=False)) as response:
+            content = await response.aread()
+        payload = _decode(content, provider=self.name)
+        if isinstance(payload, dict) and "error" in payload and "candidates" not in payload:
+            raise error_from_payload(payload, provider=self.name)
+        return parse_completion(payload, model=model, created=int(time.time()))
+
+    async def stream(
+        self, request: ChatCompletionRequest, *, model: str
+    ) -> AsyncIterator[ChatCompletionChunk]:
+        """One completion as chunks; the finish reasons and usage come last, once the body ends."""
+        state = GeminiStream(model=model, created=int(time.time()))
+        decoder = SSEDecoder()
+        raw: list[str] = []  # an error Google writes as plain JSON lines, not as an event
+        async with self._send(self.build_request(request, model=model, stream=True)) as response:
+            async for line in response.aiter_lines():
+                if raw or line.lstrip().startswith(("{", "[")):
+                    raw.append(line)
+                    continue
+                event = decoder.feed(line)
+                if event is not None and (chunk := self._parse_event(event.data, state)):
+                    yield chunk
+            last = decoder.flush()
+            if last is not None and (chunk := self._parse_event(last.data, state)):
+                yield chunk
+        if raw:
+            raise error_from_payload(
+                _decode("\n".join(raw), provider=self.name), provider=self.name
+            )
+        yield state.finish()
+
+    def _parse_event(self, data: str, state: GeminiStream) -> ChatCompletionChunk | None:
+        payload = _decode(data, provider=self.name)
+        if isinstance(payload, dict) and "error" in payload:
+            raise error_from_payload(payload, provider=self.name)
+        return state.feed(payload)
+
+    async def list_models(self) -> list[str]:
+        """The ids of the models that serve ``generateContent``, every page read."""
+        names: list[str] = []
+        params: dict[str, str] = {"pageSize": "1000"}
+        while True:
+            http_request = self.http.build_request(
+                "GET",
+                f"{self.base_url}/{self.options.api_version}/models",
+                params=params,
+                headers=self.request_headers(stream=False),
+                timeout=request_timeout(self.settings),
+            )
+            async with self._send(http_request) as response:
+                payload = _decode(await response.aread(), provider=self.name)
+            if not isinstance(payload, dict) or not isinstance(payload.get("models", []), list):
+                raise MalformedResponse(f"{self.name}: model list is not a ListModelsResponse")
+            for model in payload.get("models", []):
+                methods = model.get("supportedGenerationMethods") or ["generateContent"]
+                if "generateContent" in methods:
+                    names.append(str(model.get("name", "")).removeprefix("models/"))
+            if not (token := payload.get("nextPageToken")):
+                return names
+            params["pageToken"] = str(token)
