@@ -67,6 +67,8 @@ def redis_url(redis_server: str, backend: str) -> str:
 
 
 FAKE_OPENAI_KEY = "sk-relayq-test"
+CACHE_TTL = 2.0
+"""Seconds the shared stack's ``mock-cached`` route keeps answers."""
 
 
 @pytest.fixture(scope="session")
@@ -103,6 +105,12 @@ def stack(
         "mock": {"provider": "mock", "model": "mock"},
         "mock-idle": {"provider": "idle", "model": "mock"},
         "gpt-4o-mini": {"provider": "openai", "model": "gpt-4o-mini-2024-07-18"},
+        "mock-cached": {
+            "provider": "mock",
+            "model": "mock",
+            "aliases": ["mock-cached-alias"],
+            "cache": {"enabled": True, "ttl_seconds": CACHE_TTL},
+        },
     }
     env = {
         "RELAYQ_PROVIDERS": json.dumps(providers),

@@ -62,6 +62,10 @@ class Stack:
             "RELAYQ_WORKER__PROVIDERS": json.dumps(["mock"]),
             **(env or {}),
         }
+        if "RELAYQ_CONFIG_FILE" in self.env:  # routing comes from the file alone
+            for name in ("RELAYQ_PROVIDERS", "RELAYQ_ROUTES", "RELAYQ_WORKER__PROVIDERS"):
+                if name not in (env or {}):
+                    self.env.pop(name, None)
         self.api: subprocess.Popen[bytes] | None = None
         self.workers: list[subprocess.Popen[bytes]] = []
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
 from celery import Celery, Task
@@ -20,7 +21,22 @@ log = logging.getLogger(__name__)
 def create_worker_app(settings: Settings) -> Celery:
     """A Celery app whose task runs jobs on a per-process :class:`WorkerRuntime`."""
     app = create_celery(settings)
-    runtime = WorkerRuntime(settings=settings, enqueuer=Enqueuer(settings=settings))
+    hostnames: list[str] = []
+
+    def consume(queues: list[str]) -> None:
+        """Ask this worker (over Celery's control channel) to consume more queues."""
+
+        def send() -> None:
+            for queue in queues:
+                app.control.add_consumer(queue, destination=hostnames, reply=False)
+                log.info("now consuming %s", queue)
+
+        # Publishing blocks; the caller is the event loop.
+        threading.Thread(target=send, name="relayq-add-consumer", daemon=True).start()
+
+    runtime = WorkerRuntime(
+        settings=settings, enqueuer=Enqueuer(settings=settings), consume=consume
+    )
 
     @app.task(name=RUN_JOB_TASK, bind=True, acks_late=True, ignore_result=True)
     def run_job(task: Task[Any, Any], job_id: str) -> str:
@@ -37,7 +53,10 @@ def create_worker_app(settings: Settings) -> Celery:
             log.warning("job %s not run (%s); again in %ss", job_id, exc, countdown)
             raise task.retry(exc=exc, countdown=countdown, max_retries=None) from exc
 
-    def start(**_: Any) -> None:
+    def start(sender: Any = None, **_: Any) -> None:
+        hostname = getattr(sender, "hostname", None)
+        if hostname:
+            hostnames.append(hostname)
         runtime.start()
 
     def stop(**_: Any) -> None:

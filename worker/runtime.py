@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
@@ -39,9 +39,17 @@ T = TypeVar("T")
 class WorkerRuntime:
     """Owns the loop thread and the resources on it, from start() to stop()."""
 
-    def __init__(self, *, settings: Settings, enqueuer: Enqueuer) -> None:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        enqueuer: Enqueuer,
+        consume: Callable[[list[str]], None] | None = None,
+    ) -> None:
+        """``consume(queues)`` makes the worker consume more queues (new providers)."""
         self._settings = settings
         self._enqueuer = enqueuer
+        self._consume = consume
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._executor: Executor | None = None
@@ -96,8 +104,11 @@ class WorkerRuntime:
         def apply(config: RoutingConfig) -> None:
             # Built first, so a config whose adapters fail changes nothing.
             built = build_providers(config.providers, http)
+            added = sorted(set(built) - set(providers))
             providers.clear()
             providers.update(built)
+            if added and settings.worker.providers is None and self._consume is not None:
+                self._consume([settings.queue_for(name) for name in added])
 
         live = LiveRouting(settings, apply=apply)
         state = RoutingState(redis, key_prefix=settings.key_prefix)

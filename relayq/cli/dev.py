@@ -26,7 +26,7 @@ from relayq.store.migrate import upgrade
 
 __all__ = ["run_dev_stack"]
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 
 
 def run_dev_stack(settings: Settings, *, api_port: int, flower_port: int) -> int:

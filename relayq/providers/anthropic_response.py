@@ -214,8 +214,7 @@ class StreamTranslator:
         self._model = ""
         self._usage = _Usage()
         self._stop_reason: str | None = None
-        self._tool_index: dict[int, int] = {}
-        """OpenAI tool-call index of each ``tool_use`` block, by content block index."""
+        self._tool_index: dict[int, int] = {}  # content block index -> OpenAI tool-call index
 
     def feed(self, payload: Any) -> list[ChatCompletionChunk]:
         """The chunks one decoded event stands for; an ``error`` event raises its error."""

@@ -7,8 +7,9 @@ events (``message_start``, a text block streamed a word per
 ``content_block_delta``, a ``ping``, ``tool_use`` blocks whose input arrives as
 ``input_json_delta`` fragments, ``message_delta`` with the stop reason and
 usage, ``message_stop``); errors as ``{"type": "error", "error": {type,
-message}, "request_id"}``. It checks ``x-api-key`` when built with a key and
-``anthropic-version`` always, and rejects what Anthropic rejects: a body
+message}, "request_id"}``. It checks the key (``x-api-key``, or a bearer token
+as the official SDK sends it) when built with one, and ``anthropic-version``
+always, and rejects what Anthropic rejects: a body
 without ``max_tokens``, turns that do not alternate, empty text blocks,
 ``tool_use`` ids not answered by ``tool_result`` blocks in the next user turn,
 tool blocks without ``tools``. It honours ``stop_sequences`` and ``max_tokens``
@@ -49,7 +50,7 @@ __all__ = [
 
 API_VERSION = "2023-06-01"
 DEFAULT_CONTENT = "Hello! How can I assist you today?"
-DEFAULT_MODELS = ("claude-opus-4-1-20250805", "claude-sonnet-4-5-20250929", "claude-haiku-4-5")
+DEFAULT_MODELS = ("claude-opus-4-7", "claude-sonnet-4-6", "claude-haiku-4-5")
 MESSAGE_ID = "msg_01FakeXFDUDYJgAACzvnptvV"
 
 
@@ -172,6 +173,7 @@ def stream_events(body: dict[str, Any], reply: Reply, content: str) -> list[dict
     start["usage"] = {**answer["usage"], "output_tokens": 1}
     events: list[dict[str, Any]] = [{"type": "message_start", "message": start}]
     for index, block in enumerate(answer["content"]):
+        opening: dict[str, Any]
         if block["type"] == "text":
             deltas = [{"type": "text_delta", "text": word} for word in _words(block["text"])]
             opening = {"type": "text", "text": ""}
@@ -216,13 +218,16 @@ def conversation_problem(body: Any) -> str | None:
         if any(b.get("type") == "text" and not b.get("text") for b in blocks):
             return f"messages.{n}: text content blocks must be non-empty"
         answered = {b.get("tool_use_id") for b in blocks if b.get("type") == "tool_result"}
-        uses_tools = uses_tools or bool(answered) or any(b["type"] == "tool_use" for b in blocks)
+        calls = {b.get("id") for b in blocks if b.get("type") == "tool_use"}
+        uses_tools = uses_tools or bool(answered or calls)
         if answered - open_tool_uses:
             return f"messages.{n}: unexpected `tool_use_id` found in `tool_result` blocks"
         if open_tool_uses - answered:
             missing = ", ".join(sorted(open_tool_uses - answered))
-            return f"messages.{n}: `tool_use` ids were found without `tool_result` blocks: {missing}"
-        open_tool_uses = {b["id"] for b in blocks if b.get("type") == "tool_use"}
+            return (
+                f"messages.{n}: `tool_use` ids were found without `tool_result` blocks: {missing}"
+            )
+        open_tool_uses = {str(call) for call in calls}
     if uses_tools and not body.get("tools"):
         return "Requests which include `tool_use` or `tool_result` blocks must define tools."
     return None
@@ -282,17 +287,27 @@ class FakeAnthropic(ThreadedServer):
             payload = raw.decode(errors="replace")
         headers = {name.lower(): value for name, value in request.headers.items()}
         with self._lock:
-            self._requests.append(RecordedRequest(request.method, request.path_qs, headers, payload))
+            self._requests.append(
+                RecordedRequest(request.method, request.path_qs, headers, payload)
+            )
         return payload
 
     def _refused(self, request: web.Request) -> web.Response | None:
-        """Anthropic's 401 for a missing or wrong key, 400 for a missing version."""
+        """Anthropic's 401 for a missing or wrong key, 400 for a missing version.
+
+        The key is taken from ``x-api-key`` (the documented header) or as a
+        bearer token, which the official SDK sends since its 2.x releases.
+        """
         given = request.headers.get("x-api-key")
-        if self.api_key is not None and given != self.api_key:
+        bearer = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        if self.api_key is not None and self.api_key not in (given, bearer):
+            given = given or bearer or None
             text = "invalid x-api-key" if given else "x-api-key header is required"
             return web.json_response(error_body(text, type="authentication_error"), status=401)
         if not request.headers.get("anthropic-version"):
-            return web.json_response(error_body("anthropic-version: header is required"), status=400)
+            return web.json_response(
+                error_body("anthropic-version: header is required"), status=400
+            )
         return None
 
     async def _models(self, request: web.Request) -> web.Response:

@@ -108,6 +108,8 @@ class FakePerplexity(FakeOpenAI):
         self, body: dict[str, Any], content: str, reply: Reply
     ) -> list[dict[str, Any]]:
         chunks = [c for c in super().stream_chunks(body, content, reply) if c["choices"]]
+        if chunks[0]["choices"][0]["delta"].get("content") == "":
+            chunks = chunks[1:]  # Perplexity's first chunk already carries text
         prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in body["messages"])
         search = self._search_fields(body)
         for produced, chunk in enumerate(chunks[:-1], start=1):

@@ -1,0 +1,93 @@
+"""The response cache through the real stack: hit, miss, expiry, opt-in, opt-out, scope."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import httpx
+
+from tests.conftest import CACHE_TTL, KeyFactory
+from tests.jobs import body, submit, wait_for_status
+from tests.stack import Stack
+
+
+def unique(text: str) -> str:
+    return f"{text} {uuid.uuid4().hex}"
+
+
+def run_to_end(client: httpx.Client, payload: dict[str, Any]) -> dict[str, Any]:
+    job = submit(client, payload)
+    return wait_for_status(client, job["id"], {"succeeded", "failed"})
+
+
+def test_a_repeated_request_is_answered_from_the_cache_at_once(client: httpx.Client) -> None:
+    payload = body(unique("cache me"), model="mock-cached")
+    first = run_to_end(client, payload)
+
+    again = submit(client, payload)
+
+    assert first["cached"] is False
+    assert len(first["attempts"]) == 1
+    assert again["id"] != first["id"]
+    assert again["status"] == "succeeded"
+    assert again["cached"] is True
+    assert again["response"] == first["response"]
+    assert again["usage"] == first["usage"]
+    assert client.get(f"/v1/jobs/{again['id']}").json()["attempts"] == []
+
+
+def test_aliases_share_the_route_cache_and_other_fields_miss(client: httpx.Client) -> None:
+    text = unique("alias")
+    run_to_end(client, body(text, model="mock-cached"))
+
+    via_alias = submit(client, body(text, model="mock-cached-alias"))
+    other_params = submit(client, body(text, model="mock-cached", temperature=0.5))
+
+    assert via_alias["cached"] is True
+    assert other_params["cached"] is False
+
+
+def test_entries_expire(client: httpx.Client) -> None:
+    payload = body(unique("expire"), model="mock-cached")
+    run_to_end(client, payload)
+    assert submit(client, payload)["cached"] is True
+
+    time.sleep(CACHE_TTL + 0.5)
+
+    assert submit(client, payload)["cached"] is False
+
+
+def test_a_request_can_opt_in_on_an_uncached_route_and_out_on_a_cached_one(
+    client: httpx.Client,
+) -> None:
+    opt_in = body(unique("opt in"), cache=True)
+    run_to_end(client, opt_in)
+    plain = body(unique("plain"))
+    run_to_end(client, plain)
+    opt_out = body(unique("opt out"), model="mock-cached", cache=False)
+    run_to_end(client, opt_out)
+
+    assert submit(client, opt_in)["cached"] is True
+    assert submit(client, plain)["cached"] is False
+    assert submit(client, opt_out)["cached"] is False
+
+
+def test_the_cache_is_scoped_to_the_api_key(
+    client: httpx.Client, stack: Stack, make_key: KeyFactory
+) -> None:
+    payload = body(unique("mine"), model="mock-cached")
+    run_to_end(client, payload)
+
+    with httpx.Client(
+        base_url=stack.base_url, headers={"Authorization": f"Bearer {make_key()}"}
+    ) as other:
+        assert submit(other, payload)["cached"] is False
+
+
+def test_failures_are_not_cached(client: httpx.Client) -> None:
+    payload = body(unique("fail"), model="mock-cached", mock={"fault": "error", "status": 500})
+    assert run_to_end(client, payload)["status"] == "failed"
+
+    assert submit(client, payload)["cached"] is False
