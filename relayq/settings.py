@@ -55,6 +55,25 @@ class WorkerSettings(BaseModel):
     """Seconds before the broker redelivers an unacknowledged message."""
 
 
+class EventSettings(BaseModel):
+    max_per_job: int = Field(default=10_000, gt=0)
+    """Events kept per job (approximately); the oldest deltas go first."""
+    retention_seconds: float = Field(default=24 * 3600.0, gt=0)
+    """How long a job's events stay readable after it ends."""
+    heartbeat_seconds: float = Field(default=15.0, gt=0)
+    """Interval of the SSE comment lines that keep idle connections open."""
+
+
+class ChatSettings(BaseModel):
+    """``POST /v1/chat/completions``: a job its caller waits on."""
+
+    priority: int = Field(default=9, ge=0, le=9)
+    cancel_on_disconnect: bool = True
+    """Cancel the job when the caller goes away before it ends."""
+    timeout_seconds: float = Field(default=600.0, gt=0)
+    """Longest wait for the job; the job goes on, the caller gets a 504."""
+
+
 def _default_providers() -> dict[str, ProviderSettings]:
     return {"mock": ProviderSettings(type="mock")}
 
@@ -86,6 +105,8 @@ class Settings(BaseSettings):
     providers: dict[str, ProviderSettings] = Field(default_factory=_default_providers)
     routes: dict[str, RouteSettings] = Field(default_factory=_default_routes)
     api: ApiSettings = Field(default_factory=ApiSettings)
+    events: EventSettings = Field(default_factory=EventSettings)
+    chat: ChatSettings = Field(default_factory=ChatSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
 
     config_file: Path | None = None

@@ -1,0 +1,169 @@
+"""Job events: an ordered log per job in a Redis Stream, and the listeners told of each.
+
+Every job emits ``queued``, ``started``, ``delta`` (text as the provider
+streams it), ``attempt_failed``, ``fallback`` and one terminal event
+(``succeeded`` / ``failed`` / ``cancelled`` / ``expired``). The stream entry
+id is the event id (and the SSE id), so a reader resumes exactly where it
+stopped. A stream is capped in length and expires a while after its job
+ends; SQL stays the record of the job itself.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Protocol
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+__all__ = [
+    "TERMINAL_EVENTS",
+    "EventListener",
+    "EventLog",
+    "EventType",
+    "JobEvent",
+]
+
+log = logging.getLogger(__name__)
+
+
+class EventType(str, Enum):
+    QUEUED = "queued"
+    STARTED = "started"
+    DELTA = "delta"
+    ATTEMPT_FAILED = "attempt_failed"
+    FALLBACK = "fallback"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+
+
+TERMINAL_EVENTS = frozenset(
+    {EventType.SUCCEEDED, EventType.FAILED, EventType.CANCELLED, EventType.EXPIRED}
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobEvent:
+    """One event of one job. ``id`` is the stream entry id once stored."""
+
+    job_id: str
+    key_id: str
+    type: EventType
+    data: dict[str, Any] = field(default_factory=dict)
+    id: str | None = None
+    timestamp: float = field(default_factory=time.time)
+
+    @property
+    def terminal(self) -> bool:
+        return self.type in TERMINAL_EVENTS
+
+
+class EventListener(Protocol):
+    """Told of each lifecycle event (not ``delta``) after it is logged."""
+
+    async def on_job_event(self, event: JobEvent) -> None: ...
+
+
+def stream_key(key_prefix: str, job_id: str) -> str:
+    return f"{key_prefix}:events:{job_id}"
+
+
+class EventLog:
+    """Appends job events to their streams and tells the listeners."""
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        *,
+        key_prefix: str,
+        max_events: int,
+        retention_seconds: float,
+        listeners: Sequence[EventListener] = (),
+    ) -> None:
+        self._redis = redis
+        self._prefix = key_prefix
+        self._max_events = max_events
+        self._retention_ms = int(retention_seconds * 1000)
+        self.listeners = list(listeners)
+
+    def key(self, job_id: str) -> str:
+        return stream_key(self._prefix, job_id)
+
+    async def emit(self, event: JobEvent) -> JobEvent:
+        """Log ``event`` (best effort: a Redis failure is logged, not raised)."""
+        fields: dict[Any, Any] = {
+            "type": event.type.value,
+            "data": json.dumps(event.data, separators=(",", ":")),
+            "ts": repr(event.timestamp),
+        }
+        key = self.key(event.job_id)
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.xadd(key, fields, maxlen=self._max_events, approximate=True)
+                if event.terminal:
+                    pipe.pexpire(key, self._retention_ms)
+                results = await pipe.execute()
+            stored = JobEvent(
+                job_id=event.job_id,
+                key_id=event.key_id,
+                type=event.type,
+                data=event.data,
+                id=_text(results[0]),
+                timestamp=event.timestamp,
+            )
+        except RedisError as exc:
+            log.warning("event %s of %s not logged: %s", event.type.value, event.job_id, exc)
+            stored = event
+        if event.type is not EventType.DELTA:
+            await self._tell(stored)
+        return stored
+
+    async def emit_deltas(self, events: Sequence[JobEvent]) -> None:
+        """Log several ``delta`` events in one round trip."""
+        if not events:
+            return
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for event in events:
+                    fields: dict[Any, Any] = {
+                        "type": event.type.value,
+                        "data": json.dumps(event.data, separators=(",", ":")),
+                        "ts": repr(event.timestamp),
+                    }
+                    pipe.xadd(
+                        self.key(event.job_id), fields, maxlen=self._max_events, approximate=True
+                    )
+                await pipe.execute()
+        except RedisError as exc:
+            log.warning("%d delta events not logged: %s", len(events), exc)
+
+    async def _tell(self, event: JobEvent) -> None:
+        for listener in self.listeners:
+            try:
+                await listener.on_job_event(event)
+            except Exception:
+                log.exception("event listener failed on %s of %s", event.type.value, event.job_id)
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def decode_entry(job_id: str, key_id: str, entry_id: object, fields: dict[Any, Any]) -> JobEvent:
+    """A stream entry as a :class:`JobEvent`."""
+    values = {_text(k): _text(v) for k, v in fields.items()}
+    return JobEvent(
+        job_id=job_id,
+        key_id=key_id,
+        type=EventType(values["type"]),
+        data=json.loads(values.get("data", "{}")),
+        id=_text(entry_id),
+        timestamp=float(values.get("ts", "0")),
+    )
