@@ -10,7 +10,7 @@ from fastapi import FastAPI
 import relayq
 from api.errors import install_error_handlers
 from api.limits import BodySizeLimit
-from api.routes import health, jobs, models
+from api.routes import chat, events, health, jobs, models
 from api.services import Services
 from relayq.logs import configure_logging
 from relayq.settings import Settings
@@ -43,5 +43,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodySizeLimit, max_bytes=settings.api.max_body_bytes)
     app.include_router(health.router)
     app.include_router(jobs.router)
+    app.include_router(events.router)
     app.include_router(models.router)
+    app.include_router(chat.router)
     return app

@@ -12,6 +12,8 @@ import redis.asyncio as aioredis
 from relayq.cache import ResponseCache
 from relayq.catalog import ModelCatalog
 from relayq.config import RoutingConfig
+from relayq.event_hub import EventHub
+from relayq.events import EventLog
 from relayq.intake import Intake
 from relayq.live import LiveRouting
 from relayq.providers import Provider, build_providers
@@ -42,6 +44,13 @@ class Services:
             providers=lambda: self.providers, ttl_seconds=settings.models_ttl_seconds
         )
         self.router: Router
+        self.hub = EventHub(settings.redis_url, key_prefix=settings.key_prefix)
+        self.events = EventLog(
+            self.redis,
+            key_prefix=settings.key_prefix,
+            max_events=settings.events.max_per_job,
+            retention_seconds=settings.events.retention_seconds,
+        )
         self.live = LiveRouting(settings, apply=self._apply)
         self.intake = Intake(
             settings=settings,
@@ -51,6 +60,7 @@ class Services:
             router=lambda: self.router,
             state=self.routing_state,
             cache=ResponseCache(self.redis, key_prefix=settings.key_prefix),
+            events=self.events,
         )
         self._watcher: asyncio.Task[None] | None = None
 
@@ -70,6 +80,7 @@ class Services:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watcher
         self.enqueuer.close()
+        await self.hub.aclose()
         await self.http.aclose()
         await self.redis.aclose()
         await self.database.aclose()

@@ -27,6 +27,9 @@ __all__ = [
     "EventLog",
     "EventType",
     "JobEvent",
+    "decode_entry",
+    "stream_key",
+    "terminal_data",
 ]
 
 log = logging.getLogger(__name__)
@@ -150,6 +153,17 @@ class EventLog:
                 await listener.on_job_event(event)
             except Exception:
                 log.exception("event listener failed on %s of %s", event.type.value, event.job_id)
+
+
+def terminal_data(job: Any) -> dict[str, Any]:
+    """What a terminal event carries: the job's outcome (a :class:`Job` row)."""
+    return {
+        "status": job.status,
+        "response": job.response,
+        "usage": job.usage,
+        "error": job.error,
+        "cached": bool(job.cached),
+    }
 
 
 def _text(value: object) -> str:

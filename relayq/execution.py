@@ -18,11 +18,14 @@ from typing import Any
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
+from relayq.assembly import CompletionAssembler
 from relayq.cache import ResponseCache
-from relayq.chat import ChatCompletionRequest
+from relayq.chat import ChatCompletion, ChatCompletionRequest
+from relayq.deltas import DeltaPublisher
+from relayq.events import EventLog, EventType, JobEvent
 from relayq.jobs import JobStatus
 from relayq.providers.base import Provider
-from relayq.providers.errors import ProviderError
+from relayq.providers.errors import MalformedResponse, ProviderError
 from relayq.routing_state import RoutingState
 from relayq.store import Database
 from relayq.store.jobs import AttemptRecord, Claim, Outcome, claim_job, finish_job, renew_leases
@@ -55,6 +58,60 @@ def _failed(code: str, message: str) -> Outcome:
     return Outcome(status=JobStatus.FAILED, error={"code": code, "message": message})
 
 
+async def _stream(
+    provider: Provider,
+    request: ChatCompletionRequest,
+    model: str,
+    deltas: DeltaPublisher | None,
+) -> ChatCompletion:
+    """Stream the call, publishing deltas as they come; the whole answer at the end."""
+    assembler = CompletionAssembler()
+    chunks = provider.stream(request, model=model)
+    try:
+        async for chunk in chunks:
+            assembler.add(chunk)
+            if deltas is not None:
+                await deltas.add(chunk)
+    finally:
+        # Release the upstream connection now, also when cancelled mid-stream.
+        close = getattr(chunks, "aclose", None)
+        if close is not None:
+            await close()
+    if deltas is not None:
+        await deltas.flush()
+    try:
+        return assembler.completion()
+    except ValueError as exc:
+        raise MalformedResponse(f"{provider.name}: the stream carried no chunks") from exc
+
+
+def _provider_failure(
+    claim: Claim, exc: ProviderError, started: float
+) -> tuple[Outcome, AttemptRecord]:
+    error: dict[str, Any] = {
+        **exc.to_dict(),
+        "provider": claim.provider,
+        "model": claim.upstream_model,
+    }
+    attempt = AttemptRecord(
+        provider=claim.provider,
+        upstream_model=claim.upstream_model,
+        status="failed",
+        latency_ms=(time.perf_counter() - started) * 1000,
+        error=error,
+    )
+    return Outcome(status=JobStatus.FAILED, error=error), attempt
+
+
+def _terminal_data(outcome: Outcome) -> dict[str, Any]:
+    return {
+        "status": outcome.status.value,
+        "response": outcome.response,
+        "usage": outcome.usage,
+        "error": outcome.error,
+    }
+
+
 class Executor:
     """Runs jobs on one event loop with the process's providers and database."""
 
@@ -66,12 +123,14 @@ class Executor:
         lease_seconds: float,
         routing_state: RoutingState | None = None,
         cache: ResponseCache | None = None,
+        events: EventLog | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._database = database
         self._providers = providers
         self._routing_state = routing_state
         self._cache = cache
+        self._events = events
         self._lease_seconds = lease_seconds
         self._clock = clock
         self._running: dict[str, _Running] = {}
@@ -88,6 +147,11 @@ class Executor:
             )
         if claim is None:
             return RunResult.SKIPPED
+        await self._emit(
+            claim,
+            EventType.STARTED,
+            {"provider": claim.provider, "model": claim.upstream_model, "run": claim.run},
+        )
         running = _Running(claim=claim, task=asyncio.current_task())
         self._running[job_id] = running
         try:
@@ -110,9 +174,15 @@ class Executor:
             )
         if not written:
             return RunResult.SUPERSEDED
+        await self._emit(claim, EventType(outcome.status.value), _terminal_data(outcome))
         await self._record_finish(claim, outcome, attempt)
         await self._remember(claim, outcome)
         return RunResult(outcome.status.value)
+
+    async def _emit(self, claim: Claim, kind: EventType, data: dict[str, Any]) -> None:
+        if self._events is not None:
+            event = JobEvent(job_id=claim.job_id, key_id=claim.key_id, type=kind, data=data)
+            await self._events.emit(event)
 
     async def _remember(self, claim: Claim, outcome: Outcome) -> None:
         """Cache a successful answer when the job asked for it."""
@@ -151,24 +221,16 @@ class Executor:
             request = ChatCompletionRequest.model_validate(claim.request)
         except ValidationError as exc:
             return _failed("invalid_stored_request", str(exc)), None
+        deltas = (
+            DeltaPublisher(self._events, job_id=claim.job_id, key_id=claim.key_id)
+            if self._events is not None
+            else None
+        )
         started = time.perf_counter()
         try:
-            completion = await provider.complete(request, model=claim.upstream_model)
+            completion = await _stream(provider, request, claim.upstream_model, deltas)
         except ProviderError as exc:
-            latency_ms = (time.perf_counter() - started) * 1000
-            error: dict[str, Any] = {
-                **exc.to_dict(),
-                "provider": claim.provider,
-                "model": claim.upstream_model,
-            }
-            attempt = AttemptRecord(
-                provider=claim.provider,
-                upstream_model=claim.upstream_model,
-                status="failed",
-                latency_ms=latency_ms,
-                error=error,
-            )
-            return Outcome(status=JobStatus.FAILED, error=error), attempt
+            return _provider_failure(claim, exc, started)
         latency_ms = (time.perf_counter() - started) * 1000
         response = completion.model_dump(mode="json", exclude_none=True)
         usage = completion.usage.model_dump(mode="json") if completion.usage else None

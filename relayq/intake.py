@@ -22,6 +22,7 @@ from redis.exceptions import RedisError
 from relayq.cache import ResponseCache, cache_ttl
 from relayq.cancellation import publish_cancel
 from relayq.chat import ChatCompletionRequest
+from relayq.events import EventLog, EventType, JobEvent, terminal_data
 from relayq.jobs import JobCreate
 from relayq.queueing import Enqueuer
 from relayq.routing import Router
@@ -62,6 +63,7 @@ class Intake:
         router: Callable[[], Router],
         state: RoutingState,
         cache: ResponseCache,
+        events: EventLog,
     ) -> None:
         self._settings = settings
         self._database = database
@@ -70,6 +72,7 @@ class Intake:
         self._router = router
         self._state = state
         self._cache = cache
+        self._events = events
 
     async def submit(
         self, *, key_id: str, body: JobCreate, idempotency_key: str | None = None
@@ -98,10 +101,20 @@ class Intake:
         )
         async with self._database.session() as session:
             job, created = await create_job(session, job=new_job, now=time.time())
-        if created and not job.cached:
+        if created and job.cached:
+            await self._emit(job, EventType.SUCCEEDED, terminal_data(job))
+        elif created:
+            await self._emit(
+                job,
+                EventType.QUEUED,
+                {"model": job.model, "provider": job.provider, "priority": job.priority},
+            )
             await self._count_assigned(job)
             await self._publish(job)
         return Submitted(job=job, created=created)
+
+    async def _emit(self, job: Job, kind: EventType, data: dict[str, Any]) -> None:
+        await self._events.emit(JobEvent(job_id=job.id, key_id=job.key_id, type=kind, data=data))
 
     async def _cache_lookup(
         self, *, key_id: str, body: JobCreate, completion: ChatCompletionRequest, route: str
@@ -140,6 +153,7 @@ class Intake:
             changed = await cancel_job(session, job_id=job_id, key_id=key_id, now=time.time())
             await session.refresh(job)
         if changed:
+            await self._emit(job, EventType.CANCELLED, terminal_data(job))
             # Even a job read as queued may have been claimed since: always signal.
             await publish_cancel(self._redis, key_prefix=self._settings.key_prefix, job_id=job_id)
         return job, changed

@@ -36,7 +36,10 @@ def test_a_routed_job_reaches_openai_as_the_upstream_model(
     assert sent.json["model"] == "gpt-4o-mini-2024-07-18"
     assert sent.json["messages"] == [{"role": "user", "content": "Say hi"}]
     assert (sent.json["temperature"], sent.json["seed"]) == (0.2, 7)
-    assert not {"priority", "metadata", "mock", "stream"} & set(sent.json)
+    assert not {"priority", "metadata", "mock", "cache"} & set(sent.json)
+    # Workers stream every call, so followers see tokens as they come.
+    assert sent.json["stream"] is True
+    assert sent.json["stream_options"] == {"include_usage": True}
 
 
 def test_an_upstream_rate_limit_fails_the_job_with_its_retry_after(

@@ -19,6 +19,7 @@ import redis.asyncio as aioredis
 from relayq.cache import ResponseCache
 from relayq.cancellation import listen_for_cancels
 from relayq.config import RoutingConfig
+from relayq.events import EventLog
 from relayq.execution import Executor, RunResult
 from relayq.live import LiveRouting
 from relayq.providers import Provider, build_providers
@@ -118,6 +119,12 @@ class WorkerRuntime:
             lease_seconds=settings.worker.lease_seconds,
             routing_state=state,
             cache=ResponseCache(redis, key_prefix=settings.key_prefix),
+            events=EventLog(
+                redis,
+                key_prefix=settings.key_prefix,
+                max_events=settings.events.max_per_job,
+                retention_seconds=settings.events.retention_seconds,
+            ),
         )
         reconciler = Reconciler(
             database=database,

@@ -50,6 +50,18 @@ def job_public(job: Job, attempts: list[Attempt] | None = None) -> JobPublic:
     )
 
 
+def unknown_model(exc: UnknownModel) -> APIError:
+    """A 404 naming the model and listing the ones this key may use."""
+    known = ", ".join(exc.available) or "none"
+    return APIError(
+        404,
+        f"The model '{exc.model}' does not exist or you do not have access to it. "
+        f"Available models: {known}.",
+        code="model_not_found",
+        param="model",
+    )
+
+
 def _not_found(job_id: str) -> APIError:
     return APIError(404, f"No job found with id '{job_id}'.", code="job_not_found", param="id")
 
@@ -73,14 +85,7 @@ async def create(
             key_id=key.id, body=body, idempotency_key=idempotency_key
         )
     except UnknownModel as exc:
-        known = ", ".join(exc.available) or "none"
-        raise APIError(
-            404,
-            f"The model '{exc.model}' does not exist or you do not have access to it. "
-            f"Available models: {known}.",
-            code="model_not_found",
-            param="model",
-        ) from exc
+        raise unknown_model(exc) from exc
     except IdempotencyConflict as exc:
         raise APIError(
             409,

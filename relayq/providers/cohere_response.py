@@ -30,14 +30,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import ValidationError
-
 from relayq.chat import (
     ChatCompletion,
     ChatCompletionChunk,
     Choice,
     ChunkChoice,
     ChunkDelta,
+    FunctionCall,
     ResponseMessage,
     ToolCall,
     Usage,
@@ -77,16 +76,36 @@ def usage(payload: object) -> Usage | None:
     billed = _object(payload.get("billed_units"))
     tokens = _object(payload.get("tokens"))
     counts = billed if billed.get("input_tokens") is not None else tokens
-    prompt = int(counts.get("input_tokens") or 0)
-    completion = int(counts.get("output_tokens") or 0)
+    prompt = _count(counts.get("input_tokens"))
+    completion = _count(counts.get("output_tokens"))
     details: dict[str, Any] = {}
-    if cached := payload.get("cached_tokens"):
-        details["prompt_tokens_details"] = {"cached_tokens": int(cached)}
+    if cached := _count(payload.get("cached_tokens")):
+        details["prompt_tokens_details"] = {"cached_tokens": cached}
     return Usage(
         prompt_tokens=prompt,
         completion_tokens=completion,
         total_tokens=prompt + completion,
         **details,
+    )
+
+
+def _count(value: object) -> int:
+    """A token count (Cohere sends numbers, at times as floats); MalformedResponse if not one."""
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise MalformedResponse(f"Cohere sent {value!r} where a token count belongs")
+    return int(value)
+
+
+def _tool_call(call: object) -> ToolCall:
+    fields = _object(call)
+    function = _object(fields.get("function"))
+    if not fields.get("id") or not function.get("name"):
+        raise MalformedResponse(f"Cohere tool call without an id or a name: {call!r}")
+    arguments = str(function.get("arguments") or "{}")
+    return ToolCall(
+        id=str(fields["id"]), function=FunctionCall(name=str(function["name"]), arguments=arguments)
     )
 
 
@@ -113,12 +132,7 @@ def parse_chat(payload: object, *, model: str, created: int) -> ChatCompletion:
     message = payload["message"]
     native = payload.get("finish_reason")
     reason = finish_reason(native)
-    try:
-        calls = [ToolCall.model_validate(call) for call in message.get("tool_calls") or []]
-    except ValidationError as exc:
-        raise MalformedResponse(f"Cohere tool calls are malformed: {exc}") from exc
-    for call in calls:
-        call.function.arguments = call.function.arguments or "{}"
+    calls = [_tool_call(call) for call in message.get("tool_calls") or []]
     text = _text(message.get("content"))
     if text is None and calls:
         text = message.get("tool_plan") or None

@@ -13,9 +13,13 @@ Errors, at the boundary: Google's ``{"error": {"code", "message", "status",
 "details"}}`` body (also inside a one-element array) maps by HTTP status
 through :func:`~relayq.providers.errors.error_for_status` with Google's
 message, except that an ``ErrorInfo`` reason ``API_KEY_*`` (Gemini answers a
-bad key with 400 ``INVALID_ARGUMENT``) is
-:class:`~relayq.providers.errors.AuthenticationFailed` and ``DEADLINE_EXCEEDED``
-(504) is :class:`~relayq.providers.errors.ProviderTimeout`. A 429's wait comes
+bad key with 400 ``INVALID_ARGUMENT``) and a 402 (the key's prepaid credit is
+spent: no call will pass until someone pays) are
+:class:`~relayq.providers.errors.AuthenticationFailed`, ``DEADLINE_EXCEEDED``
+(504) is :class:`~relayq.providers.errors.ProviderTimeout`, and 499
+``CANCELLED``, which relayq never causes while it waits for an answer, counts
+as Google dropping the call (:class:`~relayq.providers.errors.ProviderUnavailable`).
+A 429's wait comes
 from ``Retry-After`` when sent, else from the ``google.rpc.RetryInfo``
 detail's ``retryDelay`` (``"7s"``, ``"29.7s"``). Inside a stream, an error
 arrives either as a ``data: {"error": ...}`` event or as raw JSON lines after
@@ -45,13 +49,14 @@ from relayq.providers.errors import (
     MalformedResponse,
     ProviderError,
     ProviderTimeout,
+    ProviderUnavailable,
     error_for_status,
 )
 from relayq.providers.gemini_request import SchemaDialect, generate_content_body
 from relayq.providers.gemini_response import GeminiStream, parse_completion
 from relayq.providers.http import request_timeout, transport_errors
 from relayq.providers.retry_after import parse_duration, retry_after_seconds
-from relayq.providers.sse import SSEDecoder
+from relayq.providers.sse import ServerSentEvent, SSEDecoder
 
 __all__ = ["DEFAULT_BASE_URL", "GeminiOptions", "GeminiProvider", "error_from_payload"]
 
@@ -65,6 +70,7 @@ _STATUS_BY_NAME = {
     "PERMISSION_DENIED": 403,
     "NOT_FOUND": 404,
     "ABORTED": 409,
+    "CANCELLED": 499,
     "RESOURCE_EXHAUSTED": 429,
     "INTERNAL": 500,
     "UNKNOWN": 500,
@@ -126,10 +132,12 @@ def error_from_payload(
     code = error.get("code")
     status = status_code or (code if isinstance(code, int) else _STATUS_BY_NAME.get(name, 500))
     message = str(error.get("message") or f"{provider}: upstream answered HTTP {status}")
-    if _is_key_error(error):
+    if _is_key_error(error) or status == 402:
         return AuthenticationFailed(message, status_code=status)
     if name == "DEADLINE_EXCEEDED":
         return ProviderTimeout(message, status_code=status)
+    if status == 499:
+        return ProviderUnavailable(message, status_code=status)
     retry_after = None
     if status == 429:
         retry_after = retry_after_seconds(headers or {})
@@ -234,19 +242,27 @@ class GeminiProvider(Provider):
                     raw.append(line)
                     continue
                 event = decoder.feed(line)
-                if event is not None and (chunk := self._parse_event(event.data, state)):
+                if event is not None and (chunk := self._parse_event(event, state)) is not None:
                     yield chunk
             last = decoder.flush()
-            if last is not None and (chunk := self._parse_event(last.data, state)):
+            if last is not None and (chunk := self._parse_event(last, state)) is not None:
                 yield chunk
         if raw:
-            raise error_from_payload(
-                _decode("\n".join(raw), provider=self.name), provider=self.name
-            )
+            raise self._raw_error("\n".join(raw))
         yield state.finish()
 
-    def _parse_event(self, data: str, state: GeminiStream) -> ChatCompletionChunk | None:
-        payload = _decode(data, provider=self.name)
+    def _raw_error(self, text: str) -> ProviderError:
+        """The error written as plain JSON into a stream; anything else there is malformed."""
+        payload = _decode(text, provider=self.name)
+        first = payload[0] if isinstance(payload, list) and payload else payload
+        if not isinstance(first, dict) or "error" not in first:
+            return MalformedResponse(f"{self.name}: stream holds JSON outside its events")
+        return error_from_payload(payload, provider=self.name)
+
+    def _parse_event(
+        self, event: ServerSentEvent, state: GeminiStream
+    ) -> ChatCompletionChunk | None:
+        payload = _decode(event.data, provider=self.name)
         if isinstance(payload, dict) and "error" in payload:
             raise error_from_payload(payload, provider=self.name)
         return state.feed(payload)

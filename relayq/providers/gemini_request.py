@@ -16,7 +16,9 @@ API (``generativelanguage``) takes on ``models/{model}:generateContent`` and
   object is sent as the response itself, anything else as ``{"output": ...}``;
 - consecutive contents of the same role are merged into one, so parallel tool
   results travel together in one turn as Gemini expects;
-- sampling controls go to ``generationConfig``; ``response_format`` to
+- sampling controls (temperature, top_p, max tokens, stop, seed, ``n`` as
+  ``candidateCount``, the penalties, an extra ``top_k`` field) go to
+  ``generationConfig``; ``response_format`` to
   ``responseMimeType`` plus a schema; ``tools`` to ``functionDeclarations``;
   ``tool_choice`` to ``toolConfig.functionCallingConfig``.
 

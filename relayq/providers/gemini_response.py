@@ -74,19 +74,28 @@ def finish_reason(native: str, *, called_functions: bool) -> str:
     return "tool_calls" if called_functions else "stop"
 
 
+def _count(value: object, *, default: int = 0) -> int:
+    """A count or index from the response; MalformedResponse when it is not a number."""
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise MalformedResponse(f"Gemini sent {value!r} where a number belongs")
+    return int(value)
+
+
 def usage(metadata: object) -> Usage | None:
     """``usageMetadata`` as usage; None when there is none."""
     if not isinstance(metadata, dict):
         return None
-    prompt = int(metadata.get("promptTokenCount") or 0)
-    thoughts = int(metadata.get("thoughtsTokenCount") or 0)
-    completion = int(metadata.get("candidatesTokenCount") or 0) + thoughts
-    total = int(metadata.get("totalTokenCount") or prompt + completion)
+    prompt = _count(metadata.get("promptTokenCount"))
+    thoughts = _count(metadata.get("thoughtsTokenCount"))
+    completion = _count(metadata.get("candidatesTokenCount")) + thoughts
+    total = _count(metadata.get("totalTokenCount"), default=prompt + completion)
     details: dict[str, Any] = {}
     if thoughts:
         details["completion_tokens_details"] = {"reasoning_tokens": thoughts}
-    if cached := metadata.get("cachedContentTokenCount"):
-        details["prompt_tokens_details"] = {"cached_tokens": int(cached)}
+    if cached := _count(metadata.get("cachedContentTokenCount")):
+        details["prompt_tokens_details"] = {"cached_tokens": cached}
     return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=total, **details)
 
 
@@ -157,7 +166,7 @@ def parse_completion(payload: object, *, model: str, created: int) -> ChatComple
         )
         choices.append(
             Choice(
-                index=int(candidate.get("index", position)),
+                index=_count(candidate.get("index"), default=position),
                 message=message,
                 finish_reason=finish_reason(native, called_functions=bool(calls)),
                 native_finish_reason=native,
@@ -185,8 +194,8 @@ class GeminiStream:
     model: str
     created: int
     id: str | None = None
-    _candidates: dict[int, _Candidate] = field(default_factory=dict)
-    _usage: Usage | None = None
+    _candidates: dict[int, _Candidate] = field(default_factory=dict, init=False)
+    _usage: Usage | None = field(default=None, init=False)
 
     def feed(self, payload: object) -> ChatCompletionChunk | None:
         """The chunk for one event; None when it carries no new content."""
@@ -227,7 +236,7 @@ class GeminiStream:
     def _delta(self, candidate: object, position: int) -> ChunkChoice | None:
         if not isinstance(candidate, dict):
             raise MalformedResponse("Gemini candidate is not a JSON object")
-        index = int(candidate.get("index", position))
+        index = _count(candidate.get("index"), default=position)
         state = self._candidates.get(index)
         first = state is None
         if state is None:

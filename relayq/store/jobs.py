@@ -75,6 +75,7 @@ class Claim:
     """A worker's hold on a running job."""
 
     job_id: str
+    key_id: str
     run: int
     provider: str
     upstream_model: str
@@ -241,7 +242,13 @@ async def claim_job(
             started_at=now,
         )
         .returning(
-            Job.run, Job.provider, Job.upstream_model, Job.request, Job.cache_key, Job.cache_ttl
+            Job.key_id,
+            Job.run,
+            Job.provider,
+            Job.upstream_model,
+            Job.request,
+            Job.cache_key,
+            Job.cache_ttl,
         )
         .execution_options(synchronize_session=False)
     )
@@ -251,6 +258,7 @@ async def claim_job(
         return None
     return Claim(
         job_id=job_id,
+        key_id=row.key_id,
         run=row.run,
         provider=row.provider,
         upstream_model=row.upstream_model,

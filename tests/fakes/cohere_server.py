@@ -139,7 +139,7 @@ def chat_response(body: dict[str, Any], reply: Reply, content: str) -> dict[str,
 
 
 def _tool_events(reply: Reply) -> list[dict[str, Any]]:
-    events = [
+    events: list[dict[str, Any]] = [
         {"type": "tool-plan-delta", "delta": {"message": {"tool_plan": word}}}
         for word in _words(reply.tool_plan)
     ]

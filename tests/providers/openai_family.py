@@ -111,7 +111,11 @@ PERPLEXITY = Vendor(
     raw_is_openai=False,  # its last chunk says "object": "chat.completion.done"
 )
 GROK = Vendor(
-    "grok", FakeGrok, "grok-3-mini", error_body=lambda message, status: xai_error(message)
+    "grok",
+    FakeGrok,
+    "grok-3-mini",
+    error_body=lambda message, status: xai_error(message),
+    models=("grok-4", "grok-3-mini"),
 )
 BLACKBOX = Vendor(
     "blackbox",

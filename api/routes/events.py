@@ -1,0 +1,112 @@
+"""``GET /v1/jobs/{id}/events``: a job's events as server-sent events.
+
+Replays from the start, or from ``Last-Event-ID`` (or ``?after=``), then
+follows live; event ids are the stream ids; comments keep idle connections
+open; the stream ends after the terminal event. A finished job whose events
+have expired replays its terminal event from SQL.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query
+from fastapi.responses import StreamingResponse
+
+from api.deps import KeyDep, ServicesDep, SessionDep
+from api.errors import ERROR_RESPONSES, APIError
+from api.services import Services
+from api.sse import HEARTBEAT, Tick, sse_message, with_ticks
+from relayq.events import EventType, JobEvent, stream_key, terminal_data
+from relayq.jobs import TERMINAL_STATUSES, JobStatus
+from relayq.store.jobs import get_job
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["jobs"], responses=ERROR_RESPONSES)
+
+_STREAM_ID = re.compile(r"^\d+-\d+$")
+_SSE = {"content-type": "text/event-stream", "cache-control": "no-cache", "x-accel-buffering": "no"}
+
+
+def event_message(event: JobEvent) -> str:
+    payload = {
+        "id": event.id,
+        "type": event.type.value,
+        "job_id": event.job_id,
+        "timestamp": event.timestamp,
+        "data": event.data,
+    }
+    return sse_message(id=event.id, event=event.type.value, data=payload)
+
+
+@router.get(
+    "/v1/jobs/{job_id}/events",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}, "description": "The job's events."}},
+)
+async def job_events(
+    job_id: str,
+    key: KeyDep,
+    session: SessionDep,
+    services: ServicesDep,
+    last_event_id: Annotated[str | None, Header()] = None,
+    after: Annotated[str | None, Query(description="Resume after this event id.")] = None,
+) -> StreamingResponse:
+    """The job's events from the start (or after an id), then live, until it ends."""
+    position = last_event_id or after or "0-0"
+    if not _STREAM_ID.match(position):
+        raise APIError(
+            400,
+            f"Invalid event id '{position}': expected an id such as '1700000000000-0'.",
+            code="invalid_event_id",
+            param="Last-Event-ID" if last_event_id else "after",
+        )
+    job = await get_job(session, job_id=job_id, key_id=key.id)
+    if job is None:
+        raise APIError(404, f"No job found with id '{job_id}'.", code="job_not_found", param="id")
+    return StreamingResponse(
+        _stream(services, job_id=job_id, key_id=key.id, position=position), headers=_SSE
+    )
+
+
+async def _stream(
+    services: Services, *, job_id: str, key_id: str, position: str
+) -> AsyncIterator[str]:
+    yield "retry: 3000\n\n"
+    if await services.redis.exists(stream_key(services.settings.key_prefix, job_id)) == 0:
+        ended = await _ended(services, job_id=job_id, key_id=key_id)
+        if ended is not None:
+            yield event_message(ended)
+            return
+    events = services.hub.follow(job_id=job_id, key_id=key_id, position=position)
+    async for item in with_ticks(events, services.settings.events.heartbeat_seconds):
+        if isinstance(item, Tick):
+            # Quiet for a while: if the job ended but its terminal event was lost, say so.
+            ended = await _ended(services, job_id=job_id, key_id=key_id)
+            if ended is not None:
+                yield event_message(ended)
+                return
+            yield HEARTBEAT
+            continue
+        yield event_message(item)
+        if item.terminal:
+            return
+
+
+async def _ended(services: Services, *, job_id: str, key_id: str) -> JobEvent | None:
+    """The job's terminal event rebuilt from SQL, if it has ended."""
+    async with services.database.session() as session:
+        job = await get_job(session, job_id=job_id, key_id=key_id)
+    if job is None or JobStatus(job.status) not in TERMINAL_STATUSES:
+        return None
+    return JobEvent(
+        job_id=job_id,
+        key_id=key_id,
+        type=EventType(job.status),
+        data=terminal_data(job),
+        id="0-1",
+        timestamp=job.finished_at or job.created_at,
+    )
