@@ -27,6 +27,7 @@ __all__ = [
     "ProviderSettings",
     "RouteSettings",
     "Settings",
+    "WebhookSettings",
     "WorkerSettings",
 ]
 
@@ -53,6 +54,8 @@ class WorkerSettings(BaseModel):
     """Upstream HTTP connections per worker process."""
     visibility_timeout: float = Field(default=3600.0, gt=0)
     """Seconds before the broker redelivers an unacknowledged message."""
+    webhooks: bool = True
+    """Consume the webhooks queue too (deliveries run beside jobs, never in a job's slot)."""
 
 
 class EventSettings(BaseModel):
@@ -72,6 +75,40 @@ class ChatSettings(BaseModel):
     """Cancel the job when the caller goes away before it ends."""
     timeout_seconds: float = Field(default=600.0, gt=0)
     """Longest wait for the job; the job goes on, the caller gets a 504."""
+
+
+def _standard_schedule() -> list[float]:
+    # Standard Webhooks' recommendation: immediately, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h.
+    return [0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0]
+
+
+class WebhookSettings(BaseModel):
+    """Signed webhooks for job outcomes (Standard Webhooks); see docs/webhooks.md."""
+
+    queue: str = "webhooks"
+    """The Celery queue deliveries go through."""
+    schedule: list[float] = Field(default_factory=_standard_schedule, min_length=1)
+    """Seconds to wait before each attempt of a delivery, the first one included.
+
+    One entry per attempt: a delivery is given up after ``len(schedule)``
+    failed attempts. Every wait but the first is jittered (see ``jitter``).
+    """
+    jitter: float = Field(default=1.0, ge=0, le=1)
+    """Share of each retry wait drawn at random: 1 is full jitter (uniform in [0, wait])."""
+    timeout_seconds: float = Field(default=15.0, gt=0)
+    """Longest an attempt may take, connecting and waiting for the answer included."""
+    max_retry_after_seconds: float = Field(default=24 * 3600.0, ge=0)
+    """A receiver's Retry-After is honoured up to this many seconds."""
+    max_countdown_seconds: float = Field(default=900.0, gt=0)
+    """Longest countdown put on one message; longer waits are taken in hops.
+
+    Keep it well below ``worker.visibility_timeout``: the Redis transport
+    redelivers a message held longer than that.
+    """
+    secret_overlap_seconds: float = Field(default=24 * 3600.0, ge=0)
+    """After a rotation, how long the previous secret keeps signing beside the new one."""
+    allow_private_destinations: bool = False
+    """Accept endpoints on private, loopback or link-local addresses (tests, dev)."""
 
 
 def _default_providers() -> dict[str, ProviderSettings]:
@@ -108,6 +145,7 @@ class Settings(BaseSettings):
     events: EventSettings = Field(default_factory=EventSettings)
     chat: ChatSettings = Field(default_factory=ChatSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
 
     config_file: Path | None = None
     """A YAML or TOML file declaring ``providers`` and ``routes`` (then not set here)."""
@@ -146,6 +184,7 @@ class Settings(BaseSettings):
 
     @property
     def queues(self) -> list[str]:
-        """The queues a worker consumes: its providers' or, by default, all."""
+        """The queues a worker consumes: its providers' (by default, all) and webhooks."""
         names = self.worker.providers if self.worker.providers is not None else self.providers
-        return [self.queue_for(name) for name in sorted(names)]
+        queues = [self.queue_for(name) for name in sorted(names)]
+        return [*queues, self.webhooks.queue] if self.worker.webhooks else queues

@@ -49,6 +49,7 @@ class Stack:
             "RELAYQ_WORKER__RECONCILE_INTERVAL": "0.5",
             "RELAYQ_WORKER__ENQUEUE_GRACE_SECONDS": "1",
             "RELAYQ_WORKER__CONCURRENCY": "50",
+            "RELAYQ_EVENTS__HEARTBEAT_SECONDS": "0.5",
             "RELAYQ_PROVIDERS": json.dumps(
                 {"mock": {"type": "mock", "read_timeout": 5}, "idle": {"type": "mock"}}
             ),

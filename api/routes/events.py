@@ -75,7 +75,15 @@ async def job_events(
 async def _stream(
     services: Services, *, job_id: str, key_id: str, position: str
 ) -> AsyncIterator[str]:
-    yield "retry: 3000\n\n"
+    retry = "retry: 3000\n"  # sent with the first message: a lone retry field is no event
+    async for message in _messages(services, job_id=job_id, key_id=key_id, position=position):
+        yield retry + message
+        retry = ""
+
+
+async def _messages(
+    services: Services, *, job_id: str, key_id: str, position: str
+) -> AsyncIterator[str]:
     if await services.redis.exists(stream_key(services.settings.key_prefix, job_id)) == 0:
         ended = await _ended(services, job_id=job_id, key_id=key_id)
         if ended is not None:

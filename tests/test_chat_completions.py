@@ -1,0 +1,192 @@
+"""The official openai SDK against /v1/chat/completions on a live API and worker."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from tests.conftest import KeyFactory
+from tests.jobs import wait_for_status
+from tests.stack import Stack
+
+MESSAGES: list[Any] = [{"role": "user", "content": "Write a haiku about queues"}]
+
+
+@pytest.fixture
+def sdk(stack: Stack, make_key: KeyFactory) -> openai.OpenAI:
+    return openai.OpenAI(
+        base_url=f"{stack.base_url}/v1", api_key=make_key(), max_retries=0, timeout=30
+    )
+
+
+def test_create_returns_a_chat_completion(sdk: openai.OpenAI) -> None:
+    raw = sdk.chat.completions.with_raw_response.create(
+        model="mock", messages=MESSAGES, extra_body={"mock": {"tokens": 12}}
+    )
+    completion = raw.parse()
+
+    assert completion.object == "chat.completion"
+    assert len((completion.choices[0].message.content or "").split()) == 12
+    assert completion.choices[0].finish_reason == "stop"
+    assert completion.usage is not None
+    assert completion.usage.completion_tokens == 12
+    job_id = raw.headers["x-relayq-job-id"]
+    assert job_id.startswith("job_")
+
+
+def test_the_job_behind_a_completion_can_be_looked_up(sdk: openai.OpenAI, stack: Stack) -> None:
+    raw = sdk.chat.completions.with_raw_response.create(model="mock", messages=MESSAGES)
+    job_id = raw.headers["x-relayq-job-id"]
+
+    with httpx.Client(
+        base_url=stack.base_url, headers={"Authorization": f"Bearer {sdk.api_key}"}
+    ) as client:
+        job = client.get(f"/v1/jobs/{job_id}").json()
+
+    assert job["status"] == "succeeded"
+    assert job["priority"] == 9
+    assert job["response"]["id"] == raw.parse().id
+    assert job["response"]["choices"][0]["message"]["content"] == (
+        raw.parse().choices[0].message.content
+    )
+
+
+def test_stream_reassembles_the_same_text_with_a_usage_chunk(sdk: openai.OpenAI) -> None:
+    prompt: list[Any] = [{"role": "user", "content": f"stream {uuid.uuid4().hex}"}]
+    whole = sdk.chat.completions.create(model="mock", messages=prompt)
+
+    stream = sdk.chat.completions.create(
+        model="mock",
+        messages=prompt,
+        stream=True,
+        stream_options={"include_usage": True},
+        extra_body={"mock": {"stream_interval_ms": 5}},
+    )
+    chunks = list(stream)
+
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == whole.choices[0].message.content
+    assert all(c.object == "chat.completion.chunk" for c in chunks)
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+    assert chunks[-1].choices == []
+    assert chunks[-1].usage is not None
+    assert chunks[-1].usage.completion_tokens == 16
+
+
+def test_stream_without_include_usage_has_no_usage_chunk(sdk: openai.OpenAI) -> None:
+    chunks = list(sdk.chat.completions.create(model="mock", messages=MESSAGES, stream=True))
+
+    assert all(c.choices for c in chunks)
+    assert all(c.usage is None for c in chunks)
+
+
+def test_a_cached_answer_streams_too(sdk: openai.OpenAI) -> None:
+    prompt: list[Any] = [{"role": "user", "content": f"cached {uuid.uuid4().hex}"}]
+    whole = sdk.chat.completions.create(model="mock-cached", messages=prompt)
+
+    chunks = list(
+        sdk.chat.completions.create(
+            model="mock-cached",
+            messages=prompt,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == (
+        whole.choices[0].message.content
+    )
+    assert chunks[-1].usage is not None
+
+
+def test_a_bad_key_raises_authentication_error(stack: Stack) -> None:
+    client = openai.OpenAI(base_url=f"{stack.base_url}/v1", api_key="rq-wrong", max_retries=0)
+
+    with pytest.raises(openai.AuthenticationError) as raised:
+        client.chat.completions.create(model="mock", messages=MESSAGES)
+
+    assert raised.value.code == "invalid_api_key"
+
+
+def test_bad_input_raises_bad_request_error(sdk: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as raised:
+        sdk.chat.completions.create(model="mock", messages=[])
+
+    assert raised.value.param == "messages"
+    with pytest.raises(openai.BadRequestError) as bad_mock:
+        sdk.chat.completions.create(
+            model="mock", messages=MESSAGES, extra_body={"mock": {"tokens": -3}}
+        )
+    assert bad_mock.value.param == "mock.tokens"
+
+
+def test_an_unknown_model_raises_not_found_error(sdk: openai.OpenAI) -> None:
+    with pytest.raises(openai.NotFoundError) as raised:
+        sdk.chat.completions.create(model="gpt-9", messages=MESSAGES)
+
+    assert raised.value.code == "model_not_found"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_upstream_rate_limit_raises_rate_limit_error(sdk: openai.OpenAI, stream: bool) -> None:
+    with pytest.raises(openai.RateLimitError) as raised:
+        sdk.chat.completions.create(
+            model="mock",
+            messages=MESSAGES,
+            stream=stream,
+            extra_body={"mock": {"fault": "rate_limit", "retry_after": 3}},
+        )
+
+    assert raised.value.response.headers["retry-after"] == "3"
+    assert raised.value.response.headers["x-relayq-job-id"].startswith("job_")
+
+
+def test_an_upstream_failure_raises_api_status_error(sdk: openai.OpenAI) -> None:
+    with pytest.raises(openai.APIStatusError) as raised:
+        sdk.chat.completions.create(
+            model="mock", messages=MESSAGES, extra_body={"mock": {"fault": "error", "status": 503}}
+        )
+
+    assert raised.value.status_code == 502
+    assert raised.value.code == "provider_unavailable"
+
+
+def test_a_client_that_goes_away_mid_stream_cancels_the_job(
+    stack: Stack, make_key: KeyFactory
+) -> None:
+    key = make_key()
+    headers = {"Authorization": f"Bearer {key}"}
+    payload = {
+        "model": "mock",
+        "messages": MESSAGES,
+        "stream": True,
+        "mock": {"tokens": 400, "stream_interval_ms": 50},
+    }
+    with httpx.Client(base_url=stack.base_url, headers=headers, timeout=30) as client:
+        with client.stream("POST", "/v1/chat/completions", json=payload) as response:
+            assert response.status_code == 200
+            job_id = response.headers["x-relayq-job-id"]
+            for line in response.iter_lines():
+                if line.startswith("data: ") and json.loads(line[6:]).get("choices"):
+                    break
+        cancelled = wait_for_status(client, job_id, {"cancelled", "succeeded"}, timeout=20)
+
+    assert cancelled["status"] == "cancelled"
+
+
+def test_a_client_that_gives_up_waiting_cancels_the_job(stack: Stack, make_key: KeyFactory) -> None:
+    headers = {"Authorization": f"Bearer {make_key()}"}
+    payload = {"model": "mock", "messages": MESSAGES, "mock": {"latency_ms": 10_000}}
+    with httpx.Client(base_url=stack.base_url, headers=headers) as client:
+        with pytest.raises(httpx.ReadTimeout):
+            client.post("/v1/chat/completions", json=payload, timeout=1.0)
+        jobs = client.get("/v1/jobs").json()["data"]
+        [job] = jobs
+        final = wait_for_status(client, job["id"], {"cancelled", "succeeded"}, timeout=20)
+
+    assert final["status"] == "cancelled"

@@ -1,0 +1,130 @@
+"""A job's events over SSE with a real client: live, replayed, resumed, expired."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+import pytest
+import redis
+from httpx_sse import ServerSentEvent, connect_sse
+
+from tests.jobs import body, submit, wait_for_status
+from tests.stack import Stack
+
+SLOW = {"latency_ms": 300, "tokens": 24, "stream_interval_ms": 15}
+
+
+def read_events(client: httpx.Client, job_id: str, **headers: str) -> list[ServerSentEvent]:
+    with connect_sse(client, "GET", f"/v1/jobs/{job_id}/events", headers=headers) as source:
+        assert source.response.headers["content-type"].startswith("text/event-stream")
+        return list(source.iter_sse())
+
+
+def payloads(events: list[ServerSentEvent]) -> list[dict[str, Any]]:
+    return [json.loads(event.data) for event in events]
+
+
+def test_live_follow_sees_every_event_in_order_then_ends(client: httpx.Client) -> None:
+    job = submit(client, body("follow me", mock=SLOW))
+
+    events = read_events(client, job["id"])
+
+    kinds = [event.event for event in events]
+    assert kinds[0] == "queued"
+    assert kinds[1] == "started"
+    assert kinds[-1] == "succeeded"
+    assert set(kinds[2:-1]) == {"delta"}
+    ids = [tuple(map(int, event.id.split("-"))) for event in events]
+    assert ids == sorted(ids)
+    assert len(set(ids)) == len(ids)
+    text = "".join(p["data"]["text"] for p in payloads(events) if p["type"] == "delta")
+    final = client.get(f"/v1/jobs/{job['id']}").json()
+    assert text == final["response"]["choices"][0]["message"]["content"]
+    assert payloads(events)[-1]["data"]["usage"] == final["usage"]
+
+
+def test_a_finished_job_replays_the_same_events_and_closes(client: httpx.Client) -> None:
+    job = submit(client, body("replay", mock=SLOW))
+    live = read_events(client, job["id"])
+
+    replayed = read_events(client, job["id"])
+
+    assert [(e.id, e.event, e.data) for e in replayed] == [(e.id, e.event, e.data) for e in live]
+
+
+def test_resume_from_last_event_id_without_loss_or_duplicates(client: httpx.Client) -> None:
+    job = submit(client, body("resume", mock=SLOW))
+    wait_for_status(client, job["id"], {"succeeded"})
+    everything = read_events(client, job["id"])
+    middle = len(everything) // 2
+
+    resumed = read_events(client, job["id"], **{"Last-Event-ID": everything[middle].id})
+    by_query = client.get(f"/v1/jobs/{job['id']}/events", params={"after": everything[2].id})
+
+    assert [e.id for e in resumed] == [e.id for e in everything[middle + 1 :]]
+    assert by_query.text.count("\nevent: ") + by_query.text.startswith("event: ") >= 1
+    assert f"id: {everything[2].id}\n" not in by_query.text
+    assert f"id: {everything[3].id}\n" in by_query.text
+
+
+def test_resuming_mid_stream_while_the_job_runs(client: httpx.Client) -> None:
+    job = submit(client, body("mid", mock={**SLOW, "stream_interval_ms": 40, "tokens": 30}))
+    first: list[ServerSentEvent] = []
+    with connect_sse(client, "GET", f"/v1/jobs/{job['id']}/events") as source:
+        for event in source.iter_sse():
+            first.append(event)
+            if sum(e.event == "delta" for e in first) == 2:
+                break
+
+    rest = read_events(client, job["id"], **{"Last-Event-ID": first[-1].id})
+
+    joined = first + rest
+    assert joined[-1].event == "succeeded"
+    assert [e.id for e in joined] == [e.id for e in read_events(client, job["id"])]
+
+
+def test_quiet_streams_carry_heartbeat_comments(client: httpx.Client) -> None:
+    job = submit(client, body("slow", mock={"latency_ms": 1600}))
+
+    with client.stream("GET", f"/v1/jobs/{job['id']}/events") as response:
+        lines = list(response.iter_lines())
+
+    assert ": keep-alive" in lines
+    assert lines[0] == "retry: 3000"
+
+
+def test_expired_events_replay_the_outcome_from_sql(client: httpx.Client, stack: Stack) -> None:
+    job = submit(client, body("expire"))
+    done = wait_for_status(client, job["id"], {"succeeded"})
+    store = redis.Redis.from_url(stack.env["RELAYQ_REDIS_URL"])
+    store.delete(f"relayq:events:{job['id']}")
+    store.close()
+
+    events = read_events(client, job["id"])
+
+    [only] = events
+    assert only.event == "succeeded"
+    assert json.loads(only.data)["data"]["response"] == done["response"]
+
+
+def test_only_the_owner_may_read_events(stack: Stack, client: httpx.Client, make_key: Any) -> None:
+    job = submit(client, body("mine"))
+    with httpx.Client(
+        base_url=stack.base_url, headers={"Authorization": f"Bearer {make_key()}"}
+    ) as other:
+        response = other.get(f"/v1/jobs/{job['id']}/events")
+
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "job_not_found"
+
+
+@pytest.mark.parametrize("bad", ["abc", "12-x", "-1"])
+def test_a_malformed_event_id_is_a_400(client: httpx.Client, bad: str) -> None:
+    job = submit(client, body("x"))
+
+    response = client.get(f"/v1/jobs/{job['id']}/events", headers={"Last-Event-ID": bad})
+
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "Last-Event-ID"
