@@ -31,7 +31,7 @@ KEY = "vendor-test-key"
 
 @dataclass(frozen=True)
 class Vendor:
-    type: str
+    adapter: str
     model: str
     fake: type[Any]
     options: dict[str, Any]
@@ -76,7 +76,7 @@ def vendors(
         }
         providers = {
             name: {
-                "type": vendor.type,
+                "type": vendor.adapter,
                 "base_url": fakes[name].base_url,
                 "api_key": KEY,
                 "read_timeout": 10,

@@ -1,0 +1,1 @@
+"""relayq's benchmarks and chaos runs (loopback only)."""
