@@ -10,7 +10,7 @@ from fastapi import FastAPI
 import relayq
 from api.errors import install_error_handlers
 from api.limits import BodySizeLimit
-from api.routes import chat, events, health, jobs, models
+from api.routes import chat, events, health, jobs, models, webhooks
 from api.services import Services
 from relayq.logs import configure_logging
 from relayq.settings import Settings
@@ -46,4 +46,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(events.router)
     app.include_router(models.router)
     app.include_router(chat.router)
+    app.include_router(webhooks.router)
     return app

@@ -14,6 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 __all__ = ["ERROR_RESPONSES", "APIError", "ErrorBody", "error_body", "install_error_handlers"]
@@ -162,6 +163,14 @@ async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
 
+async def _on_database_down(_: Request, exc: Exception) -> JSONResponse:
+    log.warning("database unreachable: %s", exc)
+    body = error_body(
+        503, "The service cannot reach its database; retry shortly.", code="database_unavailable"
+    )
+    return JSONResponse(body, status_code=503, headers={"Retry-After": "5"})
+
+
 async def _on_unexpected(_: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error", exc_info=exc)
     body = error_body(500, "The server had an error while processing your request.")
@@ -172,4 +181,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(APIError, _on_api_error)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_error)
+    # Connection-level failures only (OperationalError: unreachable, lost, timed out).
+    app.add_exception_handler(OperationalError, _on_database_down)
     app.add_exception_handler(Exception, _on_unexpected)

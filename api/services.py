@@ -18,11 +18,11 @@ from relayq.intake import Intake
 from relayq.live import LiveRouting
 from relayq.providers import Provider, build_providers
 from relayq.providers.http import build_http_client
-from relayq.queueing import Enqueuer
 from relayq.routing import Router
 from relayq.routing_state import RoutingState
 from relayq.settings import Settings
 from relayq.store import Database
+from relayq.webhooks.publishing import DeliveryPublisher, WebhookEnqueuer
 
 __all__ = ["Services"]
 
@@ -35,7 +35,7 @@ class Services:
         self.started_at = time.time()
         self.database = Database(settings.database_url, pool_size=settings.database_pool_size)
         self.redis = aioredis.Redis.from_url(settings.redis_url)
-        self.enqueuer = Enqueuer(settings=settings)
+        self.enqueuer = WebhookEnqueuer(settings=settings)
         self.routing_state = RoutingState(self.redis, key_prefix=settings.key_prefix)
         # The API calls providers only to list their models.
         self.http: httpx.AsyncClient = build_http_client(max_connections=20)
@@ -50,6 +50,8 @@ class Services:
             key_prefix=settings.key_prefix,
             max_events=settings.events.max_per_job,
             retention_seconds=settings.events.retention_seconds,
+            # Cancels and cache hits end jobs here: publish their webhooks at once.
+            listeners=[DeliveryPublisher(database=self.database, enqueuer=self.enqueuer)],
         )
         self.live = LiveRouting(settings, apply=self._apply)
         self.intake = Intake(

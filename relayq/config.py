@@ -49,6 +49,8 @@ class ProviderSettings(BaseModel):
     """The environment variable holding the key, read when settings are built."""
     connect_timeout: float = Field(default=10.0, gt=0)
     read_timeout: float = Field(default=600.0, gt=0)
+    total_timeout: float | None = Field(default=None, gt=0)
+    """The longest a whole call (a stream included) may take; unbounded when unset."""
     headers: dict[str, str] = Field(default_factory=dict)
     """Extra headers sent with every call (they win over the adapter's own)."""
     options: dict[str, Any] = Field(default_factory=dict)

@@ -98,6 +98,7 @@ class Intake:
             cache_key=cache_key,
             cache_ttl=ttl,
             cached=cached,
+            webhook=body.webhook.model_dump(mode="json") if body.webhook else None,
         )
         async with self._database.session() as session:
             job, created = await create_job(session, job=new_job, now=time.time())

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from enum import Enum
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
 from relayq.chat import ChatCompletionRequest
 from relayq.providers.mock import MockControls
+from relayq.webhooks.schemas import WebhookSpec
+
+if TYPE_CHECKING:
+    from relayq.store.models import Attempt, Job
 
 __all__ = [
     "JOB_OPTIONS",
@@ -18,6 +22,7 @@ __all__ = [
     "JobList",
     "JobPublic",
     "JobStatus",
+    "job_public",
 ]
 
 
@@ -31,7 +36,7 @@ class JobStatus(str, Enum):
 
 TERMINAL_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
 
-JOB_OPTIONS = frozenset({"priority", "metadata", "cache"})
+JOB_OPTIONS = frozenset({"priority", "metadata", "cache", "webhook"})
 """Fields of :class:`JobCreate` that configure the job, not the completion."""
 
 _METADATA_PAIRS = 16
@@ -50,6 +55,8 @@ class JobCreate(ChatCompletionRequest):
     """Use the response cache for this job (true), or not (false); default: the route's."""
     mock: MockControls | None = None
     """Controls for the built-in mock provider (latency, length, faults); see docs/mock.md."""
+    webhook: WebhookSpec | None = None
+    """Where to send this job's events, signed (docs/webhooks.md); default: the key's endpoint."""
 
     @field_validator("metadata")
     @classmethod
@@ -99,6 +106,8 @@ class JobPublic(BaseModel):
     usage: dict[str, Any] | None = None
     cached: bool = False
     """Answered from the response cache: no provider call was made."""
+    webhook: WebhookSpec | None = None
+    """The job's own webhook, if it was given one."""
     created_at: float
     started_at: float | None = None
     finished_at: float | None = None
@@ -114,3 +123,37 @@ class JobList(BaseModel):
     first_id: str | None
     last_id: str | None
     has_more: bool
+
+
+def job_public(job: Job, attempts: list[Attempt] | None = None) -> JobPublic:
+    """A job row as the API returns it (and as webhooks carry it in ``data``)."""
+    return JobPublic(
+        id=job.id,
+        status=JobStatus(job.status),
+        model=job.model,
+        provider=job.provider,
+        priority=job.priority,
+        metadata=job.metadata_,
+        request=job.request,
+        response=job.response,
+        error=job.error,
+        usage=job.usage,
+        cached=job.cached,
+        webhook=None if job.webhook is None else WebhookSpec.model_validate(job.webhook),
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+        attempts=None
+        if attempts is None
+        else [
+            AttemptPublic(
+                provider=a.provider,
+                model=a.upstream_model,
+                status=a.status,
+                latency_ms=a.latency_ms,
+                error=a.error,
+                created_at=a.created_at,
+            )
+            for a in attempts
+        ],
+    )

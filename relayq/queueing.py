@@ -74,7 +74,9 @@ class Enqueuer:
         self._celery = create_celery(settings, publisher=True)
         self._settings = settings
 
-    def send(self, *, job_id: str, provider: str, priority: int) -> None:
+    def send(
+        self, *, job_id: str, provider: str, priority: int, countdown: float | None = None
+    ) -> None:
         """Publish one job's message; raises if the broker does not take it.
 
         No publish retries: a job whose message failed stays queued without
@@ -86,6 +88,7 @@ class Enqueuer:
             task_id=job_id,
             queue=self._settings.queue_for(provider),
             priority=message_priority(priority),
+            countdown=countdown if countdown and countdown > 0 else None,
             retry=False,
         )
 

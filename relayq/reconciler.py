@@ -4,9 +4,10 @@ The API writes a job row first and publishes its message second (an outbox).
 When the publish fails (broker down) or the process dies in between, the job
 stays ``queued`` with no confirmed message; when a worker dies mid-call, its
 job stays ``running`` with a lease that lapses. The reconciler puts lapsed
-jobs back in the queue and (re)publishes messages for stranded ones. Both
-steps are idempotent; a lock in Redis keeps concurrent workers from
-publishing the same message twice.
+jobs back in the queue and (re)publishes messages for stranded ones. Webhook
+deliveries are an outbox too, and it publishes those that are due without a
+confirmed message. Every step is idempotent; a lock in Redis keeps
+concurrent workers from publishing the same message twice.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from relayq.queueing import Enqueuer
 from relayq.routing_state import RoutingState
 from relayq.store import Database
 from relayq.store.jobs import count_active, find_stranded, mark_enqueued, release_lapsed
+from relayq.store.webhooks import find_unsent
+from relayq.webhooks.publishing import WebhookEnqueuer, publish_unsent
 
 __all__ = ["ReconcileReport", "Reconciler"]
 
@@ -47,6 +50,8 @@ class ReconcileReport:
     """Queued jobs whose message was (re)published."""
     failed: int = 0
     """Publishes that failed this time (the broker is still down)."""
+    webhooks: int = 0
+    """Webhook deliveries whose message was (re)published."""
 
 
 class Reconciler:
@@ -68,7 +73,7 @@ class Reconciler:
         self._clock = clock
 
     async def run_once(self) -> ReconcileReport:
-        """One pass: release lapsed leases, then publish stranded jobs."""
+        """One pass: release lapsed leases, publish stranded jobs, then unsent webhooks."""
         now = self._clock()
         async with self._database.session() as session:
             released = await release_lapsed(session, now=now, limit=_BATCH)
@@ -99,9 +104,36 @@ class Reconciler:
                 await mark_enqueued(session, job_ids=sent, now=self._clock())
         if counts is not None and self._routing_state is not None:
             await self._routing_state.reset_in_flight(counts)
-        if released or sent:
-            log.info("reconciler released %d lapsed jobs, enqueued %d", released, len(sent))
-        return ReconcileReport(released=released, enqueued=len(sent), failed=failed)
+        webhooks, unsent = await self._publish_deliveries(now)
+        if released or sent or webhooks:
+            log.info(
+                "reconciler released %d lapsed jobs, enqueued %d, published %d webhooks",
+                released,
+                len(sent),
+                webhooks,
+            )
+        return ReconcileReport(
+            released=released, enqueued=len(sent), failed=failed + unsent, webhooks=webhooks
+        )
+
+    async def _publish_deliveries(self, now: float) -> tuple[int, int]:
+        """Publish webhook deliveries that are due without a confirmed message, or overdue.
+
+        Only an enqueuer that publishes deliveries (a worker's) runs this step.
+        """
+        if not isinstance(self._enqueuer, WebhookEnqueuer):
+            return 0, 0
+        async with self._database.session() as session:
+            unsent = await find_unsent(
+                session,
+                now=now,
+                grace=self._grace_seconds,
+                republish_after=self._republish_after,
+                limit=_BATCH,
+            )
+        return await publish_unsent(
+            database=self._database, enqueuer=self._enqueuer, unsent=unsent, clock=self._clock
+        )
 
     async def run_forever(self, *, redis: aioredis.Redis, lock_key: str, interval: float) -> None:
         """Run a pass every ``interval`` seconds on whichever worker holds the lock."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic import BaseModel, Field, NonNegativeFloat, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from relayq.config import (
@@ -52,7 +52,7 @@ class WorkerSettings(BaseModel):
     """A queued job without a confirmed message is re-enqueued after this long."""
     max_connections: int = Field(default=1000, gt=0)
     """Upstream HTTP connections per worker process."""
-    visibility_timeout: float = Field(default=3600.0, gt=0)
+    visibility_timeout: float = Field(default=300.0, gt=0)
     """Seconds before the broker redelivers an unacknowledged message."""
     webhooks: bool = True
     """Consume the webhooks queue too (deliveries run beside jobs, never in a job's slot)."""
@@ -78,8 +78,8 @@ class ChatSettings(BaseModel):
 
 
 def _standard_schedule() -> list[float]:
-    # Standard Webhooks' recommendation: immediately, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h.
-    return [0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0]
+    # Standard Webhooks' recommendation: immediately, then 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h.
+    return [5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0]
 
 
 class WebhookSettings(BaseModel):
@@ -87,16 +87,18 @@ class WebhookSettings(BaseModel):
 
     queue: str = "webhooks"
     """The Celery queue deliveries go through."""
-    schedule: list[float] = Field(default_factory=_standard_schedule, min_length=1)
-    """Seconds to wait before each attempt of a delivery, the first one included.
+    retry_schedule: list[NonNegativeFloat] = Field(default_factory=_standard_schedule)
+    """Seconds to wait before each retry; the first attempt is immediate.
 
-    One entry per attempt: a delivery is given up after ``len(schedule)``
-    failed attempts. Every wait but the first is jittered (see ``jitter``).
+    A delivery is given up after ``1 + len(retry_schedule)`` failed
+    attempts. Each wait is jittered (see ``jitter``).
     """
     jitter: float = Field(default=1.0, ge=0, le=1)
     """Share of each retry wait drawn at random: 1 is full jitter (uniform in [0, wait])."""
     timeout_seconds: float = Field(default=15.0, gt=0)
     """Longest an attempt may take, connecting and waiting for the answer included."""
+    max_connections: int = Field(default=100, gt=0)
+    """Connections to receivers per worker process."""
     max_retry_after_seconds: float = Field(default=24 * 3600.0, ge=0)
     """A receiver's Retry-After is honoured up to this many seconds."""
     max_countdown_seconds: float = Field(default=900.0, gt=0)

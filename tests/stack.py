@@ -49,6 +49,11 @@ class Stack:
             "RELAYQ_WORKER__RECONCILE_INTERVAL": "0.5",
             "RELAYQ_WORKER__ENQUEUE_GRACE_SECONDS": "1",
             "RELAYQ_WORKER__CONCURRENCY": "50",
+            # Webhooks to the loopback receiver, retried quickly.
+            "RELAYQ_WEBHOOKS__ALLOW_PRIVATE_DESTINATIONS": "true",
+            "RELAYQ_WEBHOOKS__RETRY_SCHEDULE": "[0.3, 0.3, 0.3]",
+            "RELAYQ_WEBHOOKS__TIMEOUT_SECONDS": "3",
+            "RELAYQ_WEBHOOKS__MAX_COUNTDOWN_SECONDS": "1",
             "RELAYQ_EVENTS__HEARTBEAT_SECONDS": "0.5",
             "RELAYQ_PROVIDERS": json.dumps(
                 {"mock": {"type": "mock", "read_timeout": 5}, "idle": {"type": "mock"}}

@@ -1,4 +1,4 @@
-"""The worker's Celery app: relayq's queueing config plus the run-job task."""
+"""The worker's Celery app: relayq's queueing config plus the run-job and webhook tasks."""
 
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ from typing import Any
 from celery import Celery, Task
 from celery.signals import worker_init, worker_shutdown
 
-from relayq.queueing import RUN_JOB_TASK, Enqueuer, create_celery
+from relayq.queueing import RUN_JOB_TASK, create_celery
 from relayq.settings import Settings
+from relayq.webhooks.publishing import WebhookEnqueuer
 from worker.runtime import WorkerRuntime
+from worker.webhooks import register_webhooks
 
 __all__ = ["create_worker_app"]
 
@@ -34,9 +36,10 @@ def create_worker_app(settings: Settings) -> Celery:
         # Publishing blocks; the caller is the event loop.
         threading.Thread(target=send, name="relayq-add-consumer", daemon=True).start()
 
-    runtime = WorkerRuntime(
-        settings=settings, enqueuer=Enqueuer(settings=settings), consume=consume
-    )
+    enqueuer = WebhookEnqueuer(settings=settings)
+    runtime = WorkerRuntime(settings=settings, enqueuer=enqueuer, consume=consume)
+    # Registered first, so its shutdown hook runs while the runtime's loop still does.
+    register_webhooks(app, settings=settings, runtime=runtime, enqueuer=enqueuer)
 
     @app.task(name=RUN_JOB_TASK, bind=True, acks_late=True, ignore_result=True)
     def run_job(task: Task[Any, Any], job_id: str) -> str:

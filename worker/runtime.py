@@ -19,7 +19,7 @@ import redis.asyncio as aioredis
 from relayq.cache import ResponseCache
 from relayq.cancellation import listen_for_cancels
 from relayq.config import RoutingConfig
-from relayq.events import EventLog
+from relayq.events import EventListener, EventLog
 from relayq.execution import Executor, RunResult
 from relayq.live import LiveRouting
 from relayq.providers import Provider, build_providers
@@ -29,6 +29,7 @@ from relayq.reconciler import Reconciler
 from relayq.routing_state import RoutingState
 from relayq.settings import Settings
 from relayq.store import Database
+from relayq.webhooks.publishing import DeliveryPublisher, WebhookEnqueuer
 
 __all__ = ["WorkerRuntime"]
 
@@ -124,6 +125,7 @@ class WorkerRuntime:
                 key_prefix=settings.key_prefix,
                 max_events=settings.events.max_per_job,
                 retention_seconds=settings.events.retention_seconds,
+                listeners=self._listeners(database),
             ),
         )
         reconciler = Reconciler(
@@ -148,6 +150,12 @@ class WorkerRuntime:
                 )
             ),
         ]
+
+    def _listeners(self, database: Database) -> list[EventListener]:
+        """Who hears of each job's outcome here: the webhook publisher, if enabled."""
+        if isinstance(self._enqueuer, WebhookEnqueuer):
+            return [DeliveryPublisher(database=database, enqueuer=self._enqueuer)]
+        return []
 
     async def _close(self) -> None:
         for task in self._background:

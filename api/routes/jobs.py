@@ -8,46 +8,14 @@ from fastapi import APIRouter, Header, Query, Response, status
 
 from api.deps import KeyDep, ServicesDep, SessionDep
 from api.errors import ERROR_RESPONSES, APIError
-from relayq.jobs import TERMINAL_STATUSES, AttemptPublic, JobCreate, JobList, JobPublic, JobStatus
+from api.routes.webhooks import checked_destination
+from relayq.jobs import TERMINAL_STATUSES, JobCreate, JobList, JobPublic, JobStatus, job_public
 from relayq.routing import UnknownModel
 from relayq.store.jobs import IdempotencyConflict, get_job, list_attempts, list_jobs
-from relayq.store.models import Attempt, Job
 
 __all__ = ["router"]
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=ERROR_RESPONSES)
-
-
-def job_public(job: Job, attempts: list[Attempt] | None = None) -> JobPublic:
-    return JobPublic(
-        id=job.id,
-        status=JobStatus(job.status),
-        model=job.model,
-        provider=job.provider,
-        priority=job.priority,
-        metadata=job.metadata_,
-        request=job.request,
-        response=job.response,
-        error=job.error,
-        usage=job.usage,
-        cached=job.cached,
-        created_at=job.created_at,
-        started_at=job.started_at,
-        finished_at=job.finished_at,
-        attempts=None
-        if attempts is None
-        else [
-            AttemptPublic(
-                provider=a.provider,
-                model=a.upstream_model,
-                status=a.status,
-                latency_ms=a.latency_ms,
-                error=a.error,
-                created_at=a.created_at,
-            )
-            for a in attempts
-        ],
-    )
 
 
 def unknown_model(exc: UnknownModel) -> APIError:
@@ -80,6 +48,8 @@ async def create(
     first job again (``Idempotent-Replayed: true``); the same key with a
     different body answers 409.
     """
+    if body.webhook is not None:
+        await checked_destination(body.webhook.url, services=services, param="webhook.url")
     try:
         submitted = await services.intake.submit(
             key_id=key.id, body=body, idempotency_key=idempotency_key

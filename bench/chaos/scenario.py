@@ -40,6 +40,8 @@ class ChaosConfig:
     seed: int = 7
     timeout_seconds: float = 900.0
     lease_seconds: float = 5.0
+    submit_seconds: float = 30.0
+    """Jobs are submitted evenly over this long, so the chaos lands on work in flight."""
 
 
 @dataclass
@@ -89,8 +91,11 @@ def _submit_all(stack: Stack, key: str, config: ChaosConfig) -> list[str]:
     rng = random.Random(config.seed)
     headers = {"Authorization": f"Bearer {key}"}
     ids: list[str] = []
+    interval = config.submit_seconds / max(1, config.jobs)
+    start = time.monotonic()
     with httpx.Client(base_url=stack.base_url, headers=headers, timeout=30) as client:
         for index in range(config.jobs):
+            time.sleep(max(0.0, start + index * interval - time.monotonic()))
             latency = rng.randint(config.min_latency_ms, config.max_latency_ms)
             payload = {
                 "model": "mock",
@@ -147,6 +152,9 @@ def run_chaos(config: ChaosConfig) -> ChaosReport:
         "RELAYQ_PROVIDERS": '{"mock": {"type": "mock"}}',
         "RELAYQ_ROUTES": '{"mock": {"provider": "mock", "model": "mock"}}',
         "RELAYQ_WORKER__PROVIDERS": '["mock"]',
+        # Messages a killed worker had received but not started come back
+        # after this; short here so the run sees them through.
+        "RELAYQ_WORKER__VISIBILITY_TIMEOUT": "20",
     }
     stack = Stack(
         database_url=config.database_url,
@@ -163,10 +171,12 @@ def run_chaos(config: ChaosConfig) -> ChaosReport:
         submitter = threading.Thread(target=lambda: ids.extend(_submit_all(stack, key, config)))
         submitter.start()
         rng = random.Random(config.seed + 1)
-        chaos = ["kill"] * config.kills + ["redis"] * config.redis_restarts
-        rng.shuffle(chaos)
-        for action in chaos:
-            time.sleep(rng.uniform(2.0, 6.0))
+        actions = ["kill"] * config.kills + ["redis"] * config.redis_restarts
+        # At random moments while jobs are still arriving (and so in flight).
+        moments = sorted(rng.uniform(0.1, 0.9) * config.submit_seconds for _ in actions)
+        rng.shuffle(actions)
+        for action, moment in zip(actions, moments, strict=True):
+            time.sleep(max(0.0, started + moment - time.monotonic()))
             if action == "kill":
                 victim = workers.pop(rng.randrange(len(workers)))
                 stack.kill_worker(victim)

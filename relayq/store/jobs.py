@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from relayq.ids import new_id
 from relayq.jobs import JobStatus
 from relayq.store.models import Attempt, Job
+from relayq.webhooks.planning import plan_deliveries
 
 __all__ = [
     "AttemptRecord",
@@ -68,6 +69,7 @@ class NewJob:
     cache_ttl: float | None = None
     cached: dict[str, Any] | None = None
     """A cached ``{response, usage}``: the job is created already succeeded."""
+    webhook: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -138,13 +140,16 @@ async def create_job(session: AsyncSession, *, job: NewJob, now: float) -> tuple
         run=0,
         created_at=now,
     )
+    row.webhook = job.webhook
+    session.add(row)
     if job.cached is not None:
         row.status = JobStatus.SUCCEEDED.value
         row.cached = True
         row.response = job.cached.get("response")
         row.usage = job.cached.get("usage")
         row.started_at = row.finished_at = now
-    session.add(row)
+        await session.flush()
+        await plan_deliveries(session, job_id=row.id, now=now)
     try:
         await session.commit()
     except IntegrityError:
@@ -216,8 +221,11 @@ async def cancel_job(session: AsyncSession, *, job_id: str, key_id: str, now: fl
         .values(status=JobStatus.CANCELLED.value, finished_at=now, lease_expires_at=None)
         .execution_options(synchronize_session=False)
     )
+    cancelled = bool(result.rowcount)  # type: ignore[attr-defined]
+    if cancelled:
+        await plan_deliveries(session, job_id=job_id, now=now)
     await session.commit()
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    return cancelled
 
 
 async def claim_job(
@@ -314,8 +322,12 @@ async def finish_job(
         )
         .execution_options(synchronize_session=False)
     )
+    written = bool(result.rowcount)  # type: ignore[attr-defined]
+    if written:
+        # In this transaction: an outcome is never stored without its webhooks.
+        await plan_deliveries(session, job_id=claim.job_id, now=now)
     await session.commit()
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    return written
 
 
 def _attempt_row(*, claim: Claim, attempt: AttemptRecord, now: float) -> Attempt:

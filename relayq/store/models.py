@@ -17,7 +17,16 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["ApiKey", "Attempt", "Base", "Job"]
+__all__ = [
+    "ApiKey",
+    "Attempt",
+    "Base",
+    "Job",
+    "WebhookAttempt",
+    "WebhookDelivery",
+    "WebhookEndpoint",
+    "WebhookSecret",
+]
 
 
 class Base(DeclarativeBase):
@@ -68,6 +77,8 @@ class Job(Base):
     cache_key: Mapped[str | None] = mapped_column(String(200), default=None)
     cache_ttl: Mapped[float | None] = mapped_column(Float, default=None)
     """Where and for how long to cache a successful answer (None: not cached)."""
+    webhook: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    """The job's own webhook ``{url, events}``; None: the key's default endpoint, if any."""
     run: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[float] = mapped_column(Float)
     enqueued_at: Mapped[float | None] = mapped_column(Float, default=None)
@@ -96,4 +107,87 @@ class Attempt(Base):
     status: Mapped[str] = mapped_column(String(16))
     latency_ms: Mapped[float] = mapped_column(Float)
     error: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class WebhookEndpoint(Base):
+    """A key's default webhook endpoint (at most one per key)."""
+
+    __tablename__ = "webhook_endpoints"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    key_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id"), unique=True)
+    url: Mapped[str] = mapped_column(String(2048))
+    events: Mapped[list[str]] = mapped_column(JSON)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    disabled_reason: Mapped[str | None] = mapped_column(String(500), default=None)
+    disabled_at: Mapped[float | None] = mapped_column(Float, default=None)
+    created_at: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)
+
+
+class WebhookSecret(Base):
+    """A key's signing secret. Kept in clear: signing needs it (only hashes of API keys are).
+
+    ``expires_at`` is None for the current secret; a rotation gives the
+    previous ones an end, and they sign beside the new one until then.
+    """
+
+    __tablename__ = "webhook_secrets"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    key_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id"), index=True)
+    secret: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[float] = mapped_column(Float)
+    expires_at: Mapped[float | None] = mapped_column(Float, default=None)
+
+
+class WebhookDelivery(Base):
+    """One job event to send to one endpoint, written with the job's outcome (an outbox).
+
+    ``id`` is the ``webhook-id`` of every attempt. ``run`` counts claims, as
+    on jobs: a worker sends only while its claim is the latest, so one
+    outcome is recorded however many messages arrive. ``endpoint_id`` names
+    the key's endpoint it goes to (no foreign key: deleting the endpoint
+    ends its pending deliveries); None means the job's own webhook.
+    """
+
+    __tablename__ = "webhook_deliveries"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"))
+    key_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id"))
+    endpoint_id: Mapped[str | None] = mapped_column(String(40), default=None)
+    event: Mapped[str] = mapped_column(String(40))
+    url: Mapped[str] = mapped_column(String(2048))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(String(500), default=None)
+    run: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[float | None] = mapped_column(Float, default=None)
+    enqueued_at: Mapped[float | None] = mapped_column(Float, default=None)
+    """When the broker took the message for the next attempt (None: not yet)."""
+    leased_until: Mapped[float | None] = mapped_column(Float, default=None)
+    """Set while an attempt is in flight; a lapsed one means its worker died."""
+    created_at: Mapped[float] = mapped_column(Float)
+    finished_at: Mapped[float | None] = mapped_column(Float, default=None)
+
+    __table_args__ = (
+        Index("ix_webhook_deliveries_job_id_id", "job_id", "id"),
+        Index("ix_webhook_deliveries_status_next", "status", "next_attempt_at"),
+    )
+
+
+class WebhookAttempt(Base):
+    """One HTTP request made for a delivery."""
+
+    __tablename__ = "webhook_attempts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    delivery_id: Mapped[str] = mapped_column(ForeignKey("webhook_deliveries.id"), index=True)
+    number: Mapped[int] = mapped_column(Integer)
+    url: Mapped[str] = mapped_column(String(2048))
+    status_code: Mapped[int | None] = mapped_column(Integer, default=None)
+    error: Mapped[str | None] = mapped_column(String(1000), default=None)
+    latency_ms: Mapped[float] = mapped_column(Float)
     created_at: Mapped[float] = mapped_column(Float)

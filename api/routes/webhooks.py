@@ -1,0 +1,191 @@
+"""``/v1/webhook``: the key's default endpoint and signing secret; a job's deliveries."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Query
+
+from api.deps import KeyDep, ServicesDep, SessionDep
+from api.errors import ERROR_RESPONSES, APIError
+from relayq.store.jobs import get_job
+from relayq.store.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
+from relayq.store.webhooks import (
+    delete_endpoint,
+    get_endpoint,
+    list_deliveries,
+    put_endpoint,
+    rotate_secret,
+)
+from relayq.webhooks.destinations import DestinationRefused, check_destination
+from relayq.webhooks.schemas import (
+    DeliveryStatus,
+    SecretRotation,
+    WebhookAttemptPublic,
+    WebhookDeleted,
+    WebhookDeliveryList,
+    WebhookDeliveryPublic,
+    WebhookEndpointPublic,
+    WebhookEvent,
+    WebhookSecretPublic,
+    WebhookSpec,
+)
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["webhooks"], responses=ERROR_RESPONSES)
+
+
+def _endpoint_public(endpoint: WebhookEndpoint, secret: str | None = None) -> WebhookEndpointPublic:
+    return WebhookEndpointPublic(
+        id=endpoint.id,
+        url=endpoint.url,
+        events=[WebhookEvent(event) for event in endpoint.events],
+        enabled=endpoint.enabled,
+        disabled_reason=endpoint.disabled_reason,
+        disabled_at=endpoint.disabled_at,
+        created_at=endpoint.created_at,
+        updated_at=endpoint.updated_at,
+        secret=secret,
+    )
+
+
+def _delivery_public(
+    delivery: WebhookDelivery, attempts: list[WebhookAttempt]
+) -> WebhookDeliveryPublic:
+    return WebhookDeliveryPublic(
+        id=delivery.id,
+        job_id=delivery.job_id,
+        event=WebhookEvent(delivery.event),
+        endpoint="job" if delivery.endpoint_id is None else "key",
+        url=delivery.url,
+        status=DeliveryStatus(delivery.status),
+        reason=delivery.reason,
+        attempts=[
+            WebhookAttemptPublic(
+                number=a.number,
+                url=a.url,
+                status_code=a.status_code,
+                error=a.error,
+                latency_ms=a.latency_ms,
+                created_at=a.created_at,
+            )
+            for a in attempts
+        ],
+        next_attempt_at=delivery.next_attempt_at,
+        created_at=delivery.created_at,
+        finished_at=delivery.finished_at,
+    )
+
+
+def _no_endpoint() -> APIError:
+    return APIError(
+        404,
+        "This API key has no webhook endpoint. Set one with PUT /v1/webhook.",
+        code="webhook_not_found",
+    )
+
+
+async def checked_destination(url: str, *, services: ServicesDep, param: str) -> None:
+    """Refuse a URL whose host is (or resolves to) an address webhooks may not call."""
+    try:
+        await check_destination(
+            url, allow_private=services.settings.webhooks.allow_private_destinations
+        )
+    except DestinationRefused as exc:
+        raise APIError(
+            400,
+            f"Invalid '{param}': {exc}. Webhooks are sent only to publicly routable addresses.",
+            code="webhook_destination_refused",
+            param=param,
+        ) from exc
+
+
+@router.get("/v1/webhook", response_model=WebhookEndpointPublic)
+async def retrieve(key: KeyDep, session: SessionDep) -> WebhookEndpointPublic:
+    """The key's default endpoint (never its secret)."""
+    endpoint = await get_endpoint(session, key_id=key.id)
+    if endpoint is None:
+        raise _no_endpoint()
+    return _endpoint_public(endpoint)
+
+
+@router.put("/v1/webhook", response_model=WebhookEndpointPublic)
+async def put(
+    body: WebhookSpec, key: KeyDep, session: SessionDep, services: ServicesDep
+) -> WebhookEndpointPublic:
+    """Set the key's default endpoint, used by jobs without a ``webhook`` of their own.
+
+    Setting it enables it again after a 410 disabled it. The first time a
+    key gets an endpoint it also gets a signing secret, returned once in
+    ``secret``.
+    """
+    await checked_destination(body.url, services=services, param="url")
+    endpoint, secret = await put_endpoint(
+        session,
+        key_id=key.id,
+        url=body.url,
+        events=[event.value for event in body.events],
+        now=time.time(),
+    )
+    return _endpoint_public(endpoint, secret)
+
+
+@router.delete("/v1/webhook", response_model=WebhookDeleted)
+async def delete(key: KeyDep, session: SessionDep) -> WebhookDeleted:
+    """Remove the key's default endpoint; its pending deliveries are not sent."""
+    deleted = await delete_endpoint(session, key_id=key.id)
+    if deleted is None:
+        raise _no_endpoint()
+    return WebhookDeleted(id=deleted)
+
+
+@router.post("/v1/webhook/secret", response_model=WebhookSecretPublic)
+async def rotate(
+    key: KeyDep,
+    session: SessionDep,
+    services: ServicesDep,
+    body: Annotated[SecretRotation | None, Body()] = None,
+) -> WebhookSecretPublic:
+    """Create the key's signing secret, or rotate it. The new secret is shown only here.
+
+    The previous secret keeps signing beside the new one for
+    ``overlap_seconds`` (default: the server's, 24 h), so receivers can
+    switch without missing a delivery.
+    """
+    overlap = body.overlap_seconds if body and body.overlap_seconds is not None else None
+    row, previous_expires_at = await rotate_secret(
+        session,
+        key_id=key.id,
+        now=time.time(),
+        overlap=services.settings.webhooks.secret_overlap_seconds if overlap is None else overlap,
+    )
+    return WebhookSecretPublic(
+        secret=row.secret, created_at=row.created_at, previous_expires_at=previous_expires_at
+    )
+
+
+@router.get("/v1/jobs/{job_id}/webhook-deliveries", response_model=WebhookDeliveryList)
+async def deliveries(
+    job_id: str,
+    key: KeyDep,
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    after: Annotated[
+        str | None, Query(description="Cursor: the last id of the previous page.")
+    ] = None,
+) -> WebhookDeliveryList:
+    """The job's webhook deliveries, oldest first, each with every attempt made."""
+    if await get_job(session, job_id=job_id, key_id=key.id) is None:
+        raise APIError(404, f"No job found with id '{job_id}'.", code="job_not_found", param="id")
+    rows, attempts, has_more = await list_deliveries(
+        session, job_id=job_id, limit=limit, after=after
+    )
+    data = [_delivery_public(row, attempts[row.id]) for row in rows]
+    return WebhookDeliveryList(
+        data=data,
+        first_id=data[0].id if data else None,
+        last_id=data[-1].id if data else None,
+        has_more=has_more,
+    )

@@ -1,0 +1,15 @@
+"""Signed webhooks for job outcomes, per Standard Webhooks (standardwebhooks.com).
+
+A job's terminal outcome plans its deliveries in the same transaction that
+writes the outcome (an outbox); workers send them from the ``webhooks``
+queue, sign each attempt, and retry with backoff by republishing with a
+countdown. See docs/webhooks.md.
+
+Modules: :mod:`~relayq.webhooks.schemas` (what callers send and get),
+:mod:`~relayq.webhooks.signing`, :mod:`~relayq.webhooks.destinations` (which
+addresses may be called), :mod:`~relayq.webhooks.planning`,
+:mod:`~relayq.webhooks.backoff`, :mod:`~relayq.webhooks.transport`,
+:mod:`~relayq.webhooks.delivery` and :mod:`~relayq.webhooks.publishing`.
+This package module imports none of them, so :mod:`relayq.jobs` and the
+store can import the pieces they need without cycles.
+"""

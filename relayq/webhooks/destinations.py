@@ -1,0 +1,163 @@
+"""Which URLs a webhook may be sent to.
+
+A webhook makes relayq's workers send requests to a URL a caller chose, so
+a caller could aim them at the services next to relayq (a cloud metadata
+endpoint, an internal admin port). Only http and https URLs are taken, and
+addresses that are not globally routable (private, loopback, link-local,
+shared, reserved, multicast, unspecified) are refused unless the operator
+allows private destinations. The check runs when an endpoint is registered
+and again at each delivery, where :class:`GuardedResolver` checks the very
+addresses the connection is made to, so a DNS answer that changed in
+between (DNS rebinding) is refused too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
+
+__all__ = [
+    "MAX_URL_LENGTH",
+    "Destination",
+    "DestinationRefused",
+    "GuardedResolver",
+    "address_refusal",
+    "check_destination",
+    "literal_refusal",
+    "parse_destination",
+]
+
+MAX_URL_LENGTH = 2048
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+class DestinationRefused(OSError):
+    """A webhook URL whose host is, or resolves to, an address we do not call.
+
+    An :class:`OSError`, so aiohttp treats it as the failed DNS lookup it
+    stands for when :class:`GuardedResolver` raises it.
+    """
+
+
+@dataclass(frozen=True, kw_only=True)
+class Destination:
+    scheme: str
+    host: str
+    port: int
+
+
+def parse_destination(url: str) -> Destination:
+    """The scheme, host and port of an http(s) URL; ValueError says what is wrong."""
+    if len(url) > MAX_URL_LENGTH:
+        raise ValueError(f"the URL is longer than {MAX_URL_LENGTH} characters")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"not a valid URL ({exc})") from exc
+    scheme = parts.scheme.lower()
+    if scheme not in {"http", "https"}:
+        raise ValueError("only http and https URLs are accepted")
+    if not parts.hostname:
+        raise ValueError("the URL has no host")
+    default = 443 if scheme == "https" else 80
+    return Destination(scheme=scheme, host=parts.hostname, port=port or default)
+
+
+def address_refusal(address: IPAddress, *, allow_private: bool) -> str | None:
+    """Why ``address`` may not be called, or None when it may."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    if address.is_unspecified:
+        return f"{address} is the unspecified address"
+    if address.is_multicast:
+        return f"{address} is a multicast address"
+    if allow_private:
+        return None
+    for kind, flag in (
+        ("loopback", address.is_loopback),
+        ("link-local", address.is_link_local),
+        ("private", address.is_private),
+        ("reserved", address.is_reserved),
+    ):
+        if flag:
+            return f"{address} is a {kind} address"
+    if not address.is_global:
+        return f"{address} is not a globally routable address"
+    return None
+
+
+def _literal(host: str) -> IPAddress | None:
+    try:
+        return ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return None
+
+
+def literal_refusal(url: str, *, allow_private: bool) -> str | None:
+    """Why ``url``'s host may not be called when it is an IP address (names: None)."""
+    address = _literal(parse_destination(url).host)
+    return None if address is None else address_refusal(address, allow_private=allow_private)
+
+
+async def check_destination(url: str, *, allow_private: bool) -> None:
+    """Refuse ``url`` unless every address its host resolves to may be called.
+
+    Raises :class:`DestinationRefused` with a message fit for the caller
+    (also when the name does not resolve) and ValueError for a URL that is
+    not http(s).
+    """
+    destination = parse_destination(url)
+    literal = _literal(destination.host)
+    if literal is not None:
+        addresses: list[IPAddress] = [literal]
+    else:
+        addresses = await _resolve(destination)
+    for address in addresses:
+        refusal = address_refusal(address, allow_private=allow_private)
+        if refusal is not None:
+            raise DestinationRefused(f"{destination.host} is refused: {refusal}")
+
+
+async def _resolve(destination: Destination) -> list[IPAddress]:
+    loop = asyncio.get_running_loop()
+    try:
+        infos = await loop.getaddrinfo(destination.host, destination.port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise DestinationRefused(f"{destination.host} does not resolve ({exc})") from exc
+    return [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
+
+
+class GuardedResolver(AbstractResolver):
+    """aiohttp's resolver, refusing names that resolve to an address we do not call.
+
+    Any refused address fails the whole lookup: the connection is made to
+    the addresses checked here, never to a second answer.
+    """
+
+    def __init__(self, *, allow_private: bool) -> None:
+        self._allow_private = allow_private
+        self._resolver = aiohttp.ThreadedResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        results = await self._resolver.resolve(host, port, family)
+        for result in results:
+            refusal = address_refusal(
+                ipaddress.ip_address(result["host"].split("%")[0]),
+                allow_private=self._allow_private,
+            )
+            if refusal is not None:
+                raise DestinationRefused(f"{host} is refused: {refusal}")
+        return results
+
+    async def close(self) -> None:
+        await self._resolver.close()

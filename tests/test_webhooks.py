@@ -1,0 +1,561 @@
+"""Signed webhooks through the real stack, received and verified on loopback.
+
+The shared stack retries deliveries after 0.3 s (jittered), at most three
+times, and allows loopback destinations; one test starts an API that does
+not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import create_engine, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from relayq.jobs import JobStatus
+from relayq.store import Database, sync_url
+from relayq.store.jobs import NewJob, Outcome, claim_job, create_job, finish_job
+from relayq.store.keys import create_key
+from relayq.store.models import Job
+from relayq.store.webhooks import (
+    AttemptRecord,
+    DeliveryClaim,
+    DeliveryOutcome,
+    NotDue,
+    Unsent,
+    claim_delivery,
+    find_unsent,
+    list_deliveries,
+    put_endpoint,
+    record_attempt,
+)
+from relayq.webhooks.destinations import address_refusal
+from relayq.webhooks.schemas import DeliveryStatus
+from relayq.webhooks.transport import build_webhook_client, post_webhook
+from tests.conftest import KeyFactory
+from tests.jobs import body, submit, wait_for_status
+from tests.stack import Stack, wait_until
+from tests.webhook_receiver import Endpoint, Reply, WebhookReceiver
+
+TERMINAL_EVENTS = ["job.succeeded", "job.failed", "job.cancelled", "job.expired"]
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[WebhookReceiver]:
+    with WebhookReceiver() as server:
+        yield server
+
+
+def set_endpoint(
+    client: httpx.Client, endpoint: Endpoint, events: list[str] | None = None
+) -> dict[str, Any]:
+    """Make ``endpoint`` the key's default; it then holds the key's new secret."""
+    spec: dict[str, Any] = {"url": endpoint.url}
+    if events is not None:
+        spec["events"] = events
+    response = client.put("/v1/webhook", json=spec)
+    assert response.status_code == 200, response.text
+    answer: dict[str, Any] = response.json()
+    assert answer["secret"].startswith("whsec_")
+    endpoint.hold(answer["secret"])
+    return answer
+
+
+def deliveries(client: httpx.Client, job_id: str) -> list[dict[str, Any]]:
+    response = client.get(f"/v1/jobs/{job_id}/webhook-deliveries")
+    assert response.status_code == 200, response.text
+    page: dict[str, Any] = response.json()
+    assert page["object"] == "list"
+    data: list[dict[str, Any]] = page["data"]
+    return data
+
+
+def settled(client: httpx.Client, job_id: str, *, count: int = 1) -> list[dict[str, Any]]:
+    """The job's deliveries once ``count`` of them have ended."""
+    seen: list[dict[str, Any]] = []
+
+    def ended() -> bool:
+        seen[:] = deliveries(client, job_id)
+        return sum(1 for d in seen if d["status"] != "pending") >= count
+
+    wait_until(ended, timeout=30, interval=0.1)
+    return seen
+
+
+def set_job_webhook(database_url: str, job_id: str, spec: dict[str, Any]) -> None:
+    """Give a stored job its own webhook, as ``POST /v1/jobs`` will once intake stores it."""
+    engine = create_engine(sync_url(database_url))
+    with engine.begin() as connection:
+        connection.execute(update(Job).where(Job.id == job_id).values(webhook=spec))
+    engine.dispose()
+
+
+def test_a_succeeded_job_is_delivered_signed_with_the_job_in_data(
+    client: httpx.Client, receiver: WebhookReceiver
+) -> None:
+    endpoint = receiver.endpoint()
+    answer = set_endpoint(client, endpoint)
+    assert (answer["object"], answer["enabled"], answer["events"]) == (
+        "webhook.endpoint",
+        True,
+        TERMINAL_EVENTS,
+    )
+
+    job = submit(client, body("hook me"))
+    [delivery] = settled(client, job["id"])
+
+    [request] = endpoint.received
+    assert request.verified
+    payload = request.payload
+    assert payload["type"] == "job.succeeded"
+    assert payload["timestamp"].endswith("Z")
+    assert payload["data"] == client.get(f"/v1/jobs/{job['id']}").json()
+    assert payload["data"]["status"] == "succeeded"
+    assert request.headers["content-type"] == "application/json"
+    assert request.webhook_id == delivery["id"]
+    assert (delivery["event"], delivery["endpoint"], delivery["status"]) == (
+        "job.succeeded",
+        "key",
+        "succeeded",
+    )
+    [attempt] = delivery["attempts"]
+    assert (attempt["number"], attempt["status_code"], attempt["error"]) == (1, 200, None)
+    assert attempt["url"] == endpoint.url
+
+
+def test_a_failed_job_is_delivered_with_its_error(
+    client: httpx.Client, receiver: WebhookReceiver
+) -> None:
+    endpoint = receiver.endpoint()
+    set_endpoint(client, endpoint)
+
+    job = submit(client, body(mock={"fault": "error", "status": 503}))
+    settled(client, job["id"])
+
+    [request] = endpoint.received
+    assert request.payload["type"] == "job.failed"
+    assert request.payload["data"]["error"]["code"] == "provider_unavailable"
+
+
+def test_only_the_chosen_events_are_delivered(
+    client: httpx.Client, receiver: WebhookReceiver
+) -> None:
+    endpoint = receiver.endpoint()
+    set_endpoint(client, endpoint, events=["job.failed"])
+
+    succeeded = submit(client, body("fine"))
+    failed = submit(client, body(mock={"fault": "error", "status": 500}))
+    wait_for_status(client, succeeded["id"], {"succeeded"})
+    settled(client, failed["id"])
+
+    # Deliveries are planned with the outcome: none was planned for the success.
+    assert deliveries(client, succeeded["id"]) == []
+    assert [r.payload["type"] for r in endpoint.received] == ["job.failed"]
+
+
+def test_500s_are_retried_with_the_same_webhook_id(
+    client: httpx.Client, receiver: WebhookReceiver
+) -> None:
+    endpoint = receiver.endpoint()
+    set_endpoint(client, endpoint)
+    endpoint.script(Reply(500), Reply(502))
+
+    job = submit(client, body())
+    [delivery] = settled(client, job["id"])
+
+    requests = endpoint.received
+    assert len(requests) == 3
+    assert {r.webhook_id for r in requests} == {delivery["id"]}
+    assert all(r.verified for r in requests)
+    assert len({r.body for r in requests}) == 1
+    assert delivery["status"] == "succeeded"
+    attempts = delivery["attempts"]
+    assert [(a["number"], a["status_code"]) for a in attempts] == [(1, 500), (2, 502), (3, 200)]
+    assert all(a["latency_ms"] >= 0 for a in attempts)
+    assert [a["created_at"] for a in attempts] == sorted(a["created_at"] for a in attempts)
+
+
+def test_a_delivery_is_given_up_after_the_last_retry(
+    client: httpx.Client, receiver: WebhookReceiver
+) -> None:
+    endpoint = receiver.endpoint()
+    set_endpoint(client, endpoint)
+    endpoint.script(*[Reply(500)] * 4)
+
+    job = submit(client, body())
+    [delivery] = settled(client, job["id"])
+
+    assert delivery["status"] == "failed"
+    assert delivery["reason"] == "gave up after 4 attempts"
+    assert [a["status_code"] for a in delivery["attempts"]] == [500] * 4
+    assert len(endpoint.received) == 4
+    assert client.get("/v1/webhook").json()["enabled"] is True
+
+
+def test_retry_after_is_honoured(client: httpx.Client, receiver: WebhookReceiver) -> None:
+    endpoint = receiver.endpoint()
+    set_endpoint(client, endpoint)
+    endpoint.script(Reply(503, {"Retry-After": "2"}))
+
+    job = submit(client, body())
+    [delivery] = settled(client, job["id"])
+
+    first, second = delivery["attempts"]
+    assert (first["status_code"], second["status_code"]) == (503, 200)
+    # The schedule alone would retry within 0.3 s; the receiver asked for 2.
+    assert second["created_at"] - first["created_at"] >= 2.0
+
+
+def test_410_disables_the_keys_endpoint(client: httpx.Client, receiver: WebhookReceiver) -> None:
+    endpoint = receiver.endpoint()
+    set_endpoint(client, endpoint)
+    endpoint.script(Reply(410))
+
+    first = submit(client, body())
+    [delivery] = settled(client, first["id"])
+
+    assert delivery["status"] == "failed"
+    assert [a["status_code"] for a in delivery["attempts"]] == [410]
+    shown = client.get("/v1/webhook").json()
+    assert shown["enabled"] is False
+    assert "410" in shown["disabled_reason"]
+    assert shown["disabled_at"] is not None
+    assert shown["secret"] is None
+    second = submit(client, body())
+    wait_for_status(client, second["id"], {"succeeded"})
+    assert deliveries(client, second["id"]) == []
+    assert len(endpoint.received) == 1
+    # Setting the endpoint again enables it.
+    again = client.put("/v1/webhook", json={"url": endpoint.url}).json()
+    assert (again["enabled"], again["disabled_reason"], again["secret"]) == (True, None, None)
+
+
+def test_during_a_rotation_either_secret_verifies_and_after_it_only_the_new_one(
+    client: httpx.Client, receiver: WebhookReceiver
+) -> None:
+    endpoint = receiver.endpoint()
+    old = set_endpoint(client, endpoint)["secret"]
+    rotated = client.post("/v1/webhook/secret")
+    assert rotated.status_code == 200, rotated.text
+    new = rotated.json()["secret"]
+    assert new.startswith("whsec_")
+    assert new != old
+    assert rotated.json()["previous_expires_at"] >= rotated.json()["created_at"] + 23 * 3600
+    endpoint.hold(old, new)
+
+    during = submit(client, body("during"))
+    settled(client, during["id"])
+    [request] = endpoint.received
+    assert request.verifies(old)
+    assert request.verifies(new)
+    assert len(request.headers["webhook-signature"].split(" ")) == 2
+
+    newest = client.post("/v1/webhook/secret", json={"overlap_seconds": 0}).json()["secret"]
+    endpoint.hold(old, new, newest)
+    after = submit(client, body("after"))
+    settled(client, after["id"])
+    [_, request] = endpoint.received
+    assert request.verifies(newest)
+    assert not request.verifies(new)
+    assert not request.verifies(old)
+
+
+def test_redirects_are_not_followed(client: httpx.Client, receiver: WebhookReceiver) -> None:
+    endpoint = receiver.endpoint()
+    elsewhere = receiver.endpoint()
+    set_endpoint(client, endpoint)
+    endpoint.script(Reply(307, {"Location": elsewhere.url}))
+
+    job = submit(client, body())
+    [delivery] = settled(client, job["id"])
+
+    first, second = delivery["attempts"]
+    assert first["status_code"] == 307
+    assert "not followed" in first["error"]
+    assert second["status_code"] == 200
+    assert elsewhere.received == []
+
+
+def test_a_jobs_own_webhook_is_used_instead_of_the_keys(
+    client: httpx.Client, receiver: WebhookReceiver, database_url: str
+) -> None:
+    default = receiver.endpoint()
+    secret = set_endpoint(client, default)["secret"]
+    own = receiver.endpoint(secret)
+    job = submit(client, body(model="mock-idle"))
+    set_job_webhook(database_url, job["id"], {"url": own.url, "events": ["job.cancelled"]})
+
+    assert client.post(f"/v1/jobs/{job['id']}/cancel").status_code == 200
+    [delivery] = settled(client, job["id"])
+
+    assert (delivery["endpoint"], delivery["event"], delivery["url"]) == (
+        "job",
+        "job.cancelled",
+        own.url,
+    )
+    [request] = own.received
+    assert request.verified
+    assert request.payload["data"]["webhook"] == {"url": own.url, "events": ["job.cancelled"]}
+    assert request.payload["data"]["status"] == "cancelled"
+    assert default.received == []
+
+
+def test_410_from_a_jobs_own_webhook_only_stops_that_delivery(
+    client: httpx.Client, receiver: WebhookReceiver, database_url: str
+) -> None:
+    default = receiver.endpoint()
+    secret = set_endpoint(client, default)["secret"]
+    own = receiver.endpoint(secret)
+    own.script(Reply(410))
+    job = submit(client, body(model="mock-idle"))
+    set_job_webhook(database_url, job["id"], {"url": own.url, "events": TERMINAL_EVENTS})
+
+    client.post(f"/v1/jobs/{job['id']}/cancel")
+    [delivery] = settled(client, job["id"])
+
+    assert (delivery["status"], delivery["reason"]) == ("failed", "the endpoint answered 410 Gone")
+    assert len(own.received) == 1
+    assert client.get("/v1/webhook").json()["enabled"] is True
+
+
+def test_another_key_cannot_list_a_jobs_deliveries(
+    client: httpx.Client, receiver: WebhookReceiver, stack: Stack, make_key: KeyFactory
+) -> None:
+    set_endpoint(client, receiver.endpoint())
+    job = submit(client, body())
+    settled(client, job["id"])
+
+    with httpx.Client(
+        base_url=stack.base_url, headers={"Authorization": f"Bearer {make_key()}"}
+    ) as other:
+        listed = other.get(f"/v1/jobs/{job['id']}/webhook-deliveries")
+        endpoint = other.get("/v1/webhook")
+
+    assert listed.status_code == 404
+    assert listed.json()["error"]["code"] == "job_not_found"
+    assert endpoint.status_code == 404
+    assert endpoint.json()["error"]["code"] == "webhook_not_found"
+
+
+def test_the_endpoint_can_be_read_and_deleted(
+    client: httpx.Client, receiver: WebhookReceiver
+) -> None:
+    endpoint = receiver.endpoint()
+    set_endpoint(client, endpoint, events=["job.failed", "job.failed", "job.cancelled"])
+
+    shown = client.get("/v1/webhook").json()
+    assert shown["events"] == ["job.failed", "job.cancelled"]
+    assert shown["secret"] is None
+    deleted = client.delete("/v1/webhook")
+    assert deleted.status_code == 200
+    assert deleted.json() == {
+        "object": "webhook.endpoint.deleted",
+        "id": shown["id"],
+        "deleted": True,
+    }
+    assert client.get("/v1/webhook").status_code == 404
+    assert client.delete("/v1/webhook").status_code == 404
+    bad = client.put("/v1/webhook", json={"url": endpoint.url, "events": ["job.started"]})
+    assert bad.status_code == 400
+    assert bad.json()["error"]["param"] == "events[0]"
+
+
+@pytest.fixture(scope="module")
+def strict_api(
+    database_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Callable[[], httpx.Client]]:
+    """An API (no worker) that refuses private destinations, on the shared database."""
+    env = {"RELAYQ_WEBHOOKS__ALLOW_PRIVATE_DESTINATIONS": "false"}
+    logs = tmp_path_factory.mktemp("strict-api")
+    with Stack(database_url=database_url, redis_url=redis_url, logs=logs, env=env) as api:
+        api.start_api()
+        yield lambda: httpx.Client(base_url=api.base_url, timeout=10)
+
+
+@pytest.mark.parametrize(
+    ("url", "code"),
+    [
+        ("http://127.0.0.1:9/hook", "webhook_destination_refused"),
+        ("http://localhost:9/hook", "webhook_destination_refused"),
+        ("https://10.1.2.3/hook", "webhook_destination_refused"),
+        ("http://169.254.169.254/latest/meta-data", "webhook_destination_refused"),
+        ("http://[::1]/hook", "webhook_destination_refused"),
+        ("http://[::ffff:192.168.0.1]/hook", "webhook_destination_refused"),
+        ("ftp://example.com/hook", "invalid_value"),
+    ],
+)
+def test_private_destinations_are_refused_when_not_allowed(
+    strict_api: Callable[[], httpx.Client], make_key: KeyFactory, url: str, code: str
+) -> None:
+    with strict_api() as api:
+        response = api.put(
+            "/v1/webhook", json={"url": url}, headers={"Authorization": f"Bearer {make_key()}"}
+        )
+
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert (error["param"], error["code"], error["type"]) == ("url", code, "invalid_request_error")
+
+
+def test_a_webhook_in_the_job_body_is_checked_stored_and_used(
+    client: httpx.Client, receiver: WebhookReceiver, strict_api: Callable[[], httpx.Client]
+) -> None:
+    secret = client.post("/v1/webhook/secret").json()["secret"]
+    own = receiver.endpoint(secret)
+    job = submit(client, body(webhook={"url": own.url}))
+    assert job["webhook"] == {"url": own.url, "events": TERMINAL_EVENTS}
+    assert "webhook" not in job["request"]
+    settled(client, job["id"])
+    assert [r.payload["type"] for r in own.received] == ["job.succeeded"]
+
+    with strict_api() as api:
+        refused = api.post(
+            "/v1/jobs",
+            json=body(webhook={"url": own.url}),
+            headers={"Authorization": client.headers["Authorization"]},
+        )
+    assert refused.status_code == 400
+    assert refused.json()["error"]["param"] == "webhook.url"
+
+
+def test_address_rules() -> None:
+    def refused(text: str, *, allow_private: bool = False) -> bool:
+        address = ipaddress.ip_address(text)
+        return address_refusal(address, allow_private=allow_private) is not None
+
+    for text in ("127.0.0.1", "10.0.0.1", "172.16.5.4", "192.168.1.1", "169.254.169.254"):
+        assert refused(text)
+    for text in ("100.64.0.1", "0.0.0.0", "224.0.0.1", "240.0.0.1", "::1", "fe80::1", "fc00::1"):
+        assert refused(text)
+    assert refused("::ffff:127.0.0.1")
+    assert not refused("93.184.215.14")
+    assert not refused("2606:4700::1111")
+    assert not refused("127.0.0.1", allow_private=True)
+    assert refused("0.0.0.0", allow_private=True)
+    assert refused("ff02::1", allow_private=True)
+
+
+def test_delivery_time_check_refuses_loopback_by_address_and_by_name(
+    receiver: WebhookReceiver,
+) -> None:
+    endpoint = receiver.endpoint()
+    by_name = endpoint.url.replace("127.0.0.1", "localhost")
+
+    async def attempt(url: str, *, allow_private: bool) -> tuple[int | None, str | None]:
+        client = build_webhook_client(allow_private=allow_private, max_connections=2)
+        try:
+            answer = await post_webhook(
+                client,
+                url=url,
+                body=json.dumps({}).encode(),
+                headers={},
+                timeout_seconds=3,
+                allow_private=allow_private,
+            )
+        finally:
+            await client.aclose()
+        return answer.status_code, answer.error
+
+    for url in (endpoint.url, by_name):
+        status, error = asyncio.run(attempt(url, allow_private=False))
+        assert status is None
+        assert error is not None
+        assert error.startswith("destination refused:"), error
+    assert endpoint.received == []
+    # Allowed, the same request arrives (and, unsigned, is answered 401).
+    assert asyncio.run(attempt(by_name, allow_private=True)) == (401, None)
+
+
+def test_a_delivery_is_attempted_by_one_claim_at_a_time_and_succeeds_once(
+    database_url: str,
+) -> None:
+    async def scenario() -> None:
+        database = Database(database_url)
+        try:
+            async with database.session() as session:
+                await body_of_scenario(session)
+        finally:
+            await database.aclose()
+
+    async def body_of_scenario(session: AsyncSession) -> None:
+        key = await create_key(session, name="webhooks")
+        await put_endpoint(
+            session, key_id=key.id, url="http://127.0.0.1:9/", events=TERMINAL_EVENTS, now=1.0
+        )
+        job, _ = await create_job(
+            session,
+            job=NewJob(
+                key_id=key.id,
+                model="mock",
+                route="mock",
+                provider="mock",
+                upstream_model="mock",
+                request={"model": "mock", "messages": [{"role": "user", "content": "x"}]},
+                priority=5,
+                metadata={},
+            ),
+            now=1.0,
+        )
+        claim = await claim_job(session, job_id=job.id, now=2.0, lease_seconds=60)
+        assert claim is not None
+        outcome = Outcome(status=JobStatus.SUCCEEDED, response={"id": "x"})
+        assert await finish_job(session, claim=claim, outcome=outcome, attempt=None, now=3.0)
+        [unsent] = await find_unsent(session, now=3.0, grace=0, republish_after=3600, limit=10)
+        assert unsent.run == 0
+
+        first = await claim_delivery(
+            session, delivery_id=unsent.delivery_id, run=0, now=4.0, lease_seconds=30
+        )
+        assert isinstance(first, DeliveryClaim)
+        assert first.run == 1
+        assert first.payload["data"]["status"] == "succeeded"
+        # The same message again, or one for the new run while the lease lives: nothing.
+        for run in (0, 1):
+            assert (
+                await claim_delivery(
+                    session, delivery_id=unsent.delivery_id, run=run, now=5.0, lease_seconds=30
+                )
+                is None
+            )
+        failed = DeliveryOutcome(status=DeliveryStatus.PENDING, next_attempt_at=100.0)
+        attempt = AttemptRecord(
+            url="http://127.0.0.1:9/", status_code=500, error=None, latency_ms=1, started_at=4.0
+        )
+        assert await record_attempt(session, claim=first, attempt=attempt, outcome=failed, now=6)
+        early = await claim_delivery(
+            session, delivery_id=unsent.delivery_id, run=1, now=40.0, lease_seconds=30
+        )
+        assert early == NotDue(wait=60.0)
+
+        second = await claim_delivery(
+            session, delivery_id=unsent.delivery_id, run=1, now=100.0, lease_seconds=30
+        )
+        assert isinstance(second, DeliveryClaim)
+        # Its worker died: once the lease lapses the reconciler sends the delivery again.
+        [again] = await find_unsent(session, now=131.0, grace=0, republish_after=3600, limit=10)
+        assert again == Unsent(delivery_id=unsent.delivery_id, run=2)
+        third = await claim_delivery(
+            session, delivery_id=unsent.delivery_id, run=2, now=131.0, lease_seconds=30
+        )
+        assert isinstance(third, DeliveryClaim)
+        done = DeliveryOutcome(status=DeliveryStatus.SUCCEEDED)
+        ok = AttemptRecord(
+            url="http://127.0.0.1:9/", status_code=200, error=None, latency_ms=1, started_at=131
+        )
+        assert await record_attempt(session, claim=third, attempt=ok, outcome=done, now=132)
+        # The dead worker's late answer, or a repeat, records its attempt but not an outcome.
+        assert not await record_attempt(session, claim=second, attempt=ok, outcome=done, now=133)
+        assert not await record_attempt(session, claim=third, attempt=ok, outcome=done, now=134)
+        rows, attempts, _ = await list_deliveries(session, job_id=job.id, limit=10)
+        [row] = rows
+        assert (row.status, row.finished_at) == ("succeeded", 132.0)
+        assert [a.number for a in attempts[row.id]] == [1, 3, 2, 3]
+        assert await find_unsent(session, now=9999.0, grace=0, republish_after=1, limit=10) == []
+
+    asyncio.run(scenario())
