@@ -10,9 +10,11 @@ from fastapi import FastAPI
 import relayq
 from api.errors import install_error_handlers
 from api.limits import BodySizeLimit
-from api.routes import chat, events, health, jobs, models, webhooks
+from api.observability import RequestMetrics
+from api.routes import admin, chat, events, health, jobs, metrics, models, webhooks
 from api.services import Services
 from relayq.logs import configure_logging
+from relayq.metrics import ApiMetrics
 from relayq.settings import Settings
 
 __all__ = ["create_app"]
@@ -41,7 +43,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.api.max_body_bytes)
+
+    def api_metrics() -> ApiMetrics | None:
+        services: Services | None = getattr(app.state, "services", None)
+        return services.api_metrics if services is not None else None
+
+    app.add_middleware(RequestMetrics, metrics=api_metrics)
     app.include_router(health.router)
+    if settings.api.metrics:
+        app.include_router(metrics.router)
+    app.include_router(admin.router)
     app.include_router(jobs.router)
     app.include_router(events.router)
     app.include_router(models.router)

@@ -10,10 +10,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.errors import APIError
 from api.services import Services
+from relayq.intake import KeyLimitValues
+from relayq.settings import Settings
 from relayq.store.keys import find_active_key
 from relayq.store.models import ApiKey
 
-__all__ = ["KeyDep", "ServicesDep", "SessionDep"]
+__all__ = ["AdminKeyDep", "KeyDep", "ServicesDep", "SessionDep", "key_limits"]
 
 
 def get_services(request: Request) -> Services:
@@ -67,3 +69,25 @@ async def get_key(
 
 
 KeyDep = Annotated[ApiKey, Depends(get_key)]
+
+
+def key_limits(key: ApiKey, settings: Settings) -> KeyLimitValues:
+    """The limits in force for ``key``: its own, else the API's defaults."""
+    return KeyLimitValues(
+        requests_per_minute=key.requests_per_minute or settings.api.key_requests_per_minute,
+        max_concurrent_jobs=key.max_concurrent_jobs or settings.api.key_max_concurrent_jobs,
+    )
+
+
+async def admin_key(key: KeyDep) -> ApiKey:
+    """The caller's key, which must be an admin key (else 403)."""
+    if not key.admin:
+        raise APIError(
+            403,
+            "This endpoint needs an admin key (relayq keys create --name NAME --admin).",
+            code="admin_key_required",
+        )
+    return key
+
+
+AdminKeyDep = Annotated[ApiKey, Depends(admin_key)]

@@ -7,6 +7,7 @@ and every message says what is wrong and where.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -16,6 +17,9 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from relayq.intake import KeyLimited
+from relayq.key_limits import KeyLimit
 
 __all__ = ["ERROR_RESPONSES", "APIError", "ErrorBody", "error_body", "install_error_handlers"]
 
@@ -163,6 +167,26 @@ async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
 
+async def _on_key_limited(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, KeyLimited)
+    decision, limits = exc.decision, exc.limits
+    if decision.limit is KeyLimit.MAX_CONCURRENT_JOBS:
+        message = (
+            f"Too many unfinished jobs: this key may have {limits.max_concurrent_jobs} "
+            "queued or running at once. Retry when one ends."
+        )
+        code, retry_after = "too_many_concurrent_jobs", 1.0
+    else:
+        message = (
+            f"Rate limit reached: this key may make {limits.requests_per_minute} "
+            "requests per minute."
+        )
+        code, retry_after = "rate_limit_exceeded", decision.retry_after or 1.0
+    seconds = str(max(1, math.ceil(retry_after)))
+    body = error_body(429, message, code=code)
+    return JSONResponse(body, status_code=429, headers={"Retry-After": seconds})
+
+
 async def _on_database_down(_: Request, exc: Exception) -> JSONResponse:
     log.warning("database unreachable: %s", exc)
     body = error_body(
@@ -183,4 +207,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _on_http_error)
     # Connection-level failures only (OperationalError: unreachable, lost, timed out).
     app.add_exception_handler(OperationalError, _on_database_down)
+    app.add_exception_handler(KeyLimited, _on_key_limited)
     app.add_exception_handler(Exception, _on_unexpected)

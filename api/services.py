@@ -8,6 +8,7 @@ import time
 
 import httpx
 import redis.asyncio as aioredis
+from prometheus_client import CollectorRegistry
 
 from relayq.cache import ResponseCache
 from relayq.catalog import ModelCatalog
@@ -15,7 +16,9 @@ from relayq.config import RoutingConfig
 from relayq.event_hub import EventHub
 from relayq.events import EventLog
 from relayq.intake import Intake
+from relayq.key_limits import KeyLimits
 from relayq.live import LiveRouting
+from relayq.metrics import ApiMetrics, StateCollector
 from relayq.providers import Provider, build_providers
 from relayq.providers.http import build_http_client
 from relayq.routing import Router
@@ -63,8 +66,13 @@ class Services:
             state=self.routing_state,
             cache=ResponseCache(self.redis, key_prefix=settings.key_prefix),
             events=self.events,
+            key_limits=KeyLimits(self.redis, key_prefix=settings.key_prefix),
         )
         self._watcher: asyncio.Task[None] | None = None
+        self.registry = CollectorRegistry()
+        self.api_metrics = ApiMetrics(self.registry)
+        self.state_collector = StateCollector()
+        self.registry.register(self.state_collector)
 
     def _apply(self, config: RoutingConfig) -> None:
         providers = build_providers(config.providers, self.http)

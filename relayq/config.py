@@ -23,6 +23,7 @@ __all__ = [
     "ConfigError",
     "DeploymentSettings",
     "ProviderSettings",
+    "RetrySettings",
     "RouteSettings",
     "RoutingConfig",
     "Strategy",
@@ -138,6 +139,15 @@ class RoutingConfig(BaseModel):
                     )
                 names[name] = route_name
         return self
+
+
+class RetrySettings(BaseModel):
+    max_attempts_per_deployment: int = Field(default=3, ge=1)
+    """Calls to one deployment for one job before falling back to the next."""
+    max_attempts: int = Field(default=10, ge=1)
+    """Calls for one job across all its deployments."""
+    backoff_base_seconds: float = Field(default=1.0, gt=0)
+    backoff_max_seconds: float = Field(default=60.0, gt=0)
 
 
 def resolve_key_env(

@@ -24,11 +24,20 @@ from relayq.chat import ChatCompletion, ChatCompletionRequest
 from relayq.deltas import DeltaPublisher
 from relayq.events import EventLog, EventType, JobEvent
 from relayq.jobs import JobStatus
+from relayq.key_limits import KeyLimits
+from relayq.metrics import WorkerMetrics
 from relayq.providers.base import Provider
-from relayq.providers.errors import MalformedResponse, ProviderError
+from relayq.providers.errors import (
+    MalformedResponse,
+    ProviderError,
+    ProviderTimeout,
+    ProviderUnavailable,
+)
+from relayq.resilience import Admission, Resilience
 from relayq.routing_state import RoutingState
 from relayq.store import Database
 from relayq.store.jobs import AttemptRecord, Claim, Outcome, claim_job, finish_job, renew_leases
+from relayq.store.retries import expire_claimed
 
 __all__ = ["Executor", "RunResult"]
 
@@ -45,6 +54,11 @@ class RunResult(str, Enum):
     """Not ours to run: already finished, cancelled, or held by a live lease."""
     SUPERSEDED = "superseded"
     """Ran, but the job had meanwhile been cancelled or taken over."""
+    EXPIRED = "expired"
+    REQUEUED = "requeued"
+    """Failed here and went back to a queue: to retry, or to the next deployment."""
+    WAITING = "waiting"
+    """Went back to its queue to wait for a rate limit or its countdown."""
 
 
 @dataclass
@@ -52,6 +66,14 @@ class _Running:
     claim: Claim
     task: asyncio.Task[object] | None
     cancelled: bool = False
+
+
+class BreakerOpen(ProviderUnavailable):
+    """The deployment's circuit breaker refused the call (none was made): fall back."""
+
+    code = "breaker_open"
+    retryable = False
+    provider_side = False
 
 
 def _failed(code: str, message: str) -> Outcome:
@@ -86,7 +108,7 @@ async def _stream(
 
 
 def _provider_failure(
-    claim: Claim, exc: ProviderError, started: float
+    claim: Claim, exc: ProviderError, started: float | None
 ) -> tuple[Outcome, AttemptRecord]:
     error: dict[str, Any] = {
         **exc.to_dict(),
@@ -96,8 +118,8 @@ def _provider_failure(
     attempt = AttemptRecord(
         provider=claim.provider,
         upstream_model=claim.upstream_model,
-        status="failed",
-        latency_ms=(time.perf_counter() - started) * 1000,
+        status="failed" if started is not None else "skipped",
+        latency_ms=(time.perf_counter() - started) * 1000 if started is not None else 0.0,
         error=error,
     )
     return Outcome(status=JobStatus.FAILED, error=error), attempt
@@ -124,6 +146,9 @@ class Executor:
         routing_state: RoutingState | None = None,
         cache: ResponseCache | None = None,
         events: EventLog | None = None,
+        resilience: Resilience | None = None,
+        metrics: WorkerMetrics | None = None,
+        key_limits: KeyLimits | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._database = database
@@ -131,6 +156,9 @@ class Executor:
         self._routing_state = routing_state
         self._cache = cache
         self._events = events
+        self._resilience = resilience
+        self._metrics = metrics
+        self._key_limits = key_limits
         self._lease_seconds = lease_seconds
         self._clock = clock
         self._running: dict[str, _Running] = {}
@@ -147,27 +175,52 @@ class Executor:
             )
         if claim is None:
             return RunResult.SKIPPED
-        await self._emit(
-            claim,
-            EventType.STARTED,
-            {"provider": claim.provider, "model": claim.upstream_model, "run": claim.run},
-        )
+        early = await self._before_call(claim)
+        if early is not None:
+            return early
+        return await self._attempt(claim)
+
+    async def _before_call(self, claim: Claim) -> RunResult | None:
+        """Expire it, or put it back to wait, or None: the job may be called now."""
+        now = self._clock()
+        if claim.expires_at is not None and now >= claim.expires_at:
+            async with self._database.session() as session:
+                expired = await expire_claimed(session, claim=claim, now=now)
+            if not expired:
+                return RunResult.SUPERSEDED
+            error = {"code": "expired", "message": "the job's deadline passed before it ran"}
+            outcome = Outcome(status=JobStatus.EXPIRED, error=error)
+            await self._emit(claim, EventType.EXPIRED, _terminal_data(outcome))
+            await self._record_finish(claim, outcome, None)
+            return RunResult.EXPIRED
+        if self._resilience is not None and claim.not_before and now < claim.not_before - 0.05:
+            # Delivered before its countdown ended (a long wait sent in hops).
+            await self._resilience.wait_turn(claim, claim.not_before - now, "not yet due")
+            return RunResult.WAITING
+        return None
+
+    async def _attempt(self, claim: Claim) -> RunResult:
         running = _Running(claim=claim, task=asyncio.current_task())
-        self._running[job_id] = running
+        self._running[claim.job_id] = running
         try:
-            outcome, attempt = await self._call(claim)
+            result = await self._call(claim)
         except asyncio.CancelledError:
             if not running.cancelled:
                 raise
-            outcome = Outcome(status=JobStatus.CANCELLED)
-            attempt = AttemptRecord(
-                provider=claim.provider,
-                upstream_model=claim.upstream_model,
-                status="cancelled",
-                latency_ms=0.0,
+            result = (
+                Outcome(status=JobStatus.CANCELLED),
+                AttemptRecord(
+                    provider=claim.provider,
+                    upstream_model=claim.upstream_model,
+                    status="cancelled",
+                    latency_ms=0.0,
+                ),
             )
         finally:
-            del self._running[job_id]
+            del self._running[claim.job_id]
+        if isinstance(result, RunResult):
+            return result
+        outcome, attempt = result
         async with self._database.session() as session:
             written = await finish_job(
                 session, claim=claim, outcome=outcome, attempt=attempt, now=self._clock()
@@ -201,18 +254,22 @@ class Executor:
     async def _record_finish(
         self, claim: Claim, outcome: Outcome, attempt: AttemptRecord | None
     ) -> None:
-        """Feed the routing strategies: one job fewer in flight, and its latency."""
-        if self._routing_state is None:
-            return
+        """The job ended: routing strategies, the key's concurrency and metrics hear of it."""
+        if self._metrics is not None:
+            self._metrics.jobs_finished.labels(outcome.status.value).inc()
         latency = attempt.latency_ms if outcome.status is JobStatus.SUCCEEDED and attempt else None
         try:
-            await self._routing_state.finished(
-                provider=claim.provider, model=claim.upstream_model, latency_ms=latency
-            )
-        except RedisError as exc:  # a routing hint only; the reconciler recounts
-            log.warning("routing state not updated for %s: %s", claim.job_id, exc)
+            if self._routing_state is not None:
+                await self._routing_state.finished(
+                    provider=claim.provider, model=claim.upstream_model, latency_ms=latency
+                )
+            if self._key_limits is not None:
+                await self._key_limits.job_finished(claim.key_id)
+        except RedisError as exc:  # hints only; the reconciler recounts both
+            log.warning("routing state or key count not updated for %s: %s", claim.job_id, exc)
 
-    async def _call(self, claim: Claim) -> tuple[Outcome, AttemptRecord | None]:
+    async def _call(self, claim: Claim) -> tuple[Outcome, AttemptRecord | None] | RunResult:
+        """One call to the provider, or a :class:`RunResult` if the job was re-queued."""
         provider = self._providers.get(claim.provider)
         if provider is None:
             message = f"provider {claim.provider!r} is not configured on this worker"
@@ -221,6 +278,23 @@ class Executor:
             request = ChatCompletionRequest.model_validate(claim.request)
         except ValidationError as exc:
             return _failed("invalid_stored_request", str(exc)), None
+        admission = Admission()
+        if self._resilience is not None:
+            admission = await self._resilience.admit(claim, request)
+            if admission.wait > 0:
+                await self._resilience.wait_turn(claim, admission.wait, "rate limit")
+                return RunResult.WAITING
+            if admission.permit is not None and not admission.permit.allowed:
+                error = BreakerOpen(
+                    f"{claim.provider}/{claim.upstream_model}: circuit breaker "
+                    f"{admission.permit.state.value}, no call made"
+                )
+                return await self._failure(claim, error, admission, started=None)
+        await self._emit(
+            claim,
+            EventType.STARTED,
+            {"provider": claim.provider, "model": claim.upstream_model, "run": claim.run},
+        )
         deltas = (
             DeltaPublisher(self._events, job_id=claim.job_id, key_id=claim.key_id)
             if self._events is not None
@@ -228,19 +302,50 @@ class Executor:
         )
         started = time.perf_counter()
         try:
-            completion = await _stream(provider, request, claim.upstream_model, deltas)
+            async with asyncio.timeout(provider.settings.total_timeout):
+                completion = await _stream(provider, request, claim.upstream_model, deltas)
+        except TimeoutError:
+            too_long = ProviderTimeout(
+                f"{claim.provider}: no complete answer within {provider.settings.total_timeout} s"
+            )
+            return await self._failure(claim, too_long, admission, started=started)
         except ProviderError as exc:
-            return _provider_failure(claim, exc, started)
+            return await self._failure(claim, exc, admission, started=started)
         latency_ms = (time.perf_counter() - started) * 1000
         response = completion.model_dump(mode="json", exclude_none=True)
         usage = completion.usage.model_dump(mode="json") if completion.usage else None
+        if self._resilience is not None:
+            await self._resilience.succeeded(claim, admission, usage)
         attempt = AttemptRecord(
             provider=claim.provider,
             upstream_model=claim.upstream_model,
             status="succeeded",
             latency_ms=latency_ms,
         )
+        self._observe(claim, attempt)
         return Outcome(status=JobStatus.SUCCEEDED, response=response, usage=usage), attempt
+
+    async def _failure(
+        self, claim: Claim, error: ProviderError, admission: Admission, *, started: float | None
+    ) -> tuple[Outcome, AttemptRecord] | RunResult:
+        outcome, attempt = _provider_failure(claim, error, started)
+        self._observe(claim, attempt)
+        if self._resilience is None:
+            return outcome, attempt
+        if started is not None:
+            await self._resilience.failed_call(claim, admission, error)
+        final = await self._resilience.after_failure(claim, error, attempt)
+        if final is None:
+            return RunResult.REQUEUED
+        return Outcome(status=JobStatus.FAILED, error=final), attempt
+
+    def _observe(self, claim: Claim, attempt: AttemptRecord) -> None:
+        if self._metrics is None:
+            return
+        self._metrics.attempts.labels(claim.provider, claim.upstream_model, attempt.status).inc()
+        self._metrics.attempt_seconds.labels(claim.provider, attempt.status).observe(
+            attempt.latency_ms / 1000
+        )
 
     def cancel(self, job_id: str) -> bool:
         """Stop ``job_id``'s provider call if this executor is running it."""

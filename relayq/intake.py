@@ -24,6 +24,7 @@ from relayq.cancellation import publish_cancel
 from relayq.chat import ChatCompletionRequest
 from relayq.events import EventLog, EventType, JobEvent, terminal_data
 from relayq.jobs import JobCreate
+from relayq.key_limits import Decision, KeyLimits
 from relayq.queueing import Enqueuer
 from relayq.routing import Router
 from relayq.routing_state import RoutingState
@@ -32,7 +33,7 @@ from relayq.store import Database
 from relayq.store.jobs import NewJob, cancel_job, create_job, get_job, mark_enqueued
 from relayq.store.models import Job
 
-__all__ = ["Intake", "Submitted", "request_hash"]
+__all__ = ["Intake", "KeyLimitValues", "KeyLimited", "Submitted", "request_hash"]
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,23 @@ def request_hash(body: JobCreate) -> str:
     """A digest of the full, normalised job body, for idempotency checks."""
     canonical = json.dumps(body.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class KeyLimitValues:
+    """A key's limits in force: its own, or the API's defaults."""
+
+    requests_per_minute: int | None
+    max_concurrent_jobs: int | None
+
+
+class KeyLimited(Exception):
+    """The key is over one of its limits; ``decision`` says which and for how long."""
+
+    def __init__(self, decision: Decision, limits: KeyLimitValues) -> None:
+        super().__init__(decision.limit)
+        self.decision = decision
+        self.limits = limits
 
 
 @dataclass(frozen=True)
@@ -64,6 +82,7 @@ class Intake:
         state: RoutingState,
         cache: ResponseCache,
         events: EventLog,
+        key_limits: KeyLimits | None = None,
     ) -> None:
         self._settings = settings
         self._database = database
@@ -73,11 +92,57 @@ class Intake:
         self._state = state
         self._cache = cache
         self._events = events
+        self._key_limits = key_limits
 
     async def submit(
-        self, *, key_id: str, body: JobCreate, idempotency_key: str | None = None
+        self,
+        *,
+        key_id: str,
+        body: JobCreate,
+        idempotency_key: str | None = None,
+        limits: KeyLimitValues | None = None,
     ) -> Submitted:
-        """Store and enqueue a job; raises ``UnknownModel`` or ``IdempotencyConflict``."""
+        """Store and enqueue a job, within the key's limits.
+
+        Raises ``UnknownModel``, ``IdempotencyConflict`` or :class:`KeyLimited`.
+        """
+        admitted = await self._admit(key_id, limits)
+        try:
+            submitted = await self._submit(
+                key_id=key_id, body=body, idempotency_key=idempotency_key
+            )
+        except BaseException:
+            await self._release(key_id, admitted)
+            raise
+        if not submitted.created or submitted.job.cached:
+            await self._release(key_id, admitted)  # no new unfinished job after all
+        return submitted
+
+    async def _admit(self, key_id: str, limits: KeyLimitValues | None) -> bool:
+        """Check the key's limits, counting the job as started; True if counted."""
+        if limits is None or self._key_limits is None:
+            return False
+        try:
+            decision = await self._key_limits.admit(
+                key_id, rpm=limits.requests_per_minute, max_concurrent=limits.max_concurrent_jobs
+            )
+        except RedisError as exc:  # limits need Redis; jobs do not: let it through
+            log.warning("key limits not checked (Redis unavailable): %s", exc)
+            return False
+        if not decision.allowed:
+            raise KeyLimited(decision, limits)
+        return True
+
+    async def _release(self, key_id: str, admitted: bool) -> None:
+        if admitted and self._key_limits is not None:
+            try:
+                await self._key_limits.job_finished(key_id)
+            except RedisError as exc:
+                log.warning("key count not released for %s: %s", key_id, exc)
+
+    async def _submit(
+        self, *, key_id: str, body: JobCreate, idempotency_key: str | None
+    ) -> Submitted:
         router = self._router()
         deployment = await router.choose(body.model)
         completion = body.completion_request()
@@ -99,6 +164,7 @@ class Intake:
             cache_ttl=ttl,
             cached=cached,
             webhook=body.webhook.model_dump(mode="json") if body.webhook else None,
+            expires_at=body.deadline(time.time()),
         )
         async with self._database.session() as session:
             job, created = await create_job(session, job=new_job, now=time.time())
@@ -154,6 +220,7 @@ class Intake:
             changed = await cancel_job(session, job_id=job_id, key_id=key_id, now=time.time())
             await session.refresh(job)
         if changed:
+            await self._release(key_id, True)
             await self._emit(job, EventType.CANCELLED, terminal_data(job))
             # Even a job read as queued may have been claimed since: always signal.
             await publish_cancel(self._redis, key_prefix=self._settings.key_prefix, job_id=job_id)

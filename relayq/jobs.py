@@ -32,11 +32,16 @@ class JobStatus(str, Enum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    EXPIRED = "expired"
 
 
-TERMINAL_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
+TERMINAL_STATUSES = frozenset(
+    {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.EXPIRED}
+)
 
-JOB_OPTIONS = frozenset({"priority", "metadata", "cache", "webhook"})
+JOB_OPTIONS = frozenset(
+    {"priority", "metadata", "cache", "webhook", "expires_at", "completion_window"}
+)
 """Fields of :class:`JobCreate` that configure the job, not the completion."""
 
 _METADATA_PAIRS = 16
@@ -51,6 +56,10 @@ class JobCreate(ChatCompletionRequest):
     """0 (lowest) to 9 (highest); higher-priority jobs leave the queue first."""
     metadata: dict[str, str] = Field(default_factory=dict)
     """Up to 16 string pairs, as on OpenAI objects; returned with the job."""
+    expires_at: float | None = Field(default=None, gt=0)
+    """Unix time after which the job, if not yet started, expires instead of running."""
+    completion_window: str | None = Field(default=None, pattern=r"^\d+(\.\d+)?(s|m|h)$")
+    """The same as a span from now, like OpenAI batches' ``24h`` (also ``90s``, ``30m``)."""
     cache: bool | None = None
     """Use the response cache for this job (true), or not (false); default: the route's."""
     mock: MockControls | None = None
@@ -69,6 +78,14 @@ class JobCreate(ChatCompletionRequest):
             if len(item) > _METADATA_VALUE_CHARS:
                 raise ValueError(f"metadata value of {key!r} exceeds 512 characters")
         return value
+
+    def deadline(self, now: float) -> float | None:
+        """When the job expires: the earlier of ``expires_at`` and the completion window."""
+        deadlines = [self.expires_at] if self.expires_at is not None else []
+        if self.completion_window is not None:
+            unit = {"s": 1, "m": 60, "h": 3600}[self.completion_window[-1]]
+            deadlines.append(now + float(self.completion_window[:-1]) * unit)
+        return min(deadlines) if deadlines else None
 
     def completion_request(self) -> ChatCompletionRequest:
         """The completion part of the body, without the job options."""

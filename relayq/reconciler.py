@@ -22,10 +22,19 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from relayq.events import EventLog, EventType, JobEvent
+from relayq.key_limits import KeyLimits
 from relayq.queueing import Enqueuer
 from relayq.routing_state import RoutingState
 from relayq.store import Database
-from relayq.store.jobs import count_active, find_stranded, mark_enqueued, release_lapsed
+from relayq.store.jobs import (
+    count_active,
+    count_active_by_key,
+    find_stranded,
+    mark_enqueued,
+    release_lapsed,
+)
+from relayq.store.retries import Expired, expire_due
 from relayq.store.webhooks import find_unsent
 from relayq.webhooks.publishing import WebhookEnqueuer, publish_unsent
 
@@ -63,6 +72,8 @@ class Reconciler:
         grace_seconds: float,
         republish_after_seconds: float,
         routing_state: RoutingState | None = None,
+        key_limits: KeyLimits | None = None,
+        events: EventLog | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._database = database
@@ -70,12 +81,15 @@ class Reconciler:
         self._grace_seconds = grace_seconds
         self._republish_after = republish_after_seconds
         self._routing_state = routing_state
+        self._key_limits = key_limits
+        self._events = events
         self._clock = clock
 
     async def run_once(self) -> ReconcileReport:
         """One pass: release lapsed leases, publish stranded jobs, then unsent webhooks."""
         now = self._clock()
         async with self._database.session() as session:
+            expired = await expire_due(session, now=now, limit=_BATCH)
             released = await release_lapsed(session, now=now, limit=_BATCH)
             stranded = await find_stranded(
                 session,
@@ -84,6 +98,7 @@ class Reconciler:
                 limit=_BATCH,
             )
             counts = await count_active(session) if self._routing_state is not None else None
+            per_key = await count_active_by_key(session) if self._key_limits else None
         sent: list[str] = []
         failed = 0
         for job in stranded:
@@ -104,6 +119,9 @@ class Reconciler:
                 await mark_enqueued(session, job_ids=sent, now=self._clock())
         if counts is not None and self._routing_state is not None:
             await self._routing_state.reset_in_flight(counts)
+        if per_key is not None and self._key_limits is not None:
+            await self._key_limits.reset_counts(per_key)
+        await self._announce_expired(expired)
         webhooks, unsent = await self._publish_deliveries(now)
         if released or sent or webhooks:
             log.info(
@@ -115,6 +133,22 @@ class Reconciler:
         return ReconcileReport(
             released=released, enqueued=len(sent), failed=failed + unsent, webhooks=webhooks
         )
+
+    async def _announce_expired(self, expired: list[Expired]) -> None:
+        if self._events is None:
+            return
+        error = {"code": "expired", "message": "the job's deadline passed before it ran"}
+        for job in expired:
+            data = {
+                "status": "expired",
+                "response": None,
+                "usage": None,
+                "error": error,
+                "cached": False,
+            }
+            await self._events.emit(
+                JobEvent(job_id=job.job_id, key_id=job.key_id, type=EventType.EXPIRED, data=data)
+            )
 
     async def _publish_deliveries(self, now: float) -> tuple[int, int]:
         """Publish webhook deliveries that are due without a confirmed message, or overdue.

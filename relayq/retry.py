@@ -11,8 +11,7 @@ import random
 from dataclasses import dataclass
 from enum import Enum
 
-from pydantic import BaseModel, Field
-
+from relayq.config import RetrySettings
 from relayq.providers.errors import (
     AuthenticationFailed,
     InvalidRequest,
@@ -25,15 +24,6 @@ from relayq.providers.errors import (
 __all__ = ["Decision", "Next", "RetrySettings", "backoff", "decide"]
 
 OVERLOADED = 529
-
-
-class RetrySettings(BaseModel):
-    max_attempts_per_deployment: int = Field(default=3, ge=1)
-    """Calls to one deployment for one job before falling back to the next."""
-    max_attempts: int = Field(default=10, ge=1)
-    """Calls for one job across all its deployments."""
-    backoff_base_seconds: float = Field(default=1.0, gt=0)
-    backoff_max_seconds: float = Field(default=60.0, gt=0)
 
 
 class Next(str, Enum):

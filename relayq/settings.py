@@ -14,8 +14,10 @@ from pathlib import Path
 from pydantic import BaseModel, Field, NonNegativeFloat, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from relayq.breaker import BreakerSettings
 from relayq.config import (
     ProviderSettings,
+    RetrySettings,
     RouteSettings,
     RoutingConfig,
     load_routing_file,
@@ -38,6 +40,12 @@ class ApiSettings(BaseModel):
     max_body_bytes: int = Field(default=2 * 1024 * 1024, gt=0)
     """Largest request body accepted; larger ones answer 413."""
     page_size_max: int = 100
+    key_requests_per_minute: int | None = Field(default=None, gt=0)
+    """Requests per minute each key may make to job-creating routes (a key's own wins)."""
+    key_max_concurrent_jobs: int | None = Field(default=None, gt=0)
+    """Unfinished jobs each key may have at once (a key's own limit wins)."""
+    metrics: bool = True
+    """Serve Prometheus metrics at /metrics."""
 
 
 class WorkerSettings(BaseModel):
@@ -52,6 +60,9 @@ class WorkerSettings(BaseModel):
     """A queued job without a confirmed message is re-enqueued after this long."""
     max_connections: int = Field(default=1000, gt=0)
     """Upstream HTTP connections per worker process."""
+    metrics_port: int = Field(default=0, ge=0)
+    """Serve this worker's Prometheus metrics on 127.0.0.1:<port>; 0 turns it off."""
+    metrics_host: str = "127.0.0.1"
     visibility_timeout: float = Field(default=300.0, gt=0)
     """Seconds before the broker redelivers an unacknowledged message."""
     webhooks: bool = True
@@ -145,6 +156,8 @@ class Settings(BaseSettings):
     routes: dict[str, RouteSettings] = Field(default_factory=_default_routes)
     api: ApiSettings = Field(default_factory=ApiSettings)
     events: EventSettings = Field(default_factory=EventSettings)
+    retry: RetrySettings = Field(default_factory=RetrySettings)
+    breaker: BreakerSettings = Field(default_factory=BreakerSettings)
     chat: ChatSettings = Field(default_factory=ChatSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)

@@ -94,6 +94,10 @@ def stack(
     providers = {
         "mock": {"type": "mock", "read_timeout": 5},
         "idle": {"type": "mock"},
+        # Tests that inject faults use these, so their breakers, cooldowns and
+        # retries never touch the providers other tests run on.
+        "faulty": {"type": "mock", "read_timeout": 5},
+        "backup": {"type": "mock", "read_timeout": 5},
         "openai": {
             "type": "openai",
             "base_url": fake_openai.base_url,
@@ -104,6 +108,7 @@ def stack(
     routes = {
         "mock": {"provider": "mock", "model": "mock"},
         "mock-idle": {"provider": "idle", "model": "mock"},
+        "mock-faulty": {"provider": "faulty", "model": "mock"},
         "gpt-4o-mini": {"provider": "openai", "model": "gpt-4o-mini-2024-07-18"},
         "mock-cached": {
             "provider": "mock",
@@ -115,7 +120,7 @@ def stack(
     env = {
         "RELAYQ_PROVIDERS": json.dumps(providers),
         "RELAYQ_ROUTES": json.dumps(routes),
-        "RELAYQ_WORKER__PROVIDERS": json.dumps(["mock", "openai"]),
+        "RELAYQ_WORKER__PROVIDERS": json.dumps(["mock", "openai", "faulty", "backup"]),
     }
     with Stack(
         database_url=database_url,

@@ -55,6 +55,8 @@ class Stack:
             "RELAYQ_WEBHOOKS__TIMEOUT_SECONDS": "3",
             "RELAYQ_WEBHOOKS__MAX_COUNTDOWN_SECONDS": "1",
             "RELAYQ_EVENTS__HEARTBEAT_SECONDS": "0.5",
+            "RELAYQ_RETRY__BACKOFF_BASE_SECONDS": "0.05",
+            "RELAYQ_RETRY__BACKOFF_MAX_SECONDS": "0.2",
             "RELAYQ_PROVIDERS": json.dumps(
                 {"mock": {"type": "mock", "read_timeout": 5}, "idle": {"type": "mock"}}
             ),

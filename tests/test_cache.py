@@ -87,7 +87,7 @@ def test_the_cache_is_scoped_to_the_api_key(
 
 
 def test_failures_are_not_cached(client: httpx.Client) -> None:
-    payload = body(unique("fail"), model="mock-cached", mock={"fault": "error", "status": 500})
+    payload = body(unique("fail"), model="mock-cached", mock={"fault": "invalid_request"})
     assert run_to_end(client, payload)["status"] == "failed"
 
     assert submit(client, payload)["cached"] is False

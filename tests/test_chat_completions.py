@@ -136,20 +136,23 @@ def test_an_unknown_model_raises_not_found_error(sdk: openai.OpenAI) -> None:
 def test_an_upstream_rate_limit_raises_rate_limit_error(sdk: openai.OpenAI, stream: bool) -> None:
     with pytest.raises(openai.RateLimitError) as raised:
         sdk.chat.completions.create(
-            model="mock",
+            model="mock-faulty",
             messages=MESSAGES,
             stream=stream,
-            extra_body={"mock": {"fault": "rate_limit", "retry_after": 3}},
+            extra_body={"mock": {"fault": "rate_limit", "retry_after": 0.4}},
         )
 
-    assert raised.value.response.headers["retry-after"] == "3"
+    # Retried on the deployment (honouring Retry-After), then given up: a 429.
+    assert raised.value.response.headers["retry-after"] == "1"
     assert raised.value.response.headers["x-relayq-job-id"].startswith("job_")
 
 
 def test_an_upstream_failure_raises_api_status_error(sdk: openai.OpenAI) -> None:
     with pytest.raises(openai.APIStatusError) as raised:
         sdk.chat.completions.create(
-            model="mock", messages=MESSAGES, extra_body={"mock": {"fault": "error", "status": 503}}
+            model="mock-faulty",
+            messages=MESSAGES,
+            extra_body={"mock": {"fault": "error", "status": 503}},
         )
 
     assert raised.value.status_code == 502

@@ -35,17 +35,18 @@ def test_job_runs_to_success_with_text_usage_and_one_attempt(client: httpx.Clien
 
 
 def test_provider_failure_fails_the_job_with_the_error_and_attempt(client: httpx.Client) -> None:
-    job = submit(client, body(mock={"fault": "error", "status": 503}))
+    job = submit(client, body(model="mock-faulty", mock={"fault": "invalid_request"}))
 
     finished = wait_for_status(client, job["id"], {"succeeded", "failed"})
 
     assert finished["status"] == "failed"
-    assert finished["error"]["code"] == "provider_unavailable"
-    assert finished["error"]["status_code"] == 503
+    assert finished["error"]["code"] == "invalid_request"
+    assert finished["error"]["status_code"] == 400
     assert finished["response"] is None
+    # A client error is not retried.
     [attempt] = finished["attempts"]
     assert attempt["status"] == "failed"
-    assert attempt["error"]["code"] == "provider_unavailable"
+    assert attempt["error"]["code"] == "invalid_request"
 
 
 def test_same_idempotency_key_and_body_returns_the_same_job(client: httpx.Client) -> None:

@@ -15,17 +15,23 @@ from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
+from prometheus_client import CollectorRegistry, start_http_server
 
+from relayq.breaker import CircuitBreaker
 from relayq.cache import ResponseCache
 from relayq.cancellation import listen_for_cancels
 from relayq.config import RoutingConfig
 from relayq.events import EventListener, EventLog
 from relayq.execution import Executor, RunResult
+from relayq.key_limits import KeyLimits
 from relayq.live import LiveRouting
+from relayq.metrics import WorkerMetrics
 from relayq.providers import Provider, build_providers
 from relayq.providers.http import build_http_client
 from relayq.queueing import Enqueuer
+from relayq.ratelimit import RateLimiter
 from relayq.reconciler import Reconciler
+from relayq.resilience import Resilience
 from relayq.routing_state import RoutingState
 from relayq.settings import Settings
 from relayq.store import Database
@@ -114,19 +120,37 @@ class WorkerRuntime:
 
         live = LiveRouting(settings, apply=apply)
         state = RoutingState(redis, key_prefix=settings.key_prefix)
+        events = EventLog(
+            redis,
+            key_prefix=settings.key_prefix,
+            max_events=settings.events.max_per_job,
+            retention_seconds=settings.events.retention_seconds,
+            listeners=self._listeners(database),
+        )
+        key_limits = KeyLimits(redis, key_prefix=settings.key_prefix)
+        resilience = Resilience(
+            database=database,
+            enqueuer=self._enqueuer,
+            limiter=RateLimiter(redis, key_prefix=settings.key_prefix),
+            breaker=CircuitBreaker(
+                redis, key_prefix=settings.key_prefix, settings=settings.breaker
+            ),
+            retry=settings.retry,
+            routing=lambda: live.config,
+            events=events,
+            # Countdowns stay under the broker's redelivery window.
+            max_countdown=settings.worker.visibility_timeout / 2,
+        )
         executor = Executor(
             database=database,
             providers=providers,
             lease_seconds=settings.worker.lease_seconds,
             routing_state=state,
             cache=ResponseCache(redis, key_prefix=settings.key_prefix),
-            events=EventLog(
-                redis,
-                key_prefix=settings.key_prefix,
-                max_events=settings.events.max_per_job,
-                retention_seconds=settings.events.retention_seconds,
-                listeners=self._listeners(database),
-            ),
+            events=events,
+            resilience=resilience,
+            metrics=self._metrics(),
+            key_limits=key_limits,
         )
         reconciler = Reconciler(
             database=database,
@@ -134,6 +158,8 @@ class WorkerRuntime:
             grace_seconds=settings.worker.enqueue_grace_seconds,
             republish_after_seconds=settings.worker.visibility_timeout,
             routing_state=state,
+            key_limits=key_limits,
+            events=events,
         )
         self._executor = executor
         self._background = [
@@ -150,6 +176,16 @@ class WorkerRuntime:
                 )
             ),
         ]
+
+    def _metrics(self) -> WorkerMetrics | None:
+        """This process's metrics, served on ``worker.metrics_port`` when set."""
+        port = self._settings.worker.metrics_port
+        if not port:
+            return None
+        registry = CollectorRegistry()
+        metrics = WorkerMetrics(registry)
+        start_http_server(port, addr=self._settings.worker.metrics_host, registry=registry)
+        return metrics
 
     def _listeners(self, database: Database) -> list[EventListener]:
         """Who hears of each job's outcome here: the webhook publisher, if enabled."""

@@ -19,7 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import ValidationError
 
-from api.deps import KeyDep, ServicesDep
+from api.deps import KeyDep, ServicesDep, key_limits
 from api.errors import ERROR_RESPONSES, APIError, error_body
 from api.routes.jobs import unknown_model
 from api.services import Services
@@ -82,7 +82,9 @@ async def create_chat_completion(
     """Create a chat completion, exactly as OpenAI's API does (plus job options)."""
     job_body = _job_body(body.model_dump(mode="json", exclude_none=True), services)
     try:
-        submitted = await services.intake.submit(key_id=key.id, body=job_body)
+        submitted = await services.intake.submit(
+            key_id=key.id, body=job_body, limits=key_limits(key, services.settings)
+        )
     except UnknownModel as exc:
         raise unknown_model(exc) from exc
     job = submitted.job

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Response, status
 
-from api.deps import KeyDep, ServicesDep, SessionDep
+from api.deps import KeyDep, ServicesDep, SessionDep, key_limits
 from api.errors import ERROR_RESPONSES, APIError
 from api.routes.webhooks import checked_destination
 from relayq.jobs import TERMINAL_STATUSES, JobCreate, JobList, JobPublic, JobStatus, job_public
@@ -52,7 +52,10 @@ async def create(
         await checked_destination(body.webhook.url, services=services, param="webhook.url")
     try:
         submitted = await services.intake.submit(
-            key_id=key.id, body=body, idempotency_key=idempotency_key
+            key_id=key.id,
+            body=body,
+            idempotency_key=idempotency_key,
+            limits=key_limits(key, services.settings),
         )
     except UnknownModel as exc:
         raise unknown_model(exc) from exc

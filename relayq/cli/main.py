@@ -38,19 +38,36 @@ def db_upgrade(revision: str = "head") -> None:
     console.print(f"database migrated to {revision}")
 
 
-async def _create_key(settings: Settings, name: str) -> key_store.CreatedKey:
+async def _create_key(
+    settings: Settings, name: str, *, admin: bool, rpm: int | None, concurrent: int | None
+) -> key_store.CreatedKey:
     database = Database(settings.database_url)
     try:
         async with database.session() as session:
-            return await key_store.create_key(session, name=name)
+            return await key_store.create_key(
+                session,
+                name=name,
+                admin=admin,
+                requests_per_minute=rpm,
+                max_concurrent_jobs=concurrent,
+            )
     finally:
         await database.aclose()
 
 
 @keys_app.command("create")
-def keys_create(name: Annotated[str, typer.Option(help="What the key is for.")]) -> None:
+def keys_create(
+    name: Annotated[str, typer.Option(help="What the key is for.")],
+    admin: Annotated[bool, typer.Option(help="May use the admin API.")] = False,
+    rpm: Annotated[int | None, typer.Option(help="Requests per minute (default: API's).")] = None,
+    max_concurrent: Annotated[
+        int | None, typer.Option(help="Unfinished jobs at once (default: the API's).")
+    ] = None,
+) -> None:
     """Create an API key and print its secret. The secret is shown only this once."""
-    created = asyncio.run(_create_key(Settings(), name))
+    created = asyncio.run(
+        _create_key(Settings(), name, admin=admin, rpm=rpm, concurrent=max_concurrent)
+    )
     console.print(
         f"created key {created.id} ({created.name}); store it now, it is not shown again:"
     )

@@ -10,7 +10,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from relayq.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest
-from relayq.settings import ProviderSettings
+from relayq.config import ProviderSettings
 
 __all__ = ["NoOptions", "Provider"]
 

@@ -28,9 +28,11 @@ __all__ = [
     "NewJob",
     "Outcome",
     "Stranded",
+    "attempt_row",
     "cancel_job",
     "claim_job",
     "count_active",
+    "count_active_by_key",
     "create_job",
     "find_stranded",
     "finish_job",
@@ -70,6 +72,7 @@ class NewJob:
     cached: dict[str, Any] | None = None
     """A cached ``{response, usage}``: the job is created already succeeded."""
     webhook: dict[str, Any] | None = None
+    expires_at: float | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -84,6 +87,14 @@ class Claim:
     request: dict[str, Any]
     cache_key: str | None = None
     cache_ttl: float | None = None
+    route: str = ""
+    priority: int = 5
+    attempts: int = 0
+    """Provider calls already made for the job (before this run's)."""
+    deployment_index: int = 0
+    deployment_attempts: int = 0
+    expires_at: float | None = None
+    not_before: float | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -141,6 +152,7 @@ async def create_job(session: AsyncSession, *, job: NewJob, now: float) -> tuple
         created_at=now,
     )
     row.webhook = job.webhook
+    row.expires_at = job.expires_at
     session.add(row)
     if job.cached is not None:
         row.status = JobStatus.SUCCEEDED.value
@@ -257,6 +269,13 @@ async def claim_job(
             Job.request,
             Job.cache_key,
             Job.cache_ttl,
+            Job.route,
+            Job.priority,
+            Job.attempts,
+            Job.deployment_index,
+            Job.deployment_attempts,
+            Job.expires_at,
+            Job.not_before,
         )
         .execution_options(synchronize_session=False)
     )
@@ -273,6 +292,13 @@ async def claim_job(
         request=row.request,
         cache_key=row.cache_key,
         cache_ttl=row.cache_ttl,
+        route=row.route,
+        priority=row.priority,
+        attempts=row.attempts,
+        deployment_index=row.deployment_index,
+        deployment_attempts=row.deployment_attempts,
+        expires_at=row.expires_at,
+        not_before=row.not_before,
     )
 
 
@@ -304,7 +330,7 @@ async def finish_job(
     outcome only once. Returns whether the outcome was written.
     """
     if attempt is not None:
-        session.add(_attempt_row(claim=claim, attempt=attempt, now=now))
+        session.add(attempt_row(claim=claim, attempt=attempt, now=now))
     result = await session.execute(
         update(Job)
         .where(
@@ -319,6 +345,7 @@ async def finish_job(
             usage=outcome.usage,
             finished_at=now,
             lease_expires_at=None,
+            attempts=Job.attempts + (1 if attempt is not None else 0),
         )
         .execution_options(synchronize_session=False)
     )
@@ -330,7 +357,7 @@ async def finish_job(
     return written
 
 
-def _attempt_row(*, claim: Claim, attempt: AttemptRecord, now: float) -> Attempt:
+def attempt_row(*, claim: Claim, attempt: AttemptRecord, now: float) -> Attempt:
     return Attempt(
         job_id=claim.job_id,
         run=claim.run,
@@ -375,7 +402,12 @@ async def find_stranded(
     broker that was flushed, or a delivery dropped without running the job,
     loses such a message, and a duplicate is harmless (the claim skips it).
     """
-    unconfirmed = Job.enqueued_at.is_(None) & (Job.created_at < created_before)
+    unconfirmed = (
+        Job.enqueued_at.is_(None)
+        & (Job.created_at < created_before)
+        # A job waiting out a retry or a rate limit is sent when its wait ends.
+        & (Job.not_before.is_(None) | (Job.not_before < created_before))
+    )
     query = (
         select(Job.id, Job.provider, Job.priority)
         .where(
@@ -398,3 +430,9 @@ async def count_active(session: AsyncSession) -> dict[tuple[str, str], int]:
     )
     rows = (await session.execute(query)).all()
     return {(provider, model): int(count) for provider, model, count in rows}
+
+
+async def count_active_by_key(session: AsyncSession) -> dict[str, int]:
+    """Unfinished jobs per API key."""
+    query = select(Job.key_id, func.count()).where(Job.status.in_(_ACTIVE)).group_by(Job.key_id)
+    return {key_id: int(count) for key_id, count in (await session.execute(query)).all()}

@@ -22,7 +22,15 @@ class CreatedKey:
     secret: str
 
 
-async def create_key(session: AsyncSession, *, name: str, secret: str | None = None) -> CreatedKey:
+async def create_key(
+    session: AsyncSession,
+    *,
+    name: str,
+    secret: str | None = None,
+    admin: bool = False,
+    requests_per_minute: int | None = None,
+    max_concurrent_jobs: int | None = None,
+) -> CreatedKey:
     """Store a new key (or the given ``secret``) and return its secret once."""
     secret = secret or generate_key()
     row = ApiKey(
@@ -31,6 +39,9 @@ async def create_key(session: AsyncSession, *, name: str, secret: str | None = N
         key_hash=hash_key(secret),
         hint=secret[-4:],
         created_at=time.time(),
+        admin=admin,
+        requests_per_minute=requests_per_minute,
+        max_concurrent_jobs=max_concurrent_jobs,
     )
     session.add(row)
     await session.commit()

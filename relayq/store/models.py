@@ -45,6 +45,11 @@ class ApiKey(Base):
     """The key's last characters, to tell keys apart in listings."""
     created_at: Mapped[float] = mapped_column(Float)
     revoked_at: Mapped[float | None] = mapped_column(Float, default=None)
+    admin: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    """May use the admin API (breakers, keys)."""
+    requests_per_minute: Mapped[int | None] = mapped_column(Integer, default=None)
+    max_concurrent_jobs: Mapped[int | None] = mapped_column(Integer, default=None)
+    """This key's limits; None takes the API's defaults."""
 
 
 class Job(Base):
@@ -79,6 +84,15 @@ class Job(Base):
     """Where and for how long to cache a successful answer (None: not cached)."""
     webhook: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     """The job's own webhook ``{url, events}``; None: the key's default endpoint, if any."""
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    """Provider calls made for the job, across its deployments."""
+    deployment_index: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    """Which of its route's deployments the job is on (fallback moves it on)."""
+    deployment_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    not_before: Mapped[float | None] = mapped_column(Float, default=None)
+    """A retry or a rate-limit wait: the job is not to run before this time."""
+    expires_at: Mapped[float | None] = mapped_column(Float, default=None)
+    """A queued job not started by this time expires instead of running."""
     run: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[float] = mapped_column(Float)
     enqueued_at: Mapped[float | None] = mapped_column(Float, default=None)

@@ -1,0 +1,68 @@
+"""``/metrics``: Prometheus metrics of this API process and of the shared state."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import func, select
+
+from api.deps import ServicesDep
+from relayq.breaker import CircuitBreaker
+from relayq.jobs import JobStatus
+from relayq.metrics import SharedState
+from relayq.resilience import deployment_id
+from relayq.store.models import Job
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["health"])
+
+_PRIORITY_STEPS = range(1, 10)
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics(services: ServicesDep) -> Response:
+    """Counters of this process, then queued/running jobs, queues and breakers."""
+    services.state_collector.state = await _read_state(services)
+    return Response(generate_latest(services.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+async def _read_state(services: ServicesDep) -> SharedState:
+    async with services.database.session() as session:
+        rows = (
+            await session.execute(
+                select(Job.status, Job.provider, func.count())
+                .where(Job.status.in_([JobStatus.QUEUED.value, JobStatus.RUNNING.value]))
+                .group_by(Job.status, Job.provider)
+            )
+        ).all()
+    active = {(status, provider): int(count) for status, provider, count in rows}
+    routing = services.router.routing
+    deployments = sorted(
+        {deployment_id(d.provider, d.model) for r in routing.routes.values() for d in r.deployments}
+    )
+    queues = services.settings.queues
+    async with services.redis.pipeline(transaction=False) as pipe:
+        for queue in queues:
+            pipe.llen(queue)
+            for step in _PRIORITY_STEPS:
+                pipe.llen(f"{queue}:{step}")
+        lengths = await pipe.execute()
+    per_queue = len(_PRIORITY_STEPS) + 1
+    depths = {q: sum(lengths[i * per_queue : (i + 1) * per_queue]) for i, q in enumerate(queues)}
+    in_flight_raw = await services.redis.hgetall(
+        f"{services.settings.key_prefix}:routing:in_flight"
+    )
+    in_flight = {
+        (k.decode() if isinstance(k, bytes) else str(k)): int(v) for k, v in in_flight_raw.items()
+    }
+    breaker = CircuitBreaker(
+        services.redis, key_prefix=services.settings.key_prefix, settings=services.settings.breaker
+    )
+    return SharedState(
+        active_jobs=active,
+        queue_depths=depths,
+        in_flight=in_flight,
+        breakers=await breaker.status(deployments),
+    )
