@@ -63,6 +63,8 @@ class ProviderSettings(BaseModel):
 class Strategy(str, Enum):
     """How a route picks one of its deployments for a job."""
 
+    ORDERED = "ordered"
+    """Always the first deployment; the others are its fallbacks, in order."""
     WEIGHTED = "weighted"
     """At random, in proportion to each deployment's weight."""
     LEAST_IN_FLIGHT = "least_in_flight"

@@ -165,6 +165,7 @@ class Intake:
             cached=cached,
             webhook=body.webhook.model_dump(mode="json") if body.webhook else None,
             expires_at=body.deadline(time.time()),
+            deployment_index=deployment.index,
         )
         async with self._database.session() as session:
             job, created = await create_job(session, job=new_job, now=time.time())

@@ -179,10 +179,16 @@ class Resilience:
         return await self._final_error(claim, error, attempt)
 
     async def _fall_back(self, claim: Claim, attempt: AttemptRecord, reason: str) -> bool:
-        """Move the job to its route's next deployment; False if there is none."""
+        """Move the job to its route's next deployment; False once all were tried.
+
+        The next is the one after the current in the route's order, wrapping
+        around, up to the one the route's strategy first chose.
+        """
         deployments = self._deployments(claim)
-        index = claim.deployment_index + 1
-        if index >= len(deployments):
+        if not deployments:
+            return False
+        index = (claim.deployment_index + 1) % len(deployments)
+        if index == claim.first_deployment:
             return False
         target = deployments[index]
         placement = Placement(

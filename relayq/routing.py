@@ -26,6 +26,8 @@ class Deployment:
     route: str
     provider: str
     upstream_model: str
+    index: int = 0
+    """Position in the route's deployments; fallback goes on from here, in order."""
 
 
 class UnknownModel(LookupError):
@@ -78,7 +80,12 @@ class Router:
         if found is not None:
             name, route = found
             chosen = await self._pick(route)
-            return Deployment(route=name, provider=chosen.provider, upstream_model=chosen.model)
+            return Deployment(
+                route=name,
+                provider=chosen.provider,
+                upstream_model=chosen.model,
+                index=route.deployments.index(chosen),
+            )
         direct = await self._direct(model)
         if direct is not None:
             return direct
@@ -96,7 +103,7 @@ class Router:
 
     async def _pick(self, route: RouteSettings) -> DeploymentSettings:
         deployments = route.deployments
-        if len(deployments) == 1:
+        if len(deployments) == 1 or route.strategy is Strategy.ORDERED:
             return deployments[0]
         if route.strategy is Strategy.LEAST_IN_FLIGHT and self._state is not None:
             counts = await self._state.in_flight(deployments)

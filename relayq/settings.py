@@ -60,6 +60,10 @@ class WorkerSettings(BaseModel):
     """A queued job without a confirmed message is re-enqueued after this long."""
     max_connections: int = Field(default=1000, gt=0)
     """Upstream HTTP connections per worker process."""
+    supervise: bool = True
+    """``python -m worker`` restarts its Celery worker if it exits unasked.
+
+    See worker/supervisor.py: Celery can exit when the broker drops mid-flight."""
     metrics_port: int = Field(default=0, ge=0)
     """Serve this worker's Prometheus metrics on 127.0.0.1:<port>; 0 turns it off."""
     metrics_host: str = "127.0.0.1"

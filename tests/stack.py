@@ -80,8 +80,14 @@ class Stack:
     def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
         log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
         try:
+            # A session of its own: a kill reaches the whole process group.
             return subprocess.Popen(
-                [sys.executable, *argv], cwd=ROOT, env=self.env, stdout=log, stderr=log
+                [sys.executable, *argv],
+                cwd=ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
             )
         finally:
             log.close()
@@ -129,8 +135,9 @@ class Stack:
         return worker
 
     def kill_worker(self, worker: subprocess.Popen[bytes]) -> None:
-        """SIGKILL: no shutdown code runs, as when a machine dies."""
-        worker.send_signal(signal.SIGKILL)
+        """SIGKILL to the worker and its supervisor: no shutdown code runs, as when a
+        machine dies."""
+        os.killpg(worker.pid, signal.SIGKILL)
         worker.wait(timeout=10)
 
     def stop(self) -> None:

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from relayq.logs import configure_logging
 from relayq.settings import Settings
 from worker.app import create_worker_app
+from worker.supervisor import supervise
 
 __all__ = ["main", "worker_argv"]
 
@@ -31,6 +32,8 @@ def main(argv: Sequence[str] = ()) -> int:
     """Run a worker; ``argv`` are extra Celery worker options (e.g. ``-n name``)."""
     settings = Settings()
     configure_logging(settings.log_level)
+    if settings.worker.supervise:
+        return supervise(argv)
     app = create_worker_app(settings)
     app.worker_main(worker_argv(settings, extra=argv))
     return 0

@@ -141,7 +141,7 @@ def _attempt_counts(database_url: str) -> tuple[int, int]:
 
 
 def run_chaos(config: ChaosConfig) -> ChaosReport:
-    """One chaos run; returns what happened. Stops everything it started."""
+    """One chaos run on a fresh database; returns what happened. Stops all it started."""
     reset_database(config.database_url)
     port = free_port()
     valkey = _valkey(port, config.logs / "valkey")

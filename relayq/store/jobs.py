@@ -73,6 +73,7 @@ class NewJob:
     """A cached ``{response, usage}``: the job is created already succeeded."""
     webhook: dict[str, Any] | None = None
     expires_at: float | None = None
+    deployment_index: int = 0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -93,6 +94,7 @@ class Claim:
     """Provider calls already made for the job (before this run's)."""
     deployment_index: int = 0
     deployment_attempts: int = 0
+    first_deployment: int = 0
     expires_at: float | None = None
     not_before: float | None = None
 
@@ -153,6 +155,7 @@ async def create_job(session: AsyncSession, *, job: NewJob, now: float) -> tuple
     )
     row.webhook = job.webhook
     row.expires_at = job.expires_at
+    row.deployment_index = row.first_deployment = job.deployment_index
     session.add(row)
     if job.cached is not None:
         row.status = JobStatus.SUCCEEDED.value
@@ -274,6 +277,7 @@ async def claim_job(
             Job.attempts,
             Job.deployment_index,
             Job.deployment_attempts,
+            Job.first_deployment,
             Job.expires_at,
             Job.not_before,
         )
@@ -297,6 +301,7 @@ async def claim_job(
         attempts=row.attempts,
         deployment_index=row.deployment_index,
         deployment_attempts=row.deployment_attempts,
+        first_deployment=row.first_deployment,
         expires_at=row.expires_at,
         not_before=row.not_before,
     )

@@ -89,6 +89,8 @@ class Job(Base):
     deployment_index: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     """Which of its route's deployments the job is on (fallback moves it on)."""
     deployment_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    first_deployment: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    """The deployment the route's strategy chose; fallback wraps around to it."""
     not_before: Mapped[float | None] = mapped_column(Float, default=None)
     """A retry or a rate-limit wait: the job is not to run before this time."""
     expires_at: Mapped[float | None] = mapped_column(Float, default=None)

@@ -34,6 +34,9 @@ def upgrade() -> None:
         batch_op.add_column(
             sa.Column("deployment_attempts", sa.Integer(), server_default="0", nullable=False)
         )
+        batch_op.add_column(
+            sa.Column("first_deployment", sa.Integer(), server_default="0", nullable=False)
+        )
         batch_op.add_column(sa.Column("not_before", sa.Float(), nullable=True))
         batch_op.add_column(sa.Column("expires_at", sa.Float(), nullable=True))
 
@@ -42,6 +45,7 @@ def downgrade() -> None:
     with op.batch_alter_table("jobs", schema=None) as batch_op:
         batch_op.drop_column("expires_at")
         batch_op.drop_column("not_before")
+        batch_op.drop_column("first_deployment")
         batch_op.drop_column("deployment_attempts")
         batch_op.drop_column("deployment_index")
         batch_op.drop_column("attempts")

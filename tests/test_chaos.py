@@ -1,0 +1,60 @@
+"""Short chaos runs (the long ones: python -m bench.chaos.run; docs/reliability.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bench.chaos.scenario import ChaosConfig, run_chaos
+
+
+@pytest.fixture
+def chaos_database(backend: str, tmp_path: Path, private_database_url: str) -> str:
+    return private_database_url
+
+
+@pytest.mark.timeout(300)
+def test_workers_killed_mid_run_lose_nothing_and_record_once(
+    chaos_database: str, tmp_path: Path
+) -> None:
+    report = run_chaos(
+        ChaosConfig(
+            database_url=chaos_database,
+            logs=tmp_path,
+            jobs=150,
+            min_latency_ms=500,
+            max_latency_ms=1500,
+            kills=2,
+            submit_seconds=8,
+            lease_seconds=3,
+        )
+    )
+
+    assert report.jobs == 150
+    assert report.succeeded == 150, report
+    assert report.other_statuses == {}
+    assert report.successful_attempts_per_job_max == 1
+    assert report.outcome_rewrites == 0
+    assert report.jobs_run_more_than_once > 0, "the kills hit no job in flight"
+
+
+@pytest.mark.timeout(300)
+def test_a_redis_restart_mid_run_loses_nothing(chaos_database: str, tmp_path: Path) -> None:
+    report = run_chaos(
+        ChaosConfig(
+            database_url=chaos_database,
+            logs=tmp_path,
+            jobs=150,
+            min_latency_ms=500,
+            max_latency_ms=1500,
+            kills=0,
+            redis_restarts=1,
+            submit_seconds=8,
+            lease_seconds=3,
+        )
+    )
+
+    assert report.succeeded == 150, report
+    assert report.successful_attempts_per_job_max == 1
+    assert report.outcome_rewrites == 0

@@ -1,0 +1,57 @@
+"""Keeping a worker process alive: restart it when Celery gives up.
+
+Celery 5.7's consumer can exit with "Unrecoverable error" when the broker
+connection drops mid-flight (a Redis restart), instead of reconnecting. The
+worker's jobs are safe (leases bring them back), but the process is gone. So
+``python -m worker`` runs the Celery worker as a child and starts it again,
+with backoff, whenever it exits without being asked to; SIGTERM and SIGINT are
+passed on and end the supervisor once the child has stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from types import FrameType
+
+__all__ = ["supervise"]
+
+log = logging.getLogger(__name__)
+
+_STABLE_SECONDS = 60.0
+"""A child that ran this long resets the restart backoff."""
+
+
+def supervise(argv: Sequence[str], *, max_backoff: float = 30.0) -> int:
+    """Run ``python -m worker argv`` unsupervised, again and again; its last exit status."""
+    stopping: list[int] = []
+    child: subprocess.Popen[bytes] | None = None
+
+    def forward(signum: int, _frame: FrameType | None) -> None:
+        stopping.append(signum)
+        if child is not None and child.poll() is None:
+            child.send_signal(signum)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, forward)
+    env = {**os.environ, "RELAYQ_WORKER__SUPERVISE": "false"}
+    failures = 0
+    while True:
+        started = time.monotonic()
+        child = subprocess.Popen([sys.executable, "-m", "worker", *argv], env=env)
+        status = child.wait()
+        if stopping or status == 0:
+            return status
+        failures = 0 if time.monotonic() - started > _STABLE_SECONDS else failures + 1
+        delay = min(max_backoff, 0.5 * 2 ** max(0, failures - 1))
+        log.error("worker exited with status %s; starting it again in %.1f s", status, delay)
+        deadline = time.monotonic() + delay
+        while not stopping and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if stopping:
+            return status
