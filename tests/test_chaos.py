@@ -36,6 +36,7 @@ def test_workers_killed_mid_run_lose_nothing_and_record_once(
     assert report.other_statuses == {}
     assert report.successful_attempts_per_job_max == 1
     assert report.outcome_rewrites == 0
+    assert report.webhook_jobs_not_exactly_once == 0
     assert report.jobs_run_more_than_once > 0, "the kills hit no job in flight"
 
 
@@ -58,3 +59,4 @@ def test_a_redis_restart_mid_run_loses_nothing(chaos_database: str, tmp_path: Pa
     assert report.succeeded == 150, report
     assert report.successful_attempts_per_job_max == 1
     assert report.outcome_rewrites == 0
+    assert report.webhook_jobs_not_exactly_once == 0

@@ -124,7 +124,8 @@ def test_the_file_and_the_environment_do_not_both_set_routes(
         (
             "providers: {a: {type: mock}}\n"
             "routes: {r: {provider: a, model: x, strategy: fastest}}\n",
-            "routes.r.strategy: Input should be 'weighted', 'least_in_flight' or 'lowest_latency'",
+            "routes.r.strategy: Input should be 'ordered', 'weighted', 'least_in_flight' or "
+            "'lowest_latency'",
         ),
         ("providers: [\n", "not valid YAML"),
         ("- just a list\n", "expected a mapping with 'providers' and 'routes'"),

@@ -42,7 +42,9 @@ async def _read_state(services: ServicesDep) -> SharedState:
     deployments = sorted(
         {deployment_id(d.provider, d.model) for r in routing.routes.values() for d in r.deployments}
     )
-    queues = services.settings.queues
+    settings = services.settings
+    queues = [settings.queue_for(name) for name in sorted(routing.providers)]
+    queues.append(settings.webhooks.queue)
     async with services.redis.pipeline(transaction=False) as pipe:
         for queue in queues:
             pipe.llen(queue)

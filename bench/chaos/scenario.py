@@ -23,6 +23,7 @@ from relayq.store import Database, sync_url
 from relayq.store.keys import create_key
 from tests.services import free_port, reset_database
 from tests.stack import Stack
+from tests.webhook_receiver import Endpoint, WebhookReceiver
 
 __all__ = ["ChaosConfig", "ChaosReport", "run_chaos"]
 
@@ -55,6 +56,10 @@ class ChaosReport:
     jobs_run_more_than_once: int
     successful_attempts_per_job_max: int
     outcome_rewrites: int
+    webhooks_received: int = 0
+    """Distinct webhooks received (one per job expected)."""
+    webhook_jobs_not_exactly_once: int = 0
+    """Jobs whose ``job.succeeded`` webhook came with other than exactly one id."""
     events: list[str] = field(default_factory=list)
 
     @property
@@ -63,6 +68,7 @@ class ChaosReport:
             self.succeeded == self.jobs
             and self.successful_attempts_per_job_max == 1
             and self.outcome_rewrites == 0
+            and self.webhook_jobs_not_exactly_once == 0
         )
 
 
@@ -140,11 +146,25 @@ def _attempt_counts(database_url: str) -> tuple[int, int]:
     return int(reruns), int(most)
 
 
+def _await_webhooks(hook: Endpoint, ids: list[str], *, deadline: float) -> dict[str, set[str]]:
+    """The webhook ids received per job, once every job has one (or at the deadline)."""
+    while True:
+        per_job: dict[str, set[str]] = {}
+        for delivery in hook.received:
+            per_job.setdefault(delivery.payload["data"]["id"], set()).add(delivery.webhook_id)
+        if all(job in per_job for job in ids) or time.monotonic() > deadline:
+            return per_job
+        time.sleep(0.5)
+
+
 def run_chaos(config: ChaosConfig) -> ChaosReport:
     """One chaos run on a fresh database; returns what happened. Stops all it started."""
     reset_database(config.database_url)
     port = free_port()
     valkey = _valkey(port, config.logs / "valkey")
+    receiver = WebhookReceiver()
+    receiver.__enter__()
+    hook = receiver.endpoint()
     events: list[str] = []
     env = {
         "RELAYQ_WORKER__LEASE_SECONDS": str(config.lease_seconds),
@@ -155,6 +175,7 @@ def run_chaos(config: ChaosConfig) -> ChaosReport:
         # Messages a killed worker had received but not started come back
         # after this; short here so the run sees them through.
         "RELAYQ_WORKER__VISIBILITY_TIMEOUT": "20",
+        "RELAYQ_WEBHOOKS__ALLOW_PRIVATE_DESTINATIONS": "true",
     }
     stack = Stack(
         database_url=config.database_url,
@@ -167,6 +188,11 @@ def run_chaos(config: ChaosConfig) -> ChaosReport:
         stack.start_api()
         workers = [stack.start_worker() for _ in range(config.workers)]
         key = _new_key(config.database_url)
+        with httpx.Client(
+            base_url=stack.base_url, headers={"Authorization": f"Bearer {key}"}
+        ) as client:
+            answer = client.put("/v1/webhook", json={"url": hook.url, "events": ["succeeded"]})
+            answer.raise_for_status()
         ids: list[str] = []
         submitter = threading.Thread(target=lambda: ids.extend(_submit_all(stack, key, config)))
         submitter.start()
@@ -203,9 +229,12 @@ def run_chaos(config: ChaosConfig) -> ChaosReport:
             1 for k, v in _finished_at(config.database_url).items() if before.get(k) != v
         )
         reruns, most = _attempt_counts(config.database_url)
+        ids_per_job = _await_webhooks(hook, ids, deadline=time.monotonic() + 60)
+        not_once = sum(1 for job in ids if len(ids_per_job.get(job, set())) != 1)
     finally:
         stack.stop()
         valkey.stop()
+        receiver.__exit__(None, None, None)
     counts: dict[str, int] = {}
     for status in statuses.values():
         counts[status] = counts.get(status, 0) + 1
@@ -219,5 +248,7 @@ def run_chaos(config: ChaosConfig) -> ChaosReport:
         jobs_run_more_than_once=reruns,
         successful_attempts_per_job_max=most,
         outcome_rewrites=rewrites,
+        webhooks_received=sum(len(v) for v in ids_per_job.values()),
+        webhook_jobs_not_exactly_once=not_once,
         events=events,
     )
