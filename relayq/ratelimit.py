@@ -2,9 +2,11 @@
 
 Requests per minute and tokens per minute are each a GCRA limit (the generic
 cell rate algorithm: a leaky bucket kept as one number). A limit of L per
-minute spaces units ``60 / L`` seconds apart and tolerates a burst of a whole
-minute's worth; its Redis key holds the theoretical arrival time (TAT) of the
-next unit, which expires once the bucket is full again. One Lua script checks
+minute spaces units ``60 / L`` seconds apart; its Redis key holds the
+theoretical arrival time (TAT) of the next unit, which expires once the
+bucket is full again. Requests get no burst (they are paced, so no 60 s
+window ever holds more than L, as a vendor counting per minute sees it);
+tokens tolerate a whole minute's worth at once. One Lua script checks
 both limits and charges both only when both admit, so any number of
 processes share one budget. Time comes from the injected clock, never from
 Redis, so process clocks should be in sync (a skew of d seconds shifts the
@@ -51,12 +53,12 @@ DEFAULT_COMPLETION_TOKENS = 256
 GCRA_LUA = (
     f"local PERIOD = {PERIOD_SECONDS!r}\nlocal TOLERANCE = {TOLERANCE_SECONDS!r}\n"
     + """
-local function gcra(key, limit, cost, now)
+local function gcra(key, limit, cost, now, burst)
   local interval = PERIOD / limit
   local tat = tonumber(redis.call('GET', key))
   if not tat or tat < now then tat = now end
   local new_tat = tat + cost * interval
-  local wait = new_tat - PERIOD - now
+  local wait = new_tat - (burst or PERIOD) - now
   if cost > limit then wait = tat - now end
   if wait <= TOLERANCE then wait = 0 end
   return new_tat, wait
@@ -81,7 +83,8 @@ if KEYS[3] then
   if cooled and cooled - now > wait then wait = cooled - now end
 end
 if rpm > 0 then
-  rpm_tat, w = gcra(KEYS[1], rpm, 1, now)
+  -- Requests are paced, not burst: no 60 s window ever holds more than rpm.
+  rpm_tat, w = gcra(KEYS[1], rpm, 1, now, PERIOD / rpm)
   if w > wait then wait = w end
 end
 if tpm > 0 then

@@ -1,7 +1,9 @@
 """``python -m bench.chaos.run``: the long chaos runs, with their figures.
 
-python -m bench.chaos.run                 # 1,000 jobs, 5 worker kills, then a Redis restart run
-python -m bench.chaos.run --jobs 200 --kills 2 --redis-restarts 1
+python -m bench.chaos.run                  # all three runs of docs/reliability.md
+python -m bench.chaos.run --only kills     # 1,000 jobs, 5 worker kills
+python -m bench.chaos.run --only redis     # 1,000 jobs, Redis restarted mid-run
+python -m bench.chaos.run --only faults    # a flaky upstream: errors, 429s, stalls, cuts
 """
 
 from __future__ import annotations
@@ -13,14 +15,15 @@ import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
-from bench.chaos.scenario import ChaosConfig, ChaosReport, run_chaos
+from bench.chaos.faults import FaultConfig, run_fault_mix
+from bench.chaos.scenario import ChaosConfig, run_chaos
+from tests.services import running_valkey
 
 
-def _run(args: argparse.Namespace, *, kills: int, restarts: int, workers: int) -> ChaosReport:
+def _kills_or_redis(args: argparse.Namespace, *, kills: int, restarts: int, workers: int) -> bool:
     logs = Path(tempfile.mkdtemp(prefix="relayq-chaos-"))
-    database_url = args.database_url or f"sqlite:///{logs / 'relayq.db'}"
     config = ChaosConfig(
-        database_url=database_url,
+        database_url=args.database_url or f"sqlite:///{logs / 'relayq.db'}",
         logs=logs,
         jobs=args.jobs,
         kills=kills,
@@ -29,24 +32,54 @@ def _run(args: argparse.Namespace, *, kills: int, restarts: int, workers: int) -
         seed=args.seed,
     )
     report = run_chaos(config)
-    print(json.dumps({**asdict(report), "ok": report.ok, "logs": str(logs)}, indent=2))
-    return report
+    print(
+        json.dumps(
+            {
+                "run": "kills" if kills else "redis",
+                **asdict(report),
+                "ok": report.ok,
+                "logs": str(logs),
+            },
+            indent=2,
+        )
+    )
+    return report.ok
+
+
+def _faults(args: argparse.Namespace) -> bool:
+    logs = Path(tempfile.mkdtemp(prefix="relayq-faults-"))
+    with running_valkey() as redis_url:
+        report = run_fault_mix(
+            FaultConfig(
+                database_url=args.database_url or f"sqlite:///{logs / 'relayq.db'}",
+                redis_url=redis_url,
+                logs=logs,
+                jobs=args.jobs // 2,
+            )
+        )
+    print(
+        json.dumps(
+            {"run": "faults", **asdict(report), "ok": report.ok, "logs": str(logs)}, indent=2
+        )
+    )
+    return report.ok
 
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.chaos.run")
     parser.add_argument("--jobs", type=int, default=1000)
-    parser.add_argument("--kills", type=int, default=None)
-    parser.add_argument("--redis-restarts", type=int, default=None)
+    parser.add_argument("--only", choices=["kills", "redis", "faults"], default=None)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--database-url", default=None, help="default: a fresh SQLite file")
     args = parser.parse_args(argv)
-    if args.kills is None and args.redis_restarts is None:
-        runs = [(5, 0, 1), (0, 1, 2)]  # the two scenarios of docs/reliability.md
-    else:
-        runs = [(args.kills or 0, args.redis_restarts or 0, 2 if args.redis_restarts else 1)]
-    reports = [_run(args, kills=k, restarts=r, workers=w) for k, r, w in runs]
-    return 0 if all(report.ok for report in reports) else 1
+    runs = {
+        "kills": lambda: _kills_or_redis(args, kills=5, restarts=0, workers=1),
+        "redis": lambda: _kills_or_redis(args, kills=0, restarts=1, workers=1),
+        "faults": lambda: _faults(args),
+    }
+    chosen = [args.only] if args.only else list(runs)
+    results = [runs[name]() for name in chosen]
+    return 0 if all(results) else 1
 
 
 if __name__ == "__main__":
