@@ -43,6 +43,9 @@ __all__ = [
 PERIOD_SECONDS = 60.0
 """The period every limit is expressed in (per minute)."""
 
+PACING_MARGIN_SECONDS = 0.5
+"""Requests per minute are spread over 60.5 s: room for network jitter."""
+
 TOLERANCE_SECONDS = 1e-4
 """Waits this short count as zero: they are floating-point rounding, not a limit."""
 
@@ -52,9 +55,10 @@ DEFAULT_COMPLETION_TOKENS = 256
 
 GCRA_LUA = (
     f"local PERIOD = {PERIOD_SECONDS!r}\nlocal TOLERANCE = {TOLERANCE_SECONDS!r}\n"
+    f"local PACING_MARGIN = {PACING_MARGIN_SECONDS!r}\n"
     + """
-local function gcra(key, limit, cost, now, burst)
-  local interval = PERIOD / limit
+local function gcra(key, limit, cost, now, burst, period)
+  local interval = (period or PERIOD) / limit
   local tat = tonumber(redis.call('GET', key))
   if not tat or tat < now then tat = now end
   local new_tat = tat + cost * interval
@@ -83,8 +87,11 @@ if KEYS[3] then
   if cooled and cooled - now > wait then wait = cooled - now end
 end
 if rpm > 0 then
-  -- Requests are paced, not burst: no 60 s window ever holds more than rpm.
-  rpm_tat, w = gcra(KEYS[1], rpm, 1, now, PERIOD / rpm)
+  -- Requests are paced, not burst, over a minute stretched by PACING_MARGIN:
+  -- however late or early each call reaches the vendor (by less than the
+  -- margin), no 60 s window there holds more than rpm.
+  local paced = PERIOD + PACING_MARGIN
+  rpm_tat, w = gcra(KEYS[1], rpm, 1, now, paced / rpm, paced)
   if w > wait then wait = w end
 end
 if tpm > 0 then

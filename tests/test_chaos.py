@@ -70,17 +70,21 @@ def test_a_flaky_upstream_every_job_ends_within_its_limits(
             database_url=chaos_database,
             redis_url=f"{redis_server}/14",
             logs=tmp_path,
-            jobs=80,
-            rpm=300,
-            submit_seconds=6,
+            jobs=50,
+            rpm=60,
+            submit_seconds=5,
         )
     )
 
     assert set(report.statuses) <= {"succeeded", "failed"}, report
-    assert sum(report.statuses.values()) == 80
+    assert sum(report.statuses.values()) == 50
     assert report.failed_without_a_clear_error == 0
     assert report.fallbacks > 0
-    assert report.most_upstream_calls_in_a_minute <= 300
+    # The limit was binding (more calls than it allows per minute were wanted)...
+    assert report.upstream_calls > 60
+    assert report.most_upstream_calls_in_a_minute >= 50
+    # ...and never exceeded, counted as the upstream saw the calls arrive.
+    assert report.most_upstream_calls_in_a_minute <= 60
     assert "open" in report.breaker_states_seen, report.breaker_states_seen
     assert report.breaker_states_seen[-1] == "closed", report.breaker_states_seen
     assert report.upstream_outcomes.get("500", 0) > 0

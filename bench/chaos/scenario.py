@@ -203,6 +203,7 @@ def run_chaos(config: ChaosConfig) -> ChaosReport:
         ) as client:
             answer = client.put("/v1/webhook", json={"url": hook.url, "events": ["job.succeeded"]})
             answer.raise_for_status()
+            hook.hold(answer.json()["secret"])  # the receiver verifies every signature
         ids: list[str] = []
         submitter = threading.Thread(target=lambda: ids.extend(_submit_all(stack, key, config)))
         submitter.start()

@@ -48,7 +48,6 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from typing import Any
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
@@ -62,7 +61,7 @@ from relayq.providers.anthropic_response import (
 )
 from relayq.providers.base import Provider
 from relayq.providers.errors import MalformedResponse, ProviderError
-from relayq.providers.http import request_timeout, transport_errors
+from relayq.providers.http import decode_json, request_timeout, send_checked
 from relayq.providers.retry_after import retry_after_seconds
 from relayq.providers.sse import ServerSentEvent, SSEDecoder
 
@@ -118,13 +117,6 @@ def ratelimit_reset_seconds(
             exhausted.append(seconds)
     chosen = exhausted or every
     return max(chosen) if chosen else None
-
-
-def _decode_json(content: bytes | str, *, provider: str) -> Any:
-    try:
-        return json.loads(content)
-    except ValueError as exc:
-        raise MalformedResponse(f"{provider}: response is not JSON: {exc}") from exc
 
 
 class AnthropicProvider(Provider):
@@ -197,7 +189,7 @@ class AnthropicProvider(Provider):
 
     def parse_completion(self, content: bytes, *, created: int) -> ChatCompletion:
         """A 2xx body as a ``chat.completion``; an error object in it raises its error."""
-        payload = _decode_json(content, provider=self.name)
+        payload = decode_json(content, provider=self.name)
         if isinstance(payload, dict) and payload.get("type") == "error":
             raise error_from_payload(payload, provider=self.name)
         return completion_from_message(payload, provider=self.name, created=created)
@@ -206,27 +198,18 @@ class AnthropicProvider(Provider):
         self, event: ServerSentEvent, translator: StreamTranslator
     ) -> list[ChatCompletionChunk]:
         """The chunks one stream event stands for; an ``error`` event raises its error."""
-        payload = _decode_json(event.data, provider=self.name)
+        payload = decode_json(event.data, provider=self.name)
         if event.event == "error" and not (isinstance(payload, dict) and "type" in payload):
             payload = {"type": "error", "error": payload}
         return translator.feed(payload)
 
     @asynccontextmanager
     async def _send(self, http_request: httpx.Request) -> AsyncIterator[httpx.Response]:
-        """Send, raise the mapped error for a non-2xx answer, else yield the open response.
-
-        Failures of the network while the caller reads the body inside the
-        ``async with`` are mapped here too.
-        """
-        with transport_errors(self.name):
-            response = await self.http.send(http_request, stream=True)
-            try:
-                if not response.is_success:
-                    content = await response.aread()
-                    raise self.error_from_response(response.status_code, response.headers, content)
-                yield response
-            finally:
-                await response.aclose()
+        """Send, raise the mapped error for a non-2xx answer, else yield the open response."""
+        async with send_checked(
+            self.http, http_request, provider=self.name, on_error=self.error_from_response
+        ) as response:
+            yield response
 
     async def complete(self, request: ChatCompletionRequest, *, model: str) -> ChatCompletion:
         """One completion, answered as a whole."""
@@ -270,7 +253,7 @@ class AnthropicProvider(Provider):
                 timeout=request_timeout(self.settings),
             )
             async with self._send(http_request) as response:
-                payload = _decode_json(await response.aread(), provider=self.name)
+                payload = decode_json(await response.aread(), provider=self.name)
             try:
                 page = [str(model["id"]) for model in payload["data"]]
                 more = bool(payload.get("has_more")) and bool(page)

@@ -44,7 +44,7 @@ from relayq.providers.errors import (
     ProviderUnavailable,
     error_for_status,
 )
-from relayq.providers.http import request_timeout, transport_errors
+from relayq.providers.http import decode_json, request_timeout, send_checked
 from relayq.providers.openai import vendor_message
 from relayq.providers.retry_after import retry_after_seconds
 from relayq.providers.sse import ServerSentEvent, SSEDecoder
@@ -87,13 +87,6 @@ def error_from_response(
     return error_for_status(status_code, message, retry_after=retry_after)
 
 
-def _decode(content: bytes | str, *, provider: str) -> Any:
-    try:
-        return json.loads(content)
-    except ValueError as exc:
-        raise MalformedResponse(f"{provider}: response is not JSON: {exc}") from exc
-
-
 class CohereProvider(Provider):
     """Cohere ``/v2/chat`` with a bearer key."""
 
@@ -127,27 +120,25 @@ class CohereProvider(Provider):
             timeout=request_timeout(self.settings),
         )
 
+    def _error_from_response(
+        self, status_code: int, headers: Mapping[str, str], content: bytes
+    ) -> ProviderError:
+        return error_from_response(status_code, headers, content, provider=self.name)
+
     @asynccontextmanager
     async def _send(self, http_request: httpx.Request) -> AsyncIterator[httpx.Response]:
         """Send, raise the mapped error for a non-2xx answer, else yield the open response."""
-        with transport_errors(self.name):
-            response = await self.http.send(http_request, stream=True)
-            try:
-                if not response.is_success:
-                    content = await response.aread()
-                    raise error_from_response(
-                        response.status_code, response.headers, content, provider=self.name
-                    )
-                yield response
-            finally:
-                await response.aclose()
+        async with send_checked(
+            self.http, http_request, provider=self.name, on_error=self._error_from_response
+        ) as response:
+            yield response
 
     async def complete(self, request: ChatCompletionRequest, *, model: str) -> ChatCompletion:
         """One completion, answered as a whole."""
         async with self._send(self.build_request(request, model=model, stream=False)) as response:
             content = await response.aread()
         return parse_chat(
-            _decode(content, provider=self.name), model=model, created=int(time.time())
+            decode_json(content, provider=self.name), model=model, created=int(time.time())
         )
 
     async def stream(
@@ -174,7 +165,7 @@ class CohereProvider(Provider):
     ) -> ChatCompletionChunk | None:
         if event.data.strip() == _DONE:
             return None  # only message-end ends a stream: [DONE] before it is an early end
-        payload = _decode(event.data, provider=self.name)
+        payload = decode_json(event.data, provider=self.name)
         if isinstance(payload, dict) and "type" not in payload and "message" in payload:
             raise ProviderUnavailable(vendor_message(payload) or f"{self.name}: stream error")
         return state.feed(payload)
@@ -192,7 +183,7 @@ class CohereProvider(Provider):
                 timeout=request_timeout(self.settings),
             )
             async with self._send(http_request) as response:
-                payload = _decode(await response.aread(), provider=self.name)
+                payload = decode_json(await response.aread(), provider=self.name)
             if not isinstance(payload, dict) or not isinstance(payload.get("models"), list):
                 raise MalformedResponse(f"{self.name}: model list is not a ListModelsResponse")
             names.extend(str(model.get("name", "")) for model in payload["models"])

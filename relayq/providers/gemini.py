@@ -54,7 +54,7 @@ from relayq.providers.errors import (
 )
 from relayq.providers.gemini_request import SchemaDialect, generate_content_body
 from relayq.providers.gemini_response import GeminiStream, parse_completion
-from relayq.providers.http import request_timeout, transport_errors
+from relayq.providers.http import decode_json, request_timeout, send_checked
 from relayq.providers.retry_after import parse_duration, retry_after_seconds
 from relayq.providers.sse import ServerSentEvent, SSEDecoder
 
@@ -146,13 +146,6 @@ def error_from_payload(
     return error_for_status(status, message, retry_after=retry_after)
 
 
-def _decode(content: bytes | str, *, provider: str) -> Any:
-    try:
-        return json.loads(content)
-    except ValueError as exc:
-        raise MalformedResponse(f"{provider}: response is not JSON: {exc}") from exc
-
-
 class GeminiProvider(Provider):
     """Gemini ``generateContent`` with an API key."""
 
@@ -198,33 +191,30 @@ class GeminiProvider(Provider):
             timeout=request_timeout(self.settings),
         )
 
+    def _error_from_response(
+        self, status_code: int, headers: Mapping[str, str], content: bytes
+    ) -> ProviderError:
+        try:
+            payload = json.loads(content)
+        except ValueError:
+            payload = None
+        return error_from_payload(
+            payload, provider=self.name, status_code=status_code, headers=headers
+        )
+
     @asynccontextmanager
     async def _send(self, http_request: httpx.Request) -> AsyncIterator[httpx.Response]:
         """Send, raise the mapped error for a non-2xx answer, else yield the open response."""
-        with transport_errors(self.name):
-            response = await self.http.send(http_request, stream=True)
-            try:
-                if not response.is_success:
-                    content = await response.aread()
-                    try:
-                        payload = json.loads(content)
-                    except ValueError:
-                        payload = None
-                    raise error_from_payload(
-                        payload,
-                        provider=self.name,
-                        status_code=response.status_code,
-                        headers=response.headers,
-                    )
-                yield response
-            finally:
-                await response.aclose()
+        async with send_checked(
+            self.http, http_request, provider=self.name, on_error=self._error_from_response
+        ) as response:
+            yield response
 
     async def complete(self, request: ChatCompletionRequest, *, model: str) -> ChatCompletion:
         """One completion, answered as a whole."""
         async with self._send(self.build_request(request, model=model, stream=False)) as response:
             content = await response.aread()
-        payload = _decode(content, provider=self.name)
+        payload = decode_json(content, provider=self.name)
         if isinstance(payload, dict) and "error" in payload and "candidates" not in payload:
             raise error_from_payload(payload, provider=self.name)
         return parse_completion(payload, model=model, created=int(time.time()))
@@ -253,7 +243,7 @@ class GeminiProvider(Provider):
 
     def _raw_error(self, text: str) -> ProviderError:
         """The error written as plain JSON into a stream; anything else there is malformed."""
-        payload = _decode(text, provider=self.name)
+        payload = decode_json(text, provider=self.name)
         first = payload[0] if isinstance(payload, list) and payload else payload
         if not isinstance(first, dict) or "error" not in first:
             return MalformedResponse(f"{self.name}: stream holds JSON outside its events")
@@ -262,7 +252,7 @@ class GeminiProvider(Provider):
     def _parse_event(
         self, event: ServerSentEvent, state: GeminiStream
     ) -> ChatCompletionChunk | None:
-        payload = _decode(event.data, provider=self.name)
+        payload = decode_json(event.data, provider=self.name)
         if isinstance(payload, dict) and "error" in payload:
             raise error_from_payload(payload, provider=self.name)
         return state.feed(payload)
@@ -280,7 +270,7 @@ class GeminiProvider(Provider):
                 timeout=request_timeout(self.settings),
             )
             async with self._send(http_request) as response:
-                payload = _decode(await response.aread(), provider=self.name)
+                payload = decode_json(await response.aread(), provider=self.name)
             if not isinstance(payload, dict) or not isinstance(payload.get("models", []), list):
                 raise MalformedResponse(f"{self.name}: model list is not a ListModelsResponse")
             for model in payload.get("models", []):

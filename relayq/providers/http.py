@@ -24,8 +24,10 @@ from a failed connection.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+import json
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
+from typing import Any
 
 import aiohttp
 import httpx
@@ -34,11 +36,18 @@ from httpx_aiohttp import AiohttpTransport
 from relayq.providers.errors import (
     MalformedResponse,
     ProviderConnectionError,
+    ProviderError,
     ProviderTimeout,
 )
 from relayq.settings import ProviderSettings
 
-__all__ = ["build_http_client", "request_timeout", "transport_errors"]
+__all__ = [
+    "build_http_client",
+    "decode_json",
+    "request_timeout",
+    "send_checked",
+    "transport_errors",
+]
 
 _FALLBACK_TIMEOUT = httpx.Timeout(600.0, connect=10.0)
 """Used only by a request sent without its own timeout (adapters always pass one)."""
@@ -96,3 +105,35 @@ def transport_errors(provider: str) -> Iterator[None]:
         raise ProviderConnectionError(f"{provider}: connection failed: {exc}") from exc
     except TimeoutError as exc:
         raise ProviderTimeout(f"{provider}: timed out") from exc
+
+
+def decode_json(content: bytes | str, *, provider: str) -> Any:
+    """A vendor's JSON body or event; anything else is a :class:`MalformedResponse`."""
+    try:
+        return json.loads(content)
+    except ValueError as exc:
+        raise MalformedResponse(f"{provider}: response is not JSON: {exc}") from exc
+
+
+ErrorMapper = Callable[[int, Mapping[str, str], bytes], ProviderError]
+"""Turns a non-2xx answer (status, headers, body) into the vendor's mapped error."""
+
+
+@asynccontextmanager
+async def send_checked(
+    http: httpx.AsyncClient, request: httpx.Request, *, provider: str, on_error: ErrorMapper
+) -> AsyncIterator[httpx.Response]:
+    """Send; raise ``on_error``'s error for a non-2xx answer, else yield the open response.
+
+    Network failures while the caller reads the body inside the ``async with``
+    are mapped to the error tree too, and the response is always closed.
+    """
+    with transport_errors(provider):
+        response = await http.send(request, stream=True)
+        try:
+            if not response.is_success:
+                content = await response.aread()
+                raise on_error(response.status_code, response.headers, content)
+            yield response
+        finally:
+            await response.aclose()

@@ -35,7 +35,7 @@ from pydantic import ValidationError
 from relayq.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest
 from relayq.providers.base import Provider
 from relayq.providers.errors import MalformedResponse, ProviderError, error_for_status
-from relayq.providers.http import request_timeout, transport_errors
+from relayq.providers.http import decode_json, request_timeout, send_checked
 from relayq.providers.retry_after import retry_after_seconds
 from relayq.providers.sse import ServerSentEvent, SSEDecoder
 
@@ -100,13 +100,6 @@ def error_for_event(error: object, *, provider: str) -> ProviderError:
     mapped = error_for_status(status, message)
     mapped.status_code = None  # the status only classified it; none came over the wire
     return mapped
-
-
-def _decode_json(content: bytes | str, *, provider: str) -> Any:
-    try:
-        return json.loads(content)
-    except ValueError as exc:
-        raise MalformedResponse(f"{provider}: response is not JSON: {exc}") from exc
 
 
 class OpenAIProvider(Provider):
@@ -196,7 +189,7 @@ class OpenAIProvider(Provider):
 
     def parse_completion(self, content: bytes) -> ChatCompletion:
         """A 2xx body as a ``chat.completion``; an error object in it raises its error."""
-        payload = _decode_json(content, provider=self.name)
+        payload = decode_json(content, provider=self.name)
         if isinstance(payload, dict) and "error" in payload and "choices" not in payload:
             raise self.adjust_error(error_for_event(payload["error"], provider=self.name), payload)
         try:
@@ -208,7 +201,7 @@ class OpenAIProvider(Provider):
         """One stream event as a chunk; None for the ``[DONE]`` end marker."""
         if event.data.strip() == _DONE:
             return None
-        payload = _decode_json(event.data, provider=self.name)
+        payload = decode_json(event.data, provider=self.name)
         if isinstance(payload, dict) and ("error" in payload or event.event == "error"):
             error = error_for_event(payload.get("error", payload), provider=self.name)
             raise self.adjust_error(error, payload)
@@ -230,7 +223,7 @@ class OpenAIProvider(Provider):
 
         A bare array of models is taken too (Together's ``/models`` answers one).
         """
-        payload = _decode_json(content, provider=self.name)
+        payload = decode_json(content, provider=self.name)
         data = payload.get("data") if isinstance(payload, dict) else payload
         if not isinstance(data, list):
             raise MalformedResponse(f"{self.name}: not a model list")
@@ -241,20 +234,11 @@ class OpenAIProvider(Provider):
 
     @asynccontextmanager
     async def _send(self, http_request: httpx.Request) -> AsyncIterator[httpx.Response]:
-        """Send, raise the mapped error for a non-2xx answer, else yield the open response.
-
-        Failures of the network while the caller reads the body inside the
-        ``async with`` are mapped here too.
-        """
-        with transport_errors(self.name):
-            response = await self.http.send(http_request, stream=True)
-            try:
-                if not response.is_success:
-                    content = await response.aread()
-                    raise self.error_from_response(response.status_code, response.headers, content)
-                yield response
-            finally:
-                await response.aclose()
+        """Send, raise the mapped error for a non-2xx answer, else yield the open response."""
+        async with send_checked(
+            self.http, http_request, provider=self.name, on_error=self.error_from_response
+        ) as response:
+            yield response
 
     async def complete(self, request: ChatCompletionRequest, *, model: str) -> ChatCompletion:
         """One completion, answered as a whole."""
