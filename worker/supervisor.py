@@ -28,7 +28,10 @@ _STABLE_SECONDS = 60.0
 
 
 def supervise(argv: Sequence[str], *, max_backoff: float = 30.0) -> int:
-    """Run ``python -m worker argv`` unsupervised, again and again; its last exit status."""
+    """Run ``python -m worker argv`` unsupervised, again whenever it exits unasked.
+
+    Returns the child's exit status once SIGTERM or SIGINT stopped it.
+    """
     stopping: list[int] = []
     child: subprocess.Popen[bytes] | None = None
 
@@ -45,8 +48,10 @@ def supervise(argv: Sequence[str], *, max_backoff: float = 30.0) -> int:
         started = time.monotonic()
         child = subprocess.Popen([sys.executable, "-m", "worker", *argv], env=env)
         status = child.wait()
-        if stopping or status == 0:
+        if stopping:
             return status
+        # Exited without being asked: with any status (Celery's "unrecoverable
+        # error" path can exit 0), the worker is gone and must come back.
         failures = 0 if time.monotonic() - started > _STABLE_SECONDS else failures + 1
         delay = min(max_backoff, 0.5 * 2 ** max(0, failures - 1))
         log.error("worker exited with status %s; starting it again in %.1f s", status, delay)

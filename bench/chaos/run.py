@@ -55,6 +55,8 @@ def _faults(args: argparse.Namespace) -> bool:
                 redis_url=redis_url,
                 logs=logs,
                 jobs=args.jobs // 2,
+                # Low enough to bind: the run wants more calls per minute than this.
+                rpm=240,
             )
         )
     print(
