@@ -15,6 +15,12 @@ def chaos_database(backend: str, tmp_path: Path, private_database_url: str) -> s
     return private_database_url
 
 
+@pytest.fixture
+def sqlite_only(backend: str) -> None:
+    if backend == "postgresql":
+        pytest.skip("Redis and limits under chaos do not depend on the database; SQLite covers it")
+
+
 @pytest.mark.timeout(300)
 def test_workers_killed_mid_run_lose_nothing_and_record_once(
     chaos_database: str, tmp_path: Path
@@ -41,6 +47,7 @@ def test_workers_killed_mid_run_lose_nothing_and_record_once(
 
 
 @pytest.mark.timeout(300)
+@pytest.mark.usefixtures("sqlite_only")
 def test_a_redis_restart_mid_run_loses_nothing(chaos_database: str, tmp_path: Path) -> None:
     report = run_chaos(
         ChaosConfig(
@@ -62,6 +69,7 @@ def test_a_redis_restart_mid_run_loses_nothing(chaos_database: str, tmp_path: Pa
 
 
 @pytest.mark.timeout(300)
+@pytest.mark.usefixtures("sqlite_only")
 def test_a_flaky_upstream_every_job_ends_within_its_limits(
     chaos_database: str, redis_server: str, tmp_path: Path
 ) -> None:
