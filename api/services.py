@@ -10,6 +10,7 @@ import httpx
 import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry
 
+from relayq.breaker import CircuitBreaker
 from relayq.cache import ResponseCache
 from relayq.catalog import ModelCatalog
 from relayq.config import RoutingConfig
@@ -40,6 +41,10 @@ class Services:
         self.redis = aioredis.Redis.from_url(settings.redis_url)
         self.enqueuer = WebhookEnqueuer(settings=settings)
         self.routing_state = RoutingState(self.redis, key_prefix=settings.key_prefix)
+        # Read by the admin API and /metrics; the workers write it.
+        self.breaker = CircuitBreaker(
+            self.redis, key_prefix=settings.key_prefix, settings=settings.breaker
+        )
         # The API calls providers only to list their models.
         self.http: httpx.AsyncClient = build_http_client(max_connections=20)
         self.providers: dict[str, Provider] = {}

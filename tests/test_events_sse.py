@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -128,3 +129,32 @@ def test_a_malformed_event_id_is_a_400(client: httpx.Client, bad: str) -> None:
 
     assert response.status_code == 400
     assert response.json()["error"]["param"] == "Last-Event-ID"
+
+
+def test_two_hundred_followers_of_one_job_all_see_every_event(
+    client: httpx.Client, stack: Stack
+) -> None:
+    """Hundreds of SSE clients on one API process, served by one Redis reader."""
+    job = submit(
+        client, body("crowd", mock={"latency_ms": 2500, "tokens": 20, "stream_interval_ms": 20})
+    )
+    headers = dict(client.headers)
+
+    async def follow(http: httpx.AsyncClient) -> list[str]:
+        async with http.stream("GET", f"/v1/jobs/{job['id']}/events") as response:
+            assert response.status_code == 200
+            return [line async for line in response.aiter_lines() if line.startswith("id: ")]
+
+    async def crowd() -> list[list[str]]:
+        limits = httpx.Limits(max_connections=250)
+        async with httpx.AsyncClient(
+            base_url=stack.base_url, headers=headers, limits=limits, timeout=30
+        ) as http:
+            return await asyncio.gather(*(follow(http) for _ in range(200)))
+
+    seen = asyncio.run(crowd())
+
+    everything = [f"id: {e.id}" for e in read_events(client, job["id"])]
+    assert len(seen) == 200
+    assert all(ids == everything for ids in seen)
+    assert len(everything) > 3

@@ -9,7 +9,6 @@ from pydantic import BaseModel
 
 from api.deps import AdminKeyDep, ServicesDep
 from api.errors import ERROR_RESPONSES, APIError
-from relayq.breaker import CircuitBreaker
 from relayq.resilience import deployment_id
 
 __all__ = ["router"]
@@ -33,12 +32,6 @@ class BreakerList(BaseModel):
     data: list[BreakerPublic]
 
 
-def _breaker(services: ServicesDep) -> CircuitBreaker:
-    return CircuitBreaker(
-        services.redis, key_prefix=services.settings.key_prefix, settings=services.settings.breaker
-    )
-
-
 def _deployments(services: ServicesDep) -> list[str]:
     routing = services.router.routing
     found = {
@@ -52,7 +45,7 @@ def _deployments(services: ServicesDep) -> list[str]:
 @router.get("/breakers", response_model=BreakerList)
 async def list_breakers(_: AdminKeyDep, services: ServicesDep) -> BreakerList:
     """The circuit breaker of every routed deployment, shared by all workers."""
-    statuses = await _breaker(services).status(_deployments(services))
+    statuses = await services.breaker.status(_deployments(services))
     return BreakerList(
         data=[
             BreakerPublic(
@@ -79,5 +72,5 @@ async def reset_breaker(deployment: str, key: AdminKeyDep, services: ServicesDep
             code="deployment_not_found",
             param="deployment",
         )
-    await _breaker(services).reset(deployment)
+    await services.breaker.reset(deployment)
     return await list_breakers(key, services)

@@ -15,7 +15,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query
 from fastapi.responses import StreamingResponse
 
-from api.deps import KeyDep, ServicesDep, SessionDep
+from api.deps import KeyDep, ServicesDep
 from api.errors import ERROR_RESPONSES, APIError
 from api.services import Services
 from api.sse import HEARTBEAT, Tick, sse_message, with_ticks
@@ -50,7 +50,6 @@ def event_message(event: JobEvent) -> str:
 async def job_events(
     job_id: str,
     key: KeyDep,
-    session: SessionDep,
     services: ServicesDep,
     last_event_id: Annotated[str | None, Header()] = None,
     after: Annotated[str | None, Query(description="Resume after this event id.")] = None,
@@ -64,7 +63,10 @@ async def job_events(
             code="invalid_event_id",
             param="Last-Event-ID" if last_event_id else "after",
         )
-    job = await get_job(session, job_id=job_id, key_id=key.id)
+    # A short session of its own: a dependency's session would stay checked out
+    # for the whole stream, and hundreds of followers would drain the pool.
+    async with services.database.session() as session:
+        job = await get_job(session, job_id=job_id, key_id=key.id)
     if job is None:
         raise APIError(404, f"No job found with id '{job_id}'.", code="job_not_found", param="id")
     return StreamingResponse(

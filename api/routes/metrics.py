@@ -8,7 +8,6 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import func, select
 
 from api.deps import ServicesDep
-from relayq.breaker import CircuitBreaker
 from relayq.jobs import JobStatus
 from relayq.metrics import SharedState
 from relayq.resilience import deployment_id
@@ -59,12 +58,9 @@ async def _read_state(services: ServicesDep) -> SharedState:
     in_flight = {
         (k.decode() if isinstance(k, bytes) else str(k)): int(v) for k, v in in_flight_raw.items()
     }
-    breaker = CircuitBreaker(
-        services.redis, key_prefix=services.settings.key_prefix, settings=services.settings.breaker
-    )
     return SharedState(
         active_jobs=active,
         queue_depths=depths,
         in_flight=in_flight,
-        breakers=await breaker.status(deployments),
+        breakers=await services.breaker.status(deployments),
     )
