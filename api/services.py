@@ -7,7 +7,6 @@ import contextlib
 import time
 
 import httpx
-import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry
 
 from relayq.breaker import CircuitBreaker
@@ -22,6 +21,7 @@ from relayq.live import LiveRouting
 from relayq.metrics import ApiMetrics, StateCollector
 from relayq.providers import Provider, build_providers
 from relayq.providers.http import build_http_client
+from relayq.redis_pool import shared_redis
 from relayq.routing import Router
 from relayq.routing_state import RoutingState
 from relayq.settings import Settings
@@ -38,7 +38,7 @@ class Services:
         self.settings = settings
         self.started_at = time.time()
         self.database = Database(settings.database_url, pool_size=settings.database_pool_size)
-        self.redis = aioredis.Redis.from_url(settings.redis_url)
+        self.redis = shared_redis(settings.redis_url)
         self.enqueuer = WebhookEnqueuer(settings=settings)
         self.routing_state = RoutingState(self.redis, key_prefix=settings.key_prefix)
         # Read by the admin API and /metrics; the workers write it.

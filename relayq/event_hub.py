@@ -16,10 +16,10 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any, cast
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from relayq.events import JobEvent, decode_entry, stream_key
+from relayq.redis_pool import shared_redis
 
 __all__ = ["EventHub", "after"]
 
@@ -50,7 +50,7 @@ class EventHub:
 
     def __init__(self, redis_url: str, *, key_prefix: str) -> None:
         # A connection of its own: XREAD BLOCK holds it while waiting.
-        self._redis = aioredis.Redis.from_url(redis_url)
+        self._redis = shared_redis(redis_url)
         self._prefix = key_prefix
         self._wake = f"{key_prefix}:hub-wake:{uuid.uuid4().hex}"
         self._followers: dict[str, set[_Follower]] = {}

@@ -9,6 +9,7 @@ have expired replays its terminal event from SQL.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -28,6 +29,7 @@ __all__ = ["router"]
 router = APIRouter(tags=["jobs"], responses=ERROR_RESPONSES)
 
 _STREAM_ID = re.compile(r"^\d+-\d+$")
+_SQL_CHECK_SECONDS = 5.0
 _SSE = {"content-type": "text/event-stream", "cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
@@ -92,13 +94,17 @@ async def _messages(
             yield event_message(ended)
             return
     events = services.hub.follow(job_id=job_id, key_id=key_id, position=position)
+    checked = time.monotonic()
     async for item in with_ticks(events, services.settings.events.heartbeat_seconds):
         if isinstance(item, Tick):
-            # Quiet for a while: if the job ended but its terminal event was lost, say so.
-            ended = await _ended(services, job_id=job_id, key_id=key_id)
-            if ended is not None:
-                yield event_message(ended)
-                return
+            if time.monotonic() - checked >= _SQL_CHECK_SECONDS:
+                # Quiet for a while: if the job ended but its terminal event was
+                # lost, say so (at most this often, whatever the heartbeat).
+                checked = time.monotonic()
+                ended = await _ended(services, job_id=job_id, key_id=key_id)
+                if ended is not None:
+                    yield event_message(ended)
+                    return
             yield HEARTBEAT
             continue
         yield event_message(item)

@@ -1,0 +1,21 @@
+"""Redis clients for processes with many concurrent users (hundreds of SSE streams).
+
+redis-py's default pool raises "Too many connections" past 100 at once; a
+blocking pool makes a burst wait for a free connection instead.
+"""
+
+from __future__ import annotations
+
+import redis.asyncio as aioredis
+
+__all__ = ["shared_redis"]
+
+
+def shared_redis(
+    url: str, *, max_connections: int = 256, wait_seconds: float = 20.0
+) -> aioredis.Redis:
+    """A client whose pool waits (up to ``wait_seconds``) when all connections are busy."""
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url, max_connections=max_connections, timeout=wait_seconds
+    )
+    return aioredis.Redis(connection_pool=pool)
