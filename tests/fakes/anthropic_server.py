@@ -25,15 +25,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
 from tests.fakes.openai_server import RecordedRequest
-from tests.fakes.server import ThreadedServer
+from tests.fakes.server import ScriptedServer
 
 __all__ = [
     "API_VERSION",
@@ -233,7 +231,7 @@ def conversation_problem(body: Any) -> str | None:
     return None
 
 
-class FakeAnthropic(ThreadedServer):
+class FakeAnthropic(ScriptedServer[Reply, RecordedRequest]):
     """The fake server; use as a context manager, point adapters at :attr:`base_url`.
 
     With ``api_key`` set it answers 401 like Anthropic unless the request
@@ -253,25 +251,11 @@ class FakeAnthropic(ThreadedServer):
         self.content = content
         self.models = models
         self.page_size = page_size
-        self._replies: deque[Reply] = deque()
-        self._requests: list[RecordedRequest] = []
-        self._lock = threading.Lock()
 
     @property
     def base_url(self) -> str:
         """``http://127.0.0.1:<port>``, like Anthropic's ``https://api.anthropic.com``."""
         return self.origin
-
-    @property
-    def requests(self) -> list[RecordedRequest]:
-        """The requests received so far, oldest first."""
-        with self._lock:
-            return list(self._requests)
-
-    def script(self, *replies: Reply) -> None:
-        """Queue how the next messages calls are answered, in order."""
-        with self._lock:
-            self._replies.extend(replies)
 
     def make_app(self) -> web.Application:
         app = web.Application()
@@ -286,10 +270,7 @@ class FakeAnthropic(ThreadedServer):
         except ValueError:
             payload = raw.decode(errors="replace")
         headers = {name.lower(): value for name, value in request.headers.items()}
-        with self._lock:
-            self._requests.append(
-                RecordedRequest(request.method, request.path_qs, headers, payload)
-            )
+        self._remember(RecordedRequest(request.method, request.path_qs, headers, payload))
         return payload
 
     def _refused(self, request: web.Request) -> web.Response | None:
@@ -339,8 +320,7 @@ class FakeAnthropic(ThreadedServer):
 
     async def _messages(self, request: web.Request) -> web.StreamResponse:
         body = await self._record(request)
-        with self._lock:
-            reply = self._replies.popleft() if self._replies else Reply()
+        reply = self._next_reply(Reply)
         await asyncio.sleep(reply.delay)
         if (refused := self._refused(request)) is not None:
             return refused

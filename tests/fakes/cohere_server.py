@@ -19,14 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
-from tests.fakes.server import ThreadedServer
+from tests.fakes.server import ScriptedServer
 
 __all__ = [
     "DEFAULT_CONTENT",
@@ -185,7 +183,7 @@ def stream_events(body: dict[str, Any], reply: Reply, content: str) -> list[dict
     return events
 
 
-class FakeCohere(ThreadedServer):
+class FakeCohere(ScriptedServer[Reply, RecordedRequest]):
     """The fake server; use as a context manager, point adapters at :attr:`base_url`.
 
     With ``api_key`` set it answers 401 like Cohere unless the request carries
@@ -196,25 +194,11 @@ class FakeCohere(ThreadedServer):
         super().__init__()
         self.api_key = api_key
         self.content = content
-        self._replies: deque[Reply] = deque()
-        self._requests: list[RecordedRequest] = []
-        self._lock = threading.Lock()
 
     @property
     def base_url(self) -> str:
         """``http://127.0.0.1:<port>``, like Cohere's ``https://api.cohere.com``."""
         return self.origin
-
-    @property
-    def requests(self) -> list[RecordedRequest]:
-        """The requests received so far, oldest first."""
-        with self._lock:
-            return list(self._requests)
-
-    def script(self, *replies: Reply) -> None:
-        """Queue how the next chat calls are answered, in order."""
-        with self._lock:
-            self._replies.extend(replies)
 
     def make_app(self) -> web.Application:
         app = web.Application()
@@ -229,8 +213,7 @@ class FakeCohere(ThreadedServer):
         recorded = RecordedRequest(
             request.method, request.path, dict(request.query), headers, payload
         )
-        with self._lock:
-            self._requests.append(recorded)
+        self._remember(recorded)
         return payload
 
     def _unauthorized(self, request: web.Request) -> web.Response | None:
@@ -254,8 +237,7 @@ class FakeCohere(ThreadedServer):
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         body = await self._record(request)
-        with self._lock:
-            reply = self._replies.popleft() if self._replies else Reply()
+        reply = self._next_reply(Reply)
         await asyncio.sleep(reply.delay)
         if (denied := self._unauthorized(request)) is not None:
             return denied

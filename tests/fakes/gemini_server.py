@@ -19,14 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
-from tests.fakes.server import ThreadedServer
+from tests.fakes.server import ScriptedServer
 
 __all__ = [
     "DEFAULT_CONTENT",
@@ -186,7 +184,7 @@ def stream_events(model: str, body: dict[str, Any], reply: Reply, content: str) 
     return events
 
 
-class FakeGemini(ThreadedServer):
+class FakeGemini(ScriptedServer[Reply, RecordedRequest]):
     """The fake server; use as a context manager, point adapters at :attr:`base_url`.
 
     With ``api_key`` set it checks the ``x-goog-api-key`` header like Gemini.
@@ -205,25 +203,11 @@ class FakeGemini(ThreadedServer):
         self.api_key = api_key
         self.content = content
         self.require_thought_signatures = require_thought_signatures
-        self._replies: deque[Reply] = deque()
-        self._requests: list[RecordedRequest] = []
-        self._lock = threading.Lock()
 
     @property
     def base_url(self) -> str:
         """``http://127.0.0.1:<port>``, like Gemini's ``https://generativelanguage.googleapis.com``."""
         return self.origin
-
-    @property
-    def requests(self) -> list[RecordedRequest]:
-        """The requests received so far, oldest first."""
-        with self._lock:
-            return list(self._requests)
-
-    def script(self, *replies: Reply) -> None:
-        """Queue how the next generate calls are answered, in order."""
-        with self._lock:
-            self._replies.extend(replies)
 
     def make_app(self) -> web.Application:
         app = web.Application()
@@ -238,8 +222,7 @@ class FakeGemini(ThreadedServer):
         recorded = RecordedRequest(
             request.method, request.path, dict(request.query), headers, payload
         )
-        with self._lock:
-            self._requests.append(recorded)
+        self._remember(recorded)
         return payload
 
     def _unauthorized(self, request: web.Request) -> web.Response | None:
@@ -280,8 +263,7 @@ class FakeGemini(ThreadedServer):
 
     async def _generate(self, request: web.Request) -> web.StreamResponse:
         body = await self._record(request)
-        with self._lock:
-            reply = self._replies.popleft() if self._replies else Reply()
+        reply = self._next_reply(Reply)
         await asyncio.sleep(reply.delay)
         if (denied := self._unauthorized(request)) is not None:
             return denied

@@ -23,15 +23,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
-from tests.fakes.server import ThreadedServer
+from tests.fakes.server import ScriptedServer
 
 __all__ = [
     "DEFAULT_CONTENT",
@@ -199,7 +197,7 @@ def stream_events(
     return events
 
 
-class FakeOpenAI(ThreadedServer):
+class FakeOpenAI(ScriptedServer[Reply, RecordedRequest]):
     """The fake server; use as a context manager, point adapters at :attr:`base_url`.
 
     With ``api_key`` set it answers 401 like OpenAI unless the request carries
@@ -223,25 +221,11 @@ class FakeOpenAI(ThreadedServer):
         self.api_key = api_key
         self.content = content
         self.models = models
-        self._replies: deque[Reply] = deque()
-        self._requests: list[RecordedRequest] = []
-        self._lock = threading.Lock()
 
     @property
     def base_url(self) -> str:
         """``http://127.0.0.1:<port>/v1``, like OpenAI's ``https://api.openai.com/v1``."""
         return f"{self.origin}/v1"
-
-    @property
-    def requests(self) -> list[RecordedRequest]:
-        """The requests received so far, oldest first."""
-        with self._lock:
-            return list(self._requests)
-
-    def script(self, *replies: Reply) -> None:
-        """Queue how the next chat completion calls are answered, in order."""
-        with self._lock:
-            self._replies.extend(replies)
 
     def routes(self) -> list[tuple[str, str]]:
         """``(method, path)`` of the chat completions and model list routes, in that order."""
@@ -299,8 +283,7 @@ class FakeOpenAI(ThreadedServer):
         recorded = RecordedRequest(
             request.method, request.path, headers, payload, dict(request.query)
         )
-        with self._lock:
-            self._requests.append(recorded)
+        self._remember(recorded)
         return payload
 
     def _unauthorized(self, request: web.Request) -> web.Response | None:
@@ -321,8 +304,7 @@ class FakeOpenAI(ThreadedServer):
 
     async def _chat_completions(self, request: web.Request) -> web.StreamResponse:
         body = await self._record(request)
-        with self._lock:
-            reply = self._replies.popleft() if self._replies else Reply()
+        reply = self._next_reply(Reply)
         await asyncio.sleep(reply.delay)
         if (denied := self._unauthorized(request)) is not None:
             return denied

@@ -12,13 +12,18 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
+from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future
 from types import TracebackType
-from typing import Self
+from typing import Generic, Self, TypeVar
 
 from aiohttp import web
 
-__all__ = ["ThreadedServer", "closed_port"]
+__all__ = ["ScriptedServer", "ThreadedServer", "closed_port"]
+
+ReplyT = TypeVar("ReplyT")
+RecordT = TypeVar("RecordT")
 
 _START_TIMEOUT = 10.0
 
@@ -113,3 +118,38 @@ class ThreadedServer:
     async def _wait_for_stop(self) -> None:
         assert self._stop is not None
         await self._stop.wait()
+
+
+class ScriptedServer(ThreadedServer, Generic[ReplyT, RecordT]):
+    """A fake vendor that answers from a script and records what it received.
+
+    Tests queue replies with :meth:`script` (each call takes the next, or a
+    default one) and read :attr:`requests` back; handlers call
+    :meth:`_remember` and :meth:`_next_reply`. Both are guarded by one lock,
+    since tests and the server's thread use them at once.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._replies: deque[ReplyT] = deque()
+        self._requests: list[RecordT] = []
+        self._lock = threading.Lock()
+
+    @property
+    def requests(self) -> list[RecordT]:
+        """The requests received so far, oldest first."""
+        with self._lock:
+            return list(self._requests)
+
+    def script(self, *replies: ReplyT) -> None:
+        """Queue how the next calls are answered, in order."""
+        with self._lock:
+            self._replies.extend(replies)
+
+    def _remember(self, recorded: RecordT) -> None:
+        with self._lock:
+            self._requests.append(recorded)
+
+    def _next_reply(self, default: Callable[[], ReplyT]) -> ReplyT:
+        with self._lock:
+            return self._replies.popleft() if self._replies else default()
