@@ -36,10 +36,13 @@ Scenario = Callable[[AsyncSession], Awaitable[None]]
 
 
 @pytest.fixture
-def in_session(database_url: str) -> Callable[[Scenario], None]:
+def in_session(private_database_url: str) -> Callable[[Scenario], None]:
+    """Scenarios on a database of their own: their made-up clocks would otherwise
+    meet the shared stack's reconciler (which releases "lapsed" leases)."""
+
     @asynccontextmanager
     async def session() -> AsyncIterator[AsyncSession]:
-        database = Database(database_url)
+        database = Database(private_database_url)
         try:
             async with database.session() as opened:
                 yield opened

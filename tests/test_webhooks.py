@@ -473,10 +473,12 @@ def test_delivery_time_check_refuses_loopback_by_address_and_by_name(
 
 
 def test_a_delivery_is_attempted_by_one_claim_at_a_time_and_succeeds_once(
-    database_url: str,
+    private_database_url: str,
 ) -> None:
+    # A database of its own: the shared stack's reconciler would publish (and
+    # so claim) this delivery, planned at made-up old times, under the test.
     async def scenario() -> None:
-        database = Database(database_url)
+        database = Database(private_database_url)
         try:
             async with database.session() as session:
                 await body_of_scenario(session)
