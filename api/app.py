@@ -11,7 +11,18 @@ import relayq
 from api.errors import install_error_handlers
 from api.limits import BodySizeLimit
 from api.observability import RequestMetrics
-from api.routes import admin, chat, events, health, jobs, metrics, models, webhooks
+from api.routes import (
+    admin,
+    batches,
+    chat,
+    events,
+    files,
+    health,
+    jobs,
+    metrics,
+    models,
+    webhooks,
+)
 from api.services import Services
 from relayq.logs import configure_logging
 from relayq.metrics import ApiMetrics
@@ -42,7 +53,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.api.max_body_bytes)
+    app.add_middleware(
+        BodySizeLimit,
+        max_bytes=settings.api.max_body_bytes,
+        per_path={
+            # The file itself, plus room for the multipart framing.
+            "/v1/files": settings.files.max_bytes + 64 * 1024,
+            "/v1/batches": settings.batches.max_inline_bytes,
+        },
+    )
 
     def api_metrics() -> ApiMetrics | None:
         services: Services | None = getattr(app.state, "services", None)
@@ -58,4 +77,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(models.router)
     app.include_router(chat.router)
     app.include_router(webhooks.router)
+    app.include_router(files.router)
+    app.include_router(batches.router)
     return app

@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from relayq.intake import KeyLimited
 from relayq.key_limits import KeyLimit
+from relayq.params import param_path
 
 __all__ = ["ERROR_RESPONSES", "APIError", "ErrorBody", "error_body", "install_error_handlers"]
 
@@ -94,15 +95,6 @@ def error_body(
 def _response(exc: APIError) -> JSONResponse:
     body = error_body(exc.status_code, exc.message, code=exc.code, param=exc.param)
     return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
-
-
-def param_path(loc: Sequence[int | str]) -> str | None:
-    """``("body", "messages", 0, "role")`` as ``messages[0].role``."""
-    parts = list(loc[1:] if loc and loc[0] in {"body", "query", "path", "header"} else loc)
-    text = ""
-    for part in parts:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text or None
 
 
 def validation_error(errors: Sequence[Any]) -> APIError:

@@ -27,19 +27,26 @@ def _message(max_bytes: int) -> str:
 
 
 class BodySizeLimit:
-    """Answers 413 when a body exceeds ``max_bytes``, by header or by count."""
+    """Answers 413 when a body exceeds ``max_bytes``, by header or by count.
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+    ``per_path`` sets other limits for some paths (uploads, inline batches).
+    """
+
+    def __init__(
+        self, app: ASGIApp, *, max_bytes: int, per_path: dict[str, int] | None = None
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.per_path = per_path or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        max_bytes = self.per_path.get(scope["path"].rstrip("/"), self.max_bytes)
         declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._reject(send)
+        if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+            await self._reject(send, max_bytes)
             return
         seen = 0
         started = False
@@ -49,8 +56,8 @@ class BodySizeLimit:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise BodyTooLarge(self.max_bytes)
+                if seen > max_bytes:
+                    raise BodyTooLarge(max_bytes)
             return message
 
         async def tracked_send(message: Message) -> None:
@@ -62,10 +69,10 @@ class BodySizeLimit:
             await self.app(scope, counted_receive, tracked_send)
         except BodyTooLarge:
             if not started:
-                await self._reject(send)
+                await self._reject(send, max_bytes)
 
-    async def _reject(self, send: Send) -> None:
-        message = _message(self.max_bytes)
+    async def _reject(self, send: Send, max_bytes: int) -> None:
+        message = _message(max_bytes)
         body = json.dumps(error_body(413, message, code="request_too_large")).encode()
         await send(
             {

@@ -15,6 +15,7 @@ from relayq.catalog import ModelCatalog
 from relayq.config import RoutingConfig
 from relayq.event_hub import EventHub
 from relayq.events import EventLog
+from relayq.files.storage import DirectoryStorage, FileStorage
 from relayq.intake import Intake
 from relayq.key_limits import KeyLimits
 from relayq.live import LiveRouting
@@ -41,6 +42,7 @@ class Services:
         self.redis = shared_redis(settings.redis_url)
         self.enqueuer = WebhookEnqueuer(settings=settings)
         self.routing_state = RoutingState(self.redis, key_prefix=settings.key_prefix)
+        self.storage: FileStorage = DirectoryStorage(settings.files.storage_dir)
         # Read by the admin API and /metrics; the workers write it.
         self.breaker = CircuitBreaker(
             self.redis, key_prefix=settings.key_prefix, settings=settings.breaker

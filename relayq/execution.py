@@ -263,7 +263,7 @@ class Executor:
                 await self._routing_state.finished(
                     provider=claim.provider, model=claim.upstream_model, latency_ms=latency
                 )
-            if self._key_limits is not None:
+            if self._key_limits is not None and claim.batch_id is None:
                 await self._key_limits.job_finished(claim.key_id)
         except RedisError as exc:  # hints only; the reconciler recounts both
             log.warning("routing state or key count not updated for %s: %s", claim.job_id, exc)
@@ -295,9 +295,10 @@ class Executor:
             EventType.STARTED,
             {"provider": claim.provider, "model": claim.upstream_model, "run": claim.run},
         )
+        # A batch's requests have no one following their text as it comes.
         deltas = (
             DeltaPublisher(self._events, job_id=claim.job_id, key_id=claim.key_id)
-            if self._events is not None
+            if self._events is not None and claim.batch_id is None
             else None
         )
         started = time.perf_counter()

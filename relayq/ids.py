@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Iterator
 
-__all__ = ["new_id"]
+__all__ = ["id_sequence", "new_id"]
 
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
 
@@ -18,7 +19,23 @@ _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
 def new_id(prefix: str, *, now: float | None = None) -> str:
     """A new id such as ``job_01jd6x0m3q8r5t7v9w2y4z6a8c``."""
     millis = int((time.time() if now is None else now) * 1000)
-    value = (millis << 80) | secrets.randbits(80)
+    return _encode(prefix, (millis << 80) | secrets.randbits(80))
+
+
+def id_sequence(prefix: str, *, now: float | None = None) -> Iterator[str]:
+    """New ids of one moment, ascending (a batch's requests, in line order).
+
+    They share the millisecond and count up from a random start below
+    2**79, so the sequence never carries into the time part.
+    """
+    millis = int((time.time() if now is None else now) * 1000)
+    value = (millis << 80) | secrets.randbits(79)
+    while True:
+        yield _encode(prefix, value)
+        value += 1
+
+
+def _encode(prefix: str, value: int) -> str:
     chars = []
     for _ in range(26):
         value, digit = divmod(value, 32)

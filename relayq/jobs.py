@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field, field_validator
 
 from relayq.chat import ChatCompletionRequest
 from relayq.providers.mock import MockControls
-from relayq.webhooks.schemas import WebhookSpec
+from relayq.webhooks.schemas import JobWebhookSpec, WebhookSpec
 
 if TYPE_CHECKING:
     from relayq.store.models import Attempt, Job
@@ -64,7 +64,7 @@ class JobCreate(ChatCompletionRequest):
     """Use the response cache for this job (true), or not (false); default: the route's."""
     mock: MockControls | None = None
     """Controls for the built-in mock provider (latency, length, faults); see docs/mock.md."""
-    webhook: WebhookSpec | None = None
+    webhook: JobWebhookSpec | None = None
     """Where to send this job's events, signed (docs/webhooks.md); default: the key's endpoint."""
 
     @field_validator("metadata")
@@ -130,6 +130,10 @@ class JobPublic(BaseModel):
     finished_at: float | None = None
     attempts: list[AttemptPublic] | None = None
     """Present when one job is retrieved; absent from listings."""
+    batch_id: str | None = None
+    """The batch this job is a request of, if any."""
+    custom_id: str | None = None
+    """Its ``custom_id`` in that batch."""
 
 
 class JobList(BaseModel):
@@ -160,6 +164,8 @@ def job_public(job: Job, attempts: list[Attempt] | None = None) -> JobPublic:
         created_at=job.created_at,
         started_at=job.started_at,
         finished_at=job.finished_at,
+        batch_id=job.batch_id,
+        custom_id=job.custom_id,
         attempts=None
         if attempts is None
         else [

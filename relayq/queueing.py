@@ -14,9 +14,10 @@ from celery import Celery
 
 from relayq.settings import Settings
 
-__all__ = ["RUN_JOB_TASK", "Enqueuer", "create_celery", "message_priority"]
+__all__ = ["PREPARE_BATCH_TASK", "RUN_JOB_TASK", "Enqueuer", "create_celery", "message_priority"]
 
 RUN_JOB_TASK = "relayq.run_job"
+PREPARE_BATCH_TASK = "relayq.prepare_batch"
 
 
 def message_priority(job_priority: int) -> int:
@@ -89,6 +90,30 @@ class Enqueuer:
             queue=self._settings.queue_for(provider),
             priority=message_priority(priority),
             countdown=countdown if countdown and countdown > 0 else None,
+            retry=False,
+        )
+
+    def send_many(self, jobs: list[tuple[str, str, int]]) -> list[str]:
+        """Publish ``(job_id, provider, priority)`` messages in order; the ids the broker took.
+
+        Stops at the first failure (the broker is down): the rest stay
+        unconfirmed, and the reconciler sends them.
+        """
+        sent = []
+        for job_id, provider, priority in jobs:
+            try:
+                self.send(job_id=job_id, provider=provider, priority=priority)
+            except Exception:
+                break
+            sent.append(job_id)
+        return sent
+
+    def send_batch(self, *, batch_id: str) -> None:
+        """Publish the message that validates a batch's input and stores its requests."""
+        self._celery.send_task(
+            PREPARE_BATCH_TASK,
+            args=[batch_id],
+            queue=self._settings.batches.queue,
             retry=False,
         )
 

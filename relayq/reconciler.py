@@ -14,16 +14,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
 from relayq.events import EventLog, EventType, JobEvent
 from relayq.key_limits import KeyLimits
+from relayq.locking import run_exclusively
 from relayq.queueing import Enqueuer
 from relayq.routing_state import RoutingState
 from relayq.store import Database
@@ -43,12 +42,6 @@ __all__ = ["ReconcileReport", "Reconciler"]
 log = logging.getLogger(__name__)
 
 _BATCH = 500
-
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-"""Deletes the lock only if this pass still holds it."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -171,17 +164,6 @@ class Reconciler:
 
     async def run_forever(self, *, redis: aioredis.Redis, lock_key: str, interval: float) -> None:
         """Run a pass every ``interval`` seconds on whichever worker holds the lock."""
-        release = redis.register_script(_RELEASE)
-        while True:
-            token = secrets.token_hex(8)
-            try:
-                if await redis.set(lock_key, token, nx=True, px=int(interval * 1000 * 2)):
-                    try:
-                        await self.run_once()
-                    finally:
-                        await release(keys=[lock_key], args=[token])
-            except RedisError as exc:
-                log.warning("reconciler skipped a pass, Redis unavailable: %s", exc)
-            except Exception:
-                log.exception("reconciler pass failed")
-            await asyncio.sleep(interval)
+        await run_exclusively(
+            self.run_once, redis=redis, lock_key=lock_key, interval=interval, name="reconciler"
+        )

@@ -62,6 +62,13 @@ class RoutingState:
     async def assigned(self, *, provider: str, model: str) -> None:
         await self._redis.hincrby(self._in_flight_key, deployment_field(provider, model), 1)
 
+    async def assigned_many(self, counts: Mapping[tuple[str, str], int]) -> None:
+        """Count many new jobs at once (a batch's released requests), in one round trip."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for (provider, model), n in counts.items():
+                pipe.hincrby(self._in_flight_key, deployment_field(provider, model), n)
+            await pipe.execute()
+
     async def finished(self, *, provider: str, model: str, latency_ms: float | None) -> None:
         """A job on this deployment ended; a successful call's latency feeds the EWMA."""
         field = deployment_field(provider, model)

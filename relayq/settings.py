@@ -26,6 +26,8 @@ from relayq.config import (
 
 __all__ = [
     "ApiSettings",
+    "BatchSettings",
+    "FileSettings",
     "ProviderSettings",
     "RouteSettings",
     "Settings",
@@ -71,6 +73,8 @@ class WorkerSettings(BaseModel):
     """Seconds before the broker redelivers an unacknowledged message."""
     webhooks: bool = True
     """Consume the webhooks queue too (deliveries run beside jobs, never in a job's slot)."""
+    batches: bool = True
+    """Consume the batches queue too (validating input files), and schedule batch requests."""
 
 
 class EventSettings(BaseModel):
@@ -90,6 +94,40 @@ class ChatSettings(BaseModel):
     """Cancel the job when the caller goes away before it ends."""
     timeout_seconds: float = Field(default=600.0, gt=0)
     """Longest wait for the job; the job goes on, the caller gets a 504."""
+
+
+class FileSettings(BaseModel):
+    """``/v1/files``: uploaded batch inputs and generated batch results."""
+
+    storage_dir: Path = Path(".relayq/files")
+    """Where file contents are kept; the API and every worker must see the same directory."""
+    max_bytes: int = Field(default=200 * 1024 * 1024, gt=0)
+    """Largest upload, as OpenAI's Batch API allows."""
+    max_lines: int = Field(default=50_000, gt=0)
+    """Most lines (requests) in a batch input file."""
+
+
+class BatchSettings(BaseModel):
+    """Batches: many requests, each a job below interactive priority, scheduled fairly."""
+
+    priority: int = Field(default=1, ge=0, le=9)
+    """Job priority of batch requests (``/v1/jobs`` defaults to 5, chat to 9)."""
+    window: int = Field(default=1000, gt=0)
+    """Batch requests released to a provider's queue and not finished, at most, at once.
+
+    The scheduler shares it between keys (then between a key's batches) in
+    equal parts, so a large batch does not hold a provider for everyone else.
+    Keep it above the workers' concurrency for the provider."""
+    tick_seconds: float = Field(default=0.5, gt=0)
+    """How often the scheduler releases requests and moves batches on."""
+    progress_seconds: float = Field(default=1.0, gt=0)
+    """How often a batch's SSE progress stream looks at the batch."""
+    queue: str = "batches"
+    """The Celery queue that carries batch validation."""
+    max_errors: int = Field(default=1000, gt=0)
+    """Validation errors reported per batch (the rest are counted, not listed)."""
+    max_inline_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
+    """Largest ``POST /v1/batches`` body with inline ``requests``."""
 
 
 def _standard_schedule() -> list[float]:
@@ -165,6 +203,8 @@ class Settings(BaseSettings):
     chat: ChatSettings = Field(default_factory=ChatSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
+    files: FileSettings = Field(default_factory=FileSettings)
+    batches: BatchSettings = Field(default_factory=BatchSettings)
 
     config_file: Path | None = None
     """A YAML or TOML file declaring ``providers`` and ``routes`` (then not set here)."""
@@ -203,7 +243,11 @@ class Settings(BaseSettings):
 
     @property
     def queues(self) -> list[str]:
-        """The queues a worker consumes: its providers' (by default, all) and webhooks."""
+        """The queues a worker consumes: its providers' (by default, all), webhooks and batches."""
         names = self.worker.providers if self.worker.providers is not None else self.providers
         queues = [self.queue_for(name) for name in sorted(names)]
-        return [*queues, self.webhooks.queue] if self.worker.webhooks else queues
+        if self.worker.webhooks:
+            queues.append(self.webhooks.queue)
+        if self.worker.batches:
+            queues.append(self.batches.queue)
+        return queues

@@ -57,6 +57,9 @@ class Stack:
             "RELAYQ_EVENTS__HEARTBEAT_SECONDS": "0.5",
             "RELAYQ_RETRY__BACKOFF_BASE_SECONDS": "0.05",
             "RELAYQ_RETRY__BACKOFF_MAX_SECONDS": "0.2",
+            "RELAYQ_FILES__STORAGE_DIR": str(logs / "files"),
+            "RELAYQ_BATCHES__TICK_SECONDS": "0.2",
+            "RELAYQ_BATCHES__PROGRESS_SECONDS": "0.1",
             "RELAYQ_PROVIDERS": json.dumps(
                 {"mock": {"type": "mock", "read_timeout": 5}, "idle": {"type": "mock"}}
             ),

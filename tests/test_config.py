@@ -88,7 +88,7 @@ def test_settings_take_routing_from_the_file(
     settings = Settings()
 
     assert set(settings.routes) == {"mock"}
-    assert settings.queues == ["llm.local", "webhooks"]
+    assert settings.queues == ["llm.local", "webhooks", "batches"]
 
 
 def test_the_file_and_the_environment_do_not_both_set_routes(

@@ -18,7 +18,7 @@ def test_defaults_serve_the_mock_model_from_sqlite(monkeypatch: pytest.MonkeyPat
 
     assert settings.database_url.startswith("sqlite:///")
     assert settings.routes["mock"].deployments[0].provider == "mock"
-    assert settings.queues == ["llm.mock", "webhooks"]
+    assert settings.queues == ["llm.mock", "webhooks", "batches"]
 
 
 def test_environment_overrides_nested_values(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -29,7 +29,7 @@ def test_environment_overrides_nested_values(monkeypatch: pytest.MonkeyPatch) ->
     settings = Settings()
 
     assert settings.worker.concurrency == 42
-    assert settings.queues == ["llm.oa", "webhooks"]
+    assert settings.queues == ["llm.oa", "webhooks", "batches"]
 
 
 def test_a_route_to_an_unknown_provider_is_named(monkeypatch: pytest.MonkeyPatch) -> None:

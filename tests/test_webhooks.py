@@ -44,6 +44,7 @@ from tests.stack import Stack, wait_until
 from tests.webhook_receiver import Endpoint, Reply, WebhookReceiver
 
 TERMINAL_EVENTS = ["job.succeeded", "job.failed", "job.cancelled", "job.expired"]
+BATCH_EVENTS = ["batch.completed", "batch.failed", "batch.expired", "batch.cancelled"]
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +105,7 @@ def test_a_succeeded_job_is_delivered_signed_with_the_job_in_data(
     assert (answer["object"], answer["enabled"], answer["events"]) == (
         "webhook.endpoint",
         True,
-        TERMINAL_EVENTS,
+        TERMINAL_EVENTS + BATCH_EVENTS,
     )
 
     job = submit(client, body("hook me"))

@@ -9,7 +9,7 @@ from typing import Any
 from celery import Celery, Task
 from celery.signals import worker_init, worker_shutdown
 
-from relayq.queueing import RUN_JOB_TASK, create_celery
+from relayq.queueing import PREPARE_BATCH_TASK, RUN_JOB_TASK, create_celery
 from relayq.settings import Settings
 from relayq.webhooks.publishing import WebhookEnqueuer
 from worker.runtime import WorkerRuntime
@@ -55,6 +55,17 @@ def create_worker_app(settings: Settings) -> Celery:
             countdown = min(60, 2 ** min(task.request.retries, 6))
             log.warning("job %s not run (%s); again in %ss", job_id, exc, countdown)
             raise task.retry(exc=exc, countdown=countdown, max_retries=None) from exc
+
+    @app.task(name=PREPARE_BATCH_TASK, bind=True, acks_late=True, ignore_result=True)
+    def prepare_batch(task: Task[Any, Any], batch_id: str) -> str:
+        """Validate a batch's input and store its requests (a no-op once done)."""
+        try:
+            prepared = runtime.prepare_batch(batch_id)
+        except Exception as exc:
+            countdown = min(60, 2 ** min(task.request.retries, 6))
+            log.warning("batch %s not prepared (%s); again in %ss", batch_id, exc, countdown)
+            raise task.retry(exc=exc, countdown=countdown, max_retries=None) from exc
+        return "skipped" if prepared is None else prepared.status.value
 
     def start(sender: Any = None, **_: Any) -> None:
         hostname = getattr(sender, "hostname", None)

@@ -17,12 +17,17 @@ from typing import Any, TypeVar
 import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry, start_http_server
 
+from relayq.batches.notify import BatchNotifier
+from relayq.batches.preparation import BatchPreparer, Prepared
+from relayq.batches.scheduler import BatchScheduler
 from relayq.breaker import CircuitBreaker
 from relayq.cache import ResponseCache
 from relayq.cancellation import listen_for_cancels
+from relayq.catalog import ModelCatalog
 from relayq.config import RoutingConfig
 from relayq.events import EventListener, EventLog
 from relayq.execution import Executor, RunResult
+from relayq.files.storage import DirectoryStorage
 from relayq.key_limits import KeyLimits
 from relayq.live import LiveRouting
 from relayq.metrics import WorkerMetrics
@@ -32,6 +37,7 @@ from relayq.queueing import Enqueuer
 from relayq.ratelimit import RateLimiter
 from relayq.reconciler import Reconciler
 from relayq.resilience import Resilience
+from relayq.routing import Router
 from relayq.routing_state import RoutingState
 from relayq.settings import Settings
 from relayq.store import Database
@@ -61,6 +67,7 @@ class WorkerRuntime:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._executor: Executor | None = None
+        self._preparer: BatchPreparer | None = None
         self._background: list[asyncio.Task[None]] = []
         self._closers: list[Coroutine[Any, Any, Any]] = []
         self._lock = threading.Lock()
@@ -100,6 +107,11 @@ class WorkerRuntime:
         self.start()
         assert self._executor is not None
         return self.call(self._executor.run(job_id))
+
+    def prepare_batch(self, batch_id: str) -> Prepared | None:
+        self.start()
+        assert self._preparer is not None
+        return self.call(self._preparer.prepare(batch_id))
 
     async def _open(self) -> None:
         settings = self._settings
@@ -162,6 +174,27 @@ class WorkerRuntime:
             events=events,
         )
         self._executor = executor
+        storage = DirectoryStorage(settings.files.storage_dir)
+        notifier = BatchNotifier(
+            database=database,
+            enqueuer=self._enqueuer if isinstance(self._enqueuer, WebhookEnqueuer) else None,
+        )
+        catalog = ModelCatalog(providers=lambda: providers, ttl_seconds=settings.models_ttl_seconds)
+        self._preparer = BatchPreparer(
+            database=database,
+            storage=storage,
+            router=lambda: Router(live.config, state=state, published=catalog.published),
+            settings=settings,
+            notifier=notifier,
+        )
+        scheduler = BatchScheduler(
+            database=database,
+            enqueuer=self._enqueuer,
+            storage=storage,
+            notifier=notifier,
+            settings=settings,
+            routing_state=state,
+        )
         self._background = [
             asyncio.create_task(live.watch()),
             asyncio.create_task(executor.keep_leases()),
@@ -176,6 +209,8 @@ class WorkerRuntime:
                 )
             ),
         ]
+        if settings.worker.batches:
+            self._background.append(asyncio.create_task(scheduler.run_forever(redis=redis)))
 
     def _metrics(self) -> WorkerMetrics | None:
         """This process's metrics, served on ``worker.metrics_port`` when set."""

@@ -92,10 +92,17 @@ async def list_(
     ] = None,
     status_: Annotated[JobStatus | None, Query(alias="status")] = None,
     model: str | None = None,
+    batch_id: Annotated[str | None, Query(description="Only this batch's requests.")] = None,
 ) -> JobList:
     """The caller's jobs, newest first; page with ``after`` = the previous ``last_id``."""
     jobs, has_more = await list_jobs(
-        session, key_id=key.id, limit=limit, after=after, status=status_, model=model
+        session,
+        key_id=key.id,
+        limit=limit,
+        after=after,
+        status=status_,
+        model=model,
+        batch_id=batch_id,
     )
     data = [job_public(job) for job in jobs]
     return JobList(

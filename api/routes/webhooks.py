@@ -57,6 +57,7 @@ def _delivery_public(
     return WebhookDeliveryPublic(
         id=delivery.id,
         job_id=delivery.job_id,
+        batch_id=delivery.batch_id,
         event=WebhookEvent(delivery.event),
         endpoint="job" if delivery.endpoint_id is None else "key",
         url=delivery.url,

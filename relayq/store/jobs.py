@@ -97,6 +97,8 @@ class Claim:
     first_deployment: int = 0
     expires_at: float | None = None
     not_before: float | None = None
+    batch_id: str | None = None
+    """A batch's request: no deltas, no per-key count (the batch is the unit)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -204,9 +206,12 @@ async def list_jobs(
     after: str | None = None,
     status: JobStatus | None = None,
     model: str | None = None,
+    batch_id: str | None = None,
 ) -> tuple[list[Job], bool]:
     """A page of ``key_id``'s jobs, newest first, after the cursor ``after``."""
     query = select(Job).where(Job.key_id == key_id)
+    if batch_id is not None:
+        query = query.where(Job.batch_id == batch_id)
     if after is not None:
         query = query.where(Job.id < after)
     if status is not None:
@@ -280,6 +285,7 @@ async def claim_job(
             Job.first_deployment,
             Job.expires_at,
             Job.not_before,
+            Job.batch_id,
         )
         .execution_options(synchronize_session=False)
     )
@@ -304,6 +310,7 @@ async def claim_job(
         first_deployment=row.first_deployment,
         expires_at=row.expires_at,
         not_before=row.not_before,
+        batch_id=row.batch_id,
     )
 
 
@@ -417,6 +424,7 @@ async def find_stranded(
         select(Job.id, Job.provider, Job.priority)
         .where(
             Job.status == JobStatus.QUEUED.value,
+            Job.held.is_(False),  # a held batch request waits for the batch scheduler
             unconfirmed | (Job.enqueued_at < enqueued_before),
         )
         .order_by(Job.id)
@@ -430,7 +438,7 @@ async def count_active(session: AsyncSession) -> dict[tuple[str, str], int]:
     """Unfinished jobs per deployment (provider, upstream model)."""
     query = (
         select(Job.provider, Job.upstream_model, func.count())
-        .where(Job.status.in_(_ACTIVE))
+        .where(Job.status.in_(_ACTIVE), Job.held.is_(False))
         .group_by(Job.provider, Job.upstream_model)
     )
     rows = (await session.execute(query)).all()
@@ -438,6 +446,10 @@ async def count_active(session: AsyncSession) -> dict[tuple[str, str], int]:
 
 
 async def count_active_by_key(session: AsyncSession) -> dict[str, int]:
-    """Unfinished jobs per API key."""
-    query = select(Job.key_id, func.count()).where(Job.status.in_(_ACTIVE)).group_by(Job.key_id)
+    """Unfinished jobs per API key (a batch's requests are not counted: see Claim.batch_id)."""
+    query = (
+        select(Job.key_id, func.count())
+        .where(Job.status.in_(_ACTIVE), Job.batch_id.is_(None))
+        .group_by(Job.key_id)
+    )
     return {key_id: int(count) for key_id, count in (await session.execute(query)).all()}

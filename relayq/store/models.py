@@ -21,6 +21,8 @@ __all__ = [
     "ApiKey",
     "Attempt",
     "Base",
+    "Batch",
+    "File",
     "Job",
     "WebhookAttempt",
     "WebhookDelivery",
@@ -101,12 +103,79 @@ class Job(Base):
     started_at: Mapped[float | None] = mapped_column(Float, default=None)
     finished_at: Mapped[float | None] = mapped_column(Float, default=None)
     lease_expires_at: Mapped[float | None] = mapped_column(Float, default=None)
+    batch_id: Mapped[str | None] = mapped_column(ForeignKey("batches.id"), default=None)
+    """The batch the job is a request of (None: a job of its own)."""
+    custom_id: Mapped[str | None] = mapped_column(String(512), default=None)
+    """The request's ``custom_id`` in its batch."""
+    held: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    """A batch request the scheduler has not released to its queue yet (no message)."""
 
     __table_args__ = (
         UniqueConstraint("key_id", "idempotency_key", name="uq_jobs_key_idempotency"),
         Index("ix_jobs_key_id_id", "key_id", "id"),
         Index("ix_jobs_status_enqueued", "status", "enqueued_at"),
         Index("ix_jobs_status_lease", "status", "lease_expires_at"),
+        # Covers the scheduler's and the request counts' grouped count of a batch's jobs.
+        Index("ix_jobs_batch_status", "batch_id", "status", "held", "provider"),
+    )
+
+
+class File(Base):
+    """An uploaded or generated file; its bytes live in the file storage, not in SQL."""
+
+    __tablename__ = "files"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    key_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id"))
+    purpose: Mapped[str] = mapped_column(String(32))
+    filename: Mapped[str] = mapped_column(String(512))
+    bytes: Mapped[int] = mapped_column(Integer)
+    lines: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[float] = mapped_column(Float)
+    expires_at: Mapped[float | None] = mapped_column(Float, default=None)
+    deleted_at: Mapped[float | None] = mapped_column(Float, default=None)
+
+    __table_args__ = (Index("ix_files_key_id_id", "key_id", "id"),)
+
+
+class Batch(Base):
+    """A batch of requests: each one is a job (``jobs.batch_id``) on the provider queues.
+
+    Request counts are not stored: they are counted from the jobs, so they
+    are exact whatever runs concurrently.
+    """
+
+    __tablename__ = "batches"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    key_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id"))
+    status: Mapped[str] = mapped_column(String(16))
+    endpoint: Mapped[str] = mapped_column(String(64))
+    input_file_id: Mapped[str] = mapped_column(String(40))
+    completion_window: Mapped[str] = mapped_column(String(16))
+    metadata_: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSON, default=None)
+    errors: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    """``{"object": "list", "data": [{code, message, param, line}]}`` when validation failed."""
+    webhook: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    priority: Mapped[int] = mapped_column(Integer)
+    total: Mapped[int] = mapped_column(Integer, default=0)
+    output_file_id: Mapped[str | None] = mapped_column(String(40), default=None)
+    error_file_id: Mapped[str | None] = mapped_column(String(40), default=None)
+    enqueued_at: Mapped[float | None] = mapped_column(Float, default=None)
+    """When the broker took the validation message (None: not yet confirmed)."""
+    created_at: Mapped[float] = mapped_column(Float)
+    expires_at: Mapped[float] = mapped_column(Float)
+    in_progress_at: Mapped[float | None] = mapped_column(Float, default=None)
+    finalizing_at: Mapped[float | None] = mapped_column(Float, default=None)
+    completed_at: Mapped[float | None] = mapped_column(Float, default=None)
+    failed_at: Mapped[float | None] = mapped_column(Float, default=None)
+    expired_at: Mapped[float | None] = mapped_column(Float, default=None)
+    cancelling_at: Mapped[float | None] = mapped_column(Float, default=None)
+    cancelled_at: Mapped[float | None] = mapped_column(Float, default=None)
+
+    __table_args__ = (
+        Index("ix_batches_key_id_id", "key_id", "id"),
+        Index("ix_batches_status", "status"),
     )
 
 
@@ -171,7 +240,9 @@ class WebhookDelivery(Base):
     __tablename__ = "webhook_deliveries"
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"))
+    job_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id"), default=None)
+    batch_id: Mapped[str | None] = mapped_column(ForeignKey("batches.id"), default=None)
+    """A delivery is of a job's event or of a batch's (``batch.completed``...)."""
     key_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id"))
     endpoint_id: Mapped[str | None] = mapped_column(String(40), default=None)
     event: Mapped[str] = mapped_column(String(40))

@@ -93,7 +93,12 @@ async def expire_due(session: AsyncSession, *, now: float, limit: int) -> list[E
         (
             await session.execute(
                 select(Job.id, Job.key_id)
-                .where(Job.status == JobStatus.QUEUED.value, Job.expires_at < now)
+                # A batch's requests expire with their batch, all at once (the scheduler).
+                .where(
+                    Job.status == JobStatus.QUEUED.value,
+                    Job.expires_at < now,
+                    Job.batch_id.is_(None),
+                )
                 .limit(limit)
             )
         ).all()

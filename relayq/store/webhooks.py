@@ -52,7 +52,7 @@ __all__ = [
     "record_attempt",
     "rotate_secret",
     "secrets_in_force",
-    "unsent_for_job",
+    "unsent_for",
 ]
 
 _PENDING = DeliveryStatus.PENDING.value
@@ -235,7 +235,9 @@ async def job_snapshot(session: AsyncSession, *, job_id: str) -> tuple[Job, list
 def add_delivery(
     session: AsyncSession,
     *,
-    job: Job,
+    key_id: str,
+    job_id: str | None = None,
+    batch_id: str | None = None,
     event: str,
     url: str,
     endpoint_id: str | None,
@@ -245,8 +247,9 @@ def add_delivery(
     """Add a pending delivery, due now, to the session (the caller commits)."""
     row = WebhookDelivery(
         id=new_id("msg", now=now),
-        job_id=job.id,
-        key_id=job.key_id,
+        job_id=job_id,
+        batch_id=batch_id,
+        key_id=key_id,
         endpoint_id=endpoint_id,
         event=event,
         url=url,
@@ -440,10 +443,17 @@ async def find_unsent(
     return [Unsent(delivery_id=r.id, run=r.run) for r in (await session.execute(query)).all()]
 
 
-async def unsent_for_job(session: AsyncSession, *, job_id: str) -> list[Unsent]:
-    """A job's pending deliveries that have no confirmed message yet."""
+async def unsent_for(
+    session: AsyncSession, *, job_id: str | None = None, batch_id: str | None = None
+) -> list[Unsent]:
+    """A job's (or a batch's) pending deliveries that have no confirmed message yet."""
+    owner = (
+        WebhookDelivery.job_id == job_id
+        if job_id is not None
+        else WebhookDelivery.batch_id == batch_id
+    )
     query = select(WebhookDelivery.id, WebhookDelivery.run).where(
-        WebhookDelivery.job_id == job_id,
+        owner,
         WebhookDelivery.status == _PENDING,
         WebhookDelivery.enqueued_at.is_(None),
         WebhookDelivery.leased_until.is_(None),

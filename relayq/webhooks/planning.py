@@ -14,11 +14,10 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from relayq.jobs import job_public
-from relayq.store.models import Job
 from relayq.store.webhooks import add_delivery, get_endpoint, job_snapshot
 from relayq.webhooks.schemas import WebhookEvent, WebhookSpec
 
-__all__ = ["event_for", "plan_deliveries", "webhook_payload"]
+__all__ = ["event_for", "plan_deliveries", "targets", "webhook_payload"]
 
 
 def event_for(status: str) -> WebhookEvent | None:
@@ -40,14 +39,14 @@ def webhook_payload(event: WebhookEvent, data: dict[str, Any], *, now: float) ->
     return {"type": event.value, "timestamp": _timestamp(now), "data": data}
 
 
-async def _targets(
-    session: AsyncSession, *, job: Job, event: WebhookEvent
+async def targets(
+    session: AsyncSession, *, key_id: str, webhook: dict[str, Any] | None, event: WebhookEvent
 ) -> list[tuple[str, str | None]]:
-    """``(url, endpoint_id)`` to send ``event`` to: the job's webhook, else the key's."""
-    if job.webhook is not None:
-        spec = WebhookSpec.model_validate(job.webhook)
+    """``(url, endpoint_id)`` to send ``event`` to: the job's (batch's) webhook, else the key's."""
+    if webhook is not None:
+        spec = WebhookSpec.model_validate(webhook)
         return [(spec.url, None)] if event in spec.events else []
-    endpoint = await get_endpoint(session, key_id=job.key_id)
+    endpoint = await get_endpoint(session, key_id=key_id)
     if endpoint is None or not endpoint.enabled or event.value not in endpoint.events:
         return []
     return [(endpoint.url, endpoint.id)]
@@ -66,22 +65,23 @@ async def plan_deliveries(session: AsyncSession, *, job_id: str, now: float) -> 
         return []
     job, attempts = snapshot
     event = event_for(job.status)
-    if event is None:
+    if event is None or job.batch_id is not None:  # a batch's requests: the batch tells
         return []
-    targets = await _targets(session, job=job, event=event)
-    if not targets:
+    found = await targets(session, key_id=job.key_id, webhook=job.webhook, event=event)
+    if not found:
         return []
     data = job_public(job, attempts).model_dump(mode="json")
     payload = webhook_payload(event, data, now=now)
     return [
         add_delivery(
             session,
-            job=job,
+            key_id=job.key_id,
+            job_id=job.id,
             event=event.value,
             url=url,
             endpoint_id=endpoint_id,
             payload=payload,
             now=now,
         )
-        for url, endpoint_id in targets
+        for url, endpoint_id in found
     ]

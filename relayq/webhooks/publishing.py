@@ -18,7 +18,7 @@ from relayq.events import JobEvent
 from relayq.queueing import Enqueuer
 from relayq.settings import Settings
 from relayq.store import Database
-from relayq.store.webhooks import Unsent, mark_deliveries_enqueued, unsent_for_job
+from relayq.store.webhooks import Unsent, mark_deliveries_enqueued, unsent_for
 
 __all__ = ["DELIVER_WEBHOOK_TASK", "DeliveryPublisher", "WebhookEnqueuer", "publish_unsent"]
 
@@ -88,6 +88,6 @@ class DeliveryPublisher:
         if not event.terminal:
             return
         async with self._database.session() as session:
-            unsent = await unsent_for_job(session, job_id=event.job_id)
+            unsent = await unsent_for(session, job_id=event.job_id)
         if unsent:
             await publish_unsent(database=self._database, enqueuer=self._enqueuer, unsent=unsent)

@@ -10,8 +10,12 @@ from pydantic import BaseModel, Field, field_validator
 from relayq.webhooks.destinations import MAX_URL_LENGTH, parse_destination
 
 __all__ = [
+    "BATCH_EVENTS",
     "DEFAULT_EVENTS",
+    "JOB_EVENTS",
+    "BatchWebhookSpec",
     "DeliveryStatus",
+    "JobWebhookSpec",
     "SecretRotation",
     "WebhookAttemptPublic",
     "WebhookDeleted",
@@ -25,21 +29,29 @@ __all__ = [
 
 
 class WebhookEvent(str, Enum):
-    """Job events a webhook can be sent for: the terminal ones.
+    """Events a webhook can be sent for: how a job, or a batch, ended.
 
     ``job.queued`` and ``job.started`` are not offered: they happen while a
     caller is still watching the job (the 202 answer, the SSE stream), and a
-    delivery is planned in the transaction that writes a job's outcome.
+    delivery is planned in the transaction that writes a job's outcome. The
+    requests of a batch send no ``job.*`` events: their batch sends one
+    ``batch.*`` event when it ends.
     """
 
     SUCCEEDED = "job.succeeded"
     FAILED = "job.failed"
     CANCELLED = "job.cancelled"
     EXPIRED = "job.expired"
+    BATCH_COMPLETED = "batch.completed"
+    BATCH_FAILED = "batch.failed"
+    BATCH_EXPIRED = "batch.expired"
+    BATCH_CANCELLED = "batch.cancelled"
 
 
 DEFAULT_EVENTS = tuple(WebhookEvent)
-"""What an endpoint gets when it names no events: every terminal event."""
+"""What an endpoint gets when it names no events: every one, of jobs and of batches."""
+JOB_EVENTS = tuple(e for e in WebhookEvent if e.value.startswith("job."))
+BATCH_EVENTS = tuple(e for e in WebhookEvent if e.value.startswith("batch."))
 
 
 def _default_events() -> list[WebhookEvent]:
@@ -64,6 +76,20 @@ class WebhookSpec(BaseModel):
     @classmethod
     def _unique(cls, value: list[WebhookEvent]) -> list[WebhookEvent]:
         return list(dict.fromkeys(value))
+
+
+class JobWebhookSpec(WebhookSpec):
+    """A job's own webhook (``webhook`` in ``POST /v1/jobs``)."""
+
+    events: list[WebhookEvent] = Field(default_factory=lambda: list(JOB_EVENTS), min_length=1)
+    """The events to send; default: every ``job.*`` one."""
+
+
+class BatchWebhookSpec(WebhookSpec):
+    """A batch's own webhook (``webhook`` in ``POST /v1/batches``)."""
+
+    events: list[WebhookEvent] = Field(default_factory=lambda: list(BATCH_EVENTS), min_length=1)
+    """The events to send; default: every ``batch.*`` one."""
 
 
 class WebhookEndpointPublic(BaseModel):
@@ -130,10 +156,12 @@ class WebhookDeliveryPublic(BaseModel):
 
     object: Literal["webhook.delivery"] = "webhook.delivery"
     id: str
-    job_id: str
+    job_id: str | None = None
+    batch_id: str | None = None
+    """The job, or the batch, whose event this is."""
     event: WebhookEvent
     endpoint: Literal["job", "key"]
-    """``job``: the job's own webhook; ``key``: the key's default endpoint."""
+    """``job``: the job's (or batch's) own webhook; ``key``: the key's default endpoint."""
     url: str
     status: DeliveryStatus
     reason: str | None = None

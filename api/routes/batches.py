@@ -1,0 +1,265 @@
+"""``/v1/batches``: OpenAI's Batch API (and inline requests), on the job queues.
+
+Creating a batch stores it as ``validating`` and publishes one message; a
+worker validates every line and stores the requests as jobs (see
+relayq/batches/preparation.py), and the batch scheduler runs them and
+writes the result files (relayq/batches/scheduler.py). ``GET
+/v1/batches/{id}/events`` streams the batch's progress as server-sent events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from fastapi.responses import StreamingResponse
+
+from api.deps import KeyDep, ServicesDep, SessionDep
+from api.errors import ERROR_RESPONSES, APIError
+from api.routes.files import file_not_found
+from api.routes.webhooks import checked_destination
+from api.services import Services
+from api.sse import HEARTBEAT, sse_message
+from relayq.batches.schemas import (
+    BATCH_ENDPOINTS,
+    FINAL_BATCH_STATUSES,
+    BatchCreate,
+    BatchList,
+    BatchObject,
+    BatchStatus,
+    InlineRequest,
+    RequestCounts,
+    batch_object,
+)
+from relayq.files.schemas import FilePurpose
+from relayq.ids import new_id
+from relayq.store.batches import (
+    cancel_batch,
+    get_batch,
+    list_batches,
+    mark_batch_enqueued,
+    request_counts,
+)
+from relayq.store.files import add_file, get_file
+from relayq.store.models import ApiKey, Batch
+
+__all__ = ["router"]
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/v1/batches", tags=["batches"], responses=ERROR_RESPONSES)
+
+_SSE = {"content-type": "text/event-stream", "cache-control": "no-cache", "x-accel-buffering": "no"}
+
+
+def _not_found(batch_id: str) -> APIError:
+    return APIError(
+        404, f"No batch found with id '{batch_id}'.", code="batch_not_found", param="batch_id"
+    )
+
+
+@router.post("", response_model=BatchObject)
+async def create(body: BatchCreate, key: KeyDep, services: ServicesDep) -> BatchObject:
+    """Create a batch from an uploaded file (``input_file_id``) or inline ``requests``.
+
+    It starts ``validating``: every line is checked by a worker, and a batch
+    with any bad line ends ``failed`` with each one listed in ``errors``.
+    """
+    if body.endpoint not in BATCH_ENDPOINTS:
+        raise APIError(
+            400,
+            f"Invalid endpoint '{body.endpoint}': relayq batches support "
+            f"{', '.join(BATCH_ENDPOINTS)}.",
+            code="invalid_endpoint",
+            param="endpoint",
+        )
+    if body.webhook is not None:
+        await checked_destination(body.webhook.url, services=services, param="webhook.url")
+    now = time.time()
+    if body.requests is not None:
+        input_file_id = await _store_inline(services, key, body.endpoint, body.requests, now)
+    else:
+        assert body.input_file_id is not None
+        input_file_id = await _checked_input(services, key, body.input_file_id)
+    batch = Batch(
+        id=new_id("batch", now=now),
+        key_id=key.id,
+        status=BatchStatus.VALIDATING.value,
+        endpoint=body.endpoint,
+        input_file_id=input_file_id,
+        completion_window=body.completion_window,
+        metadata_=body.metadata,
+        webhook=None if body.webhook is None else body.webhook.model_dump(mode="json"),
+        priority=services.settings.batches.priority,
+        total=0,
+        created_at=now,
+        expires_at=now + body.window_seconds(),
+    )
+    async with services.database.session() as session:
+        session.add(batch)
+        await session.commit()
+    try:
+        await asyncio.to_thread(services.enqueuer.send_batch, batch_id=batch.id)
+    except Exception as exc:  # the batch is stored: a worker's scheduler sends it later
+        log.warning("batch %s stored but its validation not enqueued yet: %s", batch.id, exc)
+    else:
+        async with services.database.session() as session:
+            await mark_batch_enqueued(session, batch_id=batch.id, now=time.time())
+    return batch_object(batch, RequestCounts())
+
+
+async def _checked_input(services: Services, key: ApiKey, file_id: str) -> str:
+    async with services.database.session() as session:
+        row = await get_file(session, file_id=file_id, key_id=key.id)
+    if row is None:
+        raise file_not_found(file_id, param="input_file_id")
+    if row.purpose != FilePurpose.BATCH.value:
+        raise APIError(
+            400,
+            f"File '{file_id}' has purpose '{row.purpose}': a batch's input file must be "
+            "uploaded with purpose 'batch'.",
+            code="invalid_input_file",
+            param="input_file_id",
+        )
+    return row.id
+
+
+async def _store_inline(
+    services: Services, key: ApiKey, endpoint: str, requests: list[InlineRequest], now: float
+) -> str:
+    """Write inline requests as an input file in OpenAI's line format; its id."""
+    file_id = new_id("file", now=now)
+    async with services.storage.writer(file_id) as writer:
+        for request in requests:
+            line = {
+                "custom_id": request.custom_id,
+                "method": "POST",
+                "url": endpoint,
+                "body": request.params,
+            }
+            await writer.write(json.dumps(line, separators=(",", ":")).encode() + b"\n")
+        size = await writer.commit()
+    async with services.database.session() as session:
+        add_file(
+            session,
+            file_id=file_id,
+            key_id=key.id,
+            purpose=FilePurpose.BATCH.value,
+            filename="inline-requests.jsonl",
+            size=size,
+            lines=len(requests),
+            now=now,
+        )
+        await session.commit()
+    return file_id
+
+
+@router.get("/{batch_id}", response_model=BatchObject)
+async def retrieve(batch_id: str, key: KeyDep, session: SessionDep) -> BatchObject:
+    batch = await get_batch(session, batch_id=batch_id, key_id=key.id)
+    if batch is None:
+        raise _not_found(batch_id)
+    counts = await request_counts(session, batches=[batch])
+    return batch_object(batch, counts[batch.id])
+
+
+@router.get("", response_model=BatchList)
+async def list_(
+    key: KeyDep,
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    after: Annotated[
+        str | None, Query(description="Cursor: the last id of the previous page.")
+    ] = None,
+) -> BatchList:
+    """The caller's batches, newest first; page with ``after`` = the previous ``last_id``."""
+    rows, has_more = await list_batches(session, key_id=key.id, limit=limit, after=after)
+    counts = await request_counts(session, batches=rows)
+    data = [batch_object(row, counts[row.id]) for row in rows]
+    return BatchList(
+        data=data,
+        first_id=data[0].id if data else None,
+        last_id=data[-1].id if data else None,
+        has_more=has_more,
+    )
+
+
+@router.post("/{batch_id}/cancel", response_model=BatchObject)
+async def cancel(batch_id: str, key: KeyDep, session: SessionDep) -> BatchObject:
+    """Cancel a batch: queued requests end at once, running ones finish.
+
+    The batch is ``cancelling`` until they have, then ``cancelled`` with
+    the results of what ran. Cancelling a cancelled batch is a no-op.
+    """
+    changed = await cancel_batch(session, batch_id=batch_id, key_id=key.id, now=time.time())
+    batch = await get_batch(session, batch_id=batch_id, key_id=key.id)
+    if batch is None:
+        raise _not_found(batch_id)
+    await session.refresh(batch)
+    status = BatchStatus(batch.status)
+    if not changed and status not in (BatchStatus.CANCELLING, BatchStatus.CANCELLED):
+        raise APIError(
+            409,
+            f"Batch '{batch_id}' is {status.value}; only a validating or in-progress batch "
+            "can be cancelled.",
+            code="batch_not_cancellable",
+        )
+    counts = await request_counts(session, batches=[batch])
+    return batch_object(batch, counts[batch.id])
+
+
+@router.get(
+    "/{batch_id}/events",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}, "description": "Progress."}},
+)
+async def events(batch_id: str, key: KeyDep, services: ServicesDep) -> StreamingResponse:
+    """The batch's progress as server-sent events, until it ends.
+
+    Each event's data is the whole batch object: ``batch.<status>`` when its
+    status changes, ``batch.progress`` when its request counts do. The
+    first event is the batch as it is now.
+    """
+    async with services.database.session() as session:
+        batch = await get_batch(session, batch_id=batch_id, key_id=key.id)
+    if batch is None:
+        raise _not_found(batch_id)
+    return StreamingResponse(_progress(services, batch_id, key.id), headers=_SSE)
+
+
+async def _progress(services: Services, batch_id: str, key_id: str) -> AsyncIterator[str]:
+    """Poll the batch (one grouped count each time) and send what changed."""
+    numbers = itertools.count(1)
+    last: BatchObject | None = None
+    quiet_since = time.monotonic()
+    heartbeat = services.settings.events.heartbeat_seconds
+    yield "retry: 3000\n\n"
+    while True:
+        async with services.database.session() as session:
+            batch = await get_batch(session, batch_id=batch_id, key_id=key_id)
+            if batch is None:
+                return
+            now = batch_object(batch, (await request_counts(session, batches=[batch]))[batch.id])
+        if last is None or now.status != last.status:
+            kind = f"batch.{now.status.value}"
+        elif now.request_counts != last.request_counts:
+            kind = "batch.progress"
+        else:
+            kind = ""
+        if kind:
+            data = now.model_dump(mode="json")
+            yield sse_message(id=str(next(numbers)), event=kind, data=data)
+            quiet_since = time.monotonic()
+        elif time.monotonic() - quiet_since >= heartbeat:
+            yield HEARTBEAT
+            quiet_since = time.monotonic()
+        if now.status in FINAL_BATCH_STATUSES:
+            return
+        last = now
+        await asyncio.sleep(services.settings.batches.progress_seconds)

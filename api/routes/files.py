@@ -1,0 +1,159 @@
+"""``/v1/files``: upload, list, retrieve, download and delete files, in OpenAI's shapes.
+
+An upload is copied to the file storage a megabyte at a time as it is read
+(the multipart parser keeps at most a megabyte of it in memory, the rest on
+disk), counting bytes and lines on the way; a download streams from the
+storage. Only ``purpose=batch`` is accepted for uploads; a batch's output
+and error files are listed with ``purpose=batch_output``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, File, Form, Query, UploadFile
+from fastapi.responses import StreamingResponse
+
+from api.deps import KeyDep, ServicesDep, SessionDep
+from api.errors import ERROR_RESPONSES, APIError
+from relayq.files.schemas import FileDeleted, FileList, FileObject, FilePurpose, file_object
+from relayq.files.storage import CHUNK_BYTES
+from relayq.ids import new_id
+from relayq.store.files import add_file, delete_file, get_file, list_files
+
+__all__ = ["file_not_found", "router"]
+
+router = APIRouter(prefix="/v1/files", tags=["files"], responses=ERROR_RESPONSES)
+
+
+def file_not_found(file_id: str, *, param: str = "file_id") -> APIError:
+    return APIError(404, f"No such File object: {file_id}", code="file_not_found", param=param)
+
+
+@router.post("", response_model=FileObject)
+async def upload(
+    key: KeyDep,
+    services: ServicesDep,
+    session: SessionDep,
+    file: Annotated[UploadFile, File(description="The JSONL file: one request per line.")],
+    purpose: Annotated[str, Form(description="Must be 'batch'.")],
+) -> FileObject:
+    """Upload a batch input file (up to 200 MB and 50,000 lines by default)."""
+    if purpose != FilePurpose.BATCH.value:
+        raise APIError(
+            400,
+            f"Invalid purpose '{purpose}': relayq accepts uploads with purpose 'batch' only.",
+            code="invalid_purpose",
+            param="purpose",
+        )
+    limits = services.settings.files
+    file_id = new_id("file")
+    size = lines = 0
+    last = b"\n"
+    async with services.storage.writer(file_id) as writer:
+        while chunk := await file.read(CHUNK_BYTES):
+            size += len(chunk)
+            if size > limits.max_bytes:
+                raise APIError(
+                    413,
+                    f"File too large: the limit is {limits.max_bytes} bytes. "
+                    "Split the requests into several files and batches.",
+                    code="file_too_large",
+                    param="file",
+                )
+            lines += chunk.count(b"\n")
+            last = chunk[-1:]
+            await writer.write(chunk)
+        lines += last != b"\n"  # a last line without its newline
+        if lines > limits.max_lines:
+            raise APIError(
+                400,
+                f"File has {lines} lines: the limit is {limits.max_lines}. "
+                "Split the requests into several files and batches.",
+                code="too_many_lines",
+                param="file",
+            )
+        if size == 0:
+            raise APIError(400, "File is empty.", code="empty_file", param="file")
+        await writer.commit()
+    row = add_file(
+        session,
+        file_id=file_id,
+        key_id=key.id,
+        purpose=purpose,
+        filename=file.filename or "upload.jsonl",
+        size=size,
+        lines=lines,
+        now=time.time(),
+    )
+    await session.commit()
+    return file_object(row)
+
+
+@router.get("", response_model=FileList)
+async def list_(
+    key: KeyDep,
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 10_000,
+    after: Annotated[
+        str | None, Query(description="Cursor: the last id of the previous page.")
+    ] = None,
+    order: Literal["asc", "desc"] = "desc",
+    purpose: FilePurpose | None = None,
+) -> FileList:
+    """The caller's files (newest first by default)."""
+    rows, has_more = await list_files(
+        session,
+        key_id=key.id,
+        limit=limit,
+        after=after,
+        purpose=None if purpose is None else purpose.value,
+        newest_first=order == "desc",
+    )
+    data = [file_object(row) for row in rows]
+    return FileList(
+        data=data,
+        first_id=data[0].id if data else None,
+        last_id=data[-1].id if data else None,
+        has_more=has_more,
+    )
+
+
+@router.get("/{file_id}", response_model=FileObject)
+async def retrieve(file_id: str, key: KeyDep, session: SessionDep) -> FileObject:
+    row = await get_file(session, file_id=file_id, key_id=key.id)
+    if row is None:
+        raise file_not_found(file_id)
+    return file_object(row)
+
+
+@router.get(
+    "/{file_id}/content",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"application/octet-stream": {}}, "description": "The bytes."}},
+)
+async def content(file_id: str, key: KeyDep, services: ServicesDep) -> StreamingResponse:
+    """The file's contents, streamed from the storage."""
+    async with services.database.session() as session:
+        row = await get_file(session, file_id=file_id, key_id=key.id)
+    if row is None:
+        raise file_not_found(file_id)
+    return StreamingResponse(
+        services.storage.read(file_id),
+        media_type="application/octet-stream",
+        headers={
+            "content-length": str(row.bytes),
+            "content-disposition": f'attachment; filename="{row.filename}"',
+        },
+    )
+
+
+@router.delete("/{file_id}", response_model=FileDeleted)
+async def delete(
+    file_id: str, key: KeyDep, services: ServicesDep, session: SessionDep
+) -> FileDeleted:
+    if not await delete_file(session, file_id=file_id, key_id=key.id, now=time.time()):
+        raise file_not_found(file_id)
+    await services.storage.delete(file_id)
+    return FileDeleted(id=file_id, deleted=True)

@@ -1,0 +1,64 @@
+"""Telling a batch's webhook how it ended (``batch.completed`` and the rest).
+
+A delivery is planned in the transaction that writes the batch's final
+status, and published right after the commit; one the broker did not take
+is sent by the reconciler, as for jobs.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from relayq.batches.schemas import batch_object
+from relayq.store import Database
+from relayq.store.batches import get_batch_by_id, request_counts
+from relayq.store.webhooks import add_delivery, unsent_for
+from relayq.webhooks.planning import targets, webhook_payload
+from relayq.webhooks.publishing import WebhookEnqueuer, publish_unsent
+from relayq.webhooks.schemas import WebhookEvent
+
+__all__ = ["BatchNotifier"]
+
+
+class BatchNotifier:
+    def __init__(self, *, database: Database, enqueuer: WebhookEnqueuer | None) -> None:
+        self._database = database
+        self._enqueuer = enqueuer
+
+    async def plan(self, session: AsyncSession, *, batch_id: str, now: float) -> list[str]:
+        """Add the deliveries of the batch's (final) status to the session; the caller commits."""
+        batch = await get_batch_by_id(session, batch_id=batch_id)
+        if batch is None:
+            return []
+        try:
+            event = WebhookEvent(f"batch.{batch.status}")
+        except ValueError:
+            return []
+        found = await targets(session, key_id=batch.key_id, webhook=batch.webhook, event=event)
+        if not found:
+            return []
+        counts = (await request_counts(session, batches=[batch]))[batch.id]
+        data = batch_object(batch, counts).model_dump(mode="json")
+        payload = webhook_payload(event, data, now=now)
+        return [
+            add_delivery(
+                session,
+                key_id=batch.key_id,
+                batch_id=batch.id,
+                event=event.value,
+                url=url,
+                endpoint_id=endpoint_id,
+                payload=payload,
+                now=now,
+            )
+            for url, endpoint_id in found
+        ]
+
+    async def publish(self, batch_id: str) -> None:
+        """Send the batch's planned deliveries now (else the reconciler does, later)."""
+        if self._enqueuer is None:
+            return
+        async with self._database.session() as session:
+            unsent = await unsent_for(session, batch_id=batch_id)
+        if unsent:
+            await publish_unsent(database=self._database, enqueuer=self._enqueuer, unsent=unsent)

@@ -1,0 +1,211 @@
+"""Preparing a batch: validate every line of its input, then store its requests as jobs.
+
+Runs on a worker (the ``batches`` queue), reading the input file from the
+file storage as a stream. Requests are inserted, held, in the same
+transaction that moves the batch from ``validating`` to ``in_progress``:
+either every request is stored or none is, and a redelivered message finds
+the batch no longer validating and does nothing. A batch with any bad line
+fails with each one reported, and runs nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from relayq.batches.notify import BatchNotifier
+from relayq.batches.schemas import BatchErrorItem, BatchErrors, BatchStatus
+from relayq.batches.validation import LineValidator, ValidRequest
+from relayq.files.storage import FileStorage, read_lines
+from relayq.ids import id_sequence
+from relayq.jobs import JobStatus
+from relayq.routing import Deployment, Router, UnknownModel
+from relayq.settings import Settings
+from relayq.store import Database
+from relayq.store.batches import fail_batch, get_batch_by_id, insert_requests, start_batch
+from relayq.store.models import Batch
+
+__all__ = ["BatchPreparer", "Prepared"]
+
+log = logging.getLogger(__name__)
+
+_CHUNK = 1000
+
+
+@dataclass(frozen=True)
+class Prepared:
+    status: BatchStatus
+    total: int = 0
+
+
+async def _chunks(lines: AsyncIterator[bytes], size: int) -> AsyncIterator[list[bytes]]:
+    chunk: list[bytes] = []
+    async for line in lines:
+        chunk.append(line)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+class _Chooser:
+    """Routes each request's model; a route's choice that needs no Redis is made per request."""
+
+    def __init__(self, router: Router) -> None:
+        self._router = router
+        self._unknown: set[str] = set()
+
+    async def choose(self, model: str) -> Deployment | None:
+        if model in self._unknown:
+            return None
+        try:
+            return await self._router.choose(model)
+        except UnknownModel:
+            self._unknown.add(model)
+            return None
+
+
+class BatchPreparer:
+    def __init__(
+        self,
+        *,
+        database: Database,
+        storage: FileStorage,
+        router: Callable[[], Router],
+        settings: Settings,
+        notifier: BatchNotifier,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._database = database
+        self._storage = storage
+        self._router = router
+        self._settings = settings
+        self._notifier = notifier
+        self._clock = clock
+
+    async def prepare(self, batch_id: str) -> Prepared | None:
+        """Validate and store the batch's requests; None if it was not validating."""
+        async with self._database.session() as session:
+            batch = await get_batch_by_id(session, batch_id=batch_id)
+        if batch is None or batch.status != BatchStatus.VALIDATING.value:
+            return None
+        validator = LineValidator(
+            endpoint=batch.endpoint, max_errors=self._settings.batches.max_errors
+        )
+        try:
+            prepared = await self._store(batch, validator)
+        except FileNotFoundError:
+            validator.error(
+                None,
+                "file_not_found",
+                f"The input file '{batch.input_file_id}' was deleted before the batch ran.",
+                "input_file_id",
+            )
+            prepared = None
+        if prepared is not None:
+            return prepared
+        return await self._fail(batch, validator)
+
+    async def _store(self, batch: Batch, validator: LineValidator) -> Prepared | None:
+        """Insert every request, held; None (and nothing stored) if any line is bad."""
+        now = self._clock()
+        chooser = _Chooser(self._router())
+        ids = id_sequence("job", now=now)
+        max_lines = self._settings.files.max_lines
+        total = 0
+        line = 1
+        async with self._database.session() as session:
+            if not await start_batch(session, batch_id=batch.id, now=now):
+                await session.rollback()
+                return Prepared(status=BatchStatus(batch.status))
+            async for chunk in _chunks(read_lines(self._storage, batch.input_file_id), _CHUNK):
+                # Parsing and schema checks are CPU work: off the loop other jobs run on.
+                valid = await asyncio.to_thread(validator.check_lines, line, chunk)
+                line += len(chunk)
+                rows = []
+                for request in valid:
+                    deployment = await chooser.choose(request.model)
+                    if deployment is None:
+                        validator.error(
+                            request.line,
+                            "model_not_found",
+                            f"Line {request.line}: the model '{request.model}' does not exist "
+                            f"or you do not have access to it.",
+                            "body.model",
+                        )
+                    elif not validator.error_count:
+                        rows.append(self._row(batch, request, deployment, next(ids), now))
+                total += len(valid)
+                if total > max_lines:
+                    validator.error(
+                        None,
+                        "too_many_requests",
+                        f"The batch has more than {max_lines} requests; split it into batches "
+                        f"of at most {max_lines}.",
+                    )
+                    break
+                if not validator.error_count:
+                    await insert_requests(session, rows)
+            if validator.error_count or total == 0:
+                await session.rollback()
+                if total == 0 and not validator.error_count:
+                    validator.error(None, "empty_file", "The input file has no requests.")
+                return None
+            batch_row = await session.get(Batch, batch.id)
+            assert batch_row is not None
+            batch_row.total = total
+            await session.commit()
+        log.info("batch %s in progress with %d requests", batch.id, total)
+        return Prepared(status=BatchStatus.IN_PROGRESS, total=total)
+
+    def _row(
+        self, batch: Batch, request: ValidRequest, deployment: Deployment, job_id: str, now: float
+    ) -> dict[str, Any]:
+        return {
+            "id": job_id,
+            "key_id": batch.key_id,
+            "status": JobStatus.QUEUED.value,
+            "model": request.model,
+            "route": deployment.route,
+            "provider": deployment.provider,
+            "upstream_model": deployment.upstream_model,
+            "request": request.body,
+            "priority": batch.priority,
+            "metadata_": {},
+            "deployment_index": deployment.index,
+            "first_deployment": deployment.index,
+            "expires_at": batch.expires_at,
+            "run": 0,
+            "created_at": now,
+            "batch_id": batch.id,
+            "custom_id": request.custom_id,
+            "held": True,
+        }
+
+    async def _fail(self, batch: Batch, validator: LineValidator) -> Prepared:
+        # Models are checked after their chunk's lines: put every error in line order.
+        validator.errors.sort(key=lambda e: (e.line is None, e.line or 0))
+        if validator.error_count > len(validator.errors):
+            validator.errors.append(
+                BatchErrorItem(
+                    code="too_many_errors",
+                    message=f"{validator.error_count} lines have errors; the first "
+                    f"{len(validator.errors)} are listed.",
+                )
+            )
+        errors = BatchErrors(data=validator.errors).model_dump(mode="json")
+        now = self._clock()
+        async with self._database.session() as session:
+            failed = await fail_batch(session, batch_id=batch.id, errors=errors, now=now)
+            if failed:
+                await self._notifier.plan(session, batch_id=batch.id, now=now)
+            await session.commit()
+        if failed:
+            await self._notifier.publish(batch.id)
+            log.info("batch %s failed validation: %d errors", batch.id, validator.error_count)
+        return Prepared(status=BatchStatus.FAILED)

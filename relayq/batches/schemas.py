@@ -1,0 +1,164 @@
+"""Batch objects as OpenAI's Batch API returns them, and what callers send."""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, Field, model_validator
+
+from relayq.webhooks.schemas import BatchWebhookSpec
+
+if TYPE_CHECKING:
+    from relayq.store.models import Batch
+
+__all__ = [
+    "ACTIVE_BATCH_STATUSES",
+    "BATCH_ENDPOINTS",
+    "FINAL_BATCH_STATUSES",
+    "BatchCreate",
+    "BatchErrorItem",
+    "BatchErrors",
+    "BatchList",
+    "BatchObject",
+    "BatchStatus",
+    "InlineRequest",
+    "RequestCounts",
+    "batch_object",
+]
+
+BATCH_ENDPOINTS = ("/v1/chat/completions",)
+"""The endpoints a batch's requests may call."""
+
+
+class BatchStatus(str, Enum):
+    VALIDATING = "validating"
+    FAILED = "failed"
+    IN_PROGRESS = "in_progress"
+    FINALIZING = "finalizing"
+    COMPLETED = "completed"
+    EXPIRED = "expired"
+    CANCELLING = "cancelling"
+    CANCELLED = "cancelled"
+
+
+FINAL_BATCH_STATUSES = frozenset(
+    {BatchStatus.FAILED, BatchStatus.COMPLETED, BatchStatus.EXPIRED, BatchStatus.CANCELLED}
+)
+ACTIVE_BATCH_STATUSES = frozenset(
+    {BatchStatus.IN_PROGRESS, BatchStatus.CANCELLING, BatchStatus.FINALIZING}
+)
+"""Statuses the scheduler moves on (validating is the preparation task's)."""
+
+
+class InlineRequest(BaseModel):
+    """One request of an inline batch, in Anthropic's Message Batches shape."""
+
+    custom_id: str = Field(min_length=1, max_length=512)
+    params: dict[str, Any]
+    """A ``/v1/chat/completions`` body."""
+
+
+class BatchCreate(BaseModel):
+    """The body of ``POST /v1/batches``: an uploaded file's id, or the requests inline."""
+
+    input_file_id: str | None = None
+    """A file uploaded with ``purpose=batch``: one request per line."""
+    requests: list[InlineRequest] | None = Field(default=None, min_length=1)
+    """The requests themselves, for callers without files (instead of ``input_file_id``)."""
+    endpoint: str = "/v1/chat/completions"
+    completion_window: str = Field(default="24h", pattern=r"^\d+(\.\d+)?(s|m|h)$")
+    """How long the batch may take: OpenAI's ``24h``, or another span (``90s``, ``30m``)."""
+    metadata: dict[str, str] | None = None
+    webhook: BatchWebhookSpec | None = None
+    """Where to send the batch's ``batch.*`` event (default: the key's endpoint)."""
+
+    @model_validator(mode="after")
+    def _one_source(self) -> BatchCreate:
+        if (self.input_file_id is None) == (self.requests is None):
+            raise ValueError("give either input_file_id or requests, not both and not neither")
+        return self
+
+    def window_seconds(self) -> float:
+        unit = {"s": 1, "m": 60, "h": 3600}[self.completion_window[-1]]
+        return float(self.completion_window[:-1]) * unit
+
+
+class BatchErrorItem(BaseModel):
+    code: str
+    message: str
+    param: str | None = None
+    line: int | None = None
+    """1-based line of the input file (the request's position, for inline requests)."""
+
+
+class BatchErrors(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[BatchErrorItem]
+
+
+class RequestCounts(BaseModel):
+    total: int = 0
+    completed: int = 0
+    """Requests that succeeded."""
+    failed: int = 0
+    """Requests that failed or expired."""
+
+
+class BatchObject(BaseModel):
+    id: str
+    object: Literal["batch"] = "batch"
+    endpoint: str
+    errors: BatchErrors | None = None
+    input_file_id: str
+    completion_window: str
+    status: BatchStatus
+    output_file_id: str | None = None
+    error_file_id: str | None = None
+    created_at: int
+    in_progress_at: int | None = None
+    expires_at: int | None = None
+    finalizing_at: int | None = None
+    completed_at: int | None = None
+    failed_at: int | None = None
+    expired_at: int | None = None
+    cancelling_at: int | None = None
+    cancelled_at: int | None = None
+    request_counts: RequestCounts
+    metadata: dict[str, str] | None = None
+
+
+class BatchList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[BatchObject]
+    first_id: str | None
+    last_id: str | None
+    has_more: bool
+
+
+def _seconds(value: float | None) -> int | None:
+    return None if value is None else int(value)
+
+
+def batch_object(row: Batch, counts: RequestCounts) -> BatchObject:
+    return BatchObject(
+        id=row.id,
+        endpoint=row.endpoint,
+        errors=None if row.errors is None else BatchErrors.model_validate(row.errors),
+        input_file_id=row.input_file_id,
+        completion_window=row.completion_window,
+        status=BatchStatus(row.status),
+        output_file_id=row.output_file_id,
+        error_file_id=row.error_file_id,
+        created_at=int(row.created_at),
+        in_progress_at=_seconds(row.in_progress_at),
+        expires_at=_seconds(row.expires_at),
+        finalizing_at=_seconds(row.finalizing_at),
+        completed_at=_seconds(row.completed_at),
+        failed_at=_seconds(row.failed_at),
+        expired_at=_seconds(row.expired_at),
+        cancelling_at=_seconds(row.cancelling_at),
+        cancelled_at=_seconds(row.cancelled_at),
+        request_counts=counts,
+        metadata=row.metadata_,
+    )

@@ -1,0 +1,1 @@
+"""Files: uploaded batch inputs and generated batch results (``/v1/files``)."""
