@@ -31,8 +31,11 @@ _REDIS_DB = {"sqlite": 9, "postgresql": 10}
 
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[str]:
-    """The base URL of a real Redis: the machine's, or an embedded Valkey."""
-    url = local_redis_url()
+    """The base URL of a real Redis: RELAYQ_TEST_REDIS_URL's, the machine's, or an embedded Valkey.
+
+    Two test runs on one machine need servers of their own (each flushes its databases).
+    """
+    url = os.environ.get("RELAYQ_TEST_REDIS_URL") or local_redis_url()
     if url is not None:
         yield url
         return
