@@ -1,4 +1,4 @@
-"""``relayq``: run the stack, migrate the database, manage keys."""
+"""``relayq``: run the stack, migrate the database, manage keys, submit and follow batches."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from relayq.cli.batch import batch_app
 from relayq.settings import Settings
 from relayq.store import Database
 from relayq.store import keys as key_store
@@ -26,6 +27,7 @@ keys_app = typer.Typer(no_args_is_help=True, help="API keys.")
 app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
 app.add_typer(config_app, name="config")
+app.add_typer(batch_app, name="batch")
 
 console = Console(stderr=True, soft_wrap=True)
 

@@ -1,0 +1,498 @@
+"""``relayq batch``: submit a JSONL file as a batch, follow it, fetch its results.
+
+It talks to the HTTP API only (``--api-url``, ``--api-key``; see
+relayq/cli/api_client.py), so it works against a remote relayq as well as
+``relayq dev``. While it follows a batch the API may go away: it says
+"reconnecting…" and carries on when the API is back.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from enum import IntEnum
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
+from rich.table import Table
+
+from relayq.batches.schemas import BatchObject, BatchStatus, RequestCounts
+from relayq.cli.api_client import ApiClient, ApiError, dev_api_key, follow_batch, save_file
+
+__all__ = ["ExitCode", "InputError", "ProgressDisplay", "batch_app", "write_requests"]
+
+
+class ExitCode(IntEnum):
+    """What a script waiting on a batch can branch on (2 is click's usage error).
+
+    Named as the final batch statuses they stand for.
+    """
+
+    COMPLETED = 0
+    FAILED = 1
+    EXPIRED = 3
+    CANCELLED = 4
+    ERROR = 5
+    INTERRUPTED = 130
+
+
+EXIT_HELP = (
+    "Exit status: 0 the batch completed (some requests may have failed: see the error "
+    "file), 1 it failed (bad lines in the input), 3 it expired, 4 it was cancelled, "
+    "5 the API refused a request or no key was given, 130 stopped waiting (Ctrl-C)."
+)
+DEFAULT_API_URL = "http://127.0.0.1:8000"
+_SHOWN_ERRORS = 20
+_NO_PACE = ("- req/s", "-")
+
+batch_app = typer.Typer(
+    no_args_is_help=True,
+    help="Batches over the HTTP API: submit a JSONL file, follow it, fetch its results.",
+)
+console = Console(stderr=True, soft_wrap=True)
+
+ApiUrl = Annotated[
+    str, typer.Option("--api-url", envvar="RELAYQ_API_URL", help="The relayq API's base URL.")
+]
+ApiKey = Annotated[
+    str | None,
+    typer.Option(
+        "--api-key",
+        envvar="RELAYQ_API_KEY",
+        show_default=False,
+        help="An API key. Default for a local API: the key `relayq dev` keeps.",
+    ),
+]
+Wait = Annotated[bool, typer.Option(help="Follow the batch to its end.")]
+Output = Annotated[
+    Path | None, typer.Option(dir_okay=False, help="Save the results here (implies --wait).")
+]
+ErrorsPath = Annotated[
+    Path | None,
+    typer.Option(
+        "--errors",
+        dir_okay=False,
+        help="Save failed requests here (default with --output: <name>.errors.jsonl).",
+    ),
+]
+
+
+class LineError(Exception):
+    def __init__(self, line: int, message: str) -> None:
+        super().__init__(f"line {line}: {message}")
+
+
+class InputError(Exception):
+    """Lines the CLI cannot turn into batch requests: all of them, not just the first."""
+
+    def __init__(self, errors: list[LineError]) -> None:
+        super().__init__(f"{len(errors)} lines cannot be converted")
+        self.errors = errors
+
+
+def request_line(raw: bytes, *, number: int, model: str | None) -> bytes:
+    """The OpenAI batch line for one input line.
+
+    A chat body (``messages``) or ``{"prompt": ...}`` becomes a batch line;
+    anything else goes as it is (with ``model`` filled in its body), so the
+    API validates it and reports a bad one by line number, in its own words.
+    """
+    try:
+        item = json.loads(raw)
+    except ValueError:
+        return raw
+    if not isinstance(item, dict):
+        return raw
+    if "body" in item:
+        body = item["body"]
+        if model is None or not isinstance(body, dict) or "model" in body:
+            return raw
+        return _dumped({**item, "body": {**body, "model": model}})
+    if "messages" not in item and "prompt" not in item:
+        return raw
+    custom_id = item.pop("custom_id") if "custom_id" in item else f"line-{number}"
+    if "prompt" in item:
+        if "messages" in item:
+            raise LineError(number, 'has both "prompt" and "messages": give one of them')
+        prompt = item.pop("prompt")
+        if not isinstance(prompt, str):
+            raise LineError(number, '"prompt" must be a string')
+        item["messages"] = [{"role": "user", "content": prompt}]
+    if "model" not in item:
+        if model is None:
+            raise LineError(number, 'no "model": give the line one, or pass --model')
+        item["model"] = model
+    return _dumped(
+        {"custom_id": custom_id, "method": "POST", "url": "/v1/chat/completions", "body": item}
+    )
+
+
+def _dumped(item: object) -> bytes:
+    return json.dumps(item, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def write_requests(source: IO[bytes], sink: IO[bytes], *, model: str | None) -> int:
+    """Convert ``source`` line by line into ``sink``; the number of requests.
+
+    Streams: the file is never all in memory. Every line keeps its number,
+    blank ones too, so the API's errors name the caller's lines; all lines
+    are checked before failing, so one run shows every local error.
+    """
+    errors: list[LineError] = []
+    requests = 0
+    for number, raw in enumerate(source, start=1):
+        line = raw.rstrip(b"\r\n")
+        if not line.strip():
+            sink.write(b"\n")
+            continue
+        requests += 1
+        try:
+            sink.write(request_line(line, number=number, model=model) + b"\n")
+        except LineError as exc:
+            errors.append(exc)
+    if requests == 0:
+        errors.append(LineError(1, "the file has no requests"))
+    if errors:
+        raise InputError(errors)
+    return requests
+
+
+class ProgressDisplay:
+    """A batch's progress: done/total, failed, rate and ETA.
+
+    A live rich bar on a terminal; elsewhere (logs, pipes, tests), where a
+    bar cannot redraw, a plain line each time the status or counts change.
+    """
+
+    def __init__(self, out: Console, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._out = out
+        self._clock = clock
+        self._began = clock()
+        self._running_since: tuple[float, int] | None = None
+        self._last: tuple[BatchStatus, RequestCounts] | None = None
+        self._away = False
+        self._bar: Progress | None = None
+        self._task = TaskID(0)
+        if out.is_terminal:
+            self._bar = Progress(
+                TextColumn("{task.description:<14}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("failed {task.fields[failed]}  {task.fields[rate]}"),
+                TextColumn("ETA {task.fields[eta]}"),
+                console=out,
+            )
+            self._task = self._bar.add_task("submitted", total=None, failed=0, rate="", eta="")
+
+    def __enter__(self) -> ProgressDisplay:
+        if self._bar is not None:
+            self._bar.start()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+    def _pace(self, batch: BatchObject, done: int) -> tuple[str, str]:
+        """Requests per second since the batch was first seen running, and the time left."""
+        if batch.status is BatchStatus.VALIDATING:
+            return _NO_PACE
+        now = self._clock()
+        since, done_then = self._running_since = self._running_since or (now, done)
+        if now - since < 0.5 or done == done_then:
+            return _NO_PACE
+        rate = (done - done_then) / (now - since)
+        return f"{rate:.1f} req/s", _duration((batch.request_counts.total - done) / rate)
+
+    def show(self, batch: BatchObject) -> None:
+        counts = batch.request_counts
+        done = counts.completed + counts.failed
+        rate, eta = self._pace(batch, done)
+        if self._bar is not None:
+            self._bar.update(
+                self._task,
+                description=batch.status.value,
+                total=counts.total or None,
+                completed=done,
+                failed=counts.failed,
+                rate=rate,
+                eta=eta,
+            )
+            return
+        if self._away:
+            self._line("reconnected")
+            self._away = False
+        if (batch.status, counts) != self._last:
+            self._last = (batch.status, counts)
+            progress = f"{done}/{counts.total} done, {counts.failed} failed"
+            self._line(f"{batch.status.value}: {progress}, {rate}, ETA {eta}")
+
+    def reconnecting(self, reason: str, *, retry_in: float) -> None:
+        if self._bar is not None:
+            self._bar.update(self._task, description="[yellow]reconnecting…[/yellow]")
+            return
+        self._away = True
+        self._line(f"reconnecting… ({reason}); next try in {retry_in:.1f}s")
+
+    def _line(self, text: str) -> None:
+        self._out.print(f"\\[{_duration(self._clock() - self._began)}] {escape(text)}")
+
+
+def _duration(seconds: float) -> str:
+    whole = max(0, round(seconds))
+    return f"{whole // 3600}:{whole // 60 % 60:02d}:{whole % 60:02d}"
+
+
+@contextmanager
+def _reporting_errors() -> Iterator[None]:
+    """An API error ends the command with the API's message and exit status 5."""
+    try:
+        yield
+    except ApiError as exc:
+        console.print(f"[red]error:[/red] {escape(str(exc))}")
+        raise typer.Exit(ExitCode.ERROR) from None
+
+
+def _client(api_url: str, api_key: str | None) -> ApiClient:
+    key = api_key or dev_api_key(api_url)
+    if not key:
+        console.print(
+            "[red]error:[/red] no API key: pass --api-key KEY or set RELAYQ_API_KEY "
+            "(an admin makes one with `relayq keys create --name NAME`)."
+        )
+        raise typer.Exit(ExitCode.ERROR)
+    return ApiClient(base_url=api_url, api_key=key)
+
+
+def _metadata(pairs: list[str] | None) -> dict[str, str] | None:
+    if not pairs:
+        return None
+    for pair in pairs:
+        if "=" not in pair:
+            raise typer.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint="--metadata")
+    return dict(pair.split("=", 1) for pair in pairs)
+
+
+def _counts(batch: BatchObject) -> str:
+    counts = batch.request_counts
+    return f"{counts.total} requests, {counts.completed} succeeded, {counts.failed} failed"
+
+
+def _took(batch: BatchObject) -> str:
+    ended = batch.completed_at or batch.failed_at or batch.expired_at or batch.cancelled_at
+    return "" if ended is None else f" in {_duration(ended - batch.created_at)}"
+
+
+def _save(client: ApiClient, file_id: str, path: Path) -> int:
+    def on_retry(reason: str, delay: float) -> None:
+        console.print(f"reconnecting… ({escape(reason)}); next try in {delay:.1f}s")
+
+    return save_file(client, file_id, path, on_retry=on_retry)
+
+
+def _finish(
+    client: ApiClient, batch: BatchObject, *, output: Path | None, errors: Path | None
+) -> ExitCode:
+    """Save what the ended batch produced and print a summary; the exit status."""
+    if batch.status is BatchStatus.FAILED:
+        items = batch.errors.data if batch.errors else []
+        console.print(f"batch {batch.id} failed{_took(batch)}: {len(items)} errors in its input")
+        for item in items:
+            where = "batch" if item.line is None else f"line {item.line}"
+            console.print(f"  {where}: {item.code}: {escape(item.message)}")
+        return ExitCode.FAILED
+    if errors is None and output is not None:
+        errors = output.with_name(f"{output.stem}.errors.jsonl")
+    saved = [
+        f"  {kind:<8} {path} ({_save(client, file_id, path)} lines)"
+        for kind, file_id, path in (
+            ("results", batch.output_file_id, output),
+            ("errors", batch.error_file_id, errors),
+        )
+        if file_id is not None and path is not None
+    ]
+    console.print(f"batch {batch.id} {batch.status.value}{_took(batch)}: {_counts(batch)}")
+    for line in saved:
+        console.print(escape(line))
+    if output is None and batch.output_file_id is not None:
+        console.print(f"  results: relayq batch results {batch.id} --output results.jsonl")
+    return ExitCode[batch.status.name]
+
+
+def _wait_and_finish(
+    client: ApiClient, batch_id: str, *, output: Path | None, errors: Path | None
+) -> ExitCode:
+    """Follow the batch to its end, then finish; Ctrl-C stops the waiting, not the batch."""
+    try:
+        with ProgressDisplay(console) as display:
+            batch = follow_batch(client, batch_id, watcher=display)
+    except KeyboardInterrupt:
+        resume = f"relayq batch status {batch_id} --wait"
+        if output is not None:
+            resume += f" --output {output}"
+        console.print(f"stopped waiting; batch {batch_id} keeps running. Resume with:\n  {resume}")
+        return ExitCode.INTERRUPTED
+    return _finish(client, batch, output=output, errors=errors)
+
+
+def _uploaded_batch(
+    client: ApiClient,
+    path: Path,
+    *,
+    model: str | None,
+    completion_window: str,
+    metadata: dict[str, str] | None,
+) -> BatchObject:
+    """Convert ``path`` into a temporary file of batch lines, upload it, create the batch."""
+    with path.open("rb") as source, tempfile.TemporaryFile() as converted:
+        try:
+            requests = write_requests(source, converted, model=model)
+        except InputError as exc:
+            for error in exc.errors[:_SHOWN_ERRORS]:
+                console.print(f"[red]error:[/red] {escape(str(path))}: {escape(str(error))}")
+            if len(exc.errors) > _SHOWN_ERRORS:
+                console.print(f"… and {len(exc.errors) - _SHOWN_ERRORS} more lines with errors")
+            raise typer.Exit(ExitCode.FAILED) from None
+        converted.seek(0)
+        uploaded = client.upload_batch_file(converted, filename=path.name)
+    batch = client.create_batch(
+        input_file_id=uploaded.id, completion_window=completion_window, metadata=metadata
+    )
+    console.print(f"created batch {batch.id}: {requests} requests from {escape(str(path))}")
+    return batch
+
+
+@batch_app.command(epilog=EXIT_HELP)
+def submit(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
+    wait: Wait = False,
+    output: Output = None,
+    errors: ErrorsPath = None,
+    model: Annotated[str | None, typer.Option(help="The model of lines that name none.")] = None,
+    completion_window: Annotated[
+        str, typer.Option(help="How long the batch may take: 24h, 30m, 90s.")
+    ] = "24h",
+    metadata: Annotated[
+        list[str] | None, typer.Option(help="KEY=VALUE stored on the batch; repeatable.")
+    ] = None,
+    api_url: ApiUrl = DEFAULT_API_URL,
+    api_key: ApiKey = None,
+) -> None:
+    """Submit FILE as a batch and print its id.
+
+    FILE is JSONL: OpenAI batch lines (custom_id, method, url, body) as they
+    are, or chat bodies ({"model", "messages", ...}) or {"prompt": "..."}
+    lines, each with an optional custom_id (default: line-<n>).
+    """
+    meta = _metadata(metadata)
+    with _client(api_url, api_key) as client, _reporting_errors():
+        batch = _uploaded_batch(
+            client, file, model=model, completion_window=completion_window, metadata=meta
+        )
+        print(batch.id, flush=True)
+        if wait or output is not None or errors is not None:
+            raise typer.Exit(_wait_and_finish(client, batch.id, output=output, errors=errors))
+
+
+@batch_app.command(epilog=EXIT_HELP)
+def status(
+    batch_id: str,
+    wait: Wait = False,
+    output: Output = None,
+    errors: ErrorsPath = None,
+    api_url: ApiUrl = DEFAULT_API_URL,
+    api_key: ApiKey = None,
+) -> None:
+    """Show a batch; with --wait follow it to its end (and with --output save its results)."""
+    with _client(api_url, api_key) as client, _reporting_errors():
+        if wait or output is not None or errors is not None:
+            raise typer.Exit(_wait_and_finish(client, batch_id, output=output, errors=errors))
+        batch = client.get_batch(batch_id)
+    out = Console(soft_wrap=True)
+    out.print(f"{batch.id}  {batch.status.value}{_took(batch)}")
+    out.print(f"  requests  {_counts(batch)}")
+    out.print(f"  created   {_when(batch.created_at)}")
+    for label, file_id in (("output", batch.output_file_id), ("errors", batch.error_file_id)):
+        if file_id is not None:
+            out.print(f"  {label:<9} {file_id}")
+    for item in batch.errors.data if batch.errors else []:
+        out.print(f"  line {item.line}: {item.code}: {escape(item.message)}")
+
+
+def _when(timestamp: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(timestamp))
+
+
+@batch_app.command()
+def cancel(batch_id: str, api_url: ApiUrl = DEFAULT_API_URL, api_key: ApiKey = None) -> None:
+    """Cancel a batch: its queued requests end at once, running ones finish."""
+    with _client(api_url, api_key) as client, _reporting_errors():
+        batch = client.cancel_batch(batch_id)
+    console.print(
+        f"batch {batch.id} is {batch.status.value} ({_counts(batch)}); "
+        f"`relayq batch status {batch.id} --wait` follows it to its end."
+    )
+
+
+@batch_app.command()
+def results(
+    batch_id: str,
+    output: Annotated[
+        Path | None, typer.Option(dir_okay=False, help="Default: standard output.")
+    ] = None,
+    errors: Annotated[
+        bool, typer.Option("--errors", help="The error file instead: the failed requests.")
+    ] = False,
+    api_url: ApiUrl = DEFAULT_API_URL,
+    api_key: ApiKey = None,
+) -> None:
+    """Download a batch's results (or with --errors its failed requests) as JSONL."""
+    with _client(api_url, api_key) as client, _reporting_errors():
+        batch = client.get_batch(batch_id)
+        file_id = batch.error_file_id if errors else batch.output_file_id
+        if file_id is None:
+            kind = "error" if errors else "output"
+            console.print(f"batch {batch.id} ({batch.status.value}) has no {kind} file")
+            raise typer.Exit(ExitCode.FAILED)
+        if output is None:
+            client.download_file(file_id, sys.stdout.buffer)
+            sys.stdout.buffer.flush()
+        else:
+            console.print(f"saved {_save(client, file_id, output)} lines to {output}")
+
+
+@batch_app.command("list")
+def list_(
+    limit: Annotated[int, typer.Option(min=1, max=100, help="How many batches.")] = 20,
+    after: Annotated[str | None, typer.Option(help="Page on after this batch id.")] = None,
+    api_url: ApiUrl = DEFAULT_API_URL,
+    api_key: ApiKey = None,
+) -> None:
+    """List your batches, newest first."""
+    with _client(api_url, api_key) as client, _reporting_errors():
+        page = client.list_batches(limit=limit, after=after)
+    table = Table(box=None, pad_edge=False)
+    # Whole ids, even on a narrow terminal or a pipe: they are what the other commands take.
+    table.add_column("id", no_wrap=True, min_width=max((len(b.id) for b in page.data), default=2))
+    for name in ("status", "done/total", "failed", "created"):
+        table.add_column(name)
+    for batch in page.data:
+        counts = batch.request_counts
+        done = f"{counts.completed + counts.failed}/{counts.total}"
+        table.add_row(
+            batch.id, batch.status.value, done, str(counts.failed), _when(batch.created_at)[5:16]
+        )
+    Console().print(table)
+    if page.has_more:
+        console.print(f"more: relayq batch list --after {page.last_id}")
