@@ -148,7 +148,7 @@ class BatchScheduler:
     async def _release_batch(self, batch_id: str, provider: str, count: int) -> int:
         async with self._database.session() as session:
             rows = await release_requests(
-                session, batch_id=batch_id, provider=provider, limit=count
+                session, batch_id=batch_id, provider=provider, limit=count, now=self._clock()
             )
         if not rows:
             return 0

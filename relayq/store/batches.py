@@ -209,7 +209,7 @@ async def expire_requests(session: AsyncSession, *, batch_id: str, now: float) -
 
 
 async def release_requests(
-    session: AsyncSession, *, batch_id: str, provider: str, limit: int
+    session: AsyncSession, *, batch_id: str, provider: str, limit: int, now: float
 ) -> list[tuple[str, str, str, int]]:
     """Take up to ``limit`` held requests off hold, oldest first.
 
@@ -228,7 +228,8 @@ async def release_requests(
     result = await session.execute(
         update(Job)
         .where(Job.id.in_(ids), Job.held.is_(True), Job.status == _QUEUED)
-        .values(held=False)
+        # not_before: the reconciler counts its grace for an unconfirmed message from now.
+        .values(held=False, not_before=now)
         .returning(Job.id, Job.provider, Job.upstream_model, Job.priority)
         .execution_options(synchronize_session=False)
     )
