@@ -29,6 +29,13 @@ from tests.conftest import KeyFactory
 from tests.services import free_port
 from tests.stack import ROOT, Stack, wait_until
 
+
+@pytest.fixture(autouse=True)
+def _sqlite_only(backend: str) -> None:
+    if backend != "sqlite":
+        pytest.skip("the CLI speaks HTTP only; test_batches.py covers the API on both databases")
+
+
 Completed = subprocess.CompletedProcess[str]
 
 
