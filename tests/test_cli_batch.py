@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 import pytest
 
-from relayq.cli.batch import write_requests
+from relayq.cli.batch_input import write_requests
 from tests.batches import jsonl, request_line
 from tests.conftest import KeyFactory
 from tests.services import free_port

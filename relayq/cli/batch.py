@@ -8,27 +8,26 @@ relayq/cli/api_client.py), so it works against a remote relayq as well as
 
 from __future__ import annotations
 
-import json
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import IntEnum
 from pathlib import Path
-from types import TracebackType
-from typing import IO, Annotated
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 from rich.table import Table
 
-from relayq.batches.schemas import BatchObject, BatchStatus, RequestCounts
+from relayq.batches.schemas import BatchObject, BatchStatus
 from relayq.cli.api_client import ApiClient, ApiError, dev_api_key, follow_batch, save_file
+from relayq.cli.batch_input import InputError, write_requests
+from relayq.cli.progress import ProgressDisplay, duration
 
-__all__ = ["ExitCode", "InputError", "ProgressDisplay", "batch_app", "write_requests"]
+__all__ = ["ExitCode", "batch_app"]
 
 
 class ExitCode(IntEnum):
@@ -52,7 +51,6 @@ EXIT_HELP = (
 )
 DEFAULT_API_URL = "http://127.0.0.1:8000"
 _SHOWN_ERRORS = 20
-_NO_PACE = ("- req/s", "-")
 
 batch_app = typer.Typer(
     no_args_is_help=True,
@@ -84,174 +82,6 @@ ErrorsPath = Annotated[
         help="Save failed requests here (default with --output: <name>.errors.jsonl).",
     ),
 ]
-
-
-class LineError(Exception):
-    def __init__(self, line: int, message: str) -> None:
-        super().__init__(f"line {line}: {message}")
-
-
-class InputError(Exception):
-    """Lines the CLI cannot turn into batch requests: all of them, not just the first."""
-
-    def __init__(self, errors: list[LineError]) -> None:
-        super().__init__(f"{len(errors)} lines cannot be converted")
-        self.errors = errors
-
-
-def request_line(raw: bytes, *, number: int, model: str | None) -> bytes:
-    """The OpenAI batch line for one input line.
-
-    A chat body (``messages``) or ``{"prompt": ...}`` becomes a batch line;
-    anything else goes as it is (with ``model`` filled in its body), so the
-    API validates it and reports a bad one by line number, in its own words.
-    """
-    try:
-        item = json.loads(raw)
-    except ValueError:
-        return raw
-    if not isinstance(item, dict):
-        return raw
-    if "body" in item:
-        body = item["body"]
-        if model is None or not isinstance(body, dict) or "model" in body:
-            return raw
-        return _dumped({**item, "body": {**body, "model": model}})
-    if "messages" not in item and "prompt" not in item:
-        return raw
-    custom_id = item.pop("custom_id") if "custom_id" in item else f"line-{number}"
-    if "prompt" in item:
-        if "messages" in item:
-            raise LineError(number, 'has both "prompt" and "messages": give one of them')
-        prompt = item.pop("prompt")
-        if not isinstance(prompt, str):
-            raise LineError(number, '"prompt" must be a string')
-        item["messages"] = [{"role": "user", "content": prompt}]
-    if "model" not in item:
-        if model is None:
-            raise LineError(number, 'no "model": give the line one, or pass --model')
-        item["model"] = model
-    return _dumped(
-        {"custom_id": custom_id, "method": "POST", "url": "/v1/chat/completions", "body": item}
-    )
-
-
-def _dumped(item: object) -> bytes:
-    return json.dumps(item, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def write_requests(source: IO[bytes], sink: IO[bytes], *, model: str | None) -> int:
-    """Convert ``source`` line by line into ``sink``; the number of requests.
-
-    Streams: the file is never all in memory. Every line keeps its number,
-    blank ones too, so the API's errors name the caller's lines; all lines
-    are checked before failing, so one run shows every local error.
-    """
-    errors: list[LineError] = []
-    requests = 0
-    for number, raw in enumerate(source, start=1):
-        line = raw.rstrip(b"\r\n")
-        if not line.strip():
-            sink.write(b"\n")
-            continue
-        requests += 1
-        try:
-            sink.write(request_line(line, number=number, model=model) + b"\n")
-        except LineError as exc:
-            errors.append(exc)
-    if requests == 0:
-        errors.append(LineError(1, "the file has no requests"))
-    if errors:
-        raise InputError(errors)
-    return requests
-
-
-class ProgressDisplay:
-    """A batch's progress: done/total, failed, rate and ETA.
-
-    A live rich bar on a terminal; elsewhere (logs, pipes, tests), where a
-    bar cannot redraw, a plain line each time the status or counts change.
-    """
-
-    def __init__(self, out: Console, *, clock: Callable[[], float] = time.monotonic) -> None:
-        self._out = out
-        self._clock = clock
-        self._began = clock()
-        self._running_since: tuple[float, int] | None = None
-        self._last: tuple[BatchStatus, RequestCounts] | None = None
-        self._away = False
-        self._bar: Progress | None = None
-        self._task = TaskID(0)
-        if out.is_terminal:
-            self._bar = Progress(
-                TextColumn("{task.description:<14}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("failed {task.fields[failed]}  {task.fields[rate]}"),
-                TextColumn("ETA {task.fields[eta]}"),
-                console=out,
-            )
-            self._task = self._bar.add_task("submitted", total=None, failed=0, rate="", eta="")
-
-    def __enter__(self) -> ProgressDisplay:
-        if self._bar is not None:
-            self._bar.start()
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if self._bar is not None:
-            self._bar.stop()
-
-    def _pace(self, batch: BatchObject, done: int) -> tuple[str, str]:
-        """Requests per second since the batch was first seen running, and the time left."""
-        if batch.status is BatchStatus.VALIDATING:
-            return _NO_PACE
-        now = self._clock()
-        since, done_then = self._running_since = self._running_since or (now, done)
-        if now - since < 0.5 or done == done_then:
-            return _NO_PACE
-        rate = (done - done_then) / (now - since)
-        return f"{rate:.1f} req/s", _duration((batch.request_counts.total - done) / rate)
-
-    def show(self, batch: BatchObject) -> None:
-        counts = batch.request_counts
-        done = counts.completed + counts.failed
-        rate, eta = self._pace(batch, done)
-        if self._bar is not None:
-            self._bar.update(
-                self._task,
-                description=batch.status.value,
-                total=counts.total or None,
-                completed=done,
-                failed=counts.failed,
-                rate=rate,
-                eta=eta,
-            )
-            return
-        if self._away:
-            self._line("reconnected")
-            self._away = False
-        if (batch.status, counts) != self._last:
-            self._last = (batch.status, counts)
-            progress = f"{done}/{counts.total} done, {counts.failed} failed"
-            self._line(f"{batch.status.value}: {progress}, {rate}, ETA {eta}")
-
-    def reconnecting(self, reason: str, *, retry_in: float) -> None:
-        if self._bar is not None:
-            self._bar.update(self._task, description="[yellow]reconnecting…[/yellow]")
-            return
-        self._away = True
-        self._line(f"reconnecting… ({reason}); next try in {retry_in:.1f}s")
-
-    def _line(self, text: str) -> None:
-        self._out.print(f"\\[{_duration(self._clock() - self._began)}] {escape(text)}")
-
-
-def _duration(seconds: float) -> str:
-    whole = max(0, round(seconds))
-    return f"{whole // 3600}:{whole // 60 % 60:02d}:{whole % 60:02d}"
 
 
 @contextmanager
@@ -291,7 +121,7 @@ def _counts(batch: BatchObject) -> str:
 
 def _took(batch: BatchObject) -> str:
     ended = batch.completed_at or batch.failed_at or batch.expired_at or batch.cancelled_at
-    return "" if ended is None else f" in {_duration(ended - batch.created_at)}"
+    return "" if ended is None else f" in {duration(ended - batch.created_at)}"
 
 
 def _save(client: ApiClient, file_id: str, path: Path) -> int:
