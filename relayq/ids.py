@@ -35,9 +35,10 @@ def id_sequence(prefix: str, *, now: float | None = None) -> Iterator[str]:
         value += 1
 
 
+_PAIRS = [a + b for a in _ALPHABET for b in _ALPHABET]
+"""Every two-character group, by its 10-bit value: 13 lookups encode an id."""
+
+
 def _encode(prefix: str, value: int) -> str:
-    chars = []
-    for _ in range(26):
-        value, digit = divmod(value, 32)
-        chars.append(_ALPHABET[digit])
-    return f"{prefix}_{''.join(reversed(chars))}"
+    groups = [_PAIRS[(value >> shift) & 0x3FF] for shift in range(120, -1, -10)]
+    return f"{prefix}_{''.join(groups)}"

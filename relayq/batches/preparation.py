@@ -11,9 +11,10 @@ fails with each one reported, and runs nothing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -112,45 +113,47 @@ class BatchPreparer:
         return await self._fail(batch, validator)
 
     async def _store(self, batch: Batch, validator: LineValidator) -> Prepared | None:
-        """Insert every request, held; None (and nothing stored) if any line is bad."""
+        """Insert every request, held; None (and nothing stored) if any line is bad.
+
+        A chunk's insert runs while the next chunk is checked: SQL and the
+        checks (CPU, in a thread, off the loop other jobs run on) overlap.
+        """
         now = self._clock()
         chooser = _Chooser(self._router())
         ids = id_sequence("job", now=now)
         max_lines = self._settings.files.max_lines
         total = 0
         line = 1
+        inserting: asyncio.Task[None] | None = None
         async with self._database.session() as session:
             if not await start_batch(session, batch_id=batch.id, now=now):
                 await session.rollback()
                 return Prepared(status=BatchStatus(batch.status))
-            async for chunk in _chunks(read_lines(self._storage, batch.input_file_id), _CHUNK):
-                # Parsing and schema checks are CPU work: off the loop other jobs run on.
-                valid = await asyncio.to_thread(validator.check_lines, line, chunk)
-                line += len(chunk)
-                rows = []
-                for request in valid:
-                    deployment = await chooser.choose(request.model)
-                    if deployment is None:
+            try:
+                async for chunk in _chunks(read_lines(self._storage, batch.input_file_id), _CHUNK):
+                    valid = await asyncio.to_thread(validator.check_lines, line, chunk)
+                    line += len(chunk)
+                    total += len(valid)
+                    rows = await self._rows(batch, valid, validator, chooser, ids, now)
+                    if total > max_lines:
                         validator.error(
-                            request.line,
-                            "model_not_found",
-                            f"Line {request.line}: the model '{request.model}' does not exist "
-                            f"or you do not have access to it.",
-                            "body.model",
+                            None,
+                            "too_many_requests",
+                            f"The batch has more than {max_lines} requests; split it into "
+                            f"batches of at most {max_lines}.",
                         )
-                    elif not validator.error_count:
-                        rows.append(self._row(batch, request, deployment, next(ids), now))
-                total += len(valid)
-                if total > max_lines:
-                    validator.error(
-                        None,
-                        "too_many_requests",
-                        f"The batch has more than {max_lines} requests; split it into batches "
-                        f"of at most {max_lines}.",
-                    )
-                    break
-                if not validator.error_count:
-                    await insert_requests(session, rows)
+                        break
+                    if inserting is not None:
+                        await inserting
+                    if not validator.error_count:
+                        inserting = asyncio.create_task(insert_requests(session, rows))
+                if inserting is not None:
+                    await inserting
+            finally:
+                if inserting is not None and not inserting.done():
+                    inserting.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await inserting
             if validator.error_count or total == 0:
                 await session.rollback()
                 if total == 0 and not validator.error_count:
@@ -163,9 +166,35 @@ class BatchPreparer:
         log.info("batch %s in progress with %d requests", batch.id, total)
         return Prepared(status=BatchStatus.IN_PROGRESS, total=total)
 
+    async def _rows(
+        self,
+        batch: Batch,
+        valid: list[ValidRequest],
+        validator: LineValidator,
+        chooser: _Chooser,
+        ids: Iterator[str],
+        now: float,
+    ) -> list[dict[str, Any]]:
+        """The job rows of a chunk's valid requests, routed (none once any line is bad)."""
+        rows = []
+        for request in valid:
+            deployment = await chooser.choose(request.model)
+            if deployment is None:
+                validator.error(
+                    request.line,
+                    "model_not_found",
+                    f"Line {request.line}: the model '{request.model}' does not exist "
+                    f"or you do not have access to it.",
+                    "body.model",
+                )
+            elif not validator.error_count:
+                rows.append(self._row(batch, request, deployment, next(ids), now))
+        return rows
+
     def _row(
         self, batch: Batch, request: ValidRequest, deployment: Deployment, job_id: str, now: float
     ) -> dict[str, Any]:
+        # By column name: the insert is on the table (the ORM attribute is metadata_).
         return {
             "id": job_id,
             "key_id": batch.key_id,
@@ -176,7 +205,7 @@ class BatchPreparer:
             "upstream_model": deployment.upstream_model,
             "request": request.body,
             "priority": batch.priority,
-            "metadata_": {},
+            "metadata": {},
             "deployment_index": deployment.index,
             "first_deployment": deployment.index,
             "expires_at": batch.expires_at,

@@ -10,9 +10,10 @@ file of any size passes through in bounded memory.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 from relayq.files.storage import FileStorage
 from relayq.jobs import JobStatus
@@ -109,15 +110,15 @@ async def write_results(*, database: Database, storage: FileStorage, batch_id: s
             if not page:
                 break
             after = page[-1].job_id
-            chunks: tuple[list[str], list[str]] = ([], [])
+            chunks: tuple[list[bytes], list[bytes]] = ([], [])
             for result in page:
                 expired += result.status == JobStatus.EXPIRED.value
                 succeeded, line = result_line(result)
-                chunks[0 if succeeded else 1].append(json.dumps(line, separators=(",", ":")))
+                chunks[0 if succeeded else 1].append(orjson.dumps(line))
             for index, (writer, lines) in enumerate(((output, chunks[0]), (errors, chunks[1]))):
                 if lines:
                     counts[index] += len(lines)
-                    await writer.write(("\n".join(lines) + "\n").encode())
+                    await writer.write(b"\n".join(lines) + b"\n")
         output_bytes = await output.commit() if counts[0] else 0
         error_bytes = await errors.commit() if counts[1] else 0
     finally:

@@ -8,11 +8,11 @@ are good. Models are checked apart (routing is async): see
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from pydantic import ValidationError
 
 from relayq.batches.schemas import BatchErrorItem
@@ -58,8 +58,8 @@ class LineValidator:
 
     def check(self, line: int, raw: bytes) -> ValidRequest | None:
         try:
-            item = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
+            item = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
             self.error(line, "invalid_json_line", f"Line {line} is not valid JSON: {exc}.")
             return None
         if not isinstance(item, dict):

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import Table, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from relayq.batches.schemas import (
@@ -46,6 +46,7 @@ __all__ = [
     "unconfirmed_validations",
 ]
 
+_JOBS = cast(Table, Job.__table__)
 _QUEUED = JobStatus.QUEUED.value
 _RUNNING = JobStatus.RUNNING.value
 
@@ -150,9 +151,13 @@ async def start_batch(session: AsyncSession, *, batch_id: str, now: float) -> bo
 
 
 async def insert_requests(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
-    """Insert a chunk of a batch's jobs (column values by attribute name)."""
+    """Insert a chunk of a batch's jobs (values by column name), in one executemany.
+
+    A Core insert on the table: the ORM's bulk path costs more per row than
+    the statement itself, and these rows need none of what it adds.
+    """
     if rows:
-        await session.execute(insert(Job), list(rows))
+        await session.execute(insert(_JOBS), list(rows))
 
 
 async def fail_batch(

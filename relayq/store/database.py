@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import (
@@ -48,12 +49,22 @@ def sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _json_text(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
 class Database:
     """An async engine and its session factory, opened once per process."""
 
     def __init__(self, url: str, *, pool_size: int = 10) -> None:
         target = async_url(url)
-        options: dict[str, Any] = {"pool_pre_ping": True}
+        options: dict[str, Any] = {
+            "pool_pre_ping": True,
+            # Every job row carries its request and response as JSON: orjson
+            # encodes and decodes them several times faster than json.
+            "json_serializer": _json_text,
+            "json_deserializer": orjson.loads,
+        }
         if target.get_backend_name() == "postgresql":
             options.update(pool_size=pool_size, max_overflow=pool_size * 2)
         self.engine: AsyncEngine = create_async_engine(target, **options)
