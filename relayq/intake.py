@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
+from pydantic import BaseModel
 from redis.exceptions import RedisError
 
 from relayq.cache import ResponseCache, cache_ttl
@@ -38,8 +39,8 @@ __all__ = ["Intake", "KeyLimitValues", "KeyLimited", "Submitted", "request_hash"
 log = logging.getLogger(__name__)
 
 
-def request_hash(body: JobCreate) -> str:
-    """A digest of the full, normalised job body, for idempotency checks."""
+def request_hash(body: BaseModel) -> str:
+    """A digest of the full, normalised request body (a job's, a batch's), for idempotency."""
     canonical = json.dumps(body.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 

@@ -315,3 +315,22 @@ def test_file_and_batch_errors_are_clear(client: httpx.Client, make_key: KeyFact
     assert client.get("/v1/batches/batch_nope").status_code == 404
     assert client.get("/v1/files/file_nope").status_code == 404
     assert client.delete("/v1/files/file_nope").status_code == 404
+
+
+def test_an_idempotency_key_makes_a_batch_create_safe_to_retry(client: httpx.Client) -> None:
+    body = {"requests": [{"custom_id": "a", "params": {"model": "mock-idle", "messages": []}}]}
+    first = client.post("/v1/batches", json=body, headers={"Idempotency-Key": "nightly-7"})
+    again = client.post("/v1/batches", json=body, headers={"Idempotency-Key": "nightly-7"})
+    assert first.status_code == again.status_code == 200
+    assert again.json()["id"] == first.json()["id"]
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert "Idempotent-Replayed" not in first.headers
+    # The replay stored no second copy of the inline requests.
+    files = client.get("/v1/files", params={"purpose": "batch"}).json()["data"]
+    assert [f["id"] for f in files] == [first.json()["input_file_id"]]
+
+    other = {"requests": [{"custom_id": "b", "params": body["requests"][0]["params"]}]}
+    conflict = client.post("/v1/batches", json=other, headers={"Idempotency-Key": "nightly-7"})
+    assert conflict.status_code == 409
+    assert conflict.json()["error"]["code"] == "idempotency_key_reused"
+    assert first.json()["id"] in conflict.json()["error"]["message"]

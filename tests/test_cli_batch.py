@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 import pytest
 
+from relayq.cli.api_client import ApiClient, create_batch_retrying
 from relayq.cli.batch_input import write_requests
 from tests.batches import jsonl, request_line
 from tests.conftest import KeyFactory
@@ -352,3 +353,44 @@ def test_following_survives_a_dropped_connection(cli: Cli) -> None:
     with cli.api() as api:
         batch = api.get(f"/v1/batches/{stdout.read_text().strip()}").json()
     assert batch["status"] == "completed"
+
+
+class LosesFirstAnswer(httpx.BaseTransport):
+    """The network between the CLI and the API: the first create's answer is lost on the way."""
+
+    def __init__(self) -> None:
+        self._real = httpx.HTTPTransport()
+        self.lost = 0
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = self._real.handle_request(request)
+        if request.method == "POST" and request.url.path == "/v1/batches" and not self.lost:
+            response.read()
+            response.close()
+            self.lost += 1
+            raise httpx.ReadError("connection reset while reading the answer", request=request)
+        return response
+
+    def close(self) -> None:
+        self._real.close()
+
+
+def test_a_create_whose_answer_is_lost_is_retried_into_one_batch(
+    stack: Stack, make_key: KeyFactory
+) -> None:
+    network = LosesFirstAnswer()
+    retries: list[str] = []
+    with ApiClient(base_url=stack.base_url, api_key=make_key(), transport=network) as client:
+        uploaded = client.upload_batch_file(io.BytesIO(jsonl([request_line("a")])), filename="a")
+        batch = create_batch_retrying(
+            client,
+            input_file_id=uploaded.id,
+            completion_window="24h",
+            metadata=None,
+            on_retry=lambda reason, _delay: retries.append(reason),
+            sleep=lambda _seconds: None,
+        )
+        listed = client.list_batches(limit=10)
+    assert network.lost == 1
+    assert len(retries) == 1
+    assert [b.id for b in listed.data] == [batch.id]

@@ -17,8 +17,9 @@ import time
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import StreamingResponse
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.deps import KeyDep, ServicesDep, SessionDep
 from api.errors import ERROR_RESPONSES, APIError
@@ -34,19 +35,22 @@ from relayq.batches.schemas import (
     BatchObject,
     BatchStatus,
     InlineRequest,
-    RequestCounts,
     batch_object,
 )
 from relayq.files.schemas import FilePurpose
 from relayq.ids import new_id
+from relayq.intake import request_hash
 from relayq.store.batches import (
+    add_batch,
     cancel_batch,
+    find_by_idempotency_key,
     get_batch,
     list_batches,
     mark_batch_enqueued,
     request_counts,
 )
 from relayq.store.files import add_file, get_file
+from relayq.store.jobs import IdempotencyConflict
 from relayq.store.models import ApiKey, Batch
 
 __all__ = ["router"]
@@ -65,11 +69,20 @@ def _not_found(batch_id: str) -> APIError:
 
 
 @router.post("", response_model=BatchObject)
-async def create(body: BatchCreate, key: KeyDep, services: ServicesDep) -> BatchObject:
+async def create(
+    body: BatchCreate,
+    key: KeyDep,
+    services: ServicesDep,
+    response: Response,
+    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+) -> BatchObject:
     """Create a batch from an uploaded file (``input_file_id``) or inline ``requests``.
 
     It starts ``validating``: every line is checked by a worker, and a batch
     with any bad line ends ``failed`` with each one listed in ``errors``.
+    With an ``Idempotency-Key`` header, the same key and body return the
+    first batch again (``Idempotent-Replayed: true``), so a create whose
+    answer was lost can be retried; the same key with another body is a 409.
     """
     if body.endpoint not in BATCH_ENDPOINTS:
         raise APIError(
@@ -82,28 +95,39 @@ async def create(body: BatchCreate, key: KeyDep, services: ServicesDep) -> Batch
     if body.webhook is not None:
         await checked_destination(body.webhook.url, services=services, param="webhook.url")
     now = time.time()
-    if body.requests is not None:
-        input_file_id = await _store_inline(services, key, body.endpoint, body.requests, now)
-    else:
-        assert body.input_file_id is not None
-        input_file_id = await _checked_input(services, key, body.input_file_id)
     batch = Batch(
         id=new_id("batch", now=now),
         key_id=key.id,
         status=BatchStatus.VALIDATING.value,
         endpoint=body.endpoint,
-        input_file_id=input_file_id,
         completion_window=body.completion_window,
         metadata_=body.metadata,
         webhook=None if body.webhook is None else body.webhook.model_dump(mode="json"),
         priority=services.settings.batches.priority,
         total=0,
+        idempotency_key=idempotency_key,
+        request_hash=None if idempotency_key is None else request_hash(body),
         created_at=now,
         expires_at=now + body.window_seconds(),
     )
     async with services.database.session() as session:
-        session.add(batch)
-        await session.commit()
+        # Before anything is written: a replay must not store its inline requests again.
+        earlier = await _earlier(session, batch, idempotency_key)
+        if earlier is None:
+            if body.requests is not None:
+                batch.input_file_id = await _store_inline(
+                    services, key, body.endpoint, body.requests, now
+                )
+            else:
+                assert body.input_file_id is not None
+                batch.input_file_id = await _checked_input(services, key, body.input_file_id)
+            stored, created = await _added(session, batch, idempotency_key)
+        else:
+            stored, created = earlier, False
+        counts = (await request_counts(session, batches=[stored]))[stored.id]
+    if not created:
+        response.headers["Idempotent-Replayed"] = "true"
+        return batch_object(stored, counts)
     try:
         await asyncio.to_thread(services.enqueuer.send_batch, batch_id=batch.id)
     except Exception as exc:  # the batch is stored: a worker's scheduler sends it later
@@ -111,7 +135,37 @@ async def create(body: BatchCreate, key: KeyDep, services: ServicesDep) -> Batch
     else:
         async with services.database.session() as session:
             await mark_batch_enqueued(session, batch_id=batch.id, now=time.time())
-    return batch_object(batch, RequestCounts())
+    return batch_object(batch, counts)
+
+
+def _reused(idempotency_key: str | None, batch_id: str) -> APIError:
+    return APIError(
+        409,
+        f"Idempotency-Key '{idempotency_key}' was already used for batch '{batch_id}' "
+        "with a different request body. Use a new key for a new batch.",
+        code="idempotency_key_reused",
+        param="Idempotency-Key",
+    )
+
+
+async def _earlier(
+    session: AsyncSession, batch: Batch, idempotency_key: str | None
+) -> Batch | None:
+    if idempotency_key is None:
+        return None
+    try:
+        return await find_by_idempotency_key(session, batch)
+    except IdempotencyConflict as exc:
+        raise _reused(idempotency_key, exc.job_id) from exc
+
+
+async def _added(
+    session: AsyncSession, batch: Batch, idempotency_key: str | None
+) -> tuple[Batch, bool]:
+    try:
+        return await add_batch(session, batch)
+    except IdempotencyConflict as exc:
+        raise _reused(idempotency_key, exc.job_id) from exc
 
 
 async def _checked_input(services: Services, key: ApiKey, file_id: str) -> str:

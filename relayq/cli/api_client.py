@@ -13,6 +13,7 @@ print nothing themselves.
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -155,15 +156,22 @@ class ApiClient:
         return _parsed(FileObject, answer)
 
     def create_batch(
-        self, *, input_file_id: str, completion_window: str, metadata: dict[str, str] | None
+        self,
+        *,
+        input_file_id: str,
+        completion_window: str,
+        metadata: dict[str, str] | None,
+        idempotency_key: str | None = None,
     ) -> BatchObject:
+        """Create a batch; with ``idempotency_key``, a retry returns the same batch."""
         body = {
             "input_file_id": input_file_id,
             "endpoint": "/v1/chat/completions",
             "completion_window": completion_window,
             "metadata": metadata,
         }
-        return _parsed(BatchObject, self._call("POST", "/v1/batches", json=body))
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        return _parsed(BatchObject, self._call("POST", "/v1/batches", json=body, headers=headers))
 
     def get_batch(self, batch_id: str) -> BatchObject:
         return _parsed(BatchObject, self._call("GET", f"/v1/batches/{batch_id}"))
@@ -261,6 +269,40 @@ def follow_batch(
         if batch.status in FINAL_BATCH_STATUSES:
             return batch
         sleep(poll_seconds)
+
+
+def create_batch_retrying(
+    client: ApiClient,
+    *,
+    input_file_id: str,
+    completion_window: str,
+    metadata: dict[str, str] | None,
+    on_retry: Callable[[str, float], None],
+    attempts: int = 8,
+    sleep: Sleep = time.sleep,
+) -> BatchObject:
+    """Create the batch, trying again while the API is away (up to ``attempts`` tries).
+
+    Every try carries the same Idempotency-Key, so a try whose answer was
+    lost and a later one make one batch, not two.
+    """
+    key = f"relayq-cli-{uuid.uuid4()}"
+    backoff = Backoff()
+    for attempt in range(1, attempts + 1):
+        try:
+            return client.create_batch(
+                input_file_id=input_file_id,
+                completion_window=completion_window,
+                metadata=metadata,
+                idempotency_key=key,
+            )
+        except ApiUnavailable as exc:
+            if attempt == attempts:
+                raise
+            delay = backoff.next()
+            on_retry(str(exc), delay)
+            sleep(delay)
+    raise AssertionError("unreachable")
 
 
 def save_file(

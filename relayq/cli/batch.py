@@ -23,7 +23,14 @@ from rich.markup import escape
 from rich.table import Table
 
 from relayq.batches.schemas import BatchObject, BatchStatus
-from relayq.cli.api_client import ApiClient, ApiError, dev_api_key, follow_batch, save_file
+from relayq.cli.api_client import (
+    ApiClient,
+    ApiError,
+    create_batch_retrying,
+    dev_api_key,
+    follow_batch,
+    save_file,
+)
 from relayq.cli.batch_input import InputError, write_requests
 from relayq.cli.progress import ProgressDisplay, duration
 
@@ -196,8 +203,14 @@ def _uploaded_batch(
             raise typer.Exit(ExitCode.FAILED) from None
         converted.seek(0)
         uploaded = client.upload_batch_file(converted, filename=path.name)
-    batch = client.create_batch(
-        input_file_id=uploaded.id, completion_window=completion_window, metadata=metadata
+    batch = create_batch_retrying(
+        client,
+        input_file_id=uploaded.id,
+        completion_window=completion_window,
+        metadata=metadata,
+        on_retry=lambda reason, delay: console.print(
+            f"reconnecting… ({escape(reason)}); creating the batch again in {delay:.1f}s"
+        ),
     )
     console.print(f"created batch {batch.id}: {requests} requests from {escape(str(path))}")
     return batch

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from sqlalchemy import Table, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from relayq.batches.schemas import (
@@ -21,17 +22,20 @@ from relayq.batches.schemas import (
     RequestCounts,
 )
 from relayq.jobs import JobStatus
+from relayq.store.jobs import IdempotencyConflict
 from relayq.store.models import Batch, Job
 
 __all__ = [
     "RequestResult",
     "Tally",
     "active_batches",
+    "add_batch",
     "begin_finalizing",
     "cancel_batch",
     "counts_of",
     "expire_requests",
     "fail_batch",
+    "find_by_idempotency_key",
     "finish_batch",
     "get_batch",
     "get_batch_by_id",
@@ -76,6 +80,41 @@ class RequestResult:
 async def get_batch(session: AsyncSession, *, batch_id: str, key_id: str) -> Batch | None:
     query = select(Batch).where(Batch.id == batch_id, Batch.key_id == key_id)
     return (await session.execute(query)).scalar_one_or_none()
+
+
+async def add_batch(session: AsyncSession, batch: Batch) -> tuple[Batch, bool]:
+    """Insert ``batch``; with an idempotency key already used, the earlier batch instead.
+
+    Returns the row and whether it was created. Raises
+    :class:`~relayq.store.jobs.IdempotencyConflict` when the key was used
+    for another body.
+    """
+    if batch.idempotency_key is not None:
+        existing = await find_by_idempotency_key(session, batch)
+        if existing is not None:
+            return existing, False
+    session.add(batch)
+    try:
+        await session.commit()
+    except IntegrityError:
+        # Another request with the same key won the race.
+        await session.rollback()
+        existing = await find_by_idempotency_key(session, batch)
+        if existing is None:
+            raise
+        return existing, False
+    return batch, True
+
+
+async def find_by_idempotency_key(session: AsyncSession, batch: Batch) -> Batch | None:
+    """The key's batch made with ``batch``'s idempotency key; raises on another body."""
+    query = select(Batch).where(
+        Batch.key_id == batch.key_id, Batch.idempotency_key == batch.idempotency_key
+    )
+    existing = (await session.execute(query)).scalar_one_or_none()
+    if existing is not None and existing.request_hash != batch.request_hash:
+        raise IdempotencyConflict(existing.id)
+    return existing
 
 
 async def get_batch_by_id(session: AsyncSession, *, batch_id: str) -> Batch | None:

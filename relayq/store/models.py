@@ -163,6 +163,8 @@ class Batch(Base):
     error_file_id: Mapped[str | None] = mapped_column(String(40), default=None)
     enqueued_at: Mapped[float | None] = mapped_column(Float, default=None)
     """When the broker took the validation message (None: not yet confirmed)."""
+    idempotency_key: Mapped[str | None] = mapped_column(String(255), default=None)
+    request_hash: Mapped[str | None] = mapped_column(String(64), default=None)
     created_at: Mapped[float] = mapped_column(Float)
     expires_at: Mapped[float] = mapped_column(Float)
     in_progress_at: Mapped[float | None] = mapped_column(Float, default=None)
@@ -174,6 +176,7 @@ class Batch(Base):
     cancelled_at: Mapped[float | None] = mapped_column(Float, default=None)
 
     __table_args__ = (
+        UniqueConstraint("key_id", "idempotency_key", name="uq_batches_key_idempotency"),
         Index("ix_batches_key_id_id", "key_id", "id"),
         Index("ix_batches_status", "status"),
     )
