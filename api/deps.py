@@ -55,8 +55,12 @@ async def get_key(
             code="invalid_authorization_header",
             headers=_CHALLENGE,
         )
-    async with services.database.session() as session:
-        key = await find_active_key(session, secret=secret.strip())
+    key = services.keys.get(secret.strip())
+    if key is None:
+        async with services.database.session() as session:
+            key = await find_active_key(session, secret=secret.strip())
+        if key is not None:
+            services.keys.put(secret.strip(), key)
     if key is None:
         hint = secret.strip()[-4:]
         raise APIError(

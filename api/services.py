@@ -9,10 +9,12 @@ import time
 import httpx
 from prometheus_client import CollectorRegistry
 
+from api.key_cache import KeyCache
 from relayq.breaker import CircuitBreaker
 from relayq.cache import ResponseCache
 from relayq.catalog import ModelCatalog
 from relayq.config import RoutingConfig
+from relayq.enqueue_marks import EnqueueMarks
 from relayq.event_hub import EventHub
 from relayq.events import EventLog
 from relayq.files.storage import DirectoryStorage, FileStorage
@@ -43,6 +45,7 @@ class Services:
         self.enqueuer = WebhookEnqueuer(settings=settings)
         self.routing_state = RoutingState(self.redis, key_prefix=settings.key_prefix)
         self.storage: FileStorage = DirectoryStorage(settings.files.storage_dir)
+        self.keys = KeyCache(ttl_seconds=settings.api.key_cache_seconds)
         # Read by the admin API and /metrics; the workers write it.
         self.breaker = CircuitBreaker(
             self.redis, key_prefix=settings.key_prefix, settings=settings.breaker
@@ -64,6 +67,7 @@ class Services:
             listeners=[DeliveryPublisher(database=self.database, enqueuer=self.enqueuer)],
         )
         self.live = LiveRouting(settings, apply=self._apply)
+        self.marks = EnqueueMarks(self.database)
         self.intake = Intake(
             settings=settings,
             database=self.database,
@@ -73,6 +77,7 @@ class Services:
             state=self.routing_state,
             cache=ResponseCache(self.redis, key_prefix=settings.key_prefix),
             events=self.events,
+            marks=self.marks,
             key_limits=KeyLimits(self.redis, key_prefix=settings.key_prefix),
         )
         self._watcher: asyncio.Task[None] | None = None
@@ -88,14 +93,16 @@ class Services:
         self.catalog.forget()
 
     def start(self) -> None:
-        """Start watching the config file (call on the running loop)."""
+        """Start watching the config file and marking published jobs (on the running loop)."""
         self._watcher = asyncio.create_task(self.live.watch())
+        self.marks.start()
 
     async def aclose(self) -> None:
         if self._watcher is not None:
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watcher
+        await self.marks.aclose()
         self.enqueuer.close()
         await self.hub.aclose()
         await self.http.aclose()

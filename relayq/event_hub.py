@@ -25,7 +25,9 @@ __all__ = ["EventHub", "after"]
 
 log = logging.getLogger(__name__)
 
-_BLOCK_MS = 5_000
+_BLOCK_MS = 2_000
+"""How long one XREAD waits; well under the client's read timeout (below)."""
+_READ_TIMEOUT = 10.0
 
 
 def _order(entry_id: str) -> tuple[int, int]:
@@ -49,8 +51,9 @@ class EventHub:
     """The process's one live reader of job event streams."""
 
     def __init__(self, redis_url: str, *, key_prefix: str) -> None:
-        # A connection of its own: XREAD BLOCK holds it while waiting.
-        self._redis = shared_redis(redis_url)
+        # A connection of its own: XREAD BLOCK holds it while waiting. Its read
+        # timeout exceeds the block time, or a quiet spell would read as a lost Redis.
+        self._redis = shared_redis(redis_url, socket_timeout=_READ_TIMEOUT)
         self._prefix = key_prefix
         self._wake = f"{key_prefix}:hub-wake:{uuid.uuid4().hex}"
         self._followers: dict[str, set[_Follower]] = {}

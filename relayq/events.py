@@ -10,6 +10,7 @@ ends; SQL stays the record of the job itself.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -62,6 +63,10 @@ class JobEvent:
     data: dict[str, Any] = field(default_factory=dict)
     id: str | None = None
     timestamp: float = field(default_factory=time.time)
+    deliveries: tuple[str, ...] | None = field(default=None, compare=False)
+    """Webhook deliveries planned with this outcome, when its writer knows them.
+
+    Not logged: it spares listeners a lookup (None: they look them up)."""
 
     @property
     def terminal(self) -> bool:
@@ -113,14 +118,7 @@ class EventLog:
                 if event.terminal:
                     pipe.pexpire(key, self._retention_ms)
                 results = await pipe.execute()
-            stored = JobEvent(
-                job_id=event.job_id,
-                key_id=event.key_id,
-                type=event.type,
-                data=event.data,
-                id=_text(results[0]),
-                timestamp=event.timestamp,
-            )
+            stored = dataclasses.replace(event, id=_text(results[0]))
         except RedisError as exc:
             log.warning("event %s of %s not logged: %s", event.type.value, event.job_id, exc)
             stored = event

@@ -222,19 +222,37 @@ class Executor:
             return result
         outcome, attempt = result
         async with self._database.session() as session:
-            written = await finish_job(
+            finished = await finish_job(
                 session, claim=claim, outcome=outcome, attempt=attempt, now=self._clock()
             )
-        if not written:
+        if not finished:
             return RunResult.SUPERSEDED
-        await self._emit(claim, EventType(outcome.status.value), _terminal_data(outcome))
+        await self._emit(
+            claim,
+            EventType(outcome.status.value),
+            _terminal_data(outcome),
+            deliveries=finished.deliveries,
+        )
         await self._record_finish(claim, outcome, attempt)
         await self._remember(claim, outcome)
         return RunResult(outcome.status.value)
 
-    async def _emit(self, claim: Claim, kind: EventType, data: dict[str, Any]) -> None:
+    async def _emit(
+        self,
+        claim: Claim,
+        kind: EventType,
+        data: dict[str, Any],
+        *,
+        deliveries: tuple[str, ...] | None = None,
+    ) -> None:
         if self._events is not None:
-            event = JobEvent(job_id=claim.job_id, key_id=claim.key_id, type=kind, data=data)
+            event = JobEvent(
+                job_id=claim.job_id,
+                key_id=claim.key_id,
+                type=kind,
+                data=data,
+                deliveries=deliveries,
+            )
             await self._events.emit(event)
 
     async def _remember(self, claim: Claim, outcome: Outcome) -> None:

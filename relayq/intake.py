@@ -23,6 +23,7 @@ from redis.exceptions import RedisError
 from relayq.cache import ResponseCache, cache_ttl
 from relayq.cancellation import publish_cancel
 from relayq.chat import ChatCompletionRequest
+from relayq.enqueue_marks import EnqueueMarks
 from relayq.events import EventLog, EventType, JobEvent, terminal_data
 from relayq.jobs import JobCreate
 from relayq.key_limits import Decision, KeyLimits
@@ -31,7 +32,7 @@ from relayq.routing import Router
 from relayq.routing_state import RoutingState
 from relayq.settings import Settings
 from relayq.store import Database
-from relayq.store.jobs import NewJob, cancel_job, create_job, get_job, mark_enqueued
+from relayq.store.jobs import NewJob, cancel_job, create_job, get_job
 from relayq.store.models import Job
 
 __all__ = ["Intake", "KeyLimitValues", "KeyLimited", "Submitted", "request_hash"]
@@ -83,6 +84,7 @@ class Intake:
         state: RoutingState,
         cache: ResponseCache,
         events: EventLog,
+        marks: EnqueueMarks,
         key_limits: KeyLimits | None = None,
     ) -> None:
         self._settings = settings
@@ -93,6 +95,7 @@ class Intake:
         self._state = state
         self._cache = cache
         self._events = events
+        self._marks = marks
         self._key_limits = key_limits
 
     async def submit(
@@ -210,8 +213,7 @@ class Intake:
         except Exception as exc:  # any broker failure: the reconciler will publish it
             log.warning("job %s stored but not enqueued yet: %s", job.id, exc)
             return
-        async with self._database.session() as session:
-            await mark_enqueued(session, job_ids=[job.id], now=time.time())
+        self._marks.add(job.id)
 
     async def cancel(self, *, key_id: str, job_id: str) -> tuple[Job | None, bool]:
         """Cancel a job; returns the job (None if not the key's) and whether it changed."""

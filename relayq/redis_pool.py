@@ -12,10 +12,18 @@ __all__ = ["shared_redis"]
 
 
 def shared_redis(
-    url: str, *, max_connections: int = 256, wait_seconds: float = 20.0
+    url: str,
+    *,
+    max_connections: int = 256,
+    wait_seconds: float = 20.0,
+    socket_timeout: float = 5.0,
 ) -> aioredis.Redis:
-    """A client whose pool waits (up to ``wait_seconds``) when all connections are busy."""
+    """A client whose pool waits (up to ``wait_seconds``) when all connections are busy.
+
+    ``socket_timeout`` bounds every read: a blocking command (``XREAD
+    BLOCK``) must block for less than it.
+    """
     pool = aioredis.BlockingConnectionPool.from_url(
-        url, max_connections=max_connections, timeout=wait_seconds
+        url, max_connections=max_connections, timeout=wait_seconds, socket_timeout=socket_timeout
     )
     return aioredis.Redis(connection_pool=pool)

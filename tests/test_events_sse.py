@@ -158,3 +158,16 @@ def test_two_hundred_followers_of_one_job_all_see_every_event(
     assert len(seen) == 200
     assert all(ids == everything for ids in seen)
     assert len(everything) > 3
+
+
+def test_a_follower_outlasts_a_long_quiet_spell(client: httpx.Client) -> None:
+    # Longer than the Redis client's 5 s read timeout: the hub's blocking read
+    # must not take a quiet spell for a lost Redis and drop its followers.
+    job = submit(client, body("take your time", mock={"latency_ms": 7000, "tokens": 3}))
+
+    events = read_events(client, job["id"])
+
+    kinds = [event.event for event in events]
+    assert kinds[:2] == ["queued", "started"]
+    assert kinds[-1] == "succeeded"
+    assert kinds.count("delta") >= 1

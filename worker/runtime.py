@@ -14,7 +14,6 @@ import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry, start_http_server
 
 from relayq.batches.notify import BatchNotifier
@@ -36,6 +35,7 @@ from relayq.providers.http import build_http_client
 from relayq.queueing import Enqueuer
 from relayq.ratelimit import RateLimiter
 from relayq.reconciler import Reconciler
+from relayq.redis_pool import shared_redis
 from relayq.resilience import Resilience
 from relayq.routing import Router
 from relayq.routing_state import RoutingState
@@ -117,7 +117,8 @@ class WorkerRuntime:
         settings = self._settings
         database = Database(settings.database_url, pool_size=settings.database_pool_size)
         http = build_http_client(max_connections=settings.worker.max_connections)
-        redis = aioredis.Redis.from_url(settings.redis_url)
+        # Blocking: hundreds of jobs emit events at once, past redis-py's default 100.
+        redis = shared_redis(settings.redis_url, max_connections=settings.worker.max_connections)
         self._closers = [http.aclose(), redis.aclose(), database.aclose()]
         providers: dict[str, Provider] = {}
 

@@ -110,17 +110,20 @@ async def create(
         created_at=now,
         expires_at=now + body.window_seconds(),
     )
+    # Sessions one after another, never nested: a process may hold one connection only.
     async with services.database.session() as session:
         # Before anything is written: a replay must not store its inline requests again.
         earlier = await _earlier(session, batch, idempotency_key)
+    if earlier is None:
+        if body.requests is not None:
+            batch.input_file_id = await _store_inline(
+                services, key, body.endpoint, body.requests, now
+            )
+        else:
+            assert body.input_file_id is not None
+            batch.input_file_id = await _checked_input(services, key, body.input_file_id)
+    async with services.database.session() as session:
         if earlier is None:
-            if body.requests is not None:
-                batch.input_file_id = await _store_inline(
-                    services, key, body.endpoint, body.requests, now
-                )
-            else:
-                assert body.input_file_id is not None
-                batch.input_file_id = await _checked_input(services, key, body.input_file_id)
             stored, created = await _added(session, batch, idempotency_key)
         else:
             stored, created = earlier, False

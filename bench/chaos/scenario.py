@@ -193,7 +193,6 @@ def run_chaos(config: ChaosConfig) -> ChaosReport:
         logs=config.logs,
         env=env,
     )
-    started = time.monotonic()
     try:
         stack.start_api()
         workers = [stack.start_worker() for _ in range(config.workers)]
@@ -206,6 +205,9 @@ def run_chaos(config: ChaosConfig) -> ChaosReport:
             hook.hold(answer.json()["secret"])  # the receiver verifies every signature
         ids: list[str] = []
         submitter = threading.Thread(target=lambda: ids.extend(_submit_all(stack, key, config)))
+        # The clock of the faults starts with the jobs, not with the stack (whose
+        # start-up, on a busy machine, can outlast the whole submission window).
+        started = time.monotonic()
         submitter.start()
         rng = random.Random(config.seed + 1)
         actions = ["kill"] * config.kills + ["redis"] * config.redis_restarts

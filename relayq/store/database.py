@@ -59,14 +59,20 @@ class Database:
     def __init__(self, url: str, *, pool_size: int = 10) -> None:
         target = async_url(url)
         options: dict[str, Any] = {
-            "pool_pre_ping": True,
             # Every job row carries its request and response as JSON: orjson
             # encodes and decodes them several times faster than json.
             "json_serializer": _json_text,
             "json_deserializer": orjson.loads,
         }
         if target.get_backend_name() == "postgresql":
-            options.update(pool_size=pool_size, max_overflow=pool_size * 2)
+            # A server can restart under us: check a connection before handing it out.
+            options.update(pool_size=pool_size, max_overflow=pool_size * 2, pool_pre_ping=True)
+        else:
+            # SQLite has one writer at a time. Connections of one process that
+            # contend for it wait in SQLite's busy handler, which sleeps in steps
+            # of up to 100 ms; with one connection per process they queue here,
+            # in order, without sleeping (and a file needs no pre-ping).
+            options.update(pool_size=1, max_overflow=0, pool_timeout=60)
         self.engine: AsyncEngine = create_async_engine(target, **options)
         if target.get_backend_name() == "sqlite":
             event.listen(self.engine.sync_engine, "connect", sqlite_pragmas)

@@ -24,6 +24,7 @@ from relayq.webhooks.planning import plan_deliveries
 __all__ = [
     "AttemptRecord",
     "Claim",
+    "Finished",
     "IdempotencyConflict",
     "NewJob",
     "Outcome",
@@ -107,6 +108,17 @@ class Outcome:
     response: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
     usage: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Finished:
+    """What :func:`finish_job` did: whether it wrote the outcome, and the deliveries planned."""
+
+    written: bool
+    deliveries: tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        return self.written
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -335,11 +347,12 @@ async def finish_job(
     outcome: Outcome,
     attempt: AttemptRecord | None,
     now: float,
-) -> bool:
+) -> Finished:
     """Record an attempt and write the job's outcome if ``claim`` still holds it.
 
     The attempt is recorded either way (the provider call happened); the
-    outcome only once. Returns whether the outcome was written.
+    outcome only once. Returns whether the outcome was written (the result
+    is truthy then) and the webhook deliveries planned with it.
     """
     if attempt is not None:
         session.add(attempt_row(claim=claim, attempt=attempt, now=now))
@@ -362,11 +375,12 @@ async def finish_job(
         .execution_options(synchronize_session=False)
     )
     written = bool(result.rowcount)  # type: ignore[attr-defined]
+    deliveries: list[str] = []
     if written:
         # In this transaction: an outcome is never stored without its webhooks.
-        await plan_deliveries(session, job_id=claim.job_id, now=now)
+        deliveries = await plan_deliveries(session, job_id=claim.job_id, now=now)
     await session.commit()
-    return written
+    return Finished(written, tuple(deliveries))
 
 
 def attempt_row(*, claim: Claim, attempt: AttemptRecord, now: float) -> Attempt:

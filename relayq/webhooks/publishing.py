@@ -87,7 +87,11 @@ class DeliveryPublisher:
     async def on_job_event(self, event: JobEvent) -> None:
         if not event.terminal:
             return
-        async with self._database.session() as session:
-            unsent = await unsent_for(session, job_id=event.job_id)
+        if event.deliveries is not None:
+            # Known from the outcome's transaction: new deliveries carry run 0.
+            unsent = [Unsent(delivery_id=d, run=0) for d in event.deliveries]
+        else:
+            async with self._database.session() as session:
+                unsent = await unsent_for(session, job_id=event.job_id)
         if unsent:
             await publish_unsent(database=self._database, enqueuer=self._enqueuer, unsent=unsent)
