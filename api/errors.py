@@ -16,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from relayq.intake import KeyLimited
@@ -187,6 +188,16 @@ async def _on_database_down(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(body, status_code=503, headers={"Retry-After": "5"})
 
 
+async def _on_pool_exhausted(_: Request, exc: Exception) -> JSONResponse:
+    log.warning("no database connection free: %s", exc)
+    body = error_body(
+        503,
+        "The service is overloaded (no database connection free); retry shortly.",
+        code="overloaded",
+    )
+    return JSONResponse(body, status_code=503, headers={"Retry-After": "2"})
+
+
 async def _on_unexpected(_: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error", exc_info=exc)
     body = error_body(500, "The server had an error while processing your request.")
@@ -199,5 +210,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _on_http_error)
     # Connection-level failures only (OperationalError: unreachable, lost, timed out).
     app.add_exception_handler(OperationalError, _on_database_down)
+    # Every connection of the pool stayed busy for its whole timeout.
+    app.add_exception_handler(PoolTimeout, _on_pool_exhausted)
     app.add_exception_handler(KeyLimited, _on_key_limited)
     app.add_exception_handler(Exception, _on_unexpected)

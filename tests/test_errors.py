@@ -6,7 +6,11 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from api.errors import install_error_handlers
 from tests.jobs import body
 from tests.stack import Stack
 
@@ -170,3 +174,19 @@ def test_unknown_mock_control_is_named(client: httpx.Client) -> None:
 
     assert error["param"] == "mock.latncy_ms"
     assert "not permitted" in error["message"]
+
+
+def test_an_exhausted_connection_pool_is_a_503_to_retry() -> None:
+    # The handler relayq installs, on an app whose one route finds no free
+    # connection: the caller is told to retry, not shown a 500.
+    app = FastAPI()
+    install_error_handlers(app)
+
+    @app.get("/busy")
+    async def busy() -> None:
+        raise PoolTimeout("QueuePool limit of size 1 overflow 0 reached")
+
+    answer = TestClient(app).get("/busy")
+    assert answer.status_code == 503
+    assert answer.headers["Retry-After"] == "2"
+    assert answer.json()["error"]["code"] == "overloaded"

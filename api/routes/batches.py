@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.deps import KeyDep, ServicesDep, SessionDep
 from api.errors import ERROR_RESPONSES, APIError
+from api.pages import cursor_page
 from api.routes.files import file_not_found
 from api.routes.webhooks import checked_destination
 from api.services import Services
@@ -239,12 +240,7 @@ async def list_(
     rows, has_more = await list_batches(session, key_id=key.id, limit=limit, after=after)
     counts = await request_counts(session, batches=rows)
     data = [batch_object(row, counts[row.id]) for row in rows]
-    return BatchList(
-        data=data,
-        first_id=data[0].id if data else None,
-        last_id=data[-1].id if data else None,
-        has_more=has_more,
-    )
+    return cursor_page(BatchList, data, has_more=has_more)
 
 
 @router.post("/{batch_id}/cancel", response_model=BatchObject)

@@ -17,6 +17,7 @@ from fastapi.responses import StreamingResponse
 
 from api.deps import KeyDep, ServicesDep, SessionDep
 from api.errors import ERROR_RESPONSES, APIError
+from api.pages import cursor_page
 from relayq.files.schemas import FileDeleted, FileList, FileObject, FilePurpose, file_object
 from relayq.files.storage import CHUNK_BYTES
 from relayq.ids import new_id
@@ -112,12 +113,7 @@ async def list_(
         newest_first=order == "desc",
     )
     data = [file_object(row) for row in rows]
-    return FileList(
-        data=data,
-        first_id=data[0].id if data else None,
-        last_id=data[-1].id if data else None,
-        has_more=has_more,
-    )
+    return cursor_page(FileList, data, has_more=has_more)
 
 
 @router.get("/{file_id}", response_model=FileObject)

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Header, Query, Response, status
 
 from api.deps import KeyDep, ServicesDep, SessionDep, key_limits
 from api.errors import ERROR_RESPONSES, APIError
+from api.pages import cursor_page
 from api.routes.webhooks import checked_destination
 from relayq.jobs import TERMINAL_STATUSES, JobCreate, JobList, JobPublic, JobStatus, job_public
 from relayq.routing import UnknownModel
@@ -105,12 +106,7 @@ async def list_(
         batch_id=batch_id,
     )
     data = [job_public(job) for job in jobs]
-    return JobList(
-        data=data,
-        first_id=data[0].id if data else None,
-        last_id=data[-1].id if data else None,
-        has_more=has_more,
-    )
+    return cursor_page(JobList, data, has_more=has_more)
 
 
 @router.post("/{job_id}/cancel", response_model=JobPublic)

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Body, Query
 
 from api.deps import KeyDep, ServicesDep, SessionDep
 from api.errors import ERROR_RESPONSES, APIError
+from api.pages import cursor_page
 from relayq.store.jobs import get_job
 from relayq.store.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from relayq.store.webhooks import (
@@ -184,9 +185,4 @@ async def deliveries(
         session, job_id=job_id, limit=limit, after=after
     )
     data = [_delivery_public(row, attempts[row.id]) for row in rows]
-    return WebhookDeliveryList(
-        data=data,
-        first_id=data[0].id if data else None,
-        last_id=data[-1].id if data else None,
-        has_more=has_more,
-    )
+    return cursor_page(WebhookDeliveryList, data, has_more=has_more)

@@ -12,8 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from relayq.batches.schemas import batch_object
 from relayq.store import Database
 from relayq.store.batches import get_batch_by_id, request_counts
-from relayq.store.webhooks import add_delivery, unsent_for
-from relayq.webhooks.planning import targets, webhook_payload
+from relayq.store.webhooks import unsent_for
+from relayq.webhooks.planning import add_deliveries, targets
 from relayq.webhooks.publishing import WebhookEnqueuer, publish_unsent
 from relayq.webhooks.schemas import WebhookEvent
 
@@ -39,20 +39,9 @@ class BatchNotifier:
             return []
         counts = (await request_counts(session, batches=[batch]))[batch.id]
         data = batch_object(batch, counts).model_dump(mode="json")
-        payload = webhook_payload(event, data, now=now)
-        return [
-            add_delivery(
-                session,
-                key_id=batch.key_id,
-                batch_id=batch.id,
-                event=event.value,
-                url=url,
-                endpoint_id=endpoint_id,
-                payload=payload,
-                now=now,
-            )
-            for url, endpoint_id in found
-        ]
+        return add_deliveries(
+            session, found, event=event, data=data, key_id=batch.key_id, batch_id=batch.id, now=now
+        )
 
     async def publish(self, batch_id: str) -> None:
         """Send the batch's planned deliveries now (else the reconciler does, later)."""

@@ -17,7 +17,7 @@ from relayq.jobs import job_public
 from relayq.store.webhooks import add_delivery, get_endpoint, job_snapshot
 from relayq.webhooks.schemas import WebhookEvent, WebhookSpec
 
-__all__ = ["event_for", "plan_deliveries", "targets", "webhook_payload"]
+__all__ = ["add_deliveries", "event_for", "plan_deliveries", "targets", "webhook_payload"]
 
 
 def event_for(status: str) -> WebhookEvent | None:
@@ -71,12 +71,30 @@ async def plan_deliveries(session: AsyncSession, *, job_id: str, now: float) -> 
     if not found:
         return []
     data = job_public(job, attempts).model_dump(mode="json")
+    return add_deliveries(
+        session, found, event=event, data=data, key_id=job.key_id, job_id=job.id, now=now
+    )
+
+
+def add_deliveries(
+    session: AsyncSession,
+    found: list[tuple[str, str | None]],
+    *,
+    event: WebhookEvent,
+    data: dict[str, Any],
+    key_id: str,
+    now: float,
+    job_id: str | None = None,
+    batch_id: str | None = None,
+) -> list[str]:
+    """Add one delivery of ``event`` (body fixed now) per target in ``found``; their ids."""
     payload = webhook_payload(event, data, now=now)
     return [
         add_delivery(
             session,
-            key_id=job.key_id,
-            job_id=job.id,
+            key_id=key_id,
+            job_id=job_id,
+            batch_id=batch_id,
             event=event.value,
             url=url,
             endpoint_id=endpoint_id,
