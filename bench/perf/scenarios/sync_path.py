@@ -1,0 +1,166 @@
+"""The sync path: ``POST /v1/chat/completions`` (not streamed) against the direct call.
+
+Latency: one client, calls one after another, the mock answering at once;
+each repetition is a block of direct calls then a block of relayq calls, and
+the figure is the median over repetitions of relayq's percentile minus the
+direct call's. Throughput: 32 clients calling in a loop for a fixed time,
+direct then relayq in each repetition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from bench.perf.clients import Endpoint, chat_body
+from bench.perf.scenarios.base import Context, Figure, RunOptions, ScenarioResult
+from bench.perf.stack import StackConfig
+from bench.perf.stats import median, percentile, ratio
+
+__all__ = ["latency_pairs", "run_latency", "run_throughput", "stack"]
+
+ADDED_P50_MS = 5.0
+ADDED_P99_MS = 15.0
+CLIENTS = 32
+THROUGHPUT_SHARE = 0.15
+
+
+def stack(options: RunOptions) -> StackConfig:
+    return StackConfig(
+        workers=options.workers,
+        concurrency=200,
+        database=options.database,
+        redis=options.redis,
+        log_level=options.log_level,
+    )
+
+
+async def _sequential(endpoint: Endpoint, body: dict[str, Any], calls: int) -> list[float]:
+    return [await endpoint.complete(body) * 1000 for _ in range(calls)]
+
+
+async def latency_pairs(
+    ctx: Context, *, calls: int, measure: Any, label: str
+) -> tuple[list[dict[str, float]], dict[str, list[float]]]:
+    """Alternate direct and relayq blocks of ``calls`` measured by ``measure(endpoint, n)``;
+    per repetition p50/p99 of each, and every sample (ms)."""
+    samples: dict[str, list[float]] = {"direct": [], "relayq": []}
+    await measure(ctx.direct, 20)  # warm-up: connections, caches, the worker's first job
+    await measure(ctx.relayq, 20)
+    reps: list[dict[str, float]] = []
+    for _ in range(ctx.options.repeat):
+        direct = await measure(ctx.direct, calls)
+        async with ctx.profiled(label):
+            relayq = await measure(ctx.relayq, calls)
+        samples["direct"] += direct
+        samples["relayq"] += relayq
+        rep = {
+            "direct_p50": percentile(direct, 50),
+            "direct_p99": percentile(direct, 99),
+            "relayq_p50": percentile(relayq, 50),
+            "relayq_p99": percentile(relayq, 99),
+        }
+        rep["added_p50"] = rep["relayq_p50"] - rep["direct_p50"]
+        rep["added_p99"] = rep["relayq_p99"] - rep["direct_p99"]
+        reps.append(rep)
+    return reps, samples
+
+
+def latency_figures(
+    reps: list[dict[str, float]], *, name: str, p50_target: float, p99_target: float | None
+) -> list[Figure]:
+    """The p50 and p99 figures (medians over repetitions) with their targets."""
+    figures = []
+    for q, target in (("p50", p50_target), ("p99", p99_target)):
+        added = median([r[f"added_{q}"] for r in reps])
+        relayq = median([r[f"relayq_{q}"] for r in reps])
+        direct = median([r[f"direct_{q}"] for r in reps])
+        figures.append(
+            Figure(
+                name=f"{name} {q}",
+                unit="ms",
+                relayq=relayq,
+                direct=direct,
+                ratio=ratio(relayq, direct),
+                added=added,
+                target=f"added ≤ {target:g} ms" if target is not None else "",
+                passed=added <= target if target is not None else None,
+                repetitions=reps,
+            )
+        )
+    return figures
+
+
+async def run_latency(ctx: Context) -> ScenarioResult:
+    body = chat_body(latency_ms=0)
+    calls = ctx.repeat(300, 100)
+
+    async def measure(endpoint: Endpoint, n: int) -> list[float]:
+        return await _sequential(endpoint, body, n)
+
+    reps, samples = await latency_pairs(ctx, calls=calls, measure=measure, label="sync-latency")
+    result = ScenarioResult(data={"samples_ms": samples, "calls_per_repetition": calls})
+    result.figures = latency_figures(
+        reps, name="sync latency, 1 client", p50_target=ADDED_P50_MS, p99_target=ADDED_P99_MS
+    )
+    return result
+
+
+async def _clients(endpoint: Endpoint, seconds: float) -> tuple[float, int, list[str]]:
+    """``CLIENTS`` loops calling for ``seconds``; (calls per second, calls, errors)."""
+    body = chat_body(latency_ms=0)
+    deadline = time.perf_counter() + seconds
+    done = 0
+    errors: list[str] = []
+
+    async def client() -> None:
+        nonlocal done
+        while time.perf_counter() < deadline:
+            try:
+                await endpoint.complete(body)
+            except Exception as exc:
+                errors.append(f"{type(exc).__name__}: {exc}")
+                continue
+            done += 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(CLIENTS)))
+    return done / (time.perf_counter() - started), done, errors
+
+
+async def run_throughput(ctx: Context) -> ScenarioResult:
+    seconds = ctx.repeat(15, 6)
+    await _clients(ctx.direct, 2)
+    await _clients(ctx.relayq, 2)
+    reps: list[dict[str, float]] = []
+    error_samples: list[str] = []
+    for _ in range(ctx.options.repeat):
+        direct, _, direct_errors = await _clients(ctx.direct, seconds)
+        async with ctx.profiled("sync-throughput"):
+            relayq, calls, relayq_errors = await _clients(ctx.relayq, seconds)
+        error_samples += relayq_errors[:5]
+        reps.append(
+            {
+                "direct": direct,
+                "relayq": relayq,
+                "ratio": ratio(relayq, direct),
+                "relayq_calls": float(calls),
+                "relayq_errors": float(len(relayq_errors)),
+                "direct_errors": float(len(direct_errors)),
+            }
+        )
+    errors = int(sum(r["relayq_errors"] for r in reps))
+    share = median([r["ratio"] for r in reps])
+    figure = Figure(
+        name=f"sync throughput, {CLIENTS} clients",
+        unit="calls/s",
+        relayq=median([r["relayq"] for r in reps]),
+        direct=median([r["direct"] for r in reps]),
+        ratio=share,
+        target="≥ 15 % of the direct call, 0 errors",
+        passed=share >= THROUGHPUT_SHARE and errors == 0,
+        repetitions=reps,
+        note=f"{seconds} s per side per repetition; {errors} relayq errors",
+    )
+    return ScenarioResult(figures=[figure], data={"errors": error_samples})
