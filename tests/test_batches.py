@@ -334,3 +334,18 @@ def test_an_idempotency_key_makes_a_batch_create_safe_to_retry(client: httpx.Cli
     assert conflict.status_code == 409
     assert conflict.json()["error"]["code"] == "idempotency_key_reused"
     assert first.json()["id"] in conflict.json()["error"]["message"]
+
+
+def test_a_download_names_its_file_safely(client: httpx.Client) -> None:
+    answer = client.post(
+        "/v1/files",
+        files={"file": ('my "best" prompts.jsonl', io.BytesIO(jsonl([request_line("a")])))},
+        data={"purpose": "batch"},
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["filename"] == 'my "best" prompts.jsonl'
+    content = client.get(f"/v1/files/{answer.json()['id']}/content")
+    assert content.headers["content-disposition"] == (
+        'attachment; filename="my _best_ prompts.jsonl"'
+    )
+    assert content.content == jsonl([request_line("a")])

@@ -9,6 +9,7 @@ and error files are listed with ``purpose=batch_output``.
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Annotated, Literal
 
@@ -26,6 +27,11 @@ from relayq.store.files import add_file, delete_file, get_file, list_files
 __all__ = ["file_not_found", "router"]
 
 router = APIRouter(prefix="/v1/files", tags=["files"], responses=ERROR_RESPONSES)
+
+
+def _header_safe(filename: str) -> str:
+    """The caller's file name, fit for a header: no quotes, no line breaks, ASCII only."""
+    return re.sub(r"[^A-Za-z0-9._ -]", "_", filename)[:255] or "file"
 
 
 def file_not_found(file_id: str, *, param: str = "file_id") -> APIError:
@@ -140,7 +146,7 @@ async def content(file_id: str, key: KeyDep, services: ServicesDep) -> Streaming
         media_type="application/octet-stream",
         headers={
             "content-length": str(row.bytes),
-            "content-disposition": f'attachment; filename="{row.filename}"',
+            "content-disposition": f'attachment; filename="{_header_safe(row.filename)}"',
         },
     )
 

@@ -262,7 +262,12 @@ async def release_requests(
     """
     query = (
         select(Job.id)
-        .where(Job.batch_id == batch_id, Job.provider == provider, Job.held.is_(True))
+        .where(
+            Job.batch_id == batch_id,
+            Job.status == _QUEUED,
+            Job.held.is_(True),
+            Job.provider == provider,
+        )
         .order_by(Job.id)
         .limit(limit)
     )
