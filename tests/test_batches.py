@@ -339,13 +339,13 @@ def test_an_idempotency_key_makes_a_batch_create_safe_to_retry(client: httpx.Cli
 def test_a_download_names_its_file_safely(client: httpx.Client) -> None:
     answer = client.post(
         "/v1/files",
-        files={"file": ('my "best" prompts.jsonl', io.BytesIO(jsonl([request_line("a")])))},
+        files={"file": ("prompts;v2 (final).jsonl", io.BytesIO(jsonl([request_line("a")])))},
         data={"purpose": "batch"},
     )
     assert answer.status_code == 200, answer.text
-    assert answer.json()["filename"] == 'my "best" prompts.jsonl'
+    assert answer.json()["filename"] == "prompts;v2 (final).jsonl"
     content = client.get(f"/v1/files/{answer.json()['id']}/content")
     assert content.headers["content-disposition"] == (
-        'attachment; filename="my _best_ prompts.jsonl"'
+        'attachment; filename="prompts_v2 _final_.jsonl"'
     )
     assert content.content == jsonl([request_line("a")])
