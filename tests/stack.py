@@ -152,7 +152,9 @@ class Stack:
             try:
                 process.wait(timeout=15)
             except subprocess.TimeoutExpired:
-                process.kill()
+                # The whole group: a supervised worker's Celery child would outlive
+                # a SIGKILL to its supervisor alone.
+                os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
 
     def __enter__(self) -> Stack:
