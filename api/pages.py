@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
+from fastapi import Query
 from pydantic import BaseModel
 
-__all__ = ["cursor_page"]
+__all__ = ["After", "cursor_page"]
 
 Page = TypeVar("Page", bound=BaseModel)
+
+After = Annotated[str | None, Query(description="Cursor: the last id of the previous page.")]
+"""The ``after`` query parameter of every list route."""
 
 
 def cursor_page(page: type[Page], data: Sequence[Any], *, has_more: bool) -> Page:

@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.deps import KeyDep, ServicesDep, SessionDep
 from api.errors import ERROR_RESPONSES, APIError
-from api.pages import cursor_page
+from api.pages import After, cursor_page
 from api.routes.files import file_not_found
 from api.routes.webhooks import checked_destination
 from api.services import Services
@@ -232,9 +232,7 @@ async def list_(
     key: KeyDep,
     session: SessionDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    after: Annotated[
-        str | None, Query(description="Cursor: the last id of the previous page.")
-    ] = None,
+    after: After = None,
 ) -> BatchList:
     """The caller's batches, newest first; page with ``after`` = the previous ``last_id``."""
     rows, has_more = await list_batches(session, key_id=key.id, limit=limit, after=after)

@@ -18,7 +18,7 @@ from fastapi.responses import StreamingResponse
 
 from api.deps import KeyDep, ServicesDep, SessionDep
 from api.errors import ERROR_RESPONSES, APIError
-from api.pages import cursor_page
+from api.pages import After, cursor_page
 from relayq.files.schemas import FileDeleted, FileList, FileObject, FilePurpose, file_object
 from relayq.files.storage import CHUNK_BYTES
 from relayq.ids import new_id
@@ -103,9 +103,7 @@ async def list_(
     key: KeyDep,
     session: SessionDep,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 10_000,
-    after: Annotated[
-        str | None, Query(description="Cursor: the last id of the previous page.")
-    ] = None,
+    after: After = None,
     order: Literal["asc", "desc"] = "desc",
     purpose: FilePurpose | None = None,
 ) -> FileList:

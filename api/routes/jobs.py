@@ -8,7 +8,7 @@ from fastapi import APIRouter, Header, Query, Response, status
 
 from api.deps import KeyDep, ServicesDep, SessionDep, key_limits
 from api.errors import ERROR_RESPONSES, APIError
-from api.pages import cursor_page
+from api.pages import After, cursor_page
 from api.routes.webhooks import checked_destination
 from relayq.jobs import TERMINAL_STATUSES, JobCreate, JobList, JobPublic, JobStatus, job_public
 from relayq.routing import UnknownModel
@@ -88,9 +88,7 @@ async def list_(
     key: KeyDep,
     session: SessionDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    after: Annotated[
-        str | None, Query(description="Cursor: the last id of the previous page.")
-    ] = None,
+    after: After = None,
     status_: Annotated[JobStatus | None, Query(alias="status")] = None,
     model: str | None = None,
     batch_id: Annotated[str | None, Query(description="Only this batch's requests.")] = None,

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Body, Query
 
 from api.deps import KeyDep, ServicesDep, SessionDep
 from api.errors import ERROR_RESPONSES, APIError
-from api.pages import cursor_page
+from api.pages import After, cursor_page
 from relayq.store.jobs import get_job
 from relayq.store.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from relayq.store.webhooks import (
@@ -174,9 +174,7 @@ async def deliveries(
     key: KeyDep,
     session: SessionDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    after: Annotated[
-        str | None, Query(description="Cursor: the last id of the previous page.")
-    ] = None,
+    after: After = None,
 ) -> WebhookDeliveryList:
     """The job's webhook deliveries, oldest first, each with every attempt made."""
     if await get_job(session, job_id=job_id, key_id=key.id) is None:
