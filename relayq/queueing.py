@@ -61,7 +61,7 @@ def _celery_config(settings: Settings) -> dict[str, Any]:
             "socket_connect_timeout": 2,
             "socket_timeout": 5,
         },
-        "worker_send_task_events": True,
+        "worker_send_task_events": settings.worker.task_events,
         "task_send_sent_event": False,
         "worker_hijack_root_logger": False,
         "task_create_missing_queues": True,

@@ -57,7 +57,7 @@ class WorkerSettings(BaseModel):
     providers: list[str] | None = None
     """Providers whose queues this worker consumes; all configured ones when unset."""
     concurrency: int = Field(default=200, gt=0)
-    """Jobs in flight per worker process (Celery threads feeding one event loop)."""
+    """Jobs in flight per worker process, all on its event loop (Celery's prefetch)."""
     lease_seconds: float = Field(default=60.0, gt=0)
     """A running job whose lease is not renewed for this long is run again."""
     reconcile_interval: float = Field(default=5.0, gt=0)
@@ -65,6 +65,14 @@ class WorkerSettings(BaseModel):
     """A queued job without a confirmed message is re-enqueued after this long."""
     max_connections: int = Field(default=1000, gt=0)
     """Upstream HTTP connections per worker process."""
+    task_events: bool = False
+    """Send Celery's task events (received, started, succeeded) for every task.
+
+    Off by default: each is a Redis publish from the worker. Flower turns
+    them on in the workers it watches while it runs (its ``enable_events``
+    option, on by default); ``relayq dev`` and the compose file, which run
+    Flower, set this too so that no task goes unseen before Flower's first
+    broadcast."""
     supervise: bool = True
     """``python -m worker`` restarts its Celery worker if it exits unasked.
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any, TypeVar, cast
 
 from celery import Celery, Task
 from celery.signals import worker_init, worker_shutdown
@@ -12,17 +14,33 @@ from celery.signals import worker_init, worker_shutdown
 from relayq.queueing import PREPARE_BATCH_TASK, RUN_JOB_TASK, create_celery
 from relayq.settings import Settings
 from relayq.webhooks.publishing import WebhookEnqueuer
+from worker.pool import LoopPool, loop_outcome
 from worker.runtime import WorkerRuntime
 from worker.webhooks import register_webhooks
 
-__all__ = ["create_worker_app"]
+__all__ = ["create_worker_app", "finished"]
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+def finished(start: Callable[[str], Future[T]], argument: str) -> T:
+    """A task body's result: the work :class:`LoopPool` already ran, or run it now.
+
+    Under another pool (threads, solo) the body starts the work on the loop
+    itself and waits for it.
+    """
+    outcome = loop_outcome()
+    future = outcome if outcome is not None else start(argument)
+    return cast(T, future.result())
 
 
 def create_worker_app(settings: Settings) -> Celery:
     """A Celery app whose task runs jobs on a per-process :class:`WorkerRuntime`."""
     app = create_celery(settings)
+    # Used unless ``--pool`` says otherwise (Celery reads it for the default pool).
+    app.conf.worker_pool = f"{LoopPool.__module__}:{LoopPool.__name__}"
     hostnames: list[str] = []
 
     def consume(queues: list[str]) -> None:
@@ -41,7 +59,13 @@ def create_worker_app(settings: Settings) -> Celery:
     # Registered first, so its shutdown hook runs while the runtime's loop still does.
     register_webhooks(app, settings=settings, runtime=runtime, enqueuer=enqueuer)
 
-    @app.task(name=RUN_JOB_TASK, bind=True, acks_late=True, ignore_result=True)
+    @app.task(
+        name=RUN_JOB_TASK,
+        bind=True,
+        acks_late=True,
+        ignore_result=True,
+        loop_start=staticmethod(runtime.start_job),
+    )
     def run_job(task: Task[Any, Any], job_id: str) -> str:
         """Run one job; the return value is what Flower shows as its result.
 
@@ -50,17 +74,23 @@ def create_worker_app(settings: Settings) -> Celery:
         than dropped; the claim makes the extra delivery harmless.
         """
         try:
-            return runtime.run_job(job_id).value
+            return finished(runtime.start_job, job_id).value
         except Exception as exc:
             countdown = min(60, 2 ** min(task.request.retries, 6))
             log.warning("job %s not run (%s); again in %ss", job_id, exc, countdown)
             raise task.retry(exc=exc, countdown=countdown, max_retries=None) from exc
 
-    @app.task(name=PREPARE_BATCH_TASK, bind=True, acks_late=True, ignore_result=True)
+    @app.task(
+        name=PREPARE_BATCH_TASK,
+        bind=True,
+        acks_late=True,
+        ignore_result=True,
+        loop_start=staticmethod(runtime.start_batch),
+    )
     def prepare_batch(task: Task[Any, Any], batch_id: str) -> str:
         """Validate a batch's input and store its requests (a no-op once done)."""
         try:
-            prepared = runtime.prepare_batch(batch_id)
+            prepared = finished(runtime.start_batch, batch_id)
         except Exception as exc:
             countdown = min(60, 2 ** min(task.request.retries, 6))
             log.warning("batch %s not prepared (%s); again in %ss", batch_id, exc, countdown)
@@ -76,8 +106,8 @@ def create_worker_app(settings: Settings) -> Celery:
     def stop(**_: Any) -> None:
         runtime.stop()
 
-    # relayq runs the threads (or solo) pool: tasks run in the worker's main
-    # process, where these signals fire.
+    # relayq runs its loop pool (or threads, or solo): tasks run in the
+    # worker's main process, where these signals fire.
     worker_init.connect(start, weak=False)
     worker_shutdown.connect(stop, weak=False)
     return app

@@ -15,10 +15,9 @@ __all__ = ["main", "worker_argv"]
 def worker_argv(
     settings: Settings, *, queues: Sequence[str] = (), extra: Sequence[str] = ()
 ) -> list[str]:
-    """Celery worker arguments: the threads pool feeding the process's event loop."""
+    """Celery worker arguments; the pool is the app's (``worker_pool``: :mod:`worker.pool`)."""
     return [
         "worker",
-        "--pool=threads",
         f"--concurrency={settings.worker.concurrency}",
         f"--queues={','.join(queues or settings.queues)}",
         f"--loglevel={settings.log_level}",

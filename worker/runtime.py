@@ -1,9 +1,11 @@
 """A worker process's asyncio side: one event loop in a thread, and what lives on it.
 
-Celery (5.7) has no asyncio tasks, so each task thread hands its job to this
-loop and waits. All provider calls of the process share the loop, one HTTP
-client on the aiohttp transport, and one database engine, so hundreds of
-jobs are in flight per process while each task keeps Celery's ack semantics.
+Celery (5.7) has no asyncio tasks. :class:`worker.pool.LoopPool` starts each
+task's work on this loop (:meth:`WorkerRuntime.submit`) and lets Celery trace
+it when it ends; other pools call the blocking :meth:`WorkerRuntime.call`.
+All provider calls of the process share the loop, one HTTP client on the
+aiohttp transport, and one database engine, so hundreds of jobs are in
+flight per process while each task keeps Celery's ack semantics.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import asyncio
 import logging
 import threading
 from collections.abc import Callable, Coroutine
+from concurrent.futures import Future
 from typing import Any, TypeVar
 
 from prometheus_client import CollectorRegistry, start_http_server
@@ -96,22 +99,32 @@ class WorkerRuntime:
         self._loop.close()
         self._loop = None
 
-    def call(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Run ``coro`` on the loop and wait for it from this (Celery) thread."""
+    def submit(self, coro: Coroutine[Any, Any, T]) -> Future[T]:
+        """Start ``coro`` on the loop from another thread; its future."""
         if self._loop is None:
             coro.close()
             raise RuntimeError("the worker runtime is not started")
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+        return asyncio.run_coroutine_threadsafe(coro, self._loop)
 
-    def run_job(self, job_id: str) -> RunResult:
+    def call(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` on the loop and wait for it from this (Celery) thread."""
+        return self.submit(coro).result()
+
+    def start_job(self, job_id: str) -> Future[RunResult]:
         self.start()
+        return self.submit(self._run_job(job_id))
+
+    def start_batch(self, batch_id: str) -> Future[Prepared | None]:
+        self.start()
+        return self.submit(self._prepare_batch(batch_id))
+
+    async def _run_job(self, job_id: str) -> RunResult:
         assert self._executor is not None
-        return self.call(self._executor.run(job_id))
+        return await self._executor.run(job_id)
 
-    def prepare_batch(self, batch_id: str) -> Prepared | None:
-        self.start()
+    async def _prepare_batch(self, batch_id: str) -> Prepared | None:
         assert self._preparer is not None
-        return self.call(self._preparer.prepare(batch_id))
+        return await self._preparer.prepare(batch_id)
 
     async def _open(self) -> None:
         settings = self._settings

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import Any
+from concurrent.futures import Future
+from typing import Any, cast
 
 import httpx
 from celery import Celery, Task
@@ -20,6 +21,7 @@ from relayq.store import Database
 from relayq.webhooks.delivery import Deliverer, DeliveryResult
 from relayq.webhooks.publishing import DELIVER_WEBHOOK_TASK, WebhookEnqueuer
 from relayq.webhooks.transport import build_webhook_client
+from worker.pool import loop_outcome
 from worker.runtime import WorkerRuntime
 
 __all__ = ["WebhookWorker", "register_webhooks"]
@@ -42,10 +44,10 @@ class WebhookWorker:
         self._database: Database | None = None
         self._client: httpx.AsyncClient | None = None
 
-    def deliver(self, delivery_id: str, run: int) -> DeliveryResult:
-        """Run one delivery message from a Celery thread; waits for the attempt."""
+    def start(self, delivery_id: str, run: int) -> Future[DeliveryResult]:
+        """Start one delivery attempt on the runtime's loop."""
         self._runtime.start()
-        return self._runtime.call(self._deliver(delivery_id, run))
+        return self._runtime.submit(self._deliver(delivery_id, run))
 
     async def _deliver(self, delivery_id: str, run: int) -> DeliveryResult:
         if self._deliverer is None:  # on the loop: no other coroutine runs in between
@@ -85,7 +87,13 @@ def register_webhooks(
     """Register the delivery task on ``app``. Call before the runtime's shutdown hook."""
     side = WebhookWorker(settings=settings, runtime=runtime, enqueuer=enqueuer)
 
-    @app.task(name=DELIVER_WEBHOOK_TASK, bind=True, acks_late=True, ignore_result=True)
+    @app.task(
+        name=DELIVER_WEBHOOK_TASK,
+        bind=True,
+        acks_late=True,
+        ignore_result=True,
+        loop_start=staticmethod(side.start),
+    )
     def deliver_webhook(task: Task[Any, Any], delivery_id: str, run: int) -> str:
         """Make one delivery attempt; the return value is what Flower shows.
 
@@ -93,7 +101,9 @@ def register_webhooks(
         is unreachable), the message is published again after a backoff.
         """
         try:
-            return side.deliver(delivery_id, run).value
+            outcome = loop_outcome()
+            future = outcome if outcome is not None else side.start(delivery_id, run)
+            return cast(DeliveryResult, future.result()).value
         except Exception as exc:
             countdown = min(60, 2 ** min(task.request.retries, 6))
             log.warning("webhook %s not delivered (%s); again in %ss", delivery_id, exc, countdown)

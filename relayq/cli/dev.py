@@ -33,6 +33,8 @@ def run_dev_stack(settings: Settings, *, api_port: int, flower_port: int) -> int
     """Run the stack until a signal or a child's exit; returns the exit status."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     env = os.environ.copy()  # children inherit PATH and the caller's RELAYQ_* settings
+    # Flower runs here: every task shows in it, also those run before its first broadcast.
+    env.setdefault("RELAYQ_WORKER__TASK_EVENTS", "true")
     valkey = None
     redis_url = settings.redis_url
     if "redis_url" not in settings.model_fields_set:

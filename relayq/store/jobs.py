@@ -10,15 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, select, tuple_, update
+from sqlalchemy import Table, bindparam, exists, func, insert, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from relayq.ids import new_id
 from relayq.jobs import JobStatus
-from relayq.store.models import Attempt, Job
+from relayq.store.models import Attempt, Job, WebhookEndpoint
 from relayq.webhooks.planning import plan_deliveries
 
 __all__ = [
@@ -260,6 +260,77 @@ async def cancel_job(session: AsyncSession, *, job_id: str, key_id: str, now: fl
     return cancelled
 
 
+_jobs = cast(Table, Job.__table__)
+_attempts = cast(Table, Attempt.__table__)
+
+# The hot path's statements are built once (Core, on the tables): SQLAlchemy then
+# reuses their compiled form and cache key, where an ORM statement built per call
+# costs its construction, its cache key and the ORM's bulk-update machinery.
+_CLAIM = (
+    update(_jobs)
+    .where(
+        _jobs.c.id == bindparam("job_id"),
+        (_jobs.c.status == JobStatus.QUEUED.value)
+        | (
+            (_jobs.c.status == JobStatus.RUNNING.value)
+            & (_jobs.c.lease_expires_at < bindparam("now"))
+        ),
+    )
+    .values(
+        status=JobStatus.RUNNING.value,
+        run=_jobs.c.run + 1,
+        lease_expires_at=bindparam("lease_until"),
+        started_at=bindparam("now"),
+    )
+    .returning(
+        _jobs.c.key_id,
+        _jobs.c.run,
+        _jobs.c.provider,
+        _jobs.c.upstream_model,
+        _jobs.c.request,
+        _jobs.c.cache_key,
+        _jobs.c.cache_ttl,
+        _jobs.c.route,
+        _jobs.c.priority,
+        _jobs.c.attempts,
+        _jobs.c.deployment_index,
+        _jobs.c.deployment_attempts,
+        _jobs.c.first_deployment,
+        _jobs.c.expires_at,
+        _jobs.c.not_before,
+        _jobs.c.batch_id,
+    )
+)
+
+_endpoints = cast(Table, WebhookEndpoint.__table__)
+_HAS_ENDPOINT = (
+    exists()
+    .where(_endpoints.c.key_id == _jobs.c.key_id, _endpoints.c.enabled.is_(True))
+    .label("has_endpoint")
+)
+_FINISH = (
+    update(_jobs)
+    .where(
+        _jobs.c.id == bindparam("job_id"),
+        _jobs.c.run == bindparam("job_run"),
+        _jobs.c.status == JobStatus.RUNNING.value,
+    )
+    .values(
+        status=bindparam("status"),
+        response=bindparam("response", type_=_jobs.c.response.type),
+        error=bindparam("error", type_=_jobs.c.error.type),
+        usage=bindparam("usage", type_=_jobs.c.usage.type),
+        finished_at=bindparam("now"),
+        lease_expires_at=None,
+        attempts=_jobs.c.attempts + bindparam("called"),
+    )
+    # Whether the outcome can have a webhook at all: most jobs have none, and
+    # then no further query is made.
+    .returning(_jobs.c.webhook.is_not(None).label("has_webhook"), _jobs.c.batch_id, _HAS_ENDPOINT)
+)
+_ADD_ATTEMPT = insert(_attempts)
+
+
 async def claim_job(
     session: AsyncSession, *, job_id: str, now: float, lease_seconds: float
 ) -> Claim | None:
@@ -269,37 +340,8 @@ async def claim_job(
     worker died). A finished or cancelled job, or one held by a live lease,
     is left alone, which makes a redelivered message harmless.
     """
-    claimable = (Job.status == JobStatus.QUEUED.value) | (
-        (Job.status == JobStatus.RUNNING.value) & (Job.lease_expires_at < now)
-    )
     result = await session.execute(
-        update(Job)
-        .where(Job.id == job_id, claimable)
-        .values(
-            status=JobStatus.RUNNING.value,
-            run=Job.run + 1,
-            lease_expires_at=now + lease_seconds,
-            started_at=now,
-        )
-        .returning(
-            Job.key_id,
-            Job.run,
-            Job.provider,
-            Job.upstream_model,
-            Job.request,
-            Job.cache_key,
-            Job.cache_ttl,
-            Job.route,
-            Job.priority,
-            Job.attempts,
-            Job.deployment_index,
-            Job.deployment_attempts,
-            Job.first_deployment,
-            Job.expires_at,
-            Job.not_before,
-            Job.batch_id,
-        )
-        .execution_options(synchronize_session=False)
+        _CLAIM, {"job_id": job_id, "now": now, "lease_until": now + lease_seconds}
     )
     row = result.one_or_none()
     await session.commit()
@@ -355,45 +397,45 @@ async def finish_job(
     is truthy then) and the webhook deliveries planned with it.
     """
     if attempt is not None:
-        session.add(attempt_row(claim=claim, attempt=attempt, now=now))
+        await session.execute(_ADD_ATTEMPT, attempt_values(claim=claim, attempt=attempt, now=now))
     result = await session.execute(
-        update(Job)
-        .where(
-            Job.id == claim.job_id,
-            Job.run == claim.run,
-            Job.status == JobStatus.RUNNING.value,
-        )
-        .values(
-            status=outcome.status.value,
-            response=outcome.response,
-            error=outcome.error,
-            usage=outcome.usage,
-            finished_at=now,
-            lease_expires_at=None,
-            attempts=Job.attempts + (1 if attempt is not None else 0),
-        )
-        .execution_options(synchronize_session=False)
+        _FINISH,
+        {
+            "job_id": claim.job_id,
+            "job_run": claim.run,
+            "status": outcome.status.value,
+            "response": outcome.response,
+            "error": outcome.error,
+            "usage": outcome.usage,
+            "now": now,
+            "called": 1 if attempt is not None else 0,
+        },
     )
-    written = bool(result.rowcount)  # type: ignore[attr-defined]
+    row = result.one_or_none()
     deliveries: list[str] = []
-    if written:
+    if row is not None and row.batch_id is None and (row.has_webhook or row.has_endpoint):
         # In this transaction: an outcome is never stored without its webhooks.
         deliveries = await plan_deliveries(session, job_id=claim.job_id, now=now)
     await session.commit()
-    return Finished(written, tuple(deliveries))
+    return Finished(row is not None, tuple(deliveries))
+
+
+def attempt_values(*, claim: Claim, attempt: AttemptRecord, now: float) -> dict[str, Any]:
+    """An ``attempts`` row's columns."""
+    return {
+        "job_id": claim.job_id,
+        "run": claim.run,
+        "provider": attempt.provider,
+        "upstream_model": attempt.upstream_model,
+        "status": attempt.status,
+        "latency_ms": attempt.latency_ms,
+        "error": attempt.error,
+        "created_at": now,
+    }
 
 
 def attempt_row(*, claim: Claim, attempt: AttemptRecord, now: float) -> Attempt:
-    return Attempt(
-        job_id=claim.job_id,
-        run=claim.run,
-        provider=attempt.provider,
-        upstream_model=attempt.upstream_model,
-        status=attempt.status,
-        latency_ms=attempt.latency_ms,
-        error=attempt.error,
-        created_at=now,
-    )
+    return Attempt(**attempt_values(claim=claim, attempt=attempt, now=now))
 
 
 async def release_lapsed(session: AsyncSession, *, now: float, limit: int) -> int:
