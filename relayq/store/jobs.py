@@ -340,7 +340,9 @@ async def claim_job(
     worker died). A finished or cancelled job, or one held by a live lease,
     is left alone, which makes a redelivered message harmless.
     """
-    result = await session.execute(
+    # On the session's connection: a Core statement needs none of the ORM's execution path.
+    connection = await session.connection()
+    result = await connection.execute(
         _CLAIM, {"job_id": job_id, "now": now, "lease_until": now + lease_seconds}
     )
     row = result.one_or_none()
@@ -396,9 +398,12 @@ async def finish_job(
     outcome only once. Returns whether the outcome was written (the result
     is truthy then) and the webhook deliveries planned with it.
     """
+    connection = await session.connection()
     if attempt is not None:
-        await session.execute(_ADD_ATTEMPT, attempt_values(claim=claim, attempt=attempt, now=now))
-    result = await session.execute(
+        await connection.execute(
+            _ADD_ATTEMPT, attempt_values(claim=claim, attempt=attempt, now=now)
+        )
+    result = await connection.execute(
         _FINISH,
         {
             "job_id": claim.job_id,
