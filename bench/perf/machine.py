@@ -4,13 +4,23 @@ from __future__ import annotations
 
 import os
 import platform
+import pwd
 import subprocess
 import sys
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-__all__ = ["PACKAGES", "git_commit", "load_average", "machine_facts", "process_rss_mb"]
+__all__ = [
+    "PACKAGES",
+    "children_named",
+    "git_commit",
+    "load_average",
+    "machine_facts",
+    "process_cpu_seconds",
+    "process_rss_mb",
+    "processes_of_user",
+]
 
 PACKAGES = (
     "relayq",
@@ -83,6 +93,46 @@ def process_rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) a process has used so far, in seconds (from /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _proc_entries() -> list[Path]:
+    return [entry for entry in Path("/proc").iterdir() if entry.name.isdigit()]
+
+
+def children_named(parent: int, name: str) -> list[int]:
+    """Pids of ``parent``'s direct children whose command line contains ``name``."""
+    found = []
+    for entry in _proc_entries():
+        try:
+            ppid = int(Path(entry, "stat").read_text().rsplit(")", 1)[1].split()[1])
+            command = Path(entry, "cmdline").read_bytes()
+        except (OSError, ValueError, IndexError):
+            continue  # gone meanwhile
+        if ppid == parent and name.encode() in command:
+            found.append(int(entry.name))
+    return found
+
+
+def processes_of_user(user: str) -> list[int]:
+    """Pids of every process run by ``user`` (e.g. the PostgreSQL server's)."""
+    try:
+        uid = pwd.getpwnam(user).pw_uid
+    except KeyError:
+        return []
+    found = []
+    for entry in _proc_entries():
+        try:
+            if entry.stat().st_uid == uid:
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
 
 
 def machine_facts() -> dict[str, Any]:

@@ -23,6 +23,7 @@ import redis
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
 
+from bench.perf.machine import children_named, process_cpu_seconds, processes_of_user
 from bench.perf.processes import ROOT, Processes, free_port, wait_for, wait_for_port
 from relayq.ids import new_id
 from relayq.store import sync_url
@@ -142,6 +143,34 @@ class PerfStack:
 
         wait_for(ready, timeout=60, what=name)
         return worker
+
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU time used so far by each process of the stack (a process gone counts 0).
+
+        The API, each worker, the mock upstream, the embedded Valkey (when this
+        stack started it) and, on PostgreSQL, every process of the server (other
+        users of that server are counted too).
+        """
+        pids: dict[str, list[int]] = {
+            "api": [self.api.pid] if self.api else [],
+            "upstream": [self.upstream.pid] if self.upstream else [],
+        }
+        for index, worker in enumerate(self.workers):
+            pids[f"worker-{index}"] = [worker.pid]
+        if self._valkey is not None:
+            pids["valkey"] = children_named(os.getpid(), "valkey")
+        if self.config.database == "postgres":
+            pids["postgres"] = processes_of_user("postgres")
+        used: dict[str, float] = {}
+        for name, group in pids.items():
+            total = 0.0
+            for pid in group:
+                try:
+                    total += process_cpu_seconds(pid)
+                except (OSError, IndexError, ValueError):
+                    continue
+            used[name] = total
+        return used
 
     def restart_worker(self, index: int = 0) -> subprocess.Popen[bytes]:
         """Stop worker ``index`` and start a fresh process in its place."""

@@ -8,11 +8,18 @@ as they finish; it sees them finish by counting ended jobs in SQL every
 20 ms (a cheap read beside the stack, not an API call). The rate of each is
 taken between the 10th and 90th percentile of finish times: the rate at that
 depth, without the ramp-up and the drain.
+
+Beside the rates, each side's CPU per job is read from /proc: on the direct
+side the client's and the mock's, on relayq's every process of the stack as
+well. That shows whether a rate is bound by waiting or by CPU, and what the
+target leaves per job on this machine's cores.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import resource
 import time
 from typing import Any
 
@@ -79,16 +86,37 @@ async def relayq_jobs_at_depth(
     return finished, errors
 
 
+def _own_cpu_seconds() -> float:
+    """CPU time of this (the client's) process so far."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _cpu_ms_per_job(
+    ctx: Context, before: dict[str, float], client_before: float, jobs: int
+) -> dict[str, float]:
+    """Each process's CPU per job since ``before``, as ``cpu_<process>`` (ms)."""
+    after = ctx.stack.cpu_seconds()
+    spent = {name: after[name] - before.get(name, 0.0) for name in after}
+    spent["client"] = _own_cpu_seconds() - client_before
+    return {f"cpu_{name}": seconds * 1000 / jobs for name, seconds in spent.items()}
+
+
 async def _pair(ctx: Context, depth: int, total: int) -> dict[str, float]:
+    before, client_before = ctx.stack.cpu_seconds(), _own_cpu_seconds()
     direct_finished, direct_errors = await closed_loop(
         lambda: ctx.direct.stream(chat_body(latency_ms=LATENCY_MS, stream=True)),
         depth=depth,
         total=total,
     )
+    # The direct side is the client and the mock alone.
+    direct_cpu = _cpu_ms_per_job(ctx, before, client_before, total)
+    before, client_before = ctx.stack.cpu_seconds(), _own_cpu_seconds()
     async with ctx.profiled(f"throughput-d{depth}"):
         relayq_finished, relayq_errors = await relayq_jobs_at_depth(
             ctx, depth=depth, total=total, body=chat_body(latency_ms=LATENCY_MS)
         )
+    relayq_cpu = _cpu_ms_per_job(ctx, before, client_before, total)
     direct_rate = steady_rate(direct_finished)
     relayq_rate = steady_rate(relayq_finished)
     return {
@@ -97,7 +125,35 @@ async def _pair(ctx: Context, depth: int, total: int) -> dict[str, float]:
         "ratio": ratio(relayq_rate, direct_rate),
         "direct_errors": float(len(direct_errors)),
         "relayq_errors": float(len(relayq_errors)),
+        "direct_cpu_ms": direct_cpu["cpu_upstream"] + direct_cpu["cpu_client"],
+        "relayq_cpu_ms": sum(relayq_cpu.values()),
+        **relayq_cpu,
     }
+
+
+def _cpu_figure(depth: int, reps: list[dict[str, float]], direct_rate: float) -> Figure:
+    """CPU per job over every process against the direct call's, and the budget at the target."""
+    relayq = median([r["relayq_cpu_ms"] for r in reps])
+    direct = median([r["direct_cpu_ms"] for r in reps])
+    parts = sorted({key for r in reps for key in r if key.startswith("cpu_")})
+    shares = ", ".join(f"{key[4:]} {median([r.get(key, 0.0) for r in reps]):.1f}" for key in parts)
+    cores = os.cpu_count() or 1
+    budget = cores * 1000 / (TARGET_SHARE * direct_rate) if direct_rate else float("nan")
+    return Figure(
+        name=f"CPU per job, all processes, {depth} in flight",
+        unit="ms",
+        relayq=relayq,
+        direct=direct,
+        ratio=ratio(relayq, direct),
+        target="context",
+        passed=None,
+        repetitions=reps,
+        note=(
+            f"ms of CPU per job by process: {shares}; the direct side is the client and the "
+            f"mock; at the target rate ({TARGET_SHARE:.0%} of {direct_rate:.0f} jobs/s) "
+            f"{cores} cores allow {budget:.1f} ms per job in all"
+        ),
+    )
 
 
 async def run(ctx: Context) -> ScenarioResult:
@@ -127,5 +183,7 @@ async def run(ctx: Context) -> ScenarioResult:
                 note=f"{total} jobs per repetition; {int(errors)} relayq errors",
             )
         )
+        if main:
+            result.figures.append(_cpu_figure(depth, reps, direct))
     result.data["sweep"] = sweep
     return result
