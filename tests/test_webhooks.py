@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import create_engine, update
+from sqlalchemy import create_engine, event, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from relayq.jobs import JobStatus
@@ -31,6 +31,7 @@ from relayq.store.webhooks import (
     Unsent,
     claim_delivery,
     find_unsent,
+    get_endpoint,
     list_deliveries,
     put_endpoint,
     record_attempt,
@@ -560,5 +561,74 @@ def test_a_delivery_is_attempted_by_one_claim_at_a_time_and_succeeds_once(
         assert (row.status, row.finished_at) == ("succeeded", 132.0)
         assert [a.number for a in attempts[row.id]] == [1, 3, 2, 3]
         assert await find_unsent(session, now=9999.0, grace=0, republish_after=1, limit=10) == []
+
+    asyncio.run(scenario())
+
+
+def test_an_outcome_plans_deliveries_only_where_a_webhook_can_go(
+    private_database_url: str,
+) -> None:
+    """The outcome's own UPDATE says whether to look further: the job's webhook, the key's."""
+
+    statements: list[str] = []
+
+    def executed(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        statements.append(statement)
+
+    async def scenario() -> None:
+        database = Database(private_database_url)
+        event.listen(database.engine.sync_engine, "before_cursor_execute", executed)
+        try:
+            async with database.session() as session:
+                await planned(session)
+        finally:
+            await database.aclose()
+
+    async def finished(session: AsyncSession, key_id: str, **extra: Any) -> tuple[str, ...]:
+        job, _ = await create_job(
+            session,
+            job=NewJob(
+                key_id=key_id,
+                model="mock",
+                route="mock",
+                provider="mock",
+                upstream_model="mock",
+                request={"model": "mock", "messages": [{"role": "user", "content": "x"}]},
+                priority=5,
+                metadata={},
+                **extra,
+            ),
+            now=1.0,
+        )
+        claim = await claim_job(session, job_id=job.id, now=2.0, lease_seconds=60)
+        assert claim is not None
+        outcome = Outcome(status=JobStatus.SUCCEEDED, response={"id": "x"})
+        statements.clear()
+        done = await finish_job(session, claim=claim, outcome=outcome, attempt=None, now=3.0)
+        assert done.written
+        return done.deliveries
+
+    async def planned(session: AsyncSession) -> None:
+        bare = await create_key(session, name="no endpoint")
+        assert await finished(session, bare.id) == ()
+        # Nowhere to deliver: the outcome's UPDATE said so, and nothing was looked up.
+        assert not [s for s in statements if s.lstrip().upper().startswith("SELECT")], statements
+        own = {"url": "http://127.0.0.1:9/own", "events": ["job.succeeded"]}
+        assert len(await finished(session, bare.id, webhook=own)) == 1
+
+        with_endpoint = await create_key(session, name="endpoint")
+        await put_endpoint(
+            session,
+            key_id=with_endpoint.id,
+            url="http://127.0.0.1:9/",
+            events=TERMINAL_EVENTS,
+            now=1.0,
+        )
+        assert len(await finished(session, with_endpoint.id)) == 1
+        endpoint = await get_endpoint(session, key_id=with_endpoint.id)
+        assert endpoint is not None
+        endpoint.enabled = False
+        await session.commit()
+        assert await finished(session, with_endpoint.id) == ()
 
     asyncio.run(scenario())

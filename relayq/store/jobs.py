@@ -326,7 +326,9 @@ _FINISH = (
     )
     # Whether the outcome can have a webhook at all: most jobs have none, and
     # then no further query is made.
-    .returning(_jobs.c.webhook.is_not(None).label("has_webhook"), _jobs.c.batch_id, _HAS_ENDPOINT)
+    # (The webhook itself, not ``IS NOT NULL``: a JSON column keeps Python's None
+    # as JSON null.)
+    .returning(_jobs.c.webhook, _jobs.c.batch_id, _HAS_ENDPOINT)
 )
 _ADD_ATTEMPT = insert(_attempts)
 
@@ -418,7 +420,7 @@ async def finish_job(
     )
     row = result.one_or_none()
     deliveries: list[str] = []
-    if row is not None and row.batch_id is None and (row.has_webhook or row.has_endpoint):
+    if row is not None and row.batch_id is None and (row.webhook is not None or row.has_endpoint):
         # In this transaction: an outcome is never stored without its webhooks.
         deliveries = await plan_deliveries(session, job_id=claim.job_id, now=now)
     await session.commit()
