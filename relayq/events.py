@@ -20,7 +20,10 @@ from enum import Enum
 from typing import Any, Protocol
 
 import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
+
+from relayq.redis_batch import CommandBatch
 
 __all__ = [
     "TERMINAL_EVENTS",
@@ -96,6 +99,8 @@ class EventLog:
         listeners: Sequence[EventListener] = (),
     ) -> None:
         self._redis = redis
+        # Every job's events share pipelines: one round trip for many jobs under load.
+        self._batch = CommandBatch(redis)
         self._prefix = key_prefix
         self._max_events = max_events
         self._retention_ms = int(retention_seconds * 1000)
@@ -106,19 +111,18 @@ class EventLog:
 
     async def emit(self, event: JobEvent) -> JobEvent:
         """Log ``event`` (best effort: a Redis failure is logged, not raised)."""
-        fields: dict[Any, Any] = {
-            "type": event.type.value,
-            "data": json.dumps(event.data, separators=(",", ":")),
-            "ts": repr(event.timestamp),
-        }
         key = self.key(event.job_id)
+
+        def add(pipe: Pipeline) -> None:
+            pipe.xadd(key, self._fields(event), maxlen=self._max_events, approximate=True)
+            if event.terminal:
+                pipe.pexpire(key, self._retention_ms)
+
         try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                pipe.xadd(key, fields, maxlen=self._max_events, approximate=True)
-                if event.terminal:
-                    pipe.pexpire(key, self._retention_ms)
-                results = await pipe.execute()
-            stored = dataclasses.replace(event, id=_text(results[0]))
+            replies = await self._batch.execute(add)
+            if isinstance(replies[0], Exception):
+                raise replies[0]
+            stored = dataclasses.replace(event, id=_text(replies[0]))
         except RedisError as exc:
             log.warning("event %s of %s not logged: %s", event.type.value, event.job_id, exc)
             stored = event
@@ -130,20 +134,32 @@ class EventLog:
         """Log several ``delta`` events in one round trip."""
         if not events:
             return
+
+        def add(pipe: Pipeline) -> None:
+            for event in events:
+                pipe.xadd(
+                    self.key(event.job_id),
+                    self._fields(event),
+                    maxlen=self._max_events,
+                    approximate=True,
+                )
+
         try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for event in events:
-                    fields: dict[Any, Any] = {
-                        "type": event.type.value,
-                        "data": json.dumps(event.data, separators=(",", ":")),
-                        "ts": repr(event.timestamp),
-                    }
-                    pipe.xadd(
-                        self.key(event.job_id), fields, maxlen=self._max_events, approximate=True
-                    )
-                await pipe.execute()
+            replies = await self._batch.execute(add)
         except RedisError as exc:
             log.warning("%d delta events not logged: %s", len(events), exc)
+            return
+        failed = [reply for reply in replies if isinstance(reply, Exception)]
+        if failed:
+            log.warning("%d delta events not logged: %s", len(failed), failed[0])
+
+    @staticmethod
+    def _fields(event: JobEvent) -> dict[Any, Any]:
+        return {
+            "type": event.type.value,
+            "data": json.dumps(event.data, separators=(",", ":")),
+            "ts": repr(event.timestamp),
+        }
 
     async def _tell(self, event: JobEvent) -> None:
         for listener in self.listeners:
