@@ -7,7 +7,6 @@ reconciler. A published message is marked so the reconciler leaves it be.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import logging
@@ -25,6 +24,7 @@ from relayq.cancellation import publish_cancel
 from relayq.chat import ChatCompletionRequest
 from relayq.enqueue_marks import EnqueueMarks
 from relayq.events import EventLog, EventType, JobEvent, terminal_data
+from relayq.job_publisher import JobPublisher
 from relayq.jobs import JobCreate
 from relayq.key_limits import Decision, KeyLimits
 from relayq.queueing import Enqueuer
@@ -89,7 +89,7 @@ class Intake:
     ) -> None:
         self._settings = settings
         self._database = database
-        self._enqueuer = enqueuer
+        self._publisher = JobPublisher(enqueuer)
         self._redis = redis
         self._router = router
         self._state = state
@@ -206,14 +206,11 @@ class Intake:
             log.warning("in-flight count not updated for %s: %s", job.id, exc)
 
     async def _publish(self, job: Job) -> None:
-        try:
-            await asyncio.to_thread(
-                self._enqueuer.send, job_id=job.id, provider=job.provider, priority=job.priority
-            )
-        except Exception as exc:  # any broker failure: the reconciler will publish it
-            log.warning("job %s stored but not enqueued yet: %s", job.id, exc)
-            return
-        self._marks.add(job.id)
+        # Not taken (the broker is down): the job stays unmarked; the reconciler publishes it.
+        if await self._publisher.publish(
+            job_id=job.id, provider=job.provider, priority=job.priority
+        ):
+            self._marks.add(job.id)
 
     async def cancel(self, *, key_id: str, job_id: str) -> tuple[Job | None, bool]:
         """Cancel a job; returns the job (None if not the key's) and whether it changed."""

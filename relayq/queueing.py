@@ -8,6 +8,7 @@ is the source of truth.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from celery import Celery
@@ -15,6 +16,8 @@ from celery import Celery
 from relayq.settings import Settings
 
 __all__ = ["PREPARE_BATCH_TASK", "RUN_JOB_TASK", "Enqueuer", "create_celery", "message_priority"]
+
+log = logging.getLogger(__name__)
 
 RUN_JOB_TASK = "relayq.run_job"
 PREPARE_BATCH_TASK = "relayq.prepare_batch"
@@ -99,11 +102,17 @@ class Enqueuer:
         Stops at the first failure (the broker is down): the rest stay
         unconfirmed, and the reconciler sends them.
         """
-        sent = []
+        sent: list[str] = []
         for job_id, provider, priority in jobs:
             try:
                 self.send(job_id=job_id, provider=provider, priority=priority)
-            except Exception:
+            except Exception as exc:
+                log.warning(
+                    "%d of %d jobs stored but not enqueued yet: %s",
+                    len(jobs) - len(sent),
+                    len(jobs),
+                    exc,
+                )
                 break
             sent.append(job_id)
         return sent
