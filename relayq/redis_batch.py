@@ -3,33 +3,27 @@
 Each pipeline costs redis-py a pool checkout, a connection check and a
 round trip, whatever it carries: at hundreds of jobs in flight that cost,
 paid per event, was the largest single share of a worker's Redis time.
-:class:`CommandBatch` queues what callers ask for and sends everything
-queued as one pipeline. Nothing waits for a timer: a caller alone is sent at
-once; while a pipeline is on the wire, newcomers gather for the next one.
-So batches grow with load and a quiet process sees no added latency.
-
-Each caller's commands stay together and in order, and pipelines go out one
-after the other, so a caller that awaits each call in turn (a job emitting
-its events) keeps its order in Redis.
+:class:`CommandBatch` sends the commands of every caller queued meanwhile as
+one pipeline (a :class:`relayq.coalescing.Coalescer`: no timer, so a caller
+alone is sent at once). Each caller's commands stay together and in order,
+and pipelines go out one after the other, so a caller that awaits each call
+in turn (a job emitting its events) keeps its order in Redis.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 
+from relayq.coalescing import Coalescer
+
 __all__ = ["CommandBatch"]
 
-
-@dataclass
-class _Queued:
-    add: Callable[[Pipeline], object]
-    done: asyncio.Future[list[Any]]
+Commands = Callable[[Pipeline], object]
+"""Puts one caller's commands on a pipeline."""
 
 
 class CommandBatch:
@@ -37,45 +31,27 @@ class CommandBatch:
 
     def __init__(self, redis: aioredis.Redis) -> None:
         self._redis = redis
-        self._queued: list[_Queued] = []
-        self._sender: asyncio.Task[None] | None = None
-        self.pipelines_sent = 0
-        """How many pipelines went out (for tests and metrics)."""
+        self._coalescer: Coalescer[Commands, list[Any]] = Coalescer(self._send)
 
-    async def execute(self, add: Callable[[Pipeline], object]) -> list[Any]:
+    @property
+    def pipelines_sent(self) -> int:
+        """How many pipelines went out (for tests and metrics)."""
+        return self._coalescer.batches
+
+    async def execute(self, add: Commands) -> list[Any]:
         """Queue the commands ``add`` puts on a pipeline; their replies, in order.
 
         A reply is an exception object where that command failed (the others
         still ran); a failed round trip raises for every caller in it.
         """
-        done: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
-        self._queued.append(_Queued(add, done))
-        sender = self._sender
-        if sender is None or sender.done() or sender.get_loop() is not done.get_loop():
-            self._sender = asyncio.create_task(self._send())
-        return await done
+        return await self._coalescer.submit(add)
 
-    async def _send(self) -> None:
-        while self._queued:
-            batch, self._queued = self._queued, []
-            try:
-                spans = []
-                async with self._redis.pipeline(transaction=False) as pipe:
-                    for queued in batch:
-                        start = len(pipe.command_stack)
-                        queued.add(pipe)
-                        spans.append((start, len(pipe.command_stack)))
-                    replies = await pipe.execute(raise_on_error=False)
-                self.pipelines_sent += 1
-            except asyncio.CancelledError:  # the loop is stopping: nobody is left waiting
-                for queued in [*batch, *self._queued]:
-                    queued.done.cancel()
-                raise
-            except Exception as exc:  # the round trip failed: every caller hears of it
-                for queued in batch:
-                    if not queued.done.done():
-                        queued.done.set_exception(exc)
-                continue
-            for queued, (start, end) in zip(batch, spans, strict=True):
-                if not queued.done.done():  # its caller may have been cancelled
-                    queued.done.set_result(replies[start:end])
+    async def _send(self, batch: list[Commands]) -> list[list[Any]]:
+        spans = []
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for add in batch:
+                start = len(pipe.command_stack)
+                add(pipe)
+                spans.append((start, len(pipe.command_stack)))
+            replies = await pipe.execute(raise_on_error=False)
+        return [replies[start:end] for start, end in spans]

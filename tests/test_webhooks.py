@@ -474,6 +474,26 @@ def test_delivery_time_check_refuses_loopback_by_address_and_by_name(
     assert asyncio.run(attempt(by_name, allow_private=True)) == (401, None)
 
 
+async def _stored_job(session: AsyncSession, key_id: str, **extra: Any) -> Job:
+    """A queued mock job of ``key_id``, stored at t=1."""
+    job, _ = await create_job(
+        session,
+        job=NewJob(
+            key_id=key_id,
+            model="mock",
+            route="mock",
+            provider="mock",
+            upstream_model="mock",
+            request={"model": "mock", "messages": [{"role": "user", "content": "x"}]},
+            priority=5,
+            metadata={},
+            **extra,
+        ),
+        now=1.0,
+    )
+    return job
+
+
 def test_a_delivery_is_attempted_by_one_claim_at_a_time_and_succeeds_once(
     private_database_url: str,
 ) -> None:
@@ -492,20 +512,7 @@ def test_a_delivery_is_attempted_by_one_claim_at_a_time_and_succeeds_once(
         await put_endpoint(
             session, key_id=key.id, url="http://127.0.0.1:9/", events=TERMINAL_EVENTS, now=1.0
         )
-        job, _ = await create_job(
-            session,
-            job=NewJob(
-                key_id=key.id,
-                model="mock",
-                route="mock",
-                provider="mock",
-                upstream_model="mock",
-                request={"model": "mock", "messages": [{"role": "user", "content": "x"}]},
-                priority=5,
-                metadata={},
-            ),
-            now=1.0,
-        )
+        job = await _stored_job(session, key.id)
         claim = await claim_job(session, job_id=job.id, now=2.0, lease_seconds=60)
         assert claim is not None
         outcome = Outcome(status=JobStatus.SUCCEEDED, response={"id": "x"})
@@ -585,21 +592,7 @@ def test_an_outcome_plans_deliveries_only_where_a_webhook_can_go(
             await database.aclose()
 
     async def finished(session: AsyncSession, key_id: str, **extra: Any) -> tuple[str, ...]:
-        job, _ = await create_job(
-            session,
-            job=NewJob(
-                key_id=key_id,
-                model="mock",
-                route="mock",
-                provider="mock",
-                upstream_model="mock",
-                request={"model": "mock", "messages": [{"role": "user", "content": "x"}]},
-                priority=5,
-                metadata={},
-                **extra,
-            ),
-            now=1.0,
-        )
+        job = await _stored_job(session, key_id, **extra)
         claim = await claim_job(session, job_id=job.id, now=2.0, lease_seconds=60)
         assert claim is not None
         outcome = Outcome(status=JobStatus.SUCCEEDED, response={"id": "x"})
