@@ -14,7 +14,7 @@ from celery.signals import worker_init, worker_shutdown
 from relayq.queueing import PREPARE_BATCH_TASK, RUN_JOB_TASK, create_celery
 from relayq.settings import Settings
 from relayq.webhooks.publishing import WebhookEnqueuer
-from worker.pool import LoopPool, loop_outcome
+from worker.pool import LoopPool, loop_outcome, loop_task
 from worker.runtime import WorkerRuntime
 from worker.webhooks import register_webhooks
 
@@ -59,13 +59,7 @@ def create_worker_app(settings: Settings) -> Celery:
     # Registered first, so its shutdown hook runs while the runtime's loop still does.
     register_webhooks(app, settings=settings, runtime=runtime, enqueuer=enqueuer)
 
-    @app.task(
-        name=RUN_JOB_TASK,
-        bind=True,
-        acks_late=True,
-        ignore_result=True,
-        loop_start=staticmethod(runtime.start_job),
-    )
+    @app.task(name=RUN_JOB_TASK, **loop_task(runtime.start_job))
     def run_job(task: Task[Any, Any], job_id: str) -> str:
         """Run one job; the return value is what Flower shows as its result.
 
@@ -80,13 +74,7 @@ def create_worker_app(settings: Settings) -> Celery:
             log.warning("job %s not run (%s); again in %ss", job_id, exc, countdown)
             raise task.retry(exc=exc, countdown=countdown, max_retries=None) from exc
 
-    @app.task(
-        name=PREPARE_BATCH_TASK,
-        bind=True,
-        acks_late=True,
-        ignore_result=True,
-        loop_start=staticmethod(runtime.start_batch),
-    )
+    @app.task(name=PREPARE_BATCH_TASK, **loop_task(runtime.start_batch))
     def prepare_batch(task: Task[Any, Any], batch_id: str) -> str:
         """Validate a batch's input and store its requests (a no-op once done)."""
         try:

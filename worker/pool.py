@@ -32,7 +32,7 @@ from typing import Any
 from celery.concurrency.base import BasePool, apply_target
 from kombu.serialization import loads, prepare_accept_content
 
-__all__ = ["LoopPool", "LoopStart", "loop_outcome"]
+__all__ = ["LoopPool", "LoopStart", "loop_outcome", "loop_task"]
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,19 @@ _outcome: ContextVar[Future[Any] | None] = ContextVar("relayq_loop_outcome", def
 
 _TRACER_THREADS = 4
 """Threads that run the tracer of finished loop work (each takes well under 1 ms)."""
+
+
+def loop_task(start: LoopStart) -> dict[str, Any]:
+    """Options of a relayq task whose work ``start`` begins on the loop.
+
+    Bound (it retries itself), acked once it ran (at-least-once), no result kept.
+    """
+    return {
+        "bind": True,
+        "acks_late": True,
+        "ignore_result": True,
+        "loop_start": staticmethod(start),
+    }
 
 
 def loop_outcome() -> Future[Any] | None:

@@ -21,7 +21,7 @@ from relayq.store import Database
 from relayq.webhooks.delivery import Deliverer, DeliveryResult
 from relayq.webhooks.publishing import DELIVER_WEBHOOK_TASK, WebhookEnqueuer
 from relayq.webhooks.transport import build_webhook_client
-from worker.pool import loop_outcome
+from worker.pool import loop_outcome, loop_task
 from worker.runtime import WorkerRuntime
 
 __all__ = ["WebhookWorker", "register_webhooks"]
@@ -87,13 +87,7 @@ def register_webhooks(
     """Register the delivery task on ``app``. Call before the runtime's shutdown hook."""
     side = WebhookWorker(settings=settings, runtime=runtime, enqueuer=enqueuer)
 
-    @app.task(
-        name=DELIVER_WEBHOOK_TASK,
-        bind=True,
-        acks_late=True,
-        ignore_result=True,
-        loop_start=staticmethod(side.start),
-    )
+    @app.task(name=DELIVER_WEBHOOK_TASK, **loop_task(side.start))
     def deliver_webhook(task: Task[Any, Any], delivery_id: str, run: int) -> str:
         """Make one delivery attempt; the return value is what Flower shows.
 
