@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
-from concurrent.futures import Future
-from typing import Any, TypeVar, cast
+from typing import Any
 
 from celery import Celery, Task
 from celery.signals import worker_init, worker_shutdown
@@ -14,26 +12,13 @@ from celery.signals import worker_init, worker_shutdown
 from relayq.queueing import PREPARE_BATCH_TASK, RUN_JOB_TASK, create_celery
 from relayq.settings import Settings
 from relayq.webhooks.publishing import WebhookEnqueuer
-from worker.pool import LoopPool, loop_outcome, loop_task
+from worker.pool import LoopPool, loop_result, loop_task
 from worker.runtime import WorkerRuntime
 from worker.webhooks import register_webhooks
 
-__all__ = ["create_worker_app", "finished"]
+__all__ = ["create_worker_app"]
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
-
-
-def finished(start: Callable[[str], Future[T]], argument: str) -> T:
-    """A task body's result: the work :class:`LoopPool` already ran, or run it now.
-
-    Under another pool (threads, solo) the body starts the work on the loop
-    itself and waits for it.
-    """
-    outcome = loop_outcome()
-    future = outcome if outcome is not None else start(argument)
-    return cast(T, future.result())
 
 
 def create_worker_app(settings: Settings) -> Celery:
@@ -68,7 +53,7 @@ def create_worker_app(settings: Settings) -> Celery:
         than dropped; the claim makes the extra delivery harmless.
         """
         try:
-            return finished(runtime.start_job, job_id).value
+            return loop_result(runtime.start_job, job_id).value
         except Exception as exc:
             countdown = min(60, 2 ** min(task.request.retries, 6))
             log.warning("job %s not run (%s); again in %ss", job_id, exc, countdown)
@@ -78,7 +63,7 @@ def create_worker_app(settings: Settings) -> Celery:
     def prepare_batch(task: Task[Any, Any], batch_id: str) -> str:
         """Validate a batch's input and store its requests (a no-op once done)."""
         try:
-            prepared = finished(runtime.start_batch, batch_id)
+            prepared = loop_result(runtime.start_batch, batch_id)
         except Exception as exc:
             countdown = min(60, 2 ** min(task.request.retries, 6))
             log.warning("batch %s not prepared (%s); again in %ss", batch_id, exc, countdown)

@@ -27,14 +27,16 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from celery.concurrency.base import BasePool, apply_target
 from kombu.serialization import loads, prepare_accept_content
 
-__all__ = ["LoopPool", "LoopStart", "loop_outcome", "loop_task"]
+__all__ = ["LoopPool", "LoopStart", "loop_outcome", "loop_result", "loop_task"]
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 LoopStart = Callable[..., "Future[Any]"]
 """A task's ``loop_start``: called with the task's arguments, returns the loop's future."""
@@ -61,6 +63,17 @@ def loop_task(start: LoopStart) -> dict[str, Any]:
 def loop_outcome() -> Future[Any] | None:
     """In a task body traced by :class:`LoopPool`: the loop's finished work, else None."""
     return _outcome.get()
+
+
+def loop_result(start: Callable[..., Future[T]], *args: Any) -> T:
+    """A task body's result: the work :class:`LoopPool` already ran, or run it now.
+
+    Under another pool (threads, solo) the body starts the work with
+    ``start(*args)`` itself and waits for it.
+    """
+    outcome = loop_outcome()
+    future = outcome if outcome is not None else start(*args)
+    return cast(T, future.result())
 
 
 class _Applied:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from concurrent.futures import Future
-from typing import Any, cast
+from typing import Any
 
 import httpx
 from celery import Celery, Task
@@ -21,7 +21,7 @@ from relayq.store import Database
 from relayq.webhooks.delivery import Deliverer, DeliveryResult
 from relayq.webhooks.publishing import DELIVER_WEBHOOK_TASK, WebhookEnqueuer
 from relayq.webhooks.transport import build_webhook_client
-from worker.pool import loop_outcome, loop_task
+from worker.pool import loop_result, loop_task
 from worker.runtime import WorkerRuntime
 
 __all__ = ["WebhookWorker", "register_webhooks"]
@@ -95,9 +95,7 @@ def register_webhooks(
         is unreachable), the message is published again after a backoff.
         """
         try:
-            outcome = loop_outcome()
-            future = outcome if outcome is not None else side.start(delivery_id, run)
-            return cast(DeliveryResult, future.result()).value
+            return loop_result(side.start, delivery_id, run).value
         except Exception as exc:
             countdown = min(60, 2 ** min(task.request.retries, 6))
             log.warning("webhook %s not delivered (%s); again in %ss", delivery_id, exc, countdown)
