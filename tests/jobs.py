@@ -6,9 +6,10 @@ from typing import Any
 
 import httpx
 
+from relayq.store.jobs import NewJob
 from tests.stack import wait_until
 
-__all__ = ["TERMINAL", "body", "submit", "wait_for_status"]
+__all__ = ["TERMINAL", "body", "mock_job", "submit", "wait_for_status"]
 
 TERMINAL = {"succeeded", "failed", "cancelled"}
 
@@ -38,3 +39,17 @@ def wait_for_status(
 
     wait_until(reached, timeout=timeout, interval=0.1)
     return seen
+
+
+def mock_job(key_id: str, **fields: Any) -> NewJob:
+    """A job of ``key_id`` for the mock model, to store directly; ``fields`` override."""
+    defaults: dict[str, Any] = {
+        "model": "mock",
+        "route": "mock",
+        "provider": "mock",
+        "upstream_model": "mock",
+        "request": {"model": "mock", "messages": [{"role": "user", "content": "x"}]},
+        "priority": 5,
+        "metadata": {},
+    }
+    return NewJob(key_id=key_id, **{**defaults, **fields})

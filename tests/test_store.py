@@ -30,6 +30,7 @@ from relayq.store.jobs import (
 )
 from relayq.store.keys import create_key, find_active_key, revoke_key
 from relayq.store.models import Job
+from tests.jobs import mock_job
 from tests.services import run
 
 Scenario = Callable[[AsyncSession], Awaitable[None]]
@@ -58,20 +59,7 @@ def in_session(private_database_url: str) -> Callable[[Scenario], None]:
 
 async def new_job(session: AsyncSession, *, now: float = 1000.0) -> str:
     key = await create_key(session, name="store")
-    job, created = await create_job(
-        session,
-        job=NewJob(
-            key_id=key.id,
-            model="mock",
-            route="mock",
-            provider="mock",
-            upstream_model="mock",
-            request={"model": "mock", "messages": [{"role": "user", "content": "x"}]},
-            priority=5,
-            metadata={},
-        ),
-        now=now,
-    )
+    job, created = await create_job(session, job=mock_job(key.id), now=now)
     assert created
     return job.id
 
@@ -183,18 +171,7 @@ def test_idempotency_conflict_on_a_different_body(in_session: Callable[[Scenario
         key = await create_key(session, name="idem")
 
         def spec(request_hash: str) -> NewJob:
-            return NewJob(
-                key_id=key.id,
-                model="mock",
-                route="mock",
-                provider="mock",
-                upstream_model="mock",
-                request={},
-                priority=5,
-                metadata={},
-                idempotency_key="i-1",
-                request_hash=request_hash,
-            )
+            return mock_job(key.id, request={}, idempotency_key="i-1", request_hash=request_hash)
 
         first, created = await create_job(session, job=spec("a"), now=1.0)
         again, created_again = await create_job(session, job=spec("a"), now=2.0)

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from relayq.jobs import JobStatus
 from relayq.store import Database, sync_url
-from relayq.store.jobs import NewJob, Outcome, claim_job, create_job, finish_job
+from relayq.store.jobs import Outcome, claim_job, create_job, finish_job
 from relayq.store.keys import create_key
 from relayq.store.models import Job
 from relayq.store.webhooks import (
@@ -40,7 +40,7 @@ from relayq.webhooks.destinations import address_refusal
 from relayq.webhooks.schemas import DeliveryStatus
 from relayq.webhooks.transport import build_webhook_client, post_webhook
 from tests.conftest import KeyFactory
-from tests.jobs import body, submit, wait_for_status
+from tests.jobs import body, mock_job, submit, wait_for_status
 from tests.stack import Stack, wait_until
 from tests.webhook_receiver import Endpoint, Reply, WebhookReceiver
 
@@ -476,21 +476,7 @@ def test_delivery_time_check_refuses_loopback_by_address_and_by_name(
 
 async def _stored_job(session: AsyncSession, key_id: str, **extra: Any) -> Job:
     """A queued mock job of ``key_id``, stored at t=1."""
-    job, _ = await create_job(
-        session,
-        job=NewJob(
-            key_id=key_id,
-            model="mock",
-            route="mock",
-            provider="mock",
-            upstream_model="mock",
-            request={"model": "mock", "messages": [{"role": "user", "content": "x"}]},
-            priority=5,
-            metadata={},
-            **extra,
-        ),
-        now=1.0,
-    )
+    job, _ = await create_job(session, job=mock_job(key_id, **extra), now=1.0)
     return job
 
 

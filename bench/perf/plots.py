@@ -15,6 +15,15 @@ from typing import Any
 __all__ = ["write_plots"]
 
 
+def _save(figure: Any, out: Path) -> None:
+    """Lay out, write and release one figure."""
+    import matplotlib.pyplot as plt
+
+    figure.tight_layout()
+    figure.savefig(out, dpi=110)
+    plt.close(figure)
+
+
 def _cdf(axes: Any, samples: list[float], label: str) -> None:
     ordered = sorted(samples)
     if not ordered:
@@ -47,9 +56,7 @@ def _latency_cdf(results: dict[str, Any], out: Path) -> bool:
         axes.set_title(title)
         axes.grid(True, which="both", alpha=0.3)
         axes.legend()
-    figure.tight_layout()
-    figure.savefig(out, dpi=110)
-    plt.close(figure)
+    _save(figure, out)
     return True
 
 
@@ -74,9 +81,7 @@ def _throughput_depth(results: dict[str, Any], out: Path) -> bool:
     axes.set_title("Throughput against depth, mock answering in 1 s")
     axes.grid(True, alpha=0.3)
     axes.legend()
-    figure.tight_layout()
-    figure.savefig(out, dpi=110)
-    plt.close(figure)
+    _save(figure, out)
     return True
 
 
@@ -98,9 +103,7 @@ def _soak(results: dict[str, Any], out: Path) -> bool:
     axes.set_title("RSS over the soak")
     axes.grid(True, alpha=0.3)
     axes.legend()
-    figure.tight_layout()
-    figure.savefig(out, dpi=110)
-    plt.close(figure)
+    _save(figure, out)
     return True
 
 

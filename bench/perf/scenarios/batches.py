@@ -125,16 +125,7 @@ async def run(ctx: Context) -> ScenarioResult:
     ]
     rate, size = await _download(ctx, intake["input_file_id"], headers)
     figures.append(
-        Figure(
-            "file download (the input file, same route as results)",
-            "MB/s",
-            rate,
-            None,
-            None,
-            f"> {DOWNLOAD_MB_S:.0f} MB/s",
-            rate > DOWNLOAD_MB_S,
-            note=f"{size / 1e6:.1f} MB",
-        )
+        _download_figure("file download (the input file, same route as results)", rate, size)
     )
     completed = await _run_to_end(
         ctx, RUN_LINES if not ctx.options.quick else QUICK_LINES // 5, headers
@@ -204,16 +195,7 @@ async def _run_to_end(ctx: Context, lines: int, headers: dict[str, str]) -> list
             note=f"{lines} requests in {run_s:.0f} s; results written between finalizing_at "
             f"and completed_at ({seen['completed_at'] - seen['finalizing_at']} s, whole seconds)",
         ),
-        Figure(
-            "results file download",
-            "MB/s",
-            rate,
-            None,
-            None,
-            f"> {DOWNLOAD_MB_S:.0f} MB/s",
-            rate > DOWNLOAD_MB_S,
-            note=f"{size / 1e6:.1f} MB",
-        ),
+        _download_figure("results file download", rate, size),
     ]
 
 
@@ -252,6 +234,20 @@ async def _until(
         return seen["status"] in statuses
 
     return seen if await poll_until(reached, every=every, limit=limit) else None
+
+
+def _download_figure(name: str, rate: float, size: int) -> Figure:
+    """A download's rate against the target, with the file's size."""
+    return Figure(
+        name,
+        "MB/s",
+        rate,
+        None,
+        None,
+        f"> {DOWNLOAD_MB_S:.0f} MB/s",
+        rate > DOWNLOAD_MB_S,
+        note=f"{size / 1e6:.1f} MB",
+    )
 
 
 async def _download(ctx: Context, file_id: str, headers: dict[str, str]) -> tuple[float, int]:
