@@ -53,7 +53,7 @@ async def main(url: str, calls: int) -> None:
         return await breaker.acquire(deployments[i % len(deployments)])
 
     async def key_admit(i: int) -> object:
-        return await keys.admit(f"key-{i % 16}", rpm=10**9, max_concurrent=None)
+        return await keys.admit(f"key-{i % 16}", f"job-{i}", rpm=10**9, max_concurrent=None)
 
     try:
         await client.ping()

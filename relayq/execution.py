@@ -282,7 +282,7 @@ class Executor:
                     provider=claim.provider, model=claim.upstream_model, latency_ms=latency
                 )
             if self._key_limits is not None and claim.batch_id is None:
-                await self._key_limits.job_finished(claim.key_id)
+                await self._key_limits.job_finished(claim.key_id, claim.job_id)
         except RedisError as exc:  # hints only; the reconciler recounts both
             log.warning("routing state or key count not updated for %s: %s", claim.job_id, exc)
 

@@ -24,6 +24,7 @@ from relayq.cancellation import publish_cancel
 from relayq.chat import ChatCompletionRequest
 from relayq.enqueue_marks import EnqueueMarks
 from relayq.events import EventLog, EventType, JobEvent, terminal_data
+from relayq.ids import new_id
 from relayq.job_publisher import JobPublisher
 from relayq.jobs import JobCreate
 from relayq.key_limits import Decision, KeyLimits
@@ -110,25 +111,29 @@ class Intake:
 
         Raises ``UnknownModel``, ``IdempotencyConflict`` or :class:`KeyLimited`.
         """
-        admitted = await self._admit(key_id, limits)
+        job_id = new_id("job")
+        admitted = await self._admit(key_id, job_id, limits)
         try:
             submitted = await self._submit(
-                key_id=key_id, body=body, idempotency_key=idempotency_key
+                key_id=key_id, job_id=job_id, body=body, idempotency_key=idempotency_key
             )
         except BaseException:
-            await self._release(key_id, admitted)
+            await self._release(key_id, job_id, admitted)
             raise
         if not submitted.created or submitted.job.cached:
-            await self._release(key_id, admitted)  # no new unfinished job after all
+            await self._release(key_id, job_id, admitted)  # no new unfinished job after all
         return submitted
 
-    async def _admit(self, key_id: str, limits: KeyLimitValues | None) -> bool:
-        """Check the key's limits, counting the job as started; True if counted."""
+    async def _admit(self, key_id: str, job_id: str, limits: KeyLimitValues | None) -> bool:
+        """Check the key's limits, counting the job as unfinished; True if counted."""
         if limits is None or self._key_limits is None:
             return False
         try:
             decision = await self._key_limits.admit(
-                key_id, rpm=limits.requests_per_minute, max_concurrent=limits.max_concurrent_jobs
+                key_id,
+                job_id,
+                rpm=limits.requests_per_minute,
+                max_concurrent=limits.max_concurrent_jobs,
             )
         except RedisError as exc:  # limits need Redis; jobs do not: let it through
             log.warning("key limits not checked (Redis unavailable): %s", exc)
@@ -137,15 +142,15 @@ class Intake:
             raise KeyLimited(decision, limits)
         return True
 
-    async def _release(self, key_id: str, admitted: bool) -> None:
+    async def _release(self, key_id: str, job_id: str, admitted: bool) -> None:
         if admitted and self._key_limits is not None:
             try:
-                await self._key_limits.job_finished(key_id)
+                await self._key_limits.job_finished(key_id, job_id)
             except RedisError as exc:
                 log.warning("key count not released for %s: %s", key_id, exc)
 
     async def _submit(
-        self, *, key_id: str, body: JobCreate, idempotency_key: str | None
+        self, *, key_id: str, job_id: str, body: JobCreate, idempotency_key: str | None
     ) -> Submitted:
         router = self._router()
         deployment = await router.choose(body.model)
@@ -170,6 +175,7 @@ class Intake:
             webhook=body.webhook.model_dump(mode="json") if body.webhook else None,
             expires_at=body.deadline(time.time()),
             deployment_index=deployment.index,
+            id=job_id,
         )
         async with self._database.session() as session:
             job, created = await create_job(session, job=new_job, now=time.time())
@@ -221,7 +227,7 @@ class Intake:
             changed = await cancel_job(session, job_id=job_id, key_id=key_id, now=time.time())
             await session.refresh(job)
         if changed:
-            await self._release(key_id, True)
+            await self._release(key_id, job_id, True)
             await self._emit(job, EventType.CANCELLED, terminal_data(job))
             # Even a job read as queued may have been claimed since: always signal.
             await publish_cancel(self._redis, key_prefix=self._settings.key_prefix, job_id=job_id)

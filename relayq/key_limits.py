@@ -1,29 +1,37 @@
 """Per-API-key limits: requests per minute and jobs running at once, in Redis.
 
 The request rate is a GCRA limit (see :mod:`relayq.ratelimit`). Concurrency
-is a counter per key in one Redis hash: :meth:`KeyLimits.admit` checks both
-limits and, when it admits, charges the rate and counts the job as started,
+is counted by job: every unfinished job of a key is a member of one sorted
+set, and a hash holds each key's count of members. :meth:`KeyLimits.admit`
+checks both limits and, when it admits, charges the rate and adds the job,
 all in one Lua script, so concurrent intakes on any number of API processes
 cannot overshoot. The job's end (any terminal state) calls
 :meth:`KeyLimits.job_finished`; so does an intake that fails after being
-admitted. A process that dies between the two leaves the counter high, so
-the reconciler periodically replaces every counter with the truth from SQL
-(:meth:`KeyLimits.reset_counts`), which bounds the error to one interval.
+admitted.
+
+Adding and removing a job are idempotent (the count moves only when the
+member set does), so repairs can run beside live traffic without losing its
+updates. A process that dies between admitting a job and storing it, or
+between ending it and releasing it, leaves a member behind: the reconciler
+reads members it has not checked for a while (:meth:`KeyLimits.unchecked`),
+releases those whose job has ended or was never stored, and marks the rest
+checked. Jobs that SQL holds unfinished but Redis lost (a flushed Redis, or
+one that was down at intake) are added back (:meth:`KeyLimits.job_started`).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
+from typing import cast
 
 import redis.asyncio as aioredis
 
 from relayq.ratelimit import GCRA_LUA
 
-__all__ = ["Decision", "KeyLimit", "KeyLimits"]
+__all__ = ["Decision", "KeyLimit", "KeyLimits", "RunningJob"]
 
 _ADMIT = (
     GCRA_LUA
@@ -38,17 +46,28 @@ if rpm > 0 then
   if wait > 0 then return {0, 'requests_per_minute', string.format('%.17g', wait)} end
   store(KEYS[1], tat, now)
 end
-redis.call('HINCRBY', KEYS[2], ARGV[4], 1)
+if redis.call('ZADD', KEYS[3], 'NX', ARGV[1], ARGV[5]) == 1 then
+  redis.call('HINCRBY', KEYS[2], ARGV[4], 1)
+end
 return {1, '', ''}
 """
 )
 """Returns {allowed, refusing limit, retry_after}; when allowed the job is counted."""
 
-_FINISHED = """
-local n = redis.call('HINCRBY', KEYS[1], ARGV[1], -1)
-if n <= 0 then redis.call('HDEL', KEYS[1], ARGV[1]) end
+_STARTED = """
+if redis.call('ZADD', KEYS[2], 'NX', ARGV[3], ARGV[2]) == 1 then
+  redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
+end
 """
-"""Counts one job as ended; a counter never goes below zero."""
+"""Counts one job as unfinished, unless it already is."""
+
+_FINISHED = """
+if redis.call('ZREM', KEYS[2], ARGV[2]) == 1 then
+  local n = redis.call('HINCRBY', KEYS[1], ARGV[1], -1)
+  if n <= 0 then redis.call('HDEL', KEYS[1], ARGV[1]) end
+end
+"""
+"""Counts one job as ended, if it was counted."""
 
 
 class KeyLimit(str, Enum):
@@ -68,6 +87,14 @@ class Decision:
     """The limit that refused (concurrency is checked first)."""
 
 
+@dataclass(frozen=True)
+class RunningJob:
+    """A job counted against its key's concurrency."""
+
+    key_id: str
+    job_id: str
+
+
 class KeyLimits:
     """Rate and concurrency limits per API key, shared by every API process."""
 
@@ -76,24 +103,34 @@ class KeyLimits:
     ) -> None:
         self._redis = redis
         self._rpm_prefix = f"{key_prefix}:key_limits:rpm:"
-        self._jobs_key = f"{key_prefix}:key_limits:jobs"
+        self._counts_key = f"{key_prefix}:key_limits:running"
+        self._members_key = f"{key_prefix}:key_limits:members"
         self._clock = clock
         self._admit = redis.register_script(_ADMIT)
+        self._started = redis.register_script(_STARTED)
         self._finished = redis.register_script(_FINISHED)
 
-    async def admit(self, key_id: str, *, rpm: int | None, max_concurrent: int | None) -> Decision:
-        """Admit one job for ``key_id`` if both limits allow (``None`` = unlimited).
+    async def admit(
+        self, key_id: str, job_id: str, *, rpm: int | None, max_concurrent: int | None
+    ) -> Decision:
+        """Admit job ``job_id`` of ``key_id`` if both limits allow (``None`` = unlimited).
 
-        An admitted job is counted as started: call :meth:`job_finished` when
-        it ends, or at once if the intake fails after all. A refusal charges
-        nothing.
+        An admitted job is counted as unfinished: call :meth:`job_finished`
+        when it ends, or at once if the intake fails after all. A refusal
+        charges nothing.
         """
         for limit in (rpm, max_concurrent):
             if limit is not None and limit <= 0:
                 raise ValueError("a limit must be positive, or None for unlimited")
         allowed, limit_name, retry_after = await self._admit(
-            keys=[self._rpm_prefix + key_id, self._jobs_key],
-            args=[repr(self._clock()), rpm or 0, max_concurrent or 0, key_id],
+            keys=[self._rpm_prefix + key_id, self._counts_key, self._members_key],
+            args=[
+                repr(self._clock()),
+                rpm or 0,
+                max_concurrent or 0,
+                key_id,
+                _member(key_id, job_id),
+            ],
         )
         if allowed:
             return Decision(allowed=True)
@@ -104,29 +141,47 @@ class KeyLimits:
             limit=KeyLimit(_text(limit_name)),
         )
 
-    async def job_started(self, key_id: str) -> None:
-        """Count a job that entered without :meth:`admit` (admit already counts its own)."""
-        await self._redis.hincrby(self._jobs_key, key_id, 1)
+    async def job_started(self, key_id: str, job_id: str, *, since: float) -> None:
+        """Count a job that entered without :meth:`admit`; nothing if it is counted."""
+        await self._started(
+            keys=[self._counts_key, self._members_key],
+            args=[key_id, _member(key_id, job_id), repr(since)],
+        )
 
-    async def job_finished(self, key_id: str) -> None:
-        """A job of ``key_id`` reached a terminal state (or its intake failed)."""
-        await self._finished(keys=[self._jobs_key], args=[key_id])
+    async def job_finished(self, key_id: str, job_id: str) -> None:
+        """Job ``job_id`` of ``key_id`` ended (or its intake failed); nothing if not counted."""
+        await self._finished(
+            keys=[self._counts_key, self._members_key], args=[key_id, _member(key_id, job_id)]
+        )
 
     async def running(self, key_ids: Sequence[str]) -> list[int]:
-        """The jobs each key has running, as counted."""
+        """The jobs each key has unfinished, as counted."""
         if not key_ids:
             return []
-        values = await self._redis.hmget(self._jobs_key, list(key_ids))
+        values = await self._redis.hmget(self._counts_key, list(key_ids))
         return [int(v) if v is not None else 0 for v in values]
 
-    async def reset_counts(self, counts: Mapping[str, int]) -> None:
-        """Replace every counter with ``counts`` (the truth from SQL), atomically."""
-        mapping: dict[Any, Any] = {key: n for key, n in counts.items() if n > 0}
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.delete(self._jobs_key)
-            if mapping:
-                pipe.hset(self._jobs_key, mapping=mapping)
-            await pipe.execute()
+    async def unchecked(self, *, since: float, limit: int) -> list[RunningJob]:
+        """Up to ``limit`` counted jobs, oldest first, not added or checked since ``since``."""
+        members = await self._redis.zrangebyscore(
+            self._members_key, "-inf", f"({since!r}", start=0, num=limit
+        )
+        return [_running_job(_text(cast(bytes, m))) for m in members]
+
+    async def checked(self, jobs: Sequence[RunningJob], *, now: float) -> None:
+        """Mark counted jobs as checked at ``now``; jobs no longer counted stay so."""
+        if jobs:
+            mapping = {_member(j.key_id, j.job_id): now for j in jobs}
+            await self._redis.zadd(self._members_key, mapping, xx=True)
+
+
+def _member(key_id: str, job_id: str) -> str:
+    return f"{job_id} {key_id}"  # ids never hold a space
+
+
+def _running_job(member: str) -> RunningJob:
+    job_id, _, key_id = member.partition(" ")
+    return RunningJob(key_id=key_id, job_id=job_id)
 
 
 def _text(value: bytes | str) -> str:

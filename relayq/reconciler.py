@@ -32,6 +32,8 @@ from relayq.store.jobs import (
     find_stranded,
     mark_enqueued,
     release_lapsed,
+    unfinished_of,
+    unfinished_of_key,
 )
 from relayq.store.retries import Expired, expire_due
 from relayq.store.webhooks import find_unsent
@@ -91,7 +93,6 @@ class Reconciler:
                 limit=_BATCH,
             )
             counts = await count_active(session) if self._routing_state is not None else None
-            per_key = await count_active_by_key(session) if self._key_limits else None
         sent: list[str] = []
         failed = 0
         for job in stranded:
@@ -112,9 +113,9 @@ class Reconciler:
                 await mark_enqueued(session, job_ids=sent, now=self._clock())
         if counts is not None and self._routing_state is not None:
             await self._routing_state.reset_in_flight(counts)
-        if per_key is not None and self._key_limits is not None:
-            await self._key_limits.reset_counts(per_key)
         await self._announce_expired(expired)
+        if self._key_limits is not None:
+            await self._recount_keys(self._key_limits, expired, now)
         webhooks, unsent = await self._publish_deliveries(now)
         if released or sent or webhooks:
             log.info(
@@ -142,6 +143,37 @@ class Reconciler:
             await self._events.emit(
                 JobEvent(job_id=job.job_id, key_id=job.key_id, type=EventType.EXPIRED, data=data)
             )
+
+    async def _recount_keys(self, limits: KeyLimits, expired: list[Expired], now: float) -> None:
+        """Bring each key's count of unfinished jobs back to the truth in SQL.
+
+        Only idempotent, per-job steps, so live admissions and releases are
+        never overwritten: jobs that expired now are released; counted jobs
+        unchecked for the grace period are released when SQL holds them
+        ended (or never stored them) and marked checked otherwise; keys SQL
+        holds more unfinished jobs for than Redis counts get theirs added.
+        """
+        for ended in expired:
+            await limits.job_finished(ended.key_id, ended.job_id)
+        due = await limits.unchecked(since=now - self._grace_seconds, limit=_BATCH)
+        async with self._database.session() as session:
+            unfinished = await unfinished_of(session, job_ids=[job.job_id for job in due])
+            per_key = await count_active_by_key(session)
+        for job in due:
+            if job.job_id not in unfinished:
+                await limits.job_finished(job.key_id, job.job_id)
+        await limits.checked([job for job in due if job.job_id in unfinished], now=now)
+        keys = list(per_key)
+        short = [
+            key
+            for key, counted in zip(keys, await limits.running(keys), strict=True)
+            if counted < per_key[key]
+        ]
+        for key_id in short:
+            async with self._database.session() as session:
+                jobs = await unfinished_of_key(session, key_id=key_id, limit=_BATCH)
+            for job_id, created_at in jobs:
+                await limits.job_started(key_id, job_id, since=created_at)
 
     async def _publish_deliveries(self, now: float) -> tuple[int, int]:
         """Publish webhook deliveries that are due without a confirmed message, or overdue.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import uuid
 from collections.abc import Awaitable, Callable
 
@@ -10,7 +11,7 @@ import pytest
 import redis.asyncio as aioredis
 
 import relayq.key_limits
-from relayq.key_limits import Decision, KeyLimit, KeyLimits
+from relayq.key_limits import Decision, KeyLimit, KeyLimits, RunningJob
 from tests.services import run
 
 
@@ -53,16 +54,19 @@ def scenario(redis_url: str, body: Scenario) -> None:
 def test_requests_per_minute(redis_url: str) -> None:
     async def body(make: Callable[[], KeyLimits], clock: FakeClock) -> None:
         limits = make()
-        decisions = [await limits.admit("k1", rpm=3, max_concurrent=None) for _ in range(4)]
+        jobs = (f"job_{n}" for n in itertools.count())
+        decisions = [
+            await limits.admit("k1", next(jobs), rpm=3, max_concurrent=None) for _ in range(4)
+        ]
 
         assert decisions[:3] == [Decision(allowed=True)] * 3
         refused = decisions[3]
         assert (refused.allowed, refused.limit) == (False, KeyLimit.REQUESTS_PER_MINUTE)
         assert refused.retry_after == pytest.approx(20.0)
-        assert (await limits.admit("k2", rpm=3, max_concurrent=None)).allowed  # per key
+        assert (await limits.admit("k2", next(jobs), rpm=3, max_concurrent=None)).allowed
         clock.advance(20)
-        assert (await limits.admit("k1", rpm=3, max_concurrent=None)).allowed
-        assert not (await limits.admit("k1", rpm=3, max_concurrent=None)).allowed
+        assert (await limits.admit("k1", next(jobs), rpm=3, max_concurrent=None)).allowed
+        assert not (await limits.admit("k1", next(jobs), rpm=3, max_concurrent=None)).allowed
 
     scenario(redis_url, body)
 
@@ -70,20 +74,21 @@ def test_requests_per_minute(redis_url: str) -> None:
 def test_concurrent_jobs_and_a_refusal_charges_nothing(redis_url: str) -> None:
     async def body(make: Callable[[], KeyLimits], clock: FakeClock) -> None:
         limits = make()
-        assert (await limits.admit("k1", rpm=3, max_concurrent=1)).allowed
-        for _ in range(5):
-            refused = await limits.admit("k1", rpm=3, max_concurrent=1)
+        assert (await limits.admit("k1", "job_1", rpm=3, max_concurrent=1)).allowed
+        for n in range(5):
+            refused = await limits.admit("k1", f"job_x{n}", rpm=3, max_concurrent=1)
             assert refused == Decision(allowed=False, limit=KeyLimit.MAX_CONCURRENT_JOBS)
         assert await limits.running(["k1", "k2"]) == [1, 0]
 
-        await limits.job_finished("k1")
-        assert (await limits.admit("k1", rpm=3, max_concurrent=1)).allowed
-        await limits.job_finished("k1")
-        assert (await limits.admit("k1", rpm=3, max_concurrent=1)).allowed  # the 3rd request
-        await limits.job_finished("k1")
-        decision = await limits.admit("k1", rpm=3, max_concurrent=1)
+        await limits.job_finished("k1", "job_1")
+        assert (await limits.admit("k1", "job_2", rpm=3, max_concurrent=1)).allowed
+        await limits.job_finished("k1", "job_2")
+        assert (await limits.admit("k1", "job_3", rpm=3, max_concurrent=1)).allowed  # 3rd request
+        await limits.job_finished("k1", "job_3")
+        decision = await limits.admit("k1", "job_4", rpm=3, max_concurrent=1)
         assert decision.limit is KeyLimit.REQUESTS_PER_MINUTE
         assert await limits.running(["k1"]) == [0]  # nor does a refusal count a job
+        assert await limits.unchecked(since=clock.now + 1, limit=10) == []
 
     scenario(redis_url, body)
 
@@ -93,7 +98,10 @@ def test_concurrent_admissions_in_two_processes_respect_the_limit(redis_url: str
         one, two = make(), make()
 
         decisions = await asyncio.gather(
-            *(lim.admit("k1", rpm=None, max_concurrent=5) for lim in [one, two] * 100)
+            *(
+                limiter.admit("k1", f"job_{n}", rpm=None, max_concurrent=5)
+                for n, limiter in enumerate([one, two] * 100)
+            )
         )
 
         assert sum(d.allowed for d in decisions) == 5
@@ -102,34 +110,53 @@ def test_concurrent_admissions_in_two_processes_respect_the_limit(redis_url: str
     scenario(redis_url, body)
 
 
-def test_job_started_and_finished_never_go_below_zero(redis_url: str) -> None:
+def test_a_job_counts_once_however_often_it_is_added_or_released(redis_url: str) -> None:
     async def body(make: Callable[[], KeyLimits], clock: FakeClock) -> None:
         limits = make()
-        await limits.job_started("k1")
-        await limits.job_started("k1")
-        assert not (await limits.admit("k1", rpm=None, max_concurrent=2)).allowed
-        for _ in range(4):
-            await limits.job_finished("k1")
+        assert (await limits.admit("k1", "job_1", rpm=None, max_concurrent=None)).allowed
+        await limits.job_started("k1", "job_1", since=clock.now)  # a repair that raced the intake
+        await limits.job_started("k1", "job_2", since=clock.now)
+        await limits.job_started("k1", "job_2", since=clock.now)
+        assert await limits.running(["k1"]) == [2]
+        assert not (await limits.admit("k1", "job_3", rpm=None, max_concurrent=2)).allowed
+
+        for _ in range(3):  # the worker, the API's cancel and a repair may all release
+            await limits.job_finished("k1", "job_1")
+            await limits.job_finished("k1", "job_2")
+            await limits.job_finished("k1", "job_unknown")
         assert await limits.running(["k1"]) == [0]
-        assert (await limits.admit("k1", rpm=None, max_concurrent=1)).allowed
+        assert (await limits.admit("k1", "job_3", rpm=None, max_concurrent=1)).allowed
+        assert await limits.running(["k1"]) == [1]
 
     scenario(redis_url, body)
 
 
-def test_reset_counts_replaces_every_counter(redis_url: str) -> None:
+def test_unchecked_jobs_are_the_oldest_not_checked_since(redis_url: str) -> None:
     async def body(make: Callable[[], KeyLimits], clock: FakeClock) -> None:
         limits = make()
-        for key in ("k1", "k1", "k2", "k3"):
-            await limits.job_started(key)
+        start = clock.now
+        for n in range(3):
+            await limits.admit("k1", f"job_{n}", rpm=None, max_concurrent=None)
+            clock.advance(10)
+        await limits.job_started("k2", "job_old", since=start - 100)
 
-        await limits.reset_counts({"k1": 0, "k2": 4, "k4": 1})
+        assert await limits.unchecked(since=start + 15, limit=10) == [
+            RunningJob(key_id="k2", job_id="job_old"),
+            RunningJob(key_id="k1", job_id="job_0"),
+            RunningJob(key_id="k1", job_id="job_1"),
+        ]
+        assert len(await limits.unchecked(since=start + 15, limit=2)) == 2
 
-        assert await limits.running(["k1", "k2", "k3", "k4"]) == [0, 4, 0, 1]
-        assert not (await limits.admit("k2", rpm=None, max_concurrent=4)).allowed
-        assert (await limits.admit("k1", rpm=None, max_concurrent=1)).allowed
-        await limits.reset_counts({})
-        assert await limits.running(["k1", "k2", "k4"]) == [0, 0, 0]
-        assert await limits.running([]) == []
+        await limits.job_finished("k1", "job_1")
+        checked = [RunningJob(key_id="k1", job_id="job_0"), RunningJob("k1", "job_1")]
+        await limits.checked(checked, now=clock.now)
+        # job_0 moved to the back; job_1, released, was not brought back.
+        assert await limits.unchecked(since=clock.now + 1, limit=10) == [
+            RunningJob(key_id="k2", job_id="job_old"),
+            RunningJob(key_id="k1", job_id="job_2"),
+            RunningJob(key_id="k1", job_id="job_0"),
+        ]
+        assert await limits.running(["k1", "k2"]) == [2, 1]
 
     scenario(redis_url, body)
 
@@ -137,14 +164,14 @@ def test_reset_counts_replaces_every_counter(redis_url: str) -> None:
 def test_unlimited_keys_are_still_counted(redis_url: str) -> None:
     async def body(make: Callable[[], KeyLimits], clock: FakeClock) -> None:
         limits = make()
-        for _ in range(10):
-            assert (await limits.admit("k1", rpm=None, max_concurrent=None)).allowed
+        for n in range(10):
+            assert (await limits.admit("k1", f"job_{n}", rpm=None, max_concurrent=None)).allowed
         assert await limits.running(["k1"]) == [10]
         with pytest.raises(ValueError, match="positive"):
-            await limits.admit("k1", rpm=0, max_concurrent=None)
+            await limits.admit("k1", "job_x", rpm=0, max_concurrent=None)
 
     scenario(redis_url, body)
 
 
 def test_public_surface() -> None:
-    assert set(relayq.key_limits.__all__) == {"Decision", "KeyLimit", "KeyLimits"}
+    assert set(relayq.key_limits.__all__) == {"Decision", "KeyLimit", "KeyLimits", "RunningJob"}

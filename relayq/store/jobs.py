@@ -43,6 +43,8 @@ __all__ = [
     "mark_enqueued",
     "release_lapsed",
     "renew_leases",
+    "unfinished_of",
+    "unfinished_of_key",
 ]
 
 _ACTIVE = (JobStatus.QUEUED.value, JobStatus.RUNNING.value)
@@ -75,6 +77,8 @@ class NewJob:
     webhook: dict[str, Any] | None = None
     expires_at: float | None = None
     deployment_index: int = 0
+    id: str | None = None
+    """The job's id, when the caller chose it (the intake counts it first); else a new one."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -150,7 +154,7 @@ async def create_job(session: AsyncSession, *, job: NewJob, now: float) -> tuple
         if existing is not None:
             return existing, False
     row = Job(
-        id=new_id("job", now=now),
+        id=job.id or new_id("job", now=now),
         key_id=job.key_id,
         status=JobStatus.QUEUED.value,
         model=job.model,
@@ -516,3 +520,24 @@ async def count_active_by_key(session: AsyncSession) -> dict[str, int]:
         .group_by(Job.key_id)
     )
     return {key_id: int(count) for key_id, count in (await session.execute(query)).all()}
+
+
+async def unfinished_of(session: AsyncSession, *, job_ids: Sequence[str]) -> set[str]:
+    """Which of ``job_ids`` are stored and unfinished."""
+    if not job_ids:
+        return set()
+    query = select(Job.id).where(Job.id.in_(job_ids), Job.status.in_(_ACTIVE))
+    return set((await session.scalars(query)).all())
+
+
+async def unfinished_of_key(
+    session: AsyncSession, *, key_id: str, limit: int
+) -> list[tuple[str, float]]:
+    """Up to ``limit`` unfinished jobs of ``key_id`` outside batches: (id, created_at)."""
+    query = (
+        select(Job.id, Job.created_at)
+        .where(Job.key_id == key_id, Job.status.in_(_ACTIVE), Job.batch_id.is_(None))
+        .order_by(Job.id)
+        .limit(limit)
+    )
+    return [(job_id, created) for job_id, created in (await session.execute(query)).all()]
