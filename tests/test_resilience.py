@@ -212,8 +212,7 @@ def test_per_key_requests_per_minute(env: Env) -> None:
 
 def test_per_key_concurrent_jobs(env: Env) -> None:
     with env.client(max_concurrent_jobs=1) as client:
-        # Long enough to still be running when the second request comes.
-        slow = submit(client, body("slow", model="mock-idle", mock={"latency_ms": 60_000}))
+        slow = submit(client, body("slow", model="mock-idle"))
         refused = client.post("/v1/jobs", json=body("second", model="mock-idle"))
         client.post(f"/v1/jobs/{slow['id']}/cancel")
         accepted = client.post("/v1/jobs", json=body("third", model="mock-idle"))
