@@ -100,6 +100,8 @@ def stack(
         # Tests that inject faults use these, so their breakers, cooldowns and
         # retries never touch the providers other tests run on.
         "faulty": {"type": "mock", "read_timeout": 5},
+        # The webhook tests' failures, on a breaker other tests' failures cannot open.
+        "hooks-faulty": {"type": "mock", "read_timeout": 5},
         "backup": {"type": "mock", "read_timeout": 5},
         "openai": {
             "type": "openai",
@@ -112,6 +114,7 @@ def stack(
         "mock": {"provider": "mock", "model": "mock"},
         "mock-idle": {"provider": "idle", "model": "mock"},
         "mock-faulty": {"provider": "faulty", "model": "mock"},
+        "mock-faulty-hooks": {"provider": "hooks-faulty", "model": "mock"},
         "gpt-4o-mini": {"provider": "openai", "model": "gpt-4o-mini-2024-07-18"},
         "mock-cached": {
             "provider": "mock",
@@ -123,7 +126,9 @@ def stack(
     env = {
         "RELAYQ_PROVIDERS": json.dumps(providers),
         "RELAYQ_ROUTES": json.dumps(routes),
-        "RELAYQ_WORKER__PROVIDERS": json.dumps(["mock", "openai", "faulty", "backup"]),
+        "RELAYQ_WORKER__PROVIDERS": json.dumps(
+            ["mock", "openai", "faulty", "hooks-faulty", "backup"]
+        ),
     }
     with Stack(
         database_url=database_url,

@@ -137,7 +137,7 @@ def test_a_failed_job_is_delivered_with_its_error(
     endpoint = receiver.endpoint()
     set_endpoint(client, endpoint)
 
-    job = submit(client, body(model="mock-faulty", mock={"fault": "error", "status": 503}))
+    job = submit(client, body(model="mock-faulty-hooks", mock={"fault": "error", "status": 503}))
     settled(client, job["id"])
 
     [request] = endpoint.received
@@ -152,7 +152,7 @@ def test_only_the_chosen_events_are_delivered(
     set_endpoint(client, endpoint, events=["job.failed"])
 
     succeeded = submit(client, body("fine"))
-    failed = submit(client, body(model="mock-faulty", mock={"fault": "error", "status": 500}))
+    failed = submit(client, body(model="mock-faulty-hooks", mock={"fault": "error", "status": 500}))
     wait_for_status(client, succeeded["id"], {"succeeded"})
     settled(client, failed["id"])
 
