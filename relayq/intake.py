@@ -25,6 +25,7 @@ from relayq.chat import ChatCompletionRequest
 from relayq.enqueue_marks import EnqueueMarks
 from relayq.events import EventLog, EventType, JobEvent, terminal_data
 from relayq.ids import new_id
+from relayq.job_inserts import JobInserts
 from relayq.job_publisher import JobPublisher
 from relayq.jobs import JobCreate
 from relayq.key_limits import Decision, KeyLimits
@@ -91,6 +92,7 @@ class Intake:
         self._settings = settings
         self._database = database
         self._publisher = JobPublisher(enqueuer)
+        self._inserts = JobInserts(database)
         self._redis = redis
         self._router = router
         self._state = state
@@ -177,8 +179,11 @@ class Intake:
             deployment_index=deployment.index,
             id=job_id,
         )
-        async with self._database.session() as session:
-            job, created = await create_job(session, job=new_job, now=time.time())
+        if idempotency_key is None and cached is None:
+            job, created = await self._inserts.insert(new_job), True
+        else:
+            async with self._database.session() as session:
+                job, created = await create_job(session, job=new_job, now=time.time())
         if created and job.cached:
             await self._emit(job, EventType.SUCCEEDED, terminal_data(job))
         elif created:

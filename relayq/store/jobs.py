@@ -35,6 +35,7 @@ __all__ = [
     "count_active",
     "count_active_by_key",
     "create_job",
+    "create_jobs",
     "find_stranded",
     "finish_job",
     "get_job",
@@ -153,6 +154,44 @@ async def create_job(session: AsyncSession, *, job: NewJob, now: float) -> tuple
         existing = await _by_idempotency_key(session, job=job)
         if existing is not None:
             return existing, False
+    row = _new_row(job, now=now)
+    session.add(row)
+    if job.cached is not None:
+        row.status = JobStatus.SUCCEEDED.value
+        row.cached = True
+        row.response = job.cached.get("response")
+        row.usage = job.cached.get("usage")
+        row.started_at = row.finished_at = now
+        await session.flush()
+        await plan_deliveries(session, job_id=row.id, now=now)
+    try:
+        await session.commit()
+    except IntegrityError:
+        # Another request with the same idempotency key won the race.
+        await session.rollback()
+        existing = await _by_idempotency_key(session, job=job)
+        if existing is None:
+            raise
+        return existing, False
+    return row, True
+
+
+async def create_jobs(session: AsyncSession, *, jobs: Sequence[NewJob], now: float) -> list[Job]:
+    """Insert queued ``jobs`` in one transaction (one multi-row ``INSERT``), in order.
+
+    For jobs with neither an idempotency key nor a cached answer: those need
+    :func:`create_job`'s lookups, and one failing row would fail the rest.
+    """
+    if any(job.idempotency_key is not None or job.cached is not None for job in jobs):
+        raise ValueError("create_jobs takes plain queued jobs; use create_job for the others")
+    rows = [_new_row(job, now=now) for job in jobs]
+    session.add_all(rows)
+    await session.commit()
+    return rows
+
+
+def _new_row(job: NewJob, *, now: float) -> Job:
+    """``job`` as a queued row, not yet added to a session."""
     row = Job(
         id=job.id or new_id("job", now=now),
         key_id=job.key_id,
@@ -174,25 +213,7 @@ async def create_job(session: AsyncSession, *, job: NewJob, now: float) -> tuple
     row.webhook = job.webhook
     row.expires_at = job.expires_at
     row.deployment_index = row.first_deployment = job.deployment_index
-    session.add(row)
-    if job.cached is not None:
-        row.status = JobStatus.SUCCEEDED.value
-        row.cached = True
-        row.response = job.cached.get("response")
-        row.usage = job.cached.get("usage")
-        row.started_at = row.finished_at = now
-        await session.flush()
-        await plan_deliveries(session, job_id=row.id, now=now)
-    try:
-        await session.commit()
-    except IntegrityError:
-        # Another request with the same idempotency key won the race.
-        await session.rollback()
-        existing = await _by_idempotency_key(session, job=job)
-        if existing is None:
-            raise
-        return existing, False
-    return row, True
+    return row
 
 
 async def _by_idempotency_key(session: AsyncSession, *, job: NewJob) -> Job | None:
