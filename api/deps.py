@@ -18,7 +18,9 @@ from relayq.store.models import ApiKey
 __all__ = ["AdminKeyDep", "KeyDep", "ServicesDep", "SessionDep", "key_limits"]
 
 
-def get_services(request: Request) -> Services:
+# Dependencies are coroutines: FastAPI runs a plain function in its thread pool,
+# a hop to a thread and back on every request.
+async def get_services(request: Request) -> Services:
     services: Services = request.app.state.services
     return services
 
