@@ -16,7 +16,7 @@ between ending it and releasing it, leaves a member behind: the reconciler
 reads members it has not checked for a while (:meth:`KeyLimits.unchecked`),
 releases those whose job has ended or was never stored, and marks the rest
 checked. Jobs that SQL holds unfinished but Redis lost (a flushed Redis, or
-one that was down at intake) are added back (:meth:`KeyLimits.job_started`).
+one that was down at intake) are added back (:meth:`KeyLimits.jobs_started`).
 """
 
 from __future__ import annotations
@@ -141,12 +141,21 @@ class KeyLimits:
             limit=KeyLimit(_text(limit_name)),
         )
 
-    async def job_started(self, key_id: str, job_id: str, *, since: float) -> None:
-        """Count a job that entered without :meth:`admit`; nothing if it is counted."""
-        await self._started(
-            keys=[self._counts_key, self._members_key],
-            args=[key_id, _member(key_id, job_id), repr(since)],
-        )
+    async def jobs_started(self, key_id: str, jobs: Sequence[tuple[str, float]]) -> None:
+        """Count jobs ``(job_id, since)`` of ``key_id`` that entered without :meth:`admit`.
+
+        A job already counted is left as it is. One round trip for them all.
+        """
+        if not jobs:
+            return
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for job_id, since in jobs:
+                await self._started(
+                    keys=[self._counts_key, self._members_key],
+                    args=[key_id, _member(key_id, job_id), repr(since)],
+                    client=pipe,
+                )
+            await pipe.execute()
 
     async def job_finished(self, key_id: str, job_id: str) -> None:
         """Job ``job_id`` of ``key_id`` ended (or its intake failed); nothing if not counted."""

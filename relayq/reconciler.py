@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
 from relayq.events import EventLog, EventType, JobEvent
 from relayq.key_limits import KeyLimits
@@ -79,6 +80,8 @@ class Reconciler:
         self._key_limits = key_limits
         self._events = events
         self._clock = clock
+        self._recount_after: dict[str, str] = {}
+        """Per key still being recounted, the last job id the previous pass added."""
 
     async def run_once(self) -> ReconcileReport:
         """One pass: release lapsed leases, publish stranded jobs, then unsent webhooks."""
@@ -115,7 +118,10 @@ class Reconciler:
             await self._routing_state.reset_in_flight(counts)
         await self._announce_expired(expired)
         if self._key_limits is not None:
-            await self._recount_keys(self._key_limits, expired, now)
+            try:
+                await self._recount_keys(self._key_limits, expired, now)
+            except RedisError as exc:  # the counts wait for Redis; the other steps need not
+                log.warning("reconciler could not repair key counts: %s", exc)
         webhooks, unsent = await self._publish_deliveries(now)
         if released or sent or webhooks:
             log.info(
@@ -151,7 +157,10 @@ class Reconciler:
         never overwritten: jobs that expired now are released; counted jobs
         unchecked for the grace period are released when SQL holds them
         ended (or never stored them) and marked checked otherwise; keys SQL
-        holds more unfinished jobs for than Redis counts get theirs added.
+        holds more unfinished jobs for than Redis counts get theirs added, a
+        page per pass (a finish between the two reads can make a key look
+        short: adding counted jobs again changes nothing, and a job that ends
+        meanwhile is released by a later pass).
         """
         for ended in expired:
             await limits.job_finished(ended.key_id, ended.job_id)
@@ -169,11 +178,14 @@ class Reconciler:
             for key, counted in zip(keys, await limits.running(keys), strict=True)
             if counted < per_key[key]
         ]
+        cursors, self._recount_after = self._recount_after, {}
         for key_id in short:
+            after = cursors.get(key_id)
             async with self._database.session() as session:
-                jobs = await unfinished_of_key(session, key_id=key_id, limit=_BATCH)
-            for job_id, created_at in jobs:
-                await limits.job_started(key_id, job_id, since=created_at)
+                jobs = await unfinished_of_key(session, key_id=key_id, after=after, limit=_BATCH)
+            await limits.jobs_started(key_id, jobs)
+            if len(jobs) == _BATCH:  # more to look at: the next pass goes on from here
+                self._recount_after[key_id] = jobs[-1][0]
 
     async def _publish_deliveries(self, now: float) -> tuple[int, int]:
         """Publish webhook deliveries that are due without a confirmed message, or overdue.

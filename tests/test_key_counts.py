@@ -19,7 +19,7 @@ from relayq.queueing import Enqueuer
 from relayq.reconciler import Reconciler
 from relayq.settings import Settings
 from relayq.store import Database
-from relayq.store.jobs import cancel_job, create_job, get_job, mark_enqueued
+from relayq.store.jobs import cancel_job, create_job, create_jobs, get_job, mark_enqueued
 from relayq.store.keys import create_key
 from tests.jobs import mock_job
 from tests.services import free_port, run
@@ -153,6 +153,25 @@ def test_a_pass_counts_unfinished_jobs_redis_lost(
         assert await world.running() == 2
         await world.limits.job_finished(world.key_id, "job_1")
         assert await world.running() == 1
+
+    scenario(private_database_url, redis_url, body)
+
+
+def test_many_lost_jobs_are_counted_again_a_page_per_pass(
+    private_database_url: str, redis_url: str
+) -> None:
+    async def body(world: World) -> None:
+        async with world.database.session() as session:
+            await create_jobs(
+                session, jobs=[mock_job(world.key_id) for _ in range(1100)], now=world.clock.now
+            )
+
+        counted = []
+        for _ in range(4):
+            await world.reconciler.run_once()
+            counted.append(await world.running())
+
+        assert counted == [500, 1000, 1100, 1100]
 
     scenario(private_database_url, redis_url, body)
 

@@ -114,9 +114,10 @@ def test_a_job_counts_once_however_often_it_is_added_or_released(redis_url: str)
     async def body(make: Callable[[], KeyLimits], clock: FakeClock) -> None:
         limits = make()
         assert (await limits.admit("k1", "job_1", rpm=None, max_concurrent=None)).allowed
-        await limits.job_started("k1", "job_1", since=clock.now)  # a repair that raced the intake
-        await limits.job_started("k1", "job_2", since=clock.now)
-        await limits.job_started("k1", "job_2", since=clock.now)
+        # A repair that raced the intake, and one that saw job_2 twice.
+        await limits.jobs_started("k1", [("job_1", clock.now), ("job_2", clock.now)])
+        await limits.jobs_started("k1", [("job_2", clock.now)])
+        await limits.jobs_started("k1", [])
         assert await limits.running(["k1"]) == [2]
         assert not (await limits.admit("k1", "job_3", rpm=None, max_concurrent=2)).allowed
 
@@ -138,7 +139,7 @@ def test_unchecked_jobs_are_the_oldest_not_checked_since(redis_url: str) -> None
         for n in range(3):
             await limits.admit("k1", f"job_{n}", rpm=None, max_concurrent=None)
             clock.advance(10)
-        await limits.job_started("k2", "job_old", since=start - 100)
+        await limits.jobs_started("k2", [("job_old", start - 100)])
 
         assert await limits.unchecked(since=start + 15, limit=10) == [
             RunningJob(key_id="k2", job_id="job_old"),

@@ -552,13 +552,16 @@ async def unfinished_of(session: AsyncSession, *, job_ids: Sequence[str]) -> set
 
 
 async def unfinished_of_key(
-    session: AsyncSession, *, key_id: str, limit: int
+    session: AsyncSession, *, key_id: str, after: str | None, limit: int
 ) -> list[tuple[str, float]]:
-    """Up to ``limit`` unfinished jobs of ``key_id`` outside batches: (id, created_at)."""
+    """Up to ``limit`` unfinished jobs of ``key_id`` outside batches, by id from
+    past ``after`` (None: the first): ``(id, created_at)``."""
     query = (
         select(Job.id, Job.created_at)
         .where(Job.key_id == key_id, Job.status.in_(_ACTIVE), Job.batch_id.is_(None))
         .order_by(Job.id)
         .limit(limit)
     )
+    if after is not None:
+        query = query.where(Job.id > after)
     return [(job_id, created) for job_id, created in (await session.execute(query)).all()]
