@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import signal
+import subprocess
+import time
 from pathlib import Path
 
 import httpx
@@ -20,6 +22,17 @@ def _threads(pid: int) -> int:
         if line.startswith("Threads:"):
             return int(line.split()[1])
     raise AssertionError(f"no thread count for {pid}")
+
+
+def _exits(worker: subprocess.Popen[bytes], log: Path, timeout: float = 30) -> int:
+    """The worker's exit status; if it hangs, fail with where each thread is."""
+    try:
+        return worker.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        worker.send_signal(signal.SIGUSR1)  # Celery's worker logs every thread's stack
+        time.sleep(2)
+        tail = log.read_text()[-20_000:]
+        raise AssertionError(f"the worker did not exit within {timeout} s:\n{tail}") from None
 
 
 def _running(client: httpx.Client, ids: list[str]) -> int:
@@ -67,7 +80,7 @@ def test_a_warm_shutdown_finishes_the_jobs_in_flight(private_database_url: str, 
             ids = [submit(client, slow)["id"] for _ in range(5)]
             wait_until(lambda: _running(client, ids) == len(ids), timeout=30)
             worker.send_signal(signal.SIGTERM)
-            assert worker.wait(timeout=30) == 0
+            assert _exits(worker, logs / "worker-0.log") == 0
             # Finished by the stopping worker, each once: not left for a redelivery.
             for job_id in ids:
                 job = client.get(f"/v1/jobs/{job_id}").json()

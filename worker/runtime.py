@@ -52,6 +52,21 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+_CLOSE_SECONDS = 10.0
+"""How long stopping may take to stop background tasks and close the clients."""
+
+
+def _stack(task: asyncio.Task[Any]) -> str:
+    """Where ``task`` is suspended, innermost frame last."""
+    frames = task.get_stack()
+    return (
+        " <- ".join(
+            f"{frame.f_code.co_name} ({frame.f_code.co_filename}:{frame.f_lineno})"
+            for frame in reversed(frames)
+        )
+        or "no frames"
+    )
+
 
 class WorkerRuntime:
     """Owns the loop thread and the resources on it, from start() to stop()."""
@@ -92,7 +107,12 @@ class WorkerRuntime:
         """Close everything opened by start() and stop the loop thread."""
         if self._loop is None or self._thread is None:
             return
-        self.call(self._close())
+        closing = self.submit(self._close())
+        try:
+            closing.result(timeout=_CLOSE_SECONDS + 5)
+        except TimeoutError:  # _close bounds each step: this is a loop that no longer runs
+            log.error("the worker's loop did not close its resources; stopping it anyway")
+            closing.cancel()
         self._executor = None
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
@@ -243,11 +263,21 @@ class WorkerRuntime:
         return []
 
     async def _close(self) -> None:
+        """Stop the background tasks, then close the clients, each step bounded.
+
+        A shutdown must end: a step that overstays is logged, with where it
+        was stuck, and left behind.
+        """
         for task in self._background:
             task.cancel()
-        await asyncio.gather(*self._background, return_exceptions=True)
+        if self._background:
+            _, stuck = await asyncio.wait(self._background, timeout=_CLOSE_SECONDS / 2)
+            for task in stuck:
+                log.error("%s did not stop when cancelled: %s", task.get_name(), _stack(task))
         for closer in self._closers:
             try:
-                await closer
+                await asyncio.wait_for(closer, timeout=_CLOSE_SECONDS / 2 / len(self._closers))
+            except TimeoutError:
+                log.error("closing a worker resource timed out")
             except Exception:
                 log.exception("closing a worker resource failed")
