@@ -57,12 +57,12 @@ _CLOSE_SECONDS = 10.0
 
 
 def _stack(task: asyncio.Task[Any]) -> str:
-    """Where ``task`` is suspended, innermost frame last."""
+    """Where ``task`` is suspended (asyncio gives a suspended task's own frame only)."""
     frames = task.get_stack()
     return (
-        " <- ".join(
+        " -> ".join(
             f"{frame.f_code.co_name} ({frame.f_code.co_filename}:{frame.f_lineno})"
-            for frame in reversed(frames)
+            for frame in frames
         )
         or "no frames"
     )
