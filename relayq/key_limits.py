@@ -163,6 +163,19 @@ class KeyLimits:
             keys=[self._counts_key, self._members_key], args=[key_id, _member(key_id, job_id)]
         )
 
+    async def jobs_finished(self, jobs: Sequence[RunningJob]) -> None:
+        """:meth:`job_finished` for each of ``jobs``, in one round trip."""
+        if not jobs:
+            return
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for job in jobs:
+                await self._finished(
+                    keys=[self._counts_key, self._members_key],
+                    args=[job.key_id, _member(job.key_id, job.job_id)],
+                    client=pipe,
+                )
+            await pipe.execute()
+
     async def running(self, key_ids: Sequence[str]) -> list[int]:
         """The jobs each key has unfinished, as counted."""
         if not key_ids:

@@ -22,7 +22,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from relayq.events import EventLog, EventType, JobEvent
-from relayq.key_limits import KeyLimits
+from relayq.key_limits import KeyLimits, RunningJob
 from relayq.locking import run_exclusively
 from relayq.queueing import Enqueuer
 from relayq.routing_state import RoutingState
@@ -162,15 +162,12 @@ class Reconciler:
         short: adding counted jobs again changes nothing, and a job that ends
         meanwhile is released by a later pass).
         """
-        for ended in expired:
-            await limits.job_finished(ended.key_id, ended.job_id)
+        await limits.jobs_finished([RunningJob(job.key_id, job.job_id) for job in expired])
         due = await limits.unchecked(since=now - self._grace_seconds, limit=_BATCH)
         async with self._database.session() as session:
             unfinished = await unfinished_of(session, job_ids=[job.job_id for job in due])
             per_key = await count_active_by_key(session)
-        for job in due:
-            if job.job_id not in unfinished:
-                await limits.job_finished(job.key_id, job.job_id)
+        await limits.jobs_finished([job for job in due if job.job_id not in unfinished])
         await limits.checked([job for job in due if job.job_id in unfinished], now=now)
         keys = list(per_key)
         short = [

@@ -123,8 +123,10 @@ def test_a_job_counts_once_however_often_it_is_added_or_released(redis_url: str)
 
         for _ in range(3):  # the worker, the API's cancel and a repair may all release
             await limits.job_finished("k1", "job_1")
-            await limits.job_finished("k1", "job_2")
-            await limits.job_finished("k1", "job_unknown")
+            await limits.jobs_finished(
+                [RunningJob("k1", "job_2"), RunningJob("k1", "job_2"), RunningJob("k1", "job_x")]
+            )
+        await limits.jobs_finished([])
         assert await limits.running(["k1"]) == [0]
         assert (await limits.admit("k1", "job_3", rpm=None, max_concurrent=1)).allowed
         assert await limits.running(["k1"]) == [1]
