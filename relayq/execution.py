@@ -23,6 +23,7 @@ from relayq.cache import ResponseCache
 from relayq.chat import ChatCompletion, ChatCompletionRequest
 from relayq.deltas import DeltaPublisher
 from relayq.events import EventLog, EventType, JobEvent
+from relayq.job_ledger import JobLedger
 from relayq.jobs import JobStatus
 from relayq.key_limits import KeyLimits
 from relayq.metrics import WorkerMetrics
@@ -36,7 +37,7 @@ from relayq.providers.errors import (
 from relayq.resilience import Admission, Resilience
 from relayq.routing_state import RoutingState
 from relayq.store import Database
-from relayq.store.jobs import AttemptRecord, Claim, Outcome, claim_job, finish_job, renew_leases
+from relayq.store.jobs import AttemptRecord, Claim, Outcome, renew_leases
 from relayq.store.retries import expire_claimed
 
 __all__ = ["Executor", "RunResult"]
@@ -63,9 +64,16 @@ class RunResult(str, Enum):
 
 @dataclass
 class _Running:
+    """One run of a job on this worker (a retry of the same job is another run)."""
+
     claim: Claim
     task: asyncio.Task[object] | None
     cancelled: bool = False
+    called_at: float | None = None
+    """``perf_counter`` when the provider call began (None: no call yet)."""
+
+    def latency_ms(self) -> float:
+        return 0.0 if self.called_at is None else (time.perf_counter() - self.called_at) * 1000
 
 
 class BreakerOpen(ProviderUnavailable):
@@ -161,18 +169,24 @@ class Executor:
         self._key_limits = key_limits
         self._lease_seconds = lease_seconds
         self._clock = clock
-        self._running: dict[str, _Running] = {}
+        self._ledger = JobLedger(database, lease_seconds=lease_seconds, clock=clock)
+        # Keyed by run, not job: a retry that lands here while the failed run is
+        # still winding down is another entry, which that run's cleanup leaves be.
+        self._running: dict[tuple[str, int], _Running] = {}
 
     @property
     def in_flight(self) -> int:
+        """Runs calling (or about to call) their provider now."""
         return len(self._running)
+
+    @property
+    def transactions(self) -> int:
+        """Claim and outcome transactions committed (for tests and metrics)."""
+        return self._ledger.transactions
 
     async def run(self, job_id: str) -> RunResult:
         """Run ``job_id`` if it is ours to run; record what happened exactly once."""
-        async with self._database.session() as session:
-            claim = await claim_job(
-                session, job_id=job_id, now=self._clock(), lease_seconds=self._lease_seconds
-            )
+        claim = await self._ledger.claim(job_id)
         if claim is None:
             return RunResult.SKIPPED
         early = await self._before_call(claim)
@@ -201,9 +215,9 @@ class Executor:
 
     async def _attempt(self, claim: Claim) -> RunResult:
         running = _Running(claim=claim, task=asyncio.current_task())
-        self._running[claim.job_id] = running
+        self._running[(claim.job_id, claim.run)] = running
         try:
-            result = await self._call(claim)
+            result = await self._call(running)
         except asyncio.CancelledError:
             if not running.cancelled:
                 raise
@@ -213,18 +227,15 @@ class Executor:
                     provider=claim.provider,
                     upstream_model=claim.upstream_model,
                     status="cancelled",
-                    latency_ms=0.0,
+                    latency_ms=running.latency_ms(),
                 ),
             )
         finally:
-            del self._running[claim.job_id]
+            del self._running[(claim.job_id, claim.run)]
         if isinstance(result, RunResult):
             return result
         outcome, attempt = result
-        async with self._database.session() as session:
-            finished = await finish_job(
-                session, claim=claim, outcome=outcome, attempt=attempt, now=self._clock()
-            )
+        finished = await self._ledger.finish(claim, outcome, attempt)
         if not finished:
             return RunResult.SUPERSEDED
         await self._emit(
@@ -286,8 +297,9 @@ class Executor:
         except RedisError as exc:  # hints only; the reconciler recounts both
             log.warning("routing state or key count not updated for %s: %s", claim.job_id, exc)
 
-    async def _call(self, claim: Claim) -> tuple[Outcome, AttemptRecord | None] | RunResult:
+    async def _call(self, running: _Running) -> tuple[Outcome, AttemptRecord | None] | RunResult:
         """One call to the provider, or a :class:`RunResult` if the job was re-queued."""
+        claim = running.claim
         provider = self._providers.get(claim.provider)
         if provider is None:
             message = f"provider {claim.provider!r} is not configured on this worker"
@@ -319,7 +331,7 @@ class Executor:
             if self._events is not None and claim.batch_id is None
             else None
         )
-        started = time.perf_counter()
+        started = running.called_at = time.perf_counter()
         try:
             async with asyncio.timeout(provider.settings.total_timeout):
                 completion = await _stream(provider, request, claim.upstream_model, deltas)
@@ -368,12 +380,13 @@ class Executor:
 
     def cancel(self, job_id: str) -> bool:
         """Stop ``job_id``'s provider call if this executor is running it."""
-        running = self._running.get(job_id)
-        if running is None or running.task is None:
-            return False
-        running.cancelled = True
-        running.task.cancel()
-        return True
+        stopped = False
+        for (running_job, _), running in list(self._running.items()):
+            if running_job == job_id and running.task is not None:
+                running.cancelled = True
+                running.task.cancel()
+                stopped = True
+        return stopped
 
     async def renew_leases(self) -> None:
         """Extend the leases of every job in flight, in one statement."""

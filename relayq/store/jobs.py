@@ -24,6 +24,7 @@ from relayq.webhooks.planning import plan_deliveries
 __all__ = [
     "AttemptRecord",
     "Claim",
+    "Finish",
     "Finished",
     "IdempotencyConflict",
     "NewJob",
@@ -32,12 +33,14 @@ __all__ = [
     "attempt_row",
     "cancel_job",
     "claim_job",
+    "claim_jobs",
     "count_active",
     "count_active_by_key",
     "create_job",
     "create_jobs",
     "find_stranded",
     "finish_job",
+    "finish_jobs",
     "get_job",
     "list_attempts",
     "list_jobs",
@@ -294,7 +297,7 @@ _attempts = cast(Table, Attempt.__table__)
 _CLAIM = (
     update(_jobs)
     .where(
-        _jobs.c.id == bindparam("job_id"),
+        _jobs.c.id.in_(bindparam("job_ids", expanding=True)),
         (_jobs.c.status == JobStatus.QUEUED.value)
         | (
             (_jobs.c.status == JobStatus.RUNNING.value)
@@ -308,6 +311,7 @@ _CLAIM = (
         started_at=bindparam("now"),
     )
     .returning(
+        _jobs.c.id,
         _jobs.c.key_id,
         _jobs.c.run,
         _jobs.c.provider,
@@ -358,26 +362,31 @@ _FINISH = (
 _ADD_ATTEMPT = insert(_attempts)
 
 
-async def claim_job(
-    session: AsyncSession, *, job_id: str, now: float, lease_seconds: float
-) -> Claim | None:
-    """Take ``job_id`` for running, or None if it is not (or no longer) ours to run.
+async def claim_jobs(
+    session: AsyncSession, *, job_ids: Sequence[str], now: float, lease_seconds: float
+) -> dict[str, Claim]:
+    """Take ``job_ids`` for running in one statement: the claims of those that were ours.
 
     A queued job is claimed; so is a running one whose lease lapsed (its
     worker died). A finished or cancelled job, or one held by a live lease,
     is left alone, which makes a redelivered message harmless.
     """
+    if not job_ids:
+        return {}
     # On the session's connection: a Core statement needs none of the ORM's execution path.
     connection = await session.connection()
     result = await connection.execute(
-        _CLAIM, {"job_id": job_id, "now": now, "lease_until": now + lease_seconds}
+        _CLAIM,
+        {"job_ids": list(dict.fromkeys(job_ids)), "now": now, "lease_until": now + lease_seconds},
     )
-    row = result.one_or_none()
+    rows = result.all()
     await session.commit()
-    if row is None:
-        return None
+    return {row.id: _claim(row) for row in rows}
+
+
+def _claim(row: Any) -> Claim:
     return Claim(
-        job_id=job_id,
+        job_id=row.id,
         key_id=row.key_id,
         run=row.run,
         provider=row.provider,
@@ -397,6 +406,14 @@ async def claim_job(
     )
 
 
+async def claim_job(
+    session: AsyncSession, *, job_id: str, now: float, lease_seconds: float
+) -> Claim | None:
+    """Take one job for running (see :func:`claim_jobs`), or None if it is not ours to run."""
+    claims = await claim_jobs(session, job_ids=[job_id], now=now, lease_seconds=lease_seconds)
+    return claims.get(job_id)
+
+
 async def renew_leases(session: AsyncSession, *, claims: Sequence[Claim], until: float) -> None:
     """Extend the leases of jobs this worker is running, in one statement."""
     if not claims:
@@ -411,6 +428,64 @@ async def renew_leases(session: AsyncSession, *, claims: Sequence[Claim], until:
     await session.commit()
 
 
+@dataclass(frozen=True, kw_only=True)
+class Finish:
+    """One run's end, to be recorded: the claim that ran, its outcome and its call."""
+
+    claim: Claim
+    outcome: Outcome
+    attempt: AttemptRecord | None
+
+
+async def finish_jobs(
+    session: AsyncSession, *, finishes: Sequence[Finish], now: float
+) -> list[Finished]:
+    """Record the attempts and write the outcomes of ``finishes`` in one transaction.
+
+    Each attempt is recorded either way (the provider call happened); each
+    outcome only if its claim still holds the job. Returns, per finish and in
+    order, whether its outcome was written and the webhook deliveries planned
+    with it.
+    """
+    connection = await session.connection()
+    attempts = [
+        attempt_values(claim=f.claim, attempt=f.attempt, now=now)
+        for f in finishes
+        if f.attempt is not None
+    ]
+    if attempts:
+        await connection.execute(_ADD_ATTEMPT, attempts)
+    results: list[Finished] = []
+    for finish in finishes:
+        claim, outcome = finish.claim, finish.outcome
+        row = (
+            await connection.execute(
+                _FINISH,
+                {
+                    "job_id": claim.job_id,
+                    "job_run": claim.run,
+                    "status": outcome.status.value,
+                    "response": outcome.response,
+                    "error": outcome.error,
+                    "usage": outcome.usage,
+                    "now": now,
+                    "called": 1 if finish.attempt is not None else 0,
+                },
+            )
+        ).one_or_none()
+        deliveries: list[str] = []
+        if (
+            row is not None
+            and row.batch_id is None
+            and (row.webhook is not None or row.has_endpoint)
+        ):
+            # In this transaction: an outcome is never stored without its webhooks.
+            deliveries = await plan_deliveries(session, job_id=claim.job_id, now=now)
+        results.append(Finished(row is not None, tuple(deliveries)))
+    await session.commit()
+    return results
+
+
 async def finish_job(
     session: AsyncSession,
     *,
@@ -419,37 +494,9 @@ async def finish_job(
     attempt: AttemptRecord | None,
     now: float,
 ) -> Finished:
-    """Record an attempt and write the job's outcome if ``claim`` still holds it.
-
-    The attempt is recorded either way (the provider call happened); the
-    outcome only once. Returns whether the outcome was written (the result
-    is truthy then) and the webhook deliveries planned with it.
-    """
-    connection = await session.connection()
-    if attempt is not None:
-        await connection.execute(
-            _ADD_ATTEMPT, attempt_values(claim=claim, attempt=attempt, now=now)
-        )
-    result = await connection.execute(
-        _FINISH,
-        {
-            "job_id": claim.job_id,
-            "job_run": claim.run,
-            "status": outcome.status.value,
-            "response": outcome.response,
-            "error": outcome.error,
-            "usage": outcome.usage,
-            "now": now,
-            "called": 1 if attempt is not None else 0,
-        },
-    )
-    row = result.one_or_none()
-    deliveries: list[str] = []
-    if row is not None and row.batch_id is None and (row.webhook is not None or row.has_endpoint):
-        # In this transaction: an outcome is never stored without its webhooks.
-        deliveries = await plan_deliveries(session, job_id=claim.job_id, now=now)
-    await session.commit()
-    return Finished(row is not None, tuple(deliveries))
+    """Record one run's end (see :func:`finish_jobs`)."""
+    finish = Finish(claim=claim, outcome=outcome, attempt=attempt)
+    return (await finish_jobs(session, finishes=[finish], now=now))[0]
 
 
 def attempt_values(*, claim: Claim, attempt: AttemptRecord, now: float) -> dict[str, Any]:

@@ -1,0 +1,79 @@
+"""A worker's claims and outcomes, written a tick at a time.
+
+Each job used to take its own session, statement and commit to be claimed,
+and again to record its outcome: at hundreds of jobs in flight those fixed
+costs (a pool checkout, a round trip to the database's thread or server, a
+commit, on SQLite a write of the log) were the largest share of a worker's
+CPU. :class:`JobLedger` claims the jobs of every message received meanwhile
+in one ``UPDATE … WHERE id IN (…) RETURNING``, and records the outcomes of
+the jobs that ended meanwhile in one transaction (each a
+:class:`relayq.coalescing.Coalescer`: no timer, so a job alone goes at once).
+
+The guards stay per job: a claim takes only a queued job or one whose lease
+lapsed, an outcome is written only while its claim's ``run`` still holds the
+job. A job id that comes twice in one tick (a redelivered message) is
+claimed once; the second delivery is told it is not its to run.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from relayq.coalescing import Coalescer
+from relayq.store import Database
+from relayq.store.jobs import (
+    AttemptRecord,
+    Claim,
+    Finish,
+    Finished,
+    Outcome,
+    claim_jobs,
+    finish_jobs,
+)
+
+__all__ = ["JobLedger"]
+
+
+class JobLedger:
+    """Claims and finishes a worker's jobs in shared transactions, one tick at a time."""
+
+    def __init__(
+        self,
+        database: Database,
+        *,
+        lease_seconds: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._database = database
+        self._lease_seconds = lease_seconds
+        self._clock = clock
+        self._claims: Coalescer[str, Claim | None] = Coalescer(self._claim)
+        self._finishes: Coalescer[Finish, Finished] = Coalescer(self._finish)
+
+    @property
+    def transactions(self) -> int:
+        """Claim and outcome transactions committed (for tests and metrics)."""
+        return self._claims.batches + self._finishes.batches
+
+    async def claim(self, job_id: str) -> Claim | None:
+        """Take ``job_id`` for running; None if it is not (or no longer) ours to run."""
+        return await self._claims.submit(job_id)
+
+    async def finish(
+        self, claim: Claim, outcome: Outcome, attempt: AttemptRecord | None
+    ) -> Finished:
+        """Record ``claim``'s attempt and, if the claim still holds the job, its outcome."""
+        return await self._finishes.submit(Finish(claim=claim, outcome=outcome, attempt=attempt))
+
+    async def _claim(self, job_ids: list[str]) -> list[Claim | None]:
+        async with self._database.session() as session:
+            claims = await claim_jobs(
+                session, job_ids=job_ids, now=self._clock(), lease_seconds=self._lease_seconds
+            )
+        # pop: a second delivery of one job in the same tick is not given the claim too.
+        return [claims.pop(job_id, None) for job_id in job_ids]
+
+    async def _finish(self, finishes: list[Finish]) -> list[Finished]:
+        async with self._database.session() as session:
+            return await finish_jobs(session, finishes=finishes, now=self._clock())

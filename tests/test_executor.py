@@ -1,0 +1,227 @@
+"""The executor in-process: real SQLite, real Redis, the mock provider, no Celery.
+
+What these tests need of a broker is that a re-queued job comes back to the
+same executor at once, which is the case a real worker meets when a retry or
+a fallback lands on itself; :class:`SameWorker` delivers it so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis as sync_redis
+import redis.asyncio as aioredis
+
+from relayq.breaker import BreakerSettings, CircuitBreaker
+from relayq.config import RetrySettings, RoutingConfig
+from relayq.events import EventLog
+from relayq.execution import Executor, RunResult
+from relayq.jobs import JobStatus
+from relayq.providers import build_providers
+from relayq.providers.http import build_http_client
+from relayq.queueing import Enqueuer
+from relayq.ratelimit import RateLimiter
+from relayq.resilience import Resilience
+from relayq.store import Database
+from relayq.store.jobs import create_jobs, get_job, list_attempts
+from relayq.store.keys import create_key
+from tests.jobs import mock_job
+from tests.services import reset_database, run
+
+_REDIS_DB = 11
+PREFIX = "relayq-executor-test"
+
+ROUTING = RoutingConfig.model_validate(
+    {
+        "providers": {
+            "down": {"type": "mock", "options": {"fault": "error", "status": 503}},
+            "backup": {"type": "mock"},
+            "mock": {"type": "mock"},
+        },
+        "routes": {
+            "mock": {"provider": "mock", "model": "mock"},
+            "resilient": {
+                "strategy": "ordered",
+                "deployments": [
+                    {"provider": "down", "model": "m1"},
+                    {"provider": "backup", "model": "m2"},
+                ],
+            },
+        },
+    }
+)
+
+
+class SameWorker(Enqueuer):
+    """A broker that hands every re-queued job straight back to ``executor``.
+
+    ``send`` returns once the redelivered run is under way beside the run
+    that re-queued it (or after a second, if the executor never shows two).
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self.executor: Executor | None = None
+        self.runs: list[asyncio.Future[RunResult]] = []
+
+    def send(
+        self, *, job_id: str, provider: str, priority: int, countdown: float | None = None
+    ) -> None:
+        assert self.executor is not None
+        before = self.executor.in_flight
+        future = asyncio.run_coroutine_threadsafe(self.executor.run(job_id), self._loop)
+        self.runs.append(asyncio.wrap_future(future, loop=self._loop))
+        deadline = time.monotonic() + 1.0
+        while self.executor.in_flight <= before and time.monotonic() < deadline:
+            time.sleep(0.005)
+
+
+@dataclass
+class Env:
+    database: Database
+    redis: aioredis.Redis
+    key_id: str
+
+
+Scenario = Callable[[Env], Awaitable[None]]
+
+
+@pytest.fixture
+def scenario(tmp_path: Path, redis_server: str) -> Callable[[Scenario], None]:
+    """Runs a scenario on a fresh SQLite file and a flushed Redis database."""
+    redis_url = f"{redis_server}/{_REDIS_DB}"
+    client = sync_redis.Redis.from_url(redis_url)
+    client.flushdb()
+    client.close()
+    url = f"sqlite:///{tmp_path / 'relayq.db'}"
+    reset_database(url)
+
+    def go(body: Scenario) -> None:
+        async def main() -> None:
+            database = Database(url)
+            redis = aioredis.Redis.from_url(redis_url)
+            try:
+                async with database.session() as session:
+                    key = await create_key(session, name="executor")
+                await body(Env(database=database, redis=redis, key_id=key.id))
+            finally:
+                await redis.aclose()
+                await database.aclose()
+
+        run(main())
+
+    return go
+
+
+@contextlib.asynccontextmanager
+async def executor(env: Env, broker: SameWorker) -> AsyncIterator[Executor]:
+    http = build_http_client(max_connections=10)
+    events = EventLog(env.redis, key_prefix=PREFIX, max_events=100, retention_seconds=60)
+    resilience = Resilience(
+        database=env.database,
+        enqueuer=broker,
+        limiter=RateLimiter(env.redis, key_prefix=PREFIX),
+        breaker=CircuitBreaker(env.redis, key_prefix=PREFIX, settings=BreakerSettings()),
+        retry=RetrySettings(max_attempts_per_deployment=1),
+        routing=lambda: ROUTING,
+        events=events,
+        max_countdown=10,
+    )
+    built = Executor(
+        database=env.database,
+        providers=build_providers(ROUTING.providers, http),
+        lease_seconds=60,
+        events=events,
+        resilience=resilience,
+    )
+    broker.executor = built
+    try:
+        yield built
+    finally:
+        await http.aclose()
+
+
+async def store(env: Env, **fields: Any) -> str:
+    async with env.database.session() as session:
+        (job,) = await create_jobs(session, jobs=[mock_job(env.key_id, **fields)], now=time.time())
+    return job.id
+
+
+def test_a_fallback_that_lands_on_the_same_worker_keeps_its_run(
+    scenario: Callable[[Scenario], None],
+) -> None:
+    """The failed run's cleanup must not take the fallback run's place in the run table."""
+    scenario(_fallback_on_the_same_worker)
+
+
+async def _fallback_on_the_same_worker(env: Env) -> None:
+    broker = SameWorker(asyncio.get_running_loop())
+    job_id = await store(
+        env,
+        route="resilient",
+        provider="down",
+        upstream_model="m1",
+        request={
+            "model": "resilient",
+            "messages": [{"role": "user", "content": "x"}],
+            "mock": {"latency_ms": 300},
+        },
+    )
+    async with executor(env, broker) as running:
+        assert await running.run(job_id) is RunResult.REQUEUED
+        assert len(broker.runs) == 1
+        assert await asyncio.wait_for(broker.runs[0], timeout=10) is RunResult.SUCCEEDED
+        assert running.in_flight == 0
+    async with env.database.session() as session:
+        job = await get_job(session, job_id=job_id, key_id=env.key_id)
+        attempts = await list_attempts(session, job_id=job_id)
+    assert job is not None
+    assert job.status == JobStatus.SUCCEEDED.value
+    assert job.attempts == 2
+    calls = [(a.provider, a.status) for a in attempts]
+    assert calls == [("down", "failed"), ("backup", "succeeded")]
+
+
+def test_jobs_arriving_together_are_claimed_and_finished_together(
+    scenario: Callable[[Scenario], None],
+) -> None:
+    """Fifty jobs delivered at once cost a handful of transactions, not a hundred."""
+    scenario(_fifty_together)
+
+
+async def _fifty_together(env: Env) -> None:
+    broker = SameWorker(asyncio.get_running_loop())
+    job_ids = [await store(env) for _ in range(50)]
+    async with executor(env, broker) as running:
+        results = await asyncio.gather(*(running.run(job_id) for job_id in job_ids))
+        assert set(results) == {RunResult.SUCCEEDED}
+        # One claim transaction and one outcome transaction for most of the tick.
+        assert running.transactions <= 10
+    async with env.database.session() as session:
+        for job_id in job_ids:
+            job = await get_job(session, job_id=job_id, key_id=env.key_id)
+            assert job is not None
+            assert job.status == JobStatus.SUCCEEDED.value
+
+
+def test_a_message_delivered_twice_in_one_tick_runs_once(
+    scenario: Callable[[Scenario], None],
+) -> None:
+    scenario(_delivered_twice)
+
+
+async def _delivered_twice(env: Env) -> None:
+    broker = SameWorker(asyncio.get_running_loop())
+    job_id = await store(env)
+    async with executor(env, broker) as running:
+        first, second = await asyncio.gather(running.run(job_id), running.run(job_id))
+    assert sorted([first, second]) == sorted([RunResult.SUCCEEDED, RunResult.SKIPPED])
+    async with env.database.session() as session:
+        assert len(await list_attempts(session, job_id=job_id)) == 1
