@@ -9,6 +9,7 @@ from fastapi import FastAPI
 
 import relayq
 from api.errors import install_error_handlers
+from api.json_bodies import JSONBodyCheck
 from api.limits import BodySizeLimit
 from api.observability import RequestMetrics
 from api.routes import (
@@ -53,6 +54,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    # Added first, so it runs inside the size limit: it reads whole bodies.
+    app.add_middleware(JSONBodyCheck)
     app.add_middleware(
         BodySizeLimit,
         max_bytes=settings.api.max_body_bytes,

@@ -23,7 +23,14 @@ from relayq.intake import KeyLimited
 from relayq.key_limits import KeyLimit
 from relayq.params import param_path
 
-__all__ = ["ERROR_RESPONSES", "APIError", "ErrorBody", "error_body", "install_error_handlers"]
+__all__ = [
+    "ERROR_RESPONSES",
+    "APIError",
+    "ErrorBody",
+    "error_body",
+    "install_error_handlers",
+    "invalid_json",
+]
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +105,17 @@ def _response(exc: APIError) -> JSONResponse:
     return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
 
+def invalid_json(detail: str, *, param: str | None = None) -> APIError:
+    """A body that is not JSON relayq reads; ``detail`` says why, and where if known."""
+    return APIError(
+        400,
+        f"We could not parse the JSON body of your request ({detail}). "
+        "Send a valid JSON object with Content-Type: application/json.",
+        code="invalid_json",
+        param=param,
+    )
+
+
 def validation_error(errors: Sequence[Any]) -> APIError:
     """The first validation error as a 400 that names the offending field."""
     first = errors[0]
@@ -105,13 +123,7 @@ def validation_error(errors: Sequence[Any]) -> APIError:
     param = param_path(loc)
     more = f" ({len(errors) - 1} more problem(s) in the request)" if len(errors) > 1 else ""
     if kind == "json_invalid":
-        detail = first.get("ctx", {}).get("error", msg)
-        return APIError(
-            400,
-            f"We could not parse the JSON body of your request ({detail}). "
-            "Send a valid JSON object with Content-Type: application/json.",
-            code="invalid_json",
-        )
+        return invalid_json(first.get("ctx", {}).get("error", msg))
     if param is None and kind in {"model_attributes_type", "dict_type", "missing"}:
         return APIError(
             400,
@@ -134,6 +146,8 @@ def validation_error(errors: Sequence[Any]) -> APIError:
             code="empty_array",
             param=param,
         )
+    if kind == "value_error":  # our own validators' words, without pydantic's "Value error, "
+        msg = str(first.get("ctx", {}).get("error", msg))
     return APIError(400, f"Invalid '{param}': {msg}.{more}", code="invalid_value", param=param)
 
 

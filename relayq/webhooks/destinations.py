@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import re
 import socket
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -34,6 +35,10 @@ __all__ = [
 ]
 
 MAX_URL_LENGTH = 2048
+_MAX_NAME_LENGTH = 253
+_LABEL = re.compile(r"[a-z0-9_-]{1,63}")
+"""A label of a domain name in ASCII (IDNA) form; ``_`` is not a letter of host
+names, but some DNS names carry it and resolvers look them up."""
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -67,8 +72,44 @@ def parse_destination(url: str) -> Destination:
         raise ValueError("only http and https URLs are accepted")
     if not parts.hostname:
         raise ValueError("the URL has no host")
+    if _literal(parts.hostname) is None:
+        _check_name(parts.hostname)
     default = 443 if scheme == "https" else 80
     return Destination(scheme=scheme, host=parts.hostname, port=port or default)
+
+
+def _check_name(host: str) -> None:
+    """Refuse a host that is no domain name, before it reaches the resolver.
+
+    The resolver encodes a name with the ``idna`` codec first, which raises
+    UnicodeError (not OSError, as a failed lookup does) for an empty label
+    (``a..b``) or one over 63 characters; a name it does encode but that no
+    DNS server could hold is refused here too, without a lookup.
+    """
+    name = host.removesuffix(".")  # one final dot: the root, as in "example.com."
+    labels = name.split(".")
+    if not all(labels):
+        raise ValueError(
+            f"the host {host[:80]!r} has an empty label (two dots in a row, or a dot first)"
+        )
+    for label in labels:
+        if len(label) > 63:
+            raise ValueError(
+                f"the host has a label of {len(label)} characters ({label[:20]!r}…): "
+                "a dot-separated part of a domain name has at most 63"
+            )
+    try:
+        ascii_name = name.encode("idna").decode("ascii")
+    except UnicodeError as exc:
+        raise ValueError(f"the host {host[:80]!r} is not a valid domain name ({exc})") from exc
+    if len(ascii_name) > _MAX_NAME_LENGTH:
+        raise ValueError(f"the host is longer than {_MAX_NAME_LENGTH} characters")
+    for label in ascii_name.lower().split("."):
+        if not _LABEL.fullmatch(label):
+            raise ValueError(
+                f"the host {host[:80]!r} is not a valid domain name: each dot-separated part "
+                "must be 1 to 63 letters, digits or hyphens"
+            )
 
 
 def address_refusal(address: IPAddress, *, allow_private: bool) -> str | None:
@@ -130,7 +171,9 @@ async def _resolve(destination: Destination) -> list[IPAddress]:
     loop = asyncio.get_running_loop()
     try:
         infos = await loop.getaddrinfo(destination.host, destination.port, type=socket.SOCK_STREAM)
-    except OSError as exc:
+    except (OSError, UnicodeError) as exc:
+        # UnicodeError: the resolver's idna encoding refused the name (parse_destination
+        # refuses those names first; this is for any it lets through).
         raise DestinationRefused(f"{destination.host} does not resolve ({exc})") from exc
     return [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
 

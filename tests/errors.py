@@ -1,0 +1,42 @@
+"""Checking that an answer is an error in OpenAI's shape."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+__all__ = ["ERROR_FIELDS", "error_of", "shape_problem"]
+
+ERROR_FIELDS = frozenset({"message", "type", "param", "code"})
+
+
+def shape_problem(response: httpx.Response) -> str | None:
+    """What keeps ``response`` from being ``{"error": {"message", "type", "param", "code"}}``."""
+    if not response.headers.get("content-type", "").startswith("application/json"):
+        return f"content-type is {response.headers.get('content-type')!r}, not JSON"
+    try:
+        payload = response.json()
+    except ValueError as exc:
+        return f"the body is not JSON ({exc})"
+    if not isinstance(payload, dict) or set(payload) != {"error"}:
+        return "the body is not an object with one member, 'error'"
+    error = payload["error"]
+    if not isinstance(error, dict) or set(error) != ERROR_FIELDS:
+        return f"'error' does not have exactly the members {sorted(ERROR_FIELDS)}"
+    if not isinstance(error["message"], str) or not isinstance(error["type"], str):
+        return "'error.message' and 'error.type' must be strings"
+    if any(
+        error[name] is not None and not isinstance(error[name], str) for name in ("param", "code")
+    ):
+        return "'error.param' and 'error.code' must be strings or null"
+    return None
+
+
+def error_of(response: httpx.Response, status: int) -> dict[str, Any]:
+    """The ``error`` member of ``response``, which must have ``status`` and OpenAI's shape."""
+    assert response.status_code == status, response.text
+    problem = shape_problem(response)
+    assert problem is None, f"{problem}: {response.text}"
+    error: dict[str, Any] = response.json()["error"]
+    return error

@@ -1,0 +1,163 @@
+"""Values JSON can carry but relayq cannot keep get a 400 naming the field, never a 500.
+
+Python's JSON parser takes integers of any size, lone UTF-16 surrogates
+written as escapes and deep nesting; the JSON columns and events (orjson)
+take none of them. Bodies are sent as ``json.dumps`` writes them, with
+non-ASCII characters escaped, so a lone surrogate reaches the server as
+``\\udfff``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.errors import error_of
+from tests.jobs import body
+
+ROUTES = ["/v1/jobs", "/v1/chat/completions"]
+_JSON = {"content-type": "application/json"}
+
+
+def post_json(client: httpx.Client, path: str, payload: Any) -> httpx.Response:
+    return client.post(path, content=json.dumps(payload).encode(), headers=_JSON)
+
+
+def nested(depth: int) -> Any:
+    value: Any = 1
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize("path", ROUTES)
+@pytest.mark.parametrize(
+    ("extra", "param"),
+    [
+        ({"max_tokens": 2**64}, "max_tokens"),
+        ({"seed": 2**64}, "seed"),
+        ({"seed": -(2**63) - 1}, "seed"),
+        ({"vendor_option": {"levels": [1, 2**70]}}, "vendor_option.levels[1]"),
+    ],
+)
+def test_an_integer_beyond_64_bits_is_refused_naming_its_field(
+    client: httpx.Client, path: str, extra: dict[str, Any], param: str
+) -> None:
+    error = error_of(post_json(client, path, body(**extra)), 400)
+
+    assert (error["code"], error["param"]) == ("invalid_value", param)
+    assert error["message"].startswith(f"Invalid '{param}': ")
+    assert "64-bit" in error["message"]
+
+
+def test_the_64_bit_bounds_themselves_are_accepted(client: httpx.Client) -> None:
+    payload = body(model="mock-idle", seed=-(2**63), vendor_option=2**64 - 1)
+
+    response = post_json(client, "/v1/jobs", payload)
+
+    assert response.status_code == 202, response.text
+    assert response.json()["request"]["vendor_option"] == 2**64 - 1
+
+
+def test_an_integer_too_long_to_read_is_invalid_json(client: httpx.Client) -> None:
+    text = '{"model": "mock", "messages": [{"role": "user", "content": "a"}], "n": ' + "9" * 5000
+    response = client.post("/v1/jobs", content=(text + "}").encode(), headers=_JSON)
+
+    error = error_of(response, 400)
+    assert error["code"] == "invalid_json"
+    assert "digits" in error["message"]
+
+
+@pytest.mark.parametrize("path", ROUTES)
+@pytest.mark.parametrize(
+    ("extra", "param"),
+    [
+        ({"messages": [{"role": "user", "content": "tail \udfff"}]}, "messages[0].content"),
+        ({"metadata": {"tag": "\ud800"}}, "metadata.tag"),
+        ({"metadata": {"\udfff": "value"}}, "metadata"),
+        ({"user": "\udc00"}, "user"),
+    ],
+)
+def test_a_lone_surrogate_is_refused_naming_its_field(
+    client: httpx.Client, path: str, extra: dict[str, Any], param: str
+) -> None:
+    error = error_of(post_json(client, path, body(**extra)), 400)
+
+    assert (error["code"], error["param"]) == ("invalid_value", param)
+    assert "surrogate" in error["message"]
+
+
+def test_a_surrogate_pair_is_one_character_and_accepted(client: httpx.Client) -> None:
+    payload = body("smile \U0001f600", model="mock-idle")
+
+    response = post_json(client, "/v1/jobs", payload)
+
+    assert response.status_code == 202, response.text
+    assert response.json()["request"]["messages"][0]["content"] == "smile \U0001f600"
+
+
+def test_a_body_that_is_not_utf8_is_invalid_json(client: httpx.Client) -> None:
+    content = b'{"model": "mock", "messages": [{"role": "user", "content": "\xff"}]}'
+
+    error = error_of(client.post("/v1/jobs", content=content, headers=_JSON), 400)
+
+    assert error["code"] == "invalid_json"
+    assert "UTF-8" in error["message"]
+
+
+def test_a_utf8_byte_order_mark_is_still_accepted(client: httpx.Client) -> None:
+    content = b"\xef\xbb\xbf" + json.dumps(body(model="mock-idle")).encode()
+
+    response = client.post("/v1/jobs", content=content, headers=_JSON)
+
+    assert response.status_code == 202, response.text
+
+
+@pytest.mark.parametrize("depth", [300, 100_000])
+def test_json_nested_too_deep_is_invalid_json(client: httpx.Client, depth: int) -> None:
+    if depth < 1000:
+        content = json.dumps(body(vendor_option=nested(depth))).encode()
+    else:  # beyond what json.dumps writes
+        content = b'{"vendor_option": ' + b"[" * depth + b"]" * depth + b"}"
+
+    error = error_of(client.post("/v1/jobs", content=content, headers=_JSON), 400)
+
+    assert error["code"] == "invalid_json"
+    assert "levels" in error["message"]
+
+
+def test_nan_is_not_json(client: httpx.Client) -> None:
+    content = json.dumps(body(vendor_option=float("nan"))).encode()
+
+    error = error_of(client.post("/v1/jobs", content=content, headers=_JSON), 400)
+
+    assert error["code"] == "invalid_json"
+    assert "NaN" in error["message"]
+
+
+def test_a_syntax_error_quotes_the_parsers_position(client: httpx.Client) -> None:
+    content = b'{"model": "mock", "messages": ['
+
+    error = error_of(client.post("/v1/jobs", content=content, headers=_JSON), 400)
+
+    assert error["code"] == "invalid_json"
+    assert "line 1 column 32" in error["message"]
+
+
+# Each fails before any DNS lookup is made: the tests send nothing off this machine.
+_BAD_HOSTS = ["http://a..invalid/hook", "https://.invalid/hook", f"http://{'a' * 64}.invalid/hook"]
+
+
+@pytest.mark.parametrize("url", _BAD_HOSTS)
+def test_a_webhook_url_whose_host_is_no_domain_name_is_refused(
+    client: httpx.Client, url: str
+) -> None:
+    endpoint = error_of(client.put("/v1/webhook", json={"url": url}), 400)
+    own = error_of(client.post("/v1/jobs", json=body(webhook={"url": url})), 400)
+
+    assert (endpoint["code"], endpoint["param"]) == ("invalid_value", "url")
+    assert (own["code"], own["param"]) == ("invalid_value", "webhook.url")
+    assert "host" in endpoint["message"]
