@@ -26,9 +26,12 @@ ENV PATH=/opt/relayq/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1
 
+# The file store docker-compose.yml mounts a volume on: an empty named volume
+# takes this directory's owner, so relayq's user can write batch files there.
 RUN groupadd --system --gid 10001 relayq \
     && useradd --system --uid 10001 --gid relayq --home-dir /home/relayq --create-home \
-        --shell /usr/sbin/nologin relayq
+        --shell /usr/sbin/nologin relayq \
+    && install -d -o relayq -g relayq -m 0750 /var/lib/relayq/files
 COPY --from=build /opt/relayq /opt/relayq
 
 USER relayq:relayq
