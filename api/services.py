@@ -25,6 +25,7 @@ from relayq.metrics import ApiMetrics, StateCollector
 from relayq.providers import Provider, build_providers
 from relayq.providers.http import build_http_client
 from relayq.redis_pool import shared_redis
+from relayq.replies import ReplyHub
 from relayq.routing import Router
 from relayq.routing_state import RoutingState
 from relayq.settings import Settings
@@ -58,6 +59,10 @@ class Services:
         )
         self.router: Router
         self.hub = EventHub(settings.redis_url, key_prefix=settings.key_prefix)
+        # Its read timeout exceeds its XREAD's block, like the event hub's.
+        self.replies = ReplyHub(
+            shared_redis(settings.redis_url, socket_timeout=10.0), key_prefix=settings.key_prefix
+        )
         self.events = EventLog(
             self.redis,
             key_prefix=settings.key_prefix,
@@ -96,6 +101,7 @@ class Services:
         """Start watching the config file and marking published jobs (on the running loop)."""
         self._watcher = asyncio.create_task(self.live.watch())
         self.marks.start()
+        self.replies.start()
 
     async def aclose(self) -> None:
         if self._watcher is not None:
@@ -105,6 +111,7 @@ class Services:
         await self.marks.aclose()
         self.enqueuer.close()
         await self.hub.aclose()
+        await self.replies.aclose()
         await self.http.aclose()
         await self.redis.aclose()
         await self.database.aclose()

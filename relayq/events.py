@@ -97,10 +97,12 @@ class EventLog:
         max_events: int,
         retention_seconds: float,
         listeners: Sequence[EventListener] = (),
+        batch: CommandBatch | None = None,
     ) -> None:
         self._redis = redis
-        # Every job's events share pipelines: one round trip for many jobs under load.
-        self._batch = CommandBatch(redis)
+        # Every job's events share pipelines: one round trip for many jobs under load
+        # (and with whatever else shares ``batch``).
+        self._batch = batch or CommandBatch(redis)
         self._prefix = key_prefix
         self._max_events = max_events
         self._retention_ms = int(retention_seconds * 1000)

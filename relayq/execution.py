@@ -34,10 +34,11 @@ from relayq.providers.errors import (
     ProviderTimeout,
     ProviderUnavailable,
 )
+from relayq.replies import Replies, Reply
 from relayq.resilience import Admission, Resilience
 from relayq.routing_state import RoutingState
 from relayq.store import Database
-from relayq.store.jobs import AttemptRecord, Claim, Outcome, renew_leases
+from relayq.store.jobs import AttemptRecord, Claim, DirectRun, NewJob, Outcome, renew_leases
 from relayq.store.retries import expire_claimed
 
 __all__ = ["Executor", "RunResult"]
@@ -71,6 +72,7 @@ class _Running:
     cancelled: bool = False
     called_at: float | None = None
     """``perf_counter`` when the provider call began (None: no call yet)."""
+    deltas: DeltaPublisher | None = None
 
     def latency_ms(self) -> float:
         return 0.0 if self.called_at is None else (time.perf_counter() - self.called_at) * 1000
@@ -157,6 +159,7 @@ class Executor:
         resilience: Resilience | None = None,
         metrics: WorkerMetrics | None = None,
         key_limits: KeyLimits | None = None,
+        replies: Replies | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._database = database
@@ -167,12 +170,16 @@ class Executor:
         self._resilience = resilience
         self._metrics = metrics
         self._key_limits = key_limits
+        self._replies = replies
         self._lease_seconds = lease_seconds
         self._clock = clock
         self._ledger = JobLedger(database, lease_seconds=lease_seconds, clock=clock)
         # Keyed by run, not job: a retry that lands here while the failed run is
         # still winding down is another entry, which that run's cleanup leaves be.
         self._running: dict[tuple[str, int], _Running] = {}
+        # Direct jobs whose row is being stored beside their call: a write that
+        # needs the row (an outcome, a retry, an expiry) waits for it first.
+        self._storing: dict[str, asyncio.Future[bool]] = {}
 
     @property
     def in_flight(self) -> int:
@@ -194,21 +201,88 @@ class Executor:
             return early
         return await self._attempt(claim)
 
+    async def run_direct(self, message: dict[str, Any]) -> RunResult:
+        """Run a sync job that came in its message, with no row yet (the sync lane).
+
+        The call starts at once; the row is stored as running in the ledger's
+        next tick, beside it. A redelivered message (the fence is set) goes the
+        way of any stored job, :meth:`run`, where the row decides; if there is
+        no row (the first delivery's worker died before storing it), it stores
+        the row first and is the job's first run.
+        """
+        job = NewJob(**message["job"])
+        assert job.id is not None
+        assert self._replies is not None
+        first, caller_left = await self._replies.first_delivery(job.id)
+        direct = DirectRun(job=job, created_at=float(message["created_at"]))
+        storing: asyncio.Future[bool]
+        if first:
+            storing = asyncio.ensure_future(self._ledger.store(direct))
+        elif await self._ledger.store(direct):
+            # Delivered again, and no row: the first delivery's worker died before
+            # storing it. This delivery is the job's first run.
+            storing = asyncio.get_running_loop().create_future()
+            storing.set_result(True)
+        else:
+            return await self.run(job.id)
+        self._storing[job.id] = storing
+        claim = Claim(
+            job_id=job.id,
+            key_id=job.key_id,
+            run=1,
+            provider=job.provider,
+            upstream_model=job.upstream_model,
+            request=job.request,
+            route=job.route,
+            priority=job.priority,
+            deployment_index=job.deployment_index,
+            first_deployment=job.deployment_index,
+            expires_at=job.expires_at,
+            reply_to=job.reply_to,
+        )
+        try:
+            if caller_left:
+                return await self._end(claim, Outcome(status=JobStatus.CANCELLED), None)
+            early = await self._before_call(claim)
+            if early is not None:
+                return early
+            return await self._attempt(claim)
+        finally:
+            del self._storing[job.id]
+            if not storing.done():
+                await storing
+
+    async def _stored(self, claim: Claim) -> bool:
+        """Whether ``claim``'s row exists for this run (a direct job's, once stored)."""
+        storing = self._storing.get(claim.job_id)
+        if storing is None or claim.run != 1:
+            return True
+        try:
+            return await asyncio.shield(storing)
+        except Exception:
+            log.exception("job %s: its row was not stored; its outcome is lost", claim.job_id)
+            raise
+
     async def _before_call(self, claim: Claim) -> RunResult | None:
         """Expire it, or put it back to wait, or None: the job may be called now."""
         now = self._clock()
         if claim.expires_at is not None and now >= claim.expires_at:
+            if not await self._stored(claim):
+                return RunResult.SUPERSEDED
             async with self._database.session() as session:
                 expired = await expire_claimed(session, claim=claim, now=now)
             if not expired:
                 return RunResult.SUPERSEDED
             error = {"code": "expired", "message": "the job's deadline passed before it ran"}
             outcome = Outcome(status=JobStatus.EXPIRED, error=error)
+            await self._reply(claim, outcome.status.value, _terminal_data(outcome))
             await self._emit(claim, EventType.EXPIRED, _terminal_data(outcome))
             await self._record_finish(claim, outcome, None)
             return RunResult.EXPIRED
         if self._resilience is not None and claim.not_before and now < claim.not_before - 0.05:
             # Delivered before its countdown ended (a long wait sent in hops).
+            if not await self._stored(claim):
+                return RunResult.SUPERSEDED
             await self._resilience.wait_turn(claim, claim.not_before - now, "not yet due")
             return RunResult.WAITING
         return None
@@ -234,7 +308,15 @@ class Executor:
             del self._running[(claim.job_id, claim.run)]
         if isinstance(result, RunResult):
             return result
-        outcome, attempt = result
+        return await self._end(claim, *result)
+
+    async def _end(
+        self, claim: Claim, outcome: Outcome, attempt: AttemptRecord | None
+    ) -> RunResult:
+        """Answer the waiting caller, then record the outcome (the next tick's write)."""
+        await self._reply(claim, outcome.status.value, _terminal_data(outcome))
+        if not await self._stored(claim):
+            return RunResult.SUPERSEDED
         finished = await self._ledger.finish(claim, outcome, attempt)
         if not finished:
             return RunResult.SUPERSEDED
@@ -247,6 +329,35 @@ class Executor:
         await self._record_finish(claim, outcome, attempt)
         await self._remember(claim, outcome)
         return RunResult(outcome.status.value)
+
+    async def _reply(self, claim: Claim, kind: str, data: dict[str, Any]) -> None:
+        """Tell the caller waiting on ``claim``'s job, if one does."""
+        if self._replies is not None and claim.reply_to is not None:
+            await self._replies.send(
+                claim.reply_to, Reply(job_id=claim.job_id, type=kind, data=data)
+            )
+
+    def _delta_sink(self, claim: Claim) -> DeltaPublisher | None:
+        """Where this run's text goes as it comes: its waiting caller, else its followers."""
+        replies, stream = self._replies, claim.reply_to
+        if replies is not None and stream is not None:
+
+            async def reply(data: dict[str, Any]) -> None:
+                await replies.send(stream, Reply(job_id=claim.job_id, type="delta", data=data))
+
+            return DeltaPublisher(reply)
+        events = self._events
+        # A batch's requests have no one following their text as it comes.
+        if events is None or claim.batch_id is not None:
+            return None
+
+        async def emit(data: dict[str, Any]) -> None:
+            event = JobEvent(
+                job_id=claim.job_id, key_id=claim.key_id, type=EventType.DELTA, data=data
+            )
+            await events.emit_deltas([event])
+
+        return DeltaPublisher(emit)
 
     async def _emit(
         self,
@@ -319,18 +430,13 @@ class Executor:
                     f"{claim.provider}/{claim.upstream_model}: circuit breaker "
                     f"{admission.permit.state.value}, no call made"
                 )
-                return await self._failure(claim, error, admission, started=None)
+                return await self._failure(running, error, admission, started=None)
         await self._emit(
             claim,
             EventType.STARTED,
             {"provider": claim.provider, "model": claim.upstream_model, "run": claim.run},
         )
-        # A batch's requests have no one following their text as it comes.
-        deltas = (
-            DeltaPublisher(self._events, job_id=claim.job_id, key_id=claim.key_id)
-            if self._events is not None and claim.batch_id is None
-            else None
-        )
+        deltas = running.deltas = self._delta_sink(claim)
         started = running.called_at = time.perf_counter()
         try:
             async with asyncio.timeout(provider.settings.total_timeout):
@@ -339,9 +445,9 @@ class Executor:
             too_long = ProviderTimeout(
                 f"{claim.provider}: no complete answer within {provider.settings.total_timeout} s"
             )
-            return await self._failure(claim, too_long, admission, started=started)
+            return await self._failure(running, too_long, admission, started=started)
         except ProviderError as exc:
-            return await self._failure(claim, exc, admission, started=started)
+            return await self._failure(running, exc, admission, started=started)
         latency_ms = (time.perf_counter() - started) * 1000
         response = completion.model_dump(mode="json", exclude_none=True)
         usage = completion.usage.model_dump(mode="json") if completion.usage else None
@@ -357,16 +463,36 @@ class Executor:
         return Outcome(status=JobStatus.SUCCEEDED, response=response, usage=usage), attempt
 
     async def _failure(
-        self, claim: Claim, error: ProviderError, admission: Admission, *, started: float | None
+        self,
+        running: _Running,
+        error: ProviderError,
+        admission: Admission,
+        *,
+        started: float | None,
     ) -> tuple[Outcome, AttemptRecord] | RunResult:
+        claim = running.claim
         outcome, attempt = _provider_failure(claim, error, started)
         self._observe(claim, attempt)
         if self._resilience is None:
             return outcome, attempt
         if started is not None:
             await self._resilience.failed_call(claim, admission, error)
-        final = await self._resilience.after_failure(claim, error, attempt)
+        if not await self._stored(claim):
+            return RunResult.SUPERSEDED
+        deltas_sent = running.deltas is not None and running.deltas.text_sent
+        final = await self._resilience.after_failure(claim, error, attempt, deltas_sent=deltas_sent)
         if final is None:
+            # Another attempt follows: text this one sent is void, and a caller
+            # already holding some must not be given a second attempt's as one answer.
+            await self._reply(
+                claim,
+                EventType.ATTEMPT_FAILED.value,
+                {
+                    "attempt": claim.attempts + 1,
+                    "deltas_sent": deltas_sent,
+                    "error": attempt.error,
+                },
+            )
             return RunResult.REQUEUED
         return Outcome(status=JobStatus.FAILED, error=final), attempt
 

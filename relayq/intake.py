@@ -7,6 +7,7 @@ reconciler. A published message is marked so the reconciler leaves it be.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -30,14 +31,23 @@ from relayq.job_publisher import JobPublisher
 from relayq.jobs import JobCreate
 from relayq.key_limits import Decision, KeyLimits
 from relayq.queueing import Enqueuer
+from relayq.redis_batch import CommandBatch
+from relayq.replies import Replies, Reply, direct_cancel_key
 from relayq.routing import Router
 from relayq.routing_state import RoutingState
 from relayq.settings import Settings
 from relayq.store import Database
-from relayq.store.jobs import NewJob, cancel_job, create_job, get_job
+from relayq.store.jobs import NewJob, cancel_job, create_job, get_job, new_row
 from relayq.store.models import Job
 
-__all__ = ["Intake", "KeyLimitValues", "KeyLimited", "Submitted", "request_hash"]
+__all__ = [
+    "BrokerUnavailable",
+    "Intake",
+    "KeyLimitValues",
+    "KeyLimited",
+    "Submitted",
+    "request_hash",
+]
 
 log = logging.getLogger(__name__)
 
@@ -65,11 +75,17 @@ class KeyLimited(Exception):
         self.limits = limits
 
 
+class BrokerUnavailable(Exception):
+    """A sync job's message was not taken; with no row stored, nothing will send it later."""
+
+
 @dataclass(frozen=True)
 class Submitted:
     job: Job
     created: bool
     """False when an idempotency key returned an earlier job."""
+    direct: bool = False
+    """Sent in its message with no row yet (the sync lane): its row comes from the worker."""
 
 
 class Intake:
@@ -100,6 +116,7 @@ class Intake:
         self._events = events
         self._marks = marks
         self._key_limits = key_limits
+        self._replies = Replies(CommandBatch(redis), key_prefix=settings.key_prefix)
 
     async def submit(
         self,
@@ -108,16 +125,32 @@ class Intake:
         body: JobCreate,
         idempotency_key: str | None = None,
         limits: KeyLimitValues | None = None,
+        reply_to: str | None = None,
+        job_id: str | None = None,
     ) -> Submitted:
         """Store and enqueue a job, within the key's limits.
 
-        Raises ``UnknownModel``, ``IdempotencyConflict`` or :class:`KeyLimited`.
+        With ``reply_to`` (a caller waits on the job: a sync chat completion)
+        the job's runs send their deltas and end to that reply stream, and a
+        plain job (no idempotency key, no cache) takes the sync lane: it goes
+        in its message and its worker stores the row, so no SQL stands
+        between the request and the provider call.
+
+        ``job_id`` is the new job's id when the caller chose it (a caller
+        waiting on replies listens for it before the job is sent).
+
+        Raises ``UnknownModel``, ``IdempotencyConflict``, :class:`KeyLimited`
+        or :class:`BrokerUnavailable`.
         """
-        job_id = new_id("job")
+        job_id = job_id or new_id("job")
         admitted = await self._admit(key_id, job_id, limits)
         try:
             submitted = await self._submit(
-                key_id=key_id, job_id=job_id, body=body, idempotency_key=idempotency_key
+                key_id=key_id,
+                job_id=job_id,
+                body=body,
+                idempotency_key=idempotency_key,
+                reply_to=reply_to,
             )
         except BaseException:
             await self._release(key_id, job_id, admitted)
@@ -152,7 +185,13 @@ class Intake:
                 log.warning("key count not released for %s: %s", key_id, exc)
 
     async def _submit(
-        self, *, key_id: str, job_id: str, body: JobCreate, idempotency_key: str | None
+        self,
+        *,
+        key_id: str,
+        job_id: str,
+        body: JobCreate,
+        idempotency_key: str | None,
+        reply_to: str | None,
     ) -> Submitted:
         router = self._router()
         deployment = await router.choose(body.model)
@@ -178,7 +217,10 @@ class Intake:
             expires_at=body.deadline(time.time()),
             deployment_index=deployment.index,
             id=job_id,
+            reply_to=reply_to,
         )
+        if reply_to is not None and idempotency_key is None and cache_key is None:
+            return await self._submit_direct(new_job)
         if idempotency_key is None and cached is None:
             job, created = await self._inserts.insert(new_job), True
         else:
@@ -196,6 +238,20 @@ class Intake:
             await self._publish(job)
         return Submitted(job=job, created=created)
 
+    async def _submit_direct(self, job: NewJob) -> Submitted:
+        """The sync lane: the job travels in its message; the worker stores its row."""
+        now = time.time()
+        await self._count_assigned_to(job.provider, job.upstream_model, job.id or "")
+        taken = await self._publisher.publish(
+            job_id=job.id or "",
+            provider=job.provider,
+            priority=job.priority,
+            direct={"job": dataclasses.asdict(job), "created_at": now},
+        )
+        if not taken:
+            raise BrokerUnavailable(f"the queue did not take job {job.id}")
+        return Submitted(job=new_row(job, now=now), created=True, direct=True)
+
     async def _emit(self, job: Job, kind: EventType, data: dict[str, Any]) -> None:
         await self._events.emit(JobEvent(job_id=job.id, key_id=job.key_id, type=kind, data=data))
 
@@ -211,10 +267,13 @@ class Intake:
         return key, ttl, await self._cache.get(key)
 
     async def _count_assigned(self, job: Job) -> None:
+        await self._count_assigned_to(job.provider, job.upstream_model, job.id)
+
+    async def _count_assigned_to(self, provider: str, model: str, job_id: str) -> None:
         try:
-            await self._state.assigned(provider=job.provider, model=job.upstream_model)
+            await self._state.assigned(provider=provider, model=model)
         except RedisError as exc:  # only a routing hint; the reconciler recounts
-            log.warning("in-flight count not updated for %s: %s", job.id, exc)
+            log.warning("in-flight count not updated for %s: %s", job_id, exc)
 
     async def _publish(self, job: Job) -> None:
         # Not taken (the broker is down): the job stays unmarked; the reconciler publishes it.
@@ -222,6 +281,28 @@ class Intake:
             job_id=job.id, provider=job.provider, priority=job.priority
         ):
             self._marks.add(job.id)
+
+    async def abandon(self, *, key_id: str, job_id: str, direct: bool) -> None:
+        """The caller waiting on the job left: cancel it.
+
+        A direct job may have no row yet: it is marked cancelled in Redis, so
+        a worker that has not started it records it cancelled without a
+        call, and one that is calling stops.
+        """
+        if not direct:
+            await self.cancel(key_id=key_id, job_id=job_id)
+            return
+        try:
+            await self._redis.set(
+                direct_cancel_key(self._settings.key_prefix, job_id),
+                "1",
+                ex=int(self._settings.chat.timeout_seconds) + 60,
+            )
+            await publish_cancel(self._redis, key_prefix=self._settings.key_prefix, job_id=job_id)
+        except RedisError as exc:
+            log.warning("abandoned job %s not cancelled (Redis unavailable): %s", job_id, exc)
+        # Stored meanwhile? Then cancel the row too (a no-op when there is none yet).
+        await self.cancel(key_id=key_id, job_id=job_id)
 
     async def cancel(self, *, key_id: str, job_id: str) -> tuple[Job | None, bool]:
         """Cancel a job; returns the job (None if not the key's) and whether it changed."""
@@ -234,6 +315,9 @@ class Intake:
         if changed:
             await self._release(key_id, job_id, True)
             await self._emit(job, EventType.CANCELLED, terminal_data(job))
+            if job.reply_to is not None:  # a caller waits on it (its worker may never run it)
+                reply = Reply(job_id=job_id, type=EventType.CANCELLED.value, data={})
+                await self._replies.send(job.reply_to, reply)
             # Even a job read as queued may have been claimed since: always signal.
             await publish_cancel(self._redis, key_prefix=self._settings.key_prefix, job_id=job_id)
         return job, changed

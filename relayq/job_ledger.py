@@ -13,6 +13,10 @@ The guards stay per job: a claim takes only a queued job or one whose lease
 lapsed, an outcome is written only while its claim's ``run`` still holds the
 job. A job id that comes twice in one tick (a redelivered message) is
 claimed once; the second delivery is told it is not its to run.
+
+A sync chat completion's job comes in its message, before any row
+(:class:`relayq.store.jobs.DirectRun`): its row is stored as running in the
+tick after its call began, beside the call rather than before it.
 """
 
 from __future__ import annotations
@@ -25,11 +29,13 @@ from relayq.store import Database
 from relayq.store.jobs import (
     AttemptRecord,
     Claim,
+    DirectRun,
     Finish,
     Finished,
     Outcome,
     claim_jobs,
     finish_jobs,
+    store_running,
 )
 
 __all__ = ["JobLedger"]
@@ -50,11 +56,12 @@ class JobLedger:
         self._clock = clock
         self._claims: Coalescer[str, Claim | None] = Coalescer(self._claim)
         self._finishes: Coalescer[Finish, Finished] = Coalescer(self._finish)
+        self._stores: Coalescer[DirectRun, bool] = Coalescer(self._store)
 
     @property
     def transactions(self) -> int:
         """Claim and outcome transactions committed (for tests and metrics)."""
-        return self._claims.batches + self._finishes.batches
+        return self._claims.batches + self._finishes.batches + self._stores.batches
 
     async def claim(self, job_id: str) -> Claim | None:
         """Take ``job_id`` for running; None if it is not (or no longer) ours to run."""
@@ -65,6 +72,10 @@ class JobLedger:
     ) -> Finished:
         """Record ``claim``'s attempt and, if the claim still holds the job, its outcome."""
         return await self._finishes.submit(Finish(claim=claim, outcome=outcome, attempt=attempt))
+
+    async def store(self, direct: DirectRun) -> bool:
+        """Store a direct job's row as running its first run; False if it was stored before."""
+        return await self._stores.submit(direct)
 
     async def _claim(self, job_ids: list[str]) -> list[Claim | None]:
         async with self._database.session() as session:
@@ -77,3 +88,15 @@ class JobLedger:
     async def _finish(self, finishes: list[Finish]) -> list[Finished]:
         async with self._database.session() as session:
             return await finish_jobs(session, finishes=finishes, now=self._clock())
+
+    async def _store(self, runs: list[DirectRun]) -> list[bool]:
+        async with self._database.session() as session:
+            stored = await store_running(
+                session, runs=runs, now=self._clock(), lease_seconds=self._lease_seconds
+            )
+        # A job id twice in one tick: only its first delivery is the first run.
+        firsts = {direct.job.id: index for index, direct in reversed(list(enumerate(runs)))}
+        return [
+            direct.job.id in stored and firsts[direct.job.id] == index
+            for index, direct in enumerate(runs)
+        ]

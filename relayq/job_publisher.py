@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 from relayq.coalescing import Coalescer
 from relayq.queueing import Enqueuer
@@ -20,8 +21,8 @@ __all__ = ["JobPublisher"]
 
 log = logging.getLogger(__name__)
 
-Message = tuple[str, str, int]
-"""``(job_id, provider, priority)``."""
+Message = tuple[str, str, int, dict[str, Any] | None]
+"""``(job_id, provider, priority, direct job or None)``."""
 
 
 class JobPublisher:
@@ -36,9 +37,14 @@ class JobPublisher:
         """Thread hops made (for tests and metrics)."""
         return self._coalescer.batches
 
-    async def publish(self, *, job_id: str, provider: str, priority: int) -> bool:
-        """Publish one job's message; whether the broker took it (False: the reconciler will)."""
-        return await self._coalescer.submit((job_id, provider, priority))
+    async def publish(
+        self, *, job_id: str, provider: str, priority: int, direct: dict[str, Any] | None = None
+    ) -> bool:
+        """Publish one job's message; whether the broker took it (False: the reconciler will).
+
+        ``direct``: the job itself, for a sync job with no row (see ``Enqueuer.send_direct``).
+        """
+        return await self._coalescer.submit((job_id, provider, priority, direct))
 
     async def _send(self, batch: list[Message]) -> list[bool]:
         # send_many logs a failed publish and stops there; what it did not send
@@ -48,4 +54,4 @@ class JobPublisher:
         except Exception:
             log.exception("%d jobs stored but not enqueued yet", len(batch))
             sent = set()
-        return [job_id in sent for job_id, _, _ in batch]
+        return [message[0] in sent for message in batch]

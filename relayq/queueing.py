@@ -3,7 +3,8 @@
 The API and the reconciler publish messages by task name; only the worker
 registers the task. Queues are per provider (``llm.<provider>``), the task id
 is the job id, and a message carries nothing but that id: the job row in SQL
-is the source of truth.
+is the source of truth. The exception is the sync lane (``run_direct``): its
+message carries the whole job, whose row the worker stores beside the call.
 """
 
 from __future__ import annotations
@@ -15,11 +16,20 @@ from celery import Celery
 
 from relayq.settings import Settings
 
-__all__ = ["PREPARE_BATCH_TASK", "RUN_JOB_TASK", "Enqueuer", "create_celery", "message_priority"]
+__all__ = [
+    "PREPARE_BATCH_TASK",
+    "RUN_DIRECT_TASK",
+    "RUN_JOB_TASK",
+    "Enqueuer",
+    "create_celery",
+    "message_priority",
+]
 
 log = logging.getLogger(__name__)
 
 RUN_JOB_TASK = "relayq.run_job"
+RUN_DIRECT_TASK = "relayq.run_direct"
+"""A sync chat completion: the message carries the job itself (no row yet)."""
 PREPARE_BATCH_TASK = "relayq.prepare_batch"
 
 
@@ -96,16 +106,38 @@ class Enqueuer:
             retry=False,
         )
 
-    def send_many(self, jobs: list[tuple[str, str, int]]) -> list[str]:
-        """Publish ``(job_id, provider, priority)`` messages in order; the ids the broker took.
+    def send_direct(
+        self, *, job_id: str, provider: str, priority: int, job: dict[str, Any]
+    ) -> None:
+        """Publish a sync job's message, carrying the job (``job``) itself."""
+        self._celery.send_task(
+            RUN_DIRECT_TASK,
+            args=[job],
+            task_id=job_id,
+            queue=self._settings.queue_for(provider),
+            priority=message_priority(priority),
+            retry=False,
+        )
+
+    def send_many(
+        self, jobs: list[tuple[str, str, int]] | list[tuple[str, str, int, dict[str, Any] | None]]
+    ) -> list[str]:
+        """Publish ``(job_id, provider, priority[, direct job])`` messages in order; the ids
+        the broker took.
 
         Stops at the first failure (the broker is down): the rest stay
-        unconfirmed, and the reconciler sends them.
+        unconfirmed, and the reconciler sends them (a direct job's caller
+        hears that it failed).
         """
         sent: list[str] = []
-        for job_id, provider, priority in jobs:
+        for job_id, provider, priority, *direct in jobs:
             try:
-                self.send(job_id=job_id, provider=provider, priority=priority)
+                if direct and direct[0] is not None:
+                    self.send_direct(
+                        job_id=job_id, provider=provider, priority=priority, job=direct[0]
+                    )
+                else:
+                    self.send(job_id=job_id, provider=provider, priority=priority)
             except Exception as exc:
                 log.warning(
                     "%d of %d jobs stored but not enqueued yet: %s",

@@ -139,9 +139,18 @@ class Resilience:
         return await self._requeue(claim, placement, delay=delay, attempt=None, reason=reason)
 
     async def after_failure(
-        self, claim: Claim, error: ProviderError, attempt: AttemptRecord
+        self,
+        claim: Claim,
+        error: ProviderError,
+        attempt: AttemptRecord,
+        *,
+        deltas_sent: bool = False,
     ) -> dict[str, Any] | None:
-        """Retry or fall back (re-queued: None), or the error to fail the job with."""
+        """Retry or fall back (re-queued: None), or the error to fail the job with.
+
+        The ``attempt_failed`` event numbers the attempt and says whether its
+        text went out (``deltas_sent``): a follower holding that text discards it.
+        """
         decision = decide(
             error,
             attempts_on_deployment=claim.deployment_attempts + 1,
@@ -152,6 +161,8 @@ class Resilience:
             claim,
             EventType.ATTEMPT_FAILED,
             {
+                "attempt": claim.attempts + 1,
+                "deltas_sent": deltas_sent,
                 "provider": claim.provider,
                 "model": claim.upstream_model,
                 "error": attempt.error,

@@ -103,6 +103,8 @@ def stack(
         # The webhook tests' failures, on a breaker other tests' failures cannot open.
         "hooks-faulty": {"type": "mock", "read_timeout": 5},
         "backup": {"type": "mock", "read_timeout": 5},
+        # Streams half its answer, then fails: the stream rule's tests.
+        "cut": {"type": "mock", "read_timeout": 5, "options": {"fault": "malformed"}},
         "openai": {
             "type": "openai",
             "base_url": fake_openai.base_url,
@@ -116,6 +118,13 @@ def stack(
         "mock-faulty": {"provider": "faulty", "model": "mock"},
         "mock-faulty-hooks": {"provider": "hooks-faulty", "model": "mock"},
         "gpt-4o-mini": {"provider": "openai", "model": "gpt-4o-mini-2024-07-18"},
+        "mock-cut": {
+            "strategy": "ordered",
+            "deployments": [
+                {"provider": "cut", "model": "mock"},
+                {"provider": "backup", "model": "mock"},
+            ],
+        },
         "mock-cached": {
             "provider": "mock",
             "model": "mock",
@@ -127,7 +136,7 @@ def stack(
         "RELAYQ_PROVIDERS": json.dumps(providers),
         "RELAYQ_ROUTES": json.dumps(routes),
         "RELAYQ_WORKER__PROVIDERS": json.dumps(
-            ["mock", "openai", "faulty", "hooks-faulty", "backup"]
+            ["mock", "openai", "faulty", "hooks-faulty", "backup", "cut"]
         ),
     }
     with Stack(

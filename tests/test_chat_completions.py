@@ -193,3 +193,54 @@ def test_a_client_that_gives_up_waiting_cancels_the_job(stack: Stack, make_key: 
         final = wait_for_status(client, job["id"], {"cancelled", "succeeded"}, timeout=20)
 
     assert final["status"] == "cancelled"
+
+
+def test_a_stream_never_mixes_the_text_of_two_attempts(sdk: openai.OpenAI, stack: Stack) -> None:
+    """An attempt that fails after some of its text went out ends the stream with an error
+    naming the job; the job goes on (retries, then the backup) and its answer stays readable."""
+    prompt: list[Any] = [{"role": "user", "content": f"cut {uuid.uuid4().hex}"}]
+    received: list[str] = []
+    raw = sdk.chat.completions.with_raw_response.create(
+        model="mock-cut",
+        messages=prompt,
+        stream=True,
+        extra_body={"mock": {"tokens": 40, "stream_interval_ms": 30}},
+    )
+    job_id = raw.headers["x-relayq-job-id"]
+
+    def read() -> None:
+        for chunk in raw.parse():
+            received.extend(c.delta.content or "" for c in chunk.choices)
+
+    with pytest.raises(openai.APIError) as failed:
+        read()
+
+    assert job_id in failed.value.message
+    assert "attempt" in failed.value.message
+    headers = {"Authorization": f"Bearer {sdk.api_key}"}
+    with httpx.Client(base_url=stack.base_url, headers=headers, timeout=30) as client:
+        job = wait_for_status(client, job_id, {"succeeded", "failed"}, timeout=30)
+        events = client.get(f"/v1/jobs/{job_id}/events", headers={"Accept": "text/event-stream"})
+    answer = job["response"]["choices"][0]["message"]["content"]
+    text = "".join(received)
+    # Half of the first attempt's words, and nothing of any other attempt.
+    assert text
+    assert answer.startswith(text)
+    assert text != answer
+    assert job["status"] == "succeeded"
+    assert [a["provider"] for a in job["attempts"]][-1] == "backup"
+    messages = [json.loads(line[6:]) for line in events.text.splitlines() if line[:6] == "data: "]
+    failures = [m["data"] for m in messages if m["type"] == "attempt_failed"]
+    assert failures[0]["attempt"] == 1
+    assert failures[0]["deltas_sent"] is True
+
+
+def test_a_whole_answer_retries_out_of_sight(sdk: openai.OpenAI) -> None:
+    """Not streamed, the same failures cost the caller nothing but time: the backup answers."""
+    prompt: list[Any] = [{"role": "user", "content": f"cut {uuid.uuid4().hex}"}]
+    raw = sdk.chat.completions.with_raw_response.create(
+        model="mock-cut", messages=prompt, extra_body={"mock": {"tokens": 40}}
+    )
+    completion = raw.parse()
+    assert completion.choices[0].finish_reason == "stop"
+    assert len((completion.choices[0].message.content or "").split()) == 40

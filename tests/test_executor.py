@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -28,9 +29,11 @@ from relayq.providers import build_providers
 from relayq.providers.http import build_http_client
 from relayq.queueing import Enqueuer
 from relayq.ratelimit import RateLimiter
+from relayq.redis_batch import CommandBatch
+from relayq.replies import Replies, direct_fence_key
 from relayq.resilience import Resilience
 from relayq.store import Database
-from relayq.store.jobs import create_jobs, get_job, list_attempts
+from relayq.store.jobs import NewJob, create_jobs, get_job, list_attempts
 from relayq.store.keys import create_key
 from tests.jobs import mock_job
 from tests.services import reset_database, run
@@ -140,6 +143,7 @@ async def executor(env: Env, broker: SameWorker) -> AsyncIterator[Executor]:
         lease_seconds=60,
         events=events,
         resilience=resilience,
+        replies=Replies(CommandBatch(env.redis), key_prefix=PREFIX),
     )
     broker.executor = built
     try:
@@ -225,3 +229,61 @@ async def _delivered_twice(env: Env) -> None:
     assert sorted([first, second]) == sorted([RunResult.SUCCEEDED, RunResult.SKIPPED])
     async with env.database.session() as session:
         assert len(await list_attempts(session, job_id=job_id)) == 1
+
+
+def direct_message(env: Env, reply_to: str) -> dict[str, Any]:
+    job: NewJob = dataclasses.replace(
+        mock_job(env.key_id), id=f"job_direct{time.monotonic_ns()}", reply_to=reply_to
+    )
+    return {"job": dataclasses.asdict(job), "created_at": time.time()}
+
+
+async def replies_of(env: Env, stream: str) -> list[str]:
+    entries: list[Any] = await env.redis.xrange(stream) or []
+    return [str(fields[b"type"].decode()) for _, fields in entries]
+
+
+def test_a_direct_job_answers_its_caller_then_is_recorded_once(
+    scenario: Callable[[Scenario], None],
+) -> None:
+    """The sync lane: the row is stored beside the call; a redelivery runs nothing more."""
+    scenario(_direct_once)
+
+
+async def _direct_once(env: Env) -> None:
+    broker = SameWorker(asyncio.get_running_loop())
+    message = direct_message(env, reply_to=f"{PREFIX}:replies:test")
+    job_id = message["job"]["id"]
+    async with executor(env, broker) as running:
+        assert await running.run_direct(message) is RunResult.SUCCEEDED
+        assert await running.run_direct(message) is RunResult.SKIPPED
+    kinds = await replies_of(env, f"{PREFIX}:replies:test")
+    assert kinds[0] == "delta"
+    assert kinds[-1] == "succeeded"
+    async with env.database.session() as session:
+        job = await get_job(session, job_id=job_id, key_id=env.key_id)
+        attempts = await list_attempts(session, job_id=job_id)
+    assert job is not None
+    assert job.status == JobStatus.SUCCEEDED.value
+    assert job.reply_to == f"{PREFIX}:replies:test"
+    assert len(attempts) == 1
+
+
+def test_a_direct_job_whose_first_worker_died_before_storing_it_runs(
+    scenario: Callable[[Scenario], None],
+) -> None:
+    """The fence is set but no row exists: the redelivery stores the row and runs the job."""
+    scenario(_direct_after_a_death)
+
+
+async def _direct_after_a_death(env: Env) -> None:
+    broker = SameWorker(asyncio.get_running_loop())
+    message = direct_message(env, reply_to=f"{PREFIX}:replies:test")
+    job_id = message["job"]["id"]
+    await env.redis.set(direct_fence_key(PREFIX, job_id), "1")
+    async with executor(env, broker) as running:
+        assert await running.run_direct(message) is RunResult.SUCCEEDED
+    async with env.database.session() as session:
+        job = await get_job(session, job_id=job_id, key_id=env.key_id)
+    assert job is not None
+    assert job.status == JobStatus.SUCCEEDED.value

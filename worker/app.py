@@ -9,7 +9,7 @@ from typing import Any
 from celery import Celery, Task
 from celery.signals import worker_init, worker_shutdown
 
-from relayq.queueing import PREPARE_BATCH_TASK, RUN_JOB_TASK, create_celery
+from relayq.queueing import PREPARE_BATCH_TASK, RUN_DIRECT_TASK, RUN_JOB_TASK, create_celery
 from relayq.settings import Settings
 from relayq.webhooks.publishing import WebhookEnqueuer
 from worker.pool import LoopPool, loop_result, loop_task
@@ -54,6 +54,17 @@ def create_worker_app(settings: Settings) -> Celery:
         """
         try:
             return loop_result(runtime.start_job, job_id).value
+        except Exception as exc:
+            countdown = min(60, 2 ** min(task.request.retries, 6))
+            log.warning("job %s not run (%s); again in %ss", job_id, exc, countdown)
+            raise task.retry(exc=exc, countdown=countdown, max_retries=None) from exc
+
+    @app.task(name=RUN_DIRECT_TASK, **loop_task(runtime.start_direct))
+    def run_direct(task: Task[Any, Any], message: dict[str, Any]) -> str:
+        """Run a sync job that came in its message (see ``Executor.run_direct``)."""
+        job_id = str(message["job"]["id"])
+        try:
+            return loop_result(runtime.start_direct, message).value
         except Exception as exc:
             countdown = min(60, 2 ** min(task.request.retries, 6))
             log.warning("job %s not run (%s); again in %ss", job_id, exc, countdown)

@@ -38,7 +38,9 @@ from relayq.providers.http import build_http_client
 from relayq.queueing import Enqueuer
 from relayq.ratelimit import RateLimiter
 from relayq.reconciler import Reconciler
+from relayq.redis_batch import CommandBatch
 from relayq.redis_pool import shared_redis
+from relayq.replies import Replies
 from relayq.resilience import Resilience
 from relayq.routing import Router
 from relayq.routing_state import RoutingState
@@ -134,6 +136,10 @@ class WorkerRuntime:
         self.start()
         return self.submit(self._run_job(job_id))
 
+    def start_direct(self, message: dict[str, Any]) -> Future[RunResult]:
+        self.start()
+        return self.submit(self._run_direct(message))
+
     def start_batch(self, batch_id: str) -> Future[Prepared | None]:
         self.start()
         return self.submit(self._prepare_batch(batch_id))
@@ -141,6 +147,10 @@ class WorkerRuntime:
     async def _run_job(self, job_id: str) -> RunResult:
         assert self._executor is not None
         return await self._executor.run(job_id)
+
+    async def _run_direct(self, message: dict[str, Any]) -> RunResult:
+        assert self._executor is not None
+        return await self._executor.run_direct(message)
 
     async def _prepare_batch(self, batch_id: str) -> Prepared | None:
         assert self._preparer is not None
@@ -166,12 +176,15 @@ class WorkerRuntime:
 
         live = LiveRouting(settings, apply=apply)
         state = RoutingState(redis, key_prefix=settings.key_prefix)
+        # A tick's events and replies go out in one pipeline.
+        batch = CommandBatch(redis)
         events = EventLog(
             redis,
             key_prefix=settings.key_prefix,
             max_events=settings.events.max_per_job,
             retention_seconds=settings.events.retention_seconds,
             listeners=self._listeners(database),
+            batch=batch,
         )
         key_limits = KeyLimits(redis, key_prefix=settings.key_prefix)
         resilience = Resilience(
@@ -197,6 +210,7 @@ class WorkerRuntime:
             resilience=resilience,
             metrics=self._metrics(),
             key_limits=key_limits,
+            replies=Replies(batch, key_prefix=settings.key_prefix),
         )
         reconciler = Reconciler(
             database=database,

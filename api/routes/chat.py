@@ -1,17 +1,23 @@
 """``POST /v1/chat/completions``: OpenAI's endpoint, served by the job pipeline.
 
-The request becomes a high-priority job and the caller waits on its events:
-a ``chat.completion`` when it ends, or with ``stream: true`` its chunks as
-they come, ending with ``data: [DONE]``. The job id is in the
-``x-relayq-job-id`` header, so the job can be looked up later. If the caller
-goes away first, the job is cancelled (``RELAYQ_CHAT__CANCEL_ON_DISCONNECT``).
+The request becomes a high-priority job and the caller waits on its replies
+(:mod:`relayq.replies`): a ``chat.completion`` when it ends, or with
+``stream: true`` its chunks as they come, ending with ``data: [DONE]``. The
+job id is in the ``x-relayq-job-id`` header, so the job can be looked up
+later. If the caller goes away first, the job is cancelled
+(``RELAYQ_CHAT__CANCEL_ON_DISCONNECT``).
+
+A streamed answer never mixes attempts: an attempt that fails before any of
+its text went out is retried (or falls back) out of the caller's sight; once
+some of its text went out, the stream ends with an ``attempt_interrupted``
+error naming the job, whose final answer stays readable at ``/v1/jobs/{id}``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -26,8 +32,11 @@ from api.services import Services
 from api.sse import sse_message
 from relayq.assembly import chunks_from_completion
 from relayq.chat import ChatCompletionRequest
-from relayq.events import EventType, JobEvent
+from relayq.events import EventType
+from relayq.ids import new_id
+from relayq.intake import BrokerUnavailable
 from relayq.jobs import JobCreate
+from relayq.replies import Reply
 from relayq.routing import UnknownModel
 from relayq.store.models import Job
 
@@ -46,16 +55,15 @@ _STATUS_BY_CODE = {
 """The HTTP status a failed job's error answers with; anything else is a 502."""
 
 
-def failure_response(event: JobEvent, job_id: str) -> JSONResponse:
-    """A job that did not succeed, as OpenAI's error shape and status."""
+def _failure(kind: str, data: dict[str, Any], job_id: str) -> JSONResponse:
     headers = {JOB_HEADER: job_id}
-    if event.type is EventType.CANCELLED:
+    if kind == EventType.CANCELLED.value:
         body = error_body(409, f"Job '{job_id}' was cancelled.", code="job_cancelled")
         return JSONResponse(body, status_code=409, headers=headers)
-    if event.type is EventType.EXPIRED:
+    if kind == EventType.EXPIRED.value:
         body = error_body(408, f"Job '{job_id}' expired before it ran.", code="job_expired")
         return JSONResponse(body, status_code=408, headers=headers)
-    error: dict[str, Any] = event.data.get("error") or {}
+    error: dict[str, Any] = data.get("error") or {}
     code = str(error.get("code", "provider_error"))
     status = _STATUS_BY_CODE.get(code, 502)
     retry_after = error.get("retry_after")
@@ -75,55 +83,119 @@ def _job_body(body: dict[str, Any], services: Services) -> JobCreate:
         raise RequestValidationError(errors) from exc
 
 
+@dataclass
+class _Call:
+    """One caller waiting on its job's replies."""
+
+    services: Services
+    request: Request
+    job: Job
+    direct: bool
+    replies: asyncio.Queue[Reply | Exception]
+
+    def done(self) -> None:
+        """Stop collecting the job's replies."""
+        self.services.replies.forget(self.job.id)
+
+    async def abandon(self) -> None:
+        if self.services.settings.chat.cancel_on_disconnect:
+            await self.services.intake.abandon(
+                key_id=self.job.key_id, job_id=self.job.id, direct=self.direct
+            )
+
+
 @router.post("/v1/chat/completions", response_model=None)
 async def create_chat_completion(
     body: ChatCompletionRequest, key: KeyDep, services: ServicesDep, request: Request
 ) -> JSONResponse | StreamingResponse:
-    """Create a chat completion, exactly as OpenAI's API does (plus job options)."""
+    """Create a chat completion, exactly as OpenAI's API does (plus job options).
+
+    The job's runs answer this process directly (its reply stream): deltas as
+    they come, then the outcome. A plain call goes to its worker in its
+    message, with no SQL before or after the provider call (the worker
+    stores the job's row in its next tick).
+    """
     job_body = _job_body(body.model_dump(mode="json", exclude_none=True), services)
+    job_id = new_id("job")
+    hub = services.replies
+    replies = hub.expect(job_id)
     try:
         submitted = await services.intake.submit(
-            key_id=key.id, body=job_body, limits=key_limits(key, services.settings)
+            key_id=key.id,
+            body=job_body,
+            limits=key_limits(key, services.settings),
+            reply_to=hub.stream,
+            job_id=job_id,
         )
     except UnknownModel as exc:
+        hub.forget(job_id)
         raise unknown_model(exc) from exc
-    job = submitted.job
-    events = services.hub.follow(job_id=job.id, key_id=key.id)
+    except BrokerUnavailable as exc:
+        hub.forget(job_id)
+        raise APIError(503, f"The job queue is unavailable: {exc}.", code="overloaded") from exc
+    except BaseException:
+        hub.forget(job_id)
+        raise
+    call = _Call(services, request, submitted.job, submitted.direct, replies)
+    if submitted.job.cached:
+        call.done()
+        return _cached(call, stream=bool(body.stream))
     if body.stream:
-        return await _streaming(services, job, events, body, request)
-    return await _whole(services, job, events, request)
+        return await _streaming(call, body)
+    try:
+        return await _whole(call)
+    finally:
+        call.done()
 
 
-async def _next_decisive(events: AsyncIterator[JobEvent], *, stream: bool) -> JobEvent:
-    """The next event that decides the answer: the terminal one, or a delta when streaming."""
-    async for event in events:
-        if event.terminal or (stream and event.type is EventType.DELTA):
-            return event
-    raise RuntimeError("the event stream ended before the job did")
+def _cached(call: _Call, *, stream: bool) -> JSONResponse | StreamingResponse:
+    job = call.job
+    headers = {JOB_HEADER: job.id}
+    if not stream:
+        return JSONResponse(job.response, headers=headers)
+
+    async def chunks() -> AsyncIterator[str]:
+        for chunk in chunks_from_completion(job.response or {}):
+            yield sse_message(data=chunk)
+        yield "data: [DONE]\n\n"
+
+    return StreamingResponse(chunks(), media_type="text/event-stream", headers=headers)
 
 
-async def _wait(
-    services: Services, job: Job, request: Request, waiting: asyncio.Task[JobEvent]
-) -> JobEvent | None:
-    """``waiting``'s event, or None if the caller left (the job is then cancelled)."""
-    deadline = asyncio.get_running_loop().time() + services.settings.chat.timeout_seconds
-    while not waiting.done():
-        await asyncio.wait({waiting}, timeout=0.25)
-        if waiting.done():
-            break
-        if await request.is_disconnected():
-            waiting.cancel()
-            await _abandon(services, job)
-            return None
-        if asyncio.get_running_loop().time() > deadline:
-            waiting.cancel()
-            raise APIError(
-                504,
-                f"Job '{job.id}' did not finish within {services.settings.chat.timeout_seconds} s; "
-                f"it goes on: GET /v1/jobs/{job.id}.",
-                code="timeout",
-            )
-    return waiting.result()
+async def _next_decisive(call: _Call, *, stream: bool) -> Reply:
+    """The next reply that decides the answer: the outcome, or a delta when streaming."""
+    while True:
+        reply = await call.replies.get()
+        if isinstance(reply, Exception):
+            raise reply
+        if reply.terminal or (stream and reply.type == "delta"):
+            return reply
+
+
+async def _wait(call: _Call, *, stream: bool) -> Reply | None:
+    """The next decisive reply, or None if the caller left (the job is then cancelled)."""
+    settings = call.services.settings.chat
+    waiting = asyncio.ensure_future(_next_decisive(call, stream=stream))
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + settings.timeout_seconds
+    try:
+        while not waiting.done():
+            await asyncio.wait({waiting}, timeout=0.25)
+            if waiting.done():
+                break
+            if await call.request.is_disconnected():
+                await call.abandon()
+                return None
+            if loop.time() > deadline:
+                raise APIError(
+                    504,
+                    f"Job '{call.job.id}' did not finish within {settings.timeout_seconds} s; "
+                    f"it goes on: GET /v1/jobs/{call.job.id}.",
+                    code="timeout",
+                )
+        return waiting.result()
+    finally:
+        waiting.cancel()
 
 
 def _gone(job: Job) -> JSONResponse:
@@ -132,102 +204,92 @@ def _gone(job: Job) -> JSONResponse:
     return JSONResponse(body, status_code=499, headers={JOB_HEADER: job.id})
 
 
-async def _abandon(services: Services, job: Job) -> None:
-    if services.settings.chat.cancel_on_disconnect:
-        await services.intake.cancel(key_id=job.key_id, job_id=job.id)
+async def _whole(call: _Call) -> JSONResponse:
+    reply = await _wait(call, stream=False)
+    if reply is None:
+        return _gone(call.job)
+    if reply.type != EventType.SUCCEEDED.value or not reply.data.get("response"):
+        return _failure(reply.type, reply.data, call.job.id)
+    return JSONResponse(reply.data["response"], headers={JOB_HEADER: call.job.id})
 
 
-async def _whole(
-    services: Services, job: Job, events: AsyncIterator[JobEvent], request: Request
-) -> JSONResponse:
-    try:
-        waiting = asyncio.ensure_future(_next_decisive(events, stream=False))
-        event = await _wait(services, job, request, waiting)
-    finally:
-        await _close(events)
-    if event is None:
-        return _gone(job)
-    if event.type is not EventType.SUCCEEDED or not event.data.get("response"):
-        return failure_response(event, job.id)
-    return JSONResponse(event.data["response"], headers={JOB_HEADER: job.id})
-
-
-async def _streaming(
-    services: Services,
-    job: Job,
-    events: AsyncIterator[JobEvent],
-    body: ChatCompletionRequest,
-    request: Request,
-) -> JSONResponse | StreamingResponse:
+async def _streaming(call: _Call, body: ChatCompletionRequest) -> JSONResponse | StreamingResponse:
     # Wait for the first delta before answering, so a job that fails first
-    # still gets a proper HTTP error status.
+    # still gets a proper HTTP error status. Attempts that fail before any of
+    # their text went out are retried out of the caller's sight.
     try:
-        waiting = asyncio.ensure_future(_next_decisive(events, stream=True))
-        first = await _wait(services, job, request, waiting)
+        first = await _wait(call, stream=True)
     except BaseException:
-        await _close(events)
+        call.done()
         raise
     if first is None:
-        await _close(events)
-        return _gone(job)
-    if first.terminal and first.type is not EventType.SUCCEEDED:
-        await _close(events)
-        return failure_response(first, job.id)
+        call.done()
+        return _gone(call.job)
+    if first.terminal and first.type != EventType.SUCCEEDED.value:
+        call.done()
+        return _failure(first.type, first.data, call.job.id)
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     return StreamingResponse(
-        _chunks(services, job, first, events, include_usage=include_usage),
+        _chunks(call, first, include_usage=include_usage),
         media_type="text/event-stream",
-        headers={JOB_HEADER: job.id, "cache-control": "no-cache"},
+        headers={JOB_HEADER: call.job.id, "cache-control": "no-cache"},
     )
 
 
 async def _chunks(
-    services: Services,
-    job: Job,
-    first: JobEvent,
-    events: AsyncIterator[JobEvent],
+    call: _Call,
+    first: Reply,
     *,
     include_usage: bool,
 ) -> AsyncIterator[str]:
     finished = False
     try:
-        event = first
+        reply = first
         while True:
-            for chunk in _event_chunks(event):
-                if chunk.get("choices") or (include_usage and chunk.get("usage")):
-                    yield sse_message(data=_without_usage(chunk, include_usage))
-            if event.terminal:
+            if reply.type == "delta":
+                for chunk in reply.data.get("chunks", []):
+                    if chunk.get("choices") or (include_usage and chunk.get("usage")):
+                        yield sse_message(data=_without_usage(chunk, include_usage))
+            elif reply.type == EventType.ATTEMPT_FAILED.value and reply.data.get("deltas_sent"):
+                # This attempt's text already went out: another attempt's must not
+                # follow it as one answer. The job goes on; its answer stays readable.
                 finished = True
-                if event.type is not EventType.SUCCEEDED:
-                    error = (event.data.get("error") or {}) | {"type": "server_error"}
+                yield sse_message(data={"error": _interrupted(call.job.id, reply)})
+                yield "data: [DONE]\n\n"
+                return
+            elif reply.terminal:
+                finished = True
+                if reply.type != EventType.SUCCEEDED.value:
+                    error = (reply.data.get("error") or {}) | {"type": "server_error"}
                     yield sse_message(data={"error": error})
                 yield "data: [DONE]\n\n"
                 return
-            event = await anext(aiter(events))
+            reply_or_error = await call.replies.get()
+            if isinstance(reply_or_error, Exception):
+                raise reply_or_error
+            reply = reply_or_error
     finally:
-        await _close(events)
+        call.done()
         if not finished:
             # The caller went away mid-stream.
-            await asyncio.shield(_abandon(services, job))
+            await asyncio.shield(call.abandon())
 
 
-def _event_chunks(event: JobEvent) -> list[dict[str, Any]]:
-    if event.type is EventType.DELTA:
-        chunks: list[dict[str, Any]] = event.data.get("chunks", [])
-        return chunks
-    if event.type is EventType.SUCCEEDED and event.data.get("cached"):
-        return chunks_from_completion(event.data["response"])
-    return []
+def _interrupted(job_id: str, reply: Reply) -> dict[str, Any]:
+    attempt = reply.data.get("attempt")
+    return {
+        "message": (
+            f"Attempt {attempt} of job '{job_id}' failed after part of its answer was sent; "
+            f"the job goes on with another attempt: GET /v1/jobs/{job_id} for its answer."
+        ),
+        "type": "server_error",
+        "param": None,
+        "code": "attempt_interrupted",
+        "job_id": job_id,
+    }
 
 
 def _without_usage(chunk: dict[str, Any], include_usage: bool) -> dict[str, Any]:
     if include_usage or "usage" not in chunk:
         return chunk
     return {k: v for k, v in chunk.items() if k != "usage"}
-
-
-async def _close(events: AsyncIterator[JobEvent]) -> None:
-    close = getattr(events, "aclose", None)
-    if close is not None:
-        with contextlib.suppress(RuntimeError):
-            await close()

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, exists, func, insert, select, tuple_, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -24,6 +25,7 @@ from relayq.webhooks.planning import plan_deliveries
 __all__ = [
     "AttemptRecord",
     "Claim",
+    "DirectRun",
     "Finish",
     "Finished",
     "IdempotencyConflict",
@@ -45,8 +47,10 @@ __all__ = [
     "list_attempts",
     "list_jobs",
     "mark_enqueued",
+    "new_row",
     "release_lapsed",
     "renew_leases",
+    "store_running",
     "unfinished_of",
     "unfinished_of_key",
 ]
@@ -83,6 +87,8 @@ class NewJob:
     deployment_index: int = 0
     id: str | None = None
     """The job's id, when the caller chose it (the intake counts it first); else a new one."""
+    reply_to: str | None = None
+    """The reply stream of the API process waiting on the job (see :mod:`relayq.replies`)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -108,6 +114,8 @@ class Claim:
     not_before: float | None = None
     batch_id: str | None = None
     """A batch's request: no deltas, no per-key count (the batch is the unit)."""
+    reply_to: str | None = None
+    """Where the caller waiting on the job reads its deltas and end (see :mod:`relayq.replies`)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -157,7 +165,7 @@ async def create_job(session: AsyncSession, *, job: NewJob, now: float) -> tuple
         existing = await _by_idempotency_key(session, job=job)
         if existing is not None:
             return existing, False
-    row = _new_row(job, now=now)
+    row = new_row(job, now=now)
     session.add(row)
     if job.cached is not None:
         row.status = JobStatus.SUCCEEDED.value
@@ -187,36 +195,86 @@ async def create_jobs(session: AsyncSession, *, jobs: Sequence[NewJob], now: flo
     """
     if any(job.idempotency_key is not None or job.cached is not None for job in jobs):
         raise ValueError("create_jobs takes plain queued jobs; use create_job for the others")
-    rows = [_new_row(job, now=now) for job in jobs]
+    rows = [new_row(job, now=now) for job in jobs]
     session.add_all(rows)
     await session.commit()
     return rows
 
 
-def _new_row(job: NewJob, *, now: float) -> Job:
+def _row_values(job: NewJob, *, now: float) -> dict[str, Any]:
+    """``job``'s columns as a queued row, by attribute name."""
+    return {
+        "id": job.id or new_id("job", now=now),
+        "key_id": job.key_id,
+        "status": JobStatus.QUEUED.value,
+        "model": job.model,
+        "route": job.route,
+        "provider": job.provider,
+        "upstream_model": job.upstream_model,
+        "request": job.request,
+        "priority": job.priority,
+        "metadata_": job.metadata,
+        "idempotency_key": job.idempotency_key,
+        "request_hash": job.request_hash,
+        "cache_key": job.cache_key,
+        "cache_ttl": job.cache_ttl,
+        "run": 0,
+        "created_at": now,
+        "webhook": job.webhook,
+        "reply_to": job.reply_to,
+        "expires_at": job.expires_at,
+        "deployment_index": job.deployment_index,
+        "first_deployment": job.deployment_index,
+    }
+
+
+def new_row(job: NewJob, *, now: float) -> Job:
     """``job`` as a queued row, not yet added to a session."""
-    row = Job(
-        id=job.id or new_id("job", now=now),
-        key_id=job.key_id,
-        status=JobStatus.QUEUED.value,
-        model=job.model,
-        route=job.route,
-        provider=job.provider,
-        upstream_model=job.upstream_model,
-        request=job.request,
-        priority=job.priority,
-        metadata_=job.metadata,
-        idempotency_key=job.idempotency_key,
-        request_hash=job.request_hash,
-        cache_key=job.cache_key,
-        cache_ttl=job.cache_ttl,
-        run=0,
-        created_at=now,
-    )
-    row.webhook = job.webhook
-    row.expires_at = job.expires_at
-    row.deployment_index = row.first_deployment = job.deployment_index
-    return row
+    return Job(**_row_values(job, now=now))
+
+
+@dataclass(frozen=True, kw_only=True)
+class DirectRun:
+    """A job that went to its worker in its message, before any row (the sync lane)."""
+
+    job: NewJob
+    created_at: float
+
+
+async def store_running(
+    session: AsyncSession, *, runs: Sequence[DirectRun], now: float, lease_seconds: float
+) -> set[str]:
+    """Store ``runs``' jobs as running their first run, in one statement; the ids stored.
+
+    A job whose row already exists (its message was delivered twice) is left
+    as it is and not among the ids: that delivery is not the job's first run.
+    """
+    if not runs:
+        return set()
+    rows = []
+    for direct in runs:
+        values = _row_values(direct.job, now=direct.created_at)
+        values["metadata"] = values.pop("metadata_")
+        values.update(
+            status=JobStatus.RUNNING.value,
+            run=1,
+            started_at=now,
+            enqueued_at=direct.created_at,
+            lease_expires_at=now + lease_seconds,
+        )
+        rows.append(values)
+    connection = await session.connection()
+    statement = _insert_new(connection.dialect.name).returning(_jobs.c.id)
+    ids = set((await connection.execute(statement, rows)).scalars())
+    await session.commit()
+    return ids
+
+
+def _insert_new(dialect: str) -> Any:
+    """``INSERT`` into jobs that skips rows whose id is taken (both dialects say it alike)."""
+    if dialect == "postgresql":
+        return postgresql.insert(_jobs).on_conflict_do_nothing(index_elements=[_jobs.c.id])
+    return sqlite.insert(_jobs).on_conflict_do_nothing(index_elements=[_jobs.c.id])
 
 
 async def _by_idempotency_key(session: AsyncSession, *, job: NewJob) -> Job | None:
@@ -328,6 +386,7 @@ _CLAIM = (
         _jobs.c.expires_at,
         _jobs.c.not_before,
         _jobs.c.batch_id,
+        _jobs.c.reply_to,
     )
 )
 
@@ -403,6 +462,7 @@ def _claim(row: Any) -> Claim:
         expires_at=row.expires_at,
         not_before=row.not_before,
         batch_id=row.batch_id,
+        reply_to=row.reply_to,
     )
 
 

@@ -109,6 +109,9 @@ class Job(Base):
     """The request's ``custom_id`` in its batch."""
     held: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     """A batch request the scheduler has not released to its queue yet (no message)."""
+    reply_to: Mapped[str | None] = mapped_column(String(200), default=None)
+    """The reply stream of the API process whose caller waits on this job (a sync chat
+    completion): every run sends its deltas and its end there."""
 
     __table_args__ = (
         UniqueConstraint("key_id", "idempotency_key", name="uq_jobs_key_idempotency"),
