@@ -9,9 +9,9 @@ from fastapi import FastAPI
 
 import relayq
 from api.errors import install_error_handlers
-from api.json_bodies import JSONBodyCheck
 from api.limits import BodySizeLimit
 from api.observability import RequestMetrics
+from api.request_checks import RequestChecks
 from api.routes import (
     admin,
     batches,
@@ -55,7 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     # Added first, so it runs inside the size limit: it reads whole bodies.
-    app.add_middleware(JSONBodyCheck)
+    app.add_middleware(RequestChecks)
     app.add_middleware(
         BodySizeLimit,
         max_bytes=settings.api.max_body_bytes,

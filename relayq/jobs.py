@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field, field_validator
 
 from relayq.chat import ChatCompletionRequest
 from relayq.providers.mock import MockControls
+from relayq.spans import Span, span_seconds
 from relayq.webhooks.schemas import JobWebhookSpec, WebhookSpec
 
 if TYPE_CHECKING:
@@ -58,7 +59,7 @@ class JobCreate(ChatCompletionRequest):
     """Up to 16 string pairs, as on OpenAI objects; returned with the job."""
     expires_at: float | None = Field(default=None, gt=0)
     """Unix time after which the job, if not yet started, expires instead of running."""
-    completion_window: str | None = Field(default=None, pattern=r"^\d+(\.\d+)?(s|m|h)$")
+    completion_window: Span | None = None
     """The same as a span from now, like OpenAI batches' ``24h`` (also ``90s``, ``30m``)."""
     cache: bool | None = None
     """Use the response cache for this job (true), or not (false); default: the route's."""
@@ -83,8 +84,7 @@ class JobCreate(ChatCompletionRequest):
         """When the job expires: the earlier of ``expires_at`` and the completion window."""
         deadlines = [self.expires_at] if self.expires_at is not None else []
         if self.completion_window is not None:
-            unit = {"s": 1, "m": 60, "h": 3600}[self.completion_window[-1]]
-            deadlines.append(now + float(self.completion_window[:-1]) * unit)
+            deadlines.append(now + span_seconds(self.completion_window))
         return min(deadlines) if deadlines else None
 
     def completion_request(self) -> ChatCompletionRequest:

@@ -1,4 +1,4 @@
-"""JSON values relayq can keep: what its JSON columns, events and cache can encode.
+"""JSON values relayq can keep: what its JSON columns, events, cache and SQL text hold.
 
 Python's ``json`` module, which parses request bodies, takes integers of any
 size, lone UTF-16 surrogates written as escapes (``"\\udfff"``), non-finite
@@ -6,7 +6,10 @@ numbers (``NaN``, or ``1e400`` read as infinity) and nesting as deep as its
 recursion allows. orjson, which encodes job rows, events and cache entries,
 refuses integers outside 64 bits and strings that are not Unicode (a
 surrogate alone is half of a character) and stops at 255 levels, so such a
-value used to fail half-way through storing a job, as a 500.
+value used to fail half-way through storing a job, as a 500. PostgreSQL's
+text refuses U+0000 (NUL), in a column or a query alike; it is refused in
+every string, not only in those that reach one (a webhook URL, a file id), so
+a request is answered alike on SQLite and PostgreSQL.
 :func:`first_unkeepable` finds the first such value and the path to it, so the
 caller can be told what to fix and where.
 """
@@ -18,7 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
-__all__ = ["MAX_DEPTH", "MAX_INT", "MIN_INT", "Unkeepable", "first_unkeepable"]
+__all__ = ["MAX_DEPTH", "MAX_INT", "MIN_INT", "Unkeepable", "first_unkeepable", "text_problem"]
 
 MIN_INT = -(2**63)
 MAX_INT = 2**64 - 1
@@ -70,7 +73,8 @@ def _container(
         return Unkeepable(path=(), reason=deep, too_deep=True)
     items: Iterable[tuple[str | int, Any]]
     if isinstance(container, dict):
-        found = None if "".join(container).isascii() else _key_problem(container)
+        keys = "".join(container)
+        found = None if keys.isascii() and "\x00" not in keys else _key_problem(container)
         if found is not None:
             return found
         items = container.items()
@@ -82,26 +86,26 @@ def _container(
             found = _container(item, level + 1, max_depth)
             if found is not None:
                 return replace(found, path=(key, *found.path))
-        elif (kind is str and item.isascii()) or kind is bool or item is None:
+        elif (kind is str and item.isascii() and "\x00" not in item) or kind is bool:
             continue
-        elif (reason := _problem(item)) is not None:
+        elif item is not None and (reason := _problem(item)) is not None:
             return Unkeepable(path=(key,), reason=reason)
     return None
 
 
 def _key_problem(container: dict[str, Any]) -> Unkeepable | None:
     for key in container:
-        surrogate = _lone_surrogate(key)
-        if surrogate is not None:
-            shown = key[:40].encode("utf-8", "backslashreplace").decode()
-            return Unkeepable(path=(), reason=f"the key '{shown}' {surrogate}")
+        problem = text_problem(key)
+        if problem is not None:
+            shown = key[:40].encode("unicode_escape").decode()
+            return Unkeepable(path=(), reason=f"the key '{shown}' {problem}")
     return None
 
 
 def _problem(item: Any) -> str | None:
     if isinstance(item, str):
-        surrogate = _lone_surrogate(item)
-        return None if surrogate is None else f"the string {surrogate}"
+        problem = text_problem(item)
+        return None if problem is None else f"the string {problem}"
     if isinstance(item, bool):
         return None
     if isinstance(item, int) and not MIN_INT <= item <= MAX_INT:
@@ -111,8 +115,11 @@ def _problem(item: Any) -> str | None:
     return None
 
 
-def _lone_surrogate(text: str) -> str | None:
-    """What is wrong with ``text`` if it holds a lone surrogate (never in ASCII)."""
+def text_problem(text: str) -> str | None:
+    """What in ``text`` relayq cannot keep (a NUL, a lone surrogate), or None."""
+    nul = text.find("\x00")
+    if nul >= 0:
+        return f"holds U+0000 (NUL) at index {nul}, which the database's text cannot hold"
     if text.isascii():
         return None
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import httpx
@@ -11,12 +12,12 @@ __all__ = ["ERROR_FIELDS", "error_of", "shape_problem"]
 ERROR_FIELDS = frozenset({"message", "type", "param", "code"})
 
 
-def shape_problem(response: httpx.Response) -> str | None:
-    """What keeps ``response`` from being ``{"error": {"message", "type", "param", "code"}}``."""
-    if not response.headers.get("content-type", "").startswith("application/json"):
-        return f"content-type is {response.headers.get('content-type')!r}, not JSON"
+def shape_problem(*, content_type: str | None, content: bytes) -> str | None:
+    """What keeps an answer from being ``{"error": {"message", "type", "param", "code"}}``."""
+    if not (content_type or "").startswith("application/json"):
+        return f"content-type is {content_type!r}, not JSON"
     try:
-        payload = response.json()
+        payload = json.loads(content)
     except ValueError as exc:
         return f"the body is not JSON ({exc})"
     if not isinstance(payload, dict) or set(payload) != {"error"}:
@@ -36,7 +37,9 @@ def shape_problem(response: httpx.Response) -> str | None:
 def error_of(response: httpx.Response, status: int) -> dict[str, Any]:
     """The ``error`` member of ``response``, which must have ``status`` and OpenAI's shape."""
     assert response.status_code == status, response.text
-    problem = shape_problem(response)
+    problem = shape_problem(
+        content_type=response.headers.get("content-type"), content=response.content
+    )
     assert problem is None, f"{problem}: {response.text}"
     error: dict[str, Any] = response.json()["error"]
     return error

@@ -161,3 +161,45 @@ def test_a_webhook_url_whose_host_is_no_domain_name_is_refused(
     assert (endpoint["code"], endpoint["param"]) == ("invalid_value", "url")
     assert (own["code"], own["param"]) == ("invalid_value", "webhook.url")
     assert "host" in endpoint["message"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "payload", "param"),
+    [
+        ("GET", "/v1/files?after=file_%00", None, "after"),
+        ("GET", "/v1/jobs?limit=5&model=mock%00", None, "model"),
+        ("GET", "/v1/jobs/job_%00", None, None),
+        ("POST", "/v1/jobs", body(model="mock-idle", metadata={"tag": "a\x00"}), "metadata.tag"),
+        ("PUT", "/v1/webhook", {"url": "http://127.0.0.1:9/\x00"}, "url"),
+        ("POST", "/v1/batches", {"input_file_id": "file_\x00"}, "input_file_id"),
+    ],
+)
+def test_a_nul_character_is_refused_wherever_it_is(
+    client: httpx.Client, method: str, path: str, payload: Any, param: str | None
+) -> None:
+    # PostgreSQL's text cannot hold U+0000: in a query these were 500s there.
+    content = None if payload is None else json.dumps(payload).encode()
+
+    response = client.request(method, path, content=content, headers=_JSON)
+
+    error = error_of(response, 400)
+    assert (error["code"], error["param"]) == ("invalid_value", param)
+    assert "U+0000" in error["message"]
+
+
+@pytest.mark.parametrize("path", ["/v1/jobs", "/v1/batches"])
+@pytest.mark.parametrize("window", ["9" * 400 + "h", "8761h", "31536001s"])
+def test_a_completion_window_over_a_year_is_refused(
+    client: httpx.Client, path: str, window: str
+) -> None:
+    # 400 nines read as a float are infinity: a batch's expires_at failed to print, a 500.
+    if path == "/v1/jobs":
+        payload = body(model="mock-idle", completion_window=window)
+    else:
+        request = {"custom_id": "a", "params": body(model="mock-idle")}
+        payload = {"requests": [request], "completion_window": window}
+
+    error = error_of(client.post(path, json=payload), 400)
+
+    assert (error["code"], error["param"]) == ("invalid_value", "completion_window")
+    assert "a year" in error["message"]

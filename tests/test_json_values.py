@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 import pytest
 
-from api.json_bodies import body_problem, is_json
+from api.request_checks import body_problem, is_json, url_problem
 from relayq.json_values import MAX_DEPTH, MAX_INT, MIN_INT, first_unkeepable
 
 
@@ -117,3 +117,37 @@ def test_a_refused_body_is_told_what_and_where(
     assert error is not None
     assert (error.status_code, error.code, error.param) == (400, code, param)
     assert words in error.message
+
+
+@pytest.mark.parametrize(
+    ("value", "path"),
+    [({"a": ["x", "b\x00"]}, ("a", 1)), ({"m": {"k\x00": "v"}}, ("m",)), ("\x00", ())],
+)
+def test_a_nul_is_refused_in_strings_and_keys(value: Any, path: tuple[str | int, ...]) -> None:
+    found = first_unkeepable(value)
+
+    assert found is not None
+    assert found.path == path
+    assert "U+0000" in found.reason
+
+
+@pytest.mark.parametrize(
+    ("path", "query", "param"),
+    [
+        ("/v1/jobs/job_\x00", b"", None),
+        ("/v1/jobs", b"limit=5&after=job_%00", "after"),
+        ("/v1/jobs", b"model%00=x", "model\\x00"),
+    ],
+)
+def test_a_nul_in_the_url_is_refused_naming_the_parameter(
+    path: str, query: bytes, param: str | None
+) -> None:
+    error = url_problem(path, query)
+
+    assert error is not None
+    assert (error.status_code, error.code, error.param) == (400, "invalid_value", param)
+    assert "U+0000" in error.message
+
+
+def test_a_url_without_nul_passes() -> None:
+    assert url_problem("/v1/jobs/job_01\u00e9", b"after=job_%01&model=caf%C3%A9") is None

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
+from relayq.spans import Span, span_seconds
 from relayq.webhooks.schemas import BatchWebhookSpec
 
 if TYPE_CHECKING:
@@ -67,7 +68,7 @@ class BatchCreate(BaseModel):
     requests: list[InlineRequest] | None = Field(default=None, min_length=1)
     """The requests themselves, for callers without files (instead of ``input_file_id``)."""
     endpoint: str = "/v1/chat/completions"
-    completion_window: str = Field(default="24h", pattern=r"^\d+(\.\d+)?(s|m|h)$")
+    completion_window: Span = "24h"
     """How long the batch may take: OpenAI's ``24h``, or another span (``90s``, ``30m``)."""
     metadata: dict[str, str] | None = None
     webhook: BatchWebhookSpec | None = None
@@ -80,8 +81,7 @@ class BatchCreate(BaseModel):
         return self
 
     def window_seconds(self) -> float:
-        unit = {"s": 1, "m": 60, "h": 3600}[self.completion_window[-1]]
-        return float(self.completion_window[:-1]) * unit
+        return span_seconds(self.completion_window)
 
 
 class BatchErrorItem(BaseModel):

@@ -1,13 +1,15 @@
-"""JSON request bodies checked once, at the edge, before any route reads them.
+"""Request input checked once, at the edge, before any route reads it.
 
 FastAPI parses a JSON body with Python's ``json`` module and maps only its
 syntax errors to a validation error. Everything else that module does with
 a bad body reached the caller as a 400 without a code (bytes that are not
 UTF-8, nesting deeper than its recursion, an integer of over 4,300 digits)
 or went through to be stored: ``NaN``, integers beyond 64 bits and lone
-surrogates, which the JSON columns then refused, as a 500. Checking here,
-with the parser FastAPI uses, covers every route, the ones to come as well,
-and answers with what is wrong and the path to it as ``param``.
+surrogates, which the JSON columns then refused, as a 500. A NUL in the URL
+(``%00`` in an id or a query parameter) reached PostgreSQL, which refuses it
+in text, as a 500 too. Checking here, with the parser FastAPI uses, covers
+every route, the ones to come as well, and answers with what is wrong and
+the path to it as ``param``.
 """
 
 from __future__ import annotations
@@ -15,14 +17,15 @@ from __future__ import annotations
 import json
 import sys
 from typing import Any
+from urllib.parse import parse_qsl
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import APIError, error_body, invalid_json
-from relayq.json_values import MAX_DEPTH, first_unkeepable
+from relayq.json_values import MAX_DEPTH, first_unkeepable, text_problem
 from relayq.params import param_path
 
-__all__ = ["JSONBodyCheck", "body_problem", "is_json"]
+__all__ = ["RequestChecks", "body_problem", "is_json", "url_problem"]
 
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
@@ -71,22 +74,46 @@ def body_problem(body: bytes) -> APIError | None:
     return APIError(400, f"Invalid {where}: {found.reason}.", code="invalid_value", param=param)
 
 
-class JSONBodyCheck:
-    """Answers 400 for a JSON body that :func:`body_problem` refuses; passes the rest on.
+def url_problem(path: str, query: bytes) -> APIError | None:
+    """Why a request's path (decoded) or query string cannot be taken; None if they can."""
+    problem = text_problem(path)
+    if problem is not None:
+        return APIError(400, f"Invalid URL path: it {problem}.", code="invalid_value")
+    if b"%00" not in query:  # a NUL in a query string can only come percent-encoded
+        return None
+    for name, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
+        for text in (name, value):
+            problem = text_problem(text)
+            if problem is not None:
+                shown = name.encode("unicode_escape").decode()[:100]
+                return APIError(
+                    400, f"Invalid '{shown}': it {problem}.", code="invalid_value", param=shown
+                )
+    return None
 
-    The body is read here (whole, as FastAPI would; a size limit outside this
-    middleware bounds it) and handed on unchanged.
+
+class RequestChecks:
+    """Answers 400 for what :func:`url_problem` or :func:`body_problem` refuses.
+
+    A JSON body is read here (whole, as FastAPI would; a size limit outside
+    this middleware bounds it) and handed on unchanged.
     """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] not in _BODY_METHODS:
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        problem = url_problem(scope["path"], scope["query_string"])
+        if problem is not None:
+            await _answer(send, problem)
+            return
         headers = dict(scope["headers"])
-        if not is_json(headers.get(b"content-type", b"").decode("latin-1")):
+        if scope["method"] not in _BODY_METHODS or not is_json(
+            headers.get(b"content-type", b"").decode("latin-1")
+        ):
             await self.app(scope, receive, send)
             return
         body, final = await _read(receive)
