@@ -153,6 +153,7 @@ class Executor:
         database: Database,
         providers: dict[str, Provider],
         lease_seconds: float,
+        max_in_flight: int = 1000,
         routing_state: RoutingState | None = None,
         cache: ResponseCache | None = None,
         events: EventLog | None = None,
@@ -174,6 +175,9 @@ class Executor:
         self._lease_seconds = lease_seconds
         self._clock = clock
         self._ledger = JobLedger(database, lease_seconds=lease_seconds, clock=clock)
+        # Envelopes bring many jobs per message: the worker's concurrency bounds its
+        # jobs in flight, not Celery's prefetch. A job waits for a slot before its claim.
+        self._slots = asyncio.Semaphore(max_in_flight)
         # Keyed by run, not job: a retry that lands here while the failed run is
         # still winding down is another entry, which that run's cleanup leaves be.
         self._running: dict[tuple[str, int], _Running] = {}
@@ -193,6 +197,10 @@ class Executor:
 
     async def run(self, job_id: str) -> RunResult:
         """Run ``job_id`` if it is ours to run; record what happened exactly once."""
+        async with self._slots:
+            return await self._run(job_id)
+
+    async def _run(self, job_id: str) -> RunResult:
         claim = await self._ledger.claim(job_id)
         if claim is None:
             return RunResult.SKIPPED
@@ -210,6 +218,10 @@ class Executor:
         no row (the first delivery's worker died before storing it), it stores
         the row first and is the job's first run.
         """
+        async with self._slots:
+            return await self._run_direct(message)
+
+    async def _run_direct(self, message: dict[str, Any]) -> RunResult:
         job = NewJob(**message["job"])
         assert job.id is not None
         assert self._replies is not None
@@ -224,7 +236,7 @@ class Executor:
             storing = asyncio.get_running_loop().create_future()
             storing.set_result(True)
         else:
-            return await self.run(job.id)
+            return await self._run(job.id)
         self._storing[job.id] = storing
         claim = Claim(
             job_id=job.id,

@@ -124,7 +124,9 @@ def scenario(tmp_path: Path, redis_server: str) -> Callable[[Scenario], None]:
 
 
 @contextlib.asynccontextmanager
-async def executor(env: Env, broker: SameWorker) -> AsyncIterator[Executor]:
+async def executor(
+    env: Env, broker: SameWorker, *, max_in_flight: int = 1000
+) -> AsyncIterator[Executor]:
     http = build_http_client(max_connections=10)
     events = EventLog(env.redis, key_prefix=PREFIX, max_events=100, retention_seconds=60)
     resilience = Resilience(
@@ -141,6 +143,7 @@ async def executor(env: Env, broker: SameWorker) -> AsyncIterator[Executor]:
         database=env.database,
         providers=build_providers(ROUTING.providers, http),
         lease_seconds=60,
+        max_in_flight=max_in_flight,
         events=events,
         resilience=resilience,
         replies=Replies(CommandBatch(env.redis), key_prefix=PREFIX),
@@ -287,3 +290,23 @@ async def _direct_after_a_death(env: Env) -> None:
         job = await get_job(session, job_id=job_id, key_id=env.key_id)
     assert job is not None
     assert job.status == JobStatus.SUCCEEDED.value
+
+
+def test_jobs_in_flight_stay_within_the_cap(scenario: Callable[[Scenario], None]) -> None:
+    """An envelope brings many jobs at once; the worker's cap, not the envelope, bounds them."""
+    scenario(_capped)
+
+
+async def _capped(env: Env) -> None:
+    broker = SameWorker(asyncio.get_running_loop())
+    request = {"model": "mock", "messages": [{"role": "user", "content": "x"}]}
+    slow = {**request, "mock": {"latency_ms": 100}}
+    job_ids = [await store(env, request=slow) for _ in range(6)]
+    seen: list[int] = []
+    async with executor(env, broker, max_in_flight=2) as running:
+        runs = asyncio.gather(*(running.run(job_id) for job_id in job_ids))
+        while not runs.done():
+            seen.append(running.in_flight)
+            await asyncio.sleep(0.01)
+        assert set(await runs) == {RunResult.SUCCEEDED}
+    assert max(seen) == 2

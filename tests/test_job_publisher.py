@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis
 
 from relayq.job_publisher import JobPublisher
-from relayq.queueing import Enqueuer
+from relayq.queueing import ENVELOPE_SIZE, RUN_JOB_TASK, RUN_MANY_TASK, Enqueuer
 from relayq.settings import Settings
 from tests.services import free_port
 
@@ -26,14 +29,22 @@ def broker_url(redis_server: str) -> Iterator[str]:
     client.close()
 
 
-def _messages(url: str, queue: str) -> int:
-    """Messages waiting on ``queue`` over its priority lists (kombu's ``queue:N`` names)."""
+def _messages(url: str, queue: str) -> list[tuple[str, list[Any]]]:
+    """Messages waiting on ``queue`` over its priority lists (kombu's ``queue:N`` names),
+    as (task name, job ids or direct jobs)."""
     client = redis.Redis.from_url(url)
     try:
         names = [queue, *(f"{queue}:{n}" for n in range(1, 10))]
-        return sum(int(client.llen(name)) for name in names)
+        raw = [m for name in names for m in client.lrange(name, 0, -1)]
     finally:
         client.close()
+    found = []
+    for message in raw:
+        envelope = json.loads(message)
+        args, _, _ = json.loads(base64.b64decode(envelope["body"]))
+        task = envelope["headers"]["task"]
+        found.append((task, args[0] if task == RUN_MANY_TASK else [args[0]]))
+    return found
 
 
 def test_concurrent_jobs_are_published_in_few_hops(broker_url: str) -> None:
@@ -50,9 +61,25 @@ def test_concurrent_jobs_are_published_in_few_hops(broker_url: str) -> None:
     finally:
         enqueuer.close()
     assert taken == [True] * 100
-    assert _messages(broker_url, "llm.mock") == 100
-    # One thread hop for the first job, then the rest together in a few.
+    messages = _messages(broker_url, "llm.mock")
+    # A few thread hops, each batch in envelopes of at most ENVELOPE_SIZE jobs.
     assert publisher.hops < 10
+    assert len(messages) < 10
+    assert all(len(jobs) <= ENVELOPE_SIZE for _, jobs in messages)
+    assert sorted(job for _, jobs in messages for job in jobs) == sorted(
+        f"job_{n}" for n in range(100)
+    )
+
+
+def test_a_job_alone_is_a_task_of_its_own(broker_url: str) -> None:
+    """At low load Flower shows a task per job: no envelope for one."""
+    enqueuer = Enqueuer(settings=Settings(redis_url=broker_url))
+    publisher = JobPublisher(enqueuer)
+    try:
+        assert asyncio.run(publisher.publish(job_id="job_alone", provider="mock", priority=5))
+    finally:
+        enqueuer.close()
+    assert _messages(broker_url, "llm.mock") == [(RUN_JOB_TASK, ["job_alone"])]
 
 
 def test_a_broker_that_is_down_takes_nothing_and_says_so() -> None:

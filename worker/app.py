@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import Counter
 from typing import Any
 
 from celery import Celery, Task
 from celery.signals import worker_init, worker_shutdown
 
-from relayq.queueing import PREPARE_BATCH_TASK, RUN_DIRECT_TASK, RUN_JOB_TASK, create_celery
+from relayq.queueing import (
+    PREPARE_BATCH_TASK,
+    RUN_DIRECT_TASK,
+    RUN_JOB_TASK,
+    RUN_MANY_TASK,
+    create_celery,
+)
 from relayq.settings import Settings
 from relayq.webhooks.publishing import WebhookEnqueuer
 from worker.pool import LoopPool, loop_result, loop_task
@@ -19,6 +26,53 @@ from worker.webhooks import register_webhooks
 __all__ = ["create_worker_app"]
 
 log = logging.getLogger(__name__)
+
+
+def _again(task: Task[Any, Any], exc: Exception, what: str) -> Exception:
+    """Publish the message again after a backoff (the work could not even start or be
+    recorded: the database is unreachable); a claim makes the extra delivery harmless."""
+    countdown = min(60, 2 ** min(task.request.retries, 6))
+    log.warning("%s not run (%s); again in %ss", what, exc, countdown)
+    return task.retry(exc=exc, countdown=countdown, max_retries=None)
+
+
+def _register_jobs(app: Celery, runtime: WorkerRuntime) -> None:
+    """The tasks that run jobs and prepare batches; their return value is what Flower shows."""
+
+    @app.task(name=RUN_JOB_TASK, **loop_task(runtime.start_job))
+    def run_job(task: Task[Any, Any], job_id: str) -> str:
+        """Run one job."""
+        try:
+            return loop_result(runtime.start_job, job_id).value
+        except Exception as exc:
+            raise _again(task, exc, f"job {job_id}") from exc
+
+    @app.task(name=RUN_DIRECT_TASK, **loop_task(runtime.start_direct))
+    def run_direct(task: Task[Any, Any], message: dict[str, Any]) -> str:
+        """Run a sync job that came in its message (see ``Executor.run_direct``)."""
+        try:
+            return loop_result(runtime.start_direct, message).value
+        except Exception as exc:
+            raise _again(task, exc, f"job {message['job']['id']}") from exc
+
+    @app.task(name=RUN_MANY_TASK, **loop_task(runtime.start_many))
+    def run_many(task: Task[Any, Any], items: list[str | dict[str, Any]]) -> str:
+        """Run an envelope's jobs (one tick's, for one queue); what they came to."""
+        try:
+            results = loop_result(runtime.start_many, items)
+        except Exception as exc:
+            raise _again(task, exc, f"{len(items)} jobs") from exc
+        counts = Counter(result.value for result in results)
+        return ", ".join(f"{count} {value}" for value, count in sorted(counts.items()))
+
+    @app.task(name=PREPARE_BATCH_TASK, **loop_task(runtime.start_batch))
+    def prepare_batch(task: Task[Any, Any], batch_id: str) -> str:
+        """Validate a batch's input and store its requests (a no-op once done)."""
+        try:
+            prepared = loop_result(runtime.start_batch, batch_id)
+        except Exception as exc:
+            raise _again(task, exc, f"batch {batch_id}") from exc
+        return "skipped" if prepared is None else prepared.status.value
 
 
 def create_worker_app(settings: Settings) -> Celery:
@@ -44,42 +98,7 @@ def create_worker_app(settings: Settings) -> Celery:
     # Registered first, so its shutdown hook runs while the runtime's loop still does.
     register_webhooks(app, settings=settings, runtime=runtime, enqueuer=enqueuer)
 
-    @app.task(name=RUN_JOB_TASK, **loop_task(runtime.start_job))
-    def run_job(task: Task[Any, Any], job_id: str) -> str:
-        """Run one job; the return value is what Flower shows as its result.
-
-        When the job could not even be claimed or recorded (the database is
-        unreachable), the message is published again after a backoff rather
-        than dropped; the claim makes the extra delivery harmless.
-        """
-        try:
-            return loop_result(runtime.start_job, job_id).value
-        except Exception as exc:
-            countdown = min(60, 2 ** min(task.request.retries, 6))
-            log.warning("job %s not run (%s); again in %ss", job_id, exc, countdown)
-            raise task.retry(exc=exc, countdown=countdown, max_retries=None) from exc
-
-    @app.task(name=RUN_DIRECT_TASK, **loop_task(runtime.start_direct))
-    def run_direct(task: Task[Any, Any], message: dict[str, Any]) -> str:
-        """Run a sync job that came in its message (see ``Executor.run_direct``)."""
-        job_id = str(message["job"]["id"])
-        try:
-            return loop_result(runtime.start_direct, message).value
-        except Exception as exc:
-            countdown = min(60, 2 ** min(task.request.retries, 6))
-            log.warning("job %s not run (%s); again in %ss", job_id, exc, countdown)
-            raise task.retry(exc=exc, countdown=countdown, max_retries=None) from exc
-
-    @app.task(name=PREPARE_BATCH_TASK, **loop_task(runtime.start_batch))
-    def prepare_batch(task: Task[Any, Any], batch_id: str) -> str:
-        """Validate a batch's input and store its requests (a no-op once done)."""
-        try:
-            prepared = loop_result(runtime.start_batch, batch_id)
-        except Exception as exc:
-            countdown = min(60, 2 ** min(task.request.retries, 6))
-            log.warning("batch %s not prepared (%s); again in %ss", batch_id, exc, countdown)
-            raise task.retry(exc=exc, countdown=countdown, max_retries=None) from exc
-        return "skipped" if prepared is None else prepared.status.value
+    _register_jobs(app, runtime)
 
     def start(sender: Any = None, **_: Any) -> None:
         hostname = getattr(sender, "hostname", None)

@@ -140,6 +140,10 @@ class WorkerRuntime:
         self.start()
         return self.submit(self._run_direct(message))
 
+    def start_many(self, items: list[str | dict[str, Any]]) -> Future[list[RunResult]]:
+        self.start()
+        return self.submit(self._run_many(items))
+
     def start_batch(self, batch_id: str) -> Future[Prepared | None]:
         self.start()
         return self.submit(self._prepare_batch(batch_id))
@@ -151,6 +155,21 @@ class WorkerRuntime:
     async def _run_direct(self, message: dict[str, Any]) -> RunResult:
         assert self._executor is not None
         return await self._executor.run_direct(message)
+
+    async def _run_many(self, items: list[str | dict[str, Any]]) -> list[RunResult]:
+        """An envelope's jobs, all at once; one failing to run does not stop the others."""
+        executor = self._executor
+        assert executor is not None
+        runs = [
+            executor.run(item) if isinstance(item, str) else executor.run_direct(item)
+            for item in items
+        ]
+        results = await asyncio.gather(*runs, return_exceptions=True)
+        failed = [r for r in results if isinstance(r, BaseException)]
+        if failed:
+            # The envelope is sent again; the jobs that ran are skipped then (claims).
+            raise failed[0]
+        return [r for r in results if isinstance(r, RunResult)]
 
     async def _prepare_batch(self, batch_id: str) -> Prepared | None:
         assert self._preparer is not None
@@ -204,6 +223,7 @@ class WorkerRuntime:
             database=database,
             providers=providers,
             lease_seconds=settings.worker.lease_seconds,
+            max_in_flight=settings.worker.concurrency,
             routing_state=state,
             cache=ResponseCache(redis, key_prefix=settings.key_prefix),
             events=events,
