@@ -2,7 +2,8 @@
 
 Workers stream every call (so followers see tokens as they come) and store
 the whole ``chat.completion`` they add up to; a job answered whole (from the
-cache) is replayed to a streaming caller as chunks.
+cache) is replayed to a streaming caller as chunks, and so is an upstream's
+whole answer to a call that asked it to stream.
 """
 
 from __future__ import annotations
@@ -18,7 +19,10 @@ from relayq.chat import (
     Usage,
 )
 
-__all__ = ["CompletionAssembler", "chunk_text", "chunks_from_completion"]
+__all__ = ["CompletionAssembler", "chunk_text", "chunks_from_completion", "completion_chunks"]
+
+_CHUNK_FIELDS = frozenset({"id", "object", "created", "model", "choices", "usage"})
+_DELTA_FIELDS = frozenset({"role", "content", "tool_calls"})
 
 
 @dataclass
@@ -114,8 +118,17 @@ def _tool_call(call: dict[str, Any]) -> dict[str, Any]:
 
 
 def chunks_from_completion(completion: dict[str, Any]) -> list[dict[str, Any]]:
-    """A whole ``chat.completion`` as the chunks a stream of it would have sent."""
+    """A whole ``chat.completion`` as the chunks a stream of it would have sent.
+
+    The completion's other fields (``system_fingerprint``, a vendor's
+    ``citations``) ride on every chunk, as vendors stream them, and a
+    message's other fields (``refusal``, ``reasoning_content``) on its content
+    chunk, so :class:`CompletionAssembler` adds the chunks back up to the
+    completion; per-choice fields (``logprobs``) are not carried.
+    """
+    extra = {k: v for k, v in completion.items() if k not in _CHUNK_FIELDS and v is not None}
     base = {
+        **extra,
         "id": completion["id"],
         "object": "chat.completion.chunk",
         "created": completion["created"],
@@ -126,7 +139,7 @@ def chunks_from_completion(completion: dict[str, Any]) -> list[dict[str, Any]]:
         message = choice.get("message") or {}
         index = choice.get("index", 0)
         chunks.append({**base, "choices": [{"index": index, "delta": {"role": "assistant"}}]})
-        delta: dict[str, Any] = {}
+        delta = {k: v for k, v in message.items() if k not in _DELTA_FIELDS and v is not None}
         if message.get("content"):
             delta["content"] = message["content"]
         if message.get("tool_calls"):
@@ -140,6 +153,13 @@ def chunks_from_completion(completion: dict[str, Any]) -> list[dict[str, Any]]:
     if completion.get("usage"):
         chunks.append({**base, "choices": [], "usage": completion["usage"]})
     return chunks
+
+
+def completion_chunks(completion: ChatCompletion) -> list[ChatCompletionChunk]:
+    """A whole answer as the chunks a stream of it would have sent (see
+    :func:`chunks_from_completion`)."""
+    chunks = chunks_from_completion(completion.model_dump(exclude_none=True))
+    return [ChatCompletionChunk.model_validate(chunk) for chunk in chunks]
 
 
 def chunk_text(chunk: ChatCompletionChunk) -> str:

@@ -58,6 +58,10 @@ class ProviderSettings(BaseModel):
     """Adapter-specific options (e.g. Azure's ``api_version``), validated by the adapter."""
     list_models: bool = True
     """Offer the models this provider publishes (if it does) as ``<provider>/<model>``."""
+    stream_upstream: bool = True
+    """Ask the upstream to stream. Off, every call asks for the whole answer and
+    relays it as chunks, for servers that cannot stream or stream badly: callers
+    still get a stream, but its text arrives in one piece once the answer is done."""
 
 
 class Strategy(str, Enum):

@@ -1,11 +1,17 @@
-"""Every adapter serves jobs through the real API and worker, against its fake vendor."""
+"""Every adapter serves jobs through the real API and worker, against its fake vendor.
+
+Two more providers speak to OpenAI-compatible fakes that differ in how they
+stream: ``vllm_json`` answers streamed calls with the whole answer (as
+servers that ignore ``stream`` do), ``vllm_unstreamed`` is set with
+``stream_upstream: false`` and never asked to stream.
+"""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -35,6 +41,10 @@ class Vendor:
     model: str
     fake: type[Any]
     options: dict[str, Any]
+    settings: dict[str, Any] = field(default_factory=dict)
+    """Provider settings besides the ones every vendor gets."""
+    ignores_stream: bool = False
+    """Whether the fake answers streamed calls with the whole answer."""
 
 
 VENDORS = {
@@ -47,6 +57,16 @@ VENDORS = {
     "blackbox": Vendor("blackbox", "blackboxai/openai/gpt-4o", FakeBlackbox, {}),
     "openrouter": Vendor("openrouter", "anthropic/claude-sonnet-4", FakeOpenRouter, {}),
     "openai_compatible": Vendor("openai_compatible", "llama3", FakeOpenAI, {"preset": "vllm"}),
+    "vllm_json": Vendor(
+        "openai_compatible", "llama3", FakeOpenAI, {"preset": "vllm"}, ignores_stream=True
+    ),
+    "vllm_unstreamed": Vendor(
+        "openai_compatible",
+        "llama3",
+        FakeOpenAI,
+        {"preset": "vllm"},
+        settings={"stream_upstream": False},
+    ),
 }
 
 
@@ -74,6 +94,8 @@ def vendors(
             name: started.enter_context(vendor.fake(api_key=KEY, content=content_for(name)))
             for name, vendor in VENDORS.items()
         }
+        for name, vendor in VENDORS.items():
+            fakes[name].ignores_stream = vendor.ignores_stream
         providers = {
             name: {
                 "type": vendor.adapter,
@@ -81,6 +103,7 @@ def vendors(
                 "api_key": KEY,
                 "read_timeout": 10,
                 "options": vendor.options,
+                **vendor.settings,
             }
             for name, vendor in VENDORS.items()
         }
@@ -121,18 +144,17 @@ def test_a_job_through_each_adapter(vendors: VendorStack, name: str) -> None:
 
 @pytest.mark.parametrize("name", sorted(VENDORS))
 def test_a_streamed_chat_completion_through_each_adapter(vendors: VendorStack, name: str) -> None:
-    client = openai.OpenAI(
+    with openai.OpenAI(
         base_url=f"{vendors.stack.base_url}/v1", api_key=vendors.key, max_retries=0, timeout=20
-    )
-
-    chunks = list(
-        client.chat.completions.create(
-            model=f"via-{name}",
-            messages=[{"role": "user", "content": "Stream please"}],
-            stream=True,
-            stream_options={"include_usage": True},
+    ) as client:
+        chunks = list(
+            client.chat.completions.create(
+                model=f"via-{name}",
+                messages=[{"role": "user", "content": "Stream please"}],
+                stream=True,
+                stream_options={"include_usage": True},
+            )
         )
-    )
 
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == content_for(name)
@@ -140,12 +162,29 @@ def test_a_streamed_chat_completion_through_each_adapter(vendors: VendorStack, n
     assert chunks[-1].usage.total_tokens > 0
 
 
-def test_the_vendor_catalogs_are_listed(vendors: VendorStack) -> None:
-    client = openai.OpenAI(
-        base_url=f"{vendors.stack.base_url}/v1", api_key=vendors.key, max_retries=0
-    )
+@pytest.mark.parametrize(
+    ("name", "asked_to_stream"), [("vllm_json", True), ("vllm_unstreamed", False)]
+)
+def test_whole_answers_serve_jobs(vendors: VendorStack, name: str, asked_to_stream: bool) -> None:
+    """A whole answer to a streamed call, or to a call never asked to stream, serves the job."""
+    headers = {"Authorization": f"Bearer {vendors.key}"}
+    with httpx.Client(base_url=vendors.stack.base_url, headers=headers, timeout=10) as client:
+        job = submit(client, body("Whole, please", model=f"via-{name}", max_tokens=64))
+        done = wait_for_status(client, job["id"], {"succeeded", "failed"})
 
-    ids = {model.id for model in client.models.list()}
+    assert done["status"] == "succeeded", done["error"]
+    assert done["response"]["choices"][0]["message"]["content"] == content_for(name)
+    assert done["usage"]["total_tokens"] > 0
+    calls = [r.json for r in vendors.fakes[name].requests if r.method == "POST"]
+    assert calls
+    assert {bool(call.get("stream")) for call in calls} == {asked_to_stream}
+
+
+def test_the_vendor_catalogs_are_listed(vendors: VendorStack) -> None:
+    with openai.OpenAI(
+        base_url=f"{vendors.stack.base_url}/v1", api_key=vendors.key, max_retries=0
+    ) as client:
+        ids = {model.id for model in client.models.list()}
 
     assert {f"via-{name}" for name in VENDORS} <= ids
     for provider in ("anthropic", "gemini", "cohere", "openrouter", "grok", "openai_compatible"):

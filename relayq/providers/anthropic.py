@@ -38,7 +38,10 @@ Errors, at the boundary: an HTTP status maps through
 an ``error`` event in a stream (e.g. ``overloaded_error``) maps by its type; a
 stream that ends without ``message_stop`` is
 :class:`~relayq.providers.errors.MalformedResponse`, one cut by the network
-:class:`~relayq.providers.errors.ProviderConnectionError`.
+:class:`~relayq.providers.errors.ProviderConnectionError`. An upstream that
+ignores ``"stream": true`` (a proxy or an Anthropic-compatible server) and
+answers with the whole ``message`` is read as :meth:`complete` reads it, and
+its answer yielded as chunks.
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ from datetime import UTC, datetime
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
+from relayq.assembly import completion_chunks
 from relayq.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest
 from relayq.providers.anthropic_request import messages_body
 from relayq.providers.anthropic_response import (
@@ -187,7 +191,7 @@ class AnthropicProvider(Provider):
             payload, provider=self.name, status_code=status_code, retry_after=retry_after
         )
 
-    def parse_completion(self, content: bytes, *, created: int) -> ChatCompletion:
+    def parse_completion(self, content: bytes | str, *, created: int) -> ChatCompletion:
         """A 2xx body as a ``chat.completion``; an error object in it raises its error."""
         payload = decode_json(content, provider=self.name)
         if isinstance(payload, dict) and payload.get("type") == "error":
@@ -217,12 +221,16 @@ class AnthropicProvider(Provider):
             content = await response.aread()
         return self.parse_completion(content, created=int(time.time()))
 
-    async def stream(
+    async def stream_from_upstream(
         self, request: ChatCompletionRequest, *, model: str
     ) -> AsyncIterator[ChatCompletionChunk]:
-        """One completion as chunks, the usage chunk last; ends only at ``message_stop``."""
+        """One completion as chunks, the usage chunk last; ends only at ``message_stop``
+
+        or with the whole answer, when the upstream sent that instead.
+        """
         decoder = SSEDecoder()
-        translator = StreamTranslator(provider=self.name, created=int(time.time()))
+        created = int(time.time())
+        translator = StreamTranslator(provider=self.name, created=created)
         async with self._send(self.build_request(request, model=model, stream=True)) as response:
             async for line in response.aiter_lines():
                 event = decoder.feed(line)
@@ -238,6 +246,11 @@ class AnthropicProvider(Provider):
                     yield chunk
                 if translator.done:
                     return
+        if decoder.json_body is not None:
+            whole = self.parse_completion(decoder.json_body, created=created)
+            for chunk in completion_chunks(whole):
+                yield chunk
+            return
         raise MalformedResponse(f"{self.name}: stream ended before message_stop")
 
     async def list_models(self) -> list[str] | None:

@@ -9,6 +9,7 @@ from typing import ClassVar
 import httpx
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from relayq.assembly import completion_chunks
 from relayq.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest
 from relayq.config import ProviderSettings
 
@@ -60,11 +61,35 @@ class Provider(ABC):
     async def complete(self, request: ChatCompletionRequest, *, model: str) -> ChatCompletion:
         """Run one completion of ``request`` on the upstream ``model``."""
 
-    @abstractmethod
     def stream(
         self, request: ChatCompletionRequest, *, model: str
     ) -> AsyncIterator[ChatCompletionChunk]:
         """Stream one completion as chunks; the last carries usage when known.
 
-        A stream cut before the vendor's end marker raises, never ends quietly.
+        Workers call this for every job. It asks the upstream to stream
+        (:meth:`stream_from_upstream`) unless the provider's settings say
+        ``stream_upstream: false``; then it asks for the whole answer
+        (:meth:`complete`) and sends it as the chunks a stream of it would
+        have carried.
         """
+        if self.settings.stream_upstream:
+            return self.stream_from_upstream(request, model=model)
+        return self._whole_as_chunks(request, model=model)
+
+    @abstractmethod
+    def stream_from_upstream(
+        self, request: ChatCompletionRequest, *, model: str
+    ) -> AsyncIterator[ChatCompletionChunk]:
+        """Ask the upstream to stream one completion and yield its chunks, usage last.
+
+        A stream cut before the vendor's end marker raises, never ends quietly.
+        An upstream may ignore the request to stream and answer with the whole
+        JSON answer: the adapter reads it with its non-streamed parser (an
+        error object in it raises its error) and yields it as chunks.
+        """
+
+    async def _whole_as_chunks(
+        self, request: ChatCompletionRequest, *, model: str
+    ) -> AsyncIterator[ChatCompletionChunk]:
+        for chunk in completion_chunks(await self.complete(request, model=model)):
+            yield chunk

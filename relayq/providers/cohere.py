@@ -20,7 +20,11 @@ one is sent. Inside a stream, ``message-end`` reporting an ``error`` or an
 ``message``. A body that is not JSON, or a stream that ends before
 ``message-end``, is :class:`~relayq.providers.errors.MalformedResponse`; a
 stream cut by the network is
-:class:`~relayq.providers.errors.ProviderConnectionError`.
+:class:`~relayq.providers.errors.ProviderConnectionError`. A 2xx body holding
+an error (a ``message`` string) raises ProviderUnavailable with it, like
+such an event in a stream. An upstream that ignores ``"stream": true`` (a
+proxy) and answers with the whole chat response is read as :meth:`complete`
+reads it, and its answer yielded as chunks.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from typing import Any, Literal
 import httpx
 from pydantic import BaseModel, ConfigDict
 
+from relayq.assembly import completion_chunks
 from relayq.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest
 from relayq.providers.base import Provider
 from relayq.providers.cohere_request import chat_body
@@ -133,18 +138,26 @@ class CohereProvider(Provider):
         ) as response:
             yield response
 
+    def parse_completion(self, content: bytes | str, *, model: str) -> ChatCompletion:
+        """A 2xx body as a ``chat.completion``; an error body in it raises ProviderUnavailable."""
+        payload = decode_json(content, provider=self.name)
+        if isinstance(payload, dict) and isinstance(payload.get("message"), str):
+            raise ProviderUnavailable(vendor_message(payload) or f"{self.name}: error body")
+        return parse_chat(payload, model=model, created=int(time.time()))
+
     async def complete(self, request: ChatCompletionRequest, *, model: str) -> ChatCompletion:
         """One completion, answered as a whole."""
         async with self._send(self.build_request(request, model=model, stream=False)) as response:
             content = await response.aread()
-        return parse_chat(
-            decode_json(content, provider=self.name), model=model, created=int(time.time())
-        )
+        return self.parse_completion(content, model=model)
 
-    async def stream(
+    async def stream_from_upstream(
         self, request: ChatCompletionRequest, *, model: str
     ) -> AsyncIterator[ChatCompletionChunk]:
-        """One completion as chunks, the finish reason and usage last; ends at ``message-end``."""
+        """One completion as chunks, the finish reason and usage last; ends at ``message-end``
+
+        or with the whole answer, when the upstream sent that instead.
+        """
         state = CohereStream(model=model, created=int(time.time()))
         decoder = SSEDecoder()
         async with self._send(self.build_request(request, model=model, stream=True)) as response:
@@ -157,6 +170,10 @@ class CohereProvider(Provider):
             last = decoder.flush()
             if last is not None and (chunk := self._parse_event(last, state)) is not None:
                 yield chunk
+        if decoder.json_body is not None:
+            for chunk in completion_chunks(self.parse_completion(decoder.json_body, model=model)):
+                yield chunk
+            return
         if not state.ended:
             raise MalformedResponse(f"{self.name}: stream ended before message-end")
 

@@ -28,6 +28,10 @@ by the error's ``code``, or its ``status`` name when there is no code. A body
 that is not JSON, or a stream that ends before a finish reason, is
 :class:`~relayq.providers.errors.MalformedResponse`; a stream cut by the
 network is :class:`~relayq.providers.errors.ProviderConnectionError`.
+
+A stream answered with JSON and no events at all (what Gemini sends without
+``alt=sse``, one JSON array of responses, or a proxy's single response) is
+read response by response as the events would have been.
 """
 
 from __future__ import annotations
@@ -219,7 +223,7 @@ class GeminiProvider(Provider):
             raise error_from_payload(payload, provider=self.name)
         return parse_completion(payload, model=model, created=int(time.time()))
 
-    async def stream(
+    async def stream_from_upstream(
         self, request: ChatCompletionRequest, *, model: str
     ) -> AsyncIterator[ChatCompletionChunk]:
         """One completion as chunks; the finish reasons and usage come last, once the body ends."""
@@ -238,16 +242,30 @@ class GeminiProvider(Provider):
             if last is not None and (chunk := self._parse_event(last, state)) is not None:
                 yield chunk
         if raw:
-            raise self._raw_error("\n".join(raw))
+            for chunk in self._raw_json("\n".join(raw), state):
+                yield chunk
         yield state.finish()
 
-    def _raw_error(self, text: str) -> ProviderError:
-        """The error written as plain JSON into a stream; anything else there is malformed."""
+    def _raw_json(self, text: str, state: GeminiStream) -> list[ChatCompletionChunk]:
+        """The chunks of JSON written into the body instead of events.
+
+        An error raises it. Other JSON is a whole answer only when no event
+        came before it (responses in an array, or one alone); after events it
+        is malformed.
+        """
         payload = decode_json(text, provider=self.name)
-        first = payload[0] if isinstance(payload, list) and payload else payload
-        if not isinstance(first, dict) or "error" not in first:
-            return MalformedResponse(f"{self.name}: stream holds JSON outside its events")
-        return error_from_payload(payload, provider=self.name)
+        whole = state.id is None
+        chunks = []
+        for response in payload if isinstance(payload, list) else [payload]:
+            if isinstance(response, dict) and "error" in response:
+                raise error_from_payload(response, provider=self.name)
+            if not whole:
+                break
+            if (chunk := state.feed(response)) is not None:
+                chunks.append(chunk)
+        if not whole:
+            raise MalformedResponse(f"{self.name}: stream holds JSON outside its events")
+        return chunks
 
     def _parse_event(
         self, event: ServerSentEvent, state: GeminiStream

@@ -212,7 +212,7 @@ class MockProvider(Provider):
             usage=answer.usage,
         )
 
-    async def stream(
+    async def stream_from_upstream(
         self, request: ChatCompletionRequest, *, model: str
     ) -> AsyncIterator[ChatCompletionChunk]:
         """Role chunk, one chunk per word, the finish chunk, then the usage chunk."""

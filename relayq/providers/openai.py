@@ -20,6 +20,11 @@ shape is :class:`MalformedResponse`; a stream that ends without
 ``data: [DONE]`` is :class:`MalformedResponse` too, one cut by the network is
 :class:`ProviderConnectionError`; transport failures map in
 :func:`relayq.providers.http.transport_errors`.
+
+A server that ignores ``"stream": true`` (some OpenAI-compatible servers and
+proxies do) answers with the whole ``chat.completion``; the stream reads it with
+:meth:`~OpenAIProvider.parse_completion`, error objects included, and yields
+it as chunks.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from typing import Any, ClassVar
 import httpx
 from pydantic import ValidationError
 
+from relayq.assembly import completion_chunks
 from relayq.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest
 from relayq.providers.base import Provider
 from relayq.providers.errors import MalformedResponse, ProviderError, error_for_status
@@ -187,7 +193,7 @@ class OpenAIProvider(Provider):
         """A decoded stream event made OpenAI-shaped before validation; unchanged here."""
         return payload
 
-    def parse_completion(self, content: bytes) -> ChatCompletion:
+    def parse_completion(self, content: bytes | str) -> ChatCompletion:
         """A 2xx body as a ``chat.completion``; an error object in it raises its error."""
         payload = decode_json(content, provider=self.name)
         if isinstance(payload, dict) and "error" in payload and "choices" not in payload:
@@ -246,12 +252,13 @@ class OpenAIProvider(Provider):
             content = await response.aread()
         return self.parse_completion(content)
 
-    async def stream(
+    async def stream_from_upstream(
         self, request: ChatCompletionRequest, *, model: str
     ) -> AsyncIterator[ChatCompletionChunk]:
         """One completion as chunks, the usage chunk last; ends only at ``[DONE]``
 
-        (or where :meth:`stream_complete` says the vendor's last chunk ends it).
+        (or where :meth:`stream_complete` says the vendor's last chunk ends it),
+        or with the whole answer, when the upstream sent that instead.
         """
         decoder = SSEDecoder()
         last: ChatCompletionChunk | None = None
@@ -272,6 +279,10 @@ class OpenAIProvider(Provider):
                     return
                 last = chunk
                 yield chunk
+        if decoder.json_body is not None:
+            for chunk in completion_chunks(self.parse_completion(decoder.json_body)):
+                yield chunk
+            return
         if not self.stream_complete(last):
             raise MalformedResponse(f"{self.name}: stream ended before data: {_DONE}")
 

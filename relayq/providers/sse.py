@@ -5,6 +5,13 @@ events" format): ``field: value`` lines, an event ending at a blank line,
 ``:`` comment lines as keep-alives (OpenRouter sends ``: OPENROUTER
 PROCESSING``). The decoder is fed the body's lines by whoever reads it, so
 adapters and their tests share one parser and the tests need no network.
+
+Some servers ignore a request to stream and answer with the whole JSON
+document instead, whatever ``Content-Type`` they label it with (a label a
+server may get wrong). No event stream's first line opens a JSON object or
+array, so the decoder tells them apart there: such a body yields no events
+and is kept whole in :attr:`SSEDecoder.json_body` for the adapter's
+non-streamed parser.
 """
 
 from __future__ import annotations
@@ -30,9 +37,24 @@ class SSEDecoder:
         self._data: list[str] = []
         self._event = ""
         self._id: str | None = None
+        self._started = False
+        self._json: list[str] | None = None
+
+    @property
+    def json_body(self) -> str | None:
+        """The body fed so far, when it is one JSON document rather than events."""
+        return None if self._json is None else "\n".join(self._json)
 
     def feed(self, line: str) -> ServerSentEvent | None:
         """Take one line (without its line ending); return the event it completes."""
+        if self._json is not None:
+            self._json.append(line)
+            return None
+        if not self._started and line.strip():
+            self._started = True
+            if line.lstrip().startswith(("{", "[")):
+                self._json = [line]
+                return None
         if not line:
             return self._dispatch()
         if line.startswith(":"):

@@ -238,6 +238,10 @@ class FakeAnthropic(ScriptedServer[Reply, RecordedRequest]):
     carries ``x-api-key: <api_key>``. ``models`` are listed ``page_size`` at a time.
     """
 
+    ignores_stream: bool = False
+    """Whether ``"stream": true`` goes unheeded: set it on an instance to have every
+    call answered with the whole ``message`` as ``application/json``."""
+
     def __init__(
         self,
         *,
@@ -331,7 +335,7 @@ class FakeAnthropic(ScriptedServer[Reply, RecordedRequest]):
         if reply.tool_uses and not body.get("tools"):
             return web.json_response(error_body("tool use scripted, no tools given"), status=400)
         content = reply.content if reply.content is not None else self.content
-        if body.get("stream"):
+        if body.get("stream") and not self.ignores_stream:
             return await _stream(request, reply, stream_events(body, reply, content))
         answer = message(body, reply, content)
         return web.json_response(answer, status=reply.status, headers=reply.headers)

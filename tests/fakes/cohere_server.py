@@ -190,6 +190,10 @@ class FakeCohere(ScriptedServer[Reply, RecordedRequest]):
     ``Authorization: Bearer <api_key>``.
     """
 
+    ignores_stream: bool = False
+    """Whether ``"stream": true`` goes unheeded: set it on an instance to have every
+    call answered with the whole chat response as ``application/json``."""
+
     def __init__(self, *, api_key: str | None = None, content: str = DEFAULT_CONTENT) -> None:
         super().__init__()
         self.api_key = api_key
@@ -246,7 +250,7 @@ class FakeCohere(ScriptedServer[Reply, RecordedRequest]):
         if (problem := _invalid(body)) is not None:
             return web.json_response(error_body(f"invalid request: {problem}"), status=400)
         content = reply.content if reply.content is not None else self.content
-        if body.get("stream"):
+        if body.get("stream") and not self.ignores_stream:
             return await _stream(request, reply, stream_events(body, reply, content))
         return web.json_response(
             chat_response(body, reply, content), status=reply.status, headers=reply.headers

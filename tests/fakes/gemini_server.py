@@ -12,7 +12,9 @@ answers a wrong ``x-goog-api-key`` with 400 ``API_KEY_INVALID`` and a missing
 one with 403 ``PERMISSION_DENIED``, and rejects a content without parts.
 
 Tests script it one call at a time with :class:`Reply` and read back what it
-received from :attr:`FakeGemini.requests`.
+received from :attr:`FakeGemini.requests`. With :attr:`FakeGemini.ignores_stream`
+set it answers ``streamGenerateContent`` as Gemini does without ``alt=sse``:
+the stream's responses as one JSON array, ``application/json``.
 """
 
 from __future__ import annotations
@@ -192,6 +194,10 @@ class FakeGemini(ScriptedServer[Reply, RecordedRequest]):
     function call has no ``thoughtSignature``, as Gemini 3 models do.
     """
 
+    ignores_stream: bool = False
+    """Whether ``alt=sse`` goes unheeded: set it on an instance to have streams
+    answered as one JSON array of their responses, as Gemini's default ``alt=json``."""
+
     def __init__(
         self,
         *,
@@ -276,7 +282,10 @@ class FakeGemini(ScriptedServer[Reply, RecordedRequest]):
             return web.json_response(error_body(400, problem, "INVALID_ARGUMENT"), status=400)
         content = reply.content if reply.content is not None else self.content
         if method == "streamGenerateContent":
-            return await _stream(request, reply, stream_events(model, body, reply, content))
+            events = stream_events(model, body, reply, content)
+            if self.ignores_stream:
+                return web.json_response(events, status=reply.status, headers=reply.headers)
+            return await _stream(request, reply, events)
         return web.json_response(
             completion(model, body, reply, content), status=reply.status, headers=reply.headers
         )

@@ -10,7 +10,9 @@ ended by ``data: [DONE]``; errors as ``{"error": {message, type, param, code}}``
 Tests script it one call at a time with :class:`Reply` (a status, headers, a
 raw body, a delay before answering, tool calls to answer with, a stream cut,
 stalled or broken after N events) and read back what it received from
-:attr:`FakeOpenAI.requests`.
+:attr:`FakeOpenAI.requests`. With :attr:`FakeOpenAI.ignores_stream` set it
+answers ``"stream": true`` with the whole ``chat.completion`` as
+``application/json``, as OpenAI-compatible servers that cannot stream do.
 
 Fakes of OpenAI-compatible vendors subclass :class:`FakeOpenAI` and override
 its hooks: :meth:`~FakeOpenAI.routes` (paths), :meth:`~FakeOpenAI.authorized`
@@ -209,6 +211,9 @@ class FakeOpenAI(ScriptedServer[Reply, RecordedRequest]):
     """Whether streams end with ``data: [DONE]``."""
     keepalive: str | None = None
     """An SSE comment line sent before each stream event (OpenRouter's keep-alive)."""
+    ignores_stream: bool = False
+    """Whether ``"stream": true`` goes unheeded: set it on an instance to have every
+    call answered with the whole ``chat.completion`` as ``application/json``."""
 
     def __init__(
         self,
@@ -311,7 +316,7 @@ class FakeOpenAI(ScriptedServer[Reply, RecordedRequest]):
         content = reply.content if reply.content is not None else self.content
         if reply.body is not None:
             return _raw_response(reply)
-        if body.get("stream"):
+        if body.get("stream") and not self.ignores_stream:
             events = self.stream_chunks(body, content, reply)
             return await _stream(
                 request, reply, events, done=self.send_done, comment=self.keepalive

@@ -521,10 +521,24 @@ def test_error_mid_stream(
     assert len(received) == 2
 
 
-def test_stream_answered_as_a_json_array_is_malformed(server: FakeGemini) -> None:
+def test_stream_answered_as_a_json_array_is_read_as_its_responses(server: FakeGemini) -> None:
+    """What Gemini sends without ``alt=sse``; a proxy that drops the query sends it too."""
+    recorded = fixture("generate_content.json")
+    server.script(Reply(body=[recorded]))
+    received: list[ChatCompletionChunk] = []
+    call(server.base_url, streamer(received))
+    server.script(Reply(body=recorded))
+    whole = call(server.base_url, complete)
+    text = "".join(c.choices[0].delta.content or "" for c in received if c.choices)
+    assert text == whole.choices[0].message.content
+    assert received[-1].choices[0].finish_reason == whole.choices[0].finish_reason
+    assert received[-1].usage == whole.usage
+
+
+def test_json_after_the_events_that_is_no_error_is_malformed(server: FakeGemini) -> None:
     server.script(
-        Reply(body=[fixture("generate_content.json")])
-    )  # what Gemini sends without alt=sse
+        Reply(body=f"data: {json.dumps(fixture('generate_content.json'))}\r\n\r\n[1, 2]\r\n")
+    )
     with pytest.raises(MalformedResponse, match="outside its events"):
         call(server.base_url, streamer([]))
 

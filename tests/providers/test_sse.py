@@ -35,3 +35,20 @@ def test_event_type_resets_after_dispatch() -> None:
 
 def test_last_event_without_blank_line_is_kept() -> None:
     assert decode(["data: [DONE]"]) == [ServerSentEvent(data="[DONE]")]
+
+
+def test_a_body_that_is_one_json_document_is_kept_whole() -> None:
+    """What a server that ignores a request to stream sends, whatever its Content-Type says."""
+    decoder = SSEDecoder()
+    lines = ["", '{"id": "chatcmpl-1",', "", '  "choices": []}']
+    assert [decoder.feed(line) for line in lines] == [None] * 4
+    assert decoder.flush() is None
+    assert decoder.json_body == '{"id": "chatcmpl-1",\n\n  "choices": []}'
+
+
+def test_an_event_stream_has_no_json_body() -> None:
+    decoder = SSEDecoder()
+    lines = ["", ": keep-alive", 'data: {"a": 1}', "", '{"not": "an event"}', ""]
+    events = [event for line in lines if (event := decoder.feed(line)) is not None]
+    assert events == [ServerSentEvent(data='{"a": 1}')]
+    assert decoder.json_body is None
