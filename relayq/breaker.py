@@ -30,6 +30,8 @@ from enum import Enum
 import redis.asyncio as aioredis
 from pydantic import BaseModel, ConfigDict, Field
 
+from relayq.redis_batch import CommandBatch
+
 __all__ = ["BreakerSettings", "BreakerState", "BreakerStatus", "CircuitBreaker", "Permit"]
 
 log = logging.getLogger(__name__)
@@ -177,8 +179,11 @@ class CircuitBreaker:
         key_prefix: str,
         settings: BreakerSettings,
         clock: Callable[[], float] = time.time,
+        batch: CommandBatch | None = None,
     ) -> None:
+        """``batch``: the pipelines to share (a worker's tick); else the breaker's own."""
         self._redis = redis
+        self._batch = batch or CommandBatch(redis)
         self._prefix = f"{key_prefix}:breaker:"
         self._settings = settings
         self._clock = clock
@@ -190,9 +195,10 @@ class CircuitBreaker:
         """May a call go to ``deployment`` now? In HALF_OPEN an allowed call is a probe."""
         s = self._settings
         probe_id = secrets.token_hex(8)
-        allowed, state, probe, retry_after = await self._acquire(
-            keys=[self._prefix + deployment],
-            args=[
+        allowed, state, probe, retry_after = await self._batch.run_script(
+            self._acquire,
+            [self._prefix + deployment],
+            [
                 repr(self._clock()),
                 repr(s.cooldown_seconds),
                 s.half_open_probes,
@@ -214,9 +220,10 @@ class CircuitBreaker:
         if not permit.allowed:
             return
         s = self._settings
-        transition = await self._record(
-            keys=[self._prefix + deployment],
-            args=[
+        transition = await self._batch.run_script(
+            self._record,
+            [self._prefix + deployment],
+            [
                 repr(self._clock()),
                 int(success),
                 permit.probe_id or "",

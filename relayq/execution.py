@@ -73,6 +73,8 @@ class _Running:
     called_at: float | None = None
     """``perf_counter`` when the provider call began (None: no call yet)."""
     deltas: DeltaPublisher | None = None
+    admission: Admission | None = None
+    """The call's admission, told how it went once the caller has its answer."""
 
     def latency_ms(self) -> float:
         return 0.0 if self.called_at is None else (time.perf_counter() - self.called_at) * 1000
@@ -320,13 +322,26 @@ class Executor:
             del self._running[(claim.job_id, claim.run)]
         if isinstance(result, RunResult):
             return result
-        return await self._end(claim, *result)
+        return await self._end(claim, *result, running=running)
 
     async def _end(
-        self, claim: Claim, outcome: Outcome, attempt: AttemptRecord | None
+        self,
+        claim: Claim,
+        outcome: Outcome,
+        attempt: AttemptRecord | None,
+        *,
+        running: _Running | None = None,
     ) -> RunResult:
-        """Answer the waiting caller, then record the outcome (the next tick's write)."""
+        """Answer the waiting caller first; then the breaker and limits hear of the
+        call, and the outcome is recorded (the next tick's write)."""
         await self._reply(claim, outcome.status.value, _terminal_data(outcome))
+        if (
+            self._resilience is not None
+            and running is not None
+            and running.admission is not None
+            and outcome.status is JobStatus.SUCCEEDED
+        ):
+            await self._resilience.succeeded(claim, running.admission, outcome.usage)
         if not await self._stored(claim):
             return RunResult.SUPERSEDED
         finished = await self._ledger.finish(claim, outcome, attempt)
@@ -353,6 +368,8 @@ class Executor:
         """Where this run's text goes as it comes: its waiting caller, else its followers."""
         replies, stream = self._replies, claim.reply_to
         if replies is not None and stream is not None:
+            if not claim.request.get("stream"):
+                return None  # the caller waits for the whole answer: no text before it
 
             async def reply(data: dict[str, Any]) -> None:
                 await replies.send(stream, Reply(job_id=claim.job_id, type="delta", data=data))
@@ -443,10 +460,13 @@ class Executor:
                     f"{admission.permit.state.value}, no call made"
                 )
                 return await self._failure(running, error, admission, started=None)
-        await self._emit(
-            claim,
-            EventType.STARTED,
-            {"provider": claim.provider, "model": claim.upstream_model, "run": claim.run},
+        # Beside the call, not before it: its commands are queued before any delta's.
+        announced = asyncio.ensure_future(
+            self._emit(
+                claim,
+                EventType.STARTED,
+                {"provider": claim.provider, "model": claim.upstream_model, "run": claim.run},
+            )
         )
         deltas = running.deltas = self._delta_sink(claim)
         started = running.called_at = time.perf_counter()
@@ -460,11 +480,12 @@ class Executor:
             return await self._failure(running, too_long, admission, started=started)
         except ProviderError as exc:
             return await self._failure(running, exc, admission, started=started)
+        finally:
+            await announced
         latency_ms = (time.perf_counter() - started) * 1000
         response = completion.model_dump(mode="json", exclude_none=True)
         usage = completion.usage.model_dump(mode="json") if completion.usage else None
-        if self._resilience is not None:
-            await self._resilience.succeeded(claim, admission, usage)
+        running.admission = admission
         attempt = AttemptRecord(
             provider=claim.provider,
             upstream_model=claim.upstream_model,

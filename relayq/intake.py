@@ -7,6 +7,7 @@ reconciler. A published message is marked so the reconciler leaves it be.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
 import json
@@ -241,12 +242,14 @@ class Intake:
     async def _submit_direct(self, job: NewJob) -> Submitted:
         """The sync lane: the job travels in its message; the worker stores its row."""
         now = time.time()
-        await self._count_assigned_to(job.provider, job.upstream_model, job.id or "")
-        taken = await self._publisher.publish(
-            job_id=job.id or "",
-            provider=job.provider,
-            priority=job.priority,
-            direct={"job": dataclasses.asdict(job), "created_at": now},
+        _, taken = await asyncio.gather(
+            self._count_assigned_to(job.provider, job.upstream_model, job.id or ""),
+            self._publisher.publish(
+                job_id=job.id or "",
+                provider=job.provider,
+                priority=job.priority,
+                direct={"job": dataclasses.asdict(job), "created_at": now},
+            ),
         )
         if not taken:
             raise BrokerUnavailable(f"the queue did not take job {job.id}")

@@ -30,6 +30,7 @@ from typing import cast
 import redis.asyncio as aioredis
 
 from relayq.ratelimit import GCRA_LUA
+from relayq.redis_batch import CommandBatch
 
 __all__ = ["Decision", "KeyLimit", "KeyLimits", "RunningJob"]
 
@@ -99,9 +100,16 @@ class KeyLimits:
     """Rate and concurrency limits per API key, shared by every API process."""
 
     def __init__(
-        self, redis: aioredis.Redis, *, key_prefix: str, clock: Callable[[], float] = time.time
+        self,
+        redis: aioredis.Redis,
+        *,
+        key_prefix: str,
+        clock: Callable[[], float] = time.time,
+        batch: CommandBatch | None = None,
     ) -> None:
+        """``batch``: the pipelines to share (a tick's); else the limits' own."""
         self._redis = redis
+        self._batch = batch or CommandBatch(redis)
         self._rpm_prefix = f"{key_prefix}:key_limits:rpm:"
         self._counts_key = f"{key_prefix}:key_limits:running"
         self._members_key = f"{key_prefix}:key_limits:members"
@@ -122,9 +130,10 @@ class KeyLimits:
         for limit in (rpm, max_concurrent):
             if limit is not None and limit <= 0:
                 raise ValueError("a limit must be positive, or None for unlimited")
-        allowed, limit_name, retry_after = await self._admit(
-            keys=[self._rpm_prefix + key_id, self._counts_key, self._members_key],
-            args=[
+        allowed, limit_name, retry_after = await self._batch.run_script(
+            self._admit,
+            [self._rpm_prefix + key_id, self._counts_key, self._members_key],
+            [
                 repr(self._clock()),
                 rpm or 0,
                 max_concurrent or 0,
@@ -159,8 +168,8 @@ class KeyLimits:
 
     async def job_finished(self, key_id: str, job_id: str) -> None:
         """Job ``job_id`` of ``key_id`` ended (or its intake failed); nothing if not counted."""
-        await self._finished(
-            keys=[self._counts_key, self._members_key], args=[key_id, _member(key_id, job_id)]
+        await self._batch.run_script(
+            self._finished, [self._counts_key, self._members_key], [key_id, _member(key_id, job_id)]
         )
 
     async def jobs_finished(self, jobs: Sequence[RunningJob]) -> None:

@@ -29,6 +29,7 @@ from collections.abc import Callable
 import redis.asyncio as aioredis
 
 from relayq.chat import ChatCompletionRequest, ChatMessage
+from relayq.redis_batch import CommandBatch
 
 __all__ = [
     "CHARS_PER_TOKEN",
@@ -128,9 +129,16 @@ class RateLimiter:
     """Per-deployment RPM and TPM limits and per-provider cooldowns, across processes."""
 
     def __init__(
-        self, redis: aioredis.Redis, *, key_prefix: str, clock: Callable[[], float] = time.time
+        self,
+        redis: aioredis.Redis,
+        *,
+        key_prefix: str,
+        clock: Callable[[], float] = time.time,
+        batch: CommandBatch | None = None,
     ) -> None:
+        """``batch``: the pipelines to share (a worker's tick); else the limiter's own."""
         self._redis = redis
+        self._batch = batch or CommandBatch(redis)
         self._prefix = f"{key_prefix}:ratelimit:"
         self._clock = clock
         self._acquire = redis.register_script(_ACQUIRE)
@@ -160,8 +168,8 @@ class RateLimiter:
         keys = [self._prefix + deployment + ":rpm", self._prefix + deployment + ":tpm"]
         if provider is not None:
             keys.append(self._cooldown_key(provider))
-        wait = await self._acquire(
-            keys=keys, args=[repr(self._clock()), rpm or 0, tpm or 0, tokens]
+        wait = await self._batch.run_script(
+            self._acquire, keys, [repr(self._clock()), rpm or 0, tpm or 0, tokens]
         )
         return float(wait)
 

@@ -13,6 +13,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
+
+from relayq.redis_batch import CommandBatch
 
 __all__ = ["EWMA_ALPHA", "DeploymentRef", "RoutingState", "deployment_field"]
 
@@ -43,8 +46,12 @@ def deployment_field(provider: str, model: str) -> str:
 
 
 class RoutingState:
-    def __init__(self, redis: aioredis.Redis, *, key_prefix: str) -> None:
+    def __init__(
+        self, redis: aioredis.Redis, *, key_prefix: str, batch: CommandBatch | None = None
+    ) -> None:
+        """``batch``: the pipelines to share (a worker's tick); else the state's own."""
         self._redis = redis
+        self._batch = batch or CommandBatch(redis)
         self._in_flight_key = f"{key_prefix}:routing:in_flight"
         self._latency_key = f"{key_prefix}:routing:latency_ms"
         self._ewma = redis.register_script(_EWMA)
@@ -72,9 +79,17 @@ class RoutingState:
     async def finished(self, *, provider: str, model: str, latency_ms: float | None) -> None:
         """A job on this deployment ended; a successful call's latency feeds the EWMA."""
         field = deployment_field(provider, model)
-        await self._redis.hincrby(self._in_flight_key, field, -1)
-        if latency_ms is not None:
-            await self._ewma(keys=[self._latency_key], args=[field, latency_ms, EWMA_ALPHA])
+
+        def add(pipe: Pipeline) -> None:
+            pipe.hincrby(self._in_flight_key, field, -1)
+            if latency_ms is not None:
+                self._batch.script(
+                    pipe, self._ewma, [self._latency_key], [field, latency_ms, EWMA_ALPHA]
+                )
+
+        for reply in await self._batch.execute(add):
+            if isinstance(reply, Exception):
+                raise reply
 
     async def reset_in_flight(self, counts: Mapping[tuple[str, str], int]) -> None:
         """Replace every count with ``counts`` (from SQL), atomically."""

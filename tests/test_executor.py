@@ -234,9 +234,12 @@ async def _delivered_twice(env: Env) -> None:
         assert len(await list_attempts(session, job_id=job_id)) == 1
 
 
-def direct_message(env: Env, reply_to: str) -> dict[str, Any]:
+def direct_message(env: Env, reply_to: str, *, stream: bool = False) -> dict[str, Any]:
+    request = {"model": "mock", "messages": [{"role": "user", "content": "x"}], "stream": stream}
     job: NewJob = dataclasses.replace(
-        mock_job(env.key_id), id=f"job_direct{time.monotonic_ns()}", reply_to=reply_to
+        mock_job(env.key_id, request=request),
+        id=f"job_direct{time.monotonic_ns()}",
+        reply_to=reply_to,
     )
     return {"job": dataclasses.asdict(job), "created_at": time.time()}
 
@@ -255,14 +258,18 @@ def test_a_direct_job_answers_its_caller_then_is_recorded_once(
 
 async def _direct_once(env: Env) -> None:
     broker = SameWorker(asyncio.get_running_loop())
-    message = direct_message(env, reply_to=f"{PREFIX}:replies:test")
+    message = direct_message(env, reply_to=f"{PREFIX}:replies:test", stream=True)
+    whole = direct_message(env, reply_to=f"{PREFIX}:replies:whole")
     job_id = message["job"]["id"]
     async with executor(env, broker) as running:
         assert await running.run_direct(message) is RunResult.SUCCEEDED
         assert await running.run_direct(message) is RunResult.SKIPPED
+        assert await running.run_direct(whole) is RunResult.SUCCEEDED
     kinds = await replies_of(env, f"{PREFIX}:replies:test")
     assert kinds[0] == "delta"
     assert kinds[-1] == "succeeded"
+    # A caller waiting for the whole answer is sent nothing before it.
+    assert await replies_of(env, f"{PREFIX}:replies:whole") == ["succeeded"]
     async with env.database.session() as session:
         job = await get_job(session, job_id=job_id, key_id=env.key_id)
         attempts = await list_attempts(session, job_id=job_id)

@@ -109,3 +109,31 @@ def test_a_failing_command_fails_alone_and_a_lost_server_fails_everyone(
             await nowhere.aclose()
 
     asyncio.run(scenario())
+
+
+def test_scripts_share_the_pipeline_and_survive_a_lost_script_cache(redis_db_url: str) -> None:
+    """EVALSHA in the tick's pipeline; after SCRIPT FLUSH (a restarted server) the calls
+    that met NOSCRIPT run again as EVAL, and the others are not run twice."""
+
+    async def scenario() -> None:
+        client = aioredis.Redis.from_url(redis_db_url)
+        batch = CommandBatch(client)
+        incr = client.register_script("return redis.call('INCRBY', KEYS[1], ARGV[1])")
+        try:
+            await client.script_load(incr.script)
+            assert await batch.run_script(incr, ["counted"], [2]) == 2
+            await client.script_flush()
+
+            def add(pipe: Pipeline) -> None:
+                pipe.incr("plain")
+                batch.script(pipe, incr, ["counted"], [3])
+
+            assert await batch.execute(add) == [1, 5]
+            # Loaded again by the EVAL: the next EVALSHA finds it.
+            assert await client.script_exists(incr.sha) == [True]
+            assert await batch.run_script(incr, ["counted"], [1]) == 6
+            assert await client.get("plain") == b"1"
+        finally:
+            await client.aclose()
+
+    asyncio.run(scenario())

@@ -194,9 +194,9 @@ class WorkerRuntime:
                 self._consume([settings.queue_for(name) for name in added])
 
         live = LiveRouting(settings, apply=apply)
-        state = RoutingState(redis, key_prefix=settings.key_prefix)
-        # A tick's events and replies go out in one pipeline.
+        # A tick's Redis commands (events, replies, breaker, limits, counts) share pipelines.
         batch = CommandBatch(redis)
+        state = RoutingState(redis, key_prefix=settings.key_prefix, batch=batch)
         events = EventLog(
             redis,
             key_prefix=settings.key_prefix,
@@ -205,13 +205,13 @@ class WorkerRuntime:
             listeners=self._listeners(database),
             batch=batch,
         )
-        key_limits = KeyLimits(redis, key_prefix=settings.key_prefix)
+        key_limits = KeyLimits(redis, key_prefix=settings.key_prefix, batch=batch)
         resilience = Resilience(
             database=database,
             enqueuer=self._enqueuer,
-            limiter=RateLimiter(redis, key_prefix=settings.key_prefix),
+            limiter=RateLimiter(redis, key_prefix=settings.key_prefix, batch=batch),
             breaker=CircuitBreaker(
-                redis, key_prefix=settings.key_prefix, settings=settings.breaker
+                redis, key_prefix=settings.key_prefix, settings=settings.breaker, batch=batch
             ),
             retry=settings.retry,
             routing=lambda: live.config,
