@@ -203,3 +203,62 @@ def test_a_completion_window_over_a_year_is_refused(
 
     assert (error["code"], error["param"]) == ("invalid_value", "completion_window")
     assert "a year" in error["message"]
+
+
+def _upload(client: httpx.Client, filename: str) -> httpx.Response:
+    # Written out: httpx would percent-encode a NUL in the file name.
+    line = json.dumps({"custom_id": "a", "method": "POST", "url": "/v1/chat/completions"})
+    content = (
+        b'--B\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nbatch\r\n'
+        b'--B\r\nContent-Disposition: form-data; name="file"; filename="'
+        + filename.encode()
+        + b'"\r\nContent-Type: application/jsonl\r\n\r\n'
+        + line.encode()
+        + b"\n\r\n--B--\r\n"
+    )
+    headers = {"content-type": "multipart/form-data; boundary=B"}
+    return client.post("/v1/files", content=content, headers=headers)
+
+
+@pytest.mark.parametrize(("filename", "words"), [("a\x00b.jsonl", "U+0000"), ("x" * 513, "512")])
+def test_an_upload_whose_file_name_cannot_be_kept_is_refused(
+    client: httpx.Client, filename: str, words: str
+) -> None:
+    # Both were 500s on PostgreSQL (a NUL in text; over its 512-character column).
+    error = error_of(_upload(client, filename), 400)
+
+    assert (error["code"], error["param"]) == ("invalid_value", "file")
+    assert words in error["message"]
+
+
+def test_the_longest_file_name_is_kept(client: httpx.Client) -> None:
+    response = _upload(client, "x" * 506 + ".jsonl")
+
+    assert response.status_code == 200, response.text
+    assert response.json()["filename"] == "x" * 506 + ".jsonl"
+
+
+@pytest.mark.parametrize(
+    ("where", "position"),
+    [
+        ("header", "18446744073709551616-0"),
+        ("query", "1-18446744073709551616"),
+        ("query", "1-" + "9" * 5000),
+        ("query", "\u0663-0"),  # an Arabic-Indic three: a digit to \d, not to Redis
+    ],
+)
+def test_an_event_id_beyond_what_redis_holds_is_refused(
+    client: httpx.Client, where: str, position: str
+) -> None:
+    # Redis stream ids are two 64-bit numbers: a larger one failed the stream
+    # after its 200 had gone out.
+    job = client.post("/v1/jobs", json=body(model="mock-idle")).json()
+    url = f"/v1/jobs/{job['id']}/events"
+    if where == "header":
+        response = client.get(url, headers={"Last-Event-ID": position})
+    else:
+        response = client.get(url, params={"after": position})
+
+    error = error_of(response, 400)
+    assert error["code"] == "invalid_event_id"
+    assert error["param"] == ("Last-Event-ID" if where == "header" else "after")

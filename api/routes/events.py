@@ -28,9 +28,17 @@ __all__ = ["router"]
 
 router = APIRouter(tags=["jobs"], responses=ERROR_RESPONSES)
 
-_STREAM_ID = re.compile(r"^\d+-\d+$")
+_STREAM_ID = re.compile(r"[0-9]+-[0-9]+")  # ASCII digits: \d would take "٣-0"
 _SQL_CHECK_SECONDS = 5.0
 _SSE = {"content-type": "text/event-stream", "cache-control": "no-cache", "x-accel-buffering": "no"}
+
+
+def _stream_id(text: str) -> bool:
+    """Whether ``text`` is a Redis stream id: two 64-bit numbers (Redis refuses larger ones
+    mid-stream, after the answer started)."""
+    if _STREAM_ID.fullmatch(text) is None:
+        return False
+    return all(len(part) <= 20 and int(part) < 2**64 for part in text.split("-"))
 
 
 def event_message(event: JobEvent) -> str:
@@ -58,7 +66,7 @@ async def job_events(
 ) -> StreamingResponse:
     """The job's events from the start (or after an id), then live, until it ends."""
     position = last_event_id or after or "0-0"
-    if not _STREAM_ID.match(position):
+    if not _stream_id(position):
         raise APIError(
             400,
             f"Invalid event id '{position}': expected an id such as '1700000000000-0'.",

@@ -22,9 +22,13 @@ from api.pages import After, cursor_page
 from relayq.files.schemas import FileDeleted, FileList, FileObject, FilePurpose, file_object
 from relayq.files.storage import CHUNK_BYTES
 from relayq.ids import new_id
+from relayq.json_values import text_problem
 from relayq.store.files import add_file, delete_file, get_file, list_files
 
-__all__ = ["file_not_found", "router"]
+__all__ = ["MAX_FILENAME_CHARS", "file_not_found", "router"]
+
+MAX_FILENAME_CHARS = 512
+"""The longest file name kept (the files table's column)."""
 
 router = APIRouter(prefix="/v1/files", tags=["files"], responses=ERROR_RESPONSES)
 
@@ -32,6 +36,22 @@ router = APIRouter(prefix="/v1/files", tags=["files"], responses=ERROR_RESPONSES
 def _header_safe(filename: str) -> str:
     """The caller's file name, fit for a header: no quotes, no line breaks, ASCII only."""
     return re.sub(r"[^A-Za-z0-9._ -]", "_", filename)[:255] or "file"
+
+
+def _kept_filename(filename: str | None) -> str:
+    """The upload's file name as stored, or a 400 for one the files table cannot hold.
+
+    Checked before the upload is read: PostgreSQL refused a NUL or a name over
+    the column's length only at the INSERT, after the whole upload, as a 500.
+    """
+    if not filename:
+        return "upload.jsonl"
+    problem = text_problem(filename)
+    if problem is None and len(filename) > MAX_FILENAME_CHARS:
+        problem = f"has {len(filename)} characters, over the {MAX_FILENAME_CHARS} allowed"
+    if problem is not None:
+        raise APIError(400, f"Invalid file name: it {problem}.", code="invalid_value", param="file")
+    return filename
 
 
 def file_not_found(file_id: str, *, param: str = "file_id") -> APIError:
@@ -54,6 +74,7 @@ async def upload(
             code="invalid_purpose",
             param="purpose",
         )
+    filename = _kept_filename(file.filename)
     limits = services.settings.files
     file_id = new_id("file")
     size = lines = 0
@@ -89,7 +110,7 @@ async def upload(
         file_id=file_id,
         key_id=key.id,
         purpose=purpose,
-        filename=file.filename or "upload.jsonl",
+        filename=filename,
         size=size,
         lines=lines,
         now=time.time(),
