@@ -232,14 +232,14 @@ class AnthropicProvider(Provider):
         created = int(time.time())
         translator = StreamTranslator(provider=self.name, created=created)
         async with self._send(self.build_request(request, model=model, stream=True)) as response:
+            # Read to the body's end (see the OpenAI adapter: the connection is reused).
             async for line in response.aiter_lines():
-                event = decoder.feed(line)
-                if event is None:
+                if translator.done or (event := decoder.feed(line)) is None:
                     continue
                 for chunk in self.parse_event(event, translator):
                     yield chunk
-                if translator.done:
-                    return
+            if translator.done:
+                return
             last = decoder.flush()
             if last is not None:
                 for chunk in self.parse_event(last, translator):

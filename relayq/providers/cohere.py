@@ -161,12 +161,15 @@ class CohereProvider(Provider):
         state = CohereStream(model=model, created=int(time.time()))
         decoder = SSEDecoder()
         async with self._send(self.build_request(request, model=model, stream=True)) as response:
+            # Read to the body's end (see the OpenAI adapter: the connection is reused).
             async for line in response.aiter_lines():
+                if state.ended:
+                    continue
                 event = decoder.feed(line)
                 if event is not None and (chunk := self._parse_event(event, state)) is not None:
                     yield chunk
-                if state.ended:
-                    return
+            if state.ended:
+                return
             last = decoder.flush()
             if last is not None and (chunk := self._parse_event(last, state)) is not None:
                 yield chunk

@@ -262,16 +262,22 @@ class OpenAIProvider(Provider):
         """
         decoder = SSEDecoder()
         last: ChatCompletionChunk | None = None
+        done = False
         async with self._send(self.build_request(request, model=model, stream=True)) as response:
+            # Read to the body's end, past [DONE]: a connection whose body was left
+            # unread is closed instead of reused, and each abandoned async generator
+            # of httpx's reading chain costs the loop a wake-up to finalize it.
             async for line in response.aiter_lines():
-                event = decoder.feed(line)
-                if event is None:
+                if done or (event := decoder.feed(line)) is None:
                     continue
                 chunk = self.parse_event(event)
                 if chunk is None:
-                    return
+                    done = True
+                    continue
                 last = chunk
                 yield chunk
+            if done:
+                return
             pending = decoder.flush()
             if pending is not None:
                 chunk = self.parse_event(pending)

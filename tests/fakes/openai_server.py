@@ -98,6 +98,8 @@ class RecordedRequest:
     headers: dict[str, str]
     json: Any
     query: dict[str, str] = field(default_factory=dict)
+    peer: Any = None
+    """The client's address and port: the same for calls on one kept-alive connection."""
 
 
 def _words(text: str) -> list[str]:
@@ -285,8 +287,9 @@ class FakeOpenAI(ScriptedServer[Reply, RecordedRequest]):
         raw = await request.read()
         payload = json.loads(raw) if raw else None
         headers = {name.lower(): value for name, value in request.headers.items()}
+        peer = request.transport.get_extra_info("peername") if request.transport else None
         recorded = RecordedRequest(
-            request.method, request.path, headers, payload, dict(request.query)
+            request.method, request.path, headers, payload, dict(request.query), peer
         )
         self._remember(recorded)
         return payload

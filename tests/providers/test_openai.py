@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import sys
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -288,3 +290,29 @@ def test_many_calls_share_a_small_pool(server: FakeOpenAI) -> None:
     completions = call(server.base_url, many)
     assert {c.choices[0].message.content for c in completions} == {DEFAULT_CONTENT}
     assert len(server.requests) == 40
+
+
+def test_a_stream_leaves_no_async_generator_for_the_loop_to_finalize(server: FakeOpenAI) -> None:
+    """Read to the body's end after [DONE]: an abandoned generator of httpx's reading chain
+    costs the loop a cross-thread wake-up and a task to finalize it (six per call before),
+    and a body left unread can close the connection instead of reusing it."""
+    finalized: list[object] = []
+
+    async def three(provider: OpenAIProvider) -> None:
+        first_iter, finalizer = sys.get_asyncgen_hooks()
+        assert finalizer is not None
+
+        def counted(generator: Any) -> None:
+            finalized.append(generator)
+            finalizer(generator)
+
+        sys.set_asyncgen_hooks(first_iter, counted)
+        for _ in range(3):
+            async for _chunk in provider.stream(REQUEST, model="gpt-4o-mini"):
+                pass
+        gc.collect()
+
+    call(server.base_url, three)
+    assert len(server.requests) == 3
+    assert len({request.peer for request in server.requests}) == 1
+    assert finalized == []
