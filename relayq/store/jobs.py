@@ -412,12 +412,19 @@ _FINISH = (
         lease_expires_at=None,
         attempts=_jobs.c.attempts + bindparam("called"),
     )
-    # Whether the outcome can have a webhook at all: most jobs have none, and
-    # then no further query is made.
-    # (The webhook itself, not ``IS NOT NULL``: a JSON column keeps Python's None
-    # as JSON null.)
-    .returning(_jobs.c.webhook, _jobs.c.batch_id, _HAS_ENDPOINT)
 )
+# Which outcomes of a tick were written, read back in their transaction: a row
+# whose run and finish time are the tick's. With whether each can have a webhook
+# at all: most jobs have none, and then no further query is made. (The webhook
+# itself, not ``IS NOT NULL``: a JSON column keeps Python's None as JSON null.)
+_FINISHED = select(
+    _jobs.c.id,
+    _jobs.c.run,
+    _jobs.c.finished_at,
+    _jobs.c.webhook,
+    _jobs.c.batch_id,
+    _HAS_ENDPOINT,
+).where(_jobs.c.id.in_(bindparam("job_ids", expanding=True)))
 _ADD_ATTEMPT = insert(_attempts)
 
 
@@ -515,33 +522,40 @@ async def finish_jobs(
     ]
     if attempts:
         await connection.execute(_ADD_ATTEMPT, attempts)
+    # One statement for the tick (an executemany), then one read of what it wrote:
+    # a statement per outcome cost a round trip to the database's thread each.
+    await connection.execute(
+        _FINISH,
+        [
+            {
+                "job_id": f.claim.job_id,
+                "job_run": f.claim.run,
+                "status": f.outcome.status.value,
+                "response": f.outcome.response,
+                "error": f.outcome.error,
+                "usage": f.outcome.usage,
+                "now": now,
+                "called": 1 if f.attempt is not None else 0,
+            }
+            for f in finishes
+        ],
+    )
+    job_ids = list(dict.fromkeys(f.claim.job_id for f in finishes))
+    rows = {row.id: row for row in await connection.execute(_FINISHED, {"job_ids": job_ids})}
     results: list[Finished] = []
     for finish in finishes:
-        claim, outcome = finish.claim, finish.outcome
-        row = (
-            await connection.execute(
-                _FINISH,
-                {
-                    "job_id": claim.job_id,
-                    "job_run": claim.run,
-                    "status": outcome.status.value,
-                    "response": outcome.response,
-                    "error": outcome.error,
-                    "usage": outcome.usage,
-                    "now": now,
-                    "called": 1 if finish.attempt is not None else 0,
-                },
-            )
-        ).one_or_none()
+        row = rows.get(finish.claim.job_id)
+        written = row is not None and row.run == finish.claim.run and row.finished_at == now
         deliveries: list[str] = []
         if (
             row is not None
+            and written
             and row.batch_id is None
             and (row.webhook is not None or row.has_endpoint)
         ):
             # In this transaction: an outcome is never stored without its webhooks.
-            deliveries = await plan_deliveries(session, job_id=claim.job_id, now=now)
-        results.append(Finished(row is not None, tuple(deliveries)))
+            deliveries = await plan_deliveries(session, job_id=finish.claim.job_id, now=now)
+        results.append(Finished(written, tuple(deliveries)))
     await session.commit()
     return results
 
