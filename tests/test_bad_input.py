@@ -17,6 +17,7 @@ import pytest
 
 from tests.errors import error_of
 from tests.jobs import body
+from tests.stack import wait_until
 
 ROUTES = ["/v1/jobs", "/v1/chat/completions"]
 _JSON = {"content-type": "application/json"}
@@ -262,3 +263,34 @@ def test_an_event_id_beyond_what_redis_holds_is_refused(
     error = error_of(response, 400)
     assert error["code"] == "invalid_event_id"
     assert error["param"] == ("Last-Event-ID" if where == "header" else "after")
+
+
+@pytest.mark.parametrize(
+    ("line", "code", "param"),
+    [
+        ({"custom_id": "a\x00b"}, "invalid_custom_id", "custom_id"),
+        ({"body": body(metadata_x={"tag": "\x00"})}, "invalid_request", "body.metadata_x.tag"),
+        ({"body": body(vendor_option=nested(100))}, "invalid_request", "body.vendor_option"),
+    ],
+)
+def test_a_batch_line_relayq_cannot_keep_fails_the_batch_naming_it(
+    client: httpx.Client, line: dict[str, Any], code: str, param: str
+) -> None:
+    # A NUL custom_id left the batch 'validating' for good on PostgreSQL: the
+    # worker's INSERT of its jobs failed.
+    request = {"custom_id": "a", "method": "POST", "url": "/v1/chat/completions", "body": body()}
+    content = json.dumps({**request, **line}).encode() + b"\n"
+    files = {"file": ("in.jsonl", content, "application/jsonl")}
+    uploaded = client.post("/v1/files", data={"purpose": "batch"}, files=files).json()
+    batch = client.post("/v1/batches", json={"input_file_id": uploaded["id"]}).json()
+
+    ended: dict[str, Any] = {}
+
+    def validated() -> bool:
+        ended.update(client.get(f"/v1/batches/{batch['id']}").json())
+        return ended["status"] != "validating"
+
+    wait_until(validated, timeout=20, interval=0.1)
+    assert ended["status"] == "failed", ended
+    [error] = ended["errors"]["data"]
+    assert (error["code"], error["param"], error["line"]) == (code, param, 1)

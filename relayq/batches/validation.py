@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from relayq.batches.schemas import BatchErrorItem
 from relayq.chat import ChatCompletionRequest
+from relayq.json_values import first_unkeepable, text_problem
 from relayq.params import param_path
 
 __all__ = ["LineValidator", "ValidRequest"]
@@ -87,6 +88,10 @@ class LineValidator:
                 "custom_id",
             )
             return None
+        problem = text_problem(value)
+        if problem is not None:
+            self.error(line, "invalid_custom_id", f"Line {line}: custom_id {problem}.", "custom_id")
+            return None
         if len(value) > 512:
             self.error(
                 line,
@@ -131,6 +136,14 @@ class LineValidator:
     def _body(self, line: int, body: object) -> dict[str, Any] | None:
         if not isinstance(body, dict):
             self.error(line, "invalid_body", f"Line {line}: body must be a JSON object.", "body")
+            return None
+        # What POST /v1/jobs refuses at its edge (api/request_checks.py), refused here too.
+        found = first_unkeepable(body)
+        if found is not None:
+            # Too deep: the field at the top, as the API names it (its path is 65 levels long).
+            param = param_path(found.path[:1] if found.too_deep else found.path, prefix="body")
+            message = f"Line {line}: invalid '{param}': {found.reason}."
+            self.error(line, "invalid_request", message, param)
             return None
         try:
             request = ChatCompletionRequest.model_validate(body)
