@@ -44,6 +44,8 @@ from relayq.store.retries import expire_claimed
 __all__ = ["Executor", "RunResult"]
 
 log = logging.getLogger(__name__)
+outcomes = logging.getLogger("relayq.jobs")
+"""One line per job that ended, with what an operator asks of it (never its text)."""
 
 
 class RunResult(str, Enum):
@@ -144,6 +146,29 @@ def _terminal_data(outcome: Outcome) -> dict[str, Any]:
         "usage": outcome.usage,
         "error": outcome.error,
     }
+
+
+def _log_outcome(claim: Claim, outcome: Outcome, attempt: AttemptRecord | None) -> None:
+    usage = outcome.usage or {}
+    outcomes.info(
+        "job %s %s",
+        claim.job_id,
+        outcome.status.value,
+        extra={
+            "job_id": claim.job_id,
+            "batch_id": claim.batch_id,
+            "key_id": claim.key_id,
+            "route": claim.route,
+            "provider": claim.provider,
+            "upstream_model": claim.upstream_model,
+            "status": outcome.status.value,
+            "attempts": claim.attempts + (1 if attempt is not None else 0),
+            "call_ms": round(attempt.latency_ms, 1) if attempt is not None else None,
+            "prompt_tokens": usage.get("prompt_tokens"),
+            "completion_tokens": usage.get("completion_tokens"),
+            "error_code": (outcome.error or {}).get("code"),
+        },
+    )
 
 
 class Executor:
@@ -423,7 +448,9 @@ class Executor:
     async def _record_finish(
         self, claim: Claim, outcome: Outcome, attempt: AttemptRecord | None
     ) -> None:
-        """The job ended: routing strategies, the key's concurrency and metrics hear of it."""
+        """The job ended: the log, routing strategies, the key's concurrency and metrics
+        hear of it."""
+        _log_outcome(claim, outcome, attempt)
         if self._metrics is not None:
             self._metrics.jobs_finished.labels(outcome.status.value).inc()
         latency = attempt.latency_ms if outcome.status is JobStatus.SUCCEEDED and attempt else None

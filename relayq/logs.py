@@ -32,6 +32,12 @@ class JsonFormatter(logging.Formatter):
 # uvicorn.access is left alone: `--no-access-log` silences it by removing its handlers.
 _SERVER_LOGGERS = ("uvicorn", "uvicorn.error", "celery", "flower")
 
+# Celery's line per message received and per message traced: they describe a
+# message, not a job (an envelope carries many, and a failed job's task is
+# traced as a success), and cost a JSON line each. relayq.jobs logs one line per
+# job that ended instead. At DEBUG they are kept.
+_PER_MESSAGE_LOGGERS = ("celery.worker.strategy", "celery.app.trace")
+
 
 def configure_logging(level: str) -> None:
     """Send every logger's records, the servers' included, to stderr as JSON lines."""
@@ -44,3 +50,6 @@ def configure_logging(level: str) -> None:
         server_logger = logging.getLogger(name)
         server_logger.handlers[:] = []
         server_logger.propagate = True
+    if logging.getLevelName(level.upper()) != logging.DEBUG:
+        for name in _PER_MESSAGE_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
+from typing import Any
+
+import httpx
 
 from relayq.logs import JsonFormatter
+from tests.jobs import body, submit, wait_for_status
+from tests.stack import Stack, wait_until
 
 
 def test_a_record_is_one_json_object_with_its_extras() -> None:
@@ -28,3 +34,39 @@ def test_a_record_is_one_json_object_with_its_extras() -> None:
     assert entry["logger"] == "relayq.test"
     assert entry["job_id"] == "job_1"
     assert entry["ts"].endswith("Z")
+
+
+def _lines(path: Path) -> list[dict[str, Any]]:
+    entries = []
+    for line in path.read_text().splitlines():
+        if line.startswith("{"):
+            entries.append(json.loads(line))
+    return entries
+
+
+def test_a_job_that_ends_is_one_line_that_tells_its_outcome(
+    stack: Stack, client: httpx.Client
+) -> None:
+    """One relayq.jobs line per job, a failed one shown as failed with its error code;
+    Celery's per-message lines (which traced a failed job's task as a success) are off."""
+    failed = submit(client, body(model="mock-faulty", mock={"fault": "invalid_request"}))
+    done = submit(client, body())
+    wait_for_status(client, failed["id"], {"failed"}, timeout=20)
+    wait_for_status(client, done["id"], {"succeeded"}, timeout=20)
+    log = stack.logs / "worker-0.log"
+
+    def ended(job_id: str) -> list[dict[str, Any]]:
+        return [e for e in _lines(log) if e["logger"] == "relayq.jobs" and e["job_id"] == job_id]
+
+    wait_until(lambda: ended(failed["id"]) and ended(done["id"]), timeout=10)
+    [fail_line] = ended(failed["id"])
+    [done_line] = ended(done["id"])
+    assert fail_line["status"] == "failed"
+    assert fail_line["error_code"] == "invalid_request"
+    assert done_line["status"] == "succeeded"
+    assert done_line["completion_tokens"] > 0
+    assert done_line["attempts"] == 1
+    traced = [
+        e for e in _lines(log) if e["logger"] in ("celery.app.trace", "celery.worker.strategy")
+    ]
+    assert traced == []
