@@ -169,7 +169,9 @@ async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
         message = f"Method {request.method} is not allowed on {request.url.path}."
     else:
         message = str(exc.detail)
-    code = "request_too_large" if exc.status_code == 413 else None
+    # A 400 here comes from reading the body (a multipart upload without its
+    # boundary, say): routes answer with APIError.
+    code = {400: "invalid_body", 413: "request_too_large"}.get(exc.status_code)
     body = error_body(exc.status_code, message, code=code)
     return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 

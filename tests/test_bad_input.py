@@ -294,3 +294,12 @@ def test_a_batch_line_relayq_cannot_keep_fails_the_batch_naming_it(
     assert ended["status"] == "failed", ended
     [error] = ended["errors"]["data"]
     assert (error["code"], error["param"], error["line"]) == (code, param, 1)
+
+
+def test_a_malformed_upload_is_invalid_body(client: httpx.Client) -> None:
+    headers = {"content-type": "multipart/form-data"}  # no boundary
+
+    response = client.post("/v1/files", content=b"garbage", headers=headers)
+
+    error = error_of(response, 400)
+    assert error["code"] == "invalid_body"
