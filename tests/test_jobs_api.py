@@ -136,6 +136,8 @@ def test_cancel_a_queued_job(client: httpx.Client) -> None:
     assert response.status_code == 200
     assert response.json()["status"] == "cancelled"
     assert response.json()["finished_at"] is not None
+    # As GET answers it: its attempts (none here), not null.
+    assert response.json()["attempts"] == []
     again = client.post(f"/v1/jobs/{job['id']}/cancel")
     assert again.status_code == 200
     assert again.json()["status"] == "cancelled"
@@ -160,6 +162,8 @@ def test_cancel_a_running_job_stops_its_call(client: httpx.Client) -> None:
     assert final["status"] == "cancelled"
     assert final["response"] is None
     assert [a["status"] for a in final["attempts"]] == ["cancelled"]
+    # The call ran until the cancel stopped it: its time is recorded, not 0.
+    assert final["attempts"][0]["latency_ms"] > 0
 
 
 def test_cancel_a_finished_job_is_a_conflict(client: httpx.Client) -> None:

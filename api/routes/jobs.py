@@ -108,8 +108,12 @@ async def list_(
 
 
 @router.post("/{job_id}/cancel", response_model=JobPublic)
-async def cancel(job_id: str, key: KeyDep, services: ServicesDep) -> JobPublic:
-    """Cancel a queued or running job; cancelling a cancelled job is a no-op."""
+async def cancel(job_id: str, key: KeyDep, services: ServicesDep, session: SessionDep) -> JobPublic:
+    """Cancel a queued or running job; cancelling a cancelled job is a no-op.
+
+    Answers the job as ``GET`` does, its attempts so far included (a running
+    call stopped by the cancel is recorded as its worker stops it).
+    """
     job, _ = await services.intake.cancel(key_id=key.id, job_id=job_id)
     if job is None:
         raise _not_found(job_id)
@@ -120,4 +124,4 @@ async def cancel(job_id: str, key: KeyDep, services: ServicesDep) -> JobPublic:
             "can be cancelled.",
             code="job_not_cancellable",
         )
-    return job_public(job)
+    return job_public(job, await list_attempts(session, job_id=job_id))
