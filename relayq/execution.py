@@ -38,7 +38,15 @@ from relayq.replies import Replies, Reply
 from relayq.resilience import Admission, Resilience
 from relayq.routing_state import RoutingState
 from relayq.store import Database
-from relayq.store.jobs import AttemptRecord, Claim, DirectRun, NewJob, Outcome, renew_leases
+from relayq.store.jobs import (
+    AttemptRecord,
+    Claim,
+    DirectRun,
+    NewJob,
+    Outcome,
+    release_claim,
+    renew_leases,
+)
 from relayq.store.retries import expire_claimed
 
 __all__ = ["Executor", "RunResult"]
@@ -382,6 +390,14 @@ class Executor:
         await self._remember(claim, outcome)
         return RunResult(outcome.status.value)
 
+    async def _hand_back(self, claim: Claim) -> None:
+        """Put ``claim``'s job back in the queue, unconfirmed: the reconciler sends it."""
+        if not await self._stored(claim):
+            return
+        async with self._database.session() as session:
+            released = await release_claim(session, claim=claim)
+        log.warning("job %s handed back (%s)", claim.job_id, "queued" if released else "moved on")
+
     async def _reply(self, claim: Claim, kind: str, data: dict[str, Any]) -> None:
         """Tell the caller waiting on ``claim``'s job, if one does."""
         if self._replies is not None and claim.reply_to is not None:
@@ -477,7 +493,13 @@ class Executor:
             return _failed("invalid_stored_request", str(exc)), None
         admission = Admission()
         if self._resilience is not None:
-            admission = await self._resilience.admit(claim, request)
+            try:
+                admission = await self._resilience.admit(claim, request)
+            except RedisError:
+                # Limits and breaker need Redis. A live worker that cannot go on
+                # hands its claim back at once, rather than leave the job to its lease.
+                await self._hand_back(claim)
+                raise
             if admission.wait > 0:
                 await self._resilience.wait_turn(claim, admission.wait, "rate limit")
                 return RunResult.WAITING

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import redis as sync_redis
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
 from relayq.breaker import BreakerSettings, CircuitBreaker
 from relayq.config import RetrySettings, RoutingConfig
@@ -36,7 +37,7 @@ from relayq.store import Database
 from relayq.store.jobs import NewJob, create_jobs, get_job, list_attempts
 from relayq.store.keys import create_key
 from tests.jobs import mock_job
-from tests.services import reset_database, run
+from tests.services import free_port, reset_database, run
 
 _REDIS_DB = 11
 PREFIX = "relayq-executor-test"
@@ -125,15 +126,21 @@ def scenario(tmp_path: Path, redis_server: str) -> Callable[[Scenario], None]:
 
 @contextlib.asynccontextmanager
 async def executor(
-    env: Env, broker: SameWorker, *, max_in_flight: int = 1000
+    env: Env,
+    broker: SameWorker,
+    *,
+    max_in_flight: int = 1000,
+    limits_redis: aioredis.Redis | None = None,
 ) -> AsyncIterator[Executor]:
+    """``limits_redis``: where the breaker and rate limits live (the test's Redis by default)."""
+    limits = limits_redis or env.redis
     http = build_http_client(max_connections=10)
     events = EventLog(env.redis, key_prefix=PREFIX, max_events=100, retention_seconds=60)
     resilience = Resilience(
         database=env.database,
         enqueuer=broker,
-        limiter=RateLimiter(env.redis, key_prefix=PREFIX),
-        breaker=CircuitBreaker(env.redis, key_prefix=PREFIX, settings=BreakerSettings()),
+        limiter=RateLimiter(limits, key_prefix=PREFIX),
+        breaker=CircuitBreaker(limits, key_prefix=PREFIX, settings=BreakerSettings()),
         retry=RetrySettings(max_attempts_per_deployment=1),
         routing=lambda: ROUTING,
         events=events,
@@ -317,3 +324,29 @@ async def _capped(env: Env) -> None:
             await asyncio.sleep(0.01)
         assert set(await runs) == {RunResult.SUCCEEDED}
     assert max(seen) == 2
+
+
+def test_a_claim_the_worker_cannot_go_on_with_is_handed_back(
+    scenario: Callable[[Scenario], None],
+) -> None:
+    """Redis fails right after the claim (the limits need it): the job goes back to the
+    queue at once, unconfirmed for the reconciler, instead of waiting out its lease."""
+    scenario(_handed_back)
+
+
+async def _handed_back(env: Env) -> None:
+    broker = SameWorker(asyncio.get_running_loop())
+    job_id = await store(env)
+    gone = aioredis.Redis(host="127.0.0.1", port=free_port(), socket_connect_timeout=0.5)
+    try:
+        async with executor(env, broker, limits_redis=gone) as running:
+            with pytest.raises(RedisError):
+                await running.run(job_id)
+    finally:
+        await gone.aclose()
+    async with env.database.session() as session:
+        job = await get_job(session, job_id=job_id, key_id=env.key_id)
+    assert job is not None
+    assert job.status == JobStatus.QUEUED.value
+    assert job.lease_expires_at is None
+    assert job.enqueued_at is None

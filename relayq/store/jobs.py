@@ -48,6 +48,7 @@ __all__ = [
     "list_jobs",
     "mark_enqueued",
     "new_row",
+    "release_claim",
     "release_lapsed",
     "renew_leases",
     "store_running",
@@ -589,6 +590,22 @@ def attempt_values(*, claim: Claim, attempt: AttemptRecord, now: float) -> dict[
 
 def attempt_row(*, claim: Claim, attempt: AttemptRecord, now: float) -> Attempt:
     return Attempt(**attempt_values(claim=claim, attempt=attempt, now=now))
+
+
+async def release_claim(session: AsyncSession, *, claim: Claim) -> bool:
+    """Hand a claimed job back to the queue (its worker cannot go on with it now).
+
+    No message is confirmed for it (``enqueued_at`` cleared): the reconciler
+    sends one after its grace period, once the broker takes it.
+    """
+    result = await session.execute(
+        update(Job)
+        .where(Job.id == claim.job_id, Job.run == claim.run, Job.status == JobStatus.RUNNING.value)
+        .values(status=JobStatus.QUEUED.value, enqueued_at=None, lease_expires_at=None)
+        .execution_options(synchronize_session=False)
+    )
+    await session.commit()
+    return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
 async def release_lapsed(session: AsyncSession, *, now: float, limit: int) -> int:
