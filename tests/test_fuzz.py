@@ -91,7 +91,7 @@ def _is_http(url: object) -> bool:
 @settings(
     max_examples=_EXAMPLES,
     deadline=None,
-    database=None,  # no .hypothesis/ directory in the tree
+    database=None,  # no failures replayed from earlier runs: each run draws afresh
     suppress_health_check=list(HealthCheck),
 )
 def test_no_request_makes_a_server_error_and_every_4xx_is_openai_shaped(
