@@ -288,7 +288,7 @@ def test_a_batch_line_relayq_cannot_keep_fails_the_batch_naming_it(
 
     def validated() -> bool:
         ended.update(client.get(f"/v1/batches/{batch['id']}").json())
-        return ended["status"] != "validating"
+        return bool(ended["status"] != "validating")
 
     wait_until(validated, timeout=20, interval=0.1)
     assert ended["status"] == "failed", ended
