@@ -8,9 +8,10 @@ alive and stops a job's call when the job is cancelled.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -34,6 +35,7 @@ from relayq.providers.errors import (
     ProviderTimeout,
     ProviderUnavailable,
 )
+from relayq.recovery import Taken
 from relayq.replies import Replies, Reply
 from relayq.resilience import Admission, Resilience
 from relayq.routing_state import RoutingState
@@ -196,8 +198,12 @@ class Executor:
         metrics: WorkerMetrics | None = None,
         key_limits: KeyLimits | None = None,
         replies: Replies | None = None,
+        taken: Taken | None = None,
+        owner: str | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        """``owner`` and ``taken``: this process's instance id, recorded with its claims,
+        and its record of the jobs it took (what its supervisor hands back if it dies)."""
         self._database = database
         self._providers = providers
         self._routing_state = routing_state
@@ -209,7 +215,8 @@ class Executor:
         self._replies = replies
         self._lease_seconds = lease_seconds
         self._clock = clock
-        self._ledger = JobLedger(database, lease_seconds=lease_seconds, clock=clock)
+        self._taken = taken
+        self._ledger = JobLedger(database, lease_seconds=lease_seconds, owner=owner, clock=clock)
         # Envelopes bring many jobs per message: the worker's concurrency bounds its
         # jobs in flight, not Celery's prefetch. A job waits for a slot before its claim.
         self._slots = asyncio.Semaphore(max_in_flight)
@@ -232,8 +239,27 @@ class Executor:
 
     async def run(self, job_id: str) -> RunResult:
         """Run ``job_id`` if it is ours to run; record what happened exactly once."""
-        async with self._slots:
+        async with self._took(job_id), self._slots:
             return await self._run(job_id)
+
+    @contextlib.asynccontextmanager
+    async def _took(
+        self, job_id: str, message: dict[str, Any] | None = None
+    ) -> AsyncIterator[None]:
+        """Keep ``job_id`` in this process's record of taken jobs while it is here."""
+        if self._taken is None:
+            yield
+            return
+        # Beside the work, not before it: the record only speeds up recovery.
+        recorded = asyncio.ensure_future(self._taken.took(job_id, message))
+        try:
+            yield
+        finally:
+            try:
+                await recorded
+                await self._taken.done(job_id)
+            except RedisError as exc:
+                log.warning("taken record of %s not kept: %s", job_id, exc)
 
     async def _run(self, job_id: str) -> RunResult:
         claim = await self._ledger.claim(job_id)
@@ -253,7 +279,7 @@ class Executor:
         no row (the first delivery's worker died before storing it), it stores
         the row first and is the job's first run.
         """
-        async with self._slots:
+        async with self._took(str(message["job"]["id"]), message), self._slots:
             return await self._run_direct(message)
 
     async def _run_direct(self, message: dict[str, Any]) -> RunResult:

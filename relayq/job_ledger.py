@@ -49,9 +49,12 @@ class JobLedger:
         database: Database,
         *,
         lease_seconds: float,
+        owner: str | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        """``owner``: this worker process's instance id, recorded with each claim."""
         self._database = database
+        self._owner = owner
         self._lease_seconds = lease_seconds
         self._clock = clock
         self._claims: Coalescer[str, Claim | None] = Coalescer(self._claim)
@@ -80,7 +83,11 @@ class JobLedger:
     async def _claim(self, job_ids: list[str]) -> list[Claim | None]:
         async with self._database.session() as session:
             claims = await claim_jobs(
-                session, job_ids=job_ids, now=self._clock(), lease_seconds=self._lease_seconds
+                session,
+                job_ids=job_ids,
+                now=self._clock(),
+                lease_seconds=self._lease_seconds,
+                owner=self._owner,
             )
         # pop: a second delivery of one job in the same tick is not given the claim too.
         return [claims.pop(job_id, None) for job_id in job_ids]
@@ -92,7 +99,11 @@ class JobLedger:
     async def _store(self, runs: list[DirectRun]) -> list[bool]:
         async with self._database.session() as session:
             stored = await store_running(
-                session, runs=runs, now=self._clock(), lease_seconds=self._lease_seconds
+                session,
+                runs=runs,
+                now=self._clock(),
+                lease_seconds=self._lease_seconds,
+                owner=self._owner,
             )
         # A job id twice in one tick: only its first delivery is the first run.
         firsts = {direct.job.id: index for index, direct in reversed(list(enumerate(runs)))}

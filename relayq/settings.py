@@ -73,6 +73,9 @@ class WorkerSettings(BaseModel):
     option, on by default); ``relayq dev`` and the compose file, which run
     Flower, set this too so that no task goes unseen before Flower's first
     broadcast."""
+    instance: str | None = None
+    """This worker process's own id, set by its supervisor for each process it starts
+    (a new one when unset): the owner of the jobs it claims (see relayq/recovery.py)."""
     supervise: bool = True
     """``python -m worker`` restarts its Celery worker if it exits unasked.
 

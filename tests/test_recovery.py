@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import pytest
 
+from relayq.settings import WorkerSettings
 from tests.conftest import key_factory
 from tests.jobs import body, submit, wait_for_status
 from tests.services import free_port, running_valkey
-from tests.stack import Stack
+from tests.stack import Stack, wait_until
 
 
 def test_jobs_accepted_while_the_broker_is_down_run_once_it_returns(
@@ -76,4 +80,69 @@ def test_a_job_whose_worker_was_killed_mid_call_finishes_exactly_once(
     assert final["status"] == "succeeded"
     assert final["finished_at"] == finished["finished_at"]
     assert final["response"] == finished["response"]
-    assert [a["status"] for a in final["attempts"]] == ["succeeded"]
+    # The call the kill cut is recorded too (it was not, before): interrupted, then the one
+    # that succeeded.
+    assert [a["status"] for a in final["attempts"]] == ["interrupted", "succeeded"]
+    assert final["attempts"][0]["error"]["code"] == "interrupted"
+
+
+SHIPPED = WorkerSettings()
+
+
+def _children(pid: int) -> list[int]:
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [int(child) for child in children]
+
+
+def test_a_supervised_workers_jobs_run_again_within_seconds_of_its_death(
+    private_database_url: str, logs: Path
+) -> None:
+    """SIGKILL to a supervised worker's Celery process, on the shipped lease (60 s) and
+    visibility timeout (300 s): its supervisor hands back the jobs it ran (each cut run an
+    ``interrupted`` attempt) and those it had taken but not begun, so every job succeeds
+    within 10 s of the kill, not a lease or a redelivery later."""
+    make_key = key_factory(private_database_url)
+    with (
+        running_valkey() as broker_url,
+        Stack(
+            database_url=private_database_url,
+            redis_url=broker_url,
+            logs=logs,
+            env={
+                # Two in flight: the rest of what it takes waits, taken but not claimed.
+                "RELAYQ_WORKER__CONCURRENCY": "2",
+                # The shipped recovery settings, not the test stack's quick ones.
+                "RELAYQ_WORKER__LEASE_SECONDS": str(SHIPPED.lease_seconds),
+                "RELAYQ_WORKER__RECONCILE_INTERVAL": str(SHIPPED.reconcile_interval),
+                "RELAYQ_WORKER__ENQUEUE_GRACE_SECONDS": str(SHIPPED.enqueue_grace_seconds),
+                "RELAYQ_WORKER__VISIBILITY_TIMEOUT": str(SHIPPED.visibility_timeout),
+            },
+        ) as stack,
+    ):
+        stack.start_api()
+        supervisor = stack.start_worker()
+        headers = {"Authorization": f"Bearer {make_key()}"}
+        with httpx.Client(base_url=stack.base_url, headers=headers, timeout=10) as client:
+            payload = body("handed back", mock={"latency_ms": 1000})
+            with ThreadPoolExecutor(6) as pool:
+                jobs = list(pool.map(lambda _: submit(client, payload), range(6)))
+
+            def two_running() -> bool:
+                states = [client.get(f"/v1/jobs/{j['id']}").json()["status"] for j in jobs]
+                return states.count("running") == 2
+
+            wait_until(two_running, timeout=10)
+            [celery] = _children(supervisor.pid)
+            os.kill(celery, signal.SIGKILL)
+            killed = time.time()
+            finished = [
+                wait_for_status(client, job["id"], {"succeeded", "failed"}, timeout=15)
+                for job in jobs
+            ]
+
+    assert [job["status"] for job in finished] == ["succeeded"] * 6
+    assert max(job["finished_at"] for job in finished) - killed < 10
+    cut = [job for job in finished if len(job["attempts"]) > 1]
+    assert len(cut) == 2
+    for job in cut:
+        assert [a["status"] for a in job["attempts"]] == ["interrupted", "succeeded"]

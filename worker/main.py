@@ -32,7 +32,7 @@ def main(argv: Sequence[str] = ()) -> int:
     settings = Settings()
     configure_logging(settings.log_level)
     if settings.worker.supervise:
-        return supervise(argv)
+        return supervise(argv, settings=settings)
     app = create_worker_app(settings)
     app.worker_main(worker_argv(settings, extra=argv))
     return 0

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import uuid
 from collections.abc import Callable, Coroutine
 from concurrent.futures import Future
 from typing import Any, TypeVar
@@ -38,6 +39,7 @@ from relayq.providers.http import build_http_client
 from relayq.queueing import Enqueuer
 from relayq.ratelimit import RateLimiter
 from relayq.reconciler import Reconciler
+from relayq.recovery import Taken
 from relayq.redis_batch import CommandBatch
 from relayq.redis_pool import shared_redis
 from relayq.replies import Replies
@@ -206,6 +208,7 @@ class WorkerRuntime:
             batch=batch,
         )
         key_limits = KeyLimits(redis, key_prefix=settings.key_prefix, batch=batch)
+        instance = settings.worker.instance or uuid.uuid4().hex
         resilience = Resilience(
             database=database,
             enqueuer=self._enqueuer,
@@ -231,6 +234,8 @@ class WorkerRuntime:
             metrics=self._metrics(),
             key_limits=key_limits,
             replies=Replies(batch, key_prefix=settings.key_prefix),
+            taken=Taken(batch, key_prefix=settings.key_prefix, instance=instance),
+            owner=instance,
         )
         reconciler = Reconciler(
             database=database,

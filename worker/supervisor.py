@@ -1,11 +1,14 @@
-"""Keeping a worker process alive: restart it when Celery gives up.
+"""Keeping a worker process alive: restart it when it dies, and hand its jobs back.
 
 Celery 5.7's consumer can exit with "Unrecoverable error" when the broker
-connection drops mid-flight (a Redis restart), instead of reconnecting. The
-worker's jobs are safe (leases bring them back), but the process is gone. So
-``python -m worker`` runs the Celery worker as a child and starts it again,
-with backoff, whenever it exits without being asked to; SIGTERM and SIGINT are
-passed on and end the supervisor once the child has stopped.
+connection drops mid-flight (a Redis restart), instead of reconnecting; a
+process can also be killed. So ``python -m worker`` runs the Celery worker as
+a child and starts it again, with backoff, whenever it exits without being
+asked to. Each child gets an instance id of its own; when one dies, the
+supervisor hands back at once every job it held or had taken
+(:func:`relayq.recovery.hand_back`), rather than leave them to their leases.
+SIGTERM and SIGINT are passed on and end the supervisor once the child has
+stopped.
 """
 
 from __future__ import annotations
@@ -16,8 +19,12 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Sequence
 from types import FrameType
+
+from relayq.recovery import hand_back
+from relayq.settings import Settings
 
 __all__ = ["supervise"]
 
@@ -27,7 +34,7 @@ _STABLE_SECONDS = 60.0
 """A child that ran this long resets the restart backoff."""
 
 
-def supervise(argv: Sequence[str], *, max_backoff: float = 30.0) -> int:
+def supervise(argv: Sequence[str], *, settings: Settings, max_backoff: float = 30.0) -> int:
     """Run ``python -m worker argv`` unsupervised, again whenever it exits unasked.
 
     Returns the child's exit status once SIGTERM or SIGINT stopped it.
@@ -42,14 +49,20 @@ def supervise(argv: Sequence[str], *, max_backoff: float = 30.0) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, forward)
-    env = {**os.environ, "RELAYQ_WORKER__SUPERVISE": "false"}
     failures = 0
     while True:
         started = time.monotonic()
+        instance = uuid.uuid4().hex
+        env = {
+            **os.environ,
+            "RELAYQ_WORKER__SUPERVISE": "false",
+            "RELAYQ_WORKER__INSTANCE": instance,
+        }
         child = subprocess.Popen([sys.executable, "-m", "worker", *argv], env=env)
         status = child.wait()
         if stopping:
             return status
+        _hand_back(settings, instance)
         # Exited without being asked: with any status (Celery's "unrecoverable
         # error" path can exit 0), the worker is gone and must come back.
         failures = 0 if time.monotonic() - started > _STABLE_SECONDS else failures + 1
@@ -60,3 +73,11 @@ def supervise(argv: Sequence[str], *, max_backoff: float = 30.0) -> int:
             time.sleep(0.1)
         if stopping:
             return status
+
+
+def _hand_back(settings: Settings, instance: str) -> None:
+    """The dead child's jobs go back to the queue now; leases are the net if this fails."""
+    try:
+        hand_back(settings, instance)
+    except Exception:
+        log.exception("jobs of worker %s not handed back; their leases will", instance)

@@ -50,6 +50,7 @@ __all__ = [
     "new_row",
     "release_claim",
     "release_lapsed",
+    "release_owned",
     "renew_leases",
     "store_running",
     "unfinished_of",
@@ -243,7 +244,12 @@ class DirectRun:
 
 
 async def store_running(
-    session: AsyncSession, *, runs: Sequence[DirectRun], now: float, lease_seconds: float
+    session: AsyncSession,
+    *,
+    runs: Sequence[DirectRun],
+    now: float,
+    lease_seconds: float,
+    owner: str | None = None,
 ) -> set[str]:
     """Store ``runs``' jobs as running their first run, in one statement; the ids stored.
 
@@ -262,6 +268,7 @@ async def store_running(
             started_at=now,
             enqueued_at=direct.created_at,
             lease_expires_at=now + lease_seconds,
+            owner=owner,
         )
         rows.append(values)
     connection = await session.connection()
@@ -368,6 +375,7 @@ _CLAIM = (
         run=_jobs.c.run + 1,
         lease_expires_at=bindparam("lease_until"),
         started_at=bindparam("now"),
+        owner=bindparam("owner"),
     )
     .returning(
         _jobs.c.id,
@@ -430,7 +438,12 @@ _ADD_ATTEMPT = insert(_attempts)
 
 
 async def claim_jobs(
-    session: AsyncSession, *, job_ids: Sequence[str], now: float, lease_seconds: float
+    session: AsyncSession,
+    *,
+    job_ids: Sequence[str],
+    now: float,
+    lease_seconds: float,
+    owner: str | None = None,
 ) -> dict[str, Claim]:
     """Take ``job_ids`` for running in one statement: the claims of those that were ours.
 
@@ -444,7 +457,12 @@ async def claim_jobs(
     connection = await session.connection()
     result = await connection.execute(
         _CLAIM,
-        {"job_ids": list(dict.fromkeys(job_ids)), "now": now, "lease_until": now + lease_seconds},
+        {
+            "job_ids": list(dict.fromkeys(job_ids)),
+            "now": now,
+            "lease_until": now + lease_seconds,
+            "owner": owner,
+        },
     )
     rows = result.all()
     await session.commit()
@@ -475,10 +493,17 @@ def _claim(row: Any) -> Claim:
 
 
 async def claim_job(
-    session: AsyncSession, *, job_id: str, now: float, lease_seconds: float
+    session: AsyncSession,
+    *,
+    job_id: str,
+    now: float,
+    lease_seconds: float,
+    owner: str | None = None,
 ) -> Claim | None:
     """Take one job for running (see :func:`claim_jobs`), or None if it is not ours to run."""
-    claims = await claim_jobs(session, job_ids=[job_id], now=now, lease_seconds=lease_seconds)
+    claims = await claim_jobs(
+        session, job_ids=[job_id], now=now, lease_seconds=lease_seconds, owner=owner
+    )
     return claims.get(job_id)
 
 
@@ -601,33 +626,96 @@ async def release_claim(session: AsyncSession, *, claim: Claim) -> bool:
     result = await session.execute(
         update(Job)
         .where(Job.id == claim.job_id, Job.run == claim.run, Job.status == JobStatus.RUNNING.value)
-        .values(status=JobStatus.QUEUED.value, enqueued_at=None, lease_expires_at=None)
+        .values(status=JobStatus.QUEUED.value, enqueued_at=None, lease_expires_at=None, owner=None)
         .execution_options(synchronize_session=False)
     )
     await session.commit()
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
+_RELEASED = (
+    _jobs.c.id,
+    _jobs.c.run,
+    _jobs.c.provider,
+    _jobs.c.upstream_model,
+    _jobs.c.priority,
+    _jobs.c.started_at,
+)
+_HAND_BACK = {
+    "status": JobStatus.QUEUED.value,
+    "enqueued_at": None,
+    "lease_expires_at": None,
+    "owner": None,
+    # The cut run most likely called its provider: it counts against the job's budget.
+    "attempts": _jobs.c.attempts + 1,
+}
+
+
+async def _record_interrupted(session: AsyncSession, rows: Sequence[Any], now: float) -> None:
+    """An ``interrupted`` attempt for each released run: a crash leaves a record, not none."""
+    if not rows:
+        return
+    error = {"code": "interrupted", "message": "the worker running this call stopped first"}
+    connection = await session.connection()
+    await connection.execute(
+        _ADD_ATTEMPT,
+        [
+            {
+                "job_id": row.id,
+                "run": row.run,
+                "provider": row.provider,
+                "upstream_model": row.upstream_model,
+                "status": "interrupted",
+                "latency_ms": max(0.0, (now - (row.started_at or now)) * 1000),
+                "error": error,
+                "created_at": now,
+            }
+            for row in rows
+        ],
+    )
+
+
 async def release_lapsed(session: AsyncSession, *, now: float, limit: int) -> int:
     """Put running jobs whose lease lapsed back in the queue (their worker died)."""
     lapsed = (
-        select(Job.id)
-        .where(Job.status == JobStatus.RUNNING.value, Job.lease_expires_at < now)
+        select(_jobs.c.id)
+        .where(_jobs.c.status == JobStatus.RUNNING.value, _jobs.c.lease_expires_at < now)
         .limit(limit)
         .scalar_subquery()
     )
-    result = await session.execute(
-        update(Job)
-        .where(
-            Job.id.in_(lapsed),
-            Job.status == JobStatus.RUNNING.value,
-            Job.lease_expires_at < now,
+    connection = await session.connection()
+    rows = (
+        await connection.execute(
+            update(_jobs)
+            .where(
+                _jobs.c.id.in_(lapsed),
+                _jobs.c.status == JobStatus.RUNNING.value,
+                _jobs.c.lease_expires_at < now,
+            )
+            .values(**_HAND_BACK)
+            .returning(*_RELEASED)
         )
-        .values(status=JobStatus.QUEUED.value, enqueued_at=None, lease_expires_at=None)
-        .execution_options(synchronize_session=False)
-    )
+    ).all()
+    await _record_interrupted(session, rows, now)
     await session.commit()
-    return int(result.rowcount)  # type: ignore[attr-defined]
+    return len(rows)
+
+
+async def release_owned(session: AsyncSession, *, owner: str, now: float) -> list[Stranded]:
+    """Hand back every job a dead worker process (``owner``) held: queued again at once,
+    each cut run recorded as ``interrupted``; the jobs, to publish again."""
+    connection = await session.connection()
+    rows = (
+        await connection.execute(
+            update(_jobs)
+            .where(_jobs.c.owner == owner, _jobs.c.status == JobStatus.RUNNING.value)
+            .values(**_HAND_BACK)
+            .returning(*_RELEASED)
+        )
+    ).all()
+    await _record_interrupted(session, rows, now)
+    await session.commit()
+    return [Stranded(job_id=r.id, provider=r.provider, priority=r.priority) for r in rows]
 
 
 async def find_stranded(

@@ -109,6 +109,9 @@ class Job(Base):
     """The request's ``custom_id`` in its batch."""
     held: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     """A batch request the scheduler has not released to its queue yet (no message)."""
+    owner: Mapped[str | None] = mapped_column(String(64), default=None)
+    """The worker process (its instance id) whose claim holds the job while it runs: its
+    supervisor hands the job back at once if that process dies."""
     reply_to: Mapped[str | None] = mapped_column(String(200), default=None)
     """The reply stream of the API process whose caller waits on this job (a sync chat
     completion): every run sends its deltas and its end there."""
@@ -118,6 +121,7 @@ class Job(Base):
         Index("ix_jobs_key_id_id", "key_id", "id"),
         Index("ix_jobs_status_enqueued", "status", "enqueued_at"),
         Index("ix_jobs_status_lease", "status", "lease_expires_at"),
+        Index("ix_jobs_owner_status", "owner", "status"),
         # Covers the scheduler's and the request counts' grouped count of a batch's jobs.
         Index("ix_jobs_batch_status", "batch_id", "status", "held", "provider"),
     )

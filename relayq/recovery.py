@@ -1,0 +1,116 @@
+"""Recovery in seconds: a supervisor hands back the jobs of the worker process it lost.
+
+A supervised worker process (``python -m worker``) runs under a parent that
+learns at once when it dies. Each process has an instance id of its own
+(``RELAYQ_WORKER__INSTANCE``, set by the supervisor per start). The process
+records it as the ``owner`` of every job it claims, and keeps, in a Redis hash
+per instance, the jobs whose messages it took and has not finished
+(:class:`Taken`: written in the tick's pipelines, beside the work). When the
+process dies, the supervisor (:func:`hand_back`):
+
+- puts every job the instance held back in the queue, with its cut run
+  recorded as an ``interrupted`` attempt, and publishes it again;
+- publishes again the jobs whose messages the instance took but never
+  claimed (waiting for a slot, or delivered a moment before the kill), and a
+  sync job's whole message when its row was never stored.
+
+Leases and the broker's redelivery stay the slower net for a machine lost
+whole. A duplicate message is harmless: claims are fenced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any, cast
+
+import orjson
+import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
+from sqlalchemy import select
+
+from relayq.queueing import Enqueuer
+from relayq.redis_batch import CommandBatch
+from relayq.settings import Settings
+from relayq.store import Database
+from relayq.store.jobs import release_owned
+from relayq.store.models import Job
+
+__all__ = ["Taken", "hand_back", "taken_key"]
+
+log = logging.getLogger(__name__)
+
+_TAKEN_TTL_SECONDS = 24 * 3600
+
+
+def taken_key(key_prefix: str, instance: str) -> str:
+    return f"{key_prefix}:taken:{instance}"
+
+
+class Taken:
+    """A worker process's record of the jobs it took and has not finished, in Redis."""
+
+    def __init__(self, batch: CommandBatch, *, key_prefix: str, instance: str) -> None:
+        self._batch = batch
+        self._key = taken_key(key_prefix, instance)
+
+    async def took(self, job_id: str, message: dict[str, Any] | None = None) -> None:
+        """``job_id``'s message arrived (``message``: a sync job's, kept to send again)."""
+        value = orjson.dumps(message) if message is not None else b""
+
+        def add(pipe: Pipeline) -> None:
+            pipe.hset(self._key, job_id, value)
+            pipe.expire(self._key, _TAKEN_TTL_SECONDS)
+
+        await self._batch.execute(add)
+
+    async def done(self, job_id: str) -> None:
+        await self._batch.execute(lambda pipe: pipe.hdel(self._key, job_id))
+
+
+def hand_back(settings: Settings, instance: str) -> int:
+    """Hand back what the dead process ``instance`` held; how many jobs were sent again."""
+    return asyncio.run(_hand_back(settings, instance))
+
+
+async def _hand_back(settings: Settings, instance: str) -> int:
+    database = Database(settings.database_url)
+    redis = aioredis.Redis.from_url(settings.redis_url)
+    key = taken_key(settings.key_prefix, instance)
+    try:
+        async with database.session() as session:
+            released = await release_owned(session, owner=instance, now=time.time())
+        taken = cast(dict[bytes, bytes], await redis.hgetall(key))
+        messages: dict[str, tuple[str, str, int, dict[str, Any] | None]] = {
+            job.job_id: (job.job_id, job.provider, job.priority, None) for job in released
+        }
+        durable = [k.decode() for k, v in taken.items() if not v and k.decode() not in messages]
+        async with database.session() as session:
+            query = select(Job.id, Job.provider, Job.priority).where(
+                Job.id.in_(durable), Job.status == "queued", Job.held.is_(False)
+            )
+            for job_id, provider, priority in (await session.execute(query)).all():
+                messages[job_id] = (job_id, provider, priority, None)
+        for raw_id, raw in taken.items():
+            job_id = raw_id.decode()
+            if raw and job_id not in messages:
+                direct: dict[str, Any] = orjson.loads(raw)
+                job = direct["job"]
+                messages[job_id] = (job_id, job["provider"], job["priority"], direct)
+        enqueuer = Enqueuer(settings=settings)
+        try:
+            sent = await asyncio.to_thread(enqueuer.send_many, list(messages.values()))
+        finally:
+            enqueuer.close()
+        await redis.delete(key)
+    finally:
+        await redis.aclose()
+        await database.aclose()
+    log.warning(
+        "worker %s died: %d running jobs handed back, %d jobs sent again",
+        instance,
+        len(released),
+        len(sent),
+    )
+    return len(sent)
