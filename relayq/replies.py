@@ -127,11 +127,6 @@ class Replies:
             log.warning("%d replies to %s not sent: %s", len(replies), stream, exc)
 
 
-class _Waiter:
-    def __init__(self) -> None:
-        self.queue: asyncio.Queue[Reply | Exception] = asyncio.Queue()
-
-
 class ReplyHub:
     """The API process's side: one reader of its reply stream, for every waiting caller."""
 
@@ -139,7 +134,7 @@ class ReplyHub:
         # A client of its own: XREAD BLOCK holds its connection while it waits.
         self._redis = redis
         self.stream = reply_stream(key_prefix, uuid.uuid4().hex)
-        self._waiters: dict[str, _Waiter] = {}
+        self._waiters: dict[str, asyncio.Queue[Reply | Exception]] = {}
         self._reader: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -158,9 +153,9 @@ class ReplyHub:
     def expect(self, job_id: str) -> asyncio.Queue[Reply | Exception]:
         """The queue ``job_id``'s replies will arrive on: call it before the job is sent,
         and :meth:`forget` once they no longer matter."""
-        waiter = _Waiter()
-        self._waiters[job_id] = waiter
-        return waiter.queue
+        queue: asyncio.Queue[Reply | Exception] = asyncio.Queue()
+        self._waiters[job_id] = queue
+        return queue
 
     def forget(self, job_id: str) -> None:
         self._waiters.pop(job_id, None)
@@ -174,8 +169,8 @@ class ReplyHub:
                 )
             except RedisError as exc:
                 log.warning("reply hub lost Redis: %s", exc)
-                for waiter in self._waiters.values():
-                    waiter.queue.put_nowait(exc)
+                for queue in self._waiters.values():
+                    queue.put_nowait(exc)
                 await asyncio.sleep(0.5)
                 continue
             for _, entries in replies or []:
@@ -184,10 +179,10 @@ class ReplyHub:
                     self._dispatch(fields)
 
     def _dispatch(self, fields: dict[bytes, bytes]) -> None:
-        waiter = self._waiters.get(fields[b"job"].decode())
-        if waiter is None:  # its caller left
+        queue = self._waiters.get(fields[b"job"].decode())
+        if queue is None:  # its caller left
             return
-        waiter.queue.put_nowait(
+        queue.put_nowait(
             Reply(
                 job_id=fields[b"job"].decode(),
                 type=fields[b"type"].decode(),

@@ -162,12 +162,27 @@ def _cached(call: _Call, *, stream: bool) -> JSONResponse | StreamingResponse:
     return StreamingResponse(chunks(), media_type="text/event-stream", headers=headers)
 
 
+def _lost(call: _Call, exc: Exception) -> APIError:
+    return APIError(
+        503,
+        f"The connection to job '{call.job.id}' was lost ({type(exc).__name__}); the job "
+        f"goes on: GET /v1/jobs/{call.job.id}.",
+        code="job_connection_lost",
+    )
+
+
+async def _next(call: _Call) -> Reply:
+    """The job's next reply; a lost Redis is a 503 that names the job, not a 500."""
+    reply = await call.replies.get()
+    if isinstance(reply, Exception):
+        raise _lost(call, reply)
+    return reply
+
+
 async def _next_decisive(call: _Call, *, stream: bool) -> Reply:
     """The next reply that decides the answer: the outcome, or a delta when streaming."""
     while True:
-        reply = await call.replies.get()
-        if isinstance(reply, Exception):
-            raise reply
+        reply = await _next(call)
         if reply.terminal or (stream and reply.type == "delta"):
             return reply
 
@@ -264,10 +279,13 @@ async def _chunks(
                     yield sse_message(data={"error": error})
                 yield "data: [DONE]\n\n"
                 return
-            reply_or_error = await call.replies.get()
-            if isinstance(reply_or_error, Exception):
-                raise reply_or_error
-            reply = reply_or_error
+            try:
+                reply = await _next(call)
+            except APIError as lost:
+                finished = True
+                yield sse_message(data=error_body(503, lost.message, code=lost.code))
+                yield "data: [DONE]\n\n"
+                return
     finally:
         call.done()
         if not finished:
