@@ -15,6 +15,12 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario(
             "sync-throughput", "Sync path throughput", sync_path.stack, sync_path.run_throughput
         ),
+        Scenario(
+            "sync-deep",
+            "Sync path, 500 clients, mock 1 s",
+            sync_path.deep_stack,
+            sync_path.run_deep,
+        ),
         Scenario("streaming", "Streaming time to first token", streaming.stack, streaming.run),
         Scenario("fanout", "SSE fan-out", fanout.stack, fanout.run),
         Scenario("memory", "Worker memory per in-flight job", memory.stack, memory.run_in_flight),
