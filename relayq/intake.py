@@ -3,6 +3,11 @@
 The row is committed before the message is sent (an outbox): if the broker
 is down the job is kept, answered as queued, and published later by the
 reconciler. A published message is marked so the reconciler leaves it be.
+
+The sync lane is the exception: a caller that waits on its job (a plain
+``POST /v1/chat/completions``) has it sent in its message, with no SQL before
+the provider call; its worker stores the row. If the broker does not take the
+message, nothing was stored and the caller is told at once (a 503).
 """
 
 from __future__ import annotations
