@@ -146,3 +146,51 @@ def test_a_supervised_workers_jobs_run_again_within_seconds_of_its_death(
     assert len(cut) == 2
     for job in cut:
         assert [a["status"] for a in job["attempts"]] == ["interrupted", "succeeded"]
+
+
+def test_jobs_running_through_a_redis_restart_end_within_seconds(
+    private_database_url: str, logs: Path
+) -> None:
+    """Redis restarts (empty) under running jobs, on the shipped lease (60 s): whether
+    Celery rides out the reconnect or exits and its supervisor hands its jobs back, every
+    job ends, once, well within a lease of Redis coming back."""
+    make_key = key_factory(private_database_url)
+    port = free_port()
+    shipped = {
+        "RELAYQ_WORKER__LEASE_SECONDS": str(SHIPPED.lease_seconds),
+        "RELAYQ_WORKER__RECONCILE_INTERVAL": str(SHIPPED.reconcile_interval),
+        "RELAYQ_WORKER__ENQUEUE_GRACE_SECONDS": str(SHIPPED.enqueue_grace_seconds),
+        "RELAYQ_WORKER__VISIBILITY_TIMEOUT": str(SHIPPED.visibility_timeout),
+    }
+    with running_valkey(port) as broker_url:
+        stack = Stack(
+            database_url=private_database_url, redis_url=broker_url, logs=logs, env=shipped
+        )
+        stack.start_api()
+        stack.start_worker()
+        client = httpx.Client(
+            base_url=stack.base_url, headers={"Authorization": f"Bearer {make_key()}"}
+        )
+        jobs = [submit(client, body(f"restart {i}", mock={"latency_ms": 2000})) for i in range(6)]
+
+        def all_running() -> bool:
+            states = [client.get(f"/v1/jobs/{j['id']}").json()["status"] for j in jobs]
+            return states == ["running"] * len(jobs)
+
+        wait_until(all_running, timeout=10)
+    try:
+        time.sleep(1)
+        with running_valkey(port):
+            back = time.time()
+            finished = [
+                wait_for_status(client, job["id"], {"succeeded", "failed"}, timeout=30)
+                for job in jobs
+            ]
+    finally:
+        client.close()
+        stack.stop()
+
+    assert [job["status"] for job in finished] == ["succeeded"] * len(jobs)
+    assert max(job["finished_at"] for job in finished) - back < 20
+    for job in finished:
+        assert [a["status"] for a in job["attempts"]].count("succeeded") == 1
