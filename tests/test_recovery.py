@@ -87,6 +87,13 @@ def test_a_job_whose_worker_was_killed_mid_call_finishes_exactly_once(
 
 
 SHIPPED = WorkerSettings()
+SHIPPED_RECOVERY = {
+    "RELAYQ_WORKER__LEASE_SECONDS": str(SHIPPED.lease_seconds),
+    "RELAYQ_WORKER__RECONCILE_INTERVAL": str(SHIPPED.reconcile_interval),
+    "RELAYQ_WORKER__ENQUEUE_GRACE_SECONDS": str(SHIPPED.enqueue_grace_seconds),
+    "RELAYQ_WORKER__VISIBILITY_TIMEOUT": str(SHIPPED.visibility_timeout),
+}
+"""The shipped recovery settings, not the test stack's quick ones."""
 
 
 def _children(pid: int) -> list[int]:
@@ -111,11 +118,7 @@ def test_a_supervised_workers_jobs_run_again_within_seconds_of_its_death(
             env={
                 # Two in flight: the rest of what it takes waits, taken but not claimed.
                 "RELAYQ_WORKER__CONCURRENCY": "2",
-                # The shipped recovery settings, not the test stack's quick ones.
-                "RELAYQ_WORKER__LEASE_SECONDS": str(SHIPPED.lease_seconds),
-                "RELAYQ_WORKER__RECONCILE_INTERVAL": str(SHIPPED.reconcile_interval),
-                "RELAYQ_WORKER__ENQUEUE_GRACE_SECONDS": str(SHIPPED.enqueue_grace_seconds),
-                "RELAYQ_WORKER__VISIBILITY_TIMEOUT": str(SHIPPED.visibility_timeout),
+                **SHIPPED_RECOVERY,
             },
         ) as stack,
     ):
@@ -156,15 +159,12 @@ def test_jobs_running_through_a_redis_restart_end_within_seconds(
     job ends, once, well within a lease of Redis coming back."""
     make_key = key_factory(private_database_url)
     port = free_port()
-    shipped = {
-        "RELAYQ_WORKER__LEASE_SECONDS": str(SHIPPED.lease_seconds),
-        "RELAYQ_WORKER__RECONCILE_INTERVAL": str(SHIPPED.reconcile_interval),
-        "RELAYQ_WORKER__ENQUEUE_GRACE_SECONDS": str(SHIPPED.enqueue_grace_seconds),
-        "RELAYQ_WORKER__VISIBILITY_TIMEOUT": str(SHIPPED.visibility_timeout),
-    }
     with running_valkey(port) as broker_url:
         stack = Stack(
-            database_url=private_database_url, redis_url=broker_url, logs=logs, env=shipped
+            database_url=private_database_url,
+            redis_url=broker_url,
+            logs=logs,
+            env=SHIPPED_RECOVERY,
         )
         stack.start_api()
         stack.start_worker()

@@ -134,16 +134,21 @@ async def _clients(
     return done / (time.perf_counter() - started), done, errors
 
 
-async def run_throughput(ctx: Context) -> ScenarioResult:
-    seconds = ctx.repeat(15, 6)
-    await _clients(ctx.direct, 2)
-    await _clients(ctx.relayq, 2)
+async def _side_by_side(
+    ctx: Context, *, seconds: float, clients: int, latency_ms: float, label: str
+) -> tuple[list[dict[str, float]], list[str]]:
+    """Per repetition, ``clients`` calling the direct side, then relayq, for ``seconds``;
+    (the repetitions' rates and counts, a few relayq errors)."""
     reps: list[dict[str, float]] = []
     error_samples: list[str] = []
     for _ in range(ctx.options.repeat):
-        direct, _, direct_errors = await _clients(ctx.direct, seconds)
-        async with ctx.profiled("sync-throughput"):
-            relayq, calls, relayq_errors = await _clients(ctx.relayq, seconds)
+        direct, _, direct_errors = await _clients(
+            ctx.direct, seconds, clients=clients, latency_ms=latency_ms
+        )
+        async with ctx.profiled(label):
+            relayq, calls, relayq_errors = await _clients(
+                ctx.relayq, seconds, clients=clients, latency_ms=latency_ms
+            )
         error_samples += relayq_errors[:5]
         reps.append(
             {
@@ -155,16 +160,26 @@ async def run_throughput(ctx: Context) -> ScenarioResult:
                 "direct_errors": float(len(direct_errors)),
             }
         )
+    return reps, error_samples
+
+
+async def run_throughput(ctx: Context) -> ScenarioResult:
+    seconds = ctx.repeat(15, 6)
+    await _clients(ctx.direct, 2)
+    await _clients(ctx.relayq, 2)
+    reps, error_samples = await _side_by_side(
+        ctx, seconds=seconds, clients=CLIENTS, latency_ms=0, label="sync-throughput"
+    )
     errors = int(sum(r["relayq_errors"] for r in reps))
-    share = median([r["ratio"] for r in reps])
+    relayq = median([r["relayq"] for r in reps])
     figure = Figure(
         name=f"sync throughput, {CLIENTS} clients",
         unit="calls/s",
-        relayq=median([r["relayq"] for r in reps]),
+        relayq=relayq,
         direct=median([r["direct"] for r in reps]),
-        ratio=share,
+        ratio=median([r["ratio"] for r in reps]),
         target=f"≥ {THROUGHPUT_CALLS} calls/s, 0 errors",
-        passed=median([r["relayq"] for r in reps]) >= THROUGHPUT_CALLS and errors == 0,
+        passed=relayq >= THROUGHPUT_CALLS and errors == 0,
         repetitions=reps,
         note=f"{seconds} s per side per repetition; {errors} relayq errors",
     )
@@ -186,25 +201,9 @@ async def run_deep(ctx: Context) -> ScenarioResult:
     front of slow models carries, side by side with the direct call."""
     seconds = ctx.repeat(12, 6)
     await _clients(ctx.relayq, 3, clients=50, latency_ms=DEEP_LATENCY_MS)
-    reps: list[dict[str, float]] = []
-    for _ in range(ctx.options.repeat):
-        direct, _, direct_errors = await _clients(
-            ctx.direct, seconds, clients=DEEP_CLIENTS, latency_ms=DEEP_LATENCY_MS
-        )
-        async with ctx.profiled("sync-deep"):
-            relayq, calls, relayq_errors = await _clients(
-                ctx.relayq, seconds, clients=DEEP_CLIENTS, latency_ms=DEEP_LATENCY_MS
-            )
-        reps.append(
-            {
-                "direct": direct,
-                "relayq": relayq,
-                "ratio": ratio(relayq, direct),
-                "relayq_calls": float(calls),
-                "relayq_errors": float(len(relayq_errors)),
-                "direct_errors": float(len(direct_errors)),
-            }
-        )
+    reps, error_samples = await _side_by_side(
+        ctx, seconds=seconds, clients=DEEP_CLIENTS, latency_ms=DEEP_LATENCY_MS, label="sync-deep"
+    )
     errors = int(sum(r["relayq_errors"] for r in reps))
     share = median([r["ratio"] for r in reps])
     figure = Figure(
@@ -218,4 +217,4 @@ async def run_deep(ctx: Context) -> ScenarioResult:
         repetitions=reps,
         note=f"{seconds} s per side per repetition; {errors} relayq errors",
     )
-    return ScenarioResult(figures=[figure])
+    return ScenarioResult(figures=[figure], data={"errors": error_samples})
