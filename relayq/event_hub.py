@@ -1,10 +1,17 @@
 """Following job events: replay from a position, then live, for many followers at once.
 
-One reader per process blocks on ``XREAD`` over every followed stream at
-once and hands each entry to the followers of its job, so hundreds of SSE
-clients cost one Redis connection, not hundreds. A follower registers before
-it replays the stored events, so nothing falls between the replay and the
-live feed; entries it has already seen are skipped by id.
+Every event is appended to its job's stream (kept for replay; its entry id is
+the SSE id) and, by the same script, to one firehose stream with that id
+(:mod:`relayq.events`). One reader per process blocks on ``XREAD`` of the
+firehose alone and hands each entry, decoded once, to the followers of its
+job. Reading one stream costs the same whether ten or a thousand jobs are
+followed; naming every followed stream in each ``XREAD`` (as the hub did)
+cost a thousand arguments per call at 500 followers.
+
+A follower registers, notes where the firehose ends, then replays its job's
+stored events; the reader reads from no later than that point, so nothing
+falls between the replay and the live feed, and entries already replayed are
+skipped by id.
 """
 
 from __future__ import annotations
@@ -12,13 +19,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any, cast
 
 from redis.exceptions import RedisError
 
-from relayq.events import JobEvent, decode_entry, stream_key
+from relayq.events import JobEvent, decode_entry, firehose_key, stream_key
 from relayq.redis_pool import shared_redis
 
 __all__ = ["EventHub", "after"]
@@ -28,6 +34,8 @@ log = logging.getLogger(__name__)
 _BLOCK_MS = 2_000
 """How long one XREAD waits; well under the client's read timeout (below)."""
 _READ_TIMEOUT = 10.0
+_COUNT = 1_000
+"""Most firehose entries one XREAD returns."""
 
 
 def _order(entry_id: str) -> tuple[int, int]:
@@ -48,26 +56,24 @@ class _Follower:
 
 
 class EventHub:
-    """The process's one live reader of job event streams."""
+    """The process's one live reader of job events."""
 
     def __init__(self, redis_url: str, *, key_prefix: str) -> None:
         # A connection of its own: XREAD BLOCK holds it while waiting. Its read
         # timeout exceeds the block time, or a quiet spell would read as a lost Redis.
         self._redis = shared_redis(redis_url, socket_timeout=_READ_TIMEOUT)
         self._prefix = key_prefix
-        self._wake = f"{key_prefix}:hub-wake:{uuid.uuid4().hex}"
+        self._firehose = firehose_key(key_prefix)
         self._followers: dict[str, set[_Follower]] = {}
-        self._positions: dict[str, str] = {}
+        self._position: str | None = None
+        """Where the reader reads the firehose from next (None: not reading)."""
         self._reader: asyncio.Task[None] | None = None
-        self._wakers: set[asyncio.Task[None]] = set()
 
     async def aclose(self) -> None:
         if self._reader is not None:
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reader
-        with contextlib.suppress(RedisError):
-            await self._redis.delete(self._wake)
         await self._redis.aclose()
 
     async def follow(
@@ -79,11 +85,11 @@ class EventHub:
         events are over (after its terminal event).
         """
         follower = _Follower(job_id, key_id)
-        key = stream_key(self._prefix, job_id)
-        self._join(key, follower, position)
+        self._followers.setdefault(job_id, set()).add(follower)
         try:
+            await self._read_from(await self._firehose_end())
             seen = position
-            for event in await self._replay(key, job_id, key_id, position):
+            for event in await self._replay(job_id, key_id, position):
                 seen = event.id or seen
                 yield event
             while True:
@@ -95,69 +101,64 @@ class EventHub:
                 seen = item.id or seen
                 yield item
         finally:
-            self._leave(key, follower)
+            self._leave(follower)
 
-    async def _replay(self, key: str, job_id: str, key_id: str, position: str) -> list[JobEvent]:
+    async def _firehose_end(self) -> str:
+        """The id of the firehose's last entry ("0-0" when empty)."""
+        last: list[Any] = await self._redis.xrevrange(self._firehose, count=1) or []
+        return _id(last[0][0]) if last else "0-0"
+
+    async def _read_from(self, position: str) -> None:
+        """Make the reader read from ``position`` or earlier, starting it if it stopped."""
+        if self._position is None or after(self._position, position):
+            self._position = position
+        if self._reader is None or self._reader.done():
+            self._reader = asyncio.create_task(self._read_forever())
+
+    async def _replay(self, job_id: str, key_id: str, position: str) -> list[JobEvent]:
+        key = stream_key(self._prefix, job_id)
         entries: list[Any] = await self._redis.xrange(key, min=f"({position}", max="+") or []
         return [decode_entry(job_id, key_id, entry_id, fields) for entry_id, fields in entries]
 
-    def _join(self, key: str, follower: _Follower, position: str) -> None:
-        followers = self._followers.setdefault(key, set())
-        if not followers:
-            self._positions[key] = position
-        elif after(self._positions[key], position):
-            # Read this stream from the earliest position any follower needs.
-            self._positions[key] = position
-        followers.add(follower)
-        if self._reader is None or self._reader.done():
-            self._reader = asyncio.create_task(self._read_forever())
-        else:
-            wake = asyncio.create_task(self._wake_reader())
-            self._wakers.add(wake)
-            wake.add_done_callback(self._wakers.discard)
-
-    def _leave(self, key: str, follower: _Follower) -> None:
-        followers = self._followers.get(key)
+    def _leave(self, follower: _Follower) -> None:
+        followers = self._followers.get(follower.job_id)
         if followers is None:
             return
         followers.discard(follower)
         if not followers:
-            del self._followers[key]
-            self._positions.pop(key, None)
-
-    async def _wake_reader(self) -> None:
-        """Make the blocked XREAD return, so it includes a newly followed stream."""
-        with contextlib.suppress(RedisError):
-            await self._redis.xadd(self._wake, {"w": "1"}, maxlen=10, approximate=True)
+            del self._followers[follower.job_id]
 
     async def _read_forever(self) -> None:
-        wake_position = "$"
-        while self._followers:
-            streams: dict[Any, Any] = dict(self._positions)
-            streams[self._wake] = wake_position
+        while self._followers and self._position is not None:
             try:
                 # RESP2 (the default): a list of [key, entries] pairs.
-                replies = cast(list[Any], await self._redis.xread(streams, block=_BLOCK_MS))
+                replies = cast(
+                    list[Any],
+                    await self._redis.xread(
+                        {self._firehose: self._position}, block=_BLOCK_MS, count=_COUNT
+                    ),
+                )
             except RedisError as exc:
                 log.warning("event hub lost Redis: %s", exc)
                 self._fail_all(exc)
+                self._position = None
                 return
-            for raw_key, entries in replies or []:
-                key = raw_key.decode() if isinstance(raw_key, bytes) else str(raw_key)
-                if key == self._wake:
-                    wake_position = _id(entries[-1][0])
-                    continue
-                self._dispatch(key, entries)
+            for _, entries in replies or []:
+                if entries:
+                    self._position = _id(entries[-1][0])
+                for _, fields in entries:
+                    self._dispatch(fields)
+        self._position = None
 
-    def _dispatch(self, key: str, entries: list[Any]) -> None:
-        followers = self._followers.get(key)
+    def _dispatch(self, fields: dict[Any, Any]) -> None:
+        """One firehose entry to its job's followers, decoded once for all of them."""
+        followers = self._followers.get(_id(fields[b"job"]))
         if not followers:
             return
-        self._positions[key] = _id(entries[-1][0])
-        for entry_id, fields in entries:
-            for follower in followers:
-                event = decode_entry(follower.job_id, follower.key_id, entry_id, fields)
-                follower.queue.put_nowait(event)
+        first = next(iter(followers))
+        event = decode_entry(first.job_id, first.key_id, fields[b"id"], fields)
+        for follower in followers:
+            follower.queue.put_nowait(event)
 
     def _fail_all(self, exc: Exception) -> None:
         for followers in self._followers.values():

@@ -32,6 +32,7 @@ __all__ = [
     "EventType",
     "JobEvent",
     "decode_entry",
+    "firehose_key",
     "stream_key",
     "terminal_data",
 ]
@@ -86,6 +87,28 @@ def stream_key(key_prefix: str, job_id: str) -> str:
     return f"{key_prefix}:events:{job_id}"
 
 
+def firehose_key(key_prefix: str) -> str:
+    """Every job's events, live, in one stream: what an API's event hub reads."""
+    return f"{key_prefix}:event-firehose"
+
+
+FIREHOSE_MAX = 100_000
+"""Entries the firehose keeps (approximately): minutes of events, for live readers only."""
+
+# One event, appended to its job's stream (for replay, its id the SSE id) and to
+# the firehose with that id (for live readers), atomically.
+_APPEND = """
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',
+    'type', ARGV[4], 'data', ARGV[5], 'ts', ARGV[6])
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*',
+    'job', ARGV[3], 'id', id, 'type', ARGV[4], 'data', ARGV[5], 'ts', ARGV[6])
+if ARGV[7] ~= '0' then
+    redis.call('PEXPIRE', KEYS[1], ARGV[7])
+end
+return id
+"""
+
+
 class EventLog:
     """Appends job events to their streams and tells the listeners."""
 
@@ -104,6 +127,8 @@ class EventLog:
         # (and with whatever else shares ``batch``).
         self._batch = batch or CommandBatch(redis)
         self._prefix = key_prefix
+        self._firehose = firehose_key(key_prefix)
+        self._append = redis.register_script(_APPEND)
         self._max_events = max_events
         self._retention_ms = int(retention_seconds * 1000)
         self.listeners = list(listeners)
@@ -113,12 +138,9 @@ class EventLog:
 
     async def emit(self, event: JobEvent) -> JobEvent:
         """Log ``event`` (best effort: a Redis failure is logged, not raised)."""
-        key = self.key(event.job_id)
 
         def add(pipe: Pipeline) -> None:
-            pipe.xadd(key, self._fields(event), maxlen=self._max_events, approximate=True)
-            if event.terminal:
-                pipe.pexpire(key, self._retention_ms)
+            self._add(pipe, event)
 
         try:
             replies = await self._batch.execute(add)
@@ -139,12 +161,7 @@ class EventLog:
 
         def add(pipe: Pipeline) -> None:
             for event in events:
-                pipe.xadd(
-                    self.key(event.job_id),
-                    self._fields(event),
-                    maxlen=self._max_events,
-                    approximate=True,
-                )
+                self._add(pipe, event)
 
         try:
             replies = await self._batch.execute(add)
@@ -155,13 +172,22 @@ class EventLog:
         if failed:
             log.warning("%d delta events not logged: %s", len(failed), failed[0])
 
-    @staticmethod
-    def _fields(event: JobEvent) -> dict[Any, Any]:
-        return {
-            "type": event.type.value,
-            "data": json.dumps(event.data, separators=(",", ":")),
-            "ts": repr(event.timestamp),
-        }
+    def _add(self, pipe: Pipeline, event: JobEvent) -> None:
+        """Queue ``event`` for its job's stream and the firehose (its reply: the entry id)."""
+        self._batch.script(
+            pipe,
+            self._append,
+            [self.key(event.job_id), self._firehose],
+            [
+                self._max_events,
+                FIREHOSE_MAX,
+                event.job_id,
+                event.type.value,
+                json.dumps(event.data, separators=(",", ":")),
+                repr(event.timestamp),
+                self._retention_ms if event.terminal else 0,
+            ],
+        )
 
     async def _tell(self, event: JobEvent) -> None:
         for listener in self.listeners:
