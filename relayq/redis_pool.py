@@ -26,4 +26,5 @@ def shared_redis(
     pool = aioredis.BlockingConnectionPool.from_url(
         url, max_connections=max_connections, timeout=wait_seconds, socket_timeout=socket_timeout
     )
-    return aioredis.Redis(connection_pool=pool)
+    # from_pool: closing the client closes its pool's connections too.
+    return aioredis.Redis.from_pool(pool)
