@@ -176,11 +176,16 @@ def test_dev_stack_runs_jobs_survives_valkey_dying_and_ctrl_c_stops_valkey_last(
     with DevStack(tmp_path) as dev:
         dev.wait_up()
         _up_means_the_worker_consumes(dev)
-        _valkey_keeps_an_append_only_file_and_comes_back_when_it_dies(dev)
         with dev.client() as client:
             job = submit(client, body("from the dev stack"))
             assert wait_for_status(client, job["id"], TERMINAL)["status"] == "succeeded"
+            # Before Valkey is killed: Flower's event receiver reconnects a second after
+            # it, and task events sent meanwhile (pub/sub) never reach it.
             _flower_shows(dev, job["id"])
+        _valkey_keeps_an_append_only_file_and_comes_back_when_it_dies(dev)
+        with dev.client() as client:
+            after = submit(client, body("after Valkey came back"))
+            assert wait_for_status(client, after["id"], TERMINAL)["status"] == "succeeded"
             in_flight = submit(client, body("at Ctrl-C", mock={"latency_ms": 1000}))
             wait_for_status(client, in_flight["id"], {"running"})
         everything = _ctrl_c_stops_valkey_last(dev)
