@@ -30,6 +30,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 from sqlalchemy import select
 
+from relayq.jobs import JobStatus
 from relayq.queueing import Enqueuer
 from relayq.redis_batch import CommandBatch
 from relayq.settings import Settings
@@ -86,12 +87,15 @@ async def _hand_back(settings: Settings, instance: str) -> int:
             job.job_id: (job.job_id, job.provider, job.priority, None) for job in released
         }
         durable = [k.decode() for k, v in taken.items() if not v and k.decode() not in messages]
-        async with database.session() as session:
-            query = select(Job.id, Job.provider, Job.priority).where(
-                Job.id.in_(durable), Job.status == "queued", Job.held.is_(False)
-            )
-            for job_id, provider, priority in (await session.execute(query)).all():
-                messages[job_id] = (job_id, provider, priority, None)
+        if durable:
+            async with database.session() as session:
+                query = select(Job.id, Job.provider, Job.priority).where(
+                    Job.id.in_(durable),
+                    Job.status == JobStatus.QUEUED.value,
+                    Job.held.is_(False),
+                )
+                for job_id, provider, priority in (await session.execute(query)).all():
+                    messages[job_id] = (job_id, provider, priority, None)
         for raw_id, raw in taken.items():
             job_id = raw_id.decode()
             if raw and job_id not in messages:
