@@ -270,7 +270,7 @@ class Executor:
             return early
         return await self._attempt(claim)
 
-    async def run_direct(self, message: dict[str, Any]) -> RunResult:
+    async def run_direct(self, message: dict[str, Any], *, recorded: bool = False) -> RunResult:
         """Run a sync job that came in its message, with no row yet (the sync lane).
 
         The call starts at once; the row is stored as running in the ledger's
@@ -278,7 +278,14 @@ class Executor:
         way of any stored job, :meth:`run`, where the row decides; if there is
         no row (the first delivery's worker died before storing it), it stores
         the row first and is the job's first run.
+
+        ``recorded``: the message's transport keeps the record that this
+        process took it (the sync lane's pending entries), so the process's
+        own taken record is not written.
         """
+        if recorded:  # its transport keeps the record (the lane's pending entries)
+            async with self._slots:
+                return await self._run_direct(message)
         async with self._took(str(message["job"]["id"]), message), self._slots:
             return await self._run_direct(message)
 

@@ -45,6 +45,7 @@ from relayq.settings import Settings
 from relayq.store import Database
 from relayq.store.jobs import NewJob, cancel_job, create_job, get_job, new_row
 from relayq.store.models import Job
+from relayq.sync_lane import LaneSender
 
 __all__ = [
     "BrokerUnavailable",
@@ -122,7 +123,9 @@ class Intake:
         self._events = events
         self._marks = marks
         self._key_limits = key_limits
-        self._replies = Replies(CommandBatch(redis), key_prefix=settings.key_prefix)
+        batch = CommandBatch(redis)
+        self._replies = Replies(batch, key_prefix=settings.key_prefix)
+        self._lane = LaneSender(batch, key_prefix=settings.key_prefix)
 
     async def submit(
         self,
@@ -247,17 +250,14 @@ class Intake:
     async def _submit_direct(self, job: NewJob) -> Submitted:
         """The sync lane: the job travels in its message; the worker stores its row."""
         now = time.time()
-        _, taken = await asyncio.gather(
-            self._count_assigned_to(job.provider, job.upstream_model, job.id or ""),
-            self._publisher.publish(
-                job_id=job.id or "",
-                provider=job.provider,
-                priority=job.priority,
-                direct={"job": dataclasses.asdict(job), "created_at": now},
-            ),
-        )
-        if not taken:
-            raise BrokerUnavailable(f"the queue did not take job {job.id}")
+        message = {"job": dataclasses.asdict(job), "created_at": now}
+        try:
+            await asyncio.gather(
+                self._count_assigned_to(job.provider, job.upstream_model, job.id or ""),
+                self._lane.send(self._settings.queue_for(job.provider), message),
+            )
+        except RedisError as exc:
+            raise BrokerUnavailable(f"the queue did not take job {job.id}: {exc}") from exc
         return Submitted(job=new_row(job, now=now), created=True, direct=True)
 
     async def _emit(self, job: Job, kind: EventType, data: dict[str, Any]) -> None:

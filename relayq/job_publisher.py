@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
 
 from relayq.coalescing import Coalescer
 from relayq.queueing import Enqueuer
@@ -21,8 +20,8 @@ __all__ = ["JobPublisher"]
 
 log = logging.getLogger(__name__)
 
-Message = tuple[str, str, int, dict[str, Any] | None]
-"""``(job_id, provider, priority, direct job or None)``."""
+Message = tuple[str, str, int]
+"""``(job_id, provider, priority)``."""
 
 
 class JobPublisher:
@@ -37,14 +36,9 @@ class JobPublisher:
         """Thread hops made (for tests and metrics)."""
         return self._coalescer.batches
 
-    async def publish(
-        self, *, job_id: str, provider: str, priority: int, direct: dict[str, Any] | None = None
-    ) -> bool:
-        """Publish one job's message; whether the broker took it (False: the reconciler will).
-
-        ``direct``: the job itself, for a sync job with no row (see ``Enqueuer.send_direct``).
-        """
-        return await self._coalescer.submit((job_id, provider, priority, direct))
+    async def publish(self, *, job_id: str, provider: str, priority: int) -> bool:
+        """Publish one job's message; whether the broker took it (False: the reconciler will)."""
+        return await self._coalescer.submit((job_id, provider, priority))
 
     async def _send(self, batch: list[Message]) -> list[bool]:
         # send_many logs a failed publish and stops there; what it did not send

@@ -12,7 +12,8 @@ process dies, the supervisor (:func:`hand_back`):
   recorded as an ``interrupted`` attempt, and publishes it again;
 - publishes again the jobs whose messages the instance took but never
   claimed (waiting for a slot, or delivered a moment before the kill), and a
-  sync job's whole message when its row was never stored.
+  sync job's whole message when its row was never stored, and the sync-lane
+  entries it read (:func:`relayq.sync_lane.release_consumer`).
 
 Leases and the broker's redelivery stay the slower net for a machine lost
 whole. A duplicate message is harmless: claims are fenced.
@@ -37,6 +38,7 @@ from relayq.settings import Settings
 from relayq.store import Database
 from relayq.store.jobs import release_owned
 from relayq.store.models import Job
+from relayq.sync_lane import release_consumer
 
 __all__ = ["Taken", "hand_back", "taken_key"]
 
@@ -100,6 +102,12 @@ async def _hand_back(settings: Settings, instance: str) -> int:
             job_id = raw_id.decode()
             if raw and job_id not in messages:
                 direct: dict[str, Any] = orjson.loads(raw)
+                job = direct["job"]
+                messages[job_id] = (job_id, job["provider"], job["priority"], direct)
+        # Sync jobs it read from the lane: those it took are in ``taken`` too.
+        lane = await release_consumer(redis, key_prefix=settings.key_prefix, consumer=instance)
+        for job_id, direct in lane.items():
+            if job_id not in messages:
                 job = direct["job"]
                 messages[job_id] = (job_id, job["provider"], job["priority"], direct)
         enqueuer = Enqueuer(settings=settings)

@@ -151,6 +151,63 @@ def test_a_supervised_workers_jobs_run_again_within_seconds_of_its_death(
         assert [a["status"] for a in job["attempts"]] == ["interrupted", "succeeded"]
 
 
+def test_sync_calls_whose_worker_died_are_answered_by_its_successor(
+    private_database_url: str, logs: Path
+) -> None:
+    """Sync chat calls on the sync lane, on the shipped recovery settings: SIGKILL to the
+    worker process running two of them. Its supervisor hands back what it read from the
+    lane, its restarted process runs them, and every caller, still waiting, gets its
+    answer; each call is one job, recorded once, the cut runs as ``interrupted``."""
+    make_key = key_factory(private_database_url)
+    with (
+        running_valkey() as broker_url,
+        Stack(
+            database_url=private_database_url,
+            redis_url=broker_url,
+            logs=logs,
+            env={"RELAYQ_WORKER__CONCURRENCY": "2", **SHIPPED_RECOVERY},
+        ) as stack,
+    ):
+        stack.start_api()
+        supervisor = stack.start_worker()
+        headers = {"Authorization": f"Bearer {make_key()}"}
+        with httpx.Client(base_url=stack.base_url, headers=headers, timeout=30) as client:
+            payload = {
+                "model": "mock",
+                "messages": [{"role": "user", "content": "still there?"}],
+                "mock": {"latency_ms": 1500},
+            }
+
+            def call(_: int) -> httpx.Response:
+                return client.post("/v1/chat/completions", json=payload)
+
+            with ThreadPoolExecutor(4) as pool:
+                calls = [pool.submit(call, n) for n in range(4)]
+
+                def two_running() -> bool:
+                    listed = client.get("/v1/jobs", params={"status": "running"}).json()
+                    return len(listed["data"]) == 2
+
+                wait_until(two_running, timeout=10)
+                [celery] = _children(supervisor.pid)
+                os.kill(celery, signal.SIGKILL)
+                answers = [future.result(timeout=30) for future in calls]
+            job_ids = [answer.headers["x-relayq-job-id"] for answer in answers]
+            jobs = [client.get(f"/v1/jobs/{job_id}").json() for job_id in job_ids]
+
+    assert [answer.status_code for answer in answers] == [200] * 4
+    assert all(answer.json()["object"] == "chat.completion" for answer in answers)
+    assert len(set(job_ids)) == 4
+    assert [job["status"] for job in jobs] == ["succeeded"] * 4
+    attempts = sorted([a["status"] for a in job["attempts"]] for job in jobs)
+    assert attempts == [
+        ["interrupted", "succeeded"],
+        ["interrupted", "succeeded"],
+        ["succeeded"],
+        ["succeeded"],
+    ]
+
+
 def test_jobs_running_through_a_redis_restart_end_within_seconds(
     private_database_url: str, logs: Path
 ) -> None:

@@ -11,6 +11,7 @@ flight per process while each task keeps Celery's ack semantics.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
 import uuid
@@ -48,6 +49,7 @@ from relayq.routing import Router
 from relayq.routing_state import RoutingState
 from relayq.settings import Settings
 from relayq.store import Database
+from relayq.sync_lane import LaneConsumer
 from relayq.webhooks.publishing import DeliveryPublisher, WebhookEnqueuer
 
 __all__ = ["WorkerRuntime"]
@@ -91,6 +93,7 @@ class WorkerRuntime:
         self._executor: Executor | None = None
         self._preparer: BatchPreparer | None = None
         self._background: list[asyncio.Task[None]] = []
+        self._lane: LaneConsumer | None = None
         self._closers: list[Coroutine[Any, Any, Any]] = []
         self._lock = threading.Lock()
 
@@ -247,6 +250,23 @@ class WorkerRuntime:
             events=events,
         )
         self._executor = executor
+
+        def lane_queues() -> list[str]:
+            names = settings.worker.providers
+            return [
+                settings.queue_for(name) for name in sorted(providers if names is None else names)
+            ]
+
+        self._lane = LaneConsumer(
+            redis,
+            batch,
+            key_prefix=settings.key_prefix,
+            consumer=instance,
+            queues=lane_queues,
+            run=functools.partial(executor.run_direct, recorded=True),
+            capacity=settings.worker.concurrency,
+            reclaim_after_seconds=settings.worker.visibility_timeout,
+        )
         storage = DirectoryStorage(settings.files.storage_dir)
         notifier = BatchNotifier(
             database=database,
@@ -282,6 +302,7 @@ class WorkerRuntime:
                 )
             ),
         ]
+        self._lane.start()
         if settings.worker.batches:
             self._background.append(asyncio.create_task(scheduler.run_forever(redis=redis)))
 
@@ -307,6 +328,9 @@ class WorkerRuntime:
         A shutdown must end: a step that overstays is logged, with where it
         was stuck, and left behind.
         """
+        if self._lane is not None:
+            # Its jobs in flight are not Celery's: the pool's warm shutdown did not wait.
+            await self._lane.stop(wait_seconds=_CLOSE_SECONDS / 2)
         for task in self._background:
             task.cancel()
         if self._background:
