@@ -215,6 +215,16 @@ class CircuitBreaker:
             probe_id=probe_id if probe else None,
         )
 
+    async def release(self, deployment: str, permit: Permit) -> None:
+        """Give back ``permit`` unused (no call was made): a probe frees its slot."""
+        if permit.probe_id is None:
+            return
+        key = self._prefix + deployment
+        probe = "p:" + permit.probe_id
+        (reply,) = await self._batch.execute(lambda pipe: pipe.hdel(key, probe))
+        if isinstance(reply, Exception):
+            raise reply
+
     async def record(self, deployment: str, *, success: bool, permit: Permit) -> None:
         """Report how the call made under ``permit`` went (refused permits are ignored)."""
         if not permit.allowed:

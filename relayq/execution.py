@@ -87,6 +87,8 @@ class _Running:
     deltas: DeltaPublisher | None = None
     admission: Admission | None = None
     """The call's admission, told how it went once the caller has its answer."""
+    check_caller: bool = False
+    """Ask, with the admission, whether the caller waiting on this run left."""
 
     def latency_ms(self) -> float:
         return 0.0 if self.called_at is None else (time.perf_counter() - self.called_at) * 1000
@@ -279,21 +281,30 @@ class Executor:
         no row (the first delivery's worker died before storing it), it stores
         the row first and is the job's first run.
 
-        ``recorded``: the message's transport keeps the record that this
-        process took it (the sync lane's pending entries), so the process's
-        own taken record is not written.
+        ``recorded``: the message came on the sync lane, whose pending entries
+        keep the record that this process took it (the process's own taken
+        record is not written), and which delivers an entry once unless it is
+        handed back or taken over, both of which mark it ``redelivered``. So a
+        lane message not so marked is the job's first delivery: no fence is
+        needed, and whether its caller left is asked with the call's admission,
+        in the same round trip.
         """
-        if recorded:  # its transport keeps the record (the lane's pending entries)
+        if recorded:
             async with self._slots:
-                return await self._run_direct(message)
+                return await self._run_direct(message, fresh=not message.get("redelivered"))
         async with self._took(str(message["job"]["id"]), message), self._slots:
-            return await self._run_direct(message)
+            return await self._run_direct(message, fresh=False)
 
-    async def _run_direct(self, message: dict[str, Any]) -> RunResult:
+    async def _run_direct(self, message: dict[str, Any], *, fresh: bool) -> RunResult:
         job = NewJob(**message["job"])
         assert job.id is not None
         assert self._replies is not None
-        first, caller_left = await self._replies.first_delivery(job.id)
+        if fresh:
+            first, caller_left = True, False
+        elif message.get("redelivered"):
+            first, caller_left = False, False
+        else:
+            first, caller_left = await self._replies.first_delivery(job.id)
         direct = DirectRun(job=job, created_at=float(message["created_at"]))
         storing: asyncio.Future[bool]
         if first:
@@ -326,7 +337,7 @@ class Executor:
             early = await self._before_call(claim)
             if early is not None:
                 return early
-            return await self._attempt(claim)
+            return await self._attempt(claim, check_caller=fresh)
         finally:
             del self._storing[job.id]
             if not storing.done():
@@ -367,8 +378,8 @@ class Executor:
             return RunResult.WAITING
         return None
 
-    async def _attempt(self, claim: Claim) -> RunResult:
-        running = _Running(claim=claim, task=asyncio.current_task())
+    async def _attempt(self, claim: Claim, *, check_caller: bool = False) -> RunResult:
+        running = _Running(claim=claim, task=asyncio.current_task(), check_caller=check_caller)
         self._running[(claim.job_id, claim.run)] = running
         try:
             result = await self._call(running)
@@ -525,14 +536,19 @@ class Executor:
         except ValidationError as exc:
             return _failed("invalid_stored_request", str(exc)), None
         admission = Admission()
-        if self._resilience is not None:
+        if self._resilience is not None or running.check_caller:
             try:
-                admission = await self._resilience.admit(claim, request)
+                admission, caller_left = await self._admit(running, request)
             except RedisError:
                 # Limits and breaker need Redis. A live worker that cannot go on
                 # hands its claim back at once, rather than leave the job to its lease.
                 await self._hand_back(claim)
                 raise
+            if caller_left:
+                if self._resilience is not None:
+                    await self._resilience.unused(claim, admission)
+                return Outcome(status=JobStatus.CANCELLED), None
+        if self._resilience is not None:
             if admission.wait > 0:
                 await self._resilience.wait_turn(claim, admission.wait, "rate limit")
                 return RunResult.WAITING
@@ -576,6 +592,24 @@ class Executor:
         )
         self._observe(claim, attempt)
         return Outcome(status=JobStatus.SUCCEEDED, response=response, usage=usage), attempt
+
+    async def _admit(
+        self, running: _Running, request: ChatCompletionRequest
+    ) -> tuple[Admission, bool]:
+        """The call's admission (limits, breaker) and whether its caller left, in one
+        round trip: both are asked in the same tick, so in the same pipeline."""
+        claim = running.claim
+        resilience, replies = self._resilience, self._replies
+
+        async def admission() -> Admission:
+            return await resilience.admit(claim, request) if resilience else Admission()
+
+        async def caller_left() -> bool:
+            if running.check_caller and replies is not None:
+                return await replies.caller_left(claim.job_id)
+            return False
+
+        return await asyncio.gather(admission(), caller_left())
 
     async def _failure(
         self,

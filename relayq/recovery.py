@@ -101,7 +101,7 @@ async def _hand_back(settings: Settings, instance: str) -> int:
         for raw_id, raw in taken.items():
             job_id = raw_id.decode()
             if raw and job_id not in messages:
-                direct: dict[str, Any] = orjson.loads(raw)
+                direct: dict[str, Any] = {**orjson.loads(raw), "redelivered": True}
                 job = direct["job"]
                 messages[job_id] = (job_id, job["provider"], job["priority"], direct)
         # Sync jobs it read from the lane: those it took are in ``taken`` too.
@@ -109,7 +109,12 @@ async def _hand_back(settings: Settings, instance: str) -> int:
         for job_id, direct in lane.items():
             if job_id not in messages:
                 job = direct["job"]
-                messages[job_id] = (job_id, job["provider"], job["priority"], direct)
+                messages[job_id] = (
+                    job_id,
+                    job["provider"],
+                    job["priority"],
+                    {**direct, "redelivered": True},
+                )
         enqueuer = Enqueuer(settings=settings)
         try:
             sent = await asyncio.to_thread(enqueuer.send_many, list(messages.values()))

@@ -106,6 +106,14 @@ class Replies:
                 raise reply
         return bool(first), bool(left)
 
+    async def caller_left(self, job_id: str) -> bool:
+        """Whether a direct job's caller left before its call (see ``first_delivery``)."""
+        key = direct_cancel_key(self._prefix, job_id)
+        (left,) = await self._batch.execute(lambda pipe: pipe.exists(key))
+        if isinstance(left, Exception):
+            raise left
+        return bool(left)
+
     async def send(self, stream: str, reply: Reply) -> None:
         """Send ``reply`` (best effort: the caller's connection fails if Redis does)."""
         await self.send_many(stream, [reply])

@@ -87,18 +87,30 @@ class Resilience:
         return None
 
     async def admit(self, claim: Claim, request: ChatCompletionRequest) -> Admission:
-        """Rate limits first (a wait costs nothing), then the breaker."""
+        """Rate limits and the breaker, asked in one round trip (one pipeline).
+
+        A wait for the limits wins: the breaker's permit is then given back
+        unused (a half-open probe frees its slot).
+        """
         deployment = self._deployment(claim)
         rpm = deployment.rpm if deployment else None
         tpm = deployment.tpm if deployment else None
         tokens = estimate_tokens(request) if tpm else 0
         key = deployment_id(claim.provider, claim.upstream_model)
-        wait = await self._limiter.acquire(
-            key, rpm=rpm, tpm=tpm, tokens=tokens, provider=claim.provider
+        wait, permit = await asyncio.gather(
+            self._limiter.acquire(key, rpm=rpm, tpm=tpm, tokens=tokens, provider=claim.provider),
+            self._breaker.acquire(key),
         )
         if wait > 0:
+            await self._breaker.release(key, permit)
             return Admission(wait=wait)
-        return Admission(permit=await self._breaker.acquire(key), tokens=tokens)
+        return Admission(permit=permit, tokens=tokens)
+
+    async def unused(self, claim: Claim, admission: Admission) -> None:
+        """No call was made under ``admission`` after all (its caller left)."""
+        if admission.permit is not None:
+            key = deployment_id(claim.provider, claim.upstream_model)
+            await self._breaker.release(key, admission.permit)
 
     async def succeeded(self, claim: Claim, admission: Admission, usage: Any) -> None:
         key = deployment_id(claim.provider, claim.upstream_model)

@@ -230,13 +230,20 @@ class LaneConsumer:
             entries = reply[1] if reply else []
             if entries:
                 log.warning("%s: %d sync jobs taken over from a lost worker", stream, len(entries))
-                self._start(stream, entries)
+                self._start(stream, entries, redelivered=True)
 
-    def _start(self, stream: str, entries: list[tuple[bytes, dict[bytes, bytes] | None]]) -> None:
+    def _start(
+        self,
+        stream: str,
+        entries: list[tuple[bytes, dict[bytes, bytes] | None]],
+        *,
+        redelivered: bool = False,
+    ) -> None:
+        """Run each entry's job; ``redelivered``: another consumer read them first."""
         for entry_id, fields in entries:
             if not fields:  # deleted meanwhile (Redis 7's XAUTOCLAIM says so)
                 continue
-            task = asyncio.create_task(self._entry(stream, entry_id, fields[b"m"]))
+            task = asyncio.create_task(self._entry(stream, entry_id, fields[b"m"], redelivered))
             self._running.add(task)
             task.add_done_callback(self._finished)
 
@@ -244,14 +251,16 @@ class LaneConsumer:
         self._running.discard(task)
         self._slot_freed.set()
 
-    async def _entry(self, stream: str, entry_id: bytes, body: bytes) -> None:
+    async def _entry(self, stream: str, entry_id: bytes, body: bytes, redelivered: bool) -> None:
         """Run one entry's job to its end, then acknowledge and delete the entry.
 
         A run that fails to start or record (the database is unreachable) is
         tried again after a backoff, as a Celery message would be published
-        again; the job's fence makes the next try go by its row.
+        again; the next try is marked ``redelivered``, so the job's row decides.
         """
         message: dict[str, Any] = orjson.loads(body)
+        if redelivered:
+            message["redelivered"] = True
         tries = 0
         while True:
             try:
@@ -260,6 +269,8 @@ class LaneConsumer:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                # The next try goes by the job's row, as any redelivery does.
+                message["redelivered"] = True
                 tries += 1
                 delay = min(_MAX_BACKOFF_SECONDS, 2.0 ** min(tries, 6))
                 log.warning(

@@ -164,6 +164,30 @@ def test_cooldown_then_half_open_with_bounded_probes(redis_url: str) -> None:
     scenario(redis_url, body, failure_threshold=1, cooldown_seconds=10, half_open_probes=2)
 
 
+def test_a_probe_given_back_unused_frees_its_slot_at_once(redis_url: str) -> None:
+    """A call admitted as a probe and then not made (a rate limit said wait, or its
+    caller left) gives its slot back: the next call may probe, no timeout later."""
+
+    async def body(make: Callable[[], CircuitBreaker], clock: FakeClock) -> None:
+        breaker = make()
+        await fail(breaker)
+        clock.advance(10)
+        unused = await breaker.acquire(DEPLOYMENT)
+        assert unused.probe
+        assert not (await breaker.acquire(DEPLOYMENT)).allowed  # the one slot is taken
+
+        await breaker.release(DEPLOYMENT, unused)
+
+        [status] = await breaker.status([DEPLOYMENT])
+        assert (status.state, status.probes_in_flight) == (BreakerState.HALF_OPEN, 0)
+        again = await breaker.acquire(DEPLOYMENT)
+        assert (again.allowed, again.probe) == (True, True)
+        # A permit that took no slot has nothing to give back.
+        await breaker.release(DEPLOYMENT, Permit(allowed=True, state=BreakerState.CLOSED))
+
+    scenario(redis_url, body, failure_threshold=1, cooldown_seconds=10, half_open_probes=1)
+
+
 def test_a_probe_success_closes_and_clears_the_counts(redis_url: str) -> None:
     async def body(make: Callable[[], CircuitBreaker], clock: FakeClock) -> None:
         breaker = make()

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import json
 import uuid
+from pathlib import Path
 from typing import Any
 
 import httpx
 import openai
 import pytest
 
-from tests.conftest import KeyFactory
+from tests.conftest import KeyFactory, key_factory
 from tests.jobs import wait_for_status
-from tests.stack import Stack
+from tests.services import running_valkey
+from tests.stack import Stack, wait_until
 
 MESSAGES: list[Any] = [{"role": "user", "content": "Write a haiku about queues"}]
 
@@ -244,3 +246,38 @@ def test_a_whole_answer_retries_out_of_sight(sdk: openai.OpenAI) -> None:
     completion = raw.parse()
     assert completion.choices[0].finish_reason == "stop"
     assert len((completion.choices[0].message.content or "").split()) == 40
+
+
+def test_a_sync_call_whose_caller_left_before_any_worker_read_it_is_cancelled_uncalled(
+    private_database_url: str, logs: Path
+) -> None:
+    """The caller gives up while its job waits on the sync lane (no worker is up yet).
+    The worker that reads it later learns, in its admission's round trip, that the caller
+    left: the job is recorded cancelled, with no call made."""
+    make_key = key_factory(private_database_url)
+    with (
+        running_valkey() as broker_url,
+        Stack(database_url=private_database_url, redis_url=broker_url, logs=logs) as stack,
+    ):
+        stack.start_api()
+        headers = {"Authorization": f"Bearer {make_key()}"}
+        payload = {"model": "mock", "messages": MESSAGES}
+        with (
+            httpx.Client(base_url=stack.base_url, headers=headers, timeout=1.0) as impatient,
+            pytest.raises(httpx.ReadTimeout),
+        ):
+            impatient.post("/v1/chat/completions", json=payload)
+        stack.start_worker()
+        with httpx.Client(base_url=stack.base_url, headers=headers, timeout=10) as client:
+
+            def recorded() -> list[dict[str, Any]]:
+                jobs: list[dict[str, Any]] = client.get("/v1/jobs").json()["data"]
+                return jobs
+
+            wait_until(lambda: len(recorded()) == 1, timeout=10)
+            [listed] = recorded()
+            job = wait_for_status(client, listed["id"], {"succeeded", "failed", "cancelled"})
+
+    assert job["status"] == "cancelled"
+    assert job["attempts"] == []
+    assert job["response"] is None
