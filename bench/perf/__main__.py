@@ -3,6 +3,7 @@
 python -m bench.perf                           # every scenario, full size
 python -m bench.perf --quick                   # smaller runs, two repetitions
 python -m bench.perf --only throughput --only fanout
+python -m bench.perf --only postgres-workers      # PostgreSQL, one worker process, then two
 python -m bench.perf --only soak --soak-seconds 600
 python -m bench.perf --only throughput --profile /tmp/relayq-profiles
 """

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-__all__ = ["figures_table", "render", "write_outputs"]
+__all__ = ["figures_table", "render", "workers_table", "write_outputs"]
 
 
 def _number(value: float | None, digits: int = 1) -> str:
@@ -46,6 +46,34 @@ def figures_table(results: dict[str, Any]) -> str:
                 f"| {'—' if added is None else _number(added) + ' ' + unit} "
                 f"| {figure['target'] or '—'} | {_verdict(figure['passed'])} |"
             )
+    return "\n".join(rows)
+
+
+_CPU_KEYS = ("relayq_cpu_ms", "relayq_own_cpu_ms", "client_cpu_ms")
+
+
+def workers_table(results: dict[str, Any]) -> str:
+    """Throughput on PostgreSQL by worker processes (``postgres-workers``); "" if not run."""
+    entry = results["scenarios"].get("postgres-workers") or {}
+    by_workers: dict[str, dict[str, Any]] = (entry.get("data") or {}).get("by_workers") or {}
+    if not by_workers:
+        return ""
+    rows = [
+        "| worker processes | relayq | direct (ceiling) | ratio | CPU per job, all processes "
+        "| relayq's own processes | harness client |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for count in sorted(by_workers, key=int):
+        row = by_workers[count]
+        share = row.get("ratio")
+        cells = [
+            count,
+            f"{_number(row.get('relayq'))} jobs/s",
+            f"{_number(row.get('direct'))} jobs/s",
+            "—" if share is None else f"{100 * share:.0f} % of ceiling",
+            *(f"{_number(row.get(key))} ms" for key in _CPU_KEYS),
+        ]
+        rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
 
@@ -92,11 +120,15 @@ def _settings(results: dict[str, Any]) -> str:
         own = entry.get("git_commit")
         commit = own[:7] if own else f"{start[:7]} at the run's start"
         command = entry.get("command", results["command"])
-        lines.append(
-            f"- {name}: {stack['workers']} worker process(es); {shown}; "
-            f"commit {commit}; `{command.strip()}`"
-        )
+        workers = f"{stack['workers']} worker process(es)"
+        if stack.get("most_workers", 0) > stack["workers"]:
+            workers += f", {stack['most_workers']} at most"
+        lines.append(f"- {name}: {workers}; {shown}; commit {commit}; `{command.strip()}`")
     return "\n".join(lines)
+
+
+def _section(title: str, body: str) -> list[str]:
+    return [f"## {title}\n\n{body}"] if body else []
 
 
 def render(results: dict[str, Any]) -> str:
@@ -108,6 +140,7 @@ def render(results: dict[str, Any]) -> str:
                 f"`{results['command']}`, started {results['started_at']}.",
                 "## Machine\n\n" + _machine(results),
                 "## Figures\n\n" + figures_table(results),
+                *_section("Worker processes on PostgreSQL", workers_table(results)),
                 "## Notes\n\n" + (_notes(results) or "none"),
                 "## Settings per scenario\n\n" + _settings(results),
             ]

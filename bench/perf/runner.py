@@ -115,6 +115,8 @@ def _run_one(
         entry["traceback"] = traceback.format_exc()
         print(entry["traceback"], flush=True)
     finally:
+        if "stack" in entry:  # again: a scenario may have started more workers
+            entry["stack"] = stack.describe()
         stack.stop()
     entry["seconds"] = round(time.time() - started, 1)
     entry["profiles"] = [str(p) for p in profiler.recorded]

@@ -28,10 +28,12 @@ from bench.perf.processes import ROOT, Processes, free_port, wait_for, wait_for_
 from relayq.ids import new_id
 from relayq.store import sync_url
 
-__all__ = ["BENCH_MODEL", "PerfStack", "StackConfig"]
+__all__ = ["BENCH_MODEL", "KEY_PREFIX", "PerfStack", "StackConfig"]
 
 BENCH_MODEL = "bench"
 """The public model name routed to the mock upstream."""
+KEY_PREFIX = "relayqbench"
+"""``RELAYQ_KEY_PREFIX`` of every stack: where the harness finds relayq's event firehose."""
 
 _POSTGRES_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 _POSTGRES_DB = "relayq_bench"
@@ -43,6 +45,7 @@ class StackConfig:
     """How a scenario wants the stack; every value is recorded with its figures."""
 
     workers: int = 1
+    """Worker processes started with the stack (a scenario may start and stop more)."""
     concurrency: int = 500
     """``RELAYQ_WORKER__CONCURRENCY``: jobs in flight per worker process."""
     database: str = "sqlite"
@@ -68,6 +71,8 @@ class PerfStack:
         self.api_key = ""
         self.api: subprocess.Popen[bytes] | None = None
         self.workers: list[subprocess.Popen[bytes]] = []
+        self.most_workers = 0
+        """The most worker processes that ran at once."""
         self.upstream: subprocess.Popen[bytes] | None = None
         self._valkey: Any = None
         self._engine: Engine | None = None
@@ -88,7 +93,7 @@ class PerfStack:
         return {
             "RELAYQ_DATABASE_URL": self.database_url,
             "RELAYQ_REDIS_URL": self.redis_url,
-            "RELAYQ_KEY_PREFIX": "relayqbench",
+            "RELAYQ_KEY_PREFIX": KEY_PREFIX,
             "RELAYQ_LOG_LEVEL": self.config.log_level,
             "RELAYQ_PROVIDERS": json.dumps(providers),
             "RELAYQ_ROUTES": json.dumps(routes),
@@ -135,6 +140,7 @@ class PerfStack:
             env=self._env(),
         )
         self.workers.append(worker)
+        self.most_workers = max(self.most_workers, len(self.workers))
 
         def ready() -> bool:
             if worker.poll() is not None:
@@ -171,6 +177,10 @@ class PerfStack:
                     continue
             used[name] = total
         return used
+
+    def stop_worker(self) -> None:
+        """Stop the most recently started worker (its jobs done: Celery's warm shutdown)."""
+        self.processes.stop(self.workers.pop(), grace=20)
 
     def restart_worker(self, index: int = 0) -> subprocess.Popen[bytes]:
         """Stop worker ``index`` and start a fresh process in its place."""
@@ -240,27 +250,14 @@ class PerfStack:
             self._engine = create_engine(sync_url(self.database_url))
         return self._engine
 
-    def finished_count(self, *, since: float) -> int:
-        """Jobs created at or after ``since`` that have ended (any terminal status)."""
-        with self.engine.connect() as connection:
-            return int(
-                connection.execute(
-                    text(
-                        "SELECT count(*) FROM jobs WHERE id > :floor "
-                        "AND status IN ('succeeded', 'failed', 'cancelled', 'expired')"
-                    ),
-                    {"floor": _id_floor(since)},
-                ).scalar_one()
-            )
-
-    def job_outcomes(self, *, since: float) -> list[tuple[str, float | None]]:
-        """(status, finished_at) of every job created at or after ``since``."""
+    def job_outcomes(self, *, since: float) -> dict[str, tuple[str, float | None]]:
+        """Job id → (status, finished_at) of every job created at or after ``since``."""
         with self.engine.connect() as connection:
             rows = connection.execute(
-                text("SELECT status, finished_at FROM jobs WHERE id > :floor"),
+                text("SELECT id, status, finished_at FROM jobs WHERE id > :floor"),
                 {"floor": _id_floor(since)},
             ).all()
-        return [(str(row.status), row.finished_at) for row in rows]
+        return {str(row.id): (str(row.status), row.finished_at) for row in rows}
 
     def running_count(self) -> int:
         with self.engine.connect() as connection:
@@ -277,7 +274,11 @@ class PerfStack:
         settings["RELAYQ_REDIS_URL"] = self.config.redis
         settings["RELAYQ_PROVIDERS"] = json.loads(settings["RELAYQ_PROVIDERS"])
         settings["RELAYQ_ROUTES"] = json.loads(settings["RELAYQ_ROUTES"])
-        return {"workers": self.config.workers, "settings": settings}
+        return {
+            "workers": self.config.workers,
+            "most_workers": max(self.most_workers, self.config.workers),
+            "settings": settings,
+        }
 
 
 def _id_floor(since: float) -> str:

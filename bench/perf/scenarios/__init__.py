@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from bench.perf.scenarios import batches, fanout, memory, streaming, sync_path, throughput
+from bench.perf.scenarios import (
+    batches,
+    fanout,
+    memory,
+    streaming,
+    sync_path,
+    throughput,
+    workers,
+)
 from bench.perf.scenarios.base import Scenario
 
 __all__ = ["SCENARIOS"]
@@ -11,6 +19,12 @@ SCENARIOS: dict[str, Scenario] = {
     scenario.name: scenario
     for scenario in (
         Scenario("throughput", "Job throughput at depth", throughput.stack, throughput.run),
+        Scenario(
+            "postgres-workers",
+            "Job throughput on PostgreSQL, 1 and 2 worker processes",
+            workers.stack,
+            workers.run,
+        ),
         Scenario("sync-latency", "Sync path latency", sync_path.stack, sync_path.run_latency),
         Scenario(
             "sync-throughput", "Sync path throughput", sync_path.stack, sync_path.run_throughput

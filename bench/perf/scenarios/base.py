@@ -14,8 +14,9 @@ from typing import Any
 import aiohttp
 
 from bench.perf.clients import Endpoint, RelayqJobs, new_session
+from bench.perf.outcomes import JobOutcomes
 from bench.perf.profiling import Profiler
-from bench.perf.stack import PerfStack, StackConfig
+from bench.perf.stack import KEY_PREFIX, PerfStack, StackConfig
 
 __all__ = [
     "Context",
@@ -125,6 +126,10 @@ class Context:
     @property
     def jobs(self) -> RelayqJobs:
         return RelayqJobs(self.stack.api_url, self.session, self.stack.api_key)
+
+    def outcomes(self) -> JobOutcomes:
+        """A reader of job outcomes off relayq's event firehose, for ``async with``."""
+        return JobOutcomes(self.stack.redis_url, key_prefix=KEY_PREFIX)
 
     def repeat(self, full: int, quick: int) -> int:
         """How many of something: the ``--repeat`` count, fewer with ``--quick``."""

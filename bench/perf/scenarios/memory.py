@@ -97,19 +97,17 @@ async def _relayq_growth(ctx: Context) -> dict[str, float]:
     async def all_held() -> bool:
         return await _in_flight(ctx) >= IN_FLIGHT
 
-    async def all_finished() -> bool:
-        done = await asyncio.to_thread(ctx.stack.finished_count, since=since)
-        return done >= IN_FLIGHT
-
     await poll_until(idle_upstream, every=0.2)
     idle = await asyncio.to_thread(rss_now, pid)
-    since = time.time()
     body = chat_body(latency_ms=HOLD_MS)
-    await asyncio.gather(*(ctx.jobs.submit(body) for _ in range(IN_FLIGHT)))
-    await poll_until(all_held, every=0.2, limit=HOLD_MS / 1000 - 10)
-    in_flight = await _in_flight(ctx)
-    loaded = await asyncio.to_thread(rss_now, pid)
-    await poll_until(all_finished, every=0.5)
+    async with ctx.outcomes() as outcomes:
+        for job_id in await asyncio.gather(*(ctx.jobs.submit(body) for _ in range(IN_FLIGHT))):
+            outcomes.expect(job_id)
+        await poll_until(all_held, every=0.2, limit=HOLD_MS / 1000 - 10)
+        in_flight = await _in_flight(ctx)
+        loaded = await asyncio.to_thread(rss_now, pid)
+        while outcomes.ended < IN_FLIGHT:
+            await outcomes.wait(stall=HOLD_MS / 1000 + 60)
     await asyncio.sleep(2)
     after = await asyncio.to_thread(rss_now, pid)
     return {"idle_mb": idle, "loaded_mb": loaded, "in_flight": float(in_flight), "after_mb": after}
@@ -198,7 +196,7 @@ async def run_soak(ctx: Context) -> ScenarioResult:
     slope = statistics.linear_regression(
         [s["t"] for s in steady], [s["worker_mb"] for s in steady]
     ).slope
-    finished = [at for status, at in outcomes if status == "succeeded" and at is not None]
+    finished = [at for status, at in outcomes.values() if status == "succeeded" and at is not None]
     achieved = len(finished) / seconds
     growth = last - first
     figure = Figure(
