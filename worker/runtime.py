@@ -74,6 +74,16 @@ def _stack(task: asyncio.Task[Any]) -> str:
     )
 
 
+def _new_loop() -> asyncio.AbstractEventLoop:
+    """uvloop's loop where it is installed (with uvicorn[standard], as the API runs on it):
+    its sockets, timers and callbacks cost a fraction of the pure-Python loop's."""
+    try:
+        import uvloop
+    except ImportError:  # not built for this platform
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
 class WorkerRuntime:
     """Owns the loop thread and the resources on it, from start() to stop()."""
 
@@ -104,7 +114,7 @@ class WorkerRuntime:
                 self._start()
 
     def _start(self) -> None:
-        loop = asyncio.new_event_loop()
+        loop = _new_loop()
         self._thread = threading.Thread(target=loop.run_forever, name="relayq-loop", daemon=True)
         self._thread.start()
         self._loop = loop
