@@ -1,22 +1,18 @@
-"""Server-sent events: formatting, and waiting on events with heartbeats in between."""
+"""Server-sent events: formatting one message, and the comment that keeps a quiet stream open.
+
+A job's events are not formatted here: the event hub splices each stored
+event into its message once for all its followers
+(:func:`relayq.events.stored_frame`).
+"""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
-from collections.abc import AsyncIterator
-from typing import Any, TypeVar
+from typing import Any
 
-__all__ = ["HEARTBEAT", "Tick", "sse_message", "with_ticks"]
-
-T = TypeVar("T")
+__all__ = ["HEARTBEAT", "sse_message"]
 
 HEARTBEAT = ": keep-alive\n\n"
-
-
-class Tick:
-    """Yielded by :func:`with_ticks` when nothing came for ``interval`` seconds."""
 
 
 def sse_message(*, data: Any, event: str | None = None, id: str | None = None) -> str:
@@ -29,35 +25,3 @@ def sse_message(*, data: Any, event: str | None = None, id: str | None = None) -
     text = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
     lines.extend(f"data: {line}" for line in text.split("\n"))
     return "\n".join(lines) + "\n\n"
-
-
-async def with_ticks(items: AsyncIterator[T], interval: float) -> AsyncIterator[T | Tick]:
-    """``items``, with a :class:`Tick` whenever none arrives for ``interval`` seconds.
-
-    The pending ``__anext__`` is kept across ticks, never cancelled, so the
-    source generator is not disturbed by the waiting.
-    """
-    iterator = aiter(items)
-    pending: asyncio.Task[T] | None = None
-    try:
-        while True:
-            if pending is None:
-                pending = asyncio.ensure_future(anext(iterator))
-            done, _ = await asyncio.wait({pending}, timeout=interval)
-            if not done:
-                yield Tick()
-                continue
-            try:
-                item = pending.result()
-            except StopAsyncIteration:
-                return
-            pending = None
-            yield item
-    finally:
-        if pending is not None:
-            pending.cancel()
-            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
-                await pending
-        close = getattr(iterator, "aclose", None)
-        if close is not None:
-            await close()

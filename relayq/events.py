@@ -14,7 +14,7 @@ import dataclasses
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Protocol
@@ -30,9 +30,12 @@ __all__ = [
     "EventListener",
     "EventLog",
     "EventType",
+    "Frame",
     "JobEvent",
-    "decode_entry",
+    "entry_order",
+    "event_frame",
     "firehose_key",
+    "stored_frame",
     "stream_key",
     "terminal_data",
 ]
@@ -212,14 +215,73 @@ def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def decode_entry(job_id: str, key_id: str, entry_id: object, fields: dict[Any, Any]) -> JobEvent:
-    """A stream entry as a :class:`JobEvent`."""
-    values = {_text(k): _text(v) for k, v in fields.items()}
-    return JobEvent(
-        job_id=job_id,
-        key_id=key_id,
-        type=EventType(values["type"]),
-        data=json.loads(values.get("data", "{}")),
-        id=_text(entry_id),
-        timestamp=float(values.get("ts", "0")),
+# What a follower reads of one event (docs/api.md): one SSE message whose data is
+# {"id", "type", "job_id", "timestamp", "data"} as compact JSON, on one line.
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One stored event as the SSE message its followers read, made once for all of them."""
+
+    order: tuple[int, int]
+    """The event id as numbers: what a follower compares to skip what it already sent."""
+    message: bytes
+    terminal: bool
+
+
+_TERMINAL_TYPES = frozenset(event.value.encode() for event in TERMINAL_EVENTS)
+
+
+def entry_order(entry_id: bytes) -> tuple[int, int]:
+    """A stream id (``b"1700000000000-3"``) as a pair that sorts as the stream does."""
+    millis, _, seq = entry_id.partition(b"-")
+    return int(millis), int(seq or 0)
+
+
+def stored_frame(entry_id: bytes, fields: Mapping[bytes, bytes], *, job_json: bytes) -> Frame:
+    """The SSE message of a stored event, spliced from its stream entry without decoding it.
+
+    ``entry_id`` is the id of the event in its job's stream; ``job_json`` the job
+    id as a JSON string. The stored ``data`` is already compact JSON (written by
+    :class:`EventLog`), so it goes out as stored: the same bytes that decoding
+    and encoding it again would give, at none of the cost.
+    """
+    kind = fields[b"type"]
+    # float() then repr(): the text json.dumps gives the decoded float.
+    stamp = repr(float(fields.get(b"ts", b"0"))).encode()
+    message = b"".join(
+        (
+            b"id: ",
+            entry_id,
+            b"\nevent: ",
+            kind,
+            b'\ndata: {"id":"',
+            entry_id,
+            b'","type":"',
+            kind,
+            b'","job_id":',
+            job_json,
+            b',"timestamp":',
+            stamp,
+            b',"data":',
+            fields.get(b"data", b"{}"),
+            b"}\n\n",
+        )
     )
+    return Frame(order=entry_order(entry_id), message=message, terminal=kind in _TERMINAL_TYPES)
+
+
+def event_frame(event: JobEvent) -> bytes:
+    """The SSE message of an event not read from a stream (rebuilt from SQL)."""
+    payload = {
+        "id": event.id,
+        "type": event.type.value,
+        "job_id": event.job_id,
+        "timestamp": event.timestamp,
+        "data": event.data,
+    }
+    lines = [] if event.id is None else [f"id: {event.id}"]
+    lines.append(f"event: {event.type.value}")
+    # Compact JSON escapes every line break, so the data is one line.
+    lines.append("data: " + json.dumps(payload, separators=(",", ":")))
+    return ("\n".join(lines) + "\n\n").encode()

@@ -55,6 +55,28 @@ def test_a_finished_job_replays_the_same_events_and_closes(client: httpx.Client)
     assert [(e.id, e.event, e.data) for e in replayed] == [(e.id, e.event, e.data) for e in live]
 
 
+def test_each_message_is_its_id_its_type_and_one_line_of_json(client: httpx.Client) -> None:
+    """The wire format byte for byte (docs/api.md): a retry field first, then per event
+    ``id:``, ``event:`` and one ``data:`` line whose JSON repeats the id and the type."""
+    job = submit(client, body("wire", mock={"tokens": 3}))
+    wait_for_status(client, job["id"], {"succeeded"})
+
+    raw = client.get(f"/v1/jobs/{job['id']}/events").text
+
+    assert raw.startswith("retry: 3000\nid: ")
+    assert raw.endswith("\n\n")
+    blocks = raw.removeprefix("retry: 3000\n")[:-2].split("\n\n")
+    for block in blocks:
+        id_line, event_line, data_line = block.split("\n")
+        payload = json.loads(data_line.removeprefix("data: "))
+        assert id_line == f"id: {payload['id']}"
+        assert event_line == f"event: {payload['type']}"
+        assert data_line == "data: " + json.dumps(payload, separators=(",", ":"))
+        assert list(payload) == ["id", "type", "job_id", "timestamp", "data"]
+        assert payload["job_id"] == job["id"]
+    assert [json.loads(b.split("\n")[2][6:])["type"] for b in blocks][-1] == "succeeded"
+
+
 def test_resume_from_last_event_id_without_loss_or_duplicates(client: httpx.Client) -> None:
     job = submit(client, body("resume", mock=SLOW))
     wait_for_status(client, job["id"], {"succeeded"})

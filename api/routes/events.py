@@ -19,8 +19,8 @@ from fastapi.responses import StreamingResponse
 from api.deps import KeyDep, ServicesDep
 from api.errors import ERROR_RESPONSES, APIError
 from api.services import Services
-from api.sse import HEARTBEAT, Tick, sse_message, with_ticks
-from relayq.events import EventType, JobEvent, stream_key, terminal_data
+from api.sse import HEARTBEAT
+from relayq.events import EventType, JobEvent, event_frame, stream_key, terminal_data
 from relayq.jobs import TERMINAL_STATUSES, JobStatus
 from relayq.store.jobs import get_job
 
@@ -30,6 +30,8 @@ router = APIRouter(tags=["jobs"], responses=ERROR_RESPONSES)
 
 _STREAM_ID = re.compile(r"[0-9]+-[0-9]+")  # ASCII digits: \d would take "٣-0"
 _SQL_CHECK_SECONDS = 5.0
+_RETRY = b"retry: 3000\n"
+_HEARTBEAT = HEARTBEAT.encode()
 _SSE = {"content-type": "text/event-stream", "cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
@@ -39,17 +41,6 @@ def _stream_id(text: str) -> bool:
     if _STREAM_ID.fullmatch(text) is None:
         return False
     return all(len(part) <= 20 and int(part) < 2**64 for part in text.split("-"))
-
-
-def event_message(event: JobEvent) -> str:
-    payload = {
-        "id": event.id,
-        "type": event.type.value,
-        "job_id": event.job_id,
-        "timestamp": event.timestamp,
-        "data": event.data,
-    }
-    return sse_message(id=event.id, event=event.type.value, data=payload)
 
 
 @router.get(
@@ -86,38 +77,31 @@ async def job_events(
 
 async def _stream(
     services: Services, *, job_id: str, key_id: str, position: str
-) -> AsyncIterator[str]:
-    retry = "retry: 3000\n"  # sent with the first message: a lone retry field is no event
-    async for message in _messages(services, job_id=job_id, key_id=key_id, position=position):
-        yield retry + message
-        retry = ""
-
-
-async def _messages(
-    services: Services, *, job_id: str, key_id: str, position: str
-) -> AsyncIterator[str]:
+) -> AsyncIterator[bytes]:
+    """The SSE body: bytes as the hub made them, several messages per write under load."""
+    retry = _RETRY  # sent with the first message: a lone retry field is no event
     if await services.redis.exists(stream_key(services.settings.key_prefix, job_id)) == 0:
         ended = await _ended(services, job_id=job_id, key_id=key_id)
         if ended is not None:
-            yield event_message(ended)
+            yield retry + event_frame(ended)
             return
-    events = services.hub.follow(job_id=job_id, key_id=key_id, position=position)
-    checked = time.monotonic()
-    async for item in with_ticks(events, services.settings.events.heartbeat_seconds):
-        if isinstance(item, Tick):
-            if time.monotonic() - checked >= _SQL_CHECK_SECONDS:
-                # Quiet for a while: if the job ended but its terminal event was
-                # lost, say so (at most this often, whatever the heartbeat).
-                checked = time.monotonic()
-                ended = await _ended(services, job_id=job_id, key_id=key_id)
-                if ended is not None:
-                    yield event_message(ended)
-                    return
-            yield HEARTBEAT
-            continue
-        yield event_message(item)
-        if item.terminal:
-            return
+    heartbeat = services.settings.events.heartbeat_seconds
+    async with services.hub.follow(job_id=job_id, position=position) as feed:
+        checked = time.monotonic()
+        while not feed.ended:
+            messages = await feed.next(quiet=heartbeat)
+            if messages is None:
+                if time.monotonic() - checked >= _SQL_CHECK_SECONDS:
+                    # Quiet for a while: if the job ended but its terminal event was
+                    # lost, say so (at most this often, whatever the heartbeat).
+                    checked = time.monotonic()
+                    ended = await _ended(services, job_id=job_id, key_id=key_id)
+                    if ended is not None:
+                        yield retry + event_frame(ended)
+                        return
+                messages = _HEARTBEAT
+            yield retry + messages
+            retry = b""
 
 
 async def _ended(services: Services, *, job_id: str, key_id: str) -> JobEvent | None:
