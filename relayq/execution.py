@@ -461,8 +461,12 @@ class Executor:
 
             return DeltaPublisher(reply)
         events = self._events
-        # A batch's requests have no one following their text as it comes.
-        if events is None or claim.batch_id is not None:
+        # Only a job created with ``stream: true`` sends its text as it comes (as
+        # OpenAI's background responses keep their stream's events only then);
+        # any other has its whole answer in its terminal event, at a fraction of
+        # the cost (an event per gathered chunk, each written to two streams).
+        # A batch's requests have no one following their text.
+        if events is None or claim.batch_id is not None or not claim.request.get("stream"):
             return None
 
         async def emit(data: dict[str, Any]) -> None:

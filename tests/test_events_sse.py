@@ -28,7 +28,7 @@ def payloads(events: list[ServerSentEvent]) -> list[dict[str, Any]]:
 
 
 def test_live_follow_sees_every_event_in_order_then_ends(client: httpx.Client) -> None:
-    job = submit(client, body("follow me", mock=SLOW))
+    job = submit(client, body("follow me", mock=SLOW, stream=True))
 
     events = read_events(client, job["id"])
 
@@ -46,8 +46,25 @@ def test_live_follow_sees_every_event_in_order_then_ends(client: httpx.Client) -
     assert payloads(events)[-1]["data"]["usage"] == final["usage"]
 
 
+def test_a_job_not_created_streaming_sends_no_deltas_its_answer_comes_whole(
+    client: httpx.Client,
+) -> None:
+    """Without ``stream: true`` a job's text is not sent as it comes: its followers see
+    queued, started and the outcome, whose response holds the whole answer."""
+    job = submit(client, body("no stream", mock=SLOW))
+
+    # (httpx_sse reports each heartbeat comment after the first id as an empty message.)
+    events = [event for event in read_events(client, job["id"]) if event.data]
+
+    assert [event.event for event in events] == ["queued", "started", "succeeded"]
+    final = client.get(f"/v1/jobs/{job['id']}").json()
+    outcome = payloads(events)[-1]["data"]
+    assert outcome["response"] == final["response"]
+    assert final["response"]["choices"][0]["message"]["content"]
+
+
 def test_a_finished_job_replays_the_same_events_and_closes(client: httpx.Client) -> None:
-    job = submit(client, body("replay", mock=SLOW))
+    job = submit(client, body("replay", mock=SLOW, stream=True))
     live = read_events(client, job["id"])
 
     replayed = read_events(client, job["id"])
@@ -58,7 +75,7 @@ def test_a_finished_job_replays_the_same_events_and_closes(client: httpx.Client)
 def test_each_message_is_its_id_its_type_and_one_line_of_json(client: httpx.Client) -> None:
     """The wire format byte for byte (docs/api.md): a retry field first, then per event
     ``id:``, ``event:`` and one ``data:`` line whose JSON repeats the id and the type."""
-    job = submit(client, body("wire", mock={"tokens": 3}))
+    job = submit(client, body("wire", mock={"tokens": 3}, stream=True))
     wait_for_status(client, job["id"], {"succeeded"})
 
     raw = client.get(f"/v1/jobs/{job['id']}/events").text
@@ -78,7 +95,7 @@ def test_each_message_is_its_id_its_type_and_one_line_of_json(client: httpx.Clie
 
 
 def test_resume_from_last_event_id_without_loss_or_duplicates(client: httpx.Client) -> None:
-    job = submit(client, body("resume", mock=SLOW))
+    job = submit(client, body("resume", mock=SLOW, stream=True))
     wait_for_status(client, job["id"], {"succeeded"})
     everything = read_events(client, job["id"])
     middle = len(everything) // 2
@@ -93,7 +110,9 @@ def test_resume_from_last_event_id_without_loss_or_duplicates(client: httpx.Clie
 
 
 def test_resuming_mid_stream_while_the_job_runs(client: httpx.Client) -> None:
-    job = submit(client, body("mid", mock={**SLOW, "stream_interval_ms": 40, "tokens": 30}))
+    job = submit(
+        client, body("mid", mock={**SLOW, "stream_interval_ms": 40, "tokens": 30}, stream=True)
+    )
     first: list[ServerSentEvent] = []
     with connect_sse(client, "GET", f"/v1/jobs/{job['id']}/events") as source:
         for event in source.iter_sse():
@@ -158,7 +177,12 @@ def test_two_hundred_followers_of_one_job_all_see_every_event(
 ) -> None:
     """Hundreds of SSE clients on one API process, served by one Redis reader."""
     job = submit(
-        client, body("crowd", mock={"latency_ms": 2500, "tokens": 20, "stream_interval_ms": 20})
+        client,
+        body(
+            "crowd",
+            mock={"latency_ms": 2500, "tokens": 20, "stream_interval_ms": 20},
+            stream=True,
+        ),
     )
     headers = dict(client.headers)
 
@@ -185,7 +209,9 @@ def test_two_hundred_followers_of_one_job_all_see_every_event(
 def test_a_follower_outlasts_a_long_quiet_spell(client: httpx.Client) -> None:
     # Longer than the Redis client's 5 s read timeout: the hub's blocking read
     # must not take a quiet spell for a lost Redis and drop its followers.
-    job = submit(client, body("take your time", mock={"latency_ms": 7000, "tokens": 3}))
+    job = submit(
+        client, body("take your time", mock={"latency_ms": 7000, "tokens": 3}, stream=True)
+    )
 
     events = read_events(client, job["id"])
 

@@ -99,7 +99,8 @@ async def _stream(
                     if ended is not None:
                         yield retry + event_frame(ended)
                         return
-                messages = _HEARTBEAT
+                yield _HEARTBEAT  # alone: a retry field beside it would make an event
+                continue
             yield retry + messages
             retry = b""
 

@@ -53,7 +53,8 @@ async def _direct(ctx: Context) -> list[float]:
 
 async def _relayq(ctx: Context, jobs: int) -> tuple[list[float], int, list[str]]:
     """(delays in ms, followers connected, how each follower ended)."""
-    body = chat_body(latency_ms=START_DELAY_MS, tokens=TOKENS, interval_ms=INTERVAL_MS)
+    # stream: a job sends its text as delta events only when created streaming.
+    body = chat_body(latency_ms=START_DELAY_MS, tokens=TOKENS, interval_ms=INTERVAL_MS, stream=True)
     per_job = max(1, FOLLOWERS // jobs)
     connected: list[float] = []
     ended: list[str] = []
