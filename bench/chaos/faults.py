@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from bench.chaos.scenario import _statuses
+from bench.chaos import records
 from bench.flaky_upstream import FaultMix, FlakyUpstream
 from relayq.store import Database
 from relayq.store.keys import create_key
@@ -185,7 +185,7 @@ def _wait(config: FaultConfig, ids: list[str]) -> dict[str, str]:
     deadline = time.monotonic() + config.timeout_seconds
     statuses: dict[str, str] = {}
     while time.monotonic() < deadline:
-        statuses = _statuses(config.database_url, ids)
+        statuses = records.statuses(config.database_url, ids)
         if all(s in {"succeeded", "failed", "cancelled", "expired"} for s in statuses.values()):
             break
         time.sleep(1.0)

@@ -10,22 +10,29 @@ from __future__ import annotations
 
 import asyncio
 import random
+import subprocess
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import httpx
-from sqlalchemy import create_engine, text
 
-from relayq.store import Database, sync_url
+from bench.chaos import records
+from bench.chaos.kills import KillMode, kill_and_replace
+from relayq.settings import WorkerSettings
+from relayq.store import Database
 from relayq.store.keys import create_key
 from tests.services import free_port, reset_database
 from tests.stack import Stack
 from tests.webhook_receiver import Endpoint, WebhookReceiver
 
-__all__ = ["ChaosConfig", "ChaosReport", "run_chaos"]
+__all__ = ["ChaosConfig", "ChaosReport", "KillMode", "run_chaos"]
+
+_RESTORE_SWEEP_SECONDS = 100.0
+"""kombu looks for messages past their visibility timeout about this often
+(``unacked_restore_interval`` 10 s times ``unacked_restore_throttle`` 10)."""
 
 
 @dataclass(frozen=True)
@@ -36,13 +43,39 @@ class ChaosConfig:
     min_latency_ms: int = 1000
     max_latency_ms: int = 3000
     kills: int = 5
+    kill_mode: KillMode = KillMode.MACHINE
     redis_restarts: int = 0
     workers: int = 1
     seed: int = 7
     timeout_seconds: float = 900.0
     lease_seconds: float = 10.0
+    visibility_timeout: float = 20.0
+    reconcile_interval: float = 0.5
+    enqueue_grace_seconds: float = 1.0
+    """The recovery settings: quick ones by default, for the suite's short runs
+    (tests/test_chaos.py); :meth:`on_shipped_recovery` gives relayq's own."""
+    watch_redelivery: bool = False
+    """After the jobs end, wait (up to the visibility timeout after the last fault, and
+    a kombu restore sweep) until the broker has redelivered the messages dead workers
+    held, so that a duplicate run of one would show as a rewritten outcome."""
     submit_seconds: float = 30.0
     """Jobs are submitted evenly over this long, so the chaos lands on work in flight."""
+    min_uptime_seconds: float = 0.0
+    """A worker back from a fault runs at least this long before the next one strikes
+    (later than its seeded moment if need be). At 0, a kill whose moment passed while
+    the last victim came back lands the instant it is ready, as in a crash loop: a
+    busy machine's start-up of seconds can outlast the gaps between the moments."""
+
+    def on_shipped_recovery(self) -> ChaosConfig:
+        """This run on the recovery settings relayq ships (``WorkerSettings``' defaults)."""
+        shipped = WorkerSettings()
+        return replace(
+            self,
+            lease_seconds=shipped.lease_seconds,
+            visibility_timeout=shipped.visibility_timeout,
+            reconcile_interval=shipped.reconcile_interval,
+            enqueue_grace_seconds=shipped.enqueue_grace_seconds,
+        )
 
 
 @dataclass
@@ -51,8 +84,12 @@ class ChaosReport:
     succeeded: int
     other_statuses: dict[str, int]
     kills: int
+    kill_mode: str
     redis_restarts: int
+    lease_seconds: float
+    visibility_timeout: float
     seconds: float
+    """From the first job submitted to the last one ended."""
     jobs_run_more_than_once: int
     """Jobs claimed again after their worker died (or its lease lapsed)."""
     successful_attempts_per_job_max: int
@@ -60,6 +97,12 @@ class ChaosReport:
     """Provider calls that succeeded for a job whose outcome another call wrote
     (at-least-once calls: a call in flight when its lease lapsed)."""
     outcome_rewrites: int
+    recovery: records.Recovery | None = None
+    unacked_when_ended: int = 0
+    """Broker messages delivered and not acknowledged once every job had ended: those
+    dead workers held, which the broker redelivers after the visibility timeout."""
+    unacked_left: int = 0
+    """The same at the end of the run (after the watch for redeliveries, if on)."""
     webhooks_received: int = 0
     """Distinct webhooks received (one per job expected)."""
     webhook_jobs_not_exactly_once: int = 0
@@ -117,45 +160,6 @@ def _submit_all(stack: Stack, key: str, config: ChaosConfig) -> list[str]:
     return ids
 
 
-def _statuses(database_url: str, ids: list[str]) -> dict[str, str]:
-    engine = create_engine(sync_url(database_url))
-    with engine.connect() as connection:
-        rows = connection.execute(text("SELECT id, status FROM jobs")).all()
-    engine.dispose()
-    wanted = set(ids)
-    return {row.id: row.status for row in rows if row.id in wanted}
-
-
-def _finished_at(database_url: str) -> dict[str, float]:
-    engine = create_engine(sync_url(database_url))
-    with engine.connect() as connection:
-        rows = connection.execute(text("SELECT id, finished_at FROM jobs")).all()
-    engine.dispose()
-    return {row.id: row.finished_at for row in rows}
-
-
-def _attempt_counts(database_url: str) -> tuple[int, int, int]:
-    """Jobs claimed more than once, the most successful attempts of a job, and the
-    successful attempts beyond one per job."""
-    engine = create_engine(sync_url(database_url))
-    with engine.connect() as connection:
-        reruns = connection.execute(text("SELECT count(*) FROM jobs WHERE run > 1")).scalar_one()
-        most = connection.execute(
-            text(
-                "SELECT coalesce(max(n), 0) FROM (SELECT count(*) AS n FROM attempts "
-                "WHERE status = 'succeeded' GROUP BY job_id) AS per_job"
-            )
-        ).scalar_one()
-        successes = connection.execute(
-            text("SELECT count(*) FROM attempts WHERE status = 'succeeded'")
-        ).scalar_one()
-        jobs = connection.execute(
-            text("SELECT count(DISTINCT job_id) FROM attempts WHERE status = 'succeeded'")
-        ).scalar_one()
-    engine.dispose()
-    return int(reruns), int(most), int(successes) - int(jobs)
-
-
 def _await_webhooks(hook: Endpoint, ids: list[str], *, deadline: float) -> dict[str, set[str]]:
     """The webhook ids received per job, once every job has one (or at the deadline)."""
     while True:
@@ -167,86 +171,147 @@ def _await_webhooks(hook: Endpoint, ids: list[str], *, deadline: float) -> dict[
         time.sleep(0.5)
 
 
-def run_chaos(config: ChaosConfig) -> ChaosReport:
-    """One chaos run on a fresh database; returns what happened. Stops all it started."""
-    reset_database(config.database_url)
-    port = free_port()
-    valkey = _valkey(port, config.logs / "valkey")
-    receiver = WebhookReceiver()
-    receiver.__enter__()
-    hook = receiver.endpoint()
-    events: list[str] = []
-    env = {
+def _env(config: ChaosConfig) -> dict[str, str]:
+    return {
         "RELAYQ_WORKER__LEASE_SECONDS": str(config.lease_seconds),
+        # Messages a killed worker had received and not acknowledged come back after this.
+        "RELAYQ_WORKER__VISIBILITY_TIMEOUT": str(config.visibility_timeout),
+        "RELAYQ_WORKER__RECONCILE_INTERVAL": str(config.reconcile_interval),
+        "RELAYQ_WORKER__ENQUEUE_GRACE_SECONDS": str(config.enqueue_grace_seconds),
         "RELAYQ_WORKER__CONCURRENCY": "500",
         "RELAYQ_PROVIDERS": '{"mock": {"type": "mock"}}',
         "RELAYQ_ROUTES": '{"mock": {"provider": "mock", "model": "mock"}}',
         "RELAYQ_WORKER__PROVIDERS": '["mock"]',
-        # Messages a killed worker had received but not started come back
-        # after this; short here so the run sees them through.
-        "RELAYQ_WORKER__VISIBILITY_TIMEOUT": "20",
         "RELAYQ_WEBHOOKS__ALLOW_PRIVATE_DESTINATIONS": "true",
     }
+
+
+class _Faults:
+    """Kills workers and restarts Redis at seeded moments while jobs arrive; notes each."""
+
+    def __init__(self, config: ChaosConfig, *, port: int) -> None:
+        self._config = config
+        self._port = port
+        self.valkey = _valkey(port, config.logs / "valkey")
+        self.started = time.monotonic()
+        self.moments: list[float] = []
+        """When each fault struck, by the wall clock (as the job rows are stamped)."""
+        self.events: list[str] = []
+
+    def note(self, what: str) -> None:
+        self.events.append(f"{time.monotonic() - self.started:.1f}s {what}")
+
+    def play(self, stack: Stack, workers: list[subprocess.Popen[bytes]]) -> None:
+        """The faults, at random moments while jobs are still arriving (so in flight)."""
+        # The clock of the faults starts with the jobs, not with the stack (whose
+        # start-up, on a busy machine, can outlast the whole submission window).
+        self.started = time.monotonic()
+        config = self._config
+        rng = random.Random(config.seed + 1)
+        actions = ["kill"] * config.kills + ["redis"] * config.redis_restarts
+        moments = sorted(rng.uniform(0.1, 0.9) * config.submit_seconds for _ in actions)
+        rng.shuffle(actions)
+        back = self.started
+        for action, moment in zip(actions, moments, strict=True):
+            due = max(self.started + moment, back + config.min_uptime_seconds)
+            time.sleep(max(0.0, due - time.monotonic()))
+            self.moments.append(time.time())
+            if action == "kill":
+                victim = rng.randrange(len(workers))
+                kill_and_replace(
+                    stack, workers, victim=victim, mode=config.kill_mode, note=self.note
+                )
+            else:
+                self.valkey.stop()
+                self.note("Redis stopped")
+                time.sleep(rng.uniform(1.0, 3.0))
+                self.valkey = _valkey(self._port, config.logs / "valkey")
+                self.note("Redis back")
+            back = time.monotonic()
+
+
+def _await_end(config: ChaosConfig, ids: list[str], *, deadline: float) -> dict[str, str]:
+    statuses: dict[str, str] = {}
+    while time.monotonic() < deadline:
+        statuses = records.statuses(config.database_url, ids)
+        if all(s in {"succeeded", "failed", "cancelled"} for s in statuses.values()):
+            break
+        time.sleep(1.0)
+    return statuses
+
+
+def _watch(config: ChaosConfig, redis_url: str, faults: list[float]) -> tuple[int, int, int]:
+    """Outcomes rewritten after every job ended, and the broker's unacknowledged messages
+    then and at the end of the watch."""
+    before = records.finished_at(config.database_url)
+    held = records.unacked(redis_url)
+    # A call whose lease lapsed would have rewritten its job by then, were it unfenced.
+    quiet = time.monotonic() + 2 * config.lease_seconds
+    if config.watch_redelivery and faults:
+        wait = max(faults) + config.visibility_timeout + _RESTORE_SWEEP_SECONDS + 10 - time.time()
+        _until_no_unacked(redis_url, deadline=time.monotonic() + wait)
+    time.sleep(max(0.0, quiet - time.monotonic()))
+    after = records.finished_at(config.database_url)
+    rewrites = sum(1 for job, end in after.items() if before.get(job) != end)
+    return rewrites, held, records.unacked(redis_url)
+
+
+def _until_no_unacked(redis_url: str, *, deadline: float) -> None:
+    """Until the broker holds no unacknowledged message at two looks 5 s apart (a
+    redelivered message is unacknowledged again while a worker runs it), or the deadline."""
+    empty_looks = 0
+    while empty_looks < 2 and time.monotonic() < deadline:
+        empty_looks = empty_looks + 1 if records.unacked(redis_url) == 0 else 0
+        time.sleep(5.0)
+
+
+def _subscribe(stack: Stack, key: str, hook: Endpoint) -> None:
+    with httpx.Client(
+        base_url=stack.base_url, headers={"Authorization": f"Bearer {key}"}
+    ) as client:
+        answer = client.put("/v1/webhook", json={"url": hook.url, "events": ["job.succeeded"]})
+        answer.raise_for_status()
+        hook.hold(answer.json()["secret"])  # the receiver verifies every signature
+
+
+def run_chaos(config: ChaosConfig) -> ChaosReport:
+    """One chaos run on a fresh database; returns what happened. Stops all it started."""
+    reset_database(config.database_url)
+    port = free_port()
+    redis_url = f"redis://127.0.0.1:{port}/0"
+    faults = _Faults(config, port=port)
+    receiver = WebhookReceiver()
+    receiver.__enter__()
+    hook = receiver.endpoint()
     stack = Stack(
-        database_url=config.database_url,
-        redis_url=f"redis://127.0.0.1:{port}/0",
-        logs=config.logs,
-        env=env,
+        database_url=config.database_url, redis_url=redis_url, logs=config.logs, env=_env(config)
     )
     try:
         stack.start_api()
         workers = [stack.start_worker() for _ in range(config.workers)]
         key = _new_key(config.database_url)
-        with httpx.Client(
-            base_url=stack.base_url, headers={"Authorization": f"Bearer {key}"}
-        ) as client:
-            answer = client.put("/v1/webhook", json={"url": hook.url, "events": ["job.succeeded"]})
-            answer.raise_for_status()
-            hook.hold(answer.json()["secret"])  # the receiver verifies every signature
+        _subscribe(stack, key, hook)
         ids: list[str] = []
         submitter = threading.Thread(target=lambda: ids.extend(_submit_all(stack, key, config)))
-        # The clock of the faults starts with the jobs, not with the stack (whose
-        # start-up, on a busy machine, can outlast the whole submission window).
-        started = time.monotonic()
         submitter.start()
-        rng = random.Random(config.seed + 1)
-        actions = ["kill"] * config.kills + ["redis"] * config.redis_restarts
-        # At random moments while jobs are still arriving (and so in flight).
-        moments = sorted(rng.uniform(0.1, 0.9) * config.submit_seconds for _ in actions)
-        rng.shuffle(actions)
-        for action, moment in zip(actions, moments, strict=True):
-            time.sleep(max(0.0, started + moment - time.monotonic()))
-            if action == "kill":
-                victim = workers.pop(rng.randrange(len(workers)))
-                stack.kill_worker(victim)
-                events.append(f"{time.monotonic() - started:.1f}s SIGKILL worker pid {victim.pid}")
-                workers.append(stack.start_worker())
-            else:
-                valkey.stop()
-                events.append(f"{time.monotonic() - started:.1f}s Redis stopped")
-                time.sleep(rng.uniform(1.0, 3.0))
-                valkey = _valkey(port, config.logs / "valkey")
-                events.append(f"{time.monotonic() - started:.1f}s Redis back")
+        faults.play(stack, workers)
         submitter.join()
-        deadline = started + config.timeout_seconds
-        statuses: dict[str, str] = {}
-        while time.monotonic() < deadline:
-            statuses = _statuses(config.database_url, ids)
-            if all(s in {"succeeded", "failed", "cancelled"} for s in statuses.values()):
-                break
-            time.sleep(1.0)
-        seconds = time.monotonic() - started
-        before = _finished_at(config.database_url)
-        time.sleep(2 * config.lease_seconds)  # any late duplicate would rewrite now
-        rewrites = sum(
-            1 for k, v in _finished_at(config.database_url).items() if before.get(k) != v
+        statuses = _await_end(config, ids, deadline=faults.started + config.timeout_seconds)
+        seconds = time.monotonic() - faults.started
+        rewrites, held, left = _watch(config, redis_url, faults.moments)
+        tried = records.attempts(config.database_url)
+        recovery = records.recovery(
+            config.database_url,
+            ids,
+            faults.moments,
+            lease_seconds=config.lease_seconds,
+            visibility_timeout=config.visibility_timeout,
         )
-        reruns, most, repeated = _attempt_counts(config.database_url)
         ids_per_job = _await_webhooks(hook, ids, deadline=time.monotonic() + 60)
         not_once = sum(1 for job in ids if len(ids_per_job.get(job, set())) != 1)
     finally:
         stack.stop()
-        valkey.stop()
+        faults.valkey.stop()
         receiver.__exit__(None, None, None)
     counts: dict[str, int] = {}
     for status in statuses.values():
@@ -256,13 +321,19 @@ def run_chaos(config: ChaosConfig) -> ChaosReport:
         succeeded=counts.pop("succeeded", 0),
         other_statuses=counts,
         kills=config.kills,
+        kill_mode=config.kill_mode.value,
         redis_restarts=config.redis_restarts,
-        seconds=seconds,
-        jobs_run_more_than_once=reruns,
-        successful_attempts_per_job_max=most,
-        repeated_successful_calls=repeated,
+        lease_seconds=config.lease_seconds,
+        visibility_timeout=config.visibility_timeout,
+        seconds=round(seconds, 1),
+        jobs_run_more_than_once=tried.jobs_claimed_again,
+        successful_attempts_per_job_max=tried.most_successes_of_a_job,
+        repeated_successful_calls=tried.repeated_successes,
         outcome_rewrites=rewrites,
+        recovery=recovery,
+        unacked_when_ended=held,
+        unacked_left=left,
         webhooks_received=sum(len(v) for v in ids_per_job.values()),
         webhook_jobs_not_exactly_once=not_once,
-        events=events,
+        events=faults.events,
     )
