@@ -22,6 +22,7 @@ whole. A duplicate message is harmless: claims are fenced.
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import time
 from typing import Any, cast
@@ -32,7 +33,7 @@ from redis.asyncio.client import Pipeline
 from sqlalchemy import select
 
 from relayq.jobs import JobStatus
-from relayq.queueing import Enqueuer
+from relayq.queueing import RUN_JOB_TASK, RUN_MANY_TASK, Enqueuer
 from relayq.redis_batch import CommandBatch
 from relayq.settings import Settings
 from relayq.store import Database
@@ -45,6 +46,9 @@ __all__ = ["Taken", "hand_back", "taken_key"]
 log = logging.getLogger(__name__)
 
 _TAKEN_TTL_SECONDS = 24 * 3600
+_UNACKED = "unacked"
+_UNACKED_INDEX = "unacked_index"
+"""Kombu's Redis transport's keys for delivered, unacknowledged messages."""
 
 
 def taken_key(key_prefix: str, instance: str) -> str:
@@ -72,12 +76,46 @@ class Taken:
         await self._batch.execute(lambda pipe: pipe.hdel(self._key, job_id))
 
 
-def hand_back(settings: Settings, instance: str) -> int:
-    """Hand back what the dead process ``instance`` held; how many jobs were sent again."""
-    return asyncio.run(_hand_back(settings, instance))
+def hand_back(settings: Settings, instance: str, *, since: float | None = None) -> int:
+    """Hand back what the dead process ``instance`` held; how many jobs were sent again.
+
+    ``since``: when the process started (``time.time()``). Messages the
+    broker delivered since then and nobody acknowledged may be ones the
+    process took a moment before it died, too soon to record them as taken:
+    their jobs still queued are sent again too (those another worker holds
+    get a harmless second message).
+    """
+    return asyncio.run(_hand_back(settings, instance, since))
 
 
-async def _hand_back(settings: Settings, instance: str) -> int:
+async def _unacked_jobs(redis: aioredis.Redis, since: float) -> list[str]:
+    """The ids of the jobs in run-job messages delivered since ``since``, unacknowledged.
+
+    Kombu's Redis transport keeps each delivered message, until its ack, in
+    the ``unacked`` hash, and its delivery time in ``unacked_index``.
+    """
+    tags = cast(list[bytes], await redis.zrangebyscore(_UNACKED_INDEX, since, "+inf"))
+    if not tags:
+        return []
+    job_ids: list[str] = []
+    for raw in cast(list[bytes | None], await redis.hmget(_UNACKED, tags)):
+        if raw is None:
+            continue
+        try:
+            message = orjson.loads(raw)[0]
+            task = message["headers"]["task"]
+            if task == RUN_JOB_TASK:
+                job_ids.append(str(message["headers"]["id"]))
+            elif task == RUN_MANY_TASK:
+                args = orjson.loads(base64.b64decode(message["body"]))[0][0]
+                # Job ids; a sync job's whole message is left to its taken record.
+                job_ids.extend(item for item in args if isinstance(item, str))
+        except (ValueError, KeyError, IndexError, TypeError) as exc:
+            log.warning("an unacknowledged message could not be read: %s", exc)
+    return job_ids
+
+
+async def _hand_back(settings: Settings, instance: str, since: float | None) -> int:
     database = Database(settings.database_url)
     redis = aioredis.Redis.from_url(settings.redis_url)
     key = taken_key(settings.key_prefix, instance)
@@ -89,6 +127,8 @@ async def _hand_back(settings: Settings, instance: str) -> int:
             job.job_id: (job.job_id, job.provider, job.priority, None) for job in released
         }
         durable = [k.decode() for k, v in taken.items() if not v and k.decode() not in messages]
+        if since is not None:
+            durable += [j for j in await _unacked_jobs(redis, since) if j not in messages]
         if durable:
             async with database.session() as session:
                 query = select(Job.id, Job.provider, Job.priority).where(

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import pytest
+import redis
 
-from relayq.settings import WorkerSettings
+from relayq.queueing import Enqueuer
+from relayq.recovery import hand_back
+from relayq.settings import Settings, WorkerSettings
 from tests.conftest import key_factory
 from tests.jobs import body, submit, wait_for_status
 from tests.services import free_port, running_valkey
@@ -149,6 +154,75 @@ def test_a_supervised_workers_jobs_run_again_within_seconds_of_its_death(
     assert len(cut) == 2
     for job in cut:
         assert [a["status"] for a in job["attempts"]] == ["interrupted", "succeeded"]
+
+
+def _deliver_to_a_consumer_that_dies(broker_url: str, queue: str, *, drop: bool = False) -> int:
+    """Do what kombu's Redis transport does when it delivers: move each message of
+    ``queue`` to the ``unacked`` hash, its delivery time to ``unacked_index``. Nobody
+    acks them: their consumer died before it recorded them as taken. (``drop``: throw
+    the messages away instead.)"""
+    client = redis.Redis.from_url(broker_url)
+    moved = 0
+    try:
+        for key in client.scan_iter(match=f"{queue}*", _type="list"):
+            while (raw := client.rpop(key)) is not None:
+                assert isinstance(raw, bytes)
+                if drop:
+                    continue
+                tag = uuid.uuid4().hex
+                delivered = json.dumps([json.loads(raw), "", queue])
+                client.hset("unacked", tag, delivered)
+                client.zadd("unacked_index", {tag: time.time()})
+                moved += 1
+    finally:
+        client.close()
+    return moved
+
+
+def test_jobs_a_dead_worker_took_before_it_recorded_them_are_handed_back(
+    private_database_url: str, logs: Path
+) -> None:
+    """A worker process killed a moment after its broker delivered messages, before it
+    wrote them to its record of taken jobs: its supervisor finds them among the
+    messages delivered since the process started and never acknowledged, and sends
+    their queued jobs again, so they run in seconds, not after the visibility timeout
+    (300 s shipped; the chaos runs saw such jobs wait it out)."""
+    make_key = key_factory(private_database_url)
+    with (
+        running_valkey() as broker_url,
+        Stack(
+            database_url=private_database_url,
+            redis_url=broker_url,
+            logs=logs,
+            env=SHIPPED_RECOVERY,
+        ) as stack,
+    ):
+        stack.start_api()
+        born = time.time()
+        headers = {"Authorization": f"Bearer {make_key()}"}
+        with httpx.Client(base_url=stack.base_url, headers=headers, timeout=10) as client:
+            jobs = [submit(client, body(f"taken {n}")) for n in range(3)]
+            settings = Settings(database_url=private_database_url, redis_url=broker_url)
+            queue = settings.queue_for("mock")
+            # What the dead consumer took: the first job's run-job task, and an
+            # envelope carrying the other two (their own tasks are dropped).
+            _deliver_to_a_consumer_that_dies(broker_url, queue, drop=True)
+            enqueuer = Enqueuer(settings=settings)
+            enqueuer.send(job_id=jobs[0]["id"], provider="mock", priority=jobs[0]["priority"])
+            assert _deliver_to_a_consumer_that_dies(broker_url, queue) == 1
+            enqueuer.send_many([(job["id"], "mock", job["priority"]) for job in jobs[1:]])
+            enqueuer.close()
+            assert _deliver_to_a_consumer_that_dies(broker_url, queue) == 1
+
+            sent = hand_back(settings, "a-worker-that-died", since=born)
+
+            assert sent == 3
+            stack.start_worker()
+            finished = [
+                wait_for_status(client, job["id"], {"succeeded", "failed"}, timeout=15)
+                for job in jobs
+            ]
+    assert [job["status"] for job in finished] == ["succeeded"] * 3
 
 
 def test_sync_calls_whose_worker_died_are_answered_by_its_successor(

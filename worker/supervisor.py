@@ -52,6 +52,7 @@ def supervise(argv: Sequence[str], *, settings: Settings, max_backoff: float = 3
     failures = 0
     while True:
         started = time.monotonic()
+        born = time.time()
         instance = uuid.uuid4().hex
         env = {
             **os.environ,
@@ -62,7 +63,7 @@ def supervise(argv: Sequence[str], *, settings: Settings, max_backoff: float = 3
         status = child.wait()
         if stopping:
             return status
-        _hand_back(settings, instance)
+        _hand_back(settings, instance, born)
         # Exited without being asked: with any status (Celery's "unrecoverable
         # error" path can exit 0), the worker is gone and must come back.
         failures = 0 if time.monotonic() - started > _STABLE_SECONDS else failures + 1
@@ -75,9 +76,9 @@ def supervise(argv: Sequence[str], *, settings: Settings, max_backoff: float = 3
             return status
 
 
-def _hand_back(settings: Settings, instance: str) -> None:
+def _hand_back(settings: Settings, instance: str, since: float) -> None:
     """The dead child's jobs go back to the queue now; leases are the net if this fails."""
     try:
-        hand_back(settings, instance)
+        hand_back(settings, instance, since=since)
     except Exception:
         log.exception("jobs of worker %s not handed back; their leases will", instance)
