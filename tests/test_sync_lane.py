@@ -96,6 +96,13 @@ async def until(predicate: Callable[[], bool], within: float = 5.0) -> None:
         await asyncio.sleep(0.01)
 
 
+async def gone(task: asyncio.Task[None]) -> None:
+    """Cancel ``task`` (a consumer's reading: its worker is gone) and wait for it to end."""
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 async def entries(redis: aioredis.Redis) -> int:
     return int(await redis.xlen(STREAM))
 
@@ -121,9 +128,7 @@ def test_a_worker_reads_no_more_than_it_has_slots_for_and_acks_what_ended(
             await until(lambda: len(recorder.started) == 5)
             await until(lambda: worker.in_flight == 0)
             await worker.stop(wait_seconds=1)
-            reading.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reading
+            await gone(reading)
             # Each entry is acknowledged and deleted once its job's run ended.
             assert (await redis.xpending(STREAM, LANE_GROUP))["pending"] == 0
             assert await entries(redis) == 0
@@ -149,9 +154,7 @@ def test_a_run_that_fails_to_start_is_tried_again_and_its_entry_kept_until_then(
             await until(lambda: recorder.started == ["job_7", "job_7"], within=5)
             await until(lambda: worker.in_flight == 0)
             assert await entries(redis) == 0
-            reading.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reading
+            await gone(reading)
 
     run(scenario())
 
@@ -168,9 +171,7 @@ def test_entries_of_a_lost_worker_are_taken_over_after_the_visibility_timeout(
             for n in range(2):
                 await sender.send(QUEUE, message(n))
             await until(lambda: len(lost.started) == 2)
-            reading.cancel()  # the worker is gone, its entries pending in the group
-            with contextlib.suppress(asyncio.CancelledError):
-                await reading
+            await gone(reading)  # the worker is gone, its entries pending in the group
 
             heir = Recorder()
             heir.release.set()
@@ -185,9 +186,7 @@ def test_entries_of_a_lost_worker_are_taken_over_after_the_visibility_timeout(
             await until(lambda: sorted(heir.started) == ["job_0", "job_1"])
             await until(lambda: second.in_flight == 0)
             assert await entries(redis) == 0
-            taking.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await taking
+            await gone(taking)
 
     run(scenario())
 
@@ -204,9 +203,7 @@ def test_release_consumer_returns_a_dead_workers_messages_and_clears_its_entries
             for n in range(3):
                 await sender.send(QUEUE, message(n))
             await until(lambda: len(dead.started) == 2)
-            reading.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reading
+            await gone(reading)
 
             messages = await release_consumer(redis, key_prefix=PREFIX, consumer="worker-dead")
             assert sorted(messages) == ["job_0", "job_1"]
