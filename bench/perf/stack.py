@@ -184,10 +184,10 @@ class PerfStack:
 
     def restart_worker(self, index: int = 0) -> subprocess.Popen[bytes]:
         """Stop worker ``index`` and start a fresh process in its place."""
-        self.processes.stop(self.workers[index], grace=20)
+        # Out of the list first: the fresh one replaces it, not a second worker beside it.
+        self.processes.stop(self.workers.pop(index), grace=20)
         fresh = self.start_worker(index)
-        self.workers.remove(fresh)  # start_worker appends; keep the index
-        self.workers[index] = fresh
+        self.workers.insert(index, self.workers.pop())  # start_worker appends; keep the index
         return fresh
 
     def stop(self) -> None:
