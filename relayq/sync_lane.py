@@ -130,6 +130,7 @@ class LaneConsumer:
         self._reclaim_after_ms = int(reclaim_after_seconds * 1000)
         self._reclaim_every = reclaim_every_seconds
         self._groups: set[str] = set()
+        self._cursors: dict[str, Any] = {}
         self._running: set[asyncio.Task[None]] = set()
         self._slot_freed = asyncio.Event()
         self._stopping = False
@@ -220,13 +221,17 @@ class LaneConsumer:
             free = self._capacity - len(self._running)
             if free <= 0:
                 return
+            # A scan goes on from where the last one stopped, so idle entries behind
+            # many live ones are reached too (XAUTOCLAIM's cursor; 0-0: from the start).
             reply = await self._redis.xautoclaim(
                 stream,
                 LANE_GROUP,
                 self._consumer,
                 min_idle_time=self._reclaim_after_ms,
+                start_id=self._cursors.get(stream, "0-0"),
                 count=free,
             )
+            self._cursors[stream] = reply[0] if reply else "0-0"
             entries = reply[1] if reply else []
             if entries:
                 log.warning("%s: %d sync jobs taken over from a lost worker", stream, len(entries))
