@@ -608,12 +608,9 @@ class Executor:
         async def admission() -> Admission:
             return await resilience.admit(claim, request) if resilience else Admission()
 
-        async def caller_left() -> bool:
-            if running.check_caller and replies is not None:
-                return await replies.caller_left(claim.job_id)
-            return False
-
-        return await asyncio.gather(admission(), caller_left())
+        if not running.check_caller or replies is None:
+            return await admission(), False  # no tasks to gather on the common path
+        return await asyncio.gather(admission(), replies.caller_left(claim.job_id))
 
     async def _failure(
         self,
