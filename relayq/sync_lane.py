@@ -75,23 +75,11 @@ class LaneSender:
         self._batch = batch
         self._prefix = key_prefix
 
-    async def send(
-        self, queue: str, message: dict[str, Any], *, also: Callable[[Pipeline], None] | None = None
-    ) -> None:
-        """Add ``message`` to ``queue``'s stream; raises if Redis did not take it.
-
-        ``also`` adds commands of the caller's to the same pipeline (their
-        replies are not checked).
-        """
+    async def send(self, queue: str, message: dict[str, Any]) -> None:
+        """Add ``message`` to ``queue``'s stream; raises if Redis did not take it."""
         stream = lane_stream(self._prefix, queue)
         body = orjson.dumps(message)
-
-        def add(pipe: Pipeline) -> None:
-            pipe.xadd(stream, {"m": body})
-            if also is not None:
-                also(pipe)
-
-        replies = await self._batch.execute(add)
+        replies = await self._batch.execute(lambda pipe: pipe.xadd(stream, {"m": body}))
         if isinstance(replies[0], Exception):
             raise replies[0]
 
