@@ -52,6 +52,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=relayq.__version__,
         summary="Queue-backed LLM completion jobs with an OpenAI-compatible face.",
         lifespan=lifespan,
+        # FastAPI's own OpenTelemetry hooks ask the global providers on every
+        # request whether they are set up (an environment lookup each): a tenth
+        # of a job's API time. relayq exports no traces or metrics through them.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     install_error_handlers(app)
     # Added first, so it runs inside the size limit: it reads whole bodies.

@@ -1,7 +1,7 @@
 """Streams and whole answers, each made from the other.
 
-Workers stream every call (so followers see tokens as they come) and store
-the whole ``chat.completion`` they add up to; a job answered whole (from the
+Workers stream the calls of streamed jobs (so followers see tokens as they
+come) and store the whole ``chat.completion`` they add up to; a job answered whole (from the
 cache) is replayed to a streaming caller as chunks, and so is an upstream's
 whole answer to a call that asked it to stream.
 """

@@ -59,7 +59,8 @@ class ProviderSettings(BaseModel):
     list_models: bool = True
     """Offer the models this provider publishes (if it does) as ``<provider>/<model>``."""
     stream_upstream: bool = True
-    """Ask the upstream to stream. Off, every call asks for the whole answer and
+    """Ask the upstream to stream the calls of streamed jobs (the others always ask
+    for the whole answer). Off, every call asks for the whole answer and
     relays it as chunks, for servers that cannot stream or stream badly: callers
     still get a stream, but its text arrives in one piece once the answer is done."""
 

@@ -112,7 +112,11 @@ async def _stream(
     model: str,
     deltas: DeltaPublisher | None,
 ) -> ChatCompletion:
-    """Stream the call, publishing deltas as they come; the whole answer at the end."""
+    """Stream the call, publishing deltas as they come; the whole answer at the end.
+
+    Only runs whose text someone reads as it comes stream: the others ask the
+    upstream for the whole answer, one body to parse instead of a chunk per token.
+    """
     assembler = CompletionAssembler()
     chunks = provider.stream(request, model=model)
     try:
@@ -574,7 +578,10 @@ class Executor:
         started = running.called_at = time.perf_counter()
         try:
             async with asyncio.timeout(provider.settings.total_timeout):
-                completion = await _stream(provider, request, claim.upstream_model, deltas)
+                if deltas is None:  # nobody reads its text as it comes: ask for the whole
+                    completion = await provider.complete(request, model=claim.upstream_model)
+                else:
+                    completion = await _stream(provider, request, claim.upstream_model, deltas)
         except TimeoutError:
             too_long = ProviderTimeout(
                 f"{claim.provider}: no complete answer within {provider.settings.total_timeout} s"

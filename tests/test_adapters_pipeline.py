@@ -165,11 +165,15 @@ def test_a_streamed_chat_completion_through_each_adapter(vendors: VendorStack, n
 @pytest.mark.parametrize(
     ("name", "asked_to_stream"), [("vllm_json", True), ("vllm_unstreamed", False)]
 )
-def test_whole_answers_serve_jobs(vendors: VendorStack, name: str, asked_to_stream: bool) -> None:
-    """A whole answer to a streamed call, or to a call never asked to stream, serves the job."""
+def test_whole_answers_serve_streamed_jobs(
+    vendors: VendorStack, name: str, asked_to_stream: bool
+) -> None:
+    """A whole answer to a streamed call, or to a call never asked to stream, serves a job
+    whose text is streamed (``stream: true``)."""
     headers = {"Authorization": f"Bearer {vendors.key}"}
     with httpx.Client(base_url=vendors.stack.base_url, headers=headers, timeout=10) as client:
-        job = submit(client, body("Whole, please", model=f"via-{name}", max_tokens=64))
+        payload = body("Whole, please", model=f"via-{name}", max_tokens=64, stream=True)
+        job = submit(client, payload)
         done = wait_for_status(client, job["id"], {"succeeded", "failed"})
 
     assert done["status"] == "succeeded", done["error"]
@@ -178,6 +182,24 @@ def test_whole_answers_serve_jobs(vendors: VendorStack, name: str, asked_to_stre
     calls = [r.json for r in vendors.fakes[name].requests if r.method == "POST"]
     assert calls
     assert {bool(call.get("stream")) for call in calls} == {asked_to_stream}
+
+
+def test_a_job_nobody_streams_asks_for_the_whole_answer(vendors: VendorStack) -> None:
+    """Text nobody reads as it comes is not streamed from the upstream either: one body
+    to parse, not a chunk per token."""
+    headers = {"Authorization": f"Bearer {vendors.key}"}
+    fake = vendors.fakes["openai_compatible"]
+    before = len(fake.requests)
+    with httpx.Client(base_url=vendors.stack.base_url, headers=headers, timeout=10) as client:
+        job = submit(client, body("Plain, please", model="via-openai_compatible", max_tokens=64))
+        done = wait_for_status(client, job["id"], {"succeeded", "failed"})
+
+    assert done["status"] == "succeeded", done["error"]
+    assert done["response"]["choices"][0]["message"]["content"] == content_for("openai_compatible")
+    assert done["usage"]["total_tokens"] > 0
+    calls = [r.json for r in fake.requests[before:] if r.method == "POST"]
+    assert calls
+    assert not any(call.get("stream") for call in calls)
 
 
 def test_the_vendor_catalogs_are_listed(vendors: VendorStack) -> None:

@@ -37,7 +37,22 @@ def test_a_routed_job_reaches_openai_as_the_upstream_model(
     assert sent.json["messages"] == [{"role": "user", "content": "Say hi"}]
     assert (sent.json["temperature"], sent.json["seed"]) == (0.2, 7)
     assert not {"priority", "metadata", "mock", "cache"} & set(sent.json)
-    # Workers stream every call, so followers see tokens as they come.
+    # Nobody reads this job's text as it comes: the whole answer is asked for.
+    assert not sent.json.get("stream")
+    assert "stream_options" not in sent.json
+
+
+def test_a_streamed_job_streams_from_openai(client: httpx.Client, fake_openai: FakeOpenAI) -> None:
+    """A job created with ``stream: true`` streams from the upstream, usage included, so its
+    followers see tokens as they come."""
+    before = len(fake_openai.requests)
+    job = submit(client, body("Say hi", model="gpt-4o-mini", stream=True))
+    finished = wait_for_status(client, job["id"], {"succeeded", "failed"})
+
+    assert finished["status"] == "succeeded", finished
+    assert finished["response"]["choices"][0]["message"]["content"] == DEFAULT_CONTENT
+    assert finished["usage"]["total_tokens"] > 0
+    [sent] = fake_openai.requests[before:]
     assert sent.json["stream"] is True
     assert sent.json["stream_options"] == {"include_usage": True}
 

@@ -2,7 +2,8 @@
 
 ``python -m bench.perf.probe --upstream URL --calls N --latency-ms L`` runs in a
 process of its own (so nothing else sits in its memory), warms up, reads its
-RSS, starts N streamed calls that the mock holds for L ms, waits until the
+RSS, starts N calls (whole completions, the call relayq's worker makes for a
+job nobody streams) that the mock holds for L ms, waits until the
 mock reports them in flight, reads its RSS again and prints both as JSON.
 """
 
@@ -46,11 +47,11 @@ async def _probe(upstream_url: str, calls: int, latency_ms: float) -> dict[str, 
     pid = os.getpid()
     async with new_session() as session:
         endpoint = Endpoint("direct", f"{upstream_url}/chat/completions", session)
-        warm = chat_body(latency_ms=0, stream=True)
-        await asyncio.gather(*(endpoint.stream(warm) for _ in range(100)))
+        warm = chat_body(latency_ms=0)
+        await asyncio.gather(*(endpoint.complete(warm) for _ in range(100)))
         idle = await asyncio.to_thread(rss_now, pid)
-        body = chat_body(latency_ms=latency_ms, stream=True)
-        tasks = [asyncio.create_task(endpoint.stream(body)) for _ in range(calls)]
+        body = chat_body(latency_ms=latency_ms)
+        tasks = [asyncio.create_task(endpoint.complete(body)) for _ in range(calls)]
         deadline = time.monotonic() + latency_ms / 1000
         while await upstream_in_flight(session, upstream_url) < calls:
             if time.monotonic() > deadline:

@@ -66,8 +66,10 @@ class Provider(ABC):
     ) -> AsyncIterator[ChatCompletionChunk]:
         """Stream one completion as chunks; the last carries usage when known.
 
-        Workers call this for every job. It asks the upstream to stream
-        (:meth:`stream_from_upstream`) unless the provider's settings say
+        Workers call this for every job whose text is streamed (one created
+        with ``stream: true``), and :meth:`complete` for any other. It asks
+        the upstream to stream (:meth:`stream_from_upstream`) unless the
+        provider's settings say
         ``stream_upstream: false``; then it asks for the whole answer
         (:meth:`complete`) and sends it as the chunks a stream of it would
         have carried.

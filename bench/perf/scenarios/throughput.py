@@ -1,8 +1,8 @@
 """Job throughput at depth: jobs through ``POST /v1/jobs`` against direct calls to the mock.
 
 Both sides keep ``depth`` calls in flight against the mock answering in
-``latency_ms``. The direct side makes the call relayq's worker makes (a
-streamed completion read to ``[DONE]``) from asyncio + aiohttp. The relayq
+``latency_ms``. The direct side makes the call relayq's worker makes for a job
+nobody streams (a whole completion) from asyncio + aiohttp. The relayq
 side submits jobs over HTTP and tops the jobs in flight back up to ``depth``
 as they end; it learns of each end from relayq's event firehose
 (:mod:`bench.perf.outcomes`), then reads the block's jobs from SQL once, for
@@ -147,7 +147,7 @@ async def measure_pair(ctx: Context, *, depth: int, total: int, label: str) -> d
     """A direct block then a relayq block of ``total`` calls/jobs at ``depth``: one repetition."""
     before, client_before = ctx.stack.cpu_seconds(), _own_cpu_seconds()
     direct_finished, direct_errors = await closed_loop(
-        lambda: ctx.direct.stream(chat_body(latency_ms=LATENCY_MS, stream=True)),
+        lambda: ctx.direct.complete(chat_body(latency_ms=LATENCY_MS)),
         depth=depth,
         total=total,
     )
