@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 
-from relayq.logs import JsonFormatter
+from relayq.logs import JsonFormatter, configure_logging
 from tests.jobs import body, submit, wait_for_status
 from tests.stack import Stack, wait_until
 
@@ -70,3 +70,25 @@ def test_a_job_that_ends_is_one_line_that_tells_its_outcome(
         e for e in _lines(log) if e["logger"] in ("celery.app.trace", "celery.worker.strategy")
     ]
     assert traced == []
+
+
+def test_per_request_lines_are_kept_only_at_debug() -> None:
+    """httpx's line per upstream request and Celery's per message are off at INFO (the
+    job's own line tells more), on at DEBUG."""
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    chatty = [logging.getLogger(name) for name in ("httpx", "celery.app.trace")]
+    levels = [logger.level for logger in chatty]
+    try:
+        configure_logging("INFO")
+        assert not any(logger.isEnabledFor(logging.INFO) for logger in chatty)
+        assert logging.getLogger("relayq.jobs").isEnabledFor(logging.INFO)
+        for logger in chatty:
+            logger.setLevel(logging.NOTSET)
+        configure_logging("DEBUG")
+        assert all(logger.isEnabledFor(logging.DEBUG) for logger in chatty)
+    finally:
+        root.handlers[:], _ = saved
+        root.setLevel(saved[1])
+        for logger, level in zip(chatty, levels, strict=True):
+            logger.setLevel(level)

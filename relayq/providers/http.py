@@ -53,19 +53,45 @@ _FALLBACK_TIMEOUT = httpx.Timeout(600.0, connect=10.0)
 """Used only by a request sent without its own timeout (adapters always pass one)."""
 
 
+class _NoCookies(httpx.Cookies):
+    """A jar that keeps nothing: ``Set-Cookie`` answers are not stored."""
+
+    def extract_cookies(self, response: httpx.Response) -> None:
+        return None
+
+
+class _UpstreamClient(httpx.AsyncClient):
+    """httpx's client that keeps no cookies between calls.
+
+    One client carries every key's calls, so a cookie an upstream set on one
+    call (a CDN's bot-management cookie, say) would ride along on every other
+    key's. Reading each answer's cookies into a jar also cost a few percent of
+    a worker's CPU per job (urllib's cookie machinery, built per response).
+    """
+
+    @property
+    def cookies(self) -> httpx.Cookies:
+        return _NoCookies()
+
+    @cookies.setter
+    def cookies(self, cookies: object) -> None:
+        pass  # httpx.AsyncClient.__init__ sets its own; none is kept
+
+
 def build_http_client(*, max_connections: int) -> httpx.AsyncClient:
     """The process-wide upstream client: httpx's API on an aiohttp connection pool.
 
     ``max_connections`` caps open connections across all hosts; calls beyond it
     wait for a free one (bounded by the request's ``pool`` timeout). The
-    client reads no proxy or certificate settings from the environment: relayq
-    is configured through :class:`relayq.settings.Settings` alone. Close it
+    client reads no proxy or certificate settings from the environment (relayq
+    is configured through :class:`relayq.settings.Settings` alone) and keeps
+    no cookies from one call to the next. Close it
     with ``await client.aclose()`` (or ``async with``) on the loop that used it.
     """
     limits = httpx.Limits(
         max_connections=max_connections, max_keepalive_connections=max_connections
     )
-    return httpx.AsyncClient(
+    return _UpstreamClient(
         transport=AiohttpTransport(limits=limits, trust_env=False),
         timeout=_FALLBACK_TIMEOUT,
         trust_env=False,

@@ -18,7 +18,7 @@ from relayq.providers.errors import (
 )
 from relayq.providers.http import build_http_client, request_timeout, transport_errors
 from relayq.settings import ProviderSettings
-from tests.fakes.openai_server import FakeOpenAI
+from tests.fakes.openai_server import FakeOpenAI, Reply
 
 
 def test_client_runs_on_the_aiohttp_transport() -> None:
@@ -41,6 +41,30 @@ def test_client_talks_to_a_real_server() -> None:
         response = asyncio.run(fetch(f"{server.base_url}/models"))
     assert response.status_code == 200
     assert response.json()["data"][0]["object"] == "model"
+
+
+def test_a_cookie_an_upstream_sets_is_not_sent_on_later_calls() -> None:
+    """One client carries every key's calls: what an upstream set for one call stays there."""
+
+    async def two_calls(url: str) -> list[int]:
+        async with build_http_client(max_connections=2) as http:
+            statuses = []
+            for _ in range(2):
+                response = await http.post(
+                    url,
+                    json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]},
+                    headers={"Authorization": "Bearer k"},
+                )
+                statuses.append(response.status_code)
+            return statuses
+
+    with FakeOpenAI(api_key="k") as server:
+        server.script(Reply(headers={"Set-Cookie": "__cf_bm=abc123; Path=/; HttpOnly"}))
+        statuses = asyncio.run(two_calls(f"{server.base_url}/chat/completions"))
+        calls = [r for r in server.requests if r.method == "POST"]
+    assert statuses == [200, 200]
+    assert len(calls) == 2
+    assert all("cookie" not in {name.lower() for name in call.headers} for call in calls)
 
 
 def test_request_timeout_comes_from_the_provider_settings() -> None:
