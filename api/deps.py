@@ -57,14 +57,15 @@ async def get_key(
             code="invalid_authorization_header",
             headers=_CHALLENGE,
         )
-    key = services.keys.get(secret.strip())
-    if key is None:
+    secret = secret.strip()
+
+    async def load() -> ApiKey | None:
         async with services.database.session() as session:
-            key = await find_active_key(session, secret=secret.strip())
-        if key is not None:
-            services.keys.put(secret.strip(), key)
+            return await find_active_key(session, secret=secret)
+
+    key = await services.keys.find(secret, load)
     if key is None:
-        hint = secret.strip()[-4:]
+        hint = secret[-4:]
         raise APIError(
             401,
             f"Incorrect API key provided: ...{hint}. It is unknown or revoked.",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from api.key_cache import KeyCache
 from relayq.store.models import ApiKey
 
@@ -34,3 +36,67 @@ def test_a_ttl_of_zero_caches_nothing() -> None:
     cache = KeyCache(ttl_seconds=0.0, clock=Clock())
     cache.put("rq-secret", key())
     assert cache.get("rq-secret") is None
+
+
+def test_concurrent_finds_of_one_secret_share_one_lookup() -> None:
+    """An entry that ran out under load is looked up once, not once per waiting request."""
+    cache = KeyCache(ttl_seconds=5.0, clock=Clock())
+    found = key()
+    lookups = 0
+
+    async def load() -> ApiKey | None:
+        nonlocal lookups
+        lookups += 1
+        await asyncio.sleep(0.01)
+        return found
+
+    async def many() -> list[ApiKey | None]:
+        return await asyncio.gather(*(cache.find("rq-secret", load) for _ in range(50)))
+
+    assert asyncio.run(many()) == [found] * 50
+    assert lookups == 1
+    assert cache.get("rq-secret") is found
+
+
+def test_an_unknown_secret_is_looked_up_again_and_a_failed_lookup_fails_its_waiters() -> None:
+    cache = KeyCache(ttl_seconds=5.0, clock=Clock())
+    lookups = 0
+
+    async def unknown() -> ApiKey | None:
+        nonlocal lookups
+        lookups += 1
+        return None
+
+    async def broken() -> ApiKey | None:
+        await asyncio.sleep(0.01)
+        raise ConnectionError("database unavailable")
+
+    async def run() -> list[object]:
+        assert await cache.find("rq-nobody", unknown) is None
+        assert await cache.find("rq-nobody", unknown) is None
+        return await asyncio.gather(
+            *(cache.find("rq-secret", broken) for _ in range(3)), return_exceptions=True
+        )
+
+    failures = asyncio.run(run())
+    assert lookups == 2  # unknown secrets are never kept
+    assert [type(f) for f in failures] == [ConnectionError] * 3
+
+
+def test_a_cancelled_request_does_not_cancel_the_shared_lookup() -> None:
+    cache = KeyCache(ttl_seconds=5.0, clock=Clock())
+    found = key()
+
+    async def load() -> ApiKey | None:
+        await asyncio.sleep(0.02)
+        return found
+
+    async def run() -> ApiKey | None:
+        first = asyncio.ensure_future(cache.find("rq-secret", load))
+        second = asyncio.ensure_future(cache.find("rq-secret", load))
+        await asyncio.sleep(0.005)
+        first.cancel()
+        return await second
+
+    assert asyncio.run(run()) is found
+    assert cache.get("rq-secret") is found
