@@ -24,6 +24,7 @@ from relayq.live import LiveRouting
 from relayq.metrics import ApiMetrics, StateCollector
 from relayq.providers import Provider, build_providers
 from relayq.providers.http import build_http_client
+from relayq.redis_batch import CommandBatch
 from relayq.redis_pool import shared_redis
 from relayq.replies import ReplyHub
 from relayq.routing import Router
@@ -43,8 +44,13 @@ class Services:
         self.started_at = time.time()
         self.database = Database(settings.database_url, pool_size=settings.database_pool_size)
         self.redis = shared_redis(settings.redis_url)
+        # One pipeline per loop tick carries every request's commands (key limits,
+        # events, routing counts, the sync lane), not one per component.
+        self.batch = CommandBatch(self.redis)
         self.enqueuer = WebhookEnqueuer(settings=settings)
-        self.routing_state = RoutingState(self.redis, key_prefix=settings.key_prefix)
+        self.routing_state = RoutingState(
+            self.redis, key_prefix=settings.key_prefix, batch=self.batch
+        )
         self.storage: FileStorage = DirectoryStorage(settings.files.storage_dir)
         self.keys = KeyCache(ttl_seconds=settings.api.key_cache_seconds)
         # Read by the admin API and /metrics; the workers write it.
@@ -70,6 +76,7 @@ class Services:
             retention_seconds=settings.events.retention_seconds,
             # Cancels and cache hits end jobs here: publish their webhooks at once.
             listeners=[DeliveryPublisher(database=self.database, enqueuer=self.enqueuer)],
+            batch=self.batch,
         )
         self.live = LiveRouting(settings, apply=self._apply)
         self.marks = EnqueueMarks(self.database)
@@ -83,7 +90,8 @@ class Services:
             cache=ResponseCache(self.redis, key_prefix=settings.key_prefix),
             events=self.events,
             marks=self.marks,
-            key_limits=KeyLimits(self.redis, key_prefix=settings.key_prefix),
+            key_limits=KeyLimits(self.redis, key_prefix=settings.key_prefix, batch=self.batch),
+            batch=self.batch,
         )
         self._watcher: asyncio.Task[None] | None = None
         self.registry = CollectorRegistry()

@@ -111,6 +111,7 @@ class Intake:
         events: EventLog,
         marks: EnqueueMarks,
         key_limits: KeyLimits | None = None,
+        batch: CommandBatch | None = None,
     ) -> None:
         self._settings = settings
         self._database = database
@@ -123,7 +124,7 @@ class Intake:
         self._events = events
         self._marks = marks
         self._key_limits = key_limits
-        batch = CommandBatch(redis)
+        batch = batch or CommandBatch(redis)
         self._replies = Replies(batch, key_prefix=settings.key_prefix)
         self._lane = LaneSender(batch, key_prefix=settings.key_prefix)
 

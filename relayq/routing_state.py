@@ -67,7 +67,15 @@ class RoutingState:
         return [float(v) if v is not None else None for v in values]
 
     async def assigned(self, *, provider: str, model: str) -> None:
-        await self._redis.hincrby(self._in_flight_key, deployment_field(provider, model), 1)
+        """A job was assigned to this deployment: in the next shared pipeline, as the
+        API assigns a job per request (a connection checked out each cost more than
+        the command)."""
+        field = deployment_field(provider, model)
+        (reply,) = await self._batch.execute(
+            lambda pipe: pipe.hincrby(self._in_flight_key, field, 1)
+        )
+        if isinstance(reply, Exception):
+            raise reply
 
     async def assigned_many(self, counts: Mapping[tuple[str, str], int]) -> None:
         """Count many new jobs at once (a batch's released requests), in one round trip."""
