@@ -1,9 +1,10 @@
 """A misbehaving OpenAI-compatible upstream on loopback, for chaos runs.
 
-It answers ``POST /v1/chat/completions`` (streamed, as relayq's workers call
-it) after a latency drawn from a range, and fails a seeded random share of
-calls: HTTP 500, 429 with Retry-After, a stall longer than the caller's read
-timeout, a stream cut before ``[DONE]``, a malformed event. It records when
+It answers ``POST /v1/chat/completions`` (streamed when asked, as relayq's
+workers ask for streamed jobs; else the whole answer) after a latency drawn
+from a range, and fails a seeded random share of calls: HTTP 500, 429 with
+Retry-After, a stall longer than the caller's read timeout, a body or stream
+cut before its end, a malformed body or event. It records when
 each call arrived, so a run can count requests per minute as the vendor sees
 them.
 """
@@ -95,6 +96,8 @@ class FlakyUpstream(ThreadedServer):
             )
         if kind == "stall":
             await asyncio.sleep(self.mix.stall_seconds)
+        if not body.get("stream"):
+            return await self._whole(request, body, kind)
         response = web.StreamResponse(headers={"content-type": "text/event-stream"})
         await response.prepare(request)
         words = ["fine", " answer", " from", " upstream"]
@@ -137,3 +140,33 @@ class FlakyUpstream(ThreadedServer):
                 start += 1
             most = max(most, end - start + 1)
         return most
+
+    async def _whole(
+        self, request: web.Request, body: dict[str, object], kind: str
+    ) -> web.StreamResponse:
+        """A whole ``chat.completion``; ``cut`` drops the connection halfway through the
+        body, ``malformed`` sends a body that is not JSON."""
+        completion = {
+            "id": "chatcmpl-flaky",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": body.get("model", "flaky"),
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": "fine answer from upstream"},
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": {"prompt_tokens": 5, "completion_tokens": 4, "total_tokens": 9},
+        }
+        content = b"{not json" if kind == "malformed" else json.dumps(completion).encode()
+        if kind != "cut":
+            return web.Response(body=content, content_type="application/json")
+        response = web.StreamResponse(headers={"content-type": "application/json"})
+        response.content_length = len(content)
+        await response.prepare(request)
+        await response.write(content[: len(content) // 2])
+        assert request.transport is not None
+        request.transport.close()  # the connection drops mid-body
+        return response
