@@ -53,8 +53,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Queue-backed LLM completion jobs with an OpenAI-compatible face.",
         lifespan=lifespan,
         # FastAPI's own OpenTelemetry hooks ask the global providers on every
-        # request whether they are set up (an environment lookup each): a tenth
-        # of a job's API time. relayq exports no traces or metrics through them.
+        # request whether they are set up (environment lookups each time: a few
+        # percent of a job's API profile). relayq exports nothing through them.
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     install_error_handlers(app)

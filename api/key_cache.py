@@ -7,8 +7,8 @@ takes effect within that long. Unknown secrets are never cached.
 
 Lookups are shared: when a key's entry runs out under load, every request
 that comes for it meanwhile waits for one lookup instead of opening a session
-each (at 100 requests in flight that stampede, every few seconds, was a
-quarter of the API's time per job).
+each (with the stampede gone, the API's CPU per job at 100 requests in
+flight went from 1.85-2.05 ms to 1.5-1.7 ms on a probe stack).
 """
 
 from __future__ import annotations
