@@ -25,6 +25,7 @@ from api.routes import (
     webhooks,
 )
 from api.services import Services
+from relayq.heap import settle
 from relayq.logs import configure_logging
 from relayq.metrics import ApiMetrics
 from relayq.settings import Settings
@@ -42,6 +43,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         services = Services(settings)
         services.start()
         app.state.services = services
+        settle()
         try:
             yield
         finally:

@@ -1,15 +1,20 @@
-"""Streamed chunks as ``delta`` events, batched so a fast stream costs few round trips.
+"""Streamed chunks as ``delta`` events, gathered so a fast stream costs few round trips.
 
-The first chunk goes out at once (time to first token is what a streaming
-caller feels); later ones are gathered for ``interval`` seconds and sent
-together, each batch one delta carrying its text and the chunks themselves.
-Where they go is the caller's choice: the job's event stream, or the reply
-stream of the API process whose caller waits (:mod:`relayq.replies`).
+One send is in flight at a time, on its own task: the first chunk goes out at
+once (time to first token is what a streaming caller feels), and the chunks
+that arrive while a send is in flight go together in the next one, each batch
+one delta carrying its text and the chunks themselves. No timer holds a chunk
+back: a chunk waits at most for the send before it, never for the chunk after
+it (an interval-based batch held the last chunk of a burst until the next
+chunk came, a whole token interval later). Where deltas go is the caller's
+choice: the job's event stream, or the reply stream of the API process whose
+caller waits (:mod:`relayq.replies`).
 """
 
 from __future__ import annotations
 
-import time
+import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -23,29 +28,50 @@ DeltaSink = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 class DeltaPublisher:
-    def __init__(self, send: DeltaSink, *, interval: float = 0.02) -> None:
+    def __init__(self, send: DeltaSink) -> None:
         self._send = send
-        self._interval = interval
         self._pending: list[ChatCompletionChunk] = []
-        self._last_flush: float | None = None
+        self._sending: asyncio.Future[None] | None = None
         self.text_sent = False
-        """Whether any text went out: the caller may then hold this attempt's words."""
+        """Whether any text went out (or is on its way): the caller may then hold
+        this attempt's words."""
 
-    async def add(self, chunk: ChatCompletionChunk) -> None:
+    def add(self, chunk: ChatCompletionChunk) -> None:
+        """Queue ``chunk``; start a send unless one is in flight (it takes this one next).
+
+        A send that failed raises here, so the stream stops at its next chunk.
+        """
         self._pending.append(chunk)
-        now = time.monotonic()
-        if self._last_flush is None or now - self._last_flush >= self._interval:
-            await self.flush()
+        sending = self._sending
+        if sending is None or sending.done():
+            if sending is not None:
+                sending.result()
+            self._sending = asyncio.ensure_future(self._drain())
 
     async def flush(self) -> None:
-        """Send what is pending as one delta."""
-        if not self._pending:
-            return
-        chunks, self._pending = self._pending, []
-        self._last_flush = time.monotonic()
-        data: dict[str, Any] = {
-            "text": "".join(chunk_text(chunk) for chunk in chunks),
-            "chunks": [chunk.model_dump(mode="json", exclude_none=True) for chunk in chunks],
-        }
-        self.text_sent = self.text_sent or bool(data["text"])
-        await self._send(data)
+        """Wait until every chunk added so far has been sent."""
+        if self._sending is not None:
+            await self._sending
+        if self._pending:  # only if the last send failed before taking them
+            await self._drain()
+
+    async def abandon(self) -> None:
+        """The run ended without its answer: wait for the send in flight, drop the rest.
+
+        What was in flight may reach the caller (``text_sent`` says so); nothing
+        queued after it is sent, so no delta follows the run's failure.
+        """
+        self._pending.clear()
+        if self._sending is not None:
+            with contextlib.suppress(Exception):
+                await self._sending
+
+    async def _drain(self) -> None:
+        while self._pending:
+            chunks, self._pending = self._pending, []
+            data: dict[str, Any] = {
+                "text": "".join(chunk_text(chunk) for chunk in chunks),
+                "chunks": [chunk.model_dump(mode="json", exclude_none=True) for chunk in chunks],
+            }
+            self.text_sent = self.text_sent or bool(data["text"])
+            await self._send(data)

@@ -123,7 +123,11 @@ async def _stream(
         async for chunk in chunks:
             assembler.add(chunk)
             if deltas is not None:
-                await deltas.add(chunk)
+                deltas.add(chunk)
+    except BaseException:
+        if deltas is not None:  # no delta may follow the run's end
+            await deltas.abandon()
+        raise
     finally:
         # Release the upstream connection now, also when cancelled mid-stream.
         close = getattr(chunks, "aclose", None)

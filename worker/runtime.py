@@ -32,6 +32,7 @@ from relayq.config import RoutingConfig
 from relayq.events import EventListener, EventLog
 from relayq.execution import Executor, RunResult
 from relayq.files.storage import DirectoryStorage
+from relayq.heap import settle
 from relayq.key_limits import KeyLimits
 from relayq.live import LiveRouting
 from relayq.metrics import WorkerMetrics
@@ -119,6 +120,7 @@ class WorkerRuntime:
         self._thread.start()
         self._loop = loop
         self.call(self._open())
+        settle()
 
     def stop(self) -> None:
         """Close everything opened by start() and stop the loop thread."""
