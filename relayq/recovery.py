@@ -15,8 +15,19 @@ process dies, the supervisor (:func:`hand_back`):
   sync job's whole message when its row was never stored, and the sync-lane
   entries it read (:func:`relayq.sync_lane.release_consumer`).
 
-Leases and the broker's redelivery stay the slower net for a machine lost
-whole. A duplicate message is harmless: claims are fenced.
+A process with no supervisor, or a machine lost whole with its supervisor,
+has nobody to learn of its death at once. Every worker process beats
+(:class:`Heartbeat`): it notes itself in a hash of workers and keeps a key
+alive for three beats. The others sweep that hash; a process silent for three
+beats is taken for dead and handed back the same way, by whichever live
+worker gets there first. A process sweeps only after its own beats went
+through for three beats in a row, so a Redis that was away (every worker
+silent at once) is not read as every worker dead.
+
+Leases and the broker's redelivery stay the last net. A duplicate message is
+harmless: claims are fenced; a process wrongly taken for dead (its loop
+stalled for three beats) only loses the outcome writes of the jobs it held,
+which run again.
 """
 
 from __future__ import annotations
@@ -30,6 +41,7 @@ from typing import Any, cast
 import orjson
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
+from redis.exceptions import RedisError
 from sqlalchemy import select
 
 from relayq.jobs import JobStatus
@@ -41,7 +53,15 @@ from relayq.store.jobs import release_owned
 from relayq.store.models import Job
 from relayq.sync_lane import release_consumer
 
-__all__ = ["Taken", "hand_back", "taken_key"]
+__all__ = [
+    "Heartbeat",
+    "Taken",
+    "alive_key",
+    "hand_back",
+    "release_instance",
+    "taken_key",
+    "workers_key",
+]
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +73,15 @@ _UNACKED_INDEX = "unacked_index"
 
 def taken_key(key_prefix: str, instance: str) -> str:
     return f"{key_prefix}:taken:{instance}"
+
+
+def workers_key(key_prefix: str) -> str:
+    """The hash of the worker processes that said they live: instance → last beat."""
+    return f"{key_prefix}:workers"
+
+
+def alive_key(key_prefix: str, instance: str) -> str:
+    return f"{key_prefix}:alive:{instance}"
 
 
 class Taken:
@@ -74,6 +103,103 @@ class Taken:
 
     async def done(self, job_id: str) -> None:
         await self._batch.execute(lambda pipe: pipe.hdel(self._key, job_id))
+
+
+_SILENT_BEATS = 3
+"""Beats a process may miss before it is taken for dead."""
+
+
+class Heartbeat:
+    """A worker process's sign of life, and its sweep for processes that went silent."""
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        *,
+        database: Database,
+        enqueuer: Enqueuer,
+        key_prefix: str,
+        instance: str,
+        interval: float,
+    ) -> None:
+        self._redis = redis
+        self._database = database
+        self._enqueuer = enqueuer
+        self._prefix = key_prefix
+        self._instance = instance
+        self._interval = interval
+        self._silent_after = interval * _SILENT_BEATS
+
+    async def beat(self) -> None:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hset(workers_key(self._prefix), self._instance, repr(time.time()))
+            pipe.set(
+                alive_key(self._prefix, self._instance),
+                b"1",
+                px=int(self._silent_after * 1000),
+            )
+            await pipe.execute()
+
+    async def sweep(self) -> list[str]:
+        """Hand back every process that beat once and went silent; their instance ids."""
+        registered = cast(dict[bytes, bytes], await self._redis.hgetall(workers_key(self._prefix)))
+        others = [(k.decode(), float(v)) for k, v in registered.items()]
+        others = [(instance, last) for instance, last in others if instance != self._instance]
+        if not others:
+            return []
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for instance, _ in others:
+                pipe.exists(alive_key(self._prefix, instance))
+            alive = await pipe.execute()
+        swept: list[str] = []
+        for (instance, last), living in zip(others, alive, strict=True):
+            if living:
+                continue
+            claimed = await self._redis.set(
+                f"{self._prefix}:handing-back:{instance}",
+                self._instance,
+                nx=True,
+                px=int(self._silent_after * 4 * 1000),
+            )
+            if not claimed:
+                continue  # another worker is at it
+            log.warning("worker %s silent since %.0f: handing its jobs back", instance, last)
+            await release_instance(
+                database=self._database,
+                redis=self._redis,
+                enqueuer=self._enqueuer,
+                key_prefix=self._prefix,
+                instance=instance,
+                # Messages it took after its last beat, before it could record them.
+                since=last - self._interval,
+            )
+            swept.append(instance)
+        return swept
+
+    async def run_forever(self) -> None:
+        """Beat every interval; sweep once this process's own beats have held a while."""
+        steady_since: float | None = None
+        while True:
+            try:
+                await self.beat()
+                now = time.monotonic()
+                if steady_since is None:
+                    steady_since = now
+                elif now - steady_since >= self._silent_after:
+                    await self.sweep()
+            except RedisError as exc:
+                steady_since = None
+                log.warning("worker heartbeat skipped, Redis unavailable: %s", exc)
+            except Exception:
+                log.exception("sweep for silent workers failed")
+            await asyncio.sleep(self._interval)
+
+    async def stop(self) -> None:
+        """Leave the hash of workers: a process that stopped cleanly holds nothing."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hdel(workers_key(self._prefix), self._instance)
+            pipe.delete(alive_key(self._prefix, self._instance))
+            await pipe.execute()
 
 
 def hand_back(settings: Settings, instance: str, *, since: float | None = None) -> int:
@@ -118,52 +244,72 @@ async def _unacked_jobs(redis: aioredis.Redis, since: float) -> list[str]:
 async def _hand_back(settings: Settings, instance: str, since: float | None) -> int:
     database = Database(settings.database_url)
     redis = aioredis.Redis.from_url(settings.redis_url)
-    key = taken_key(settings.key_prefix, instance)
+    enqueuer = Enqueuer(settings=settings)
     try:
-        async with database.session() as session:
-            released = await release_owned(session, owner=instance, now=time.time())
-        taken = cast(dict[bytes, bytes], await redis.hgetall(key))
-        messages: dict[str, tuple[str, str, int, dict[str, Any] | None]] = {
-            job.job_id: (job.job_id, job.provider, job.priority, None) for job in released
-        }
-        durable = [k.decode() for k, v in taken.items() if not v and k.decode() not in messages]
-        if since is not None:
-            durable += [j for j in await _unacked_jobs(redis, since) if j not in messages]
-        if durable:
-            async with database.session() as session:
-                query = select(Job.id, Job.provider, Job.priority).where(
-                    Job.id.in_(durable),
-                    Job.status == JobStatus.QUEUED.value,
-                    Job.held.is_(False),
-                )
-                for job_id, provider, priority in (await session.execute(query)).all():
-                    messages[job_id] = (job_id, provider, priority, None)
-        for raw_id, raw in taken.items():
-            job_id = raw_id.decode()
-            if raw and job_id not in messages:
-                direct: dict[str, Any] = {**orjson.loads(raw), "redelivered": True}
-                job = direct["job"]
-                messages[job_id] = (job_id, job["provider"], job["priority"], direct)
-        # Sync jobs it read from the lane: those it took are in ``taken`` too.
-        lane = await release_consumer(redis, key_prefix=settings.key_prefix, consumer=instance)
-        for job_id, direct in lane.items():
-            if job_id not in messages:
-                job = direct["job"]
-                messages[job_id] = (
-                    job_id,
-                    job["provider"],
-                    job["priority"],
-                    {**direct, "redelivered": True},
-                )
-        enqueuer = Enqueuer(settings=settings)
-        try:
-            sent = await asyncio.to_thread(enqueuer.send_many, list(messages.values()))
-        finally:
-            enqueuer.close()
-        await redis.delete(key)
+        return await release_instance(
+            database=database,
+            redis=redis,
+            enqueuer=enqueuer,
+            key_prefix=settings.key_prefix,
+            instance=instance,
+            since=since,
+        )
     finally:
+        enqueuer.close()
         await redis.aclose()
         await database.aclose()
+
+
+async def release_instance(
+    *,
+    database: Database,
+    redis: aioredis.Redis,
+    enqueuer: Enqueuer,
+    key_prefix: str,
+    instance: str,
+    since: float | None,
+) -> int:
+    """Hand back what the dead process ``instance`` held (see :func:`hand_back`), on
+    open connections; how many jobs were sent again."""
+    key = taken_key(key_prefix, instance)
+    async with database.session() as session:
+        released = await release_owned(session, owner=instance, now=time.time())
+    taken = cast(dict[bytes, bytes], await redis.hgetall(key))
+    messages: dict[str, tuple[str, str, int, dict[str, Any] | None]] = {
+        job.job_id: (job.job_id, job.provider, job.priority, None) for job in released
+    }
+    durable = [k.decode() for k, v in taken.items() if not v and k.decode() not in messages]
+    if since is not None:
+        durable += [j for j in await _unacked_jobs(redis, since) if j not in messages]
+    if durable:
+        async with database.session() as session:
+            query = select(Job.id, Job.provider, Job.priority).where(
+                Job.id.in_(durable),
+                Job.status == JobStatus.QUEUED.value,
+                Job.held.is_(False),
+            )
+            for job_id, provider, priority in (await session.execute(query)).all():
+                messages[job_id] = (job_id, provider, priority, None)
+    for raw_id, raw in taken.items():
+        job_id = raw_id.decode()
+        if raw and job_id not in messages:
+            direct: dict[str, Any] = {**orjson.loads(raw), "redelivered": True}
+            job = direct["job"]
+            messages[job_id] = (job_id, job["provider"], job["priority"], direct)
+    # Sync jobs it read from the lane: those it took are in ``taken`` too.
+    lane = await release_consumer(redis, key_prefix=key_prefix, consumer=instance)
+    for job_id, direct in lane.items():
+        if job_id not in messages:
+            job = direct["job"]
+            messages[job_id] = (
+                job_id,
+                job["provider"],
+                job["priority"],
+                {**direct, "redelivered": True},
+            )
+    sent = await asyncio.to_thread(enqueuer.send_many, list(messages.values()))
+    await redis.delete(key)
+    await redis.hdel(workers_key(key_prefix), instance)
     log.warning(
         "worker %s died: %d running jobs handed back, %d jobs sent again",
         instance,

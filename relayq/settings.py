@@ -76,6 +76,9 @@ class WorkerSettings(BaseModel):
     instance: str | None = None
     """This worker process's own id, set by its supervisor for each process it starts
     (a new one when unset): the owner of the jobs it claims (see relayq/recovery.py)."""
+    heartbeat_seconds: float = Field(default=5.0, gt=0)
+    """A worker process says it is alive this often; one silent for three of these is
+    taken for dead, and a live worker hands its jobs back (see relayq/recovery.py)."""
     supervise: bool = True
     """``python -m worker`` restarts its Celery worker if it exits unasked.
 

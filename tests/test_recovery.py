@@ -156,6 +156,56 @@ def test_a_supervised_workers_jobs_run_again_within_seconds_of_its_death(
         assert [a["status"] for a in job["attempts"]] == ["interrupted", "succeeded"]
 
 
+def test_a_lost_machines_jobs_are_handed_back_by_another_worker_within_a_lease(
+    private_database_url: str, logs: Path
+) -> None:
+    """A worker and its supervisor SIGKILLed together (a machine lost whole: nobody
+    learns of the death at once), on the shipped lease (60 s), visibility timeout
+    (300 s) and heartbeat (5 s). Another worker takes it for dead three beats after
+    its last and hands back the jobs it ran and those it had taken but not begun,
+    so every job succeeds within one lease of the kill; before, the taken ones
+    waited for the broker's redelivery, 300 s."""
+    make_key = key_factory(private_database_url)
+    with (
+        running_valkey() as broker_url,
+        Stack(
+            database_url=private_database_url,
+            redis_url=broker_url,
+            logs=logs,
+            env={"RELAYQ_WORKER__CONCURRENCY": "2", **SHIPPED_RECOVERY},
+        ) as stack,
+    ):
+        stack.start_api()
+        doomed = stack.start_worker()
+        headers = {"Authorization": f"Bearer {make_key()}"}
+        with httpx.Client(base_url=stack.base_url, headers=headers, timeout=10) as client:
+            payload = body("machine lost", mock={"latency_ms": 3000})
+            with ThreadPoolExecutor(6) as pool:
+                jobs = list(pool.map(lambda _: submit(client, payload), range(6)))
+
+            def two_running() -> bool:
+                states = [client.get(f"/v1/jobs/{j['id']}").json()["status"] for j in jobs]
+                return states.count("running") == 2
+
+            wait_until(two_running, timeout=10)
+            stack.kill_worker(doomed)
+            killed = time.time()
+            stack.start_worker()
+            finished = [
+                wait_for_status(client, job["id"], {"succeeded", "failed"}, timeout=70)
+                for job in jobs
+            ]
+        instances = redis.Redis.from_url(broker_url).hkeys(f"{Settings().key_prefix}:workers")
+
+    assert [job["status"] for job in finished] == ["succeeded"] * 6
+    assert max(job["finished_at"] for job in finished) - killed < SHIPPED.lease_seconds
+    cut = [job for job in finished if len(job["attempts"]) > 1]
+    assert len(cut) == 2
+    for job in cut:
+        assert [a["status"] for a in job["attempts"]] == ["interrupted", "succeeded"]
+    assert len(instances) == 1  # the dead one left the hash of workers; the live one is in it
+
+
 def _deliver_to_a_consumer_that_dies(broker_url: str, queue: str, *, drop: bool = False) -> int:
     """Do what kombu's Redis transport does when it delivers: move each message of
     ``queue`` to the ``unacked`` hash, its delivery time to ``unacked_index``. Nobody

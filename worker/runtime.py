@@ -20,6 +20,7 @@ from concurrent.futures import Future
 from typing import Any, TypeVar
 
 from prometheus_client import CollectorRegistry, start_http_server
+from redis.exceptions import RedisError
 
 from relayq.batches.notify import BatchNotifier
 from relayq.batches.preparation import BatchPreparer, Prepared
@@ -41,7 +42,7 @@ from relayq.providers.http import build_http_client
 from relayq.queueing import Enqueuer
 from relayq.ratelimit import RateLimiter
 from relayq.reconciler import Reconciler
-from relayq.recovery import Taken
+from relayq.recovery import Heartbeat, Taken
 from relayq.redis_batch import CommandBatch
 from relayq.redis_pool import shared_redis
 from relayq.replies import Replies
@@ -105,6 +106,7 @@ class WorkerRuntime:
         self._preparer: BatchPreparer | None = None
         self._background: list[asyncio.Task[None]] = []
         self._lane: LaneConsumer | None = None
+        self._heartbeat: Heartbeat | None = None
         self._closers: list[Coroutine[Any, Any, Any]] = []
         self._lock = threading.Lock()
 
@@ -262,6 +264,14 @@ class WorkerRuntime:
             events=events,
         )
         self._executor = executor
+        self._heartbeat = Heartbeat(
+            redis,
+            database=database,
+            enqueuer=self._enqueuer,
+            key_prefix=settings.key_prefix,
+            instance=instance,
+            interval=settings.worker.heartbeat_seconds,
+        )
 
         def lane_queues() -> list[str]:
             names = settings.worker.providers
@@ -313,6 +323,7 @@ class WorkerRuntime:
                     interval=settings.worker.reconcile_interval,
                 )
             ),
+            asyncio.create_task(self._heartbeat.run_forever()),
         ]
         self._lane.start()
         if settings.worker.batches:
@@ -349,6 +360,11 @@ class WorkerRuntime:
             _, stuck = await asyncio.wait(self._background, timeout=_CLOSE_SECONDS / 2)
             for task in stuck:
                 log.error("%s did not stop when cancelled: %s", task.get_name(), _stack(task))
+        if self._heartbeat is not None:
+            try:
+                await asyncio.wait_for(self._heartbeat.stop(), timeout=_CLOSE_SECONDS / 4)
+            except (TimeoutError, RedisError) as exc:
+                log.warning("worker left its heartbeat to lapse: %s", exc)
         for closer in self._closers:
             try:
                 await asyncio.wait_for(closer, timeout=_CLOSE_SECONDS / 2 / len(self._closers))

@@ -1,0 +1,116 @@
+"""Heartbeat: worker processes that went silent are found and handed back, once, by a
+live one; live ones and the sweeper itself are left alone. On a real Redis and database;
+the stack-level test (a machine lost whole) is in tests/test_recovery.py."""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+import redis.asyncio as aioredis
+
+from relayq.queueing import Enqueuer
+from relayq.recovery import Heartbeat, alive_key, taken_key, workers_key
+from relayq.settings import Settings
+from relayq.store import Database
+from tests.services import run
+
+PREFIX = "heartbeat-test"
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def test_a_silent_worker_is_handed_back_once_and_live_ones_are_left_alone(
+    redis_server: str, database_url: str
+) -> None:
+    url = f"{redis_server}/15"
+
+    async def scenario() -> dict[str, object]:
+        redis = aioredis.Redis.from_url(url)
+        await redis.flushdb()
+        database = Database(database_url)
+        settings = Settings(redis_url=url)
+        enqueuer = Enqueuer(settings=settings)
+        queue = settings.queue_for("mock")
+
+        def heartbeat(instance: str) -> Heartbeat:
+            return Heartbeat(
+                redis,
+                database=database,
+                enqueuer=enqueuer,
+                key_prefix=PREFIX,
+                instance=instance,
+                interval=0.05,
+            )
+
+        sweeper, live, dead = heartbeat("sweeper"), heartbeat("live"), heartbeat("dead")
+        try:
+            for beat in (sweeper, live, dead):
+                await beat.beat()
+            # What the dead one took: a sync job's whole message, to be sent again.
+            direct = {"job": {"id": "job-of-the-dead", "provider": "mock", "priority": 5}}
+            await redis.hset(taken_key(PREFIX, "dead"), "job-of-the-dead", orjson.dumps(direct))
+            before = await sweeper.sweep()  # every one beat within three beats
+            await asyncio.sleep(0.2)  # the dead one misses its beats; the others beat on
+            await sweeper.beat()
+            await live.beat()
+            swept = await sweeper.sweep()
+            again = await live.sweep()  # a second sweeper finds nothing left to do
+            return {
+                "before": before,
+                "swept": swept,
+                "again": again,
+                "workers": sorted(_text(k) for k in await redis.hkeys(workers_key(PREFIX))),
+                "taken_left": await redis.exists(taken_key(PREFIX, "dead")),
+                "alive": await redis.exists(alive_key(PREFIX, "live")),
+                # The broker's lists for the mock's queue (one per priority band).
+                "queued": [_text(k) for k in await redis.keys(f"{queue}*")],
+            }
+        finally:
+            enqueuer.close()
+            await database.aclose()
+            await redis.flushdb()
+            await redis.aclose()
+
+    seen = run(scenario())
+    assert seen["before"] == []
+    assert seen["swept"] == ["dead"]
+    assert seen["again"] == []
+    assert seen["workers"] == ["live", "sweeper"]
+    assert seen["taken_left"] == 0
+    assert seen["alive"] == 1
+    assert seen["queued"], "the dead worker's sync job was not sent again"
+
+
+def test_a_worker_that_stops_cleanly_leaves_the_hash_of_workers(
+    redis_server: str, database_url: str
+) -> None:
+    url = f"{redis_server}/15"
+
+    async def scenario() -> tuple[list[bytes | str], int]:
+        redis = aioredis.Redis.from_url(url)
+        database = Database(database_url)
+        enqueuer = Enqueuer(settings=Settings(redis_url=url))
+        beat = Heartbeat(
+            redis,
+            database=database,
+            enqueuer=enqueuer,
+            key_prefix=PREFIX,
+            instance="leaving",
+            interval=5,
+        )
+        try:
+            await beat.beat()
+            await beat.stop()
+            return await redis.hkeys(workers_key(PREFIX)), await redis.exists(
+                alive_key(PREFIX, "leaving")
+            )
+        finally:
+            enqueuer.close()
+            await database.aclose()
+            await redis.flushdb()
+            await redis.aclose()
+
+    assert run(scenario()) == ([], 0)
