@@ -13,7 +13,10 @@ process dies, the supervisor (:func:`hand_back`):
 - publishes again the jobs whose messages the instance took but never
   claimed (waiting for a slot, or delivered a moment before the kill), and a
   sync job's whole message when its row was never stored, and the sync-lane
-  entries it read (:func:`relayq.sync_lane.release_consumer`).
+  entries it read (:func:`relayq.sync_lane.release_consumer`);
+- voids the message and lease of every webhook delivery it took (taken work
+  too), so the reconciler sends each again at its next pass rather than after
+  the broker's redelivery.
 
 A process with no supervisor, or a machine lost whole with its supervisor,
 has nobody to learn of its death at once. Every worker process beats
@@ -51,12 +54,14 @@ from relayq.settings import Settings
 from relayq.store import Database
 from relayq.store.jobs import release_owned
 from relayq.store.models import Job
+from relayq.store.webhooks import release_deliveries
 from relayq.sync_lane import release_consumer
 
 __all__ = [
     "Heartbeat",
     "Taken",
     "alive_key",
+    "delivery_entry",
     "hand_back",
     "release_instance",
     "taken_key",
@@ -73,6 +78,14 @@ _UNACKED_INDEX = "unacked_index"
 
 def taken_key(key_prefix: str, instance: str) -> str:
     return f"{key_prefix}:taken:{instance}"
+
+
+_DELIVERY = "webhook:"
+
+
+def delivery_entry(delivery_id: str) -> str:
+    """A webhook delivery's entry in a process's record of taken work (beside job ids)."""
+    return f"{_DELIVERY}{delivery_id}"
 
 
 def workers_key(key_prefix: str) -> str:
@@ -274,7 +287,12 @@ async def release_instance(
     key = taken_key(key_prefix, instance)
     async with database.session() as session:
         released = await release_owned(session, owner=instance, now=time.time())
-    taken = cast(dict[bytes, bytes], await redis.hgetall(key))
+    entries = cast(dict[bytes, bytes], await redis.hgetall(key))
+    deliveries = [k.decode()[len(_DELIVERY) :] for k in entries if k.startswith(_DELIVERY.encode())]
+    taken = {k: v for k, v in entries.items() if not k.startswith(_DELIVERY.encode())}
+    if deliveries:
+        async with database.session() as session:
+            await release_deliveries(session, delivery_ids=deliveries)
     messages: dict[str, tuple[str, str, int, dict[str, Any] | None]] = {
         job.job_id: (job.job_id, job.provider, job.priority, None) for job in released
     }
@@ -311,9 +329,11 @@ async def release_instance(
     await redis.delete(key)
     await redis.hdel(workers_key(key_prefix), instance)
     log.warning(
-        "worker %s died: %d running jobs handed back, %d jobs sent again",
+        "worker %s died: %d running jobs handed back, %d jobs sent again, %d webhook "
+        "deliveries left to the reconciler",
         instance,
         len(released),
         len(sent),
+        len(deliveries),
     )
     return len(sent)

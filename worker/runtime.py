@@ -11,11 +11,12 @@ flight per process while each task keeps Celery's ack semantics.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import threading
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
@@ -42,7 +43,7 @@ from relayq.providers.http import build_http_client
 from relayq.queueing import Enqueuer
 from relayq.ratelimit import RateLimiter
 from relayq.reconciler import Reconciler
-from relayq.recovery import Heartbeat, Taken
+from relayq.recovery import Heartbeat, Taken, delivery_entry
 from relayq.redis_batch import CommandBatch
 from relayq.redis_pool import shared_redis
 from relayq.replies import Replies
@@ -107,6 +108,7 @@ class WorkerRuntime:
         self._background: list[asyncio.Task[None]] = []
         self._lane: LaneConsumer | None = None
         self._heartbeat: Heartbeat | None = None
+        self._taken: Taken | None = None
         self._closers: list[Coroutine[Any, Any, Any]] = []
         self._lock = threading.Lock()
 
@@ -150,6 +152,25 @@ class WorkerRuntime:
     def call(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run ``coro`` on the loop and wait for it from this (Celery) thread."""
         return self.submit(coro).result()
+
+    @contextlib.asynccontextmanager
+    async def holding_delivery(self, delivery_id: str) -> AsyncIterator[None]:
+        """Keep a webhook delivery in this process's record of taken work while it is
+        here: if the process dies, whoever hands its work back sends the delivery again."""
+        taken = self._taken
+        if taken is None:
+            yield
+            return
+        entry = delivery_entry(delivery_id)
+        recorded = asyncio.ensure_future(taken.took(entry))  # beside the work, not before
+        try:
+            yield
+        finally:
+            try:
+                await recorded
+                await taken.done(entry)
+            except RedisError as exc:
+                log.warning("taken record of delivery %s not kept: %s", delivery_id, exc)
 
     def start_job(self, job_id: str) -> Future[RunResult]:
         self.start()
@@ -226,6 +247,7 @@ class WorkerRuntime:
         )
         key_limits = KeyLimits(redis, key_prefix=settings.key_prefix, batch=batch)
         instance = settings.worker.instance or uuid.uuid4().hex
+        self._taken = Taken(batch, key_prefix=settings.key_prefix, instance=instance)
         resilience = Resilience(
             database=database,
             enqueuer=self._enqueuer,
@@ -251,7 +273,7 @@ class WorkerRuntime:
             metrics=self._metrics(),
             key_limits=key_limits,
             replies=Replies(batch, key_prefix=settings.key_prefix),
-            taken=Taken(batch, key_prefix=settings.key_prefix, instance=instance),
+            taken=self._taken,
             owner=instance,
         )
         reconciler = Reconciler(

@@ -63,7 +63,8 @@ class WebhookWorker:
                 settings=webhooks,
                 enqueuer=self._enqueuer,
             )
-        return await self._deliverer.deliver(delivery_id, run)
+        async with self._runtime.holding_delivery(delivery_id):
+            return await self._deliverer.deliver(delivery_id, run)
 
     def stop(self) -> None:
         """Close the client and pool (before the runtime stops its loop)."""

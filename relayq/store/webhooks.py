@@ -50,6 +50,7 @@ __all__ = [
     "mark_deliveries_enqueued",
     "put_endpoint",
     "record_attempt",
+    "release_deliveries",
     "rotate_secret",
     "secrets_in_force",
     "unsent_for",
@@ -477,6 +478,20 @@ async def mark_deliveries_enqueued(
             WebhookDelivery.leased_until.is_(None) | (WebhookDelivery.leased_until < now),
         )
         .values(enqueued_at=now, leased_until=None)
+        .execution_options(synchronize_session=False)
+    )
+    await session.commit()
+
+
+async def release_deliveries(session: AsyncSession, *, delivery_ids: Sequence[str]) -> None:
+    """A dead worker held these deliveries (taken, perhaps begun): void its message and
+    lease, so the reconciler sends each again at its next pass."""
+    if not delivery_ids:
+        return
+    await session.execute(
+        update(WebhookDelivery)
+        .where(WebhookDelivery.id.in_(list(delivery_ids)), WebhookDelivery.status == _PENDING)
+        .values(enqueued_at=None, leased_until=None)
         .execution_options(synchronize_session=False)
     )
     await session.commit()
