@@ -9,6 +9,7 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -106,6 +107,27 @@ def _children(pid: int) -> list[int]:
     return [int(child) for child in children]
 
 
+def _six_jobs_two_running(client: httpx.Client, payload: dict[str, Any]) -> list[dict[str, Any]]:
+    """Six jobs on a worker with two slots: two running, four taken and waiting."""
+    with ThreadPoolExecutor(6) as pool:
+        jobs = list(pool.map(lambda _: submit(client, payload), range(6)))
+
+    def two_running() -> bool:
+        states = [client.get(f"/v1/jobs/{j['id']}").json()["status"] for j in jobs]
+        return states.count("running") == 2
+
+    wait_until(two_running, timeout=10)
+    return jobs
+
+
+def _assert_two_cut_runs_then_all_succeeded(finished: list[dict[str, Any]]) -> None:
+    assert [job["status"] for job in finished] == ["succeeded"] * 6
+    cut = [job for job in finished if len(job["attempts"]) > 1]
+    assert len(cut) == 2
+    for job in cut:
+        assert [a["status"] for a in job["attempts"]] == ["interrupted", "succeeded"]
+
+
 def test_a_supervised_workers_jobs_run_again_within_seconds_of_its_death(
     private_database_url: str, logs: Path
 ) -> None:
@@ -131,15 +153,7 @@ def test_a_supervised_workers_jobs_run_again_within_seconds_of_its_death(
         supervisor = stack.start_worker()
         headers = {"Authorization": f"Bearer {make_key()}"}
         with httpx.Client(base_url=stack.base_url, headers=headers, timeout=10) as client:
-            payload = body("handed back", mock={"latency_ms": 1000})
-            with ThreadPoolExecutor(6) as pool:
-                jobs = list(pool.map(lambda _: submit(client, payload), range(6)))
-
-            def two_running() -> bool:
-                states = [client.get(f"/v1/jobs/{j['id']}").json()["status"] for j in jobs]
-                return states.count("running") == 2
-
-            wait_until(two_running, timeout=10)
+            jobs = _six_jobs_two_running(client, body("handed back", mock={"latency_ms": 1000}))
             [celery] = _children(supervisor.pid)
             os.kill(celery, signal.SIGKILL)
             killed = time.time()
@@ -148,12 +162,8 @@ def test_a_supervised_workers_jobs_run_again_within_seconds_of_its_death(
                 for job in jobs
             ]
 
-    assert [job["status"] for job in finished] == ["succeeded"] * 6
     assert max(job["finished_at"] for job in finished) - killed < 10
-    cut = [job for job in finished if len(job["attempts"]) > 1]
-    assert len(cut) == 2
-    for job in cut:
-        assert [a["status"] for a in job["attempts"]] == ["interrupted", "succeeded"]
+    _assert_two_cut_runs_then_all_succeeded(finished)
 
 
 def test_a_lost_machines_jobs_are_handed_back_by_another_worker_within_a_lease(
@@ -179,15 +189,7 @@ def test_a_lost_machines_jobs_are_handed_back_by_another_worker_within_a_lease(
         doomed = stack.start_worker()
         headers = {"Authorization": f"Bearer {make_key()}"}
         with httpx.Client(base_url=stack.base_url, headers=headers, timeout=10) as client:
-            payload = body("machine lost", mock={"latency_ms": 3000})
-            with ThreadPoolExecutor(6) as pool:
-                jobs = list(pool.map(lambda _: submit(client, payload), range(6)))
-
-            def two_running() -> bool:
-                states = [client.get(f"/v1/jobs/{j['id']}").json()["status"] for j in jobs]
-                return states.count("running") == 2
-
-            wait_until(two_running, timeout=10)
+            jobs = _six_jobs_two_running(client, body("machine lost", mock={"latency_ms": 3000}))
             stack.kill_worker(doomed)
             killed = time.time()
             stack.start_worker()
@@ -197,12 +199,8 @@ def test_a_lost_machines_jobs_are_handed_back_by_another_worker_within_a_lease(
             ]
         instances = redis.Redis.from_url(broker_url).hkeys(f"{Settings().key_prefix}:workers")
 
-    assert [job["status"] for job in finished] == ["succeeded"] * 6
     assert max(job["finished_at"] for job in finished) - killed < SHIPPED.lease_seconds
-    cut = [job for job in finished if len(job["attempts"]) > 1]
-    assert len(cut) == 2
-    for job in cut:
-        assert [a["status"] for a in job["attempts"]] == ["interrupted", "succeeded"]
+    _assert_two_cut_runs_then_all_succeeded(finished)
     assert len(instances) == 1  # the dead one left the hash of workers; the live one is in it
 
 
