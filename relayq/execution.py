@@ -260,16 +260,8 @@ class Executor:
         if self._taken is None:
             yield
             return
-        # Beside the work, not before it: the record only speeds up recovery.
-        recorded = asyncio.ensure_future(self._taken.took(job_id, message))
-        try:
+        async with self._taken.holding(job_id, message):
             yield
-        finally:
-            try:
-                await recorded
-                await self._taken.done(job_id)
-            except RedisError as exc:
-                log.warning("taken record of %s not kept: %s", job_id, exc)
 
     async def _run(self, job_id: str) -> RunResult:
         claim = await self._ledger.claim(job_id)

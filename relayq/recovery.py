@@ -37,8 +37,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator
 from typing import Any, cast
 
 import orjson
@@ -116,6 +118,23 @@ class Taken:
 
     async def done(self, job_id: str) -> None:
         await self._batch.execute(lambda pipe: pipe.hdel(self._key, job_id))
+
+    @contextlib.asynccontextmanager
+    async def holding(
+        self, entry: str, message: dict[str, Any] | None = None
+    ) -> AsyncIterator[None]:
+        """Keep ``entry`` (a job id, or a :func:`delivery_entry`) in the record while the
+        block runs. Written beside the work, not before it: the record only speeds up
+        recovery, so a Redis error is logged, not raised."""
+        recorded = asyncio.ensure_future(self.took(entry, message))
+        try:
+            yield
+        finally:
+            try:
+                await recorded
+                await self.done(entry)
+            except RedisError as exc:
+                log.warning("taken record of %s not kept: %s", entry, exc)
 
 
 _SILENT_BEATS = 3

@@ -157,20 +157,11 @@ class WorkerRuntime:
     async def holding_delivery(self, delivery_id: str) -> AsyncIterator[None]:
         """Keep a webhook delivery in this process's record of taken work while it is
         here: if the process dies, whoever hands its work back sends the delivery again."""
-        taken = self._taken
-        if taken is None:
+        if self._taken is None:
             yield
             return
-        entry = delivery_entry(delivery_id)
-        recorded = asyncio.ensure_future(taken.took(entry))  # beside the work, not before
-        try:
+        async with self._taken.holding(delivery_entry(delivery_id)):
             yield
-        finally:
-            try:
-                await recorded
-                await taken.done(entry)
-            except RedisError as exc:
-                log.warning("taken record of delivery %s not kept: %s", delivery_id, exc)
 
     def start_job(self, job_id: str) -> Future[RunResult]:
         self.start()
