@@ -100,6 +100,10 @@ class Enqueuer:
         self._celery = create_celery(settings, publisher=True)
         self._settings = settings
 
+    def queue_for(self, provider: str) -> str:
+        """The queue ``provider``'s jobs are published to."""
+        return self._settings.queue_for(provider)
+
     def send(
         self, *, job_id: str, provider: str, priority: int, countdown: float | None = None
     ) -> None:

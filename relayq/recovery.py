@@ -14,6 +14,9 @@ process dies, the supervisor (:func:`hand_back`):
   claimed (waiting for a slot, or delivered a moment before the kill), and a
   sync job's whole message when its row was never stored, and the sync-lane
   entries it read (:func:`relayq.sync_lane.release_consumer`);
+- publishes again the queued jobs whose message the broker no longer holds
+  anywhere: kombu takes a message off its list before it records the
+  delivery, and a process killed between the two takes it along;
 - voids the message and lease of every webhook delivery it took (taken work
   too), so the reconciler sends each again at its next pass rather than after
   the broker's redelivery.
@@ -257,20 +260,91 @@ async def _unacked_jobs(redis: aioredis.Redis, since: float) -> list[str]:
         return []
     job_ids: list[str] = []
     for raw in cast(list[bytes | None], await redis.hmget(_UNACKED, tags)):
-        if raw is None:
-            continue
-        try:
-            message = orjson.loads(raw)[0]
-            task = message["headers"]["task"]
-            if task == RUN_JOB_TASK:
-                job_ids.append(str(message["headers"]["id"]))
-            elif task == RUN_MANY_TASK:
-                args = orjson.loads(base64.b64decode(message["body"]))[0][0]
-                # Job ids; a sync job's whole message is left to its taken record.
-                job_ids.extend(item for item in args if isinstance(item, str))
-        except (ValueError, KeyError, IndexError, TypeError) as exc:
-            log.warning("an unacknowledged message could not be read: %s", exc)
+        if raw is not None:
+            job_ids.extend(_durable_jobs(raw, delivered=True))
     return job_ids
+
+
+def _durable_jobs(raw: bytes, *, delivered: bool) -> list[str]:
+    """The job ids a run-job message or envelope names (a sync job's whole message is
+    left to its taken record). ``delivered``: as kept in the ``unacked`` hash."""
+    try:
+        message = orjson.loads(raw)
+        if delivered:
+            message = message[0]
+        task = message["headers"]["task"]
+        if task == RUN_JOB_TASK:
+            return [str(message["headers"]["id"])]
+        if task == RUN_MANY_TASK:
+            args = orjson.loads(base64.b64decode(message["body"]))[0][0]
+            return [item for item in args if isinstance(item, str)]
+    except (ValueError, KeyError, IndexError, TypeError) as exc:
+        log.warning("a run-job message could not be read: %s", exc)
+    return []
+
+
+_PRIORITY_BANDS = range(10)
+"""The broker's priority steps (:mod:`relayq.queueing`): a list per queue and step."""
+_PAGE = 1_000
+
+
+async def _jobs_in_broker(redis: aioredis.Redis, queues: set[str]) -> set[str]:
+    """Every job a run-job message in the broker names: waiting in one of ``queues``'
+    lists, or delivered and not acknowledged.
+
+    The lists are read before the ``unacked`` hash, each from its newest end: a
+    message taken from a list's old end meanwhile is in the hash by then.
+    """
+    found: set[str] = set()
+    for queue in sorted(queues):
+        for band in _PRIORITY_BANDS:
+            key = f"{queue}:{band}" if band else queue
+            start = 0
+            while raws := cast(list[bytes], await redis.lrange(key, start, start + _PAGE - 1)):
+                for raw in raws:
+                    found.update(_durable_jobs(raw, delivered=False))
+                start += _PAGE
+    for raw in cast(list[bytes], await redis.hvals(_UNACKED)):
+        found.update(_durable_jobs(raw, delivered=True))
+    return found
+
+
+async def _lost_jobs(
+    database: Database, redis: aioredis.Redis, enqueuer: Enqueuer
+) -> list[tuple[str, str, int]]:
+    """Queued jobs whose message the broker no longer holds anywhere.
+
+    Kombu's Redis transport takes a message off its list (``BRPOP``) and only
+    then, in a second round trip, records it as delivered: a process killed
+    between the two takes the message with it, and nothing in Redis says so.
+    Such a job stays queued with a confirmed message that is gone; the
+    reconciler would send it again only after its stranded window (minutes).
+    Found here at a hand-back, it is sent again at once. A job published while
+    this looked, or one a live worker took meanwhile, gets a harmless second
+    message (claims are fenced).
+    """
+    looked_at = time.time()
+    async with database.session() as session:
+        queued = (
+            await session.execute(
+                select(Job.id, Job.provider, Job.priority).where(
+                    Job.status == JobStatus.QUEUED.value,
+                    Job.held.is_(False),
+                    Job.created_at < looked_at,
+                    # Published, or its publish unconfirmed yet; not one waiting out a
+                    # retry or a rate limit (sent when its wait ends).
+                    (Job.enqueued_at < looked_at)
+                    | (
+                        Job.enqueued_at.is_(None)
+                        & (Job.not_before.is_(None) | (Job.not_before < looked_at))
+                    ),
+                )
+            )
+        ).all()
+    if not queued:
+        return []
+    present = await _jobs_in_broker(redis, {enqueuer.queue_for(row.provider) for row in queued})
+    return [(row.id, row.provider, row.priority) for row in queued if row.id not in present]
 
 
 async def _hand_back(settings: Settings, instance: str, since: float | None) -> int:
@@ -315,6 +389,8 @@ async def release_instance(
     messages: dict[str, tuple[str, str, int, dict[str, Any] | None]] = {
         job.job_id: (job.job_id, job.provider, job.priority, None) for job in released
     }
+    for job_id, provider, priority in await _lost_jobs(database, redis, enqueuer):
+        messages.setdefault(job_id, (job_id, provider, priority, None))
     durable = [k.decode() for k, v in taken.items() if not v and k.decode() not in messages]
     if since is not None:
         durable += [j for j in await _unacked_jobs(redis, since) if j not in messages]

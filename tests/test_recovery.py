@@ -273,6 +273,64 @@ def test_jobs_a_dead_worker_took_before_it_recorded_them_are_handed_back(
     assert [job["status"] for job in finished] == ["succeeded"] * 3
 
 
+def _messages_of(broker_url: str, queue: str) -> tuple[int, int]:
+    """(messages waiting in ``queue``'s lists, messages delivered and not acknowledged)."""
+    client = redis.Redis.from_url(broker_url)
+    try:
+        waiting = sum(
+            int(client.llen(key)) for key in client.scan_iter(match=f"{queue}*", _type="list")
+        )
+        return waiting, int(client.hlen("unacked"))
+    finally:
+        client.close()
+
+
+def test_a_message_a_dead_worker_took_off_the_list_before_recording_it_is_sent_again(
+    private_database_url: str, logs: Path
+) -> None:
+    """Kombu takes a message off its list (BRPOP), then records its delivery in a
+    second round trip: a worker killed between the two takes the message with it,
+    and its job stays queued with nothing in the broker to run it (the reconciler
+    would send it again minutes later). The hand-back finds such a job and sends it
+    again at once; a job whose message waits in the list, or is delivered to a live
+    worker, gets no second one."""
+    make_key = key_factory(private_database_url)
+    with (
+        running_valkey() as broker_url,
+        Stack(
+            database_url=private_database_url,
+            redis_url=broker_url,
+            logs=logs,
+            env=SHIPPED_RECOVERY,
+        ) as stack,
+    ):
+        stack.start_api()
+        headers = {"Authorization": f"Bearer {make_key()}"}
+        with httpx.Client(base_url=stack.base_url, headers=headers, timeout=10) as client:
+            settings = Settings(database_url=private_database_url, redis_url=broker_url)
+            queue = settings.queue_for("mock")
+            jobs = []
+            for fate in ("lost", "delivered", "waiting"):
+                jobs.append(submit(client, body(fate)))
+                wait_until(lambda: _messages_of(broker_url, queue)[0] == 1, timeout=10)
+                if fate == "lost":  # taken off the list, never recorded as delivered
+                    _deliver_to_a_consumer_that_dies(broker_url, queue, drop=True)
+                elif fate == "delivered":  # a live worker holds it
+                    assert _deliver_to_a_consumer_that_dies(broker_url, queue) == 1
+            assert _messages_of(broker_url, queue) == (1, 1)
+
+            # No process start given: only what it held, and what nobody holds, goes again.
+            sent = hand_back(settings, "a-worker-that-died")
+
+            assert sent == 1
+            assert _messages_of(broker_url, queue) == (2, 1)
+            stack.start_worker()
+            lost = wait_for_status(client, jobs[0]["id"], {"succeeded", "failed"}, timeout=15)
+            waiting = wait_for_status(client, jobs[2]["id"], {"succeeded", "failed"}, timeout=15)
+    assert lost["status"] == "succeeded"
+    assert waiting["status"] == "succeeded"
+
+
 def test_sync_calls_whose_worker_died_are_answered_by_its_successor(
     private_database_url: str, logs: Path
 ) -> None:
