@@ -25,25 +25,34 @@ def sqlite_only(backend: str) -> None:
 def test_workers_killed_mid_run_lose_nothing_and_record_once(
     chaos_database: str, tmp_path: Path
 ) -> None:
-    report = run_chaos(
-        ChaosConfig(
-            database_url=chaos_database,
-            logs=tmp_path,
-            jobs=150,
-            min_latency_ms=500,
-            max_latency_ms=1500,
-            kills=2,
-            submit_seconds=8,
-            lease_seconds=3,
-        )
-    )
+    """Machines lost whole (worker and supervisor SIGKILLed; a new worker started), on the
+    recovery settings relayq ships: nothing hands the dead workers' jobs back but the
+    new worker's sweep for silent ones, and every job a kill caught ends within one
+    lease of it; none waits for the broker's redelivery."""
+    config = ChaosConfig(
+        database_url=chaos_database,
+        logs=tmp_path,
+        jobs=150,
+        min_latency_ms=500,
+        max_latency_ms=1500,
+        kills=2,
+        submit_seconds=8,
+        # Not two shipped leases (120 s): no dead worker's call lives on to write late.
+        quiet_seconds=10,
+    ).on_shipped_recovery()
+    report = run_chaos(config)
 
     assert report.jobs == 150
     assert report.succeeded == 150, report
     assert report.other_statuses == {}
     assert report.outcome_rewrites == 0
-    assert report.webhook_jobs_not_exactly_once == 0
+    assert report.webhook_jobs_not_exactly_once == 0, report
     assert report.jobs_run_more_than_once > 0, "the kills hit no job in flight"
+    recovery = report.recovery
+    assert recovery is not None
+    assert recovery.jobs_caught > 0
+    assert recovery.max_seconds < config.lease_seconds, recovery
+    assert recovery.jobs_over_the_visibility_timeout == 0, recovery
 
 
 @pytest.mark.timeout(300)

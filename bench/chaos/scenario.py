@@ -58,6 +58,10 @@ class ChaosConfig:
     """After the jobs end, wait (up to the visibility timeout after the last fault, and
     a kombu restore sweep) until the broker has redelivered the messages dead workers
     held, so that a duplicate run of one would show as a rewritten outcome."""
+    quiet_seconds: float | None = None
+    """How long to watch for rewritten outcomes once every job ended: two leases by
+    default (a call whose lease lapsed would have rewritten its job by then, were it
+    unfenced); the test suite's runs on the shipped lease watch less."""
     submit_seconds: float = 30.0
     """Jobs are submitted evenly over this long, so the chaos lands on work in flight."""
     min_uptime_seconds: float = 0.0
@@ -246,7 +250,10 @@ def _watch(config: ChaosConfig, redis_url: str, faults: list[float]) -> tuple[in
     before = records.finished_at(config.database_url)
     held = records.unacked(redis_url)
     # A call whose lease lapsed would have rewritten its job by then, were it unfenced.
-    quiet = time.monotonic() + 2 * config.lease_seconds
+    quiet_seconds = config.quiet_seconds
+    if quiet_seconds is None:
+        quiet_seconds = 2 * config.lease_seconds
+    quiet = time.monotonic() + quiet_seconds
     if config.watch_redelivery and faults:
         wait = max(faults) + config.visibility_timeout + _RESTORE_SWEEP_SECONDS + 10 - time.time()
         _until_no_unacked(redis_url, deadline=time.monotonic() + wait)
