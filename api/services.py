@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import time
 
-import httpx
 from prometheus_client import CollectorRegistry
 
 from api.key_cache import KeyCache
@@ -23,7 +22,7 @@ from relayq.key_limits import KeyLimits
 from relayq.live import LiveRouting
 from relayq.metrics import ApiMetrics, StateCollector
 from relayq.providers import Provider, build_providers
-from relayq.providers.http import build_http_client
+from relayq.providers.http import UpstreamClient, build_http_client
 from relayq.redis_batch import CommandBatch
 from relayq.redis_pool import shared_redis
 from relayq.replies import ReplyHub
@@ -58,7 +57,7 @@ class Services:
             self.redis, key_prefix=settings.key_prefix, settings=settings.breaker
         )
         # The API calls providers only to list their models.
-        self.http: httpx.AsyncClient = build_http_client(max_connections=20)
+        self.http: UpstreamClient = build_http_client(max_connections=20)
         self.providers: dict[str, Provider] = {}
         self.catalog = ModelCatalog(
             providers=lambda: self.providers, ttl_seconds=settings.models_ttl_seconds

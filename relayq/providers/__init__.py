@@ -12,9 +12,8 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Final
 
-import httpx
-
 from relayq.providers.base import Provider
+from relayq.providers.http import UpstreamClient
 from relayq.settings import ProviderSettings
 
 __all__ = ["PROVIDER_TYPES", "Provider", "build_providers", "provider_type"]
@@ -54,7 +53,7 @@ def provider_type(type_name: str) -> type[Provider]:
 
 
 def build_providers(
-    providers: Mapping[str, ProviderSettings], http: httpx.AsyncClient
+    providers: Mapping[str, ProviderSettings], http: UpstreamClient
 ) -> dict[str, Provider]:
     """One adapter per configured provider, by name, all sharing ``http``.
 

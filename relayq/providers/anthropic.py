@@ -52,7 +52,6 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
-import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
 from relayq.assembly import completion_chunks
@@ -65,7 +64,13 @@ from relayq.providers.anthropic_response import (
 )
 from relayq.providers.base import Provider
 from relayq.providers.errors import MalformedResponse, ProviderError
-from relayq.providers.http import decode_json, request_timeout, send_checked
+from relayq.providers.http import (
+    UpstreamRequest,
+    UpstreamResponse,
+    decode_json,
+    request_timeout,
+    send_checked,
+)
 from relayq.providers.retry_after import retry_after_seconds
 from relayq.providers.sse import ServerSentEvent, SSEDecoder
 
@@ -104,7 +109,7 @@ def ratelimit_reset_seconds(
     decide (a retry must wait for all of them); when none says so, every
     reset given does. None when no reset header is readable.
     """
-    headers = httpx.Headers(headers)
+    headers = {name.lower(): value for name, value in headers.items()}
     current = now or datetime.now(UTC)
     exhausted: list[float] = []
     every: list[float] = []
@@ -140,25 +145,24 @@ class AnthropicProvider(Provider):
         """The configured base URL (or Anthropic's), without a trailing slash."""
         return (self.settings.base_url or DEFAULT_BASE_URL).rstrip("/")
 
-    def request_headers(self, *, stream: bool) -> httpx.Headers:
-        """Auth, version and content negotiation, then the configured headers, which win."""
-        headers = httpx.Headers(
-            {
-                "Accept": "text/event-stream" if stream else "application/json",
-                "anthropic-version": self.anthropic_options.api_version,
-            }
-        )
+    def request_headers(self, *, stream: bool) -> dict[str, str]:
+        """Auth, version and content negotiation; configured headers win, whatever their case."""
+        headers = {
+            "Accept": "text/event-stream" if stream else "application/json",
+            "anthropic-version": self.anthropic_options.api_version,
+        }
         if self.anthropic_options.betas:
             headers["anthropic-beta"] = ",".join(self.anthropic_options.betas)
         if self.settings.api_key and (key := self.settings.api_key.get_secret_value()):
             headers["x-api-key"] = key
-        for name, value in self.settings.headers.items():
-            headers[name] = value
+        configured = {name.lower() for name in self.settings.headers}
+        headers = {name: v for name, v in headers.items() if name.lower() not in configured}
+        headers.update(self.settings.headers)
         return headers
 
     def build_request(
         self, request: ChatCompletionRequest, *, model: str, stream: bool
-    ) -> httpx.Request:
+    ) -> UpstreamRequest:
         """The HTTP request for one call, carrying this provider's timeouts."""
         body = messages_body(
             request,
@@ -166,10 +170,9 @@ class AnthropicProvider(Provider):
             default_max_tokens=self.anthropic_options.default_max_tokens,
             stream=stream,
         )
-        return self.http.build_request(
-            "POST",
+        return UpstreamRequest.post_json(
             f"{self.base_url}/v1/messages",
-            json=body,
+            json_body=body,
             headers=self.request_headers(stream=stream),
             timeout=request_timeout(self.settings),
         )
@@ -208,7 +211,7 @@ class AnthropicProvider(Provider):
         return translator.feed(payload)
 
     @asynccontextmanager
-    async def _send(self, http_request: httpx.Request) -> AsyncIterator[httpx.Response]:
+    async def _send(self, http_request: UpstreamRequest) -> AsyncIterator[UpstreamResponse]:
         """Send, raise the mapped error for a non-2xx answer, else yield the open response."""
         async with send_checked(
             self.http, http_request, provider=self.name, on_error=self.error_from_response
@@ -258,8 +261,7 @@ class AnthropicProvider(Provider):
         ids: list[str] = []
         params: dict[str, str | int] = {"limit": 1000}
         while True:
-            http_request = self.http.build_request(
-                "GET",
+            http_request = UpstreamRequest.get(
                 f"{self.base_url}/v1/models",
                 params=params,
                 headers=self.request_headers(stream=False),

@@ -38,10 +38,10 @@ from __future__ import annotations
 from typing import Any, Final, Literal
 from urllib.parse import quote, urlencode
 
-import httpx
 from pydantic import BaseModel, ConfigDict
 
 from relayq.providers.errors import InvalidRequest, ProviderError
+from relayq.providers.http import UpstreamClient
 from relayq.providers.openai import OpenAIProvider
 from relayq.settings import ProviderSettings
 
@@ -87,7 +87,7 @@ class AzureOpenAIProvider(OpenAIProvider):
     default_base_url = ""
     lists_models = False
 
-    def __init__(self, *, name: str, settings: ProviderSettings, http: httpx.AsyncClient) -> None:
+    def __init__(self, *, name: str, settings: ProviderSettings, http: UpstreamClient) -> None:
         super().__init__(name=name, settings=settings, http=http)
         if not settings.base_url:
             raise ValueError(

@@ -6,12 +6,12 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from typing import ClassVar
 
-import httpx
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from relayq.assembly import completion_chunks
 from relayq.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest
 from relayq.config import ProviderSettings
+from relayq.providers.http import UpstreamClient
 
 __all__ = ["NoOptions", "Provider"]
 
@@ -36,7 +36,7 @@ class Provider(ABC):
     options_model: ClassVar[type[BaseModel]] = NoOptions
     """Validates ``settings.options``; adapters with vendor-specific options override it."""
 
-    def __init__(self, *, name: str, settings: ProviderSettings, http: httpx.AsyncClient) -> None:
+    def __init__(self, *, name: str, settings: ProviderSettings, http: UpstreamClient) -> None:
         self.name = name
         self.settings = settings
         self.http = http

@@ -35,7 +35,6 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, Literal
 
-import httpx
 from pydantic import BaseModel, ConfigDict
 
 from relayq.assembly import completion_chunks
@@ -49,7 +48,13 @@ from relayq.providers.errors import (
     ProviderUnavailable,
     error_for_status,
 )
-from relayq.providers.http import decode_json, request_timeout, send_checked
+from relayq.providers.http import (
+    UpstreamRequest,
+    UpstreamResponse,
+    decode_json,
+    request_timeout,
+    send_checked,
+)
 from relayq.providers.openai import vendor_message
 from relayq.providers.retry_after import retry_after_seconds
 from relayq.providers.sse import ServerSentEvent, SSEDecoder
@@ -114,13 +119,12 @@ class CohereProvider(Provider):
 
     def build_request(
         self, request: ChatCompletionRequest, *, model: str, stream: bool
-    ) -> httpx.Request:
+    ) -> UpstreamRequest:
         """The HTTP request for one call, carrying this provider's timeouts."""
         body = chat_body(request, model=model, stream=stream, defaults=self.options.defaults())
-        return self.http.build_request(
-            "POST",
+        return UpstreamRequest.post_json(
             f"{self.base_url}/v2/chat",
-            json=body,
+            json_body=body,
             headers=self.request_headers(stream=stream),
             timeout=request_timeout(self.settings),
         )
@@ -131,7 +135,7 @@ class CohereProvider(Provider):
         return error_from_response(status_code, headers, content, provider=self.name)
 
     @asynccontextmanager
-    async def _send(self, http_request: httpx.Request) -> AsyncIterator[httpx.Response]:
+    async def _send(self, http_request: UpstreamRequest) -> AsyncIterator[UpstreamResponse]:
         """Send, raise the mapped error for a non-2xx answer, else yield the open response."""
         async with send_checked(
             self.http, http_request, provider=self.name, on_error=self._error_from_response
@@ -195,8 +199,7 @@ class CohereProvider(Provider):
         names: list[str] = []
         params = {"endpoint": "chat", "page_size": "1000"}
         while True:
-            http_request = self.http.build_request(
-                "GET",
+            http_request = UpstreamRequest.get(
                 f"{self.base_url}/v1/models",
                 params=params,
                 headers=self.request_headers(stream=False),

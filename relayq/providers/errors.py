@@ -1,7 +1,7 @@
 """The provider error tree.
 
 Adapters map every foreign failure (an HTTP status, a vendor error body, an
-httpx exception) to one of these at the boundary, ``raise ... from exc``.
+aiohttp exception) to one of these at the boundary, ``raise ... from exc``.
 Execution, retries and (later) the breaker and fallback read only these types.
 """
 

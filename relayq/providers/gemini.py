@@ -43,7 +43,6 @@ from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import quote
 
-import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
 from relayq.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest
@@ -58,7 +57,13 @@ from relayq.providers.errors import (
 )
 from relayq.providers.gemini_request import SchemaDialect, generate_content_body
 from relayq.providers.gemini_response import GeminiStream, parse_completion
-from relayq.providers.http import decode_json, request_timeout, send_checked
+from relayq.providers.http import (
+    UpstreamRequest,
+    UpstreamResponse,
+    decode_json,
+    request_timeout,
+    send_checked,
+)
 from relayq.providers.retry_after import parse_duration, retry_after_seconds
 from relayq.providers.sse import ServerSentEvent, SSEDecoder
 
@@ -178,7 +183,7 @@ class GeminiProvider(Provider):
 
     def build_request(
         self, request: ChatCompletionRequest, *, model: str, stream: bool
-    ) -> httpx.Request:
+    ) -> UpstreamRequest:
         """The HTTP request for one call, carrying this provider's timeouts."""
         body = generate_content_body(
             request,
@@ -187,10 +192,9 @@ class GeminiProvider(Provider):
             generation_defaults=self.options.generation_config,
             safety_settings=self.options.safety_settings,
         )
-        return self.http.build_request(
-            "POST",
+        return UpstreamRequest.post_json(
             self.model_url(model, stream=stream),
-            json=body,
+            json_body=body,
             headers=self.request_headers(stream=stream),
             timeout=request_timeout(self.settings),
         )
@@ -207,7 +211,7 @@ class GeminiProvider(Provider):
         )
 
     @asynccontextmanager
-    async def _send(self, http_request: httpx.Request) -> AsyncIterator[httpx.Response]:
+    async def _send(self, http_request: UpstreamRequest) -> AsyncIterator[UpstreamResponse]:
         """Send, raise the mapped error for a non-2xx answer, else yield the open response."""
         async with send_checked(
             self.http, http_request, provider=self.name, on_error=self._error_from_response
@@ -280,8 +284,7 @@ class GeminiProvider(Provider):
         names: list[str] = []
         params: dict[str, str] = {"pageSize": "1000"}
         while True:
-            http_request = self.http.build_request(
-                "GET",
+            http_request = UpstreamRequest.get(
                 f"{self.base_url}/{self.options.api_version}/models",
                 params=params,
                 headers=self.request_headers(stream=False),

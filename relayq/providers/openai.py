@@ -34,14 +34,19 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, ClassVar
 
-import httpx
 from pydantic import ValidationError
 
 from relayq.assembly import completion_chunks
 from relayq.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest
 from relayq.providers.base import Provider
 from relayq.providers.errors import MalformedResponse, ProviderError, error_for_status
-from relayq.providers.http import decode_json, request_timeout, send_checked
+from relayq.providers.http import (
+    UpstreamRequest,
+    UpstreamResponse,
+    decode_json,
+    request_timeout,
+    send_checked,
+)
 from relayq.providers.retry_after import retry_after_seconds
 from relayq.providers.sse import ServerSentEvent, SSEDecoder
 
@@ -154,12 +159,11 @@ class OpenAIProvider(Provider):
 
     def build_request(
         self, request: ChatCompletionRequest, *, model: str, stream: bool
-    ) -> httpx.Request:
+    ) -> UpstreamRequest:
         """The HTTP request for one call, carrying this provider's timeouts."""
-        return self.http.build_request(
-            "POST",
+        return UpstreamRequest.post_json(
             self.chat_url(model=model),
-            json=self.request_body(request, model=model, stream=stream),
+            json_body=self.request_body(request, model=model, stream=stream),
             headers=self.request_headers(stream=stream),
             timeout=request_timeout(self.settings),
         )
@@ -239,7 +243,7 @@ class OpenAIProvider(Provider):
         return [str(model_id) for model_id in ids]
 
     @asynccontextmanager
-    async def _send(self, http_request: httpx.Request) -> AsyncIterator[httpx.Response]:
+    async def _send(self, http_request: UpstreamRequest) -> AsyncIterator[UpstreamResponse]:
         """Send, raise the mapped error for a non-2xx answer, else yield the open response."""
         async with send_checked(
             self.http, http_request, provider=self.name, on_error=self.error_from_response
@@ -265,8 +269,7 @@ class OpenAIProvider(Provider):
         done = False
         async with self._send(self.build_request(request, model=model, stream=True)) as response:
             # Read to the body's end, past [DONE]: a connection whose body was left
-            # unread is closed instead of reused, and each abandoned async generator
-            # of httpx's reading chain costs the loop a wake-up to finalize it.
+            # unread is closed instead of reused.
             async for line in response.aiter_lines():
                 if done or (event := decoder.feed(line)) is None:
                     continue
@@ -296,8 +299,7 @@ class OpenAIProvider(Provider):
         """The upstream's model ids from ``GET {base_url}/models``; None if it lists none."""
         if not self.lists_models:
             return None
-        http_request = self.http.build_request(
-            "GET",
+        http_request = UpstreamRequest.get(
             self.models_url(),
             headers=self.request_headers(stream=False),
             timeout=request_timeout(self.settings),

@@ -38,11 +38,11 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Final
 
-import httpx
 from pydantic import BaseModel, ConfigDict, field_validator
 
 from relayq.chat import ChatCompletionRequest
 from relayq.providers.errors import ProviderUnavailable
+from relayq.providers.http import UpstreamClient
 from relayq.providers.openai import OpenAIProvider
 from relayq.settings import ProviderSettings
 
@@ -115,7 +115,7 @@ class OpenAICompatibleProvider(OpenAIProvider):
     type_name = "openai_compatible"
     options_model = OpenAICompatibleOptions
 
-    def __init__(self, *, name: str, settings: ProviderSettings, http: httpx.AsyncClient) -> None:
+    def __init__(self, *, name: str, settings: ProviderSettings, http: UpstreamClient) -> None:
         super().__init__(name=name, settings=settings, http=http)
         assert isinstance(self.options, OpenAICompatibleOptions)
         self.preset_name = self.options.preset

@@ -20,8 +20,6 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
-import httpx
-
 __all__ = ["parse_duration", "parse_retry_after", "retry_after_seconds"]
 
 _RESET_HEADERS = ("x-ratelimit-reset-requests", "x-ratelimit-reset-tokens")
@@ -92,7 +90,7 @@ def retry_after_seconds(headers: Mapping[str, str], *, now: datetime | None = No
     durations, since a retry must wait until every exhausted limit has room.
     Header names match case-insensitively.
     """
-    headers = httpx.Headers(headers)
+    headers = {name.lower(): value for name, value in headers.items()}
     if (millis := headers.get("retry-after-ms")) is not None:
         seconds = _as_seconds(millis.strip())
         if seconds is not None:

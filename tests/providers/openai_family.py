@@ -221,5 +221,9 @@ async def raw_exchange(
     """The vendor's answer to ``request`` as it came over the wire, undecoded."""
     http_request = provider.build_request(request, model=vendor.model, stream=stream)
     response = await provider.http.send(http_request)
-    assert response.status_code == 200, response.text
-    return response.text
+    try:
+        content = (await response.aread()).decode()
+    finally:
+        response.release()
+    assert response.status_code == 200, content
+    return content

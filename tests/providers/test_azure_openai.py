@@ -9,12 +9,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import httpx
 import pytest
 
 from relayq.chat import ChatCompletionChunk
 from relayq.providers.azure_openai import DEFAULT_API_VERSION, AzureOpenAIProvider
 from relayq.providers.errors import InvalidRequest, ModelNotFound, RateLimited
+from relayq.providers.http import build_http_client
 from relayq.providers.openai import OpenAIProvider
 from relayq.settings import ProviderSettings
 from tests.fakes.azure_openai_server import FakeAzureOpenAI, content_filter_error
@@ -164,7 +164,7 @@ def test_recorded_answers_parse() -> None:
 
 def build(**config: Any) -> AzureOpenAIProvider:
     async def make() -> AzureOpenAIProvider:
-        async with httpx.AsyncClient() as http:
+        async with build_http_client(max_connections=10) as http:
             settings = ProviderSettings.model_validate({"type": "azure_openai", **config})
             return AzureOpenAIProvider(name="azure", settings=settings, http=http)
 

@@ -7,7 +7,6 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-import httpx
 import pytest
 
 from relayq.chat import ChatCompletionChunk, ChatCompletionRequest
@@ -21,6 +20,7 @@ from relayq.providers.errors import (
     ProviderUnavailable,
     RateLimited,
 )
+from relayq.providers.http import build_http_client
 from relayq.providers.mock import MockControls, MockProvider, plan_answer
 from relayq.settings import ProviderSettings
 
@@ -43,7 +43,7 @@ def make_request(mock: dict[str, Any] | None = None, **fields: Any) -> ChatCompl
 
 @pytest.fixture
 def provider() -> Iterator[MockProvider]:
-    http = httpx.AsyncClient()
+    http = build_http_client(max_connections=10)
     settings = ProviderSettings(type="mock", read_timeout=0.05)
     yield MockProvider(name="mock", settings=settings, http=http)
     asyncio.run(http.aclose())

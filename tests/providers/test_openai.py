@@ -293,9 +293,9 @@ def test_many_calls_share_a_small_pool(server: FakeOpenAI) -> None:
 
 
 def test_a_stream_leaves_no_async_generator_for_the_loop_to_finalize(server: FakeOpenAI) -> None:
-    """Read to the body's end after [DONE]: an abandoned generator of httpx's reading chain
-    costs the loop a cross-thread wake-up and a task to finalize it (six per call before),
-    and a body left unread can close the connection instead of reusing it."""
+    """Read to the body's end after [DONE]: an abandoned async generator costs the loop a
+    cross-thread wake-up and a task to finalize it (httpx's reading chain left six per
+    call), and a body left unread can close the connection instead of reusing it."""
     finalized: list[object] = []
 
     async def three(provider: OpenAIProvider) -> None:

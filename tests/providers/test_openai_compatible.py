@@ -10,11 +10,11 @@ import asyncio
 import json
 from typing import Any
 
-import httpx
 import pytest
 
 from relayq.chat import ChatCompletionChunk, ChatCompletionRequest
 from relayq.providers.errors import ProviderUnavailable
+from relayq.providers.http import build_http_client
 from relayq.providers.openai import OpenAIProvider
 from relayq.providers.openai_compatible import PRESETS, OpenAICompatibleProvider
 from relayq.settings import ProviderSettings
@@ -51,7 +51,7 @@ def preset(name: str, model: str = "some-model") -> Vendor:
 
 def build(**config: Any) -> OpenAICompatibleProvider:
     async def make() -> OpenAICompatibleProvider:
-        async with httpx.AsyncClient() as http:
+        async with build_http_client(max_connections=10) as http:
             settings = ProviderSettings.model_validate({"type": "openai_compatible", **config})
             return OpenAICompatibleProvider(name="local", settings=settings, http=http)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import importlib
 
-import httpx
 import pytest
 
 import relayq.providers
@@ -21,6 +20,7 @@ from relayq.providers.errors import (
     RateLimited,
     error_for_status,
 )
+from relayq.providers.http import build_http_client
 from relayq.providers.mock import MockProvider
 from relayq.providers.openai import OpenAIProvider
 from relayq.settings import ProviderSettings
@@ -47,7 +47,7 @@ def test_registry_names_each_adapter_by_its_type() -> None:
 
 def test_build_providers_shares_one_client() -> None:
     async def build() -> None:
-        async with httpx.AsyncClient() as http:
+        async with build_http_client(max_connections=10) as http:
             providers = build_providers(
                 {
                     "local": ProviderSettings(type="mock"),
@@ -65,7 +65,7 @@ def test_build_providers_shares_one_client() -> None:
 
 def test_unknown_type_lists_the_supported_ones() -> None:
     async def build() -> None:
-        async with httpx.AsyncClient() as http:
+        async with build_http_client(max_connections=10) as http:
             build_providers({"fancy": ProviderSettings(type="fancy-ai")}, http)
 
     with pytest.raises(

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Protocol, Self, TypeVar
 
-import httpx
 import pytest
 from pydantic import SecretStr
 
@@ -277,7 +276,7 @@ def test_the_setting_holds_for_the_mock_provider_too() -> None:
 
     async def go(stream_upstream: bool) -> list[ChatCompletionChunk]:
         settings = ProviderSettings(type="mock", stream_upstream=stream_upstream)
-        async with httpx.AsyncClient() as http:
+        async with build_http_client(max_connections=10) as http:
             provider = MockProvider(name="mock", settings=settings, http=http)
             return [chunk async for chunk in provider.stream(request, model="m")]
 
