@@ -7,7 +7,9 @@ import os
 import signal
 import time
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -204,6 +206,26 @@ def test_a_lost_machines_jobs_are_handed_back_by_another_worker_within_a_lease(
     assert len(instances) == 1  # the dead one left the hash of workers; the live one is in it
 
 
+@contextmanager
+def _api_on_a_broker_of_its_own(
+    database_url: str, logs: Path
+) -> Iterator[tuple[Stack, httpx.Client, Settings]]:
+    """An API (no worker yet) on the shipped recovery settings and an embedded Valkey of
+    its own, whose lists the test reads and rewrites; a client with a key; the settings
+    a supervisor's hand-back would use."""
+    make_key = key_factory(database_url)
+    with (
+        running_valkey() as broker_url,
+        Stack(
+            database_url=database_url, redis_url=broker_url, logs=logs, env=SHIPPED_RECOVERY
+        ) as stack,
+    ):
+        stack.start_api()
+        headers = {"Authorization": f"Bearer {make_key()}"}
+        with httpx.Client(base_url=stack.base_url, headers=headers, timeout=10) as client:
+            yield stack, client, Settings(database_url=database_url, redis_url=broker_url)
+
+
 def _deliver_to_a_consumer_that_dies(broker_url: str, queue: str, *, drop: bool = False) -> int:
     """Do what kombu's Redis transport does when it delivers: move each message of
     ``queue`` to the ``unacked`` hash, its delivery time to ``unacked_index``. Nobody
@@ -235,41 +257,28 @@ def test_jobs_a_dead_worker_took_before_it_recorded_them_are_handed_back(
     messages delivered since the process started and never acknowledged, and sends
     their queued jobs again, so they run in seconds, not after the visibility timeout
     (300 s shipped; the chaos runs saw such jobs wait it out)."""
-    make_key = key_factory(private_database_url)
-    with (
-        running_valkey() as broker_url,
-        Stack(
-            database_url=private_database_url,
-            redis_url=broker_url,
-            logs=logs,
-            env=SHIPPED_RECOVERY,
-        ) as stack,
-    ):
-        stack.start_api()
-        born = time.time()
-        headers = {"Authorization": f"Bearer {make_key()}"}
-        with httpx.Client(base_url=stack.base_url, headers=headers, timeout=10) as client:
-            jobs = [submit(client, body(f"taken {n}")) for n in range(3)]
-            settings = Settings(database_url=private_database_url, redis_url=broker_url)
-            queue = settings.queue_for("mock")
-            # What the dead consumer took: the first job's run-job task, and an
-            # envelope carrying the other two (their own tasks are dropped).
-            _deliver_to_a_consumer_that_dies(broker_url, queue, drop=True)
-            enqueuer = Enqueuer(settings=settings)
-            enqueuer.send(job_id=jobs[0]["id"], provider="mock", priority=jobs[0]["priority"])
-            assert _deliver_to_a_consumer_that_dies(broker_url, queue) == 1
-            enqueuer.send_many([(job["id"], "mock", job["priority"]) for job in jobs[1:]])
-            enqueuer.close()
-            assert _deliver_to_a_consumer_that_dies(broker_url, queue) == 1
+    born = time.time()
+    with _api_on_a_broker_of_its_own(private_database_url, logs) as (stack, client, settings):
+        broker_url = settings.redis_url
+        jobs = [submit(client, body(f"taken {n}")) for n in range(3)]
+        queue = settings.queue_for("mock")
+        # What the dead consumer took: the first job's run-job task, and an
+        # envelope carrying the other two (their own tasks are dropped).
+        _deliver_to_a_consumer_that_dies(broker_url, queue, drop=True)
+        enqueuer = Enqueuer(settings=settings)
+        enqueuer.send(job_id=jobs[0]["id"], provider="mock", priority=jobs[0]["priority"])
+        assert _deliver_to_a_consumer_that_dies(broker_url, queue) == 1
+        enqueuer.send_many([(job["id"], "mock", job["priority"]) for job in jobs[1:]])
+        enqueuer.close()
+        assert _deliver_to_a_consumer_that_dies(broker_url, queue) == 1
 
-            sent = hand_back(settings, "a-worker-that-died", since=born)
+        sent = hand_back(settings, "a-worker-that-died", since=born)
 
-            assert sent == 3
-            stack.start_worker()
-            finished = [
-                wait_for_status(client, job["id"], {"succeeded", "failed"}, timeout=15)
-                for job in jobs
-            ]
+        assert sent == 3
+        stack.start_worker()
+        finished = [
+            wait_for_status(client, job["id"], {"succeeded", "failed"}, timeout=15) for job in jobs
+        ]
     assert [job["status"] for job in finished] == ["succeeded"] * 3
 
 
@@ -294,39 +303,27 @@ def test_a_message_a_dead_worker_took_off_the_list_before_recording_it_is_sent_a
     would send it again minutes later). The hand-back finds such a job and sends it
     again at once; a job whose message waits in the list, or is delivered to a live
     worker, gets no second one."""
-    make_key = key_factory(private_database_url)
-    with (
-        running_valkey() as broker_url,
-        Stack(
-            database_url=private_database_url,
-            redis_url=broker_url,
-            logs=logs,
-            env=SHIPPED_RECOVERY,
-        ) as stack,
-    ):
-        stack.start_api()
-        headers = {"Authorization": f"Bearer {make_key()}"}
-        with httpx.Client(base_url=stack.base_url, headers=headers, timeout=10) as client:
-            settings = Settings(database_url=private_database_url, redis_url=broker_url)
-            queue = settings.queue_for("mock")
-            jobs = []
-            for fate in ("lost", "delivered", "waiting"):
-                jobs.append(submit(client, body(fate)))
-                wait_until(lambda: _messages_of(broker_url, queue)[0] == 1, timeout=10)
-                if fate == "lost":  # taken off the list, never recorded as delivered
-                    _deliver_to_a_consumer_that_dies(broker_url, queue, drop=True)
-                elif fate == "delivered":  # a live worker holds it
-                    assert _deliver_to_a_consumer_that_dies(broker_url, queue) == 1
-            assert _messages_of(broker_url, queue) == (1, 1)
+    with _api_on_a_broker_of_its_own(private_database_url, logs) as (stack, client, settings):
+        broker_url = settings.redis_url
+        queue = settings.queue_for("mock")
+        jobs = []
+        for fate in ("lost", "delivered", "waiting"):
+            jobs.append(submit(client, body(fate)))
+            wait_until(lambda: _messages_of(broker_url, queue)[0] == 1, timeout=10)
+            if fate == "lost":  # taken off the list, never recorded as delivered
+                _deliver_to_a_consumer_that_dies(broker_url, queue, drop=True)
+            elif fate == "delivered":  # a live worker holds it
+                assert _deliver_to_a_consumer_that_dies(broker_url, queue) == 1
+        assert _messages_of(broker_url, queue) == (1, 1)
 
-            # No process start given: only what it held, and what nobody holds, goes again.
-            sent = hand_back(settings, "a-worker-that-died")
+        # No process start given: only what it held, and what nobody holds, goes again.
+        sent = hand_back(settings, "a-worker-that-died")
 
-            assert sent == 1
-            assert _messages_of(broker_url, queue) == (2, 1)
-            stack.start_worker()
-            lost = wait_for_status(client, jobs[0]["id"], {"succeeded", "failed"}, timeout=15)
-            waiting = wait_for_status(client, jobs[2]["id"], {"succeeded", "failed"}, timeout=15)
+        assert sent == 1
+        assert _messages_of(broker_url, queue) == (2, 1)
+        stack.start_worker()
+        lost = wait_for_status(client, jobs[0]["id"], {"succeeded", "failed"}, timeout=15)
+        waiting = wait_for_status(client, jobs[2]["id"], {"succeeded", "failed"}, timeout=15)
     assert lost["status"] == "succeeded"
     assert waiting["status"] == "succeeded"
 
