@@ -48,7 +48,8 @@ def test_the_job_behind_a_completion_can_be_looked_up(sdk: openai.OpenAI, stack:
     with httpx.Client(
         base_url=stack.base_url, headers={"Authorization": f"Bearer {sdk.api_key}"}
     ) as client:
-        job = client.get(f"/v1/jobs/{job_id}").json()
+        # Its outcome is written in the worker's tick after the answer.
+        job = wait_for_status(client, job_id, {"succeeded", "failed"}, timeout=10)
 
     assert job["status"] == "succeeded"
     assert job["priority"] == 9

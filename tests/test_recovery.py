@@ -370,7 +370,11 @@ def test_sync_calls_whose_worker_died_are_answered_by_its_successor(
                 os.kill(celery, signal.SIGKILL)
                 answers = [future.result(timeout=30) for future in calls]
             job_ids = [answer.headers["x-relayq-job-id"] for answer in answers]
-            jobs = [client.get(f"/v1/jobs/{job_id}").json() for job_id in job_ids]
+            # A sync call's outcome is written in its worker's tick after the answer.
+            jobs = [
+                wait_for_status(client, job_id, {"succeeded", "failed"}, timeout=10)
+                for job_id in job_ids
+            ]
 
     assert [answer.status_code for answer in answers] == [200] * 4
     assert all(answer.json()["object"] == "chat.completion" for answer in answers)
