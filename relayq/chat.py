@@ -12,7 +12,7 @@ from __future__ import annotations
 from enum import Enum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 __all__ = [
     "RELAYQ_CONTROLS",
@@ -185,3 +185,20 @@ class ChatCompletionChunk(BaseModel):
     model: str
     choices: list[ChunkChoice]
     usage: Usage | None = None
+
+    _wire: str | None = PrivateAttr(default=None)
+
+    @property
+    def wire(self) -> str | None:
+        """The JSON the upstream sent for this chunk, when a client may get it as it is."""
+        return self._wire
+
+    def keep_wire(self, text: str) -> ChatCompletionChunk:
+        """Keep ``text``, the upstream's own JSON of this chunk, to pass on undecoded.
+
+        Only for an upstream that speaks OpenAI's format unchanged; an SSE event
+        whose data spans lines is not kept (a client's data line must not break).
+        """
+        if "\n" not in text:
+            self._wire = text
+        return self

@@ -1,14 +1,18 @@
-"""Streamed chunks as ``delta`` events, gathered so a fast stream costs few round trips.
+"""Streamed chunks as deltas, gathered so a fast stream costs few round trips.
 
 One send is in flight at a time, on its own task: the first chunk goes out at
 once (time to first token is what a streaming caller feels), and the chunks
 that arrive while a send is in flight go together in the next one, each batch
-one delta carrying its text and the chunks themselves. No timer holds a chunk
-back: a chunk waits at most for the send before it, never for the chunk after
-it (an interval-based batch held the last chunk of a burst until the next
-chunk came, a whole token interval later). Where deltas go is the caller's
-choice: the job's event stream, or the reply stream of the API process whose
-caller waits (:mod:`relayq.replies`).
+one :class:`Delta`. No timer holds a chunk back: a chunk waits at most for the
+send before it, never for the chunk after it (an interval-based batch held the
+last chunk of a burst until the next chunk came, a whole token interval
+later). Where deltas go is the caller's choice: the job's event stream
+(:meth:`Delta.event_data`), or the reply stream of the API process whose
+caller waits, as the SSE lines that caller gets (:meth:`Delta.sse`).
+
+Decode once: a chunk an OpenAI-shaped upstream sent as it is carries its
+upstream JSON (:attr:`ChatCompletionChunk.wire`), which goes on as those bytes;
+only chunks an adapter translated are encoded here.
 """
 
 from __future__ import annotations
@@ -16,15 +20,56 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 from relayq.assembly import chunk_text
 from relayq.chat import ChatCompletionChunk
 
-__all__ = ["DeltaPublisher", "DeltaSink"]
+__all__ = ["Delta", "DeltaPublisher", "DeltaSink"]
 
-DeltaSink = Callable[[dict[str, Any]], Awaitable[None]]
-"""Sends one delta's data (``text`` and ``chunks``) on its way."""
+
+@dataclass(frozen=True, slots=True)
+class Delta:
+    """The chunks of one send, in order, and the text they add."""
+
+    chunks: list[ChatCompletionChunk]
+    text: str
+
+    def event_data(self) -> dict[str, Any]:
+        """The ``delta`` event's data: ``text`` and the chunks (upstream JSON kept as is)."""
+        return {"text": self.text, "chunks": [_json(chunk) for chunk in self.chunks]}
+
+    def sse(self, *, include_usage: bool) -> bytes:
+        """The ``data:`` lines an OpenAI streaming client gets for these chunks.
+
+        As OpenAI streams: a chunk without choices (the usage chunk) only when the
+        request asked ``stream_options.include_usage``, and no usage otherwise.
+        """
+        lines = []
+        for chunk in self.chunks:
+            if not chunk.choices and not (include_usage and chunk.usage is not None):
+                continue
+            if chunk.wire is not None and (include_usage or chunk.usage is None):
+                body = chunk.wire.encode()
+            else:
+                exclude = None if include_usage else {"usage"}
+                shaped = chunk.model_dump(mode="json", exclude_none=True, exclude=exclude)
+                body = orjson.dumps(shaped)
+            lines.append(b"data: " + body + b"\n\n")
+        return b"".join(lines)
+
+
+def _json(chunk: ChatCompletionChunk) -> Any:
+    if chunk.wire is not None:
+        return orjson.Fragment(chunk.wire)
+    return chunk.model_dump(mode="json", exclude_none=True)
+
+
+DeltaSink = Callable[[Delta], Awaitable[None]]
+"""Sends one delta on its way."""
 
 
 class DeltaPublisher:
@@ -69,9 +114,6 @@ class DeltaPublisher:
     async def _drain(self) -> None:
         while self._pending:
             chunks, self._pending = self._pending, []
-            data: dict[str, Any] = {
-                "text": "".join(chunk_text(chunk) for chunk in chunks),
-                "chunks": [chunk.model_dump(mode="json", exclude_none=True) for chunk in chunks],
-            }
-            self.text_sent = self.text_sent or bool(data["text"])
-            await self._send(data)
+            delta = Delta(chunks=chunks, text="".join(chunk_text(chunk) for chunk in chunks))
+            self.text_sent = self.text_sent or bool(delta.text)
+            await self._send(delta)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Protocol
 
+import orjson
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
@@ -164,7 +165,9 @@ class EventLog:
 
         def add(pipe: Pipeline) -> None:
             for event in events:
-                self._add(pipe, event)
+                # orjson: a delta's chunks may be an upstream's JSON, kept undecoded
+                # (:class:`orjson.Fragment`, see :mod:`relayq.deltas`).
+                self._add(pipe, event, data=orjson.dumps(event.data))
 
         try:
             replies = await self._batch.execute(add)
@@ -175,8 +178,11 @@ class EventLog:
         if failed:
             log.warning("%d delta events not logged: %s", len(failed), failed[0])
 
-    def _add(self, pipe: Pipeline, event: JobEvent) -> None:
-        """Queue ``event`` for its job's stream and the firehose (its reply: the entry id)."""
+    def _add(self, pipe: Pipeline, event: JobEvent, *, data: bytes | None = None) -> None:
+        """Queue ``event`` for its job's stream and the firehose (its reply: the entry id).
+
+        ``data``: the event's data as compact JSON, when the caller encoded it.
+        """
         self._batch.script(
             pipe,
             self._append,
@@ -186,7 +192,7 @@ class EventLog:
                 FIREHOSE_MAX,
                 event.job_id,
                 event.type.value,
-                json.dumps(event.data, separators=(",", ":")),
+                json.dumps(event.data, separators=(",", ":")) if data is None else data,
                 repr(event.timestamp),
                 self._retention_ms if event.terminal else 0,
             ],

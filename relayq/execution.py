@@ -22,7 +22,7 @@ from redis.exceptions import RedisError
 from relayq.assembly import CompletionAssembler
 from relayq.cache import ResponseCache
 from relayq.chat import ChatCompletion, ChatCompletionRequest
-from relayq.deltas import DeltaPublisher
+from relayq.deltas import Delta, DeltaPublisher
 from relayq.events import EventLog, EventType, JobEvent
 from relayq.job_ledger import JobLedger
 from relayq.jobs import JobStatus
@@ -487,8 +487,13 @@ class Executor:
             if not claim.request.get("stream"):
                 return None  # the caller waits for the whole answer: no text before it
 
-            async def reply(data: dict[str, Any]) -> None:
-                await replies.send(stream, Reply(job_id=claim.job_id, type="delta", data=data))
+            options = claim.request.get("stream_options")
+            include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
+
+            async def reply(delta: Delta) -> None:
+                # The caller's own SSE lines: its API process writes them as they are.
+                sse = delta.sse(include_usage=include_usage)
+                await replies.send(stream, Reply(job_id=claim.job_id, type="delta", sse=sse))
 
             return DeltaPublisher(reply)
         events = self._events
@@ -500,9 +505,12 @@ class Executor:
         if events is None or claim.batch_id is not None or not claim.request.get("stream"):
             return None
 
-        async def emit(data: dict[str, Any]) -> None:
+        async def emit(delta: Delta) -> None:
             event = JobEvent(
-                job_id=claim.job_id, key_id=claim.key_id, type=EventType.DELTA, data=data
+                job_id=claim.job_id,
+                key_id=claim.key_id,
+                type=EventType.DELTA,
+                data=delta.event_data(),
             )
             await events.emit_deltas([event])
 

@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import orjson
@@ -65,11 +65,16 @@ def direct_cancel_key(key_prefix: str, job_id: str) -> str:
 
 @dataclass(frozen=True)
 class Reply:
-    """One reply about one job: ``type`` is ``delta``, ``attempt_failed`` or terminal."""
+    """One reply about one job: ``type`` is ``delta``, ``attempt_failed`` or terminal.
+
+    A ``delta`` carries ``sse``, the caller's SSE lines rendered by the worker
+    (:meth:`relayq.deltas.Delta.sse`), which the API writes without decoding.
+    """
 
     job_id: str
     type: str
-    data: dict[str, Any]
+    data: dict[str, Any] = field(default_factory=dict)
+    sse: bytes | None = None
 
     @property
     def terminal(self) -> bool:
@@ -126,6 +131,8 @@ class Replies:
                     "type": reply.type,
                     "data": orjson.dumps(reply.data),
                 }
+                if reply.sse is not None:
+                    fields["sse"] = reply.sse
                 pipe.xadd(stream, fields, maxlen=_MAX_LENGTH, approximate=True)
             pipe.pexpire(stream, _TTL_MS)
 
@@ -195,5 +202,6 @@ class ReplyHub:
                 job_id=fields[b"job"].decode(),
                 type=fields[b"type"].decode(),
                 data=orjson.loads(fields[b"data"]),
+                sse=fields.get(b"sse"),
             )
         )

@@ -6,10 +6,11 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import orjson
 import pytest
 
 from relayq.chat import ChatCompletionChunk
-from relayq.deltas import DeltaPublisher
+from relayq.deltas import Delta, DeltaPublisher
 
 
 def chunk(text: str | None, *, role: str | None = None) -> ChatCompletionChunk:
@@ -32,18 +33,18 @@ class Sink:
     """A send that the test lets finish one at a time."""
 
     def __init__(self) -> None:
-        self.sent: list[dict[str, Any]] = []
+        self.sent: list[Delta] = []
         self.started = asyncio.Event()
         self.release = asyncio.Event()
         self.fail: Exception | None = None
 
-    async def __call__(self, data: dict[str, Any]) -> None:
+    async def __call__(self, delta: Delta) -> None:
         self.started.set()
         await self.release.wait()
         self.release.clear()
         if self.fail is not None:
             raise self.fail
-        self.sent.append(data)
+        self.sent.append(delta)
 
     async def finish_one(self) -> None:
         await self.started.wait()
@@ -56,7 +57,7 @@ def test_a_chunk_after_a_burst_goes_without_waiting_for_the_next_chunk() -> None
     """The role chunk and the first token come together; the token must not wait for the
     second token (it did, a whole token interval, when a 20 ms timer gathered chunks)."""
 
-    async def scenario() -> list[dict[str, Any]]:
+    async def scenario() -> list[Delta]:
         sink = Sink()
         deltas = DeltaPublisher(sink)
         deltas.add(chunk("", role="assistant"))
@@ -69,18 +70,18 @@ def test_a_chunk_after_a_burst_goes_without_waiting_for_the_next_chunk() -> None
         return sink.sent
 
     sent = asyncio.run(scenario())
-    assert [d["text"] for d in sent] == ["", "Hello"]
-    assert [len(d["chunks"]) for d in sent] == [1, 2]
-    assert sent[1]["chunks"][0]["choices"][0]["delta"] == {"content": "Hel"}
+    assert [d.text for d in sent] == ["", "Hello"]
+    assert [len(d.chunks) for d in sent] == [1, 2]
+    assert sent[1].event_data()["chunks"][0]["choices"][0]["delta"] == {"content": "Hel"}
 
 
 def test_flush_waits_for_every_chunk_and_text_sent_says_whether_text_left() -> None:
     async def scenario() -> tuple[bool, bool, list[str]]:
         sent: list[str] = []
 
-        async def send(data: dict[str, Any]) -> None:
+        async def send(delta: Delta) -> None:
             await asyncio.sleep(0.001)
-            sent.append(data["text"])
+            sent.append(delta.text)
 
         deltas = DeltaPublisher(send)
         deltas.add(chunk("", role="assistant"))
@@ -112,7 +113,7 @@ def test_abandon_waits_for_the_send_in_flight_and_drops_the_rest() -> None:
         await sink.finish_one()
         await asyncio.wait_for(abandoning, 1)
         await asyncio.sleep(0.01)
-        return [d["text"] for d in sink.sent]
+        return [d.text for d in sink.sent]
 
     assert asyncio.run(scenario()) == ["first"]
 
@@ -132,3 +133,72 @@ def test_a_failed_send_raises_at_the_next_chunk_and_at_flush() -> None:
         return str(at_add.value), str(at_flush.value)
 
     assert asyncio.run(scenario()) == ("redis gone", "redis gone")
+
+
+WIRE = (
+    '{"id":"chatcmpl-9","object":"chat.completion.chunk","created":7,"model":"m",'
+    '"system_fingerprint":null,"choices":[{"index":0,"delta":{"content":"caf\u00e9"},'
+    '"logprobs":null,"finish_reason":null}],"usage":null}'
+)
+USAGE_WIRE = (
+    '{"id":"chatcmpl-9","object":"chat.completion.chunk","created":7,"model":"m",'
+    '"choices":[],"usage":{"prompt_tokens":2,"completion_tokens":1,"total_tokens":3}}'
+)
+
+
+def wire_chunk(text: str) -> ChatCompletionChunk:
+    return ChatCompletionChunk.model_validate(orjson.loads(text)).keep_wire(text)
+
+
+def test_an_upstream_chunk_goes_on_as_the_upstream_wrote_it() -> None:
+    """Decode once: a chunk that kept its upstream JSON is sent as those bytes, in the
+    job's delta event and in a waiting caller's SSE lines, nulls and escapes included."""
+    delta = Delta(chunks=[wire_chunk(WIRE), wire_chunk(USAGE_WIRE)], text="café")
+
+    event = orjson.dumps(delta.event_data())
+    with_usage = delta.sse(include_usage=True)
+    without_usage = delta.sse(include_usage=False)
+
+    assert event == ('{"text":"café","chunks":[' + WIRE + "," + USAGE_WIRE + "]}").encode()
+    assert with_usage == f"data: {WIRE}\n\ndata: {USAGE_WIRE}\n\n".encode()
+    # The usage chunk only for a caller that asked for it, as OpenAI streams.
+    assert without_usage == f"data: {WIRE}\n\n".encode()
+
+
+def test_a_translated_chunk_is_encoded_and_keeps_usage_only_when_asked() -> None:
+    """A chunk with no upstream JSON (an adapter built it) is encoded once, here; usage
+    on a chunk with choices is left out unless the caller asked for it."""
+    last = ChatCompletionChunk.model_validate(
+        {
+            "id": "c",
+            "created": 1,
+            "model": "m",
+            "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3},
+        }
+    )
+    wired = wire_chunk(orjson.dumps(last.model_dump(mode="json")).decode())
+    delta = Delta(chunks=[chunk("hi"), last, wired], text="hi")
+
+    lines = [
+        orjson.loads(line.removeprefix(b"data: "))
+        for line in delta.sse(include_usage=False).split(b"\n\n")
+        if line
+    ]
+    with_usage = [
+        orjson.loads(line.removeprefix(b"data: "))
+        for line in delta.sse(include_usage=True).split(b"\n\n")
+        if line
+    ]
+
+    assert [line["choices"][0]["delta"] for line in lines] == [{"content": "hi"}, {}, {}]
+    assert all("usage" not in line for line in lines)
+    assert [line.get("usage", {}).get("total_tokens") for line in with_usage] == [None, 3, 3]
+
+
+def test_a_chunk_whose_event_spans_lines_is_not_kept_as_it_came() -> None:
+    split = WIRE.replace(',"choices"', '\n,"choices"')
+    kept = wire_chunk(split)
+
+    assert kept.wire is None
+    assert b"\n" not in Delta(chunks=[kept], text="").sse(include_usage=True).rstrip(b"\n")

@@ -243,28 +243,21 @@ async def _streaming(call: _Call, body: ChatCompletionRequest) -> JSONResponse |
     if first.terminal and first.type != EventType.SUCCEEDED.value:
         call.done()
         return _failure(first.type, first.data, call.job.id)
-    include_usage = bool(body.stream_options and body.stream_options.include_usage)
     return StreamingResponse(
-        _chunks(call, first, include_usage=include_usage),
+        _chunks(call, first),
         media_type="text/event-stream",
         headers={JOB_HEADER: call.job.id, "cache-control": "no-cache"},
     )
 
 
-async def _chunks(
-    call: _Call,
-    first: Reply,
-    *,
-    include_usage: bool,
-) -> AsyncIterator[str]:
+async def _chunks(call: _Call, first: Reply) -> AsyncIterator[str | bytes]:
     finished = False
     try:
         reply = first
         while True:
             if reply.type == "delta":
-                for chunk in reply.data.get("chunks", []):
-                    if chunk.get("choices") or (include_usage and chunk.get("usage")):
-                        yield sse_message(data=_without_usage(chunk, include_usage))
+                if reply.sse:  # rendered for this caller by the worker: written as it is
+                    yield reply.sse
             elif reply.type == EventType.ATTEMPT_FAILED.value and reply.data.get("deltas_sent"):
                 # This attempt's text already went out: another attempt's must not
                 # follow it as one answer. The job goes on; its answer stays readable.
@@ -305,9 +298,3 @@ def _interrupted(job_id: str, reply: Reply) -> dict[str, Any]:
         "code": "attempt_interrupted",
         "job_id": job_id,
     }
-
-
-def _without_usage(chunk: dict[str, Any], include_usage: bool) -> dict[str, Any]:
-    if include_usage or "usage" not in chunk:
-        return chunk
-    return {k: v for k, v in chunk.items() if k != "usage"}

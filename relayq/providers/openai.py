@@ -197,6 +197,16 @@ class OpenAIProvider(Provider):
         """A decoded stream event made OpenAI-shaped before validation; unchanged here."""
         return payload
 
+    @property
+    def passes_chunks_through(self) -> bool:
+        """Whether the upstream's chunk JSON is what a client gets, byte for byte.
+
+        Then each chunk keeps its upstream text (:meth:`ChatCompletionChunk.keep_wire`)
+        and the layers above pass it on undecoded. An adapter whose
+        :meth:`chunk_payload` changes chunks says no.
+        """
+        return type(self).chunk_payload is OpenAIProvider.chunk_payload
+
     def parse_completion(self, content: bytes | str) -> ChatCompletion:
         """A 2xx body as a ``chat.completion``; an error object in it raises its error."""
         payload = decode_json(content, provider=self.name)
@@ -216,9 +226,10 @@ class OpenAIProvider(Provider):
             error = error_for_event(payload.get("error", payload), provider=self.name)
             raise self.adjust_error(error, payload)
         try:
-            return ChatCompletionChunk.model_validate(self.chunk_payload(payload))
+            chunk = ChatCompletionChunk.model_validate(self.chunk_payload(payload))
         except ValidationError as exc:
             raise MalformedResponse(f"{self.name}: not a chat.completion.chunk: {exc}") from exc
+        return chunk.keep_wire(event.data) if self.passes_chunks_through else chunk
 
     def stream_complete(self, last: ChatCompletionChunk | None) -> bool:
         """Whether a stream whose body ended without ``[DONE]`` after ``last`` is whole.

@@ -157,6 +157,11 @@ class OpenAICompatibleProvider(OpenAIProvider):
         self._map_finish_reasons(payload)
         return payload
 
+    @property
+    def passes_chunks_through(self) -> bool:
+        """Unless the preset renames finish reasons or moves usage, chunks pass as they are."""
+        return not self.preset.finish_reasons and not self.preset.usage_in_x_groq
+
     def chunk_payload(self, payload: Any) -> Any:
         self._map_finish_reasons(payload)
         if self.preset.usage_in_x_groq and isinstance(payload, dict) and not payload.get("usage"):

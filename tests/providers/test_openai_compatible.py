@@ -244,3 +244,32 @@ def test_model_list_shapes(body: Any, ids: list[str]) -> None:
     with FakeOpenAI(api_key=KEY) as fake:
         fake.models_body = lambda: body  # type: ignore[method-assign]
         assert run(OPENAI_COMPATIBLE, fake.base_url, _models) == ids
+
+
+def test_chunks_of_an_unchanged_openai_stream_keep_the_upstreams_json() -> None:
+    """Decode once: where the preset changes nothing in a chunk, each chunk keeps the
+    upstream's JSON, vendor fields and all, and the layers above send it on as it came."""
+    deepseek = preset("deepseek", "deepseek-reasoner")
+    events = stream_events({"model": "deepseek-reasoner", "messages": []}, "Yes.")
+    events[0]["choices"][0]["delta"]["reasoning_content"] = "Let me think."
+    sent = [json.dumps(e) for e in events]
+    received: list[ChatCompletionChunk] = []
+    with FakeOpenAI(api_key=KEY) as fake:
+        fake.script(sse_reply("".join(f"data: {e}\n\n" for e in sent) + "data: [DONE]\n\n"))
+        run(deepseek, fake.base_url, streamer(deepseek, received))
+    assert [chunk.wire for chunk in received] == sent
+
+
+@pytest.mark.parametrize(
+    ("name", "fixture"), [("groq", "groq_stream.sse"), ("mistral", "mistral_stream.sse")]
+)
+def test_chunks_a_preset_changes_are_not_passed_on_as_they_came(name: str, fixture: str) -> None:
+    """Groq's usage moves out of ``x_groq``, Mistral's finish reasons are renamed: those
+    chunks are encoded again from what relayq made of them."""
+    vendor = preset(name)
+    received: list[ChatCompletionChunk] = []
+    with FakeOpenAI(api_key=KEY) as fake:
+        fake.script(sse_reply(fixture_text("openai_compatible", fixture)))
+        run(vendor, fake.base_url, streamer(vendor, received))
+    assert received
+    assert all(chunk.wire is None for chunk in received)
