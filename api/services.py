@@ -13,7 +13,6 @@ from relayq.breaker import CircuitBreaker
 from relayq.cache import ResponseCache
 from relayq.catalog import ModelCatalog
 from relayq.config import RoutingConfig
-from relayq.enqueue_marks import EnqueueMarks
 from relayq.event_hub import EventHub
 from relayq.events import EventLog
 from relayq.files.storage import DirectoryStorage, FileStorage
@@ -21,6 +20,7 @@ from relayq.intake import Intake
 from relayq.key_limits import KeyLimits
 from relayq.live import LiveRouting
 from relayq.metrics import ApiMetrics, StateCollector
+from relayq.outbox import Outbox
 from relayq.providers import Provider, build_providers
 from relayq.providers.http import UpstreamClient, build_http_client
 from relayq.redis_batch import CommandBatch
@@ -78,17 +78,16 @@ class Services:
             batch=self.batch,
         )
         self.live = LiveRouting(settings, apply=self._apply)
-        self.marks = EnqueueMarks(self.database)
+        self.outbox = Outbox(database=self.database, enqueuer=self.enqueuer)
         self.intake = Intake(
             settings=settings,
             database=self.database,
-            enqueuer=self.enqueuer,
+            outbox=self.outbox,
             redis=self.redis,
             router=lambda: self.router,
             state=self.routing_state,
             cache=ResponseCache(self.redis, key_prefix=settings.key_prefix),
             events=self.events,
-            marks=self.marks,
             key_limits=KeyLimits(self.redis, key_prefix=settings.key_prefix, batch=self.batch),
             batch=self.batch,
         )
@@ -105,9 +104,8 @@ class Services:
         self.catalog.forget()
 
     def start(self) -> None:
-        """Start watching the config file and marking published jobs (on the running loop)."""
+        """Start watching the config file and reading replies (on the running loop)."""
         self._watcher = asyncio.create_task(self.live.watch())
-        self.marks.start()
         self.replies.start()
 
     async def aclose(self) -> None:
@@ -115,7 +113,7 @@ class Services:
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watcher
-        await self.marks.aclose()
+        await self.outbox.aclose()
         self.enqueuer.close()
         await self.hub.aclose()
         await self.replies.aclose()

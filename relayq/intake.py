@@ -29,14 +29,12 @@ from redis.exceptions import RedisError
 from relayq.cache import ResponseCache, cache_ttl
 from relayq.cancellation import publish_cancel
 from relayq.chat import ChatCompletionRequest
-from relayq.enqueue_marks import EnqueueMarks
 from relayq.events import EventLog, EventType, JobEvent, terminal_data
 from relayq.ids import new_id
 from relayq.job_inserts import JobInserts
-from relayq.job_publisher import JobPublisher
 from relayq.jobs import JobCreate
 from relayq.key_limits import Decision, KeyLimits
-from relayq.queueing import Enqueuer
+from relayq.outbox import JobMessage, Outbox
 from relayq.redis_batch import CommandBatch
 from relayq.replies import Replies, Reply, direct_cancel_key
 from relayq.routing import Router
@@ -103,26 +101,24 @@ class Intake:
         *,
         settings: Settings,
         database: Database,
-        enqueuer: Enqueuer,
+        outbox: Outbox,
         redis: aioredis.Redis,
         router: Callable[[], Router],
         state: RoutingState,
         cache: ResponseCache,
         events: EventLog,
-        marks: EnqueueMarks,
         key_limits: KeyLimits | None = None,
         batch: CommandBatch | None = None,
     ) -> None:
         self._settings = settings
         self._database = database
-        self._publisher = JobPublisher(enqueuer)
+        self._outbox = outbox
         self._inserts = JobInserts(database)
         self._redis = redis
         self._router = router
         self._state = state
         self._cache = cache
         self._events = events
-        self._marks = marks
         self._key_limits = key_limits
         batch = batch or CommandBatch(redis)
         self._replies = Replies(batch, key_prefix=settings.key_prefix)
@@ -286,10 +282,9 @@ class Intake:
 
     async def _publish(self, job: Job) -> None:
         # Not taken (the broker is down): the job stays unmarked; the reconciler publishes it.
-        if await self._publisher.publish(
-            job_id=job.id, provider=job.provider, priority=job.priority
-        ):
-            self._marks.add(job.id)
+        await self._outbox.publish_job(
+            JobMessage(job_id=job.id, provider=job.provider, priority=job.priority)
+        )
 
     async def abandon(self, *, key_id: str, job_id: str, direct: bool) -> None:
         """The caller waiting on the job left: cancel it.

@@ -12,7 +12,6 @@ concurrent workers from publishing the same message twice.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -24,6 +23,7 @@ from redis.exceptions import RedisError
 from relayq.events import EventLog, EventType, JobEvent
 from relayq.key_limits import KeyLimits, RunningJob
 from relayq.locking import run_exclusively
+from relayq.outbox import JobMessage, Outbox
 from relayq.queueing import Enqueuer
 from relayq.routing_state import RoutingState
 from relayq.store import Database
@@ -31,7 +31,6 @@ from relayq.store.jobs import (
     count_active,
     count_active_by_key,
     find_stranded,
-    mark_enqueued,
     release_lapsed,
     unfinished_of,
     unfinished_of_key,
@@ -74,6 +73,7 @@ class Reconciler:
     ) -> None:
         self._database = database
         self._enqueuer = enqueuer
+        self._outbox = Outbox(database=database, enqueuer=enqueuer, clock=clock)
         self._grace_seconds = grace_seconds
         self._republish_after = republish_after_seconds
         self._routing_state = routing_state
@@ -96,24 +96,10 @@ class Reconciler:
                 limit=_BATCH,
             )
             counts = await count_active(session) if self._routing_state is not None else None
-        sent: list[str] = []
-        failed = 0
-        for job in stranded:
-            try:
-                await asyncio.to_thread(
-                    self._enqueuer.send,
-                    job_id=job.job_id,
-                    provider=job.provider,
-                    priority=job.priority,
-                )
-            except Exception as exc:  # the broker's errors are many; all mean "not now"
-                log.warning("reconciler could not enqueue %s: %s", job.job_id, exc)
-                failed = len(stranded) - len(sent)
-                break
-            sent.append(job.job_id)
-        if sent:
-            async with self._database.session() as session:
-                await mark_enqueued(session, job_ids=sent, now=self._clock())
+        sent = await self._outbox.send_jobs(
+            [JobMessage(job.job_id, job.provider, job.priority) for job in stranded]
+        )
+        failed = len(stranded) - len(sent)
         if counts is not None and self._routing_state is not None:
             await self._routing_state.reset_in_flight(counts)
         await self._announce_expired(expired)
@@ -199,9 +185,7 @@ class Reconciler:
                 republish_after=self._republish_after,
                 limit=_BATCH,
             )
-        return await publish_unsent(
-            database=self._database, enqueuer=self._enqueuer, unsent=unsent, clock=self._clock
-        )
+        return await publish_unsent(self._outbox, enqueuer=self._enqueuer, unsent=unsent)
 
     async def run_forever(self, *, redis: aioredis.Redis, lock_key: str, interval: float) -> None:
         """Run a pass every ``interval`` seconds on whichever worker holds the lock."""

@@ -22,12 +22,13 @@ from relayq.breaker import CircuitBreaker, Permit
 from relayq.chat import ChatCompletionRequest
 from relayq.config import DeploymentSettings, RoutingConfig
 from relayq.events import EventLog, EventType, JobEvent
+from relayq.outbox import JobMessage, Outbox
 from relayq.providers.errors import ProviderError
 from relayq.queueing import Enqueuer
 from relayq.ratelimit import RateLimiter, estimate_tokens
 from relayq.retry import Next, RetrySettings, decide
 from relayq.store import Database
-from relayq.store.jobs import AttemptRecord, Claim, list_attempts, mark_enqueued
+from relayq.store.jobs import AttemptRecord, Claim, list_attempts
 from relayq.store.retries import Placement, requeue_job
 
 __all__ = ["Admission", "Resilience", "deployment_id"]
@@ -65,7 +66,7 @@ class Resilience:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._database = database
-        self._enqueuer = enqueuer
+        self._outbox = Outbox(database=database, enqueuer=enqueuer, clock=clock)
         self._limiter = limiter
         self._breaker = breaker
         self._retry = retry
@@ -289,20 +290,15 @@ class Resilience:
             return False
         # Long waits are sent in hops below the broker's visibility timeout;
         # a job delivered before its time is put back for the rest.
-        countdown = min(delay, self._max_countdown)
-        try:
-            await asyncio.to_thread(
-                self._enqueuer.send,
+        # Not taken: the reconciler sends it once the wait is over.
+        await self._outbox.send_job(
+            JobMessage(
                 job_id=claim.job_id,
                 provider=placement.provider,
                 priority=claim.priority,
-                countdown=countdown,
+                countdown=min(delay, self._max_countdown),
             )
-        except Exception as exc:  # the reconciler sends it once the wait is over
-            log.warning("job %s requeued (%s) but not sent yet: %s", claim.job_id, reason, exc)
-            return True
-        async with self._database.session() as session:
-            await mark_enqueued(session, job_ids=[claim.job_id], now=self._clock())
+        )
         return True
 
     async def _emit(self, claim: Claim, kind: EventType, data: dict[str, Any]) -> None:

@@ -47,7 +47,6 @@ from relayq.store.batches import (
     find_by_idempotency_key,
     get_batch,
     list_batches,
-    mark_batch_enqueued,
     request_counts,
 )
 from relayq.store.files import add_file, get_file
@@ -132,13 +131,8 @@ async def create(
     if not created:
         response.headers["Idempotent-Replayed"] = "true"
         return batch_object(stored, counts)
-    try:
-        await asyncio.to_thread(services.enqueuer.send_batch, batch_id=batch.id)
-    except Exception as exc:  # the batch is stored: a worker's scheduler sends it later
-        log.warning("batch %s stored but its validation not enqueued yet: %s", batch.id, exc)
-    else:
-        async with services.database.session() as session:
-            await mark_batch_enqueued(session, batch_id=batch.id, now=time.time())
+    # Not taken: the batch is stored, and a worker's scheduler sends it later.
+    await services.outbox.send_batch(batch.id)
     return batch_object(batch, counts)
 
 

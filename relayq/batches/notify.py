@@ -10,6 +10,7 @@ from __future__ import annotations
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from relayq.batches.schemas import batch_object
+from relayq.outbox import Outbox
 from relayq.store import Database
 from relayq.store.batches import get_batch_by_id, request_counts
 from relayq.store.webhooks import unsent_for
@@ -24,6 +25,9 @@ class BatchNotifier:
     def __init__(self, *, database: Database, enqueuer: WebhookEnqueuer | None) -> None:
         self._database = database
         self._enqueuer = enqueuer
+        self._outbox = (
+            Outbox(database=database, enqueuer=enqueuer) if enqueuer is not None else None
+        )
 
     async def plan(self, session: AsyncSession, *, batch_id: str, now: float) -> list[str]:
         """Add the deliveries of the batch's (final) status to the session; the caller commits."""
@@ -45,9 +49,9 @@ class BatchNotifier:
 
     async def publish(self, batch_id: str) -> None:
         """Send the batch's planned deliveries now (else the reconciler does, later)."""
-        if self._enqueuer is None:
+        if self._enqueuer is None or self._outbox is None:
             return
         async with self._database.session() as session:
             unsent = await unsent_for(session, batch_id=batch_id)
         if unsent:
-            await publish_unsent(database=self._database, enqueuer=self._enqueuer, unsent=unsent)
+            await publish_unsent(self._outbox, enqueuer=self._enqueuer, unsent=unsent)

@@ -17,7 +17,6 @@ pass cut short by a crash is simply done again.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections import defaultdict
@@ -34,6 +33,7 @@ from relayq.files.schemas import FilePurpose
 from relayq.files.storage import FileStorage
 from relayq.jobs import JobStatus
 from relayq.locking import run_exclusively
+from relayq.outbox import JobMessage, Outbox
 from relayq.queueing import Enqueuer
 from relayq.routing_state import RoutingState
 from relayq.settings import Settings
@@ -45,13 +45,11 @@ from relayq.store.batches import (
     expire_requests,
     finish_batch,
     get_batch_by_id,
-    mark_batch_enqueued,
     release_requests,
     tallies,
     unconfirmed_validations,
 )
 from relayq.store.files import add_file
-from relayq.store.jobs import mark_enqueued
 from relayq.store.models import Batch
 
 __all__ = ["BatchScheduler", "SchedulerReport"]
@@ -86,7 +84,7 @@ class BatchScheduler:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._database = database
-        self._enqueuer = enqueuer
+        self._outbox = Outbox(database=database, enqueuer=enqueuer, clock=clock)
         self._storage = storage
         self._notifier = notifier
         self._settings = settings
@@ -152,18 +150,10 @@ class BatchScheduler:
             )
         if not rows:
             return 0
-        messages = [(job_id, provider, priority) for job_id, provider, _, priority in rows]
-        sent = await asyncio.to_thread(self._enqueuer.send_many, messages)
-        if len(sent) < len(rows):
-            log.warning(
-                "batch %s: %d of %d released requests not published yet (the reconciler will)",
-                batch_id,
-                len(rows) - len(sent),
-                len(rows),
-            )
-        if sent:
-            async with self._database.session() as session:
-                await mark_enqueued(session, job_ids=sent, now=self._clock())
+        # What the broker did not take, the reconciler sends later.
+        await self._outbox.send_jobs(
+            [JobMessage(job_id, provider, priority) for job_id, provider, _, priority in rows]
+        )
         if self._routing_state is not None:
             assigned: dict[tuple[str, str], int] = defaultdict(int)
             for _, provider_name, model, _ in rows:
@@ -252,13 +242,8 @@ class BatchScheduler:
                 enqueued_before=now - self._settings.worker.visibility_timeout,
             )
         for batch_id in lost:
-            try:
-                await asyncio.to_thread(self._enqueuer.send_batch, batch_id=batch_id)
-            except Exception as exc:  # the broker's errors are many; all mean "not now"
-                log.warning("batch %s validation not published: %s", batch_id, exc)
+            if not await self._outbox.send_batch(batch_id):
                 return 0
-            async with self._database.session() as session:
-                await mark_batch_enqueued(session, batch_id=batch_id, now=self._clock())
         return len(lost)
 
 

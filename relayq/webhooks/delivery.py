@@ -10,7 +10,6 @@ timeout). A message that comes early is published again for the rest.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import random
@@ -21,6 +20,7 @@ from enum import Enum
 
 import httpx
 
+from relayq.outbox import Outbox
 from relayq.settings import WebhookSettings
 from relayq.store import Database
 from relayq.store.webhooks import (
@@ -34,11 +34,10 @@ from relayq.store.webhooks import (
     ensure_secrets,
     forget_enqueued,
     get_endpoint_by_id,
-    mark_deliveries_enqueued,
     record_attempt,
 )
 from relayq.webhooks.backoff import retry_delay
-from relayq.webhooks.publishing import WebhookEnqueuer
+from relayq.webhooks.publishing import WebhookEnqueuer, mark_sent
 from relayq.webhooks.schemas import DeliveryStatus
 from relayq.webhooks.signing import signed_headers
 from relayq.webhooks.transport import Answer, post_webhook
@@ -82,6 +81,7 @@ class Deliverer:
         self._client = client
         self._settings = settings
         self._enqueuer = enqueuer
+        self._outbox = Outbox(database=database, enqueuer=enqueuer, clock=clock)
         self._clock = clock
         self._rng = rng
 
@@ -187,18 +187,12 @@ class Deliverer:
         cleared so the reconciler sends it once due.
         """
         countdown = min(max(wait, 0.0), self._settings.max_countdown_seconds)
-        try:
-            await asyncio.to_thread(
-                self._enqueuer.send_delivery,
-                delivery_id=unsent.delivery_id,
-                run=unsent.run,
-                countdown=countdown,
-            )
-        except Exception as exc:  # the broker's errors are many; all mean "not now"
-            log.warning("webhook delivery %s not rescheduled: %s", unsent.delivery_id, exc)
+        sent = await self._outbox.send(
+            [unsent],
+            publish=lambda items: self._enqueuer.send_deliveries(items, countdown=countdown),
+            mark=mark_sent if confirm else None,
+            what="webhook deliveries",
+        )
+        if not sent:
             async with self._database.session() as session:
                 await forget_enqueued(session, unsent=unsent)
-            return
-        if confirm:
-            async with self._database.session() as session:
-                await mark_deliveries_enqueued(session, sent=[unsent], now=self._clock())

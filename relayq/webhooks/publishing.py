@@ -9,18 +9,25 @@ message was not confirmed is sent by the reconciler once it is due.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from relayq.events import JobEvent
+from relayq.outbox import Outbox
 from relayq.queueing import Enqueuer
 from relayq.settings import Settings
 from relayq.store import Database
 from relayq.store.webhooks import Unsent, mark_deliveries_enqueued, unsent_for
 
-__all__ = ["DELIVER_WEBHOOK_TASK", "DeliveryPublisher", "WebhookEnqueuer", "publish_unsent"]
+__all__ = [
+    "DELIVER_WEBHOOK_TASK",
+    "DeliveryPublisher",
+    "WebhookEnqueuer",
+    "mark_sent",
+    "publish_unsent",
+]
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +41,21 @@ class WebhookEnqueuer(Enqueuer):
         super().__init__(settings=settings)
         self._webhook_queue = settings.webhooks.queue
 
+    def send_deliveries(self, unsent: Sequence[Unsent], countdown: float = 0.0) -> list[Unsent]:
+        """Publish a message for each of ``unsent``; those the broker took.
+
+        Stops at the first refusal (the broker is down: the rest would fail too).
+        """
+        sent: list[Unsent] = []
+        for item in unsent:
+            try:
+                self.send_delivery(delivery_id=item.delivery_id, run=item.run, countdown=countdown)
+            except Exception as exc:  # the broker's errors are many; all mean "not now"
+                log.warning("webhook delivery %s not published: %s", item.delivery_id, exc)
+                break
+            sent.append(item)
+        return sent
+
     def send_delivery(self, *, delivery_id: str, run: int, countdown: float = 0.0) -> None:
         """Publish one delivery's message, due in ``countdown`` seconds; raises on failure."""
         self._celery.send_task(
@@ -46,31 +68,22 @@ class WebhookEnqueuer(Enqueuer):
 
 
 async def publish_unsent(
-    *,
-    database: Database,
-    enqueuer: WebhookEnqueuer,
-    unsent: Sequence[Unsent],
-    clock: Callable[[], float] = time.time,
+    outbox: Outbox, *, enqueuer: WebhookEnqueuer, unsent: Sequence[Unsent]
 ) -> tuple[int, int]:
     """Publish a message for each of ``unsent`` and mark those the broker took.
 
     Stops at the first failure (the broker is down). Returns how many were
     sent and how many were not.
     """
-    sent: list[Unsent] = []
-    for item in unsent:
-        try:
-            await asyncio.to_thread(
-                enqueuer.send_delivery, delivery_id=item.delivery_id, run=item.run
-            )
-        except Exception as exc:  # the broker's errors are many; all mean "not now"
-            log.warning("webhook delivery %s not published: %s", item.delivery_id, exc)
-            break
-        sent.append(item)
-    if sent:
-        async with database.session() as session:
-            await mark_deliveries_enqueued(session, sent=sent, now=clock())
+    sent = await outbox.send(
+        unsent, publish=enqueuer.send_deliveries, mark=mark_sent, what="webhook deliveries"
+    )
     return len(sent), len(unsent) - len(sent)
+
+
+async def mark_sent(session: AsyncSession, sent: list[Unsent], now: float) -> None:
+    """The :data:`relayq.outbox.Mark` of delivery messages."""
+    await mark_deliveries_enqueued(session, sent=sent, now=now)
 
 
 class DeliveryPublisher:
@@ -83,6 +96,7 @@ class DeliveryPublisher:
     def __init__(self, *, database: Database, enqueuer: WebhookEnqueuer) -> None:
         self._database = database
         self._enqueuer = enqueuer
+        self._outbox = Outbox(database=database, enqueuer=enqueuer)
 
     async def on_job_event(self, event: JobEvent) -> None:
         if not event.terminal:
@@ -94,4 +108,4 @@ class DeliveryPublisher:
             async with self._database.session() as session:
                 unsent = await unsent_for(session, job_id=event.job_id)
         if unsent:
-            await publish_unsent(database=self._database, enqueuer=self._enqueuer, unsent=unsent)
+            await publish_unsent(self._outbox, enqueuer=self._enqueuer, unsent=unsent)
