@@ -28,6 +28,7 @@ from relayq.job_ledger import JobLedger
 from relayq.jobs import JobStatus
 from relayq.key_limits import KeyLimits
 from relayq.metrics import WorkerMetrics
+from relayq.policy import Action, after_admission, before_call
 from relayq.providers.base import Provider
 from relayq.providers.errors import (
     MalformedResponse,
@@ -370,24 +371,25 @@ class Executor:
     async def _before_call(self, claim: Claim) -> RunResult | None:
         """Expire it, or put it back to wait, or None: the job may be called now."""
         now = self._clock()
-        if claim.expires_at is not None and now >= claim.expires_at:
+        step = before_call(now=now, expires_at=claim.expires_at, not_before=claim.not_before)
+        if step.action is Action.EXPIRE:
             if not await self._stored(claim):
                 return RunResult.SUPERSEDED
             async with self._database.session() as session:
                 expired = await expire_claimed(session, claim=claim, now=now)
             if not expired:
                 return RunResult.SUPERSEDED
-            error = {"code": "expired", "message": "the job's deadline passed before it ran"}
-            outcome = Outcome(status=JobStatus.EXPIRED, error=error)
+            outcome = Outcome(
+                status=JobStatus.EXPIRED, error={"code": "expired", "message": step.reason}
+            )
             await self._reply(claim, outcome.status.value, _terminal_data(outcome))
             await self._emit(claim, EventType.EXPIRED, _terminal_data(outcome))
             await self._record_finish(claim, outcome, None)
             return RunResult.EXPIRED
-        if self._resilience is not None and claim.not_before and now < claim.not_before - 0.05:
-            # Delivered before its countdown ended (a long wait sent in hops).
+        if step.action is Action.WAIT and self._resilience is not None:
             if not await self._stored(claim):
                 return RunResult.SUPERSEDED
-            await self._resilience.wait_turn(claim, claim.not_before - now, "not yet due")
+            await self._resilience.wait_turn(claim, step.delay, step.reason)
             return RunResult.WAITING
         return None
 
@@ -591,15 +593,21 @@ class Executor:
                 # hands its claim back at once, rather than leave the job to its lease.
                 await self._hand_back(claim)
                 raise
-            if caller_left:
+            step = after_admission(
+                caller_left=caller_left,
+                wait=admission.wait if self._resilience is not None else 0.0,
+                breaker_allows=admission.permit is None or admission.permit.allowed,
+            )
+            if step.action is Action.CANCEL:
                 if self._resilience is not None:
                     await self._resilience.unused(claim, admission)
                 return Outcome(status=JobStatus.CANCELLED), None
-        if self._resilience is not None:
-            if admission.wait > 0:
-                await self._resilience.wait_turn(claim, admission.wait, "rate limit")
+            if step.action is Action.WAIT and self._resilience is not None:
+                await self._resilience.wait_turn(claim, step.delay, step.reason)
                 return RunResult.WAITING
-            if admission.permit is not None and not admission.permit.allowed:
+            if step.action is Action.FALLBACK and admission.permit is not None:
+                # No call was made: the breaker's refusal goes the way of a failed
+                # call's error (not retryable here), so the job falls back.
                 error = BreakerOpen(
                     f"{claim.provider}/{claim.upstream_model}: circuit breaker "
                     f"{admission.permit.state.value}, no call made"

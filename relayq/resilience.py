@@ -2,7 +2,7 @@
 
 Before a call, a job must get through its deployment's global rate limits
 (and its provider's 429 cooldown) and circuit breaker. After a failed call,
-:func:`relayq.retry.decide` says whether to retry the deployment, fall back
+:func:`relayq.policy.after_failure` says whether to retry the deployment, fall back
 to the route's next deployment, or fail. Every wait is a re-queue with a
 countdown: no worker slot is held while a job waits.
 """
@@ -23,10 +23,10 @@ from relayq.chat import ChatCompletionRequest
 from relayq.config import DeploymentSettings, RoutingConfig
 from relayq.events import EventLog, EventType, JobEvent
 from relayq.outbox import JobMessage, Outbox
+from relayq.policy import Action, RetrySettings, after_failure
 from relayq.providers.errors import ProviderError
 from relayq.queueing import Enqueuer
 from relayq.ratelimit import RateLimiter, estimate_tokens
-from relayq.retry import Next, RetrySettings, decide
 from relayq.store import Database
 from relayq.store.jobs import AttemptRecord, Claim, list_attempts
 from relayq.store.retries import Placement, requeue_job
@@ -164,7 +164,7 @@ class Resilience:
         The ``attempt_failed`` event numbers the attempt and says whether its
         text went out (``deltas_sent``): a follower holding that text discards it.
         """
-        decision = decide(
+        decision = after_failure(
             error,
             attempts_on_deployment=claim.deployment_attempts + 1,
             attempts_total=claim.attempts + 1,
@@ -179,11 +179,11 @@ class Resilience:
                 "provider": claim.provider,
                 "model": claim.upstream_model,
                 "error": attempt.error,
-                "next": decision.next.value,
+                "next": decision.action.value,
                 "reason": decision.reason,
             },
         )
-        if decision.next is Next.RETRY:
+        if decision.action is Action.RETRY:
             placement = Placement(
                 provider=claim.provider,
                 upstream_model=claim.upstream_model,
@@ -196,7 +196,7 @@ class Resilience:
                 claim, placement, delay=decision.delay, attempt=attempt, reason="retry"
             )
             return None
-        if decision.next is Next.FALLBACK and await self._fall_back(
+        if decision.action is Action.FALLBACK and await self._fall_back(
             claim, attempt, decision.reason
         ):
             return None
