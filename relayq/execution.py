@@ -96,6 +96,51 @@ class _Running:
         return 0.0 if self.called_at is None else (time.perf_counter() - self.called_at) * 1000
 
 
+_ROW_AFTER_SECONDS = 0.05
+"""A direct job's row is stored by then into its call, if no earlier point came."""
+
+
+class _Row:
+    """A direct job's row, stored while its call is under way, not before it.
+
+    Storing a row is a transaction whose CPU runs on the worker's loop: begun
+    as the message arrived, it ran between the call's admission and its
+    request, and delayed both. So it starts at the first of: the first delta
+    sent to the caller, the call's end, :data:`_ROW_AFTER_SECONDS` into the
+    call (a slow upstream still shows the job ``running`` at once), or anything
+    that needs the row (a wait, a retry, an expiry, a cancel).
+    """
+
+    def __init__(self, store: Callable[[], Awaitable[bool]] | None) -> None:
+        self._store = store
+        self._timer: asyncio.TimerHandle | None = None
+        self.task: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        if store is None:  # stored already
+            self.task.set_result(True)
+
+    def start(self) -> asyncio.Future[bool]:
+        """Store the row now, unless that began already; the storing."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._store is not None:
+            store, self._store = self._store, None
+            asyncio.ensure_future(store()).add_done_callback(self._stored)
+        return self.task
+
+    def start_later(self) -> None:
+        if self._store is not None and self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(_ROW_AFTER_SECONDS, self.start)
+
+    def _stored(self, storing: asyncio.Future[bool]) -> None:
+        if storing.cancelled():
+            self.task.cancel()
+        elif (error := storing.exception()) is not None:
+            self.task.set_exception(error)
+        else:
+            self.task.set_result(storing.result())
+
+
 class BreakerOpen(ProviderUnavailable):
     """The deployment's circuit breaker refused the call (none was made): fall back."""
 
@@ -249,7 +294,7 @@ class Executor:
         self._running: dict[tuple[str, int], _Running] = {}
         # Direct jobs whose row is being stored beside their call: a write that
         # needs the row (an outcome, a retry, an expiry) waits for it first.
-        self._storing: dict[str, asyncio.Future[bool]] = {}
+        self._storing: dict[str, _Row] = {}
 
     @property
     def in_flight(self) -> int:
@@ -320,17 +365,15 @@ class Executor:
         else:
             first, caller_left = await self._replies.first_delivery(job.id)
         direct = DirectRun(job=job, created_at=float(message["created_at"]))
-        storing: asyncio.Future[bool]
         if first:
-            storing = asyncio.ensure_future(self._ledger.store(direct))
+            row = _Row(lambda: self._ledger.store(direct))
         elif await self._ledger.store(direct):
             # Delivered again, and no row: the first delivery's worker died before
             # storing it. This delivery is the job's first run.
-            storing = asyncio.get_running_loop().create_future()
-            storing.set_result(True)
+            row = _Row(None)
         else:
             return await self._run(job.id)
-        self._storing[job.id] = storing
+        self._storing[job.id] = row
         claim = Claim(
             job_id=job.id,
             key_id=job.key_id,
@@ -354,16 +397,17 @@ class Executor:
             return await self._attempt(claim, check_caller=fresh)
         finally:
             del self._storing[job.id]
+            storing = row.start()
             if not storing.done():
                 await storing
 
     async def _stored(self, claim: Claim) -> bool:
         """Whether ``claim``'s row exists for this run (a direct job's, once stored)."""
-        storing = self._storing.get(claim.job_id)
-        if storing is None or claim.run != 1:
+        row = self._storing.get(claim.job_id)
+        if row is None or claim.run != 1:
             return True
         try:
-            return await asyncio.shield(storing)
+            return await asyncio.shield(row.start())
         except Exception:
             log.exception("job %s: its row was not stored; its outcome is lost", claim.job_id)
             raise
@@ -496,6 +540,8 @@ class Executor:
                 # The caller's own SSE lines: its API process writes them as they are.
                 sse = delta.sse(include_usage=include_usage)
                 await replies.send(stream, Reply(job_id=claim.job_id, type="delta", sse=sse))
+                if claim.run == 1 and (row := self._storing.get(claim.job_id)) is not None:
+                    row.start()  # the caller has its first words: now the row
 
             return DeltaPublisher(reply)
         events = self._events
@@ -584,35 +630,10 @@ class Executor:
             request = ChatCompletionRequest.model_validate(claim.request)
         except ValidationError as exc:
             return _failed("invalid_stored_request", str(exc)), None
-        admission = Admission()
-        if self._resilience is not None or running.check_caller:
-            try:
-                admission, caller_left = await self._admit(running, request)
-            except RedisError:
-                # Limits and breaker need Redis. A live worker that cannot go on
-                # hands its claim back at once, rather than leave the job to its lease.
-                await self._hand_back(claim)
-                raise
-            step = after_admission(
-                caller_left=caller_left,
-                wait=admission.wait if self._resilience is not None else 0.0,
-                breaker_allows=admission.permit is None or admission.permit.allowed,
-            )
-            if step.action is Action.CANCEL:
-                if self._resilience is not None:
-                    await self._resilience.unused(claim, admission)
-                return Outcome(status=JobStatus.CANCELLED), None
-            if step.action is Action.WAIT and self._resilience is not None:
-                await self._resilience.wait_turn(claim, step.delay, step.reason)
-                return RunResult.WAITING
-            if step.action is Action.FALLBACK and admission.permit is not None:
-                # No call was made: the breaker's refusal goes the way of a failed
-                # call's error (not retryable here), so the job falls back.
-                error = BreakerOpen(
-                    f"{claim.provider}/{claim.upstream_model}: circuit breaker "
-                    f"{admission.permit.state.value}, no call made"
-                )
-                return await self._failure(running, error, admission, started=None)
+        admitted = await self._admission(running, request)
+        if not isinstance(admitted, Admission):
+            return admitted
+        admission = admitted
         # Beside the call, not before it: its commands are queued before any delta's.
         announced = asyncio.ensure_future(
             self._emit(
@@ -622,6 +643,8 @@ class Executor:
             )
         )
         deltas = running.deltas = self._delta_sink(claim)
+        if claim.run == 1 and (row := self._storing.get(claim.job_id)) is not None:
+            row.start_later()
         started = running.called_at = time.perf_counter()
         try:
             async with asyncio.timeout(provider.settings.total_timeout):
@@ -651,11 +674,50 @@ class Executor:
         self._observe(claim, attempt)
         return Outcome(status=JobStatus.SUCCEEDED, response=response, usage=usage), attempt
 
+    async def _admission(
+        self, running: _Running, request: ChatCompletionRequest
+    ) -> Admission | tuple[Outcome, AttemptRecord | None] | RunResult:
+        """The call's admission, or what the job does instead of the call (the policy's
+        :func:`~relayq.policy.after_admission`, applied)."""
+        claim = running.claim
+        admission = Admission()
+        if self._resilience is not None or running.check_caller:
+            try:
+                admission, caller_left = await self._admit(running, request)
+            except RedisError:
+                # Limits and breaker need Redis. A live worker that cannot go on
+                # hands its claim back at once, rather than leave the job to its lease.
+                await self._hand_back(claim)
+                raise
+            step = after_admission(
+                caller_left=caller_left,
+                wait=admission.wait if self._resilience is not None else 0.0,
+                breaker_allows=admission.permit is None or admission.permit.allowed,
+            )
+            if step.action is Action.CANCEL:
+                if self._resilience is not None:
+                    await self._resilience.unused(claim, admission)
+                return Outcome(status=JobStatus.CANCELLED), None
+            if step.action is Action.WAIT and self._resilience is not None:
+                if not await self._stored(claim):
+                    return RunResult.SUPERSEDED
+                await self._resilience.wait_turn(claim, step.delay, step.reason)
+                return RunResult.WAITING
+            if step.action is Action.FALLBACK and admission.permit is not None:
+                # No call was made: the breaker's refusal goes the way of a failed
+                # call's error (not retryable here), so the job falls back.
+                error = BreakerOpen(
+                    f"{claim.provider}/{claim.upstream_model}: circuit breaker "
+                    f"{admission.permit.state.value}, no call made"
+                )
+                return await self._failure(running, error, admission, started=None)
+        return admission
+
     async def _admit(
         self, running: _Running, request: ChatCompletionRequest
     ) -> tuple[Admission, bool]:
         """The call's admission (limits, breaker) and whether its caller left, in one
-        round trip: both are asked in the same tick, so in the same pipeline."""
+        round trip's time: both are asked in the same tick, side by side."""
         claim = running.claim
         resilience, replies = self._resilience, self._replies
 

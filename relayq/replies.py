@@ -5,8 +5,9 @@ to be followed like any other, through the job's event stream and the API's
 event hub (an ``XREAD`` over every followed stream, each entry decoded per
 follower). Instead, each API process reads one reply stream of its own
 (:class:`ReplyHub`), and every run of a job that names it as ``reply_to``
-sends that job's deltas and ending there (:class:`Replies`), in the same
-pipelines as the run's other Redis commands. One stream read serves every
+sends that job's deltas and ending there (:class:`Replies`), a tick at a
+time, in pipelines of their own (a caller's first delta does not wait behind
+the tick's events, limits and counts). One stream read serves every
 waiting caller of the process; nothing about a job's reply touches SQL.
 
 A reply is ``delta`` (chunks of the attempt in progress), ``attempt_failed``

@@ -225,7 +225,7 @@ class WorkerRuntime:
                 self._consume([settings.queue_for(name) for name in added])
 
         live = LiveRouting(settings, apply=apply)
-        # A tick's Redis commands (events, replies, breaker, limits, counts) share pipelines.
+        # A tick's Redis commands (events, breaker, limits, counts) share pipelines.
         batch = CommandBatch(redis)
         state = RoutingState(redis, key_prefix=settings.key_prefix, batch=batch)
         events = EventLog(
@@ -263,7 +263,9 @@ class WorkerRuntime:
             resilience=resilience,
             metrics=self._metrics(),
             key_limits=key_limits,
-            replies=Replies(batch, key_prefix=settings.key_prefix),
+            # Pipelines of their own: a waiting caller's first delta must not queue
+            # behind the tick's other commands (its run's started event was).
+            replies=Replies(CommandBatch(redis), key_prefix=settings.key_prefix),
             taken=self._taken,
             owner=instance,
         )
