@@ -46,12 +46,16 @@ class Coalescer(Generic[T, R]):
 
     async def submit(self, item: T) -> R:
         """Queue ``item``; its result once its batch is handled."""
+        return await self.submit_nowait(item)
+
+    def submit_nowait(self, item: T) -> asyncio.Future[R]:
+        """Queue ``item`` now (in call order); the future of its result."""
         done: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._queued.append(_Queued(item, done))
         sender = self._sender
         if sender is None or sender.done() or sender.get_loop() is not done.get_loop():
             self._sender = asyncio.create_task(self._send())
-        return await done
+        return done
 
     async def _send(self) -> None:
         while self._queued:

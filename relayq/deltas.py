@@ -52,8 +52,9 @@ class Delta:
         for chunk in self.chunks:
             if not chunk.choices and not (include_usage and chunk.usage is not None):
                 continue
-            if chunk.wire is not None and (include_usage or chunk.usage is None):
-                body = chunk.wire.encode()
+            wire = chunk.wire
+            if wire is not None and (include_usage or chunk.usage is None):
+                body = wire.encode()
             else:
                 exclude = None if include_usage else {"usage"}
                 shaped = chunk.model_dump(mode="json", exclude_none=True, exclude=exclude)
@@ -63,8 +64,9 @@ class Delta:
 
 
 def _json(chunk: ChatCompletionChunk) -> Any:
-    if chunk.wire is not None:
-        return orjson.Fragment(chunk.wire)
+    wire = chunk.wire
+    if wire is not None:
+        return orjson.Fragment(wire)
     return chunk.model_dump(mode="json", exclude_none=True)
 
 

@@ -10,6 +10,7 @@ ends; SQL stays the record of the job itself.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import logging
@@ -112,6 +113,26 @@ end
 return id
 """
 
+# The ``delta`` events of a tick, in one call: per event, the same two appends as
+# _APPEND (a delta is never terminal: no expiry). KEYS[1] is the firehose,
+# KEYS[1 + i] event i's job stream; ARGV: the two lengths, then per event its
+# job, type, data and timestamp. One command instead of one per event: redis-py
+# encodes and packs each command's arguments in Python, a few µs an argument.
+_APPEND_MANY = """
+local ids = {}
+for i = 1, #KEYS - 1 do
+    local at = 2 + (i - 1) * 4
+    local id = redis.call('XADD', KEYS[i + 1], 'MAXLEN', '~', ARGV[1], '*',
+        'type', ARGV[at + 2], 'data', ARGV[at + 3], 'ts', ARGV[at + 4])
+    redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*',
+        'job', ARGV[at + 1], 'id', id, 'type', ARGV[at + 2], 'data', ARGV[at + 3],
+        'ts', ARGV[at + 4])
+    ids[i] = id
+end
+return ids
+"""
+_DELTA = EventType.DELTA.value.encode()
+
 
 class EventLog:
     """Appends job events to their streams and tells the listeners."""
@@ -133,6 +154,11 @@ class EventLog:
         self._prefix = key_prefix
         self._firehose = firehose_key(key_prefix)
         self._append = redis.register_script(_APPEND)
+        self._append_many = redis.register_script(_APPEND_MANY)
+        self._round: list[JobEvent] | None = None
+        """Delta events gathered for one script call not yet in a pipeline (see
+        :meth:`emit_deltas`); None when no round is open."""
+        self._round_sent: asyncio.Future[list[Any]] | None = None
         self._max_events = max_events
         self._retention_ms = int(retention_seconds * 1000)
         self.listeners = list(listeners)
@@ -142,6 +168,9 @@ class EventLog:
 
     async def emit(self, event: JobEvent) -> JobEvent:
         """Log ``event`` (best effort: a Redis failure is logged, not raised)."""
+        # Deltas queued from now on follow this event: they go in a round of their
+        # own, after it (a job's started event before its first delta).
+        self._round = None
 
         def add(pipe: Pipeline) -> None:
             self._add(pipe, event)
@@ -159,24 +188,43 @@ class EventLog:
         return stored
 
     async def emit_deltas(self, events: Sequence[JobEvent]) -> None:
-        """Log several ``delta`` events in one round trip."""
+        """Log ``delta`` events: those of every job that sends some in this tick go
+        in one command of the tick's pipeline (best effort, like :meth:`emit`)."""
         if not events:
             return
-
-        def add(pipe: Pipeline) -> None:
-            for event in events:
-                # orjson: a delta's chunks may be an upstream's JSON, kept undecoded
-                # (:class:`orjson.Fragment`, see :mod:`relayq.deltas`).
-                self._add(pipe, event, data=orjson.dumps(event.data))
-
+        if self._round is None or self._round_sent is None:
+            round_: list[JobEvent] = []
+            self._round = round_
+            # Queued at once, so the round keeps its place among the other events.
+            self._round_sent = self._batch.execute_soon(lambda pipe: self._add_deltas(pipe, round_))
+        self._round.extend(events)
+        sent = self._round_sent
         try:
-            replies = await self._batch.execute(add)
+            (reply,) = await asyncio.shield(sent)
         except RedisError as exc:
             log.warning("%d delta events not logged: %s", len(events), exc)
             return
-        failed = [reply for reply in replies if isinstance(reply, Exception)]
-        if failed:
-            log.warning("%d delta events not logged: %s", len(failed), failed[0])
+        if isinstance(reply, Exception):
+            log.warning("%d delta events not logged: %s", len(events), reply)
+
+    def _add_deltas(self, pipe: Pipeline, events: list[JobEvent]) -> None:
+        """Queue a round's delta events as one script call. The round closes as the
+        pipeline is built: deltas that come after it go in the next one."""
+        if self._round is events:
+            self._round = None
+        keys: list[Any] = [self._firehose]
+        args: list[Any] = [self._max_events, FIREHOSE_MAX]
+        for event in events:
+            keys.append(self.key(event.job_id))
+            # orjson: a delta's chunks may be an upstream's JSON, kept undecoded
+            # (:class:`orjson.Fragment`, see :mod:`relayq.deltas`).
+            args += (
+                event.job_id.encode(),
+                _DELTA,
+                orjson.dumps(event.data),
+                repr(event.timestamp).encode(),
+            )
+        self._batch.script(pipe, self._append_many, keys, args)
 
     def _add(self, pipe: Pipeline, event: JobEvent, *, data: bytes | None = None) -> None:
         """Queue ``event`` for its job's stream and the firehose (its reply: the entry id).

@@ -18,6 +18,7 @@ the script for the next time.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -60,6 +61,10 @@ class CommandBatch:
     def pipelines_sent(self) -> int:
         """How many pipelines went out (for tests and metrics)."""
         return self._coalescer.batches
+
+    def execute_soon(self, add: Commands) -> asyncio.Future[list[Any]]:
+        """:meth:`execute`, queued at once (in call order): the future of its replies."""
+        return self._coalescer.submit_nowait(add)
 
     async def execute(self, add: Commands) -> list[Any]:
         """Queue the commands ``add`` puts on a pipeline; their replies, in order.

@@ -218,3 +218,57 @@ def test_a_rebuilt_event_without_an_id_has_no_id_line() -> None:
             data={"id": None, "type": "expired", "job_id": "j", "timestamp": math.pi, "data": {}},
         ).encode()
     )
+
+
+def _delta(job_id: str, text: str) -> JobEvent:
+    return JobEvent(job_id=job_id, key_id="k", type=EventType.DELTA, data={"text": text})
+
+
+def test_the_deltas_of_many_jobs_in_one_tick_go_in_one_script_call(redis_server: str) -> None:
+    """Each job's stream and the firehose get every delta, with the same entry id, from
+    one command for the tick's deltas, not one command each."""
+
+    async def scenario() -> None:
+        async with hub_and_log(redis_server) as (_, log, redis):
+            monitor_before = int(
+                (await redis.info("commandstats")).get("cmdstat_evalsha", {}).get("calls", 0)
+            )
+            jobs = [f"job_{n}" for n in range(50)]
+            await asyncio.gather(*(log.emit_deltas([_delta(job, job)]) for job in jobs))
+            stats = await redis.info("commandstats")
+            calls = int(stats.get("cmdstat_evalsha", {}).get("calls", 0)) - monitor_before
+
+            firehose: list[Any] = await redis.xrange(f"{PREFIX}:event-firehose") or []
+            by_job = {fields[b"job"].decode(): fields for _, fields in firehose}
+            for job in jobs:
+                [(entry_id, fields)] = await redis.xrange(stream_key(PREFIX, job)) or []
+                assert json.loads(fields[b"data"]) == {"text": job}
+                assert by_job[job][b"id"] == entry_id
+            assert len(firehose) == 50
+            # One script call (its first run may also load it: EVALSHA, then EVAL).
+            assert calls == 1
+
+    run(scenario())
+
+
+def test_a_lifecycle_event_between_deltas_keeps_its_place(redis_server: str) -> None:
+    """Deltas gather for the next pipeline, but an event emitted meanwhile closes the
+    round: a job's ``started`` comes before its first delta in its stream, even when
+    another job's delta opened the round before it."""
+
+    async def scenario() -> list[str]:
+        async with hub_and_log(redis_server) as (_, log, redis):
+            busy = asyncio.ensure_future(log.emit(_delta("warm", "x")))  # a pipeline in flight
+            await asyncio.sleep(0)
+            steps = [
+                asyncio.ensure_future(log.emit_deltas([_delta("job_a", "a")])),
+                asyncio.ensure_future(
+                    log.emit(JobEvent(job_id="job_b", key_id="k", type=EventType.STARTED))
+                ),
+                asyncio.ensure_future(log.emit_deltas([_delta("job_b", "b")])),
+            ]
+            await asyncio.gather(busy, *steps)
+            entries: list[Any] = await redis.xrange(stream_key(PREFIX, "job_b")) or []
+            return [fields[b"type"].decode() for _, fields in entries]
+
+    assert run(scenario()) == ["started", "delta"]
