@@ -37,7 +37,7 @@ from relayq.key_limits import Decision, KeyLimits
 from relayq.outbox import JobMessage, Outbox
 from relayq.redis_batch import CommandBatch
 from relayq.replies import Replies, Reply, direct_cancel_key
-from relayq.routing import Router
+from relayq.routing import Router, UnknownModel
 from relayq.routing_state import RoutingState
 from relayq.settings import Settings
 from relayq.store import Database
@@ -82,6 +82,17 @@ class KeyLimited(Exception):
 
 class BrokerUnavailable(Exception):
     """A sync job's message was not taken; with no row stored, nothing will send it later."""
+
+
+@dataclass
+class _Admission:
+    """A job's place within its key's limits: asked once, before it is stored or sent."""
+
+    key_id: str
+    job_id: str
+    limits: KeyLimitValues | None
+    counted: bool = False
+    """Whether the job was counted as one of the key's unfinished jobs."""
 
 
 @dataclass(frozen=True)
@@ -148,59 +159,62 @@ class Intake:
         Raises ``UnknownModel``, ``IdempotencyConflict``, :class:`KeyLimited`
         or :class:`BrokerUnavailable`.
         """
-        job_id = job_id or new_id("job")
-        admitted = await self._admit(key_id, job_id, limits)
+        admission = _Admission(key_id=key_id, job_id=job_id or new_id("job"), limits=limits)
         try:
             submitted = await self._submit(
-                key_id=key_id,
-                job_id=job_id,
                 body=body,
                 idempotency_key=idempotency_key,
                 reply_to=reply_to,
+                admission=admission,
             )
         except BaseException:
-            await self._release(key_id, job_id, admitted)
+            await self._release(admission)
             raise
         if not submitted.created or submitted.job.cached:
-            await self._release(key_id, job_id, admitted)  # no new unfinished job after all
+            await self._release(admission)  # no new unfinished job after all
         return submitted
 
-    async def _admit(self, key_id: str, job_id: str, limits: KeyLimitValues | None) -> bool:
-        """Check the key's limits, counting the job as unfinished; True if counted."""
+    async def _admit(self, admission: _Admission) -> None:
+        """Check the key's limits, counting the job as unfinished (raises KeyLimited)."""
+        limits = admission.limits
         if limits is None or self._key_limits is None:
-            return False
+            return
         try:
             decision = await self._key_limits.admit(
-                key_id,
-                job_id,
+                admission.key_id,
+                admission.job_id,
                 rpm=limits.requests_per_minute,
                 max_concurrent=limits.max_concurrent_jobs,
             )
         except RedisError as exc:  # limits need Redis; jobs do not: let it through
             log.warning("key limits not checked (Redis unavailable): %s", exc)
-            return False
+            return
         if not decision.allowed:
             raise KeyLimited(decision, limits)
-        return True
+        admission.counted = True
 
-    async def _release(self, key_id: str, job_id: str, admitted: bool) -> None:
-        if admitted and self._key_limits is not None:
+    async def _release(self, admission: _Admission) -> None:
+        if admission.counted and self._key_limits is not None:
             try:
-                await self._key_limits.job_finished(key_id, job_id)
+                await self._key_limits.job_finished(admission.key_id, admission.job_id)
             except RedisError as exc:
-                log.warning("key count not released for %s: %s", key_id, exc)
+                log.warning("key count not released for %s: %s", admission.key_id, exc)
 
     async def _submit(
         self,
         *,
-        key_id: str,
-        job_id: str,
         body: JobCreate,
         idempotency_key: str | None,
         reply_to: str | None,
+        admission: _Admission,
     ) -> Submitted:
+        key_id, job_id = admission.key_id, admission.job_id
         router = self._router()
-        deployment = await router.choose(body.model)
+        try:
+            deployment = await router.choose(body.model)
+        except UnknownModel:
+            await self._admit(admission)  # a request all the same: it counts against the rate
+            raise
         completion = body.completion_request()
         cache_key, ttl, cached = await self._cache_lookup(
             key_id=key_id, body=body, completion=completion, route=deployment.route
@@ -226,7 +240,8 @@ class Intake:
             reply_to=reply_to,
         )
         if reply_to is not None and idempotency_key is None and cache_key is None:
-            return await self._submit_direct(new_job)
+            return await self._submit_direct(new_job, admission)
+        await self._admit(admission)
         if idempotency_key is None and cached is None:
             job, created = await self._inserts.insert(new_job), True
         else:
@@ -244,18 +259,47 @@ class Intake:
             await self._publish(job)
         return Submitted(job=job, created=created)
 
-    async def _submit_direct(self, job: NewJob) -> Submitted:
-        """The sync lane: the job travels in its message; the worker stores its row."""
+    async def _submit_direct(self, job: NewJob, admission: _Admission) -> Submitted:
+        """The sync lane: the job travels in its message; the worker stores its row.
+
+        The key's limits and the message's sending are one step (one script, one
+        round trip): a refused call sends nothing.
+        """
         now = time.time()
         message = {"job": dataclasses.asdict(job), "created_at": now}
+        queue = self._settings.queue_for(job.provider)
+        limits = admission.limits
+        counted = self._count_assigned_to(job.provider, job.upstream_model, admission.job_id)
         try:
-            await asyncio.gather(
-                self._count_assigned_to(job.provider, job.upstream_model, job.id or ""),
-                self._lane.send(self._settings.queue_for(job.provider), message),
+            if limits is None or self._key_limits is None:
+                await asyncio.gather(counted, self._lane.send(queue, message))
+                return Submitted(job=new_row(job, now=now), created=True, direct=True)
+            _, decision = await asyncio.gather(
+                counted,
+                self._key_limits.admit(
+                    admission.key_id,
+                    admission.job_id,
+                    rpm=limits.requests_per_minute,
+                    max_concurrent=limits.max_concurrent_jobs,
+                    then_add=self._lane.entry(queue, message),
+                ),
             )
         except RedisError as exc:
             raise BrokerUnavailable(f"the queue did not take job {job.id}: {exc}") from exc
+        if not decision.allowed:
+            await self._uncount(job)
+            raise KeyLimited(decision, limits)
+        admission.counted = True
         return Submitted(job=new_row(job, now=now), created=True, direct=True)
+
+    async def _uncount(self, job: NewJob) -> None:
+        """Give back the routing count of a job that was refused after all."""
+        try:
+            await self._state.finished(
+                provider=job.provider, model=job.upstream_model, latency_ms=None
+            )
+        except RedisError as exc:  # only a routing hint; the reconciler recounts
+            log.warning("in-flight count not given back for %s: %s", job.id, exc)
 
     async def _emit(self, job: Job, kind: EventType, data: dict[str, Any]) -> None:
         await self._events.emit(JobEvent(job_id=job.id, key_id=job.key_id, type=kind, data=data))
@@ -317,7 +361,7 @@ class Intake:
             changed = await cancel_job(session, job_id=job_id, key_id=key_id, now=time.time())
             await session.refresh(job)
         if changed:
-            await self._release(key_id, job_id, True)
+            await self._release(_Admission(key_id, job_id, None, counted=True))
             await self._emit(job, EventType.CANCELLED, terminal_data(job))
             if job.reply_to is not None:  # a caller waits on it (its worker may never run it)
                 reply = Reply(job_id=job_id, type=EventType.CANCELLED.value, data={})

@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import cast
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 
@@ -53,6 +53,14 @@ end
 return {1, '', ''}
 """
 )
+
+# _ADMIT, and on admission, in the same step, the sync lane's message added to its
+# stream (KEYS[4], ARGV[6]): a refused call sends nothing, an admitted one costs
+# the API one round trip, not two.
+_ADMIT_AND_ADD = _ADMIT.replace(
+    "return {1, '', ''}", "redis.call('XADD', KEYS[4], '*', 'm', ARGV[6])\nreturn {1, '', ''}"
+)
+
 """Returns {allowed, refusing limit, retry_after}; when allowed the job is counted."""
 
 _STARTED = """
@@ -115,32 +123,44 @@ class KeyLimits:
         self._members_key = f"{key_prefix}:key_limits:members"
         self._clock = clock
         self._admit = redis.register_script(_ADMIT)
+        self._admit_and_add = redis.register_script(_ADMIT_AND_ADD)
         self._started = redis.register_script(_STARTED)
         self._finished = redis.register_script(_FINISHED)
 
     async def admit(
-        self, key_id: str, job_id: str, *, rpm: int | None, max_concurrent: int | None
+        self,
+        key_id: str,
+        job_id: str,
+        *,
+        rpm: int | None,
+        max_concurrent: int | None,
+        then_add: tuple[str, bytes] | None = None,
     ) -> Decision:
         """Admit job ``job_id`` of ``key_id`` if both limits allow (``None`` = unlimited).
 
         An admitted job is counted as unfinished: call :meth:`job_finished`
         when it ends, or at once if the intake fails after all. A refusal
-        charges nothing.
+        charges nothing. ``then_add`` (a stream and a message): added to the
+        stream in the same step if the job is admitted, not otherwise.
         """
         for limit in (rpm, max_concurrent):
             if limit is not None and limit <= 0:
                 raise ValueError("a limit must be positive, or None for unlimited")
-        allowed, limit_name, retry_after = await self._batch.run_script(
-            self._admit,
-            [self._rpm_prefix + key_id, self._counts_key, self._members_key],
-            [
-                repr(self._clock()),
-                rpm or 0,
-                max_concurrent or 0,
-                key_id,
-                _member(key_id, job_id),
-            ],
-        )
+        keys: list[Any] = [self._rpm_prefix + key_id, self._counts_key, self._members_key]
+        args: list[Any] = [
+            repr(self._clock()),
+            rpm or 0,
+            max_concurrent or 0,
+            key_id,
+            _member(key_id, job_id),
+        ]
+        script = self._admit
+        if then_add is not None:
+            stream, entry = then_add
+            keys.append(stream)
+            args.append(entry)
+            script = self._admit_and_add
+        allowed, limit_name, retry_after = await self._batch.run_script(script, keys, args)
         if allowed:
             return Decision(allowed=True)
         wait = _text(retry_after)

@@ -75,10 +75,13 @@ class LaneSender:
         self._batch = batch
         self._prefix = key_prefix
 
+    def entry(self, queue: str, message: dict[str, Any]) -> tuple[str, bytes]:
+        """``message``'s stream and its encoding (the entry's one field, ``m``)."""
+        return lane_stream(self._prefix, queue), orjson.dumps(message)
+
     async def send(self, queue: str, message: dict[str, Any]) -> None:
         """Add ``message`` to ``queue``'s stream; raises if Redis did not take it."""
-        stream = lane_stream(self._prefix, queue)
-        body = orjson.dumps(message)
+        stream, body = self.entry(queue, message)
         replies = await self._batch.execute(lambda pipe: pipe.xadd(stream, {"m": body}))
         if isinstance(replies[0], Exception):
             raise replies[0]

@@ -93,6 +93,36 @@ def test_concurrent_jobs_and_a_refusal_charges_nothing(redis_url: str) -> None:
     scenario(redis_url, body)
 
 
+def test_an_admitted_job_s_message_is_added_in_the_same_step_and_a_refused_one_s_is_not(
+    redis_url: str,
+) -> None:
+    """The sync lane's admission: the key's limits and the message's sending in one
+    script. A refused call leaves nothing in the stream, and charges nothing."""
+
+    async def body(make: Callable[[], KeyLimits], clock: FakeClock) -> None:
+        limits = make()
+        stream = f"lane-{uuid.uuid4().hex[:8]}"
+        admitted = await limits.admit(
+            "k1", "job_1", rpm=None, max_concurrent=1, then_add=(stream, b'{"n":1}')
+        )
+        refused = await limits.admit(
+            "k1", "job_2", rpm=None, max_concurrent=1, then_add=(stream, b'{"n":2}')
+        )
+        client = aioredis.Redis.from_url(redis_url)
+        try:
+            entries = await client.xrange(stream)
+            await client.delete(stream)
+        finally:
+            await client.aclose()
+
+        assert admitted.allowed
+        assert refused == Decision(allowed=False, limit=KeyLimit.MAX_CONCURRENT_JOBS)
+        assert [fields for _, fields in entries] == [{b"m": b'{"n":1}'}]
+        assert await limits.running(["k1"]) == [1]
+
+    scenario(redis_url, body)
+
+
 def test_concurrent_admissions_in_two_processes_respect_the_limit(redis_url: str) -> None:
     async def body(make: Callable[[], KeyLimits], clock: FakeClock) -> None:
         one, two = make(), make()

@@ -222,6 +222,24 @@ def test_per_key_concurrent_jobs(env: Env) -> None:
     assert accepted.status_code == 202
 
 
+def test_per_key_limits_refuse_a_sync_call_before_it_is_sent(env: Env) -> None:
+    """A sync chat call is admitted in the same step as its message is sent: refused,
+    it answers 429 and no job is made of it (no row, no call)."""
+    with env.client(max_concurrent_jobs=1) as client:
+        slow = submit(client, body("slow", model="mock-idle"))
+        refused = client.post(
+            "/v1/chat/completions",
+            json={"model": "mock-idle", "messages": [{"role": "user", "content": "more"}]},
+        )
+        time.sleep(1)  # a call that was sent would have its row by now (50 ms)
+        listed = client.get("/v1/jobs").json()["data"]
+        client.post(f"/v1/jobs/{slow['id']}/cancel")
+
+    assert refused.status_code == 429
+    assert refused.json()["error"]["code"] == "too_many_concurrent_jobs"
+    assert [job["id"] for job in listed] == [slow["id"]]
+
+
 def test_a_job_past_its_deadline_expires_instead_of_running(env: Env) -> None:
     with env.client() as client:
         job = submit(client, body("too late", model="mock-idle", completion_window="1s"))
