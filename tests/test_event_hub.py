@@ -241,7 +241,8 @@ def test_the_deltas_of_many_jobs_in_one_tick_go_in_one_script_call(redis_server:
             firehose: list[Any] = await redis.xrange(f"{PREFIX}:event-firehose") or []
             by_job = {fields[b"job"].decode(): fields for _, fields in firehose}
             for job in jobs:
-                [(entry_id, fields)] = await redis.xrange(stream_key(PREFIX, job)) or []
+                stored: list[Any] = await redis.xrange(stream_key(PREFIX, job)) or []
+                [(entry_id, fields)] = stored
                 assert json.loads(fields[b"data"]) == {"text": job}
                 assert by_job[job][b"id"] == entry_id
             assert len(firehose) == 50

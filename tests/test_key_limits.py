@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import uuid
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -110,7 +111,7 @@ def test_an_admitted_job_s_message_is_added_in_the_same_step_and_a_refused_one_s
         )
         client = aioredis.Redis.from_url(redis_url)
         try:
-            entries = await client.xrange(stream)
+            entries: list[Any] = await client.xrange(stream) or []
             await client.delete(stream)
         finally:
             await client.aclose()
