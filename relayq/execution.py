@@ -96,26 +96,6 @@ class _Running:
         return 0.0 if self.called_at is None else (time.perf_counter() - self.called_at) * 1000
 
 
-class _Row:
-    """A direct job's row, stored beside its call from the moment its message came.
-
-    Its caller is told nothing (no delta, no answer) before the row exists, so
-    a job id it holds is always found by ``GET /v1/jobs/{id}``. The row was
-    begun well before the call's first words in practice, and waiting for it
-    costs nothing then. (Storing it later, once the call was under way, spared
-    the admission 0.3 ms of the INSERT's CPU on the loop, but let a caller hold
-    words of a job that was not found yet.)
-    """
-
-    def __init__(self, storing: asyncio.Future[bool]) -> None:
-        self.storing = storing
-
-    async def settled(self) -> None:
-        """Wait until the store ended, stored or not (its error is for :meth:`Executor._stored`)."""
-        if not self.storing.done():
-            await asyncio.wait({self.storing})
-
-
 class BreakerOpen(ProviderUnavailable):
     """The deployment's circuit breaker refused the call (none was made): fall back."""
 
@@ -269,7 +249,7 @@ class Executor:
         self._running: dict[tuple[str, int], _Running] = {}
         # Direct jobs whose row is being stored beside their call: a write that
         # needs the row (an outcome, a retry, an expiry) waits for it first.
-        self._storing: dict[str, _Row] = {}
+        self._storing: dict[str, asyncio.Future[bool]] = {}
 
     @property
     def in_flight(self) -> int:
@@ -350,7 +330,7 @@ class Executor:
             storing.set_result(True)
         else:
             return await self._run(job.id)
-        self._storing[job.id] = _Row(storing)
+        self._storing[job.id] = storing
         claim = Claim(
             job_id=job.id,
             key_id=job.key_id,
@@ -377,19 +357,13 @@ class Executor:
             if not storing.done():
                 await storing
 
-    async def _row_settled(self, claim: Claim) -> None:
-        """Before a direct job's caller hears anything: its row's store has ended."""
-        row = self._storing.get(claim.job_id) if claim.run == 1 else None
-        if row is not None:
-            await row.settled()
-
     async def _stored(self, claim: Claim) -> bool:
         """Whether ``claim``'s row exists for this run (a direct job's, once stored)."""
-        row = self._storing.get(claim.job_id)
-        if row is None or claim.run != 1:
+        storing = self._storing.get(claim.job_id)
+        if storing is None or claim.run != 1:
             return True
         try:
-            return await asyncio.shield(row.storing)
+            return await asyncio.shield(storing)
         except Exception:
             log.exception("job %s: its row was not stored; its outcome is lost", claim.job_id)
             raise
@@ -504,7 +478,6 @@ class Executor:
     async def _reply(self, claim: Claim, kind: str, data: dict[str, Any]) -> None:
         """Tell the caller waiting on ``claim``'s job, if one does."""
         if self._replies is not None and claim.reply_to is not None:
-            await self._row_settled(claim)
             await self._replies.send(
                 claim.reply_to, Reply(job_id=claim.job_id, type=kind, data=data)
             )
@@ -522,7 +495,6 @@ class Executor:
             async def reply(delta: Delta) -> None:
                 # The caller's own SSE lines: its API process writes them as they are.
                 sse = delta.sse(include_usage=include_usage)
-                await self._row_settled(claim)
                 await replies.send(stream, Reply(job_id=claim.job_id, type="delta", sse=sse))
 
             return DeltaPublisher(reply)

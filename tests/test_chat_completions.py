@@ -180,6 +180,8 @@ def test_a_client_that_goes_away_mid_stream_cancels_the_job(
             for line in response.iter_lines():
                 if line.startswith("data: ") and json.loads(line[6:]).get("choices"):
                     break
+        # A sync call's row is stored beside it: it may land just after the first words.
+        wait_until(lambda: client.get(f"/v1/jobs/{job_id}").status_code == 200, timeout=5)
         cancelled = wait_for_status(client, job_id, {"cancelled", "succeeded"}, timeout=20)
 
     assert cancelled["status"] == "cancelled"
