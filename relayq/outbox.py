@@ -12,9 +12,10 @@ run) makes harmless. So neither step raises: the caller learns what was
 taken.
 
 The intake's jobs go through :meth:`Outbox.publish_job`: the jobs of the
-requests of one tick share a thread hop, and their marks a statement written
-beside the next requests, not before the answer (a
-:class:`~relayq.coalescing.Coalescer` each: no timer, a job alone goes at once).
+requests of one tick share a thread hop (a :class:`~relayq.coalescing.Coalescer`:
+no timer, a job alone goes at once), and their marks a statement written in
+the background, after a short pause (:data:`_MARK_PAUSE_SECONDS`), not before
+the answer.
 """
 
 from __future__ import annotations
@@ -123,13 +124,11 @@ class Outbox:
         """The message that validates a batch's input; whether the broker took it."""
 
         def publish(ids: Sequence[str]) -> list[str]:
-            for one in ids:
-                self._enqueuer.send_batch(batch_id=one)
+            self._enqueuer.send_batch(batch_id=batch_id)
             return list(ids)
 
         async def mark(session: AsyncSession, ids: list[str], now: float) -> None:
-            for one in ids:
-                await mark_batch_enqueued(session, batch_id=one, now=now)
+            await mark_batch_enqueued(session, batch_id=batch_id, now=now)
 
         return bool(await self.send([batch_id], publish=publish, mark=mark, what="batches"))
 
