@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import httpx
 import openai
 import pytest
@@ -105,6 +107,39 @@ def test_a_cached_answer_streams_too(sdk: openai.OpenAI) -> None:
         whole.choices[0].message.content
     )
     assert chunks[-1].usage is not None
+
+
+def test_a_client_that_stops_reading_at_done_keeps_its_connection(
+    stack: Stack, make_key: KeyFactory
+) -> None:
+    """``data: [DONE]`` ends the body in the same write, so the response is complete
+    when a client stops there (as most do) and its connection serves the next call."""
+
+    payload = {"model": "mock", "messages": MESSAGES, "stream": True}
+    headers = {"Authorization": f"Bearer {make_key()}"}
+
+    async def calls() -> int:
+        opened = 0
+
+        async def on_open(*_: object) -> None:
+            nonlocal opened
+            opened += 1
+
+        trace = aiohttp.TraceConfig()
+        trace.on_connection_create_end.append(on_open)
+        async with aiohttp.ClientSession(trace_configs=[trace]) as session:
+            for _ in range(30):
+                url = f"{stack.base_url}/v1/chat/completions"
+                async with session.post(url, json=payload, headers=headers) as response:
+                    assert response.status == 200
+                    async for line in response.content:
+                        if line.strip() == b"data: [DONE]":
+                            break
+                    else:
+                        raise AssertionError("the stream ended without data: [DONE]")
+        return opened
+
+    assert asyncio.run(calls()) == 1
 
 
 def test_a_bad_key_raises_authentication_error(stack: Stack) -> None:

@@ -22,14 +22,14 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from api.deps import KeyDep, ServicesDep, key_limits
 from api.errors import ERROR_RESPONSES, APIError, error_body
 from api.routes.jobs import unknown_model
 from api.services import Services
-from api.sse import sse_message
+from api.sse import DONE, CompletionStream, sse_message
 from relayq.assembly import chunks_from_completion
 from relayq.chat import ChatCompletionRequest
 from relayq.events import EventType
@@ -107,7 +107,7 @@ class _Call:
 @router.post("/v1/chat/completions", response_model=None)
 async def create_chat_completion(
     body: ChatCompletionRequest, key: KeyDep, services: ServicesDep, request: Request
-) -> JSONResponse | StreamingResponse:
+) -> JSONResponse | CompletionStream:
     """Create a chat completion, exactly as OpenAI's API does (plus job options).
 
     The job's runs answer this process directly (its reply stream): deltas as
@@ -148,7 +148,7 @@ async def create_chat_completion(
         call.done()
 
 
-def _cached(call: _Call, *, stream: bool) -> JSONResponse | StreamingResponse:
+def _cached(call: _Call, *, stream: bool) -> JSONResponse | CompletionStream:
     job = call.job
     headers = {JOB_HEADER: job.id}
     if not stream:
@@ -157,9 +157,9 @@ def _cached(call: _Call, *, stream: bool) -> JSONResponse | StreamingResponse:
     async def chunks() -> AsyncIterator[str]:
         for chunk in chunks_from_completion(job.response or {}):
             yield sse_message(data=chunk)
-        yield "data: [DONE]\n\n"
+        yield DONE
 
-    return StreamingResponse(chunks(), media_type="text/event-stream", headers=headers)
+    return CompletionStream(chunks(), media_type="text/event-stream", headers=headers)
 
 
 def _lost(call: _Call, exc: Exception) -> APIError:
@@ -228,7 +228,7 @@ async def _whole(call: _Call) -> JSONResponse:
     return JSONResponse(reply.data["response"], headers={JOB_HEADER: call.job.id})
 
 
-async def _streaming(call: _Call, body: ChatCompletionRequest) -> JSONResponse | StreamingResponse:
+async def _streaming(call: _Call, body: ChatCompletionRequest) -> JSONResponse | CompletionStream:
     # Wait for the first delta before answering, so a job that fails first
     # still gets a proper HTTP error status. Attempts that fail before any of
     # their text went out are retried out of the caller's sight.
@@ -243,7 +243,7 @@ async def _streaming(call: _Call, body: ChatCompletionRequest) -> JSONResponse |
     if first.terminal and first.type != EventType.SUCCEEDED.value:
         call.done()
         return _failure(first.type, first.data, call.job.id)
-    return StreamingResponse(
+    return CompletionStream(
         _chunks(call, first),
         media_type="text/event-stream",
         headers={JOB_HEADER: call.job.id, "cache-control": "no-cache"},
@@ -263,21 +263,21 @@ async def _chunks(call: _Call, first: Reply) -> AsyncIterator[str | bytes]:
                 # follow it as one answer. The job goes on; its answer stays readable.
                 finished = True
                 yield sse_message(data={"error": _interrupted(call.job.id, reply)})
-                yield "data: [DONE]\n\n"
+                yield DONE
                 return
             elif reply.terminal:
                 finished = True
                 if reply.type != EventType.SUCCEEDED.value:
                     error = (reply.data.get("error") or {}) | {"type": "server_error"}
                     yield sse_message(data={"error": error})
-                yield "data: [DONE]\n\n"
+                yield DONE
                 return
             try:
                 reply = await _next(call)
             except APIError as lost:
                 finished = True
                 yield sse_message(data=error_body(503, lost.message, code=lost.code))
-                yield "data: [DONE]\n\n"
+                yield DONE
                 return
     finally:
         call.done()
