@@ -30,6 +30,7 @@ from enum import Enum
 import redis.asyncio as aioredis
 from pydantic import BaseModel, ConfigDict, Field
 
+from relayq.clearance import admission_channel
 from relayq.redis_batch import CommandBatch
 
 __all__ = ["BreakerSettings", "BreakerState", "BreakerStatus", "CircuitBreaker", "Permit"]
@@ -78,6 +79,7 @@ local function open()
   end
   redis.call('HSET', key, 'state', 'open', 'opened_at', string.format('%.17g', now))
   redis.call('EXPIRE', key, ARGV[9])
+  redis.call('PUBLISH', ARGV[10], key)
   return 'opened'
 end
 if ARGV[3] ~= '' then
@@ -115,7 +117,10 @@ if failed and (consecutive >= tonumber(ARGV[4]) or
 end
 return ''
 """
-"""Counts one outcome; returns 'opened', 'closed' or '' (no transition)."""
+"""Counts one outcome; returns 'opened', 'closed' or '' (no transition).
+
+An opening is announced on the admission channel (ARGV[10]) in the same step,
+so no worker goes on admitting calls by itself (:mod:`relayq.clearance`)."""
 
 
 class BreakerState(str, Enum):
@@ -185,6 +190,7 @@ class CircuitBreaker:
         self._redis = redis
         self._batch = batch or CommandBatch(redis)
         self._prefix = f"{key_prefix}:breaker:"
+        self._channel = admission_channel(key_prefix)
         self._settings = settings
         self._clock = clock
         self._bucket_seconds = settings.window_seconds / WINDOW_BUCKETS
@@ -243,6 +249,7 @@ class CircuitBreaker:
                 repr(self._bucket_seconds),
                 WINDOW_BUCKETS,
                 _KEY_TTL_SECONDS,
+                self._channel,
             ],
         )
         if _text(transition) == "opened":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 
 import redis.asyncio as aioredis
@@ -36,20 +37,31 @@ async def listen_for_cancels(
     *,
     key_prefix: str,
     on_cancel: Callable[[str], object],
+    listening: Callable[[float | None], object] | None = None,
     reconnect_delay: float = 1.0,
 ) -> None:
-    """Call ``on_cancel(job_id)`` for each cancel signal, until cancelled."""
+    """Call ``on_cancel(job_id)`` for each cancel signal, until cancelled.
+
+    ``listening(since)``: told when every signal published from ``since`` (wall
+    clock) on reaches ``on_cancel``, and ``None`` when the channel is lost.
+    """
     channel = cancel_channel(key_prefix)
     while True:
         try:
-            async with client.pubsub(ignore_subscribe_messages=True) as pubsub:
+            async with client.pubsub() as pubsub:
                 await pubsub.subscribe(channel)
                 async for message in pubsub.listen():
                     data = message.get("data")
-                    if isinstance(data, bytes):
+                    if message["type"] == "subscribe":  # Redis confirmed: from now on
+                        if listening is not None:
+                            listening(time.time())
+                    elif isinstance(data, bytes):
                         on_cancel(data.decode())
                     elif isinstance(data, str):
                         on_cancel(data)
         except (RedisError, OSError) as exc:
             log.warning("cancel listener lost Redis (%s); reconnecting", exc)
-            await asyncio.sleep(reconnect_delay)
+        finally:
+            if listening is not None:
+                listening(None)
+        await asyncio.sleep(reconnect_delay)

@@ -28,6 +28,7 @@ from relayq.job_ledger import JobLedger
 from relayq.jobs import JobStatus
 from relayq.key_limits import KeyLimits
 from relayq.metrics import WorkerMetrics
+from relayq.pending_rows import PendingRows
 from relayq.policy import Action, after_admission, before_call
 from relayq.providers.base import Provider
 from relayq.providers.errors import (
@@ -205,6 +206,15 @@ def _log_outcome(claim: Claim, outcome: Outcome, attempt: AttemptRecord | None) 
     )
 
 
+_ROW_STORED_WITHIN = 0.05
+"""The longest a direct job's row waits for its caller to hear from the job (seconds)."""
+_CANCEL_KEPT_SECONDS = 120.0
+"""How long a cancel heard for a job not running here is kept (past any lane wait)."""
+_CANCELS_KEPT = 10_000
+"""Past this many kept cancels, the expired ones are dropped."""
+_CLOCK_MARGIN_SECONDS = 1.0
+
+
 class Executor:
     """Runs jobs on one event loop with the process's providers and database."""
 
@@ -247,9 +257,13 @@ class Executor:
         # Keyed by run, not job: a retry that lands here while the failed run is
         # still winding down is another entry, which that run's cleanup leaves be.
         self._running: dict[tuple[str, int], _Running] = {}
-        # Direct jobs whose row is being stored beside their call: a write that
-        # needs the row (an outcome, a retry, an expiry) waits for it first.
-        self._storing: dict[str, asyncio.Future[bool]] = {}
+        # Direct jobs whose row is stored beside their call: a write that needs
+        # the row (an outcome, a retry, an expiry) has it stored first.
+        self._rows = PendingRows(self._ledger.store, within=_ROW_STORED_WITHIN)
+        # Cancels heard for jobs not running here (yet): a sync job's caller may
+        # leave before its message is read. Job id -> when it is forgotten.
+        self._cancels_heard: dict[str, float] = {}
+        self._cancels_heard_since: float | None = None
 
     @property
     def in_flight(self) -> int:
@@ -319,18 +333,16 @@ class Executor:
             first, caller_left = False, False
         else:
             first, caller_left = await self._replies.first_delivery(job.id)
-        direct = DirectRun(job=job, created_at=float(message["created_at"]))
-        storing: asyncio.Future[bool]
+        created_at = float(message["created_at"])
+        direct = DirectRun(job=job, created_at=created_at)
         if first:
-            storing = asyncio.ensure_future(self._ledger.store(direct))
+            self._rows.add(job.id, direct)
         elif await self._ledger.store(direct):
             # Delivered again, and no row: the first delivery's worker died before
             # storing it. This delivery is the job's first run.
-            storing = asyncio.get_running_loop().create_future()
-            storing.set_result(True)
+            self._rows.add_stored(job.id)
         else:
             return await self._run(job.id)
-        self._storing[job.id] = storing
         claim = Claim(
             job_id=job.id,
             key_id=job.key_id,
@@ -351,19 +363,18 @@ class Executor:
             early = await self._before_call(claim)
             if early is not None:
                 return early
-            return await self._attempt(claim, check_caller=fresh)
+            return await self._attempt(
+                claim, check_caller=fresh and not self._hears_cancels_since(created_at)
+            )
         finally:
-            del self._storing[job.id]
-            if not storing.done():
-                await storing
+            await self._rows.settle(job.id)
 
     async def _stored(self, claim: Claim) -> bool:
         """Whether ``claim``'s row exists for this run (a direct job's, once stored)."""
-        storing = self._storing.get(claim.job_id)
-        if storing is None or claim.run != 1:
+        if claim.run != 1 or claim.job_id not in self._rows:
             return True
         try:
-            return await asyncio.shield(storing)
+            return await self._rows.stored(claim.job_id)
         except Exception:
             log.exception("job %s: its row was not stored; its outcome is lost", claim.job_id)
             raise
@@ -481,6 +492,7 @@ class Executor:
             await self._replies.send(
                 claim.reply_to, Reply(job_id=claim.job_id, type=kind, data=data)
             )
+            self._rows.heard(claim.job_id)
 
     def _delta_sink(self, claim: Claim) -> DeltaPublisher | None:
         """Where this run's text goes as it comes: its waiting caller, else its followers."""
@@ -496,6 +508,7 @@ class Executor:
                 # The caller's own SSE lines: its API process writes them as they are.
                 sse = delta.sse(include_usage=include_usage)
                 await replies.send(stream, Reply(job_id=claim.job_id, type="delta", sse=sse))
+                self._rows.heard(claim.job_id)
 
             return DeltaPublisher(reply)
         events = self._events
@@ -633,16 +646,17 @@ class Executor:
         :func:`~relayq.policy.after_admission`, applied)."""
         claim = running.claim
         admission = Admission()
-        if self._resilience is not None or running.check_caller:
+        caller_left = self._cancel_heard(claim.job_id)
+        if self._resilience is not None or running.check_caller or caller_left:
             try:
-                admission, caller_left = await self._admit(running, request)
+                admission, left = await self._admit(running, request)
             except RedisError:
                 # Limits and breaker need Redis. A live worker that cannot go on
                 # hands its claim back at once, rather than leave the job to its lease.
                 await self._hand_back(claim)
                 raise
             step = after_admission(
-                caller_left=caller_left,
+                caller_left=caller_left or left,
                 wait=admission.wait if self._resilience is not None else 0.0,
                 breaker_allows=admission.permit is None or admission.permit.allowed,
             )
@@ -669,15 +683,22 @@ class Executor:
         self, running: _Running, request: ChatCompletionRequest
     ) -> tuple[Admission, bool]:
         """The call's admission (limits, breaker) and whether its caller left, in one
-        round trip's time: both are asked in the same tick, side by side."""
+        round trip's time at most: both are asked in the same tick, side by side, and
+        a deployment clear here needs no round trip at all."""
         claim = running.claim
         resilience, replies = self._resilience, self._replies
+        here = resilience.admit_here(claim) if resilience else Admission()
 
         async def admission() -> Admission:
-            return await resilience.admit(claim, request) if resilience else Admission()
+            if here is not None:
+                return here
+            assert resilience is not None
+            return await resilience.admit(claim, request)
 
         if not running.check_caller or replies is None:
             return await admission(), False  # no tasks to gather on the common path
+        if here is not None:
+            return here, await replies.caller_left(claim.job_id)
         return await asyncio.gather(admission(), replies.caller_left(claim.job_id))
 
     async def _failure(
@@ -723,14 +744,38 @@ class Executor:
         )
 
     def cancel(self, job_id: str) -> bool:
-        """Stop ``job_id``'s provider call if this executor is running it."""
+        """Stop ``job_id``'s provider call if this executor is running it; else keep the
+        cancel for a while, in case the job comes here next (a sync job whose caller
+        left before its message was read)."""
         stopped = False
         for (running_job, _), running in list(self._running.items()):
             if running_job == job_id and running.task is not None:
                 running.cancelled = True
                 running.task.cancel()
                 stopped = True
+        if not stopped:
+            now = time.monotonic()
+            if len(self._cancels_heard) >= _CANCELS_KEPT:
+                self._cancels_heard = {j: t for j, t in self._cancels_heard.items() if t > now}
+            self._cancels_heard[job_id] = now + _CANCEL_KEPT_SECONDS
         return stopped
+
+    def hearing_cancels(self, since: float | None) -> None:
+        """Every cancel signal reaches :meth:`cancel` since ``since`` (wall clock); None:
+        the listener is down. Told by whoever runs the listener."""
+        self._cancels_heard_since = since
+
+    def _cancel_heard(self, job_id: str) -> bool:
+        """Whether a cancel of ``job_id`` came while it was not running here."""
+        until = self._cancels_heard.pop(job_id, None)
+        return until is not None and until > time.monotonic()
+
+    def _hears_cancels_since(self, created_at: float) -> bool:
+        """Whether every cancel of a job created at ``created_at`` (the API's clock)
+        has reached :meth:`cancel`: the listener was up before it, with a margin
+        for the clocks of two machines."""
+        since = self._cancels_heard_since
+        return since is not None and created_at > since + _CLOCK_MARGIN_SECONDS
 
     async def renew_leases(self) -> None:
         """Extend the leases of every job in flight, in one statement."""

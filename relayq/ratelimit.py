@@ -29,6 +29,7 @@ from collections.abc import Callable
 import redis.asyncio as aioredis
 
 from relayq.chat import ChatCompletionRequest, ChatMessage
+from relayq.clearance import admission_channel
 from relayq.redis_batch import CommandBatch
 
 __all__ = [
@@ -122,6 +123,7 @@ local until_ = tonumber(ARGV[1]) + tonumber(ARGV[2])
 local current = tonumber(redis.call('GET', KEYS[1]))
 if current and current >= until_ then return end
 redis.call('SET', KEYS[1], string.format('%.17g', until_), 'PX', math.ceil(ARGV[2] * 1000))
+redis.call('PUBLISH', ARGV[3], KEYS[1])
 """
 
 
@@ -140,6 +142,7 @@ class RateLimiter:
         self._redis = redis
         self._batch = batch or CommandBatch(redis)
         self._prefix = f"{key_prefix}:ratelimit:"
+        self._channel = admission_channel(key_prefix)
         self._clock = clock
         self._acquire = redis.register_script(_ACQUIRE)
         self._correct = redis.register_script(_CORRECT)
@@ -191,12 +194,14 @@ class RateLimiter:
     async def cool_down(self, provider: str, seconds: float) -> None:
         """Hold every call to ``provider`` for ``seconds`` (a 429's Retry-After).
 
-        A longer cooldown already running is kept.
+        A longer cooldown already running is kept. A new one is announced on the
+        admission channel (:mod:`relayq.clearance`).
         """
         if seconds <= 0:
             return
         await self._cool_down(
-            keys=[self._cooldown_key(provider)], args=[repr(self._clock()), repr(float(seconds))]
+            keys=[self._cooldown_key(provider)],
+            args=[repr(self._clock()), repr(float(seconds)), self._channel],
         )
 
     async def cooldown_remaining(self, provider: str) -> float:

@@ -18,8 +18,9 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from relayq.breaker import CircuitBreaker, Permit
+from relayq.breaker import BreakerState, CircuitBreaker, Permit
 from relayq.chat import ChatCompletionRequest
+from relayq.clearance import Clearance
 from relayq.config import DeploymentSettings, RoutingConfig
 from relayq.events import EventLog, EventType, JobEvent
 from relayq.outbox import JobMessage, Outbox
@@ -38,6 +39,10 @@ log = logging.getLogger(__name__)
 
 def deployment_id(provider: str, model: str) -> str:
     return f"{provider}|{model}"
+
+
+_CLEAR = Permit(allowed=True, state=BreakerState.CLOSED)
+"""What a closed breaker answers; given here when the deployment is clear."""
 
 
 @dataclass(frozen=True)
@@ -63,9 +68,12 @@ class Resilience:
         routing: Callable[[], RoutingConfig],
         events: EventLog | None,
         max_countdown: float,
+        clearance: Clearance | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        """``clearance``: the deployments this worker may admit calls to by itself."""
         self._database = database
+        self._clearance = clearance
         self._outbox = Outbox(database=database, enqueuer=enqueuer, clock=clock)
         self._limiter = limiter
         self._breaker = breaker
@@ -87,17 +95,32 @@ class Resilience:
                 return current
         return None
 
+    def admit_here(self, claim: Claim) -> Admission | None:
+        """The call's admission without asking Redis, if its deployment is clear here
+        (no RPM or TPM limit, breaker closed, no cooldown: :mod:`relayq.clearance`);
+        None if Redis must be asked (:meth:`admit`)."""
+        if self._clearance is None:
+            return None
+        deployment = self._deployment(claim)
+        if deployment is not None and (deployment.rpm or deployment.tpm):
+            return None
+        if not self._clearance.clear(deployment_id(claim.provider, claim.upstream_model)):
+            return None
+        return Admission(permit=_CLEAR)
+
     async def admit(self, claim: Claim, request: ChatCompletionRequest) -> Admission:
         """Rate limits and the breaker, asked in one round trip (one pipeline).
 
         A wait for the limits wins: the breaker's permit is then given back
-        unused (a half-open probe frees its slot).
+        unused (a half-open probe frees its slot). An answer with nothing to
+        hold the deployment back, when it has no limits, makes it clear here.
         """
         deployment = self._deployment(claim)
         rpm = deployment.rpm if deployment else None
         tpm = deployment.tpm if deployment else None
         tokens = estimate_tokens(request) if tpm else 0
         key = deployment_id(claim.provider, claim.upstream_model)
+        generation = self._clearance.generation if self._clearance is not None else 0
         wait, permit = await asyncio.gather(
             self._limiter.acquire(key, rpm=rpm, tpm=tpm, tokens=tokens, provider=claim.provider),
             self._breaker.acquire(key),
@@ -105,6 +128,14 @@ class Resilience:
         if wait > 0:
             await self._breaker.release(key, permit)
             return Admission(wait=wait)
+        if (
+            self._clearance is not None
+            and not rpm
+            and not tpm
+            and permit.allowed
+            and permit.state is BreakerState.CLOSED
+        ):
+            self._clearance.note_clear(key, generation=generation)
         return Admission(permit=permit, tokens=tokens)
 
     async def unused(self, claim: Claim, admission: Admission) -> None:

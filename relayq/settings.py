@@ -92,6 +92,11 @@ class WorkerSettings(BaseModel):
     """Consume the webhooks queue too (deliveries run beside jobs, never in a job's slot)."""
     batches: bool = True
     """Consume the batches queue too (validating input files), and schedule batch requests."""
+    admission_cache_seconds: float = Field(default=2.0, ge=0)
+    """How long a deployment with no RPM or TPM limit, whose breaker Redis found
+    closed with no cooldown, is admitted here without asking Redis again; a breaker
+    that opens or a cooldown that starts ends it at once on every listening worker
+    (relayq/clearance.py). 0 asks Redis before every call."""
 
 
 class EventSettings(BaseModel):

@@ -22,6 +22,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from relayq.breaker import BreakerSettings, CircuitBreaker
+from relayq.clearance import Clearance, listen_for_changes
 from relayq.config import RetrySettings, RoutingConfig
 from relayq.events import EventLog
 from relayq.execution import Executor, RunResult
@@ -32,7 +33,7 @@ from relayq.queueing import Enqueuer
 from relayq.ratelimit import RateLimiter
 from relayq.redis_batch import CommandBatch
 from relayq.replies import Replies, direct_fence_key
-from relayq.resilience import Resilience
+from relayq.resilience import Resilience, deployment_id
 from relayq.store import Database
 from relayq.store.jobs import NewJob, create_jobs, get_job, list_attempts
 from relayq.store.keys import create_key
@@ -92,6 +93,7 @@ class Env:
     database: Database
     redis: aioredis.Redis
     key_id: str
+    redis_url: str
 
 
 Scenario = Callable[[Env], Awaitable[None]]
@@ -114,7 +116,7 @@ def scenario(tmp_path: Path, redis_server: str) -> Callable[[Scenario], None]:
             try:
                 async with database.session() as session:
                     key = await create_key(session, name="executor")
-                await body(Env(database=database, redis=redis, key_id=key.id))
+                await body(Env(database=database, redis=redis, key_id=key.id, redis_url=redis_url))
             finally:
                 await redis.aclose()
                 await database.aclose()
@@ -131,8 +133,10 @@ async def executor(
     *,
     max_in_flight: int = 1000,
     limits_redis: aioredis.Redis | None = None,
+    clearance: Clearance | None = None,
 ) -> AsyncIterator[Executor]:
-    """``limits_redis``: where the breaker and rate limits live (the test's Redis by default)."""
+    """``limits_redis``: where the breaker and rate limits live (the test's Redis by default);
+    ``clearance``: what the worker may admit by itself (kept listening here)."""
     limits = limits_redis or env.redis
     http = build_http_client(max_connections=10)
     events = EventLog(env.redis, key_prefix=PREFIX, max_events=100, retention_seconds=60)
@@ -145,6 +149,7 @@ async def executor(
         routing=lambda: ROUTING,
         events=events,
         max_countdown=10,
+        clearance=clearance,
     )
     built = Executor(
         database=env.database,
@@ -156,10 +161,27 @@ async def executor(
         replies=Replies(CommandBatch(env.redis), key_prefix=PREFIX),
     )
     broker.executor = built
+    listener = None
+    if clearance is not None:
+        listener = asyncio.create_task(
+            listen_for_changes(limits, key_prefix=PREFIX, clearance=clearance)
+        )
+        await until(lambda: clearance.listening)
     try:
         yield built
     finally:
+        if listener is not None:
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listener
         await http.aclose()
+
+
+async def until(condition: Callable[[], bool], within: float = 5.0) -> None:
+    deadline = time.monotonic() + within
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
 
 
 async def store(env: Env, **fields: Any) -> str:
@@ -241,8 +263,16 @@ async def _delivered_twice(env: Env) -> None:
         assert len(await list_attempts(session, job_id=job_id)) == 1
 
 
-def direct_message(env: Env, reply_to: str, *, stream: bool = False) -> dict[str, Any]:
-    request = {"model": "mock", "messages": [{"role": "user", "content": "x"}], "stream": stream}
+def direct_message(
+    env: Env, reply_to: str, *, stream: bool = False, mock: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    request: dict[str, Any] = {
+        "model": "mock",
+        "messages": [{"role": "user", "content": "x"}],
+        "stream": stream,
+    }
+    if mock is not None:
+        request["mock"] = mock
     job: NewJob = dataclasses.replace(
         mock_job(env.key_id, request=request),
         id=f"job_direct{time.monotonic_ns()}",
@@ -304,6 +334,91 @@ async def _direct_after_a_death(env: Env) -> None:
         job = await get_job(session, job_id=job_id, key_id=env.key_id)
     assert job is not None
     assert job.status == JobStatus.SUCCEEDED.value
+
+
+def test_a_direct_jobs_row_is_stored_early_in_a_long_call(
+    scenario: Callable[[Scenario], None],
+) -> None:
+    """Its caller hears nothing for 600 ms (a whole answer), yet the row is there
+    within the bound, running, well before the answer."""
+    scenario(_row_in_a_long_call)
+
+
+async def _row_in_a_long_call(env: Env) -> None:
+    broker = SameWorker(asyncio.get_running_loop())
+    message = direct_message(env, reply_to=f"{PREFIX}:replies:long", mock={"latency_ms": 600})
+    job_id = message["job"]["id"]
+    async with executor(env, broker) as running:
+        call = asyncio.ensure_future(running.run_direct(message, recorded=True))
+        await asyncio.sleep(0.3)
+        async with env.database.session() as session:
+            during = await get_job(session, job_id=job_id, key_id=env.key_id)
+        assert not call.done()
+        assert during is not None
+        assert during.status == JobStatus.RUNNING.value
+        assert await call is RunResult.SUCCEEDED
+
+
+def test_a_cancel_heard_before_a_direct_jobs_message_is_read_stops_it_uncalled(
+    scenario: Callable[[Scenario], None],
+) -> None:
+    """The caller left while its message waited on the lane; the cancel signal reached
+    this worker first, so the job is recorded cancelled with no call and no round trip."""
+    scenario(_cancel_heard_first)
+
+
+async def _cancel_heard_first(env: Env) -> None:
+    broker = SameWorker(asyncio.get_running_loop())
+    stream = f"{PREFIX}:replies:left"
+    message = direct_message(env, reply_to=stream)
+    job_id = message["job"]["id"]
+    async with executor(env, broker) as running:
+        running.hearing_cancels(time.time() - 60)  # listening since before the message
+        assert not running.cancel(job_id)  # not running here: kept
+        assert await running.run_direct(message, recorded=True) is RunResult.CANCELLED
+    async with env.database.session() as session:
+        job = await get_job(session, job_id=job_id, key_id=env.key_id)
+        attempts = await list_attempts(session, job_id=job_id)
+    assert job is not None
+    assert job.status == JobStatus.CANCELLED.value
+    assert attempts == []
+    assert await replies_of(env, stream) == ["cancelled"]
+
+
+def test_a_clear_deployment_is_admitted_here_until_its_breaker_opens_elsewhere(
+    scenario: Callable[[Scenario], None],
+) -> None:
+    """Once Redis found the deployment clear, its calls are admitted without asking;
+    a breaker opened by another process reaches this worker on the admission channel,
+    and its next job makes no call."""
+    scenario(_clear_until_opened)
+
+
+async def _clear_until_opened(env: Env) -> None:
+    broker = SameWorker(asyncio.get_running_loop())
+    clearance = Clearance(ttl=60)
+    deployment = deployment_id("mock", "mock")
+    other = aioredis.Redis.from_url(env.redis_url)  # another process's client
+    elsewhere = CircuitBreaker(
+        other, key_prefix=PREFIX, settings=BreakerSettings(failure_threshold=1)
+    )
+    try:
+        async with executor(env, broker, clearance=clearance) as running:
+            assert not clearance.clear(deployment)
+            assert await running.run(await store(env)) is RunResult.SUCCEEDED
+            assert clearance.clear(deployment)
+            permit = await elsewhere.acquire(deployment)
+            await elsewhere.record(deployment, success=False, permit=permit)
+            await until(lambda: not clearance.clear(deployment))
+            refused = await store(env)
+            assert await running.run(refused) is RunResult.FAILED
+    finally:
+        await other.aclose()
+    async with env.database.session() as session:
+        attempts = await list_attempts(session, job_id=refused)
+    assert [(a.provider, a.status) for a in attempts] == [("mock", "skipped")]
+    assert attempts[0].error is not None
+    assert attempts[0].error["code"] == "breaker_open"
 
 
 def test_jobs_in_flight_stay_within_the_cap(scenario: Callable[[Scenario], None]) -> None:

@@ -30,6 +30,7 @@ from relayq.breaker import CircuitBreaker
 from relayq.cache import ResponseCache
 from relayq.cancellation import listen_for_cancels
 from relayq.catalog import ModelCatalog
+from relayq.clearance import Clearance, listen_for_changes
 from relayq.config import RoutingConfig
 from relayq.events import EventListener, EventLog
 from relayq.execution import Executor, RunResult
@@ -239,6 +240,7 @@ class WorkerRuntime:
         key_limits = KeyLimits(redis, key_prefix=settings.key_prefix, batch=batch)
         instance = settings.worker.instance or uuid.uuid4().hex
         self._taken = Taken(batch, key_prefix=settings.key_prefix, instance=instance)
+        clearance = Clearance(ttl=settings.worker.admission_cache_seconds)
         resilience = Resilience(
             database=database,
             enqueuer=self._enqueuer,
@@ -251,6 +253,7 @@ class WorkerRuntime:
             events=events,
             # Countdowns stay under the broker's redelivery window.
             max_countdown=settings.worker.visibility_timeout / 2,
+            clearance=clearance,
         )
         executor = Executor(
             database=database,
@@ -329,7 +332,15 @@ class WorkerRuntime:
             asyncio.create_task(live.watch()),
             asyncio.create_task(executor.keep_leases()),
             asyncio.create_task(
-                listen_for_cancels(redis, key_prefix=settings.key_prefix, on_cancel=executor.cancel)
+                listen_for_cancels(
+                    redis,
+                    key_prefix=settings.key_prefix,
+                    on_cancel=executor.cancel,
+                    listening=executor.hearing_cancels,
+                )
+            ),
+            asyncio.create_task(
+                listen_for_changes(redis, key_prefix=settings.key_prefix, clearance=clearance)
             ),
             asyncio.create_task(
                 reconciler.run_forever(
