@@ -83,10 +83,13 @@ class DeltaPublisher:
         """Whether any text went out (or is on its way): the caller may then hold
         this attempt's words."""
 
-    def add(self, chunk: ChatCompletionChunk) -> None:
+    def add(self, chunk: ChatCompletionChunk) -> bool:
         """Queue ``chunk``; start a send unless one is in flight (it takes this one next).
 
-        A send that failed raises here, so the stream stops at its next chunk.
+        Returns whether a send started: its caller should then let the loop run
+        it before going on (an upstream that sent many chunks at once would
+        otherwise have all of them parsed before the first goes out). A send
+        that failed raises here, so the stream stops at its next chunk.
         """
         self._pending.append(chunk)
         sending = self._sending
@@ -94,6 +97,8 @@ class DeltaPublisher:
             if sending is not None:
                 sending.result()
             self._sending = asyncio.ensure_future(self._drain())
+            return True
+        return False
 
     async def flush(self) -> None:
         """Wait until every chunk added so far has been sent."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -137,8 +138,8 @@ async def _stream(
     try:
         async for chunk in chunks:
             assembler.add(chunk)
-            if deltas is not None:
-                deltas.add(chunk)
+            if deltas is not None and deltas.add(chunk):
+                await asyncio.sleep(0)  # the send goes out before the next chunk is parsed
     except BaseException:
         if deltas is not None:  # no delta may follow the run's end
             await deltas.abandon()
@@ -602,12 +603,16 @@ class Executor:
             return admitted
         admission = admitted
         # Beside the call, not before it: its commands are queued before any delta's.
-        announced = asyncio.ensure_future(
-            self._emit(
+        # A direct job's waits for its row (relayq/pending_rows.py): off the path
+        # to its caller's first token.
+        announced = self._rows.when_heard(
+            claim.job_id,
+            functools.partial(
+                self._emit,
                 claim,
                 EventType.STARTED,
                 {"provider": claim.provider, "model": claim.upstream_model, "run": claim.run},
-            )
+            ),
         )
         deltas = running.deltas = self._delta_sink(claim)
         started = running.called_at = time.perf_counter()
@@ -625,6 +630,7 @@ class Executor:
         except ProviderError as exc:
             return await self._failure(running, exc, admission, started=started)
         finally:
+            self._rows.heard(claim.job_id)  # a run that ends unheard announces itself now
             await announced
         latency_ms = (time.perf_counter() - started) * 1000
         response = completion.model_dump(mode="json", exclude_none=True)

@@ -10,7 +10,9 @@ job (its first delta or its answer, which carry the job id), or ``within``
 seconds after the message came, whichever is first; anything that needs the
 row before that (an outcome, a retry, an expiry, a hand-back) stores it at
 once. A lookup of the job in its call's first milliseconds may not find it
-(docs/api.md says so).
+(docs/api.md says so). The run's ``started`` event waits the same way
+(:meth:`PendingRows.when_heard`): emitted before the call, it too fell in
+those milliseconds; its followers see it once the row exists.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ class _Row:
     """None: already stored (the job's redelivery stored it before its run)."""
     stored: asyncio.Future[bool] | None = None
     deadline: asyncio.TimerHandle | None = field(default=None, repr=False)
+    waiting: list[Callable[[], None]] = field(default_factory=list)
 
 
 class PendingRows:
@@ -61,6 +64,23 @@ class PendingRows:
     def __contains__(self, job_id: str) -> bool:
         return job_id in self._rows
 
+    def when_heard(
+        self, job_id: str, action: Callable[[], Awaitable[None]]
+    ) -> asyncio.Future[None]:
+        """Run ``action`` once ``job_id``'s row is being stored (at once if it is, or if
+        the job is not one of these); its future."""
+        row = self._rows.get(job_id)
+        if row is None or row.stored is not None:
+            return asyncio.ensure_future(action())
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def run() -> None:
+            running = asyncio.ensure_future(action())
+            running.add_done_callback(lambda ran: _settle(done, ran))
+
+        row.waiting.append(run)
+        return done
+
     async def stored(self, job_id: str) -> bool:
         """Store ``job_id``'s row if it is not yet; whether this run stored it (the
         run owns the job). Raises what the store raised."""
@@ -77,7 +97,21 @@ class PendingRows:
         if row.stored is None:
             assert row.direct is not None
             row.stored = asyncio.ensure_future(self._store(row.direct))
+            waiting, row.waiting = row.waiting, []
+            for run in waiting:
+                run()
         if row.deadline is not None:
             row.deadline.cancel()
             row.deadline = None
         return row.stored
+
+
+def _settle(done: asyncio.Future[None], ran: asyncio.Future[None]) -> None:
+    if done.done():
+        return
+    if ran.cancelled():
+        done.cancel()
+    elif (error := ran.exception()) is not None:
+        done.set_exception(error)
+    else:
+        done.set_result(None)

@@ -193,6 +193,8 @@ class ReplyHub:
                 for entry_id, fields in entries:
                     position = entry_id
                     self._dispatch(fields)
+            if replies:
+                await asyncio.sleep(0)  # the woken callers answer before the next read
 
     def _dispatch(self, fields: dict[bytes, bytes]) -> None:
         queue = self._waiters.get(fields[b"job"].decode())

@@ -190,27 +190,26 @@ async def _next_decisive(call: _Call, *, stream: bool) -> Reply:
 async def _wait(call: _Call, *, stream: bool) -> Reply | None:
     """The next decisive reply, or None if the caller left (the job is then cancelled)."""
     settings = call.services.settings.chat
-    waiting = asyncio.ensure_future(_next_decisive(call, stream=stream))
     loop = asyncio.get_running_loop()
     deadline = loop.time() + settings.timeout_seconds
-    try:
-        while not waiting.done():
-            await asyncio.wait({waiting}, timeout=0.25)
-            if waiting.done():
-                break
-            if await call.request.is_disconnected():
-                await call.abandon()
-                return None
-            if loop.time() > deadline:
-                raise APIError(
-                    504,
-                    f"Job '{call.job.id}' did not finish within {settings.timeout_seconds} s; "
-                    f"it goes on: GET /v1/jobs/{call.job.id}.",
-                    code="timeout",
-                )
-        return waiting.result()
-    finally:
-        waiting.cancel()
+    while True:
+        # In this task, not another: the reply wakes the handler itself. A reply
+        # that comes as the wait times out stays queued for the next wait.
+        try:
+            async with asyncio.timeout(0.25):
+                return await _next_decisive(call, stream=stream)
+        except TimeoutError:
+            pass
+        if await call.request.is_disconnected():
+            await call.abandon()
+            return None
+        if loop.time() > deadline:
+            raise APIError(
+                504,
+                f"Job '{call.job.id}' did not finish within {settings.timeout_seconds} s; "
+                f"it goes on: GET /v1/jobs/{call.job.id}.",
+                code="timeout",
+            )
 
 
 def _gone(job: Job) -> JSONResponse:
