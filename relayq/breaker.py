@@ -19,10 +19,12 @@ the injected clock, never from Redis, so process clocks should be in sync.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import secrets
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -31,6 +33,7 @@ import redis.asyncio as aioredis
 from pydantic import BaseModel, ConfigDict, Field
 
 from relayq.clearance import admission_channel
+from relayq.coalescing import Coalescer
 from relayq.redis_batch import CommandBatch
 
 __all__ = ["BreakerSettings", "BreakerState", "BreakerStatus", "CircuitBreaker", "Permit"]
@@ -92,7 +95,7 @@ end
 if state ~= 'closed' then return '' end
 local bucket = math.floor(now / tonumber(ARGV[7]))
 local oldest = bucket - tonumber(ARGV[8]) + 1
-redis.call('HINCRBY', key, string.format('r:%d', bucket), 1)
+redis.call('HINCRBY', key, string.format('r:%d', bucket), tonumber(ARGV[11]))
 local consecutive = 0
 if failed then
   redis.call('HINCRBY', key, string.format('f:%d', bucket), 1)
@@ -117,7 +120,8 @@ if failed and (consecutive >= tonumber(ARGV[4]) or
 end
 return ''
 """
-"""Counts one outcome; returns 'opened', 'closed' or '' (no transition).
+"""Counts ARGV[11] outcomes alike (several only for successes in CLOSED); returns
+'opened', 'closed' or '' (no transition).
 
 An opening is announced on the admission channel (ARGV[10]) in the same step,
 so no worker goes on admitting calls by itself (:mod:`relayq.clearance`)."""
@@ -196,6 +200,7 @@ class CircuitBreaker:
         self._bucket_seconds = settings.window_seconds / WINDOW_BUCKETS
         self._acquire = redis.register_script(_ACQUIRE)
         self._record = redis.register_script(_RECORD)
+        self._successes: Coalescer[str, None] = Coalescer(self._record_successes)
 
     async def acquire(self, deployment: str) -> Permit:
         """May a call go to ``deployment`` now? In HALF_OPEN an allowed call is a probe."""
@@ -232,9 +237,29 @@ class CircuitBreaker:
             raise reply
 
     async def record(self, deployment: str, *, success: bool, permit: Permit) -> None:
-        """Report how the call made under ``permit`` went (refused permits are ignored)."""
+        """Report how the call made under ``permit`` went (refused permits are ignored).
+
+        The successes of calls that were not probes, reported meanwhile, go
+        together: one script call per deployment and tick, counting them all
+        (a clump of jobs that end together made one each).
+        """
         if not permit.allowed:
             return
+        if success and permit.probe_id is None:
+            await self._successes.submit(deployment)
+            return
+        await self._record_outcomes(deployment, success=success, probe_id=permit.probe_id or "")
+
+    async def _record_successes(self, deployments: list[str]) -> list[None]:
+        counts = Counter(deployments)
+        await asyncio.gather(
+            *(self._record_outcomes(d, success=True, count=n) for d, n in counts.items())
+        )
+        return [None] * len(deployments)
+
+    async def _record_outcomes(
+        self, deployment: str, *, success: bool, probe_id: str = "", count: int = 1
+    ) -> None:
         s = self._settings
         transition = await self._batch.run_script(
             self._record,
@@ -242,7 +267,7 @@ class CircuitBreaker:
             [
                 repr(self._clock()),
                 int(success),
-                permit.probe_id or "",
+                probe_id,
                 s.failure_threshold,
                 repr(s.failure_rate),
                 s.min_requests,
@@ -250,6 +275,7 @@ class CircuitBreaker:
                 WINDOW_BUCKETS,
                 _KEY_TTL_SECONDS,
                 self._channel,
+                count,
             ],
         )
         if _text(transition) == "opened":

@@ -97,6 +97,27 @@ def test_opens_after_consecutive_failures(redis_url: str) -> None:
     scenario(redis_url, body, failure_threshold=3)
 
 
+def test_successes_reported_together_each_count(redis_url: str) -> None:
+    """Calls that end together report in one script call; each is still one request."""
+
+    async def body(make: Callable[[], CircuitBreaker], clock: FakeClock) -> None:
+        breaker = make()
+        permits = [await breaker.acquire(DEPLOYMENT) for _ in range(30)]
+        await fail(breaker, 2)
+        await asyncio.gather(*(breaker.record(DEPLOYMENT, success=True, permit=p) for p in permits))
+        [status] = await breaker.status([DEPLOYMENT])
+        assert status.window_requests == 32
+        assert status.window_failures == 2
+        assert status.consecutive_failures == 0
+        # 30 of 60 calls failed: the rate (0.5) is reached only with the successes counted.
+        await fail(breaker, 27)
+        assert await state(breaker) is BreakerState.CLOSED
+        await fail(breaker)
+        assert await state(breaker) is BreakerState.OPEN
+
+    scenario(redis_url, body, failure_threshold=100, min_requests=20)
+
+
 def test_opens_on_failure_rate_once_the_window_holds_min_requests(redis_url: str) -> None:
     async def body(make: Callable[[], CircuitBreaker], clock: FakeClock) -> None:
         breaker = make()
