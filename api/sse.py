@@ -7,11 +7,12 @@ event into its message once for all its followers
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
 from starlette.responses import StreamingResponse
-from starlette.types import Send
+from starlette.types import Receive, Scope, Send
 
 __all__ = ["DONE", "HEARTBEAT", "CompletionStream", "sse_message"]
 
@@ -30,7 +31,39 @@ class CompletionStream(StreamingResponse):
     new one (about a millisecond on loopback: the handshake, uvicorn's setup).
     Here the chunk that ends with ``[DONE]`` ends the body in the same write,
     and nothing after it is read from the iterator.
+
+    And the stream runs in the request's own task: Starlette runs it in a task
+    of an anyio task group beside a disconnect listener, which put a task's
+    start and the group's machinery between a caller's first token and its
+    write. Here the listener is the one extra task; a caller that leaves
+    cancels the stream (its iterator's ``finally`` runs), and the answer ends
+    quietly, as Starlette's does.
     """
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        streaming = asyncio.current_task()
+        assert streaming is not None
+        left = False
+
+        async def until_gone() -> None:
+            nonlocal left
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            left = True
+            streaming.cancel()
+
+        listener = asyncio.ensure_future(until_gone())
+        try:
+            await self.stream_response(send)
+        except asyncio.CancelledError:
+            if not left:
+                raise
+            streaming.uncancel()  # the caller's leaving ends the answer, nothing more
+        finally:
+            listener.cancel()
 
     async def stream_response(self, send: Send) -> None:
         await send(

@@ -1,7 +1,10 @@
 """Streamed chunks as deltas, gathered so a fast stream costs few round trips.
 
 One send is in flight at a time, on its own task: the first chunk goes out at
-once (time to first token is what a streaming caller feels), and the chunks
+once (time to first token is what a streaming caller feels), unless all it
+says is who speaks (OpenAI's streams open with ``{"role": "assistant",
+"content": ""}``): that one waits for the chunk after it, so the first send
+carries the first words instead of making them wait for its round trip. The chunks
 that arrive while a send is in flight go together in the next one, each batch
 one :class:`Delta`. No timer holds a chunk back: a chunk waits at most for the
 send before it, never for the chunk after it (an interval-based batch held the
@@ -63,6 +66,19 @@ class Delta:
         return b"".join(lines)
 
 
+def _only_a_role(chunk: ChatCompletionChunk) -> bool:
+    """Whether ``chunk`` says who speaks and nothing else."""
+    if chunk.usage is not None or not chunk.choices:
+        return False
+    for choice in chunk.choices:
+        delta = choice.delta
+        if choice.finish_reason is not None or delta.content or delta.tool_calls:
+            return False
+        if any(delta.model_extra.values() if delta.model_extra else ()):
+            return False
+    return True
+
+
 def _json(chunk: ChatCompletionChunk) -> Any:
     wire = chunk.wire
     if wire is not None:
@@ -79,6 +95,8 @@ class DeltaPublisher:
         self._send = send
         self._pending: list[ChatCompletionChunk] = []
         self._sending: asyncio.Future[None] | None = None
+        self._opened = False
+        """Whether a chunk with more than a role came (sends start from it on)."""
         self.text_sent = False
         """Whether any text went out (or is on its way): the caller may then hold
         this attempt's words."""
@@ -92,6 +110,10 @@ class DeltaPublisher:
         that failed raises here, so the stream stops at its next chunk.
         """
         self._pending.append(chunk)
+        if not self._opened:
+            if _only_a_role(chunk):
+                return False  # it goes with the first words
+            self._opened = True
         sending = self._sending
         if sending is None or sending.done():
             if sending is not None:

@@ -53,26 +53,75 @@ class Sink:
         await asyncio.sleep(0)
 
 
-def test_a_chunk_after_a_burst_goes_without_waiting_for_the_next_chunk() -> None:
-    """The role chunk and the first token come together; the token must not wait for the
-    second token (it did, a whole token interval, when a 20 ms timer gathered chunks)."""
+def test_the_role_chunk_waits_for_the_first_words_and_goes_with_them() -> None:
+    """OpenAI's streams open with a chunk that only names the role. Sent alone, it made
+    the first words wait for its round trip; it now goes in their send."""
 
     async def scenario() -> list[Delta]:
         sink = Sink()
         deltas = DeltaPublisher(sink)
-        deltas.add(chunk("", role="assistant"))
-        await sink.started.wait()  # the first goes at once
+        assert not deltas.add(chunk("", role="assistant"))
+        await asyncio.sleep(0.01)
+        assert not sink.started.is_set()  # nothing goes for a role alone
+        assert deltas.add(chunk("Hel"))  # the first words go at once, with the role
+        await sink.started.wait()
+        await sink.finish_one()
+        await asyncio.wait_for(deltas.flush(), 1)
+        return sink.sent
+
+    sent = asyncio.run(scenario())
+    assert [d.text for d in sent] == ["Hel"]
+    assert [len(d.chunks) for d in sent] == [2]
+    assert sent[0].event_data()["chunks"][0]["choices"][0]["delta"] == {
+        "role": "assistant",
+        "content": "",
+    }
+
+
+def test_a_chunk_after_a_burst_goes_without_waiting_for_the_next_chunk() -> None:
+    """Chunks that came during a send go once it ends, without waiting for another chunk
+    (they waited a whole token interval when a 20 ms timer gathered chunks)."""
+
+    async def scenario() -> list[Delta]:
+        sink = Sink()
+        deltas = DeltaPublisher(sink)
         deltas.add(chunk("Hel"))
+        await sink.started.wait()  # the first goes at once
         deltas.add(chunk("lo"))
+        deltas.add(chunk("!"))
         await sink.finish_one()
         await sink.finish_one()  # no further add: the queued chunks go on their own
         await asyncio.wait_for(deltas.flush(), 1)
         return sink.sent
 
     sent = asyncio.run(scenario())
-    assert [d.text for d in sent] == ["", "Hello"]
+    assert [d.text for d in sent] == ["Hel", "lo!"]
     assert [len(d.chunks) for d in sent] == [1, 2]
-    assert sent[1].event_data()["chunks"][0]["choices"][0]["delta"] == {"content": "Hel"}
+    assert sent[1].event_data()["chunks"][0]["choices"][0]["delta"] == {"content": "lo"}
+
+
+@pytest.mark.parametrize(
+    "delta",
+    [
+        {"role": "assistant", "tool_calls": [{"index": 0, "id": "call_1", "type": "function"}]},
+        {"role": "assistant", "refusal": "I can't."},
+        {"role": "assistant", "content": "Hi"},
+    ],
+)
+def test_a_first_chunk_with_more_than_a_role_goes_at_once(delta: dict[str, Any]) -> None:
+    async def scenario() -> bool:
+        sink = Sink()
+        deltas = DeltaPublisher(sink)
+        first = ChatCompletionChunk.model_validate(
+            {"id": "c", "created": 1, "model": "m", "choices": [{"index": 0, "delta": delta}]}
+        )
+        started = deltas.add(first)
+        await asyncio.wait_for(sink.started.wait(), 1)
+        await sink.finish_one()
+        await deltas.flush()
+        return started
+
+    assert asyncio.run(scenario()) is True
 
 
 def test_flush_waits_for_every_chunk_and_text_sent_says_whether_text_left() -> None:
