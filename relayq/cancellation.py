@@ -7,13 +7,13 @@ worker slot and the upstream tokens are not spent for nothing.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 from collections.abc import Callable
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
+
+from relayq.channels import listen
 
 __all__ = ["cancel_channel", "listen_for_cancels", "publish_cancel"]
 
@@ -45,23 +45,10 @@ async def listen_for_cancels(
     ``listening(since)``: told when every signal published from ``since`` (wall
     clock) on reaches ``on_cancel``, and ``None`` when the channel is lost.
     """
-    channel = cancel_channel(key_prefix)
-    while True:
-        try:
-            async with client.pubsub() as pubsub:
-                await pubsub.subscribe(channel)
-                async for message in pubsub.listen():
-                    data = message.get("data")
-                    if message["type"] == "subscribe":  # Redis confirmed: from now on
-                        if listening is not None:
-                            listening(time.time())
-                    elif isinstance(data, bytes):
-                        on_cancel(data.decode())
-                    elif isinstance(data, str):
-                        on_cancel(data)
-        except (RedisError, OSError) as exc:
-            log.warning("cancel listener lost Redis (%s); reconnecting", exc)
-        finally:
-            if listening is not None:
-                listening(None)
-        await asyncio.sleep(reconnect_delay)
+    await listen(
+        client,
+        cancel_channel(key_prefix),
+        on_message=on_cancel,
+        listening=listening,
+        reconnect_delay=reconnect_delay,
+    )

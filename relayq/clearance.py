@@ -25,17 +25,14 @@ breaker as they end, so its counts stay whole.
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import time
 from collections.abc import Callable
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+
+from relayq.channels import listen
 
 __all__ = ["Clearance", "admission_channel", "listen_for_changes"]
-
-log = logging.getLogger(__name__)
 
 
 def admission_channel(key_prefix: str) -> str:
@@ -76,6 +73,12 @@ class Clearance:
         if self._ttl > 0 and self.listening and generation == self._generation:
             self._until[deployment] = self._clock() + self._ttl
 
+    def hearing(self, since: float | None) -> None:
+        """Announcements reach this worker from ``since`` on (None: no longer). What
+        was clear before may have missed one: it is forgotten either way."""
+        self.forget()
+        self.listening = since is not None
+
     def forget(self) -> None:
         """Something changed (or may have): every deployment goes back to Redis."""
         self._until.clear()
@@ -94,18 +97,10 @@ async def listen_for_changes(
     Any announcement forgets every deployment (they are rare: a breaker
     opening, a provider's 429); so does losing the channel.
     """
-    channel = admission_channel(key_prefix)
-    while True:
-        try:
-            async with client.pubsub() as pubsub:
-                await pubsub.subscribe(channel)
-                async for message in pubsub.listen():
-                    clearance.forget()
-                    if message["type"] == "subscribe":  # Redis confirmed: from now on
-                        clearance.listening = True
-        except (RedisError, OSError) as exc:
-            log.warning("admission listener lost Redis (%s); reconnecting", exc)
-        finally:
-            clearance.listening = False
-            clearance.forget()
-        await asyncio.sleep(reconnect_delay)
+    await listen(
+        client,
+        admission_channel(key_prefix),
+        on_message=lambda _: clearance.forget(),
+        listening=clearance.hearing,
+        reconnect_delay=reconnect_delay,
+    )

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import redis
@@ -91,3 +92,11 @@ def scratch_postgres_database(url: str) -> Iterator[str]:
         with admin.connect() as connection:
             connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+async def until(condition: Callable[[], bool], within: float = 5.0) -> None:
+    """Wait (on the running loop) until ``condition()`` holds; fail after ``within`` s."""
+    deadline = time.monotonic() + within
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)

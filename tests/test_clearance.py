@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import redis.asyncio as aioredis
 
 from relayq.breaker import BreakerSettings, CircuitBreaker
 from relayq.clearance import Clearance, listen_for_changes
 from relayq.ratelimit import RateLimiter
-from tests.services import run
+from tests.services import run, until
 
 DEPLOYMENT = "openai|gpt-4o"
 
@@ -77,13 +76,6 @@ async def listening(redis_url: str, prefix: str) -> AsyncIterator[Clearance]:
         with contextlib.suppress(asyncio.CancelledError):
             await task
         await client.aclose()
-
-
-async def until(condition: Callable[[], bool], within: float = 5.0) -> None:
-    deadline = time.monotonic() + within
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
 
 
 def test_a_breaker_opened_by_another_process_ends_every_clearance(redis_url: str) -> None:

@@ -38,7 +38,7 @@ from relayq.store import Database
 from relayq.store.jobs import NewJob, create_jobs, get_job, list_attempts
 from relayq.store.keys import create_key
 from tests.jobs import mock_job
-from tests.services import free_port, reset_database, run
+from tests.services import free_port, reset_database, run, until
 
 _REDIS_DB = 11
 PREFIX = "relayq-executor-test"
@@ -175,13 +175,6 @@ async def executor(
             with contextlib.suppress(asyncio.CancelledError):
                 await listener
         await http.aclose()
-
-
-async def until(condition: Callable[[], bool], within: float = 5.0) -> None:
-    deadline = time.monotonic() + within
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
 
 
 async def store(env: Env, **fields: Any) -> str:

@@ -1,0 +1,54 @@
+"""Listening to one Redis pub/sub channel for as long as a process runs.
+
+Pub/sub delivers a message only to whoever is subscribed when it is
+published. So a listener says when it hears everything (from Redis's
+confirmation of the subscription on) and when it may no longer (its
+connection was lost), and connects again after ``reconnect_delay``. Its
+users (cancel signals, admission announcements) decide what a gap means.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+__all__ = ["listen"]
+
+log = logging.getLogger(__name__)
+
+
+async def listen(
+    client: aioredis.Redis,
+    channel: str,
+    *,
+    on_message: Callable[[str], object],
+    listening: Callable[[float | None], object] | None = None,
+    reconnect_delay: float = 1.0,
+) -> None:
+    """Call ``on_message(data)`` for each message on ``channel``, until cancelled.
+
+    ``listening(since)``: every message published from ``since`` (wall clock)
+    on reaches ``on_message``; ``listening(None)``: not any more.
+    """
+    while True:
+        try:
+            async with client.pubsub() as pubsub:
+                await pubsub.subscribe(channel)
+                async for message in pubsub.listen():
+                    if message["type"] == "subscribe":  # Redis confirmed: from now on
+                        if listening is not None:
+                            listening(time.time())
+                    elif message["type"] == "message":
+                        data = message["data"]
+                        on_message(data.decode() if isinstance(data, bytes) else str(data))
+        except (RedisError, OSError) as exc:
+            log.warning("listener of %s lost Redis (%s); reconnecting", channel, exc)
+        finally:
+            if listening is not None:
+                listening(None)
+        await asyncio.sleep(reconnect_delay)
