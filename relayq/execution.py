@@ -93,6 +93,8 @@ class _Running:
     """The call's admission, told how it went once the caller has its answer."""
     check_caller: bool = False
     """Ask, with the admission, whether the caller waiting on this run left."""
+    announced: asyncio.Future[None] | None = None
+    """The run's ``started`` event, still to be waited for before its terminal one."""
 
     def latency_ms(self) -> float:
         return 0.0 if self.called_at is None else (time.perf_counter() - self.called_at) * 1000
@@ -446,6 +448,7 @@ class Executor:
         clump that ends together cost two pipelines, not five in a row.
         """
         await self._reply(claim, outcome.status.value, _terminal_data(outcome))
+        self._rows.heard(claim.job_id)  # the answer went first; the row follows it
         recording = self._finish(claim, outcome, attempt)
         if (
             self._resilience is not None
@@ -457,6 +460,8 @@ class Executor:
             _, finished = await _together(heard, recording)
         else:
             finished = await recording
+        if running is not None and running.announced is not None:
+            await running.announced  # the started event goes before the terminal one
         if not finished:
             return RunResult.SUPERSEDED
         await _together(
@@ -616,6 +621,7 @@ class Executor:
         )
         deltas = running.deltas = self._delta_sink(claim)
         started = running.called_at = time.perf_counter()
+        completion: ChatCompletion | None = None
         try:
             async with asyncio.timeout(provider.settings.total_timeout):
                 if deltas is None:  # nobody reads its text as it comes: ask for the whole
@@ -630,8 +636,11 @@ class Executor:
         except ProviderError as exc:
             return await self._failure(running, exc, admission, started=started)
         finally:
-            self._rows.heard(claim.job_id)  # a run that ends unheard announces itself now
-            await announced
+            if completion is None:  # no answer: the run announces itself now
+                self._rows.heard(claim.job_id)
+                await announced
+            else:  # after its answer (see _end)
+                running.announced = announced
         latency_ms = (time.perf_counter() - started) * 1000
         response = completion.model_dump(mode="json", exclude_none=True)
         usage = completion.usage.model_dump(mode="json") if completion.usage else None

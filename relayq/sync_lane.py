@@ -205,8 +205,6 @@ class LaneConsumer:
         )
         for stream, entries in answer or []:
             self._start(stream.decode(), entries)
-        if answer:
-            await asyncio.sleep(0)  # the jobs begin (their calls go out) before the next read
 
     async def _reclaim(self, streams: list[str]) -> None:
         """Take entries another consumer read and left for the visibility timeout."""
