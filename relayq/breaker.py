@@ -202,6 +202,11 @@ class CircuitBreaker:
         self._record = redis.register_script(_RECORD)
         self._successes: Coalescer[str, None] = Coalescer(self._record_successes)
 
+    @property
+    def success_reports(self) -> int:
+        """Script calls that reported batches of successes (for tests and metrics)."""
+        return self._successes.batches
+
     async def acquire(self, deployment: str) -> Permit:
         """May a call go to ``deployment`` now? In HALF_OPEN an allowed call is a probe."""
         s = self._settings
