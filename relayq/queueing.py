@@ -104,6 +104,11 @@ class Enqueuer:
         """The queue ``provider``'s jobs are published to."""
         return self._settings.queue_for(provider)
 
+    @property
+    def webhook_queue(self) -> str:
+        """The queue webhook delivery messages go through."""
+        return self._settings.webhooks.queue
+
     def send(
         self, *, job_id: str, provider: str, priority: int, countdown: float | None = None
     ) -> None:

@@ -19,7 +19,10 @@ process dies, the supervisor (:func:`hand_back`):
   delivery, and a process killed between the two takes it along;
 - voids the message and lease of every webhook delivery it took (taken work
   too), so the reconciler sends each again at its next pass rather than after
-  the broker's redelivery.
+  the broker's redelivery; and, as for jobs, voids the message of the
+  deliveries whose messages it took but never recorded (delivered since it
+  started and unacknowledged) and of those whose message the broker no longer
+  holds anywhere, unless an attempt holds them.
 
 A process with no supervisor, or a machine lost whole with its supervisor,
 has nobody to learn of its death at once. Every worker process beats
@@ -58,9 +61,11 @@ from relayq.redis_batch import CommandBatch
 from relayq.settings import Settings
 from relayq.store import Database
 from relayq.store.jobs import release_owned
-from relayq.store.models import Job
-from relayq.store.webhooks import release_deliveries
+from relayq.store.models import Job, WebhookDelivery
+from relayq.store.webhooks import release_deliveries, release_unclaimed_deliveries
 from relayq.sync_lane import release_consumer
+from relayq.webhooks.publishing import DELIVER_WEBHOOK_TASK
+from relayq.webhooks.schemas import DeliveryStatus
 
 __all__ = [
     "Heartbeat",
@@ -249,8 +254,8 @@ def hand_back(settings: Settings, instance: str, *, since: float | None = None) 
     return asyncio.run(_hand_back(settings, instance, since))
 
 
-async def _unacked_jobs(redis: aioredis.Redis, since: float) -> list[str]:
-    """The ids of the jobs in run-job messages delivered since ``since``, unacknowledged.
+async def _unacked_since(redis: aioredis.Redis, since: float) -> list[bytes]:
+    """The messages delivered since ``since`` and not acknowledged.
 
     Kombu's Redis transport keeps each delivered message, until its ack, in
     the ``unacked`` hash, and its delivery time in ``unacked_index``.
@@ -258,11 +263,40 @@ async def _unacked_jobs(redis: aioredis.Redis, since: float) -> list[str]:
     tags = cast(list[bytes], await redis.zrangebyscore(_UNACKED_INDEX, since, "+inf"))
     if not tags:
         return []
+    return [raw for raw in cast(list[bytes | None], await redis.hmget(_UNACKED, tags)) if raw]
+
+
+async def _unacked_jobs(redis: aioredis.Redis, since: float) -> list[str]:
+    """The ids of the jobs in run-job messages delivered since ``since``, unacknowledged."""
     job_ids: list[str] = []
-    for raw in cast(list[bytes | None], await redis.hmget(_UNACKED, tags)):
-        if raw is not None:
-            job_ids.extend(_durable_jobs(raw, delivered=True))
+    for raw in await _unacked_since(redis, since):
+        job_ids.extend(_durable_jobs(raw, delivered=True))
     return job_ids
+
+
+def _delivery_of(raw: bytes, *, delivered: bool) -> str | None:
+    """The delivery id a webhook delivery message names; None for any other message."""
+    try:
+        message = orjson.loads(raw)
+        if delivered:
+            message = message[0]
+        if message["headers"]["task"] != DELIVER_WEBHOOK_TASK:
+            return None
+        return str(orjson.loads(base64.b64decode(message["body"]))[0][0])
+    except (ValueError, KeyError, IndexError, TypeError) as exc:
+        log.warning("a webhook delivery message could not be read: %s", exc)
+    return None
+
+
+async def _unacked_deliveries(redis: aioredis.Redis, since: float) -> list[str]:
+    """The deliveries of webhook delivery messages delivered since ``since``, unacknowledged.
+
+    A process records a delivery as taken beside the attempt, not before it: one
+    killed a moment after its broker delivered the message (in its prefetch, or
+    on its way to the loop) left no record, and the delivery, whose message is
+    confirmed, would wait for the broker's redelivery (the visibility timeout)."""
+    found = (_delivery_of(raw, delivered=True) for raw in await _unacked_since(redis, since))
+    return [delivery for delivery in found if delivery is not None]
 
 
 def _durable_jobs(raw: bytes, *, delivered: bool) -> list[str]:
@@ -347,6 +381,39 @@ async def _lost_jobs(
     return [(row.id, row.provider, row.priority) for row in queued if row.id not in present]
 
 
+async def _lost_deliveries(database: Database, redis: aioredis.Redis, queue: str) -> list[str]:
+    """Pending deliveries with a confirmed message the broker no longer holds anywhere
+    (taken off its list by a process killed before it recorded the delivery: see
+    :func:`_lost_jobs`), and that no attempt holds."""
+    looked_at = time.time()
+    async with database.session() as session:
+        confirmed = list(
+            (
+                await session.execute(
+                    select(WebhookDelivery.id).where(
+                        WebhookDelivery.status == DeliveryStatus.PENDING.value,
+                        WebhookDelivery.enqueued_at < looked_at,
+                        WebhookDelivery.leased_until.is_(None)
+                        | (WebhookDelivery.leased_until < looked_at),
+                    )
+                )
+            ).scalars()
+        )
+    if not confirmed:
+        return []
+    present: set[str] = set()
+    for band in _PRIORITY_BANDS:
+        key = f"{queue}:{band}" if band else queue
+        start = 0
+        while raws := cast(list[bytes], await redis.lrange(key, start, start + _PAGE - 1)):
+            present.update(d for raw in raws if (d := _delivery_of(raw, delivered=False)))
+            start += _PAGE
+    for raw in cast(list[bytes], await redis.hvals(_UNACKED)):
+        if delivery := _delivery_of(raw, delivered=True):
+            present.add(delivery)
+    return [delivery for delivery in confirmed if delivery not in present]
+
+
 async def _hand_back(settings: Settings, instance: str, since: float | None) -> int:
     database = Database(settings.database_url)
     redis = aioredis.Redis.from_url(settings.redis_url)
@@ -386,6 +453,16 @@ async def release_instance(
     if deliveries:
         async with database.session() as session:
             await release_deliveries(session, delivery_ids=deliveries)
+    # Deliveries whose messages it took and never recorded, or took off the list and lost.
+    unrecorded = await _lost_deliveries(database, redis, enqueuer.webhook_queue)
+    if since is not None:
+        unrecorded += await _unacked_deliveries(redis, since)
+    unrecorded = [d for d in dict.fromkeys(unrecorded) if d not in deliveries]
+    if unrecorded:
+        async with database.session() as session:
+            deliveries += await release_unclaimed_deliveries(
+                session, delivery_ids=unrecorded, now=time.time()
+            )
     messages: dict[str, tuple[str, str, int, dict[str, Any] | None]] = {
         job.job_id: (job.job_id, job.provider, job.priority, None) for job in released
     }

@@ -20,9 +20,13 @@ import redis
 from relayq.queueing import Enqueuer
 from relayq.recovery import hand_back
 from relayq.settings import Settings, WorkerSettings
+from relayq.store import Database
+from relayq.store.keys import create_key
+from relayq.store.webhooks import Unsent, add_delivery, find_unsent, mark_deliveries_enqueued
+from relayq.webhooks.publishing import WebhookEnqueuer
 from tests.conftest import key_factory
 from tests.jobs import body, submit, wait_for_status
-from tests.services import free_port, running_valkey
+from tests.services import free_port, run, running_valkey
 from tests.stack import Stack, wait_until
 
 
@@ -280,6 +284,81 @@ def test_jobs_a_dead_worker_took_before_it_recorded_them_are_handed_back(
             wait_for_status(client, job["id"], {"succeeded", "failed"}, timeout=15) for job in jobs
         ]
     assert [job["status"] for job in finished] == ["succeeded"] * 3
+
+
+async def _confirmed_deliveries(database_url: str, count: int) -> list[str]:
+    """``count`` pending deliveries, due now, whose messages the broker took (marked)."""
+    database = Database(database_url)
+    try:
+        async with database.session() as session:
+            key = await create_key(session, name="hooks")
+            now = time.time()
+            ids = [
+                add_delivery(
+                    session,
+                    key_id=key.id,
+                    event="job.succeeded",
+                    url="http://127.0.0.1:9/hook",
+                    endpoint_id=None,
+                    payload={"n": n},
+                    now=now,
+                )
+                for n in range(count)
+            ]
+            await session.commit()
+            sent = [Unsent(delivery_id=d, run=0) for d in ids]
+            await mark_deliveries_enqueued(session, sent=sent, now=now)
+        return ids
+    finally:
+        await database.aclose()
+
+
+async def _sent_by_the_reconciler(database_url: str) -> set[str]:
+    """The deliveries the reconciler's next pass publishes (on the shipped settings)."""
+    database = Database(database_url)
+    try:
+        async with database.session() as session:
+            unsent = await find_unsent(
+                session,
+                now=time.time() + SHIPPED.enqueue_grace_seconds,
+                grace=SHIPPED.enqueue_grace_seconds,
+                republish_after=SHIPPED.visibility_timeout,
+                limit=100,
+            )
+        return {u.delivery_id for u in unsent}
+    finally:
+        await database.aclose()
+
+
+def test_webhook_deliveries_a_dead_worker_took_before_it_recorded_them_are_sent_again(
+    private_database_url: str,
+) -> None:
+    """A worker records a webhook delivery as taken beside its attempt, not before it: one
+    killed a moment after its broker delivered it the message (or took it off the list)
+    left no record, and the delivery, its message confirmed, waited for the broker's
+    redelivery (300 s) while its job had long succeeded (the chaos kill run: a job's
+    ``job.succeeded`` webhook never came). The hand-back voids their messages, so the
+    reconciler sends them at its next pass; one whose message waits in the list is left."""
+    born = time.time()
+    lost, delivered, waiting = run(_confirmed_deliveries(private_database_url, 3))
+    with running_valkey() as broker_url:
+        settings = Settings(database_url=private_database_url, redis_url=broker_url)
+        queue = settings.webhooks.queue
+        enqueuer = WebhookEnqueuer(settings=settings)
+        try:
+            enqueuer.send_delivery(delivery_id=lost, run=0)
+            _deliver_to_a_consumer_that_dies(broker_url, queue, drop=True)
+            enqueuer.send_delivery(delivery_id=delivered, run=0)
+            assert _deliver_to_a_consumer_that_dies(broker_url, queue) == 1
+            enqueuer.send_delivery(delivery_id=waiting, run=0)
+        finally:
+            enqueuer.close()
+        assert run(_sent_by_the_reconciler(private_database_url)) == set()
+
+        hand_back(settings, "a-worker-that-died", since=born)
+
+        assert run(_sent_by_the_reconciler(private_database_url)) == {lost, delivered}
+        assert _messages_of(broker_url, queue) == (1, 1)
 
 
 def _messages_of(broker_url: str, queue: str) -> tuple[int, int]:

@@ -51,6 +51,7 @@ __all__ = [
     "put_endpoint",
     "record_attempt",
     "release_deliveries",
+    "release_unclaimed_deliveries",
     "rotate_secret",
     "secrets_in_force",
     "unsent_for",
@@ -495,6 +496,32 @@ async def release_deliveries(session: AsyncSession, *, delivery_ids: Sequence[st
         .execution_options(synchronize_session=False)
     )
     await session.commit()
+
+
+async def release_unclaimed_deliveries(
+    session: AsyncSession, *, delivery_ids: Sequence[str], now: float
+) -> list[str]:
+    """Messages for these deliveries went with a dead worker before it recorded them as
+    taken: void the message of each that no attempt holds (pending, no live lease), so
+    the reconciler sends it again at its next pass. One a live worker has claimed since
+    keeps its lease. Returns the ids voided."""
+    if not delivery_ids:
+        return []
+    result = await session.execute(
+        update(WebhookDelivery)
+        .where(
+            WebhookDelivery.id.in_(list(delivery_ids)),
+            WebhookDelivery.status == _PENDING,
+            WebhookDelivery.enqueued_at.is_not(None),
+            WebhookDelivery.leased_until.is_(None) | (WebhookDelivery.leased_until < now),
+        )
+        .values(enqueued_at=None)
+        .returning(WebhookDelivery.id)
+        .execution_options(synchronize_session=False)
+    )
+    voided = list(result.scalars())
+    await session.commit()
+    return voided
 
 
 async def forget_enqueued(session: AsyncSession, *, unsent: Unsent) -> None:
