@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import json
 import logging
 import time
@@ -158,7 +159,7 @@ class EventLog:
         self._round: list[JobEvent] | None = None
         """Delta events gathered for one script call not yet in a pipeline (see
         :meth:`emit_deltas`); None when no round is open."""
-        self._round_sent: asyncio.Future[list[Any]] | None = None
+        self._round_done: asyncio.Future[None] | None = None
         self._max_events = max_events
         self._retention_ms = int(retention_seconds * 1000)
         self.listeners = list(listeners)
@@ -190,22 +191,25 @@ class EventLog:
     async def emit_deltas(self, events: Sequence[JobEvent]) -> None:
         """Log ``delta`` events: those of every job that sends some in this tick go
         in one command of the tick's pipeline (best effort, like :meth:`emit`)."""
-        if not events:
-            return
-        if self._round is None or self._round_sent is None:
+        if events:
+            await asyncio.shield(self.queue_deltas(events))
+
+    def queue_deltas(self, events: Sequence[JobEvent]) -> asyncio.Future[None]:
+        """:meth:`emit_deltas` with no task or await: the events join the open round
+        now; the future of that round's end (it never fails: a lost round is logged).
+
+        The future is shared by every caller of the round: await it shielded.
+        """
+        if self._round is None or self._round_done is None:
             round_: list[JobEvent] = []
             self._round = round_
             # Queued at once, so the round keeps its place among the other events.
-            self._round_sent = self._batch.execute_soon(lambda pipe: self._add_deltas(pipe, round_))
+            sent = self._batch.execute_soon(lambda pipe: self._add_deltas(pipe, round_))
+            done: asyncio.Future[None] = sent.get_loop().create_future()
+            sent.add_done_callback(functools.partial(_round_sent, round_, done))
+            self._round_done = done
         self._round.extend(events)
-        sent = self._round_sent
-        try:
-            (reply,) = await asyncio.shield(sent)
-        except RedisError as exc:
-            log.warning("%d delta events not logged: %s", len(events), exc)
-            return
-        if isinstance(reply, Exception):
-            log.warning("%d delta events not logged: %s", len(events), reply)
+        return self._round_done
 
     def _add_deltas(self, pipe: Pipeline, events: list[JobEvent]) -> None:
         """Queue a round's delta events as one script call. The round closes as the
@@ -263,6 +267,22 @@ def terminal_data(job: Any) -> dict[str, Any]:
         "error": job.error,
         "cached": bool(job.cached),
     }
+
+
+def _round_sent(
+    events: list[JobEvent], done: asyncio.Future[None], sent: asyncio.Future[list[Any]]
+) -> None:
+    """A round of deltas went (or was lost: logged, not raised; deltas are best effort)."""
+    if sent.cancelled():
+        done.cancel()
+        return
+    exc = sent.exception()
+    reply = None if exc is not None else sent.result()[0]
+    failure = exc if exc is not None else reply if isinstance(reply, Exception) else None
+    if failure is not None:
+        log.warning("%d delta events not logged: %s", len(events), failure)
+    if not done.done():
+        done.set_result(None)
 
 
 def _text(value: object) -> str:

@@ -140,8 +140,8 @@ async def _stream(
     try:
         async for chunk in chunks:
             assembler.add(chunk)
-            if deltas is not None and deltas.add(chunk):
-                await asyncio.sleep(0)  # the send goes out before the next chunk is parsed
+            if deltas is not None:
+                deltas.add(chunk)  # its send is queued now, before the next chunk is parsed
     except BaseException:
         if deltas is not None:  # no delta may follow the run's end
             await deltas.abandon()
@@ -510,13 +510,18 @@ class Executor:
             options = claim.request.get("stream_options")
             include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
 
-            async def reply(delta: Delta) -> None:
+            def send(delta: Delta) -> asyncio.Future[None]:
                 # The caller's own SSE lines: its API process writes them as they are.
                 sse = delta.sse(include_usage=include_usage)
-                await replies.send(stream, Reply(job_id=claim.job_id, type="delta", sse=sse))
+                reply = Reply(job_id=claim.job_id, type="delta", sse=sse)
+                sent = replies.send_soon(stream, [reply])
+                sent.add_done_callback(heard)  # the row's store waits for the words
+                return sent
+
+            def heard(_: asyncio.Future[None]) -> None:
                 self._rows.heard(claim.job_id)
 
-            return DeltaPublisher(reply)
+            return DeltaPublisher(send)
         events = self._events
         # Only a job created with ``stream: true`` sends its text as it comes (as
         # OpenAI's background responses keep their stream's events only then);
@@ -526,14 +531,14 @@ class Executor:
         if events is None or claim.batch_id is not None or not claim.request.get("stream"):
             return None
 
-        async def emit(delta: Delta) -> None:
+        def emit(delta: Delta) -> asyncio.Future[None]:
             event = JobEvent(
                 job_id=claim.job_id,
                 key_id=claim.key_id,
                 type=EventType.DELTA,
                 data=delta.event_data(),
             )
-            await events.emit_deltas([event])
+            return events.queue_deltas([event])
 
         return DeltaPublisher(emit)
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import uuid
 from dataclasses import dataclass, field
@@ -125,6 +126,13 @@ class Replies:
         await self.send_many(stream, [reply])
 
     async def send_many(self, stream: str, replies: list[Reply]) -> None:
+        await asyncio.shield(self.send_soon(stream, replies))
+
+    def send_soon(self, stream: str, replies: list[Reply]) -> asyncio.Future[None]:
+        """Queue ``replies`` in the next pipeline now (no task, no await); the future
+        of their send. Best effort: a lost send is logged (the caller's connection
+        fails if Redis does), and the future resolves."""
+
         def add(pipe: Pipeline) -> None:
             for reply in replies:
                 fields: dict[Any, Any] = {
@@ -137,10 +145,24 @@ class Replies:
                 pipe.xadd(stream, fields, maxlen=_MAX_LENGTH, approximate=True)
             pipe.pexpire(stream, _TTL_MS)
 
-        try:
-            await self._batch.execute(add)
-        except RedisError as exc:
-            log.warning("%d replies to %s not sent: %s", len(replies), stream, exc)
+        sent = self._batch.execute_soon(add)
+        done: asyncio.Future[None] = sent.get_loop().create_future()
+        sent.add_done_callback(functools.partial(_settle, stream, len(replies), done))
+        return done
+
+
+def _settle(stream: str, count: int, done: asyncio.Future[None], sent: asyncio.Future[Any]) -> None:
+    if done.done():
+        return
+    if sent.cancelled():
+        done.cancel()
+    elif isinstance(exc := sent.exception(), RedisError):
+        log.warning("%d replies to %s not sent: %s", count, stream, exc)
+        done.set_result(None)
+    elif exc is not None:
+        done.set_exception(exc)
+    else:
+        done.set_result(None)
 
 
 class ReplyHub:

@@ -46,6 +46,7 @@ from urllib.parse import urlencode
 
 import aiohttp
 import certifi
+import orjson
 from aiohttp.http_exceptions import ContentEncodingError
 
 from relayq.providers.errors import (
@@ -183,6 +184,37 @@ class LineSplitter:
         return [pending.decode("utf-8", "replace")] if pending else []
 
 
+class _LineBatches:
+    """Async iteration over a body's lines, one list per read of whatever bytes arrived.
+
+    One await per read, not per line: a streamed chunk is two lines (its
+    ``data:`` line and the blank line that ends it), and a loop over lines that
+    resumes a coroutine per line cost a busy worker a few µs a token.
+    """
+
+    __slots__ = ("_content", "_ended", "_splitter")
+
+    def __init__(self, content: aiohttp.StreamReader) -> None:
+        self._content = content
+        self._splitter = LineSplitter()
+        self._ended = False
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> list[str]:
+        while not self._ended:
+            chunk = await self._content.readany()
+            if not chunk:
+                self._ended = True
+                lines = self._splitter.flush()
+            else:
+                lines = self._splitter.feed(chunk)
+            if lines:
+                return lines
+        raise StopAsyncIteration
+
+
 class _Lines:
     """Async iteration over a body's lines, reading whatever bytes have arrived."""
 
@@ -229,6 +261,10 @@ class UpstreamResponse:
     def aiter_lines(self) -> AsyncIterator[str]:
         """The body's lines as they arrive (see :class:`LineSplitter`)."""
         return _Lines(self._response.content)
+
+    def aiter_line_batches(self) -> AsyncIterator[list[str]]:
+        """The body's lines as they arrive, a list per read (see :class:`_LineBatches`)."""
+        return _LineBatches(self._response.content)
 
     def release(self) -> None:
         """Give the connection back to the pool (closed instead if the body was not read)."""
@@ -330,7 +366,16 @@ def transport_errors(provider: str) -> Iterator[None]:
 
 
 def decode_json(content: bytes | str, *, provider: str) -> Any:
-    """A vendor's JSON body or event; anything else is a :class:`MalformedResponse`."""
+    """A vendor's JSON body or event; anything else is a :class:`MalformedResponse`.
+
+    orjson first (a fifth of ``json``'s time, per streamed chunk); ``json`` for
+    what orjson refuses (NaN, lone surrogates). An integer past 64 bits comes as
+    a float.
+    """
+    try:
+        return orjson.loads(content)
+    except ValueError:
+        pass  # what orjson refuses and json takes: NaN, lone surrogates
     try:
         return json.loads(content)
     except ValueError as exc:

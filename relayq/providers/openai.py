@@ -281,15 +281,16 @@ class OpenAIProvider(Provider):
         async with self._send(self.build_request(request, model=model, stream=True)) as response:
             # Read to the body's end, past [DONE]: a connection whose body was left
             # unread is closed instead of reused.
-            async for line in response.aiter_lines():
-                if done or (event := decoder.feed(line)) is None:
-                    continue
-                chunk = self.parse_event(event)
-                if chunk is None:
-                    done = True
-                    continue
-                last = chunk
-                yield chunk
+            async for lines in response.aiter_line_batches():
+                for line in lines:
+                    if done or (event := decoder.feed(line)) is None:
+                        continue
+                    chunk = self.parse_event(event)
+                    if chunk is None:
+                        done = True
+                        continue
+                    last = chunk
+                    yield chunk
             if done:
                 return
             pending = decoder.flush()

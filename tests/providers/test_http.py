@@ -27,6 +27,7 @@ from relayq.providers.http import (
     UpstreamClient,
     UpstreamRequest,
     build_http_client,
+    decode_json,
     request_timeout,
     send_checked,
     transport_errors,
@@ -263,6 +264,43 @@ def test_lines_arrive_split_on_every_ending_whatever_the_reads() -> None:
     with Upstream() as server:
         lines = run(lambda http: fetch_lines(http, f"{server.origin}/lines"))
     assert lines == ["a", "b", "", "c", "", "d \u20ac", "tail"]
+
+
+def test_line_batches_give_the_same_lines_one_list_per_read() -> None:
+    """The streamed adapters read a list of lines per read (one await per read, not per
+    line): the same lines, split the same way, whatever the reads."""
+
+    async def batches(http: UpstreamClient) -> list[list[str]]:
+        request = UpstreamRequest.get(f"{server.origin}/lines", headers={}, timeout=PATIENT)
+        async with send_checked(http, request, provider="p", on_error=refuse) as response:
+            return [lines async for lines in response.aiter_line_batches()]
+
+    with Upstream() as server:
+        read = run(batches)
+    assert [line for lines in read for line in lines] == ["a", "b", "", "c", "", "d \u20ac", "tail"]
+    assert all(read)  # a read that completes no line gives no empty list
+
+
+@pytest.mark.parametrize(
+    ("body", "value"),
+    [
+        (b'{"a": [1, "caf\xc3\xa9"]}', {"a": [1, "caf\u00e9"]}),
+        ('{"n": NaN}', {"n": float("nan")}),  # refused by orjson, taken by json
+        # Past 64 bits an integer comes as a float (orjson's way; no vendor sends one).
+        ('{"n": 123456789012345678901234567890}', {"n": 1.2345678901234568e29}),
+        ('{"s": "\\ud800"}', {"s": "\ud800"}),
+    ],
+)
+def test_json_bodies_decode_as_the_standard_library_decodes_them_but_huge_integers(
+    body: bytes | str, value: object
+) -> None:
+    decoded = decode_json(body, provider="p")
+    assert json.dumps(decoded) == json.dumps(value)
+
+
+def test_a_body_that_is_not_json_is_malformed() -> None:
+    with pytest.raises(MalformedResponse, match="p: response is not JSON"):
+        decode_json(b"data: {", provider="p")
 
 
 def test_the_read_timeout_bounds_the_wait_for_headers() -> None:
