@@ -19,9 +19,13 @@ not live) are not counted.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+from collections.abc import Iterator
 from typing import Any
 
-from bench.perf.clients import chat_body
+from bench.perf.clients import RelayqJobs, chat_body
+from bench.perf.processes import free_port, wait_for_port
 from bench.perf.scenarios.base import Context, Figure, RunOptions, ScenarioResult
 from bench.perf.stack import StackConfig
 from bench.perf.stats import median, percentile, ratio
@@ -51,7 +55,34 @@ async def _direct(ctx: Context) -> list[float]:
     return [delay * 1000 for delays in runs for delay in delays]
 
 
-async def _relayq(ctx: Context, jobs: int) -> tuple[list[float], int, list[str]]:
+@contextlib.contextmanager
+def _floor(ctx: Context) -> Iterator[RelayqJobs]:
+    """The thinnest relay of relayq's shape (:mod:`bench.perf.floor`), on the same Valkey
+    and mock: its two processes run beside relayq's (idle while it measures)."""
+    stack = ctx.stack
+    port = free_port()
+    common = ["-m", "bench.perf.floor"]
+    api = stack.processes.spawn(
+        [*common, "api", "--redis", stack.redis_url, "--port", str(port)],
+        log=stack.logs / "floor-api.log",
+        env=os.environ,
+    )
+    worker = stack.processes.spawn(
+        [*common, "worker", "--redis", stack.redis_url, "--upstream", stack.upstream_url],
+        log=stack.logs / "floor-worker.log",
+        env=os.environ,
+    )
+    try:
+        wait_for_port(port)
+        yield RelayqJobs(f"http://127.0.0.1:{port}", ctx.session, "")
+    finally:
+        stack.processes.stop(worker)
+        stack.processes.stop(api)
+
+
+async def _relayq(
+    ctx: Context, jobs: int, client: RelayqJobs | None = None
+) -> tuple[list[float], int, list[str]]:
     """(delays in ms, followers connected, how each follower ended)."""
     # stream: a job sends its text as delta events only when created streaming.
     body = chat_body(latency_ms=START_DELAY_MS, tokens=TOKENS, interval_ms=INTERVAL_MS, stream=True)
@@ -62,12 +93,15 @@ async def _relayq(ctx: Context, jobs: int) -> tuple[list[float], int, list[str]]
     async def job_and_followers() -> list[float]:
         # Followers connect as soon as their job exists, well before its first token.
         try:
-            job = await ctx.jobs.submit(body)
+            job = await (client or ctx.jobs).submit(body)
         except Exception:
             ended.append("not submitted")
             return []
         runs = await asyncio.gather(
-            *(ctx.jobs.follow_delays(job, connected=connected, ended=ended) for _ in range(per_job))
+            *(
+                (client or ctx.jobs).follow_delays(job, connected=connected, ended=ended)
+                for _ in range(per_job)
+            )
         )
         return [delay for delays in runs for delay in delays]
 
@@ -79,30 +113,39 @@ async def _relayq(ctx: Context, jobs: int) -> tuple[list[float], int, list[str]]
 async def run(ctx: Context) -> ScenarioResult:
     jobs = FOLLOWERS  # one follower per running job: the most streams for the hub to read
     reps: list[dict[str, float]] = []
-    samples: dict[str, list[float]] = {"direct": [], "relayq": []}
+    samples: dict[str, list[float]] = {"direct": [], "relayq": [], "floor": []}
     notes: list[str] = []
-    for _ in range(ctx.options.repeat):
-        direct = await _direct(ctx)
-        async with ctx.profiled("fanout"):
-            relayq, connected, ended = await _relayq(ctx, jobs)
-        samples["direct"] += direct
-        samples["relayq"] += relayq
-        reps.append(
-            {
-                "direct_p50": percentile(direct, 50),
-                "direct_p99": percentile(direct, 99),
-                "relayq_p50": percentile(relayq, 50),
-                "relayq_p99": percentile(relayq, 99),
-                "relayq_tokens": float(len(relayq)),
-                "direct_tokens": float(len(direct)),
-                "followers_connected": float(connected),
-                "followers_to_the_end": float(
-                    sum(1 for e in ended if e not in {"broken", "not submitted"})
-                ),
-                "jobs_not_submitted": float(sum(1 for e in ended if e == "not submitted")),
-                "followers_cut": float(sum(1 for e in ended if e == "broken")),
-            }
-        )
+    with _floor(ctx) as floor_client:
+        for _ in range(ctx.options.repeat):
+            direct = await _direct(ctx)
+            async with ctx.profiled("fanout"):
+                relayq, connected, ended = await _relayq(ctx, jobs)
+            floor, _, floor_ended = await _relayq(ctx, jobs, floor_client)
+            samples["direct"] += direct
+            samples["relayq"] += relayq
+            samples["floor"] += floor
+            reps.append(
+                {
+                    "direct_p50": percentile(direct, 50),
+                    "direct_p99": percentile(direct, 99),
+                    "relayq_p50": percentile(relayq, 50),
+                    "relayq_p99": percentile(relayq, 99),
+                    "floor_p50": percentile(floor, 50),
+                    "floor_p99": percentile(floor, 99),
+                    "relayq_tokens": float(len(relayq)),
+                    "floor_tokens": float(len(floor)),
+                    "direct_tokens": float(len(direct)),
+                    "followers_connected": float(connected),
+                    "followers_to_the_end": float(
+                        sum(1 for e in ended if e not in {"broken", "not submitted"})
+                    ),
+                    "floor_followers_to_the_end": float(
+                        sum(1 for e in floor_ended if e not in {"broken", "not submitted"})
+                    ),
+                    "jobs_not_submitted": float(sum(1 for e in ended if e == "not submitted")),
+                    "followers_cut": float(sum(1 for e in ended if e == "broken")),
+                }
+            )
     expected = FOLLOWERS * TOKENS
     notes.append(
         f"{FOLLOWERS} followers of {jobs} jobs; {TOKENS} tokens {INTERVAL_MS} ms apart per job; "
@@ -114,6 +157,15 @@ async def run(ctx: Context) -> ScenarioResult:
         + ", ".join(str(int(r["followers_cut"])) for r in reps)
         + "; jobs refused at submission: "
         + ", ".join(str(int(r["jobs_not_submitted"])) for r in reps)
+    )
+    notes.append(
+        "floor (bench/perf/floor.py, the thinnest relay of relayq's shape, same run): "
+        "p50 / p99 per repetition "
+        + ", ".join(f"{r['floor_p50']:.1f} / {r['floor_p99']:.1f} ms" for r in reps)
+        + f"; median p99 {median([r['floor_p99'] for r in reps]):.1f} ms; tokens counted "
+        + ", ".join(str(int(r["floor_tokens"])) for r in reps)
+        + "; followers that saw their job's end: "
+        + ", ".join(str(int(r["floor_followers_to_the_end"])) for r in reps)
     )
     figures = []
     for q, target in (("p50", None), ("p99", P99_TARGET_MS)):

@@ -1,0 +1,200 @@
+"""The thinnest relay of relayq's shape: what fan-out costs before relayq's own code.
+
+Two processes, as relayq has, on the same Valkey and mock upstream:
+
+- ``python -m bench.perf.floor api``: ``POST /v1/jobs`` pushes the job on a
+  Valkey list and answers its id; ``GET /v1/jobs/{id}/events`` follows it as
+  SSE, in relayq's message format (:func:`relayq.events.stored_frame`), from
+  one ``XREAD`` reader of one firehose stream per process, a message per
+  event written to each follower.
+- ``python -m bench.perf.floor worker``: takes every job waiting on the list at
+  once (a tick's claim, as relayq's worker takes the messages that came
+  during its last claim), streams each call from the mock with a bare aiohttp
+  client, and appends each chunk's text as a ``delta`` event, the events of
+  a tick in one pipeline; a ``succeeded`` event ends each job.
+
+No SQL, no auth, no limits, breaker, retries, events of any other kind, or
+replay: what is left is the hops every design of this shape pays per token
+(an HTTP read, a Redis append, a Redis read, an SSE write). The fan-out
+scenario runs it beside relayq, so the two delays come from one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Any, cast
+
+import aiohttp
+import orjson
+import redis.asyncio as aioredis
+import uvloop
+from aiohttp import web
+
+from relayq.events import stored_frame
+
+__all__ = ["main"]
+
+_JOBS = "floor:jobs"
+_FIREHOSE = "floor:firehose"
+
+
+def _redis(url: str) -> aioredis.Redis:
+    pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=100)
+    return aioredis.Redis(connection_pool=pool)
+
+
+async def _serve_api(port: int, redis_url: str) -> None:
+    redis = _redis(redis_url)
+    followers: dict[bytes, list[asyncio.Queue[bytes | None]]] = {}
+
+    async def read_forever() -> None:
+        reader = _redis(redis_url)
+        position = "$"
+        while True:
+            replies = cast(
+                list[Any],
+                await reader.xread({_FIREHOSE: position}, block=2000, count=1000) or [],
+            )
+            for _, entries in replies:
+                position = entries[-1][0]
+                for entry_id, fields in entries:
+                    queues = followers.get(fields[b"job"], ())
+                    if not queues:
+                        continue
+                    # relayq's frames name the job stream's entry; here the firehose's.
+                    job_json = json.dumps(fields[b"job"].decode()).encode()
+                    frame = stored_frame(entry_id, fields, job_json=job_json)
+                    for queue in queues:
+                        queue.put_nowait(frame.message)
+                        if frame.terminal:
+                            queue.put_nowait(None)
+
+    async def submit(request: web.Request) -> web.Response:
+        body = await request.read()
+        job_id = f"job_{uuid.uuid4().hex}"
+        await redis.rpush(_JOBS, orjson.dumps({"id": job_id, "body": orjson.loads(body)}))
+        return web.json_response({"id": job_id}, status=202)
+
+    async def follow(request: web.Request) -> web.StreamResponse:
+        job = request.match_info["job_id"].encode()
+        queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+        followers.setdefault(job, []).append(queue)
+        response = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        try:
+            await response.prepare(request)
+            ended = False
+            while not ended:
+                # What came meanwhile goes in one write, as relayq's followers take it.
+                messages = [await queue.get()]
+                while not queue.empty():
+                    messages.append(queue.get_nowait())
+                ended = messages[-1] is None
+                await response.write(b"".join(m for m in messages if m is not None))
+            await response.write_eof()
+        finally:
+            followers[job].remove(queue)
+            if not followers[job]:
+                del followers[job]
+        return response
+
+    app = web.Application()
+    app.router.add_post("/v1/jobs", submit)
+    app.router.add_get("/v1/jobs/{job_id}/events", follow)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    reader = asyncio.create_task(read_forever())
+    try:
+        await asyncio.Event().wait()
+    finally:
+        reader.cancel()
+        await runner.cleanup()
+
+
+class _Appends:
+    """The events of a tick, appended in one pipeline (no timer: the first goes at once)."""
+
+    def __init__(self, redis: aioredis.Redis) -> None:
+        self._redis = redis
+        self._queued: list[tuple[str, bytes, bytes]] = []
+        self._sender: asyncio.Task[None] | None = None
+
+    def add(self, job_id: str, kind: bytes, data: bytes) -> None:
+        self._queued.append((job_id, kind, data))
+        if self._sender is None or self._sender.done():
+            self._sender = asyncio.create_task(self._send())
+
+    async def _send(self) -> None:
+        while self._queued:
+            batch, self._queued = self._queued, []
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for job_id, kind, data in batch:
+                    stamp = repr(time.time())
+                    fields: dict[Any, Any] = {
+                        "job": job_id,
+                        "type": kind,
+                        "data": data,
+                        "ts": stamp,
+                    }
+                    pipe.xadd(_FIREHOSE, fields, maxlen=100_000, approximate=True)
+                await pipe.execute()
+
+
+async def _stream(
+    session: aiohttp.ClientSession, upstream: str, job: dict[str, Any], appends: _Appends
+) -> None:
+    async with session.post(f"{upstream}/chat/completions", json=job["body"]) as response:
+        pending = b""
+        async for data in response.content.iter_any():
+            lines = (pending + data).split(b"\n")
+            pending = lines.pop()
+            for line in lines:
+                if not line.startswith(b"data: {"):
+                    continue
+                chunk = orjson.loads(line[6:])
+                choices = chunk.get("choices") or []
+                text = "".join((c.get("delta") or {}).get("content") or "" for c in choices)
+                if text:
+                    appends.add(job["id"], b"delta", orjson.dumps({"text": text}))
+    appends.add(job["id"], b"succeeded", b"{}")
+
+
+async def _serve_worker(redis_url: str, upstream: str) -> None:
+    redis = _redis(redis_url)
+    appends = _Appends(redis)
+    connector = aiohttp.TCPConnector(limit=0, limit_per_host=0)
+    running: set[asyncio.Task[None]] = set()
+    async with aiohttp.ClientSession(connector=connector) as session:
+        while True:
+            first = await redis.blpop([_JOBS], timeout=1)
+            if first is None:
+                continue
+            rest = cast(list[bytes], await redis.lpop(_JOBS, 1000) or [])
+            for raw in [first[1], *rest]:
+                task = asyncio.create_task(_stream(session, upstream, orjson.loads(raw), appends))
+                running.add(task)
+                task.add_done_callback(running.discard)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("role", choices=["api", "worker"])
+    parser.add_argument("--redis", required=True)
+    parser.add_argument("--upstream", help="the mock's /v1 URL (worker)")
+    parser.add_argument("--port", type=int, help="where the API listens (api)")
+    args = parser.parse_args(argv)
+    with contextlib.suppress(KeyboardInterrupt):
+        if args.role == "api":
+            uvloop.run(_serve_api(args.port, args.redis))
+        else:
+            uvloop.run(_serve_worker(args.redis, args.upstream))
+
+
+if __name__ == "__main__":
+    main()
