@@ -11,7 +11,11 @@ Two processes, as relayq has, on the same Valkey and mock upstream:
   once (a tick's claim, as relayq's worker takes the messages that came
   during its last claim), streams each call from the mock with a bare aiohttp
   client, and appends each chunk's text as a ``delta`` event, the events of
-  a tick in one pipeline; a ``succeeded`` event ends each job.
+  a tick in one pipeline; a ``succeeded`` event ends each job. Jobs submitted
+  under ``/together/`` are held until ``--together`` of them came and start
+  at once: relayq's intake gathers a tick's jobs in one message and its worker
+  claims them in one statement, so its jobs start in clumps (of 64 to 436 in
+  the fan-out scenario), and this is the largest.
 
 No SQL, no auth, no limits, breaker, retries, events of any other kind, or
 replay: what is left is the hops every design of this shape pays per token
@@ -41,6 +45,7 @@ from relayq.events import stored_frame
 __all__ = ["main"]
 
 _JOBS = "floor:jobs"
+_TOGETHER = "floor:jobs-together"
 _FIREHOSE = "floor:firehose"
 
 
@@ -49,36 +54,41 @@ def _redis(url: str) -> aioredis.Redis:
     return aioredis.Redis(connection_pool=pool)
 
 
+Followers = dict[bytes, list[asyncio.Queue[bytes | None]]]
+
+
+async def _read_forever(redis_url: str, followers: Followers) -> None:
+    """The process's one reader of the firehose: each entry to its job's followers."""
+    reader = _redis(redis_url)
+    position = "$"
+    while True:
+        replies = cast(
+            list[Any], await reader.xread({_FIREHOSE: position}, block=2000, count=1000) or []
+        )
+        for _, entries in replies:
+            position = entries[-1][0]
+            for entry_id, fields in entries:
+                queues = followers.get(fields[b"job"], ())
+                if not queues:
+                    continue
+                # relayq's frames name the job stream's entry; here the firehose's.
+                job_json = json.dumps(fields[b"job"].decode()).encode()
+                frame = stored_frame(entry_id, fields, job_json=job_json)
+                for queue in queues:
+                    queue.put_nowait(frame.message)
+                    if frame.terminal:
+                        queue.put_nowait(None)
+
+
 async def _serve_api(port: int, redis_url: str) -> None:
     redis = _redis(redis_url)
-    followers: dict[bytes, list[asyncio.Queue[bytes | None]]] = {}
-
-    async def read_forever() -> None:
-        reader = _redis(redis_url)
-        position = "$"
-        while True:
-            replies = cast(
-                list[Any],
-                await reader.xread({_FIREHOSE: position}, block=2000, count=1000) or [],
-            )
-            for _, entries in replies:
-                position = entries[-1][0]
-                for entry_id, fields in entries:
-                    queues = followers.get(fields[b"job"], ())
-                    if not queues:
-                        continue
-                    # relayq's frames name the job stream's entry; here the firehose's.
-                    job_json = json.dumps(fields[b"job"].decode()).encode()
-                    frame = stored_frame(entry_id, fields, job_json=job_json)
-                    for queue in queues:
-                        queue.put_nowait(frame.message)
-                        if frame.terminal:
-                            queue.put_nowait(None)
+    followers: Followers = {}
 
     async def submit(request: web.Request) -> web.Response:
         body = await request.read()
         job_id = f"job_{uuid.uuid4().hex}"
-        await redis.rpush(_JOBS, orjson.dumps({"id": job_id, "body": orjson.loads(body)}))
+        jobs = _TOGETHER if request.path.startswith("/together/") else _JOBS
+        await redis.rpush(jobs, orjson.dumps({"id": job_id, "body": orjson.loads(body)}))
         return web.json_response({"id": job_id}, status=202)
 
     async def follow(request: web.Request) -> web.StreamResponse:
@@ -104,12 +114,13 @@ async def _serve_api(port: int, redis_url: str) -> None:
         return response
 
     app = web.Application()
-    app.router.add_post("/v1/jobs", submit)
-    app.router.add_get("/v1/jobs/{job_id}/events", follow)
+    for prefix in ("", "/together"):
+        app.router.add_post(f"{prefix}/v1/jobs", submit)
+        app.router.add_get(f"{prefix}/v1/jobs/{{job_id}}/events", follow)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
-    reader = asyncio.create_task(read_forever())
+    reader = asyncio.create_task(_read_forever(redis_url, followers))
     try:
         await asyncio.Event().wait()
     finally:
@@ -165,19 +176,30 @@ async def _stream(
     appends.add(job["id"], b"succeeded", b"{}")
 
 
-async def _serve_worker(redis_url: str, upstream: str) -> None:
+async def _serve_worker(redis_url: str, upstream: str, together: int) -> None:
     redis = _redis(redis_url)
     appends = _Appends(redis)
     connector = aiohttp.TCPConnector(limit=0, limit_per_host=0)
     running: set[asyncio.Task[None]] = set()
+    held: list[bytes] = []
     async with aiohttp.ClientSession(connector=connector) as session:
         while True:
-            first = await redis.blpop([_JOBS], timeout=1)
+            first = await redis.blpop([_JOBS, _TOGETHER], timeout=1)
             if first is None:
                 continue
-            rest = cast(list[bytes], await redis.lpop(_JOBS, 1000) or [])
-            for raw in [first[1], *rest]:
-                task = asyncio.create_task(_stream(session, upstream, orjson.loads(raw), appends))
+            key, raw = cast(tuple[bytes, bytes], first)
+            rest = cast(list[bytes], await redis.lpop(key, 1000) or [])
+            if key == _TOGETHER.encode():
+                # Held until ``together`` came, then started at once: the clumps
+                # relayq's intake and claims make, at their largest.
+                held += [raw, *rest]
+                if len(held) < together:
+                    continue
+                taken, held = held, []
+            else:
+                taken = [raw, *rest]
+            for job in taken:
+                task = asyncio.create_task(_stream(session, upstream, orjson.loads(job), appends))
                 running.add(task)
                 task.add_done_callback(running.discard)
 
@@ -188,12 +210,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--redis", required=True)
     parser.add_argument("--upstream", help="the mock's /v1 URL (worker)")
     parser.add_argument("--port", type=int, help="where the API listens (api)")
+    parser.add_argument(
+        "--together", type=int, default=500, help="jobs under /together/ start this many at once"
+    )
     args = parser.parse_args(argv)
     with contextlib.suppress(KeyboardInterrupt):
         if args.role == "api":
             uvloop.run(_serve_api(args.port, args.redis))
         else:
-            uvloop.run(_serve_worker(args.redis, args.upstream))
+            uvloop.run(_serve_worker(args.redis, args.upstream, args.together))
 
 
 if __name__ == "__main__":

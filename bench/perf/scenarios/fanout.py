@@ -56,7 +56,7 @@ async def _direct(ctx: Context) -> list[float]:
 
 
 @contextlib.contextmanager
-def _floor(ctx: Context) -> Iterator[RelayqJobs]:
+def _floor(ctx: Context) -> Iterator[tuple[RelayqJobs, RelayqJobs]]:
     """The thinnest relay of relayq's shape (:mod:`bench.perf.floor`), on the same Valkey
     and mock: its two processes run beside relayq's (idle while it measures)."""
     stack = ctx.stack
@@ -68,13 +68,21 @@ def _floor(ctx: Context) -> Iterator[RelayqJobs]:
         env=os.environ,
     )
     worker = stack.processes.spawn(
-        [*common, "worker", "--redis", stack.redis_url, "--upstream", stack.upstream_url],
+        [
+            *common,
+            *("worker", "--redis", stack.redis_url, "--upstream", stack.upstream_url),
+            *("--together", str(FOLLOWERS)),
+        ],
         log=stack.logs / "floor-worker.log",
         env=os.environ,
     )
     try:
         wait_for_port(port)
-        yield RelayqJobs(f"http://127.0.0.1:{port}", ctx.session, "")
+        origin = f"http://127.0.0.1:{port}"
+        yield (
+            RelayqJobs(origin, ctx.session, ""),
+            RelayqJobs(f"{origin}/together", ctx.session, ""),
+        )
     finally:
         stack.processes.stop(worker)
         stack.processes.stop(api)
@@ -113,17 +121,19 @@ async def _relayq(
 async def run(ctx: Context) -> ScenarioResult:
     jobs = FOLLOWERS  # one follower per running job: the most streams for the hub to read
     reps: list[dict[str, float]] = []
-    samples: dict[str, list[float]] = {"direct": [], "relayq": [], "floor": []}
+    samples: dict[str, list[float]] = {"direct": [], "relayq": [], "floor": [], "together": []}
     notes: list[str] = []
-    with _floor(ctx) as floor_client:
+    with _floor(ctx) as (floor_client, together_client):
         for _ in range(ctx.options.repeat):
             direct = await _direct(ctx)
             async with ctx.profiled("fanout"):
                 relayq, connected, ended = await _relayq(ctx, jobs)
             floor, _, floor_ended = await _relayq(ctx, jobs, floor_client)
+            together, _, _ = await _relayq(ctx, jobs, together_client)
             samples["direct"] += direct
             samples["relayq"] += relayq
             samples["floor"] += floor
+            samples["together"] += together
             reps.append(
                 {
                     "direct_p50": percentile(direct, 50),
@@ -132,6 +142,9 @@ async def run(ctx: Context) -> ScenarioResult:
                     "relayq_p99": percentile(relayq, 99),
                     "floor_p50": percentile(floor, 50),
                     "floor_p99": percentile(floor, 99),
+                    "together_p50": percentile(together, 50),
+                    "together_p99": percentile(together, 99),
+                    "together_tokens": float(len(together)),
                     "relayq_tokens": float(len(relayq)),
                     "floor_tokens": float(len(floor)),
                     "direct_tokens": float(len(direct)),
@@ -166,6 +179,13 @@ async def run(ctx: Context) -> ScenarioResult:
         + ", ".join(str(int(r["floor_tokens"])) for r in reps)
         + "; followers that saw their job's end: "
         + ", ".join(str(int(r["floor_followers_to_the_end"])) for r in reps)
+    )
+    notes.append(
+        f"floor with its {FOLLOWERS} jobs started together (relayq's clumps at their "
+        "largest): p50 / p99 per repetition "
+        + ", ".join(f"{r['together_p50']:.1f} / {r['together_p99']:.1f} ms" for r in reps)
+        + f"; median p99 {median([r['together_p99'] for r in reps]):.1f} ms; tokens counted "
+        + ", ".join(str(int(r["together_tokens"])) for r in reps)
     )
     figures = []
     for q, target in (("p50", None), ("p99", P99_TARGET_MS)):
