@@ -98,7 +98,7 @@ class DeltaPublisher:
 
     Sends start from the chunk's caller and follow each other from the done
     callback of the send before: no task per send, no loop turn per chunk
-    (per token, a task and a yield cost this path a third of its CPU).
+    (per token, a task and a yield cost a busy worker about 30 µs of CPU).
     """
 
     def __init__(self, send: DeltaSink) -> None:
