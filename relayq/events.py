@@ -158,7 +158,7 @@ class EventLog:
         self._append_many = redis.register_script(_APPEND_MANY)
         self._round: list[JobEvent] | None = None
         """Delta events gathered for one script call not yet in a pipeline (see
-        :meth:`emit_deltas`); None when no round is open."""
+        :meth:`queue_deltas`); None when no round is open."""
         self._round_done: asyncio.Future[None] | None = None
         self._max_events = max_events
         self._retention_ms = int(retention_seconds * 1000)
@@ -188,15 +188,11 @@ class EventLog:
             await self._tell(stored)
         return stored
 
-    async def emit_deltas(self, events: Sequence[JobEvent]) -> None:
-        """Log ``delta`` events: those of every job that sends some in this tick go
-        in one command of the tick's pipeline (best effort, like :meth:`emit`)."""
-        if events:
-            await asyncio.shield(self.queue_deltas(events))
-
     def queue_deltas(self, events: Sequence[JobEvent]) -> asyncio.Future[None]:
-        """:meth:`emit_deltas` with no task or await: the events join the open round
-        now; the future of that round's end (it never fails: a lost round is logged).
+        """Log ``delta`` events, with no task or await: those of every job that sends
+        some in this tick join one round, one command of the tick's pipeline. The
+        future of that round's end (it never fails: deltas are best effort, like
+        :meth:`emit`, and a lost round is logged).
 
         The future is shared by every caller of the round: await it shielded.
         """

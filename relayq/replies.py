@@ -123,10 +123,7 @@ class Replies:
 
     async def send(self, stream: str, reply: Reply) -> None:
         """Send ``reply`` (best effort: the caller's connection fails if Redis does)."""
-        await self.send_many(stream, [reply])
-
-    async def send_many(self, stream: str, replies: list[Reply]) -> None:
-        await asyncio.shield(self.send_soon(stream, replies))
+        await asyncio.shield(self.send_soon(stream, [reply]))
 
     def send_soon(self, stream: str, replies: list[Reply]) -> asyncio.Future[None]:
         """Queue ``replies`` in the next pipeline now (no task, no await); the future

@@ -37,6 +37,11 @@ async def hub_and_log(
         await redis.aclose()
 
 
+async def emit_deltas(log: EventLog, events: list[JobEvent]) -> None:
+    """Queue ``events`` as a worker's delta publisher does, in a step of their own."""
+    await log.queue_deltas(events)
+
+
 def messages(raw: bytes) -> list[dict[str, Any]]:
     """SSE messages as {"id", "event", "payload"}, checking each is the three expected lines."""
     text = raw.decode()
@@ -86,12 +91,13 @@ def test_each_follower_gets_its_jobs_events_live_with_its_streams_ids(
             for step in range(3):
                 await asyncio.gather(
                     *(
-                        log.emit_deltas(
+                        emit_deltas(
+                            log,
                             [
                                 JobEvent(
                                     job_id=job, key_id="k", type=EventType.DELTA, data={"n": step}
                                 )
-                            ]
+                            ],
                         )
                         for job in jobs
                     )
@@ -234,7 +240,7 @@ def test_the_deltas_of_many_jobs_in_one_tick_go_in_one_script_call(redis_server:
                 (await redis.info("commandstats")).get("cmdstat_evalsha", {}).get("calls", 0)
             )
             jobs = [f"job_{n}" for n in range(50)]
-            await asyncio.gather(*(log.emit_deltas([_delta(job, job)]) for job in jobs))
+            await asyncio.gather(*(emit_deltas(log, [_delta(job, job)]) for job in jobs))
             stats = await redis.info("commandstats")
             calls = int(stats.get("cmdstat_evalsha", {}).get("calls", 0)) - monitor_before
 
@@ -262,11 +268,11 @@ def test_a_lifecycle_event_between_deltas_keeps_its_place(redis_server: str) -> 
             busy = asyncio.ensure_future(log.emit(_delta("warm", "x")))  # a pipeline in flight
             await asyncio.sleep(0)
             steps = [
-                asyncio.ensure_future(log.emit_deltas([_delta("job_a", "a")])),
+                asyncio.ensure_future(emit_deltas(log, [_delta("job_a", "a")])),
                 asyncio.ensure_future(
                     log.emit(JobEvent(job_id="job_b", key_id="k", type=EventType.STARTED))
                 ),
-                asyncio.ensure_future(log.emit_deltas([_delta("job_b", "b")])),
+                asyncio.ensure_future(emit_deltas(log, [_delta("job_b", "b")])),
             ]
             await asyncio.gather(busy, *steps)
             entries: list[Any] = await redis.xrange(stream_key(PREFIX, "job_b")) or []
