@@ -7,6 +7,12 @@ Two processes, as relayq has, on the same Valkey and mock upstream:
   SSE, in relayq's message format (:func:`relayq.events.stored_frame`), from
   one ``XREAD`` reader of one firehose stream per process, a message per
   event written to each follower.
+- ``POST /v1/chat/completions`` (streamed) is its sync lane: the request goes
+  on a Valkey list with the name of the API process's reply stream; the
+  worker streams the call and appends the upstream's SSE lines to that stream
+  as they come (as bytes, held only until the first words, as relayq holds a
+  chunk that only names the speaker); the API process's one ``XREAD`` reader
+  hands them to the waiting caller, who gets them as they are.
 - ``python -m bench.perf.floor worker``: takes every job waiting on the list at
   once (a tick's claim, as relayq's worker takes the messages that came
   during its last claim), streams each call from the mock with a bare aiohttp
@@ -17,10 +23,11 @@ Two processes, as relayq has, on the same Valkey and mock upstream:
   claims them in one statement, so its jobs start in clumps (of 64 to 436 in
   the fan-out scenario), and this is the largest.
 
-No SQL, no auth, no limits, breaker, retries, events of any other kind, or
-replay: what is left is the hops every design of this shape pays per token
-(an HTTP read, a Redis append, a Redis read, an SSE write). The fan-out
-scenario runs it beside relayq, so the two delays come from one run.
+No SQL, no auth, no validation, limits, breaker, retries, events of any
+other kind, or replay: what is left is the hops every design of this shape
+pays per token (an HTTP read, a Redis append, a Redis read, an SSE write).
+The fan-out and streaming scenarios run it beside relayq, so relayq's figure
+and its floor come from one run.
 """
 
 from __future__ import annotations
@@ -47,6 +54,7 @@ __all__ = ["main"]
 _JOBS = "floor:jobs"
 _TOGETHER = "floor:jobs-together"
 _FIREHOSE = "floor:firehose"
+_LANE = "floor:lane"
 
 
 def _redis(url: str) -> aioredis.Redis:
@@ -80,9 +88,50 @@ async def _read_forever(redis_url: str, followers: Followers) -> None:
                         queue.put_nowait(None)
 
 
+Callers = dict[bytes, asyncio.Queue[bytes | None]]
+
+
+async def _read_replies(redis_url: str, stream: str, callers: Callers) -> None:
+    """The process's one reader of its reply stream: each entry to its waiting caller."""
+    reader = _redis(redis_url)
+    position = "$"
+    while True:
+        replies = cast(
+            list[Any], await reader.xread({stream: position}, block=2000, count=1000) or []
+        )
+        for _, entries in replies:
+            position = entries[-1][0]
+            for _, fields in entries:
+                queue = callers.get(fields[b"job"])
+                if queue is not None:
+                    queue.put_nowait(fields.get(b"sse"))
+
+
 async def _serve_api(port: int, redis_url: str) -> None:
     redis = _redis(redis_url)
     followers: Followers = {}
+    callers: Callers = {}
+    reply_stream = f"floor:replies:{uuid.uuid4().hex}"
+
+    async def chat(request: web.Request) -> web.StreamResponse:
+        body = orjson.loads(await request.read())
+        job_id = f"job_{uuid.uuid4().hex}"
+        queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+        callers[job_id.encode()] = queue
+        try:
+            message = {"id": job_id, "reply_to": reply_stream, "body": body}
+            await redis.rpush(_LANE, orjson.dumps(message))
+            first = await queue.get()  # the first words, before the answer starts
+            response = web.StreamResponse(headers={"content-type": "text/event-stream"})
+            await response.prepare(request)
+            sse = first
+            while sse is not None:
+                await response.write(sse)
+                sse = await queue.get()
+            await response.write_eof()
+            return response
+        finally:
+            del callers[job_id.encode()]
 
     async def submit(request: web.Request) -> web.Response:
         body = await request.read()
@@ -114,17 +163,22 @@ async def _serve_api(port: int, redis_url: str) -> None:
         return response
 
     app = web.Application()
+    app.router.add_post("/v1/chat/completions", chat)
     for prefix in ("", "/together"):
         app.router.add_post(f"{prefix}/v1/jobs", submit)
         app.router.add_get(f"{prefix}/v1/jobs/{{job_id}}/events", follow)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
-    reader = asyncio.create_task(_read_forever(redis_url, followers))
+    readers = [
+        asyncio.create_task(_read_forever(redis_url, followers)),
+        asyncio.create_task(_read_replies(redis_url, reply_stream, callers)),
+    ]
     try:
         await asyncio.Event().wait()
     finally:
-        reader.cancel()
+        for reader in readers:
+            reader.cancel()
         await runner.cleanup()
 
 
@@ -176,15 +230,79 @@ async def _stream(
     appends.add(job["id"], b"succeeded", b"{}")
 
 
+class _Replies:
+    """SSE bytes for waiting callers: one send in flight, what comes meanwhile next."""
+
+    def __init__(self, redis: aioredis.Redis) -> None:
+        self._redis = redis
+        self._queued: list[tuple[str, str, bytes | None]] = []
+        self._sender: asyncio.Task[None] | None = None
+
+    def add(self, stream: str, job_id: str, sse: bytes | None) -> None:
+        """Queue ``sse`` for ``job_id``'s caller; None ends its answer."""
+        self._queued.append((stream, job_id, sse))
+        if self._sender is None or self._sender.done():
+            self._sender = asyncio.create_task(self._send())
+
+    async def _send(self) -> None:
+        while self._queued:
+            batch, self._queued = self._queued, []
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for stream, job_id, sse in batch:
+                    fields: dict[Any, Any] = {"job": job_id}
+                    if sse is not None:
+                        fields["sse"] = sse
+                    pipe.xadd(stream, fields, maxlen=100_000, approximate=True)
+                await pipe.execute()
+
+
+_WORDS = b'"content":"'
+
+
+def _has_words(lines: bytes) -> bool:
+    """Whether these SSE lines carry text (the mock's chunks, as it writes them)."""
+    at = lines.find(_WORDS)
+    while at != -1:
+        if lines[at + len(_WORDS) : at + len(_WORDS) + 1] != b'"':
+            return True
+        at = lines.find(_WORDS, at + 1)
+    return False
+
+
+async def _relay(
+    session: aiohttp.ClientSession, upstream: str, job: dict[str, Any], replies: _Replies
+) -> None:
+    stream, job_id = job["reply_to"], job["id"]
+    held = b""  # lines before the first words, which go with them
+    opened = False
+    async with session.post(f"{upstream}/chat/completions", json=job["body"]) as response:
+        pending = b""
+        async for data in response.content.iter_any():
+            complete, _, pending = (pending + data).rpartition(b"\n")
+            if not complete:
+                continue
+            lines = held + complete + b"\n"
+            held = b""
+            if not opened and not _has_words(lines):
+                held = lines
+                continue
+            opened = True
+            replies.add(stream, job_id, lines)
+    if held:
+        replies.add(stream, job_id, held)
+    replies.add(stream, job_id, None)
+
+
 async def _serve_worker(redis_url: str, upstream: str, together: int) -> None:
     redis = _redis(redis_url)
     appends = _Appends(redis)
+    replies = _Replies(redis)
     connector = aiohttp.TCPConnector(limit=0, limit_per_host=0)
     running: set[asyncio.Task[None]] = set()
     held: list[bytes] = []
     async with aiohttp.ClientSession(connector=connector) as session:
         while True:
-            first = await redis.blpop([_JOBS, _TOGETHER], timeout=1)
+            first = await redis.blpop([_LANE, _JOBS, _TOGETHER], timeout=1)
             if first is None:
                 continue
             key, raw = cast(tuple[bytes, bytes], first)
@@ -196,6 +314,13 @@ async def _serve_worker(redis_url: str, upstream: str, together: int) -> None:
                 if len(held) < together:
                     continue
                 taken, held = held, []
+            elif key == _LANE.encode():
+                for message in [raw, *rest]:
+                    call = _relay(session, upstream, orjson.loads(message), replies)
+                    task = asyncio.create_task(call)
+                    running.add(task)
+                    task.add_done_callback(running.discard)
+                continue
             else:
                 taken = [raw, *rest]
             for job in taken:

@@ -20,13 +20,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from collections.abc import Iterator
 from typing import Any
 
 from bench.perf.clients import RelayqJobs, chat_body
-from bench.perf.processes import free_port, wait_for_port
 from bench.perf.scenarios.base import Context, Figure, RunOptions, ScenarioResult
+from bench.perf.scenarios.floor_relay import floor_relay
 from bench.perf.stack import StackConfig
 from bench.perf.stats import median, percentile, ratio
 
@@ -57,35 +56,13 @@ async def _direct(ctx: Context) -> list[float]:
 
 @contextlib.contextmanager
 def _floor(ctx: Context) -> Iterator[tuple[RelayqJobs, RelayqJobs]]:
-    """The thinnest relay of relayq's shape (:mod:`bench.perf.floor`), on the same Valkey
-    and mock: its two processes run beside relayq's (idle while it measures)."""
-    stack = ctx.stack
-    port = free_port()
-    common = ["-m", "bench.perf.floor"]
-    api = stack.processes.spawn(
-        [*common, "api", "--redis", stack.redis_url, "--port", str(port)],
-        log=stack.logs / "floor-api.log",
-        env=os.environ,
-    )
-    worker = stack.processes.spawn(
-        [
-            *common,
-            *("worker", "--redis", stack.redis_url, "--upstream", stack.upstream_url),
-            *("--together", str(FOLLOWERS)),
-        ],
-        log=stack.logs / "floor-worker.log",
-        env=os.environ,
-    )
-    try:
-        wait_for_port(port)
-        origin = f"http://127.0.0.1:{port}"
+    """The thinnest relay of relayq's shape (:mod:`bench.perf.floor`): its jobs as they
+    come, and its jobs started together."""
+    with floor_relay(ctx, together=FOLLOWERS) as origin:
         yield (
             RelayqJobs(origin, ctx.session, ""),
             RelayqJobs(f"{origin}/together", ctx.session, ""),
         )
-    finally:
-        stack.processes.stop(worker)
-        stack.processes.stop(api)
 
 
 async def _relayq(

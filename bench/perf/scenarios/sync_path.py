@@ -44,28 +44,37 @@ async def _sequential(endpoint: Endpoint, body: dict[str, Any], calls: int) -> l
 
 
 async def latency_pairs(
-    ctx: Context, *, calls: int, measure: Any, label: str
+    ctx: Context, *, calls: int, measure: Any, label: str, floor: Endpoint | None = None
 ) -> tuple[list[dict[str, float]], dict[str, list[float]]]:
     """Alternate direct and relayq blocks of ``calls`` measured by ``measure(endpoint, n)``;
-    per repetition p50/p99 of each, and every sample (ms)."""
+    per repetition p50/p99 of each, and every sample (ms).
+
+    With ``floor`` (the floor relay's endpoint), a block of it follows relayq's in
+    each repetition, and its figures go with the repetition's (``floor_*``).
+    """
     samples: dict[str, list[float]] = {"direct": [], "relayq": []}
-    await measure(ctx.direct, 20)  # warm-up: connections, caches, the worker's first job
-    await measure(ctx.relayq, 20)
+    sides = [("direct", ctx.direct), ("relayq", ctx.relayq)]
+    if floor is not None:
+        samples["floor"] = []
+        sides.append(("floor", floor))
+    for _, endpoint in sides:  # warm-up: connections, caches, the worker's first job
+        await measure(endpoint, 20)
     reps: list[dict[str, float]] = []
     for _ in range(ctx.options.repeat):
-        direct = await measure(ctx.direct, calls)
-        async with ctx.profiled(label):
-            relayq = await measure(ctx.relayq, calls)
-        samples["direct"] += direct
-        samples["relayq"] += relayq
-        rep = {
-            "direct_p50": percentile(direct, 50),
-            "direct_p99": percentile(direct, 99),
-            "relayq_p50": percentile(relayq, 50),
-            "relayq_p99": percentile(relayq, 99),
-        }
-        rep["added_p50"] = rep["relayq_p50"] - rep["direct_p50"]
-        rep["added_p99"] = rep["relayq_p99"] - rep["direct_p99"]
+        rep: dict[str, float] = {}
+        for side, endpoint in sides:
+            if side == "relayq":
+                async with ctx.profiled(label):
+                    taken = await measure(endpoint, calls)
+            else:
+                taken = await measure(endpoint, calls)
+            samples[side] += taken
+            rep[f"{side}_p50"] = percentile(taken, 50)
+            rep[f"{side}_p99"] = percentile(taken, 99)
+        for q in ("p50", "p99"):
+            rep[f"added_{q}"] = rep[f"relayq_{q}"] - rep[f"direct_{q}"]
+            if floor is not None:
+                rep[f"floor_added_{q}"] = rep[f"floor_{q}"] - rep[f"direct_{q}"]
         reps.append(rep)
     return reps, samples
 
