@@ -205,6 +205,10 @@ class LaneConsumer:
         )
         for stream, entries in answer or []:
             self._start(stream.decode(), entries)
+        if answer:
+            # The jobs just read send their calls first; the next read waits its turn
+            # (sent first, it stood between a sync call and its provider call).
+            await asyncio.sleep(0)
 
     async def _reclaim(self, streams: list[str]) -> None:
         """Take entries another consumer read and left for the visibility timeout."""
