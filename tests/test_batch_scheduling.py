@@ -6,12 +6,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.batches import wait_for_batch
 from tests.conftest import key_factory
 from tests.jobs import body, submit, wait_for_status
 from tests.services import running_valkey
 from tests.stack import Stack, wait_until
+
+pytestmark = pytest.mark.slow  # two keys' batches through a stack of its own
 
 WINDOW = 4
 

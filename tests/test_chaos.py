@@ -9,6 +9,8 @@ import pytest
 from bench.chaos.faults import FaultConfig, run_fault_mix
 from bench.chaos.scenario import ChaosConfig, run_chaos
 
+pytestmark = pytest.mark.slow  # whole stacks under faults for a minute or more
+
 
 @pytest.fixture
 def chaos_database(backend: str, tmp_path: Path, private_database_url: str) -> str:

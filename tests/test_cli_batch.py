@@ -176,6 +176,7 @@ def test_a_line_without_a_model_is_refused_before_uploading(cli: Cli) -> None:
     assert done.stdout == ""  # no batch was created
 
 
+@pytest.mark.slow
 def test_cancel_then_status_reports_a_cancelled_batch(cli: Cli) -> None:
     path = cli.file("idle.jsonl", [request_line(f"idle-{i}", model="mock-idle") for i in range(3)])
     submitted = cli.run("submit", str(path))
@@ -197,6 +198,7 @@ def test_cancel_then_status_reports_a_cancelled_batch(cli: Cli) -> None:
     assert "has no output file" in again.stderr
 
 
+@pytest.mark.slow
 def test_list_and_results(cli: Cli) -> None:
     path = cli.file("two.jsonl", [request_line("a"), request_line("b")])
     submitted = cli.run("submit", str(path), "--wait")

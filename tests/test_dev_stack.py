@@ -28,7 +28,10 @@ from tests.jobs import TERMINAL, body, submit, wait_for_status
 from tests.services import free_port
 from tests.stack import ROOT, wait_until
 
-pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+pytestmark = [
+    pytest.mark.slow,  # the whole dev stack, started and stopped
+    pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc"),
+]
 
 KEY = "rq-dev-stack-test-key"
 

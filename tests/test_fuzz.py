@@ -42,6 +42,8 @@ from relayq.store.keys import create_key
 from tests.errors import shape_problem
 from tests.stack import Stack
 
+pytestmark = pytest.mark.slow  # every operation fuzzed against a live stack (a minute per database)
+
 _EXAMPLES = 20
 _TIMEOUT = 15.0
 _LOOPBACK_HOOK = "http://127.0.0.1:9/hook"

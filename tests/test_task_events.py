@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from relayq.queueing import create_celery
 from relayq.settings import Settings
@@ -15,6 +16,8 @@ from tests.conftest import key_factory
 from tests.jobs import body, submit, wait_for_status
 from tests.services import running_valkey
 from tests.stack import Stack, wait_until
+
+pytestmark = pytest.mark.slow  # a stack of its own and a monitor
 
 
 class _Seen:

@@ -8,11 +8,14 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.conftest import key_factory
 from tests.jobs import body, submit, wait_for_status
 from tests.services import running_valkey
 from tests.stack import Stack, wait_until
+
+pytestmark = pytest.mark.slow  # worker processes of their own, loaded
 
 IN_FLIGHT = 40
 
