@@ -19,6 +19,7 @@ from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import httpx
 import pytest
@@ -182,9 +183,20 @@ def test_dev_stack_runs_jobs_survives_valkey_dying_and_ctrl_c_stops_valkey_last(
         with dev.client() as client:
             job = submit(client, body("from the dev stack"))
             assert wait_for_status(client, job["id"], TERMINAL)["status"] == "succeeded"
+            failed = submit(client, body("refused", mock={"fault": "invalid_request"}))
+            assert wait_for_status(client, failed["id"], TERMINAL)["status"] == "failed"
+            cancelled = submit(client, body("cancelled", mock={"latency_ms": 30_000}))
+            wait_for_status(client, cancelled["id"], {"running"})
+            assert client.post(f"/v1/jobs/{cancelled['id']}/cancel").status_code == 200
+            assert wait_for_status(client, cancelled["id"], TERMINAL)["status"] == "cancelled"
             # Before Valkey is killed: Flower's event receiver reconnects a second after
             # it, and task events sent meanwhile (pub/sub) never reach it.
-            _flower_shows(dev, job["id"])
+            assert _flower_shows(dev, job["id"], "SUCCESS")["result"] == "'succeeded'"
+            # A job that did not succeed is never shown as a success.
+            shown = _flower_shows(dev, failed["id"], "FAILURE")
+            assert f"job {failed['id']} failed" in shown["exception"]
+            shown = _flower_shows(dev, cancelled["id"], "FAILURE")
+            assert f"job {cancelled['id']} was cancelled" in shown["exception"]
         _valkey_keeps_an_append_only_file_and_comes_back_when_it_dies(dev)
         with dev.client() as client:
             after = submit(client, body("after Valkey came back"))
@@ -230,16 +242,23 @@ def _valkey_keeps_an_append_only_file_and_comes_back_when_it_dies(dev: DevStack)
     assert "Valkey exited" in dev.output()
 
 
-def _flower_shows(dev: DevStack, task_id: str) -> None:
+def _flower_shows(dev: DevStack, task_id: str, state: str) -> dict[str, Any]:
+    """Flower's task ``task_id`` (a job's id) once its API shows it in ``state``."""
+    found: dict[str, Any] = {}
+
     def shown() -> bool:
         try:
             tasks = httpx.get(f"http://127.0.0.1:{dev.flower_port}/api/tasks", timeout=2)
         except httpx.HTTPError:
             return False
         task = tasks.json().get(task_id) if tasks.status_code == 200 else None
-        return task is not None and task.get("state") == "SUCCESS"
+        if task is None or task.get("state") != state:
+            return False
+        found.update(task)
+        return True
 
     wait_until(shown, timeout=60, interval=0.2)
+    return found
 
 
 def _ctrl_c_stops_valkey_last(dev: DevStack) -> set[Process]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections import Counter
 from typing import Any
 
 from celery import Celery, Task
@@ -19,6 +18,7 @@ from relayq.queueing import (
 )
 from relayq.settings import Settings
 from relayq.webhooks.publishing import WebhookEnqueuer
+from worker.outcomes import JobNotSucceeded, shown, shown_many
 from worker.pool import LoopPool, loop_result, loop_task
 from worker.runtime import WorkerRuntime
 from worker.webhooks import register_webhooks
@@ -26,6 +26,10 @@ from worker.webhooks import register_webhooks
 __all__ = ["create_worker_app"]
 
 log = logging.getLogger(__name__)
+
+_SHOWN = (JobNotSucceeded,)
+"""Raised to show a job that did not succeed as a FAILURE (worker/outcomes.py): Celery
+logs these as expected, without a traceback."""
 
 
 def _again(task: Task[Any, Any], exc: Exception, what: str) -> Exception:
@@ -39,31 +43,33 @@ def _again(task: Task[Any, Any], exc: Exception, what: str) -> Exception:
 def _register_jobs(app: Celery, runtime: WorkerRuntime) -> None:
     """The tasks that run jobs and prepare batches; their return value is what Flower shows."""
 
-    @app.task(name=RUN_JOB_TASK, **loop_task(runtime.start_job))
+    @app.task(name=RUN_JOB_TASK, throws=_SHOWN, **loop_task(runtime.start_job))
     def run_job(task: Task[Any, Any], job_id: str) -> str:
         """Run one job."""
         try:
-            return loop_result(runtime.start_job, job_id).value
+            result = loop_result(runtime.start_job, job_id)
         except Exception as exc:
             raise _again(task, exc, f"job {job_id}") from exc
+        return shown(job_id, result)
 
-    @app.task(name=RUN_DIRECT_TASK, **loop_task(runtime.start_direct))
+    @app.task(name=RUN_DIRECT_TASK, throws=_SHOWN, **loop_task(runtime.start_direct))
     def run_direct(task: Task[Any, Any], message: dict[str, Any]) -> str:
         """Run a sync job that came in its message (see ``Executor.run_direct``)."""
+        job_id = str(message["job"]["id"])
         try:
-            return loop_result(runtime.start_direct, message).value
+            result = loop_result(runtime.start_direct, message)
         except Exception as exc:
-            raise _again(task, exc, f"job {message['job']['id']}") from exc
+            raise _again(task, exc, f"job {job_id}") from exc
+        return shown(job_id, result)
 
-    @app.task(name=RUN_MANY_TASK, **loop_task(runtime.start_many))
+    @app.task(name=RUN_MANY_TASK, throws=_SHOWN, **loop_task(runtime.start_many))
     def run_many(task: Task[Any, Any], items: list[str | dict[str, Any]]) -> str:
         """Run an envelope's jobs (one tick's, for one queue); what they came to."""
         try:
             results = loop_result(runtime.start_many, items)
         except Exception as exc:
             raise _again(task, exc, f"{len(items)} jobs") from exc
-        counts = Counter(result.value for result in results)
-        return ", ".join(f"{count} {value}" for value, count in sorted(counts.items()))
+        return shown_many(results)
 
     @app.task(name=PREPARE_BATCH_TASK, **loop_task(runtime.start_batch))
     def prepare_batch(task: Task[Any, Any], batch_id: str) -> str:
