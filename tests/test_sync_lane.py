@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -103,6 +103,17 @@ async def gone(task: asyncio.Task[None]) -> None:
         await task
 
 
+def bounded(scenario: Coroutine[Any, Any, None], seconds: float = 30.0) -> None:
+    """Run ``scenario``, failing after ``seconds``: a wait that hangs fails here, with the
+    await it hung in, instead of at pytest's timeout with only the event loop in sight."""
+
+    async def within() -> None:
+        async with asyncio.timeout(seconds):
+            await scenario
+
+    run(within())
+
+
 async def entries(redis: aioredis.Redis) -> int:
     return int(await redis.xlen(STREAM))
 
@@ -133,7 +144,7 @@ def test_a_worker_reads_no_more_than_it_has_slots_for_and_acks_what_ended(
             assert (await redis.xpending(STREAM, LANE_GROUP))["pending"] == 0
             assert await entries(redis) == 0
 
-    run(scenario())
+    bounded(scenario())
 
 
 def test_a_run_that_fails_to_start_is_tried_again_and_its_entry_kept_until_then(
@@ -156,7 +167,7 @@ def test_a_run_that_fails_to_start_is_tried_again_and_its_entry_kept_until_then(
             assert await entries(redis) == 0
             await gone(reading)
 
-    run(scenario())
+    bounded(scenario())
 
 
 def test_entries_of_a_lost_worker_are_taken_over_after_the_visibility_timeout(
@@ -188,7 +199,7 @@ def test_entries_of_a_lost_worker_are_taken_over_after_the_visibility_timeout(
             assert await entries(redis) == 0
             await gone(taking)
 
-    run(scenario())
+    bounded(scenario())
 
 
 def test_release_consumer_returns_a_dead_workers_messages_and_clears_its_entries(
@@ -213,7 +224,7 @@ def test_release_consumer_returns_a_dead_workers_messages_and_clears_its_entries
             consumers = await redis.xinfo_consumers(STREAM, LANE_GROUP)
             assert [c["name"] for c in consumers] == []
 
-    run(scenario())
+    bounded(scenario())
 
 
 def test_stopping_ends_the_reads_then_waits_for_the_jobs_in_flight(redis_server: str) -> None:
@@ -237,4 +248,4 @@ def test_stopping_ends_the_reads_then_waits_for_the_jobs_in_flight(redis_server:
             assert recorder.started == ["job_1"]
             assert await entries(redis) == 1
 
-    run(scenario())
+    bounded(scenario())
