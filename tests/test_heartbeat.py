@@ -42,8 +42,9 @@ def test_a_silent_worker_is_handed_back_once_and_live_ones_are_left_alone(
                 enqueuer=enqueuer,
                 key_prefix=PREFIX,
                 instance=instance,
-                # Silent after three beats (0.6 s): far above a sweep's time under load.
-                interval=0.2,
+                # Silent after three beats (3 s): far above a sweep's time (and the
+                # reads after it) under the parallel suite's load.
+                interval=1.0,
             )
 
         sweeper, live, dead = heartbeat("sweeper"), heartbeat("live"), heartbeat("dead")
@@ -54,7 +55,7 @@ def test_a_silent_worker_is_handed_back_once_and_live_ones_are_left_alone(
             direct = {"job": {"id": "job-of-the-dead", "provider": "mock", "priority": 5}}
             await redis.hset(taken_key(PREFIX, "dead"), "job-of-the-dead", orjson.dumps(direct))
             before = await sweeper.sweep()  # every one beat within three beats
-            await asyncio.sleep(0.7)  # the dead one misses its beats; the others beat on
+            await asyncio.sleep(3.2)  # the dead one misses its beats; the others beat on
             await sweeper.beat()
             await live.beat()
             swept = await sweeper.sweep()
