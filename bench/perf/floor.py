@@ -38,7 +38,7 @@ import contextlib
 import json
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any, cast
 
 import aiohttp
@@ -65,34 +65,8 @@ def _redis(url: str) -> aioredis.Redis:
 Followers = dict[bytes, list[asyncio.Queue[bytes | None]]]
 
 
-async def _read_forever(redis_url: str, followers: Followers) -> None:
-    """The process's one reader of the firehose: each entry to its job's followers."""
-    reader = _redis(redis_url)
-    position = "$"
-    while True:
-        replies = cast(
-            list[Any], await reader.xread({_FIREHOSE: position}, block=2000, count=1000) or []
-        )
-        for _, entries in replies:
-            position = entries[-1][0]
-            for entry_id, fields in entries:
-                queues = followers.get(fields[b"job"], ())
-                if not queues:
-                    continue
-                # relayq's frames name the job stream's entry; here the firehose's.
-                job_json = json.dumps(fields[b"job"].decode()).encode()
-                frame = stored_frame(entry_id, fields, job_json=job_json)
-                for queue in queues:
-                    queue.put_nowait(frame.message)
-                    if frame.terminal:
-                        queue.put_nowait(None)
-
-
-Callers = dict[bytes, asyncio.Queue[bytes | None]]
-
-
-async def _read_replies(redis_url: str, stream: str, callers: Callers) -> None:
-    """The process's one reader of its reply stream: each entry to its waiting caller."""
+async def _entries(redis_url: str, stream: str) -> AsyncIterator[tuple[bytes, dict[bytes, bytes]]]:
+    """Every entry added to ``stream`` from now on, read by one ``XREAD`` loop."""
     reader = _redis(redis_url)
     position = "$"
     while True:
@@ -101,10 +75,34 @@ async def _read_replies(redis_url: str, stream: str, callers: Callers) -> None:
         )
         for _, entries in replies:
             position = entries[-1][0]
-            for _, fields in entries:
-                queue = callers.get(fields[b"job"])
-                if queue is not None:
-                    queue.put_nowait(fields.get(b"sse"))
+            for entry in entries:
+                yield entry
+
+
+async def _read_forever(redis_url: str, followers: Followers) -> None:
+    """The process's one reader of the firehose: each entry to its job's followers."""
+    async for entry_id, fields in _entries(redis_url, _FIREHOSE):
+        queues = followers.get(fields[b"job"], ())
+        if not queues:
+            continue
+        # relayq's frames name the job stream's entry; here the firehose's.
+        job_json = json.dumps(fields[b"job"].decode()).encode()
+        frame = stored_frame(entry_id, fields, job_json=job_json)
+        for queue in queues:
+            queue.put_nowait(frame.message)
+            if frame.terminal:
+                queue.put_nowait(None)
+
+
+Callers = dict[bytes, asyncio.Queue[bytes | None]]
+
+
+async def _read_replies(redis_url: str, stream: str, callers: Callers) -> None:
+    """The process's one reader of its reply stream: each entry to its waiting caller."""
+    async for _, fields in _entries(redis_url, stream):
+        queue = callers.get(fields[b"job"])
+        if queue is not None:
+            queue.put_nowait(fields.get(b"sse"))
 
 
 async def _serve_api(port: int, redis_url: str) -> None:
@@ -183,15 +181,18 @@ async def _serve_api(port: int, redis_url: str) -> None:
 
 
 class _Appends:
-    """The events of a tick, appended in one pipeline (no timer: the first goes at once)."""
+    """The stream entries of a tick, added in one pipeline (no timer: the first goes at
+    once, what comes while it is in flight goes next)."""
 
     def __init__(self, redis: aioredis.Redis) -> None:
         self._redis = redis
-        self._queued: list[tuple[str, bytes, bytes]] = []
+        self._queued: list[tuple[str, dict[Any, Any], bool]] = []
         self._sender: asyncio.Task[None] | None = None
 
-    def add(self, job_id: str, kind: bytes, data: bytes) -> None:
-        self._queued.append((job_id, kind, data))
+    def add(self, stream: str, fields: dict[Any, Any], *, stamped: bool = False) -> None:
+        """Queue an entry of ``fields`` for ``stream``; ``stamped``: with the time it is
+        sent as ``ts`` (as relayq's events carry)."""
+        self._queued.append((stream, fields, stamped))
         if self._sender is None or self._sender.done():
             self._sender = asyncio.create_task(self._send())
 
@@ -199,16 +200,14 @@ class _Appends:
         while self._queued:
             batch, self._queued = self._queued, []
             async with self._redis.pipeline(transaction=False) as pipe:
-                for job_id, kind, data in batch:
-                    stamp = repr(time.time())
-                    fields: dict[Any, Any] = {
-                        "job": job_id,
-                        "type": kind,
-                        "data": data,
-                        "ts": stamp,
-                    }
-                    pipe.xadd(_FIREHOSE, fields, maxlen=100_000, approximate=True)
+                for stream, fields, stamped in batch:
+                    entry = {**fields, "ts": repr(time.time())} if stamped else fields
+                    pipe.xadd(stream, entry, maxlen=100_000, approximate=True)
                 await pipe.execute()
+
+
+def _event(appends: _Appends, job_id: str, kind: bytes, data: bytes) -> None:
+    appends.add(_FIREHOSE, {"job": job_id, "type": kind, "data": data}, stamped=True)
 
 
 async def _stream(
@@ -226,34 +225,8 @@ async def _stream(
                 choices = chunk.get("choices") or []
                 text = "".join((c.get("delta") or {}).get("content") or "" for c in choices)
                 if text:
-                    appends.add(job["id"], b"delta", orjson.dumps({"text": text}))
-    appends.add(job["id"], b"succeeded", b"{}")
-
-
-class _Replies:
-    """SSE bytes for waiting callers: one send in flight, what comes meanwhile next."""
-
-    def __init__(self, redis: aioredis.Redis) -> None:
-        self._redis = redis
-        self._queued: list[tuple[str, str, bytes | None]] = []
-        self._sender: asyncio.Task[None] | None = None
-
-    def add(self, stream: str, job_id: str, sse: bytes | None) -> None:
-        """Queue ``sse`` for ``job_id``'s caller; None ends its answer."""
-        self._queued.append((stream, job_id, sse))
-        if self._sender is None or self._sender.done():
-            self._sender = asyncio.create_task(self._send())
-
-    async def _send(self) -> None:
-        while self._queued:
-            batch, self._queued = self._queued, []
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for stream, job_id, sse in batch:
-                    fields: dict[Any, Any] = {"job": job_id}
-                    if sse is not None:
-                        fields["sse"] = sse
-                    pipe.xadd(stream, fields, maxlen=100_000, approximate=True)
-                await pipe.execute()
+                    _event(appends, job["id"], b"delta", orjson.dumps({"text": text}))
+    _event(appends, job["id"], b"succeeded", b"{}")
 
 
 _WORDS = b'"content":"'
@@ -270,8 +243,10 @@ def _has_words(lines: bytes) -> bool:
 
 
 async def _relay(
-    session: aiohttp.ClientSession, upstream: str, job: dict[str, Any], replies: _Replies
+    session: aiohttp.ClientSession, upstream: str, job: dict[str, Any], appends: _Appends
 ) -> None:
+    """Relay a sync call's SSE lines to its caller's reply stream; an entry without
+    ``sse`` ends the answer."""
     stream, job_id = job["reply_to"], job["id"]
     held = b""  # lines before the first words, which go with them
     opened = False
@@ -287,16 +262,15 @@ async def _relay(
                 held = lines
                 continue
             opened = True
-            replies.add(stream, job_id, lines)
+            appends.add(stream, {"job": job_id, "sse": lines})
     if held:
-        replies.add(stream, job_id, held)
-    replies.add(stream, job_id, None)
+        appends.add(stream, {"job": job_id, "sse": held})
+    appends.add(stream, {"job": job_id})
 
 
 async def _serve_worker(redis_url: str, upstream: str, together: int) -> None:
     redis = _redis(redis_url)
     appends = _Appends(redis)
-    replies = _Replies(redis)
     connector = aiohttp.TCPConnector(limit=0, limit_per_host=0)
     running: set[asyncio.Task[None]] = set()
     held: list[bytes] = []
@@ -316,7 +290,7 @@ async def _serve_worker(redis_url: str, upstream: str, together: int) -> None:
                 taken, held = held, []
             elif key == _LANE.encode():
                 for message in [raw, *rest]:
-                    call = _relay(session, upstream, orjson.loads(message), replies)
+                    call = _relay(session, upstream, orjson.loads(message), appends)
                     task = asyncio.create_task(call)
                     running.add(task)
                     task.add_done_callback(running.discard)
