@@ -36,7 +36,8 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
 
     Most of a test's time is spent waiting on its stack's processes, so
     three per core keep the cores busy (the suite took 6 minutes with 4 on
-    two cores, 5 with 6, and 13 alone).
+    two cores, 5 with 6, and 13 alone). Not the default yet: under that load
+    a few tests that assume an idle machine fail now and then.
     """
     return min(6, 3 * (os.cpu_count() or 1))
 
