@@ -15,7 +15,7 @@ import redis.asyncio as aioredis
 from api.sse import sse_message
 from relayq.event_hub import EventHub, Feed
 from relayq.events import EventLog, EventType, JobEvent, event_frame, stored_frame, stream_key
-from tests.services import run
+from tests.services import run, running_valkey
 
 _DB = 14
 PREFIX = "relayq-hub-test"
@@ -230,12 +230,16 @@ def _delta(job_id: str, text: str) -> JobEvent:
     return JobEvent(job_id=job_id, key_id="k", type=EventType.DELTA, data={"text": text})
 
 
-def test_the_deltas_of_many_jobs_in_one_tick_go_in_one_script_call(redis_server: str) -> None:
+def test_the_deltas_of_many_jobs_in_one_tick_go_in_one_script_call() -> None:
     """Each job's stream and the firehose get every delta, with the same entry id, from
-    one command for the tick's deltas, not one command each."""
+    one command for the tick's deltas, not one command each.
 
-    async def scenario() -> None:
-        async with hub_and_log(redis_server) as (_, log, redis):
+    On a server of its own: the count is the server's, and the shared stack's
+    processes run scripts of their own on the session's server meanwhile.
+    """
+
+    async def scenario(own_server: str) -> None:
+        async with hub_and_log(own_server) as (_, log, redis):
             monitor_before = int(
                 (await redis.info("commandstats")).get("cmdstat_evalsha", {}).get("calls", 0)
             )
@@ -255,7 +259,8 @@ def test_the_deltas_of_many_jobs_in_one_tick_go_in_one_script_call(redis_server:
             # One script call (its first run may also load it: EVALSHA, then EVAL).
             assert calls == 1
 
-    run(scenario())
+    with running_valkey() as own_server:
+        run(scenario(own_server))
 
 
 def test_a_lifecycle_event_between_deltas_keeps_its_place(redis_server: str) -> None:
