@@ -36,8 +36,8 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
 
     Most of a test's time is spent waiting on its stack's processes, so
     three per core keep the cores busy (the suite took 6 minutes with 4 on
-    two cores, 5 with 6, and 13 alone). Not the default yet: under that load
-    a few tests that assume an idle machine fail now and then.
+    two cores, 5 with 6, and 13 alone). pyproject's addopts make it the
+    default; ``-n 0`` runs one test at a time.
     """
     return min(6, 3 * (os.cpu_count() or 1))
 

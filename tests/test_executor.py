@@ -332,22 +332,25 @@ async def _direct_after_a_death(env: Env) -> None:
 def test_a_direct_jobs_row_is_stored_early_in_a_long_call(
     scenario: Callable[[Scenario], None],
 ) -> None:
-    """Its caller hears nothing for 600 ms (a whole answer), yet the row is there
-    within the bound, running, well before the answer."""
+    """Its caller hears nothing for 2 s (a whole answer), yet the row is there,
+    running, well before the answer (looked for until the call ends, so a busy
+    machine's slow INSERT still counts)."""
     scenario(_row_in_a_long_call)
 
 
 async def _row_in_a_long_call(env: Env) -> None:
     broker = SameWorker(asyncio.get_running_loop())
-    message = direct_message(env, reply_to=f"{PREFIX}:replies:long", mock={"latency_ms": 600})
+    message = direct_message(env, reply_to=f"{PREFIX}:replies:long", mock={"latency_ms": 2000})
     job_id = message["job"]["id"]
     async with executor(env, broker) as running:
         call = asyncio.ensure_future(running.run_direct(message, recorded=True))
-        await asyncio.sleep(0.3)
-        async with env.database.session() as session:
-            during = await get_job(session, job_id=job_id, key_id=env.key_id)
+        during = None
+        while during is None and not call.done():
+            await asyncio.sleep(0.02)
+            async with env.database.session() as session:
+                during = await get_job(session, job_id=job_id, key_id=env.key_id)
+        assert during is not None, "no row until the call ended"
         assert not call.done()
-        assert during is not None
         assert during.status == JobStatus.RUNNING.value
         assert await call is RunResult.SUCCEEDED
 

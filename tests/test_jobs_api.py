@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import httpx
 
 from tests.conftest import KeyFactory
@@ -179,8 +181,16 @@ def test_cancel_a_finished_job_is_a_conflict(client: httpx.Client) -> None:
 
 def test_one_worker_process_runs_many_jobs_at_once(client: httpx.Client) -> None:
     """Concurrency, shown by overlap rather than by timing: the stack's worker
-    has 50 slots, and jobs that each wait 1.5 s upstream run side by side."""
-    jobs = [submit(client, body(f"overlap {i}", mock={"latency_ms": 1500})) for i in range(60)]
+    has 50 slots, and jobs that each wait 3 s upstream run side by side. They
+    are submitted eight at a time, so a busy machine's slow intake cannot
+    spread them out past their overlap."""
+    with ThreadPoolExecutor(8) as pool:
+        jobs = list(
+            pool.map(
+                lambda i: submit(client, body(f"overlap {i}", mock={"latency_ms": 3000})),
+                range(60),
+            )
+        )
     finished = [wait_for_status(client, job["id"], {"succeeded"}, timeout=60) for job in jobs]
 
     events = sorted(
