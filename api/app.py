@@ -10,7 +10,7 @@ from fastapi import FastAPI
 import relayq
 from api.errors import install_error_handlers
 from api.limits import BodySizeLimit
-from api.observability import RequestMetrics
+from api.observability import RequestObserver
 from api.request_checks import RequestChecks
 from api.routes import (
     admin,
@@ -33,13 +33,20 @@ from relayq.settings import Settings
 __all__ = ["create_app"]
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the API; settings come from the environment unless given."""
+def create_app(settings: Settings | None = None, *, configure_logs: bool = True) -> FastAPI:
+    """Build the API; settings come from the environment unless given.
+
+    Logging is configured here, not at startup: uvicorn builds the app
+    (``--factory``) before it logs that it started, so its own lines are JSON
+    too. ``configure_logs=False`` leaves the process's logging alone (the
+    OpenAPI export, tests building an app in-process).
+    """
     settings = settings or Settings()
+    if configure_logs:
+        configure_logging(settings.log_level)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        configure_logging(settings.log_level)
         services = Services(settings)
         services.start()
         app.state.services = services
@@ -76,7 +83,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         services: Services | None = getattr(app.state, "services", None)
         return services.api_metrics if services is not None else None
 
-    app.add_middleware(RequestMetrics, metrics=api_metrics)
+    # Outermost: the request id covers every line logged while the request runs.
+    app.add_middleware(RequestObserver, metrics=api_metrics, access_log=settings.api.access_log)
     app.include_router(health.router)
     if settings.api.metrics:
         app.include_router(metrics.router)

@@ -43,10 +43,12 @@ _NO_KEY = (
 
 
 async def get_key(
+    request: Request,
     services: ServicesDep,
     authorization: Annotated[str | None, Header()] = None,
 ) -> ApiKey:
-    """The caller's active key, from ``Authorization: Bearer <key>``."""
+    """The caller's active key, from ``Authorization: Bearer <key>``; its id goes in the
+    request's access log line."""
     if not authorization:
         raise APIError(401, _NO_KEY, code="missing_api_key", headers=_CHALLENGE)
     scheme, _, secret = authorization.partition(" ")
@@ -72,6 +74,7 @@ async def get_key(
             code="invalid_api_key",
             headers=_CHALLENGE,
         )
+    request.state.key_id = key.id
     return key
 
 

@@ -20,7 +20,7 @@ __all__ = ["openapi_document"]
 def openapi_document() -> dict[str, Any]:
     """The OpenAPI document of an app built with default settings."""
     settings = Settings.model_validate({})
-    return create_app(settings).openapi()
+    return create_app(settings, configure_logs=False).openapi()
 
 
 def main(argv: list[str]) -> int:

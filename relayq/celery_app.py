@@ -2,7 +2,9 @@
 
 Flower needs the app (not only the broker URL) to know relayq's priority
 queues; ``relayq flower`` uses this. The app is built from settings on first
-access, not at import.
+access, not at import, and logging is configured then: Celery's CLI loads the
+app before Flower sets up its own logging, which then finds relayq's JSON
+handler in place and adds none of its own, so Flower's lines are JSON too.
 """
 
 from __future__ import annotations
@@ -14,8 +16,11 @@ __all__ = ["app"]  # noqa: F822 - provided by __getattr__, built on first access
 
 def __getattr__(name: str) -> Any:
     if name == "app":
+        from relayq.logs import configure_logging
         from relayq.queueing import create_celery
         from relayq.settings import Settings
 
-        return create_celery(Settings())
+        settings = Settings()
+        configure_logging(settings.log_level)
+        return create_celery(settings)
     raise AttributeError(name)

@@ -28,6 +28,7 @@ from relayq.events import EventLog, EventType, JobEvent
 from relayq.job_ledger import JobLedger
 from relayq.jobs import JobStatus
 from relayq.key_limits import KeyLimits
+from relayq.logs import logged_with
 from relayq.metrics import WorkerMetrics
 from relayq.pending_rows import PendingRows
 from relayq.policy import Action, after_admission, before_call
@@ -40,7 +41,7 @@ from relayq.providers.errors import (
 )
 from relayq.recovery import Taken
 from relayq.replies import Replies, Reply
-from relayq.resilience import Admission, Resilience
+from relayq.resilience import Admission, Resilience, deployment_id
 from relayq.routing_state import RoutingState
 from relayq.store import Database
 from relayq.store.jobs import (
@@ -187,7 +188,10 @@ def _terminal_data(outcome: Outcome) -> dict[str, Any]:
 
 
 def _log_outcome(claim: Claim, outcome: Outcome, attempt: AttemptRecord | None) -> None:
+    """The job's one line at its end (logger ``relayq.jobs``): who, where, how it went, how
+    long it waited and took, what it used. Never its prompt or answer."""
     usage = outcome.usage or {}
+    created, claimed = claim.created_at, claim.claimed_at
     outcomes.info(
         "job %s %s",
         claim.job_id,
@@ -196,17 +200,32 @@ def _log_outcome(claim: Claim, outcome: Outcome, attempt: AttemptRecord | None) 
             "job_id": claim.job_id,
             "batch_id": claim.batch_id,
             "key_id": claim.key_id,
-            "route": claim.route,
+            # The model asked for (a route, or one of its aliases' route) and the
+            # deployment that ran the last attempt.
+            "model": claim.route,
             "provider": claim.provider,
             "upstream_model": claim.upstream_model,
+            "deployment": deployment_id(claim.provider, claim.upstream_model),
             "status": outcome.status.value,
             "attempts": claim.attempts + (1 if attempt is not None else 0),
+            "queue_wait_ms": _ms(claimed - created) if created and claimed else None,
             "call_ms": round(attempt.latency_ms, 1) if attempt is not None else None,
+            "age_ms": _ms(time.time() - created) if created else None,
             "prompt_tokens": usage.get("prompt_tokens"),
             "completion_tokens": usage.get("completion_tokens"),
             "error_code": (outcome.error or {}).get("code"),
         },
     )
+
+
+def _ms(seconds: float) -> float:
+    return round(max(seconds, 0.0) * 1000, 1)
+
+
+def _logged_for(job_id: str, request_id: str | None) -> contextlib.AbstractContextManager[None]:
+    if request_id is None:
+        return logged_with(job_id=job_id)
+    return logged_with(job_id=job_id, request_id=request_id)
 
 
 _ROW_STORED_WITHIN = 0.05
@@ -278,10 +297,15 @@ class Executor:
         """Claim and outcome transactions committed (for tests and metrics)."""
         return self._ledger.transactions
 
-    async def run(self, job_id: str) -> RunResult:
-        """Run ``job_id`` if it is ours to run; record what happened exactly once."""
-        async with self._took(job_id), self._slots:
-            return await self._run(job_id)
+    async def run(self, job_id: str, *, request_id: str | None = None) -> RunResult:
+        """Run ``job_id`` if it is ours to run; record what happened exactly once.
+
+        Every line logged meanwhile names the job, and ``request_id`` (the HTTP
+        request that made it) when its message carried one.
+        """
+        with _logged_for(job_id, request_id):
+            async with self._took(job_id), self._slots:
+                return await self._run(job_id)
 
     @contextlib.asynccontextmanager
     async def _took(
@@ -320,11 +344,13 @@ class Executor:
         needed, and whether its caller left is asked with the call's admission,
         in the same round trip.
         """
-        if recorded:
-            async with self._slots:
-                return await self._run_direct(message, fresh=not message.get("redelivered"))
-        async with self._took(str(message["job"]["id"]), message), self._slots:
-            return await self._run_direct(message, fresh=False)
+        job_id = str(message["job"]["id"])
+        with _logged_for(job_id, message.get("request_id")):
+            if recorded:
+                async with self._slots:
+                    return await self._run_direct(message, fresh=not message.get("redelivered"))
+            async with self._took(job_id, message), self._slots:
+                return await self._run_direct(message, fresh=False)
 
     async def _run_direct(self, message: dict[str, Any], *, fresh: bool) -> RunResult:
         job = NewJob(**message["job"])
@@ -359,6 +385,8 @@ class Executor:
             first_deployment=job.deployment_index,
             expires_at=job.expires_at,
             reply_to=job.reply_to,
+            created_at=created_at,
+            claimed_at=time.time(),
         )
         try:
             if caller_left:

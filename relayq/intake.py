@@ -144,6 +144,7 @@ class Intake:
         limits: KeyLimitValues | None = None,
         reply_to: str | None = None,
         job_id: str | None = None,
+        request_id: str | None = None,
     ) -> Submitted:
         """Store and enqueue a job, within the key's limits.
 
@@ -155,6 +156,8 @@ class Intake:
 
         ``job_id`` is the new job's id when the caller chose it (a caller
         waiting on replies listens for it before the job is sent).
+        ``request_id`` (the HTTP request's) travels with the job's message, so
+        its worker's log lines about the job carry it.
 
         Raises ``UnknownModel``, ``IdempotencyConflict``, :class:`KeyLimited`
         or :class:`BrokerUnavailable`.
@@ -166,6 +169,7 @@ class Intake:
                 idempotency_key=idempotency_key,
                 reply_to=reply_to,
                 admission=admission,
+                request_id=request_id,
             )
         except BaseException:
             await self._release(admission)
@@ -207,6 +211,7 @@ class Intake:
         idempotency_key: str | None,
         reply_to: str | None,
         admission: _Admission,
+        request_id: str | None,
     ) -> Submitted:
         key_id, job_id = admission.key_id, admission.job_id
         router = self._router()
@@ -240,7 +245,7 @@ class Intake:
             reply_to=reply_to,
         )
         if reply_to is not None and idempotency_key is None and cache_key is None:
-            return await self._submit_direct(new_job, admission)
+            return await self._submit_direct(new_job, admission, request_id)
         await self._admit(admission)
         if idempotency_key is None and cached is None:
             job, created = await self._inserts.insert(new_job), True
@@ -256,17 +261,21 @@ class Intake:
                 {"model": job.model, "provider": job.provider, "priority": job.priority},
             )
             await self._count_assigned(job)
-            await self._publish(job)
+            await self._publish(job, request_id)
         return Submitted(job=job, created=created)
 
-    async def _submit_direct(self, job: NewJob, admission: _Admission) -> Submitted:
+    async def _submit_direct(
+        self, job: NewJob, admission: _Admission, request_id: str | None
+    ) -> Submitted:
         """The sync lane: the job travels in its message; the worker stores its row.
 
         The key's limits and the message's sending are one step (one script, one
         round trip): a refused call sends nothing.
         """
         now = time.time()
-        message = {"job": dataclasses.asdict(job), "created_at": now}
+        message: dict[str, Any] = {"job": dataclasses.asdict(job), "created_at": now}
+        if request_id is not None:
+            message["request_id"] = request_id
         queue = self._settings.queue_for(job.provider)
         limits = admission.limits
         counted = self._count_assigned_to(job.provider, job.upstream_model, admission.job_id)
@@ -324,10 +333,15 @@ class Intake:
         except RedisError as exc:  # only a routing hint; the reconciler recounts
             log.warning("in-flight count not updated for %s: %s", job_id, exc)
 
-    async def _publish(self, job: Job) -> None:
+    async def _publish(self, job: Job, request_id: str | None) -> None:
         # Not taken (the broker is down): the job stays unmarked; the reconciler publishes it.
         await self._outbox.publish_job(
-            JobMessage(job_id=job.id, provider=job.provider, priority=job.priority)
+            JobMessage(
+                job_id=job.id,
+                provider=job.provider,
+                priority=job.priority,
+                request_id=request_id,
+            )
         )
 
     async def abandon(self, *, key_id: str, job_id: str, direct: bool) -> None:

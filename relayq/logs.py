@@ -5,8 +5,37 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from types import MappingProxyType
 
-__all__ = ["JsonFormatter", "configure_logging"]
+__all__ = ["JsonFormatter", "configure_logging", "log_fields", "logged_with"]
+
+_fields: ContextVar[Mapping[str, object]] = ContextVar(
+    "relayq_log_fields", default=MappingProxyType({})
+)
+"""Fields every line logged in this context carries (a request's id, a job's)."""
+
+
+def log_fields() -> Mapping[str, object]:
+    """The fields this context's lines carry (see :func:`logged_with`)."""
+    return _fields.get()
+
+
+@contextmanager
+def logged_with(**fields: object) -> Iterator[None]:
+    """Every line logged in the block (and in tasks it starts) carries ``fields``.
+
+    A request's middleware binds its request id; a worker binds it again for
+    the job that request made, so one id finds every line about that job.
+    """
+    token = _fields.set({**_fields.get(), **fields})
+    try:
+        yield
+    finally:
+        _fields.reset(token)
+
 
 # Fields every record has, and uvicorn's ANSI-coloured duplicate of its message.
 _STANDARD = frozenset(vars(logging.makeLogRecord({}))) | {"color_message"}
@@ -23,6 +52,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        entry.update(_fields.get())
         entry.update({k: v for k, v in vars(record).items() if k not in _STANDARD})
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
@@ -48,6 +78,7 @@ def configure_logging(level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    logging.captureWarnings(True)  # Python's warnings (Celery's, say) as lines too
     for name in _SERVER_LOGGERS:
         server_logger = logging.getLogger(name)
         server_logger.handlers[:] = []

@@ -62,6 +62,8 @@ class JobMessage:
     provider: str
     priority: int
     countdown: float | None = None
+    request_id: str | None = None
+    """The HTTP request that made the job, for its worker's log lines (if known)."""
 
 
 class Outbox:
@@ -152,7 +154,8 @@ class Outbox:
     def _publish_jobs(self, messages: Sequence[JobMessage]) -> list[JobMessage]:
         """Due now: in envelopes by queue and priority. With a countdown: one at a time."""
         now = [(m.job_id, m.provider, m.priority) for m in messages if not m.countdown]
-        taken_ids = set(self._enqueuer.send_many(now)) if now else set()
+        request_ids = {m.job_id: m.request_id for m in messages if m.request_id}
+        taken_ids = set(self._enqueuer.send_many(now, request_ids=request_ids)) if now else set()
         if len(taken_ids) < len(now):
             return [m for m in messages if m.job_id in taken_ids]
         for message in messages:
@@ -164,6 +167,7 @@ class Outbox:
                     provider=message.provider,
                     priority=message.priority,
                     countdown=message.countdown,
+                    request_id=message.request_id,
                 )
             except Exception as exc:
                 log.warning("job %s not published yet: %s", message.job_id, exc)

@@ -24,6 +24,8 @@ from relayq.settings import Settings
 
 __all__ = [
     "PREPARE_BATCH_TASK",
+    "REQUEST_IDS_HEADER",
+    "REQUEST_ID_HEADER",
     "RUN_DIRECT_TASK",
     "RUN_JOB_TASK",
     "RUN_MANY_TASK",
@@ -43,6 +45,11 @@ RUN_MANY_TASK = "relayq.run_many"
 ENVELOPE_SIZE = 64
 """Most jobs one envelope carries: a worker's in-flight cap still bounds what it runs."""
 PREPARE_BATCH_TASK = "relayq.prepare_batch"
+
+REQUEST_ID_HEADER = "relayq_request_id"
+"""A job message's header: the id of the HTTP request that made the job."""
+REQUEST_IDS_HEADER = "relayq_request_ids"
+"""An envelope's header: job id → the id of the request that made it (those known)."""
 
 
 def message_priority(job_priority: int) -> int:
@@ -110,7 +117,13 @@ class Enqueuer:
         return self._settings.webhooks.queue
 
     def send(
-        self, *, job_id: str, provider: str, priority: int, countdown: float | None = None
+        self,
+        *,
+        job_id: str,
+        provider: str,
+        priority: int,
+        countdown: float | None = None,
+        request_id: str | None = None,
     ) -> None:
         """Publish one job's message; raises if the broker does not take it.
 
@@ -125,12 +138,14 @@ class Enqueuer:
             priority=message_priority(priority),
             countdown=countdown if countdown and countdown > 0 else None,
             retry=False,
+            headers={REQUEST_ID_HEADER: request_id} if request_id else None,
         )
 
     def send_direct(
         self, *, job_id: str, provider: str, priority: int, job: dict[str, Any]
     ) -> None:
-        """Publish a sync job's message, carrying the job (``job``) itself."""
+        """Publish a sync job's message, carrying the job (``job``) itself (and its
+        request id, if it has one)."""
         self._celery.send_task(
             RUN_DIRECT_TASK,
             args=[job],
@@ -141,10 +156,14 @@ class Enqueuer:
         )
 
     def send_many(
-        self, jobs: list[tuple[str, str, int]] | list[tuple[str, str, int, dict[str, Any] | None]]
+        self,
+        jobs: list[tuple[str, str, int]] | list[tuple[str, str, int, dict[str, Any] | None]],
+        *,
+        request_ids: dict[str, str] | None = None,
     ) -> list[str]:
         """Publish ``(job_id, provider, priority[, direct job])`` messages; the ids the broker
-        took. Jobs for one queue at one priority go in envelopes.
+        took. Jobs for one queue at one priority go in envelopes; ``request_ids`` (job id →
+        the id of the request that made it) go in their headers.
 
         Stops at the first failure (the broker is down): the rest stay
         unconfirmed, and the reconciler sends them (a direct job's caller
@@ -159,7 +178,12 @@ class Enqueuer:
             for start in range(0, len(items), ENVELOPE_SIZE):
                 chunk = items[start : start + ENVELOPE_SIZE]
                 try:
-                    self._send_group(provider=provider, priority=priority, items=chunk)
+                    self._send_group(
+                        provider=provider,
+                        priority=priority,
+                        items=chunk,
+                        request_ids=request_ids or {},
+                    )
                 except Exception as exc:
                     log.warning(
                         "%d of %d jobs not enqueued yet: %s", len(jobs) - len(sent), len(jobs), exc
@@ -169,15 +193,26 @@ class Enqueuer:
         return sent
 
     def _send_group(
-        self, *, provider: str, priority: int, items: list[tuple[str, dict[str, Any] | None]]
+        self,
+        *,
+        provider: str,
+        priority: int,
+        items: list[tuple[str, dict[str, Any] | None]],
+        request_ids: dict[str, str],
     ) -> None:
         if len(items) == 1:
             job_id, direct = items[0]
             if direct is not None:
                 self.send_direct(job_id=job_id, provider=provider, priority=priority, job=direct)
             else:
-                self.send(job_id=job_id, provider=provider, priority=priority)
+                self.send(
+                    job_id=job_id,
+                    provider=provider,
+                    priority=priority,
+                    request_id=request_ids.get(job_id),
+                )
             return
+        known = {job_id: request_ids[job_id] for job_id, _ in items if job_id in request_ids}
         self._celery.send_task(
             RUN_MANY_TASK,
             # A job id, or a direct job's whole message.
@@ -185,6 +220,7 @@ class Enqueuer:
             queue=self._settings.queue_for(provider),
             priority=message_priority(priority),
             retry=False,
+            headers={REQUEST_IDS_HEADER: known} if known else None,
         )
 
     def send_batch(self, *, batch_id: str) -> None:

@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from redis.exceptions import RedisError
 
@@ -23,6 +23,7 @@ from relayq.chat import ChatCompletionRequest
 from relayq.clearance import Clearance
 from relayq.config import DeploymentSettings, RoutingConfig
 from relayq.events import EventLog, EventType, JobEvent
+from relayq.logs import log_fields
 from relayq.outbox import JobMessage, Outbox
 from relayq.policy import Action, RetrySettings, after_failure
 from relayq.providers.errors import ProviderError
@@ -328,6 +329,8 @@ class Resilience:
                 provider=placement.provider,
                 priority=claim.priority,
                 countdown=min(delay, self._max_countdown),
+                # The run's request id (relayq/logs.py), so the next run's lines carry it too.
+                request_id=cast("str | None", log_fields().get("request_id")),
             )
         )
         return True

@@ -48,6 +48,8 @@ class ApiSettings(BaseModel):
     """Unfinished jobs each key may have at once (a key's own limit wins)."""
     metrics: bool = True
     """Serve Prometheus metrics at /metrics."""
+    access_log: bool = True
+    """One JSON line per request (logger ``relayq.access``), with its request id."""
     key_cache_seconds: float = Field(default=5.0, ge=0)
     """How long the API keeps a found key in memory; a revocation or a new limit
     takes effect within this long. 0 looks every request's key up in SQL."""

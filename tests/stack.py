@@ -80,7 +80,7 @@ class Stack:
         self.api: subprocess.Popen[bytes] | None = None
         self.workers: list[subprocess.Popen[bytes]] = []
 
-    def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+    def spawn(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
         log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
         try:
             # A session of its own: a kill reaches the whole process group.
@@ -96,7 +96,7 @@ class Stack:
             log.close()
 
     def start_api(self) -> None:
-        self.api = self._spawn(
+        self.api = self.spawn(
             "api",
             [
                 "-m",
@@ -126,7 +126,7 @@ class Stack:
         index = len(self.workers)
         log_path = self.logs / f"worker-{index}.log"
         offset = log_path.stat().st_size if log_path.exists() else 0
-        worker = self._spawn(f"worker-{index}", ["-m", "worker", "--hostname", f"w{index}@test"])
+        worker = self.spawn(f"worker-{index}", ["-m", "worker", "--hostname", f"w{index}@test"])
         self.workers.append(worker)
 
         def ready() -> bool:

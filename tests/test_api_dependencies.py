@@ -35,7 +35,7 @@ def _calls(dependant: Dependant) -> list[object]:
 def test_every_route_and_dependency_is_a_coroutine() -> None:
     """FastAPI runs a plain-function handler or dependency in its thread pool:
     a thread hop, and a hand-off of the GIL each way, on every request."""
-    app = create_app(Settings())
+    app = create_app(Settings(), configure_logs=False)
     routes = _api_routes(app.routes)
     calls = [call for route in routes for call in _calls(route.dependant)]
 

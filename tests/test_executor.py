@@ -77,11 +77,18 @@ class SameWorker(Enqueuer):
         self.runs: list[asyncio.Future[RunResult]] = []
 
     def send(
-        self, *, job_id: str, provider: str, priority: int, countdown: float | None = None
+        self,
+        *,
+        job_id: str,
+        provider: str,
+        priority: int,
+        countdown: float | None = None,
+        request_id: str | None = None,
     ) -> None:
         assert self.executor is not None
         before = self.executor.in_flight
-        future = asyncio.run_coroutine_threadsafe(self.executor.run(job_id), self._loop)
+        run = self.executor.run(job_id, request_id=request_id)
+        future = asyncio.run_coroutine_threadsafe(run, self._loop)
         self.runs.append(asyncio.wrap_future(future, loop=self._loop))
         deadline = time.monotonic() + 1.0
         while self.executor.in_flight <= before and time.monotonic() < deadline:

@@ -254,7 +254,7 @@ def test_a_job_past_its_deadline_expires_instead_of_running(env: Env) -> None:
 def test_an_unreachable_database_answers_503(tmp_path: Any, redis_server: str) -> None:
     database_url = f"sqlite:///{tmp_path / 'missing-dir' / 'relayq.db'}"
     stack = Stack(database_url=database_url, redis_url=f"{redis_server}/13", logs=tmp_path)
-    stack.api = stack._spawn(
+    stack.api = stack.spawn(
         "api",
         [
             "-m",

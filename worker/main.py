@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 from relayq.logs import configure_logging
@@ -11,12 +12,19 @@ from worker.supervisor import supervise
 
 __all__ = ["main", "worker_argv"]
 
+log = logging.getLogger(__name__)
+
 
 def worker_argv(
     settings: Settings, *, queues: Sequence[str] = (), extra: Sequence[str] = ()
 ) -> list[str]:
-    """Celery worker arguments; the pool is the app's (``worker_pool``: :mod:`worker.pool`)."""
+    """Celery worker arguments; the pool is the app's (``worker_pool``: :mod:`worker.pool`).
+
+    ``--quiet``: no banner on stdout (a block of plain text among the JSON
+    lines); :func:`main` logs what it said (queues, concurrency) as a line.
+    """
     return [
+        "--quiet",  # Celery's own option, before the sub-command
         "worker",
         f"--concurrency={settings.worker.concurrency}",
         f"--queues={','.join(queues or settings.queues)}",
@@ -34,5 +42,10 @@ def main(argv: Sequence[str] = ()) -> int:
     if settings.worker.supervise:
         return supervise(argv, settings=settings)
     app = create_worker_app(settings)
+    log.info(
+        "worker starting on %s",
+        ",".join(settings.queues),
+        extra={"queues": settings.queues, "concurrency": settings.worker.concurrency},
+    )
     app.worker_main(worker_argv(settings, extra=argv))
     return 0

@@ -32,7 +32,14 @@ from typing import Any, TypeVar, cast
 from celery.concurrency.base import BasePool, apply_target
 from kombu.serialization import loads, prepare_accept_content
 
-__all__ = ["LoopPool", "LoopStart", "loop_outcome", "loop_result", "loop_task"]
+__all__ = [
+    "LoopPool",
+    "LoopStart",
+    "loop_outcome",
+    "loop_result",
+    "loop_task",
+    "message_headers",
+]
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +49,7 @@ LoopStart = Callable[..., "Future[Any]"]
 """A task's ``loop_start``: called with the task's arguments, returns the loop's future."""
 
 _outcome: ContextVar[Future[Any] | None] = ContextVar("relayq_loop_outcome", default=None)
+_headers: ContextVar[dict[str, Any] | None] = ContextVar("relayq_message_headers", default=None)
 
 _TRACER_THREADS = 4
 """Threads that run the tracer of finished loop work (each takes well under 1 ms)."""
@@ -63,6 +71,11 @@ def loop_task(start: LoopStart) -> dict[str, Any]:
 def loop_outcome() -> Future[Any] | None:
     """In a task body traced by :class:`LoopPool`: the loop's finished work, else None."""
     return _outcome.get()
+
+
+def message_headers() -> dict[str, Any]:
+    """In a ``loop_start`` called by :class:`LoopPool`: its message's headers, else ``{}``."""
+    return _headers.get() or {}
 
 
 def loop_result(start: Callable[..., Future[T]], *args: Any) -> T:
@@ -157,11 +170,12 @@ class LoopPool(BasePool):
         """
         if len(args) != 6 or self.app is None:
             return None
-        name, _, _, body, content_type, content_encoding = args
+        name, _, headers, body, content_type, content_encoding = args
         task = self.app.tasks.get(name)
         start: LoopStart | None = getattr(task, "loop_start", None)
         if start is None:
             return None
+        token = _headers.set(headers if isinstance(headers, dict) else None)
         try:
             task_args, task_kwargs, _ = loads(
                 bytes(body), content_type, content_encoding, accept=self._accept
@@ -171,6 +185,8 @@ class LoopPool(BasePool):
             # The body then runs in a thread and meets the same error there, in the tracer.
             log.exception("%s could not start on the loop; running it in a thread", name)
             return None
+        finally:
+            _headers.reset(token)
 
     def on_stop(self) -> None:
         """Warm shutdown: let loop tasks finish and be acked, then the threads."""

@@ -41,7 +41,7 @@ from relayq.live import LiveRouting
 from relayq.metrics import WorkerMetrics
 from relayq.providers import Provider, build_providers
 from relayq.providers.http import build_http_client
-from relayq.queueing import Enqueuer
+from relayq.queueing import REQUEST_ID_HEADER, REQUEST_IDS_HEADER, Enqueuer
 from relayq.ratelimit import RateLimiter
 from relayq.reconciler import Reconciler
 from relayq.recovery import Heartbeat, Taken, delivery_entry
@@ -55,6 +55,7 @@ from relayq.settings import Settings
 from relayq.store import Database
 from relayq.sync_lane import LaneConsumer
 from relayq.webhooks.publishing import DeliveryPublisher, WebhookEnqueuer
+from worker.pool import message_headers
 
 __all__ = ["WorkerRuntime"]
 
@@ -166,7 +167,8 @@ class WorkerRuntime:
 
     def start_job(self, job_id: str) -> Future[RunResult]:
         self.start()
-        return self.submit(self._run_job(job_id))
+        request_id = message_headers().get(REQUEST_ID_HEADER)
+        return self.submit(self._run_job(job_id, request_id))
 
     def start_direct(self, message: dict[str, Any]) -> Future[RunResult]:
         self.start()
@@ -174,26 +176,31 @@ class WorkerRuntime:
 
     def start_many(self, items: list[str | dict[str, Any]]) -> Future[list[RunResult]]:
         self.start()
-        return self.submit(self._run_many(items))
+        request_ids = message_headers().get(REQUEST_IDS_HEADER) or {}
+        return self.submit(self._run_many(items, request_ids))
 
     def start_batch(self, batch_id: str) -> Future[Prepared | None]:
         self.start()
         return self.submit(self._prepare_batch(batch_id))
 
-    async def _run_job(self, job_id: str) -> RunResult:
+    async def _run_job(self, job_id: str, request_id: str | None) -> RunResult:
         assert self._executor is not None
-        return await self._executor.run(job_id)
+        return await self._executor.run(job_id, request_id=request_id)
 
     async def _run_direct(self, message: dict[str, Any]) -> RunResult:
         assert self._executor is not None
         return await self._executor.run_direct(message)
 
-    async def _run_many(self, items: list[str | dict[str, Any]]) -> list[RunResult]:
+    async def _run_many(
+        self, items: list[str | dict[str, Any]], request_ids: dict[str, str]
+    ) -> list[RunResult]:
         """An envelope's jobs, all at once; one failing to run does not stop the others."""
         executor = self._executor
         assert executor is not None
         runs = [
-            executor.run(item) if isinstance(item, str) else executor.run_direct(item)
+            executor.run(item, request_id=request_ids.get(item))
+            if isinstance(item, str)
+            else executor.run_direct(item)
             for item in items
         ]
         results = await asyncio.gather(*runs, return_exceptions=True)

@@ -27,6 +27,7 @@ from pydantic import ValidationError
 
 from api.deps import KeyDep, ServicesDep, key_limits
 from api.errors import ERROR_RESPONSES, APIError, error_body
+from api.observability import request_id_of
 from api.routes.jobs import unknown_model
 from api.services import Services
 from api.sse import DONE, CompletionStream, sse_message
@@ -126,6 +127,7 @@ async def create_chat_completion(
             limits=key_limits(key, services.settings),
             reply_to=hub.stream,
             job_id=job_id,
+            request_id=request_id_of(request.scope),
         )
     except UnknownModel as exc:
         hub.forget(job_id)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Response, status
+from fastapi import APIRouter, Header, Query, Request, Response, status
 
 from api.deps import KeyDep, ServicesDep, SessionDep, key_limits
 from api.errors import ERROR_RESPONSES, APIError
+from api.observability import request_id_of
 from api.pages import After, cursor_page
 from api.routes.webhooks import checked_destination
 from relayq.jobs import TERMINAL_STATUSES, JobCreate, JobList, JobPublic, JobStatus, job_public
@@ -40,6 +41,7 @@ async def create(
     body: JobCreate,
     key: KeyDep,
     services: ServicesDep,
+    request: Request,
     response: Response,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
 ) -> JobPublic:
@@ -57,6 +59,7 @@ async def create(
             body=body,
             idempotency_key=idempotency_key,
             limits=key_limits(key, services.settings),
+            request_id=request_id_of(request.scope),
         )
     except UnknownModel as exc:
         raise unknown_model(exc) from exc

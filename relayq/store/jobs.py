@@ -120,6 +120,10 @@ class Claim:
     """A batch's request: no deltas, no per-key count (the batch is the unit)."""
     reply_to: str | None = None
     """Where the caller waiting on the job reads its deltas and end (see :mod:`relayq.replies`)."""
+    created_at: float | None = None
+    """When the job was accepted (epoch seconds): its queue wait and age in its log line."""
+    claimed_at: float | None = None
+    """When this run claimed it (epoch seconds)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -410,6 +414,8 @@ _CLAIM = (
         _jobs.c.not_before,
         _jobs.c.batch_id,
         _jobs.c.reply_to,
+        _jobs.c.created_at,
+        _jobs.c.started_at,
     )
 )
 
@@ -503,6 +509,8 @@ def _claim(row: Any) -> Claim:
         not_before=row.not_before,
         batch_id=row.batch_id,
         reply_to=row.reply_to,
+        created_at=row.created_at,
+        claimed_at=row.started_at,
     )
 
 
