@@ -33,6 +33,13 @@ worker gets there first. A process sweeps only after its own beats went
 through for three beats in a row, so a Redis that was away (every worker
 silent at once) is not read as every worker dead.
 
+Each beat also says what the process consumes (:class:`Consumer`: its host,
+its queues, the beat's time, in one hash of consumers, written in the beat's
+pipeline): the API's ``/readyz`` reads it to tell whether every routed
+provider's queue has a live consumer, and ``relayq health worker`` whether a
+worker on its own host still beats. A process leaves that hash when it stops
+cleanly or is handed back, as it leaves the hash of workers.
+
 Leases and the broker's redelivery stay the last net. A duplicate message is
 harmless: claims are fenced; a process wrongly taken for dead (its loop
 stalled for three beats) only loses the outcome writes of the jobs it held,
@@ -46,7 +53,8 @@ import base64
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any, cast
 
 import orjson
@@ -68,11 +76,15 @@ from relayq.webhooks.publishing import DELIVER_WEBHOOK_TASK
 from relayq.webhooks.schemas import DeliveryStatus
 
 __all__ = [
+    "Consumer",
     "Heartbeat",
     "Taken",
     "alive_key",
+    "consumers",
+    "consumers_key",
     "delivery_entry",
     "hand_back",
+    "last_seen",
     "release_instance",
     "taken_key",
     "workers_key",
@@ -105,6 +117,65 @@ def workers_key(key_prefix: str) -> str:
 
 def alive_key(key_prefix: str, instance: str) -> str:
     return f"{key_prefix}:alive:{instance}"
+
+
+def consumers_key(key_prefix: str) -> str:
+    """The hash of what each worker process consumes: instance → :class:`Consumer`."""
+    return f"{key_prefix}:consumers"
+
+
+@dataclass(frozen=True)
+class Consumer:
+    """A worker process as its last beat described it."""
+
+    instance: str
+    host: str
+    """Its hostname (``socket.gethostname()``): a container probe asks for its own."""
+    queues: tuple[str, ...]
+    """Every queue its Celery worker consumes (provider queues, webhooks, batches)."""
+    beat_at: float
+    """When it last beat, ``time.time()`` on its host: readers compare it with their own
+    clock, so hosts' clocks must agree to well within the readiness window."""
+
+    def encode(self) -> bytes:
+        return orjson.dumps({"host": self.host, "queues": self.queues, "at": self.beat_at})
+
+    @classmethod
+    def decode(cls, instance: str, raw: bytes) -> Consumer:
+        """Raises ``ValueError``, ``KeyError`` or ``TypeError`` for a record it cannot read."""
+        record = orjson.loads(raw)
+        return cls(
+            instance=instance,
+            host=str(record["host"]),
+            queues=tuple(str(queue) for queue in record["queues"]),
+            beat_at=float(record["at"]),
+        )
+
+
+async def consumers(redis: aioredis.Redis, *, key_prefix: str) -> list[Consumer]:
+    """Every worker process that beat and has not since left or been handed back, however
+    long ago its last beat: one ``HGETALL``, cheap enough for a probe every few seconds."""
+    records = cast(dict[bytes, bytes], await redis.hgetall(consumers_key(key_prefix)))
+    found: list[Consumer] = []
+    for instance, raw in records.items():
+        try:
+            found.append(Consumer.decode(instance.decode(), raw))
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("consumer record of %s unreadable: %s", instance, exc)
+    return found
+
+
+def last_seen(found: Iterable[Consumer], queues: Iterable[str]) -> dict[str, float | None]:
+    """Each of ``queues``' latest beat from a process consuming it; None if none did."""
+    seen: dict[str, float | None] = dict.fromkeys(queues)
+    for consumer in found:
+        for queue in consumer.queues:
+            if queue not in seen:
+                continue
+            previous = seen[queue]
+            if previous is None or consumer.beat_at > previous:
+                seen[queue] = consumer.beat_at
+    return seen
 
 
 class Taken:
@@ -161,8 +232,14 @@ class Heartbeat:
         key_prefix: str,
         instance: str,
         interval: float,
+        host: str,
+        queues: Callable[[], Sequence[str]],
     ) -> None:
+        """``queues()``: what the process consumes now (it may grow as providers are added),
+        published with each beat as its :class:`Consumer` record on ``host``."""
         self._redis = redis
+        self._host = host
+        self._queues = queues
         self._database = database
         self._enqueuer = enqueuer
         self._prefix = key_prefix
@@ -171,8 +248,13 @@ class Heartbeat:
         self._silent_after = interval * _SILENT_BEATS
 
     async def beat(self) -> None:
+        now = time.time()
+        consumer = Consumer(
+            instance=self._instance, host=self._host, queues=tuple(self._queues()), beat_at=now
+        )
         async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.hset(workers_key(self._prefix), self._instance, repr(time.time()))
+            pipe.hset(workers_key(self._prefix), self._instance, repr(now))
+            pipe.hset(consumers_key(self._prefix), self._instance, consumer.encode())
             pipe.set(
                 alive_key(self._prefix, self._instance),
                 b"1",
@@ -235,9 +317,11 @@ class Heartbeat:
             await asyncio.sleep(self._interval)
 
     async def stop(self) -> None:
-        """Leave the hash of workers: a process that stopped cleanly holds nothing."""
+        """Leave the hashes of workers and consumers: a process that stopped cleanly holds
+        nothing and consumes nothing."""
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.hdel(workers_key(self._prefix), self._instance)
+            pipe.hdel(consumers_key(self._prefix), self._instance)
             pipe.delete(alive_key(self._prefix, self._instance))
             await pipe.execute()
 
@@ -498,8 +582,11 @@ async def release_instance(
                 {**direct, "redelivered": True},
             )
     sent = await asyncio.to_thread(enqueuer.send_many, list(messages.values()))
-    await redis.delete(key)
-    await redis.hdel(workers_key(key_prefix), instance)
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.delete(key)
+        pipe.hdel(workers_key(key_prefix), instance)
+        pipe.hdel(consumers_key(key_prefix), instance)
+        await pipe.execute()
     log.warning(
         "worker %s died: %d running jobs handed back, %d jobs sent again, %d webhook "
         "deliveries left to the reconciler",

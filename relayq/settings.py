@@ -28,6 +28,7 @@ __all__ = [
     "ApiSettings",
     "BatchSettings",
     "FileSettings",
+    "HealthSettings",
     "ProviderSettings",
     "RouteSettings",
     "Settings",
@@ -99,6 +100,20 @@ class WorkerSettings(BaseModel):
     closed with no cooldown, is admitted here without asking Redis again; a breaker
     that opens or a cooldown that starts ends it at once on every listening worker
     (relayq/clearance.py). 0 asks Redis before every call."""
+
+
+_SILENT_BEATS = 3
+"""Beats a worker may miss before the others take it for dead (relayq/recovery.py)."""
+
+
+class HealthSettings(BaseModel):
+    """``GET /readyz`` and ``relayq health worker``: how recently a worker must have beat."""
+
+    worker_window_seconds: float | None = Field(default=None, gt=0)
+    """A worker process counts as consuming its queues while its last beat is at most
+    this old. Unset: three of ``worker.heartbeat_seconds`` (15 s), when the other
+    workers take it for dead. Keep it above the workers' heartbeat interval, or
+    readiness flaps between beats."""
 
 
 class EventSettings(BaseModel):
@@ -229,6 +244,7 @@ class Settings(BaseSettings):
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
     files: FileSettings = Field(default_factory=FileSettings)
     batches: BatchSettings = Field(default_factory=BatchSettings)
+    health: HealthSettings = Field(default_factory=HealthSettings)
 
     config_file: Path | None = None
     """A YAML or TOML file declaring ``providers`` and ``routes`` (then not set here)."""
@@ -260,6 +276,12 @@ class Settings(BaseSettings):
         if self.config_file is not None:
             return load_routing_file(self.config_file)
         return RoutingConfig(providers=self.providers, routes=self.routes)
+
+    @property
+    def worker_window(self) -> float:
+        """Seconds since its last beat within which a worker counts as consuming its queues."""
+        window = self.health.worker_window_seconds
+        return window if window is not None else _SILENT_BEATS * self.worker.heartbeat_seconds
 
     def queue_for(self, provider: str) -> str:
         """The Celery queue a provider's jobs go to."""

@@ -171,4 +171,28 @@ def test_the_api_listens_where_it_is_published_and_checked() -> None:
     api = _services()["api"]
     port = api["command"][api["command"].index("--port") + 1]
     assert api["ports"] == [f"{port}:{port}"]
-    assert f"http://127.0.0.1:{port}/healthz" in api["healthcheck"]["test"][-1]
+    assert f"http://127.0.0.1:{port}/readyz" in api["healthcheck"]["test"][-1]
+
+
+def test_every_worker_is_checked_by_the_worker_probe() -> None:
+    for name, service in _relayq_services("worker"):
+        check = service.get("healthcheck")
+        assert check is not None, f"{name} has no health check"
+        assert check["test"] == ["CMD", "relayq", "health", "worker"], name
+
+
+def test_the_apis_readiness_cannot_hold_up_what_it_waits_for(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """/readyz waits for a worker on every routed provider's queue: no service may wait
+    for the API's health, and some worker service must consume each of those queues."""
+    for name, service in _services().items():
+        api = (service.get("depends_on") or {}).get("api")
+        assert api is None or api["condition"] != "service_healthy", name
+    consumed: set[str] = set()
+    for _, service in _relayq_services("worker"):
+        consumed.update(_settings(service, monkeypatch).worker.providers or [])
+    _, api_service = next(_relayq_services("api"))
+    routes = _settings(api_service, monkeypatch).routes
+    routed = {d.provider for route in routes.values() for d in route.deployments}
+    assert routed <= consumed, f"no worker service consumes {sorted(routed - consumed)}"

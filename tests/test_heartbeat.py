@@ -1,16 +1,27 @@
 """Heartbeat: worker processes that went silent are found and handed back, once, by a
-live one; live ones and the sweeper itself are left alone. On a real Redis and database;
-the stack-level test (a machine lost whole) is in tests/test_recovery.py."""
+live one; live ones and the sweeper itself are left alone; each beat publishes what the
+process consumes. On a real Redis and database; the stack-level tests (a machine lost
+whole, readiness) are in tests/test_recovery.py and tests/test_health.py."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 
 import orjson
 import redis.asyncio as aioredis
 
 from relayq.queueing import Enqueuer
-from relayq.recovery import Heartbeat, alive_key, taken_key, workers_key
+from relayq.recovery import (
+    Consumer,
+    Heartbeat,
+    alive_key,
+    consumers,
+    consumers_key,
+    last_seen,
+    taken_key,
+    workers_key,
+)
 from relayq.settings import Settings
 from relayq.store import Database
 from tests.services import run
@@ -45,6 +56,8 @@ def test_a_silent_worker_is_handed_back_once_and_live_ones_are_left_alone(
                 # Silent after three beats (3 s): far above a sweep's time (and the
                 # reads after it) under the parallel suite's load.
                 interval=1.0,
+                host="here",
+                queues=lambda: [queue],
             )
 
         sweeper, live, dead = heartbeat("sweeper"), heartbeat("live"), heartbeat("dead")
@@ -68,6 +81,7 @@ def test_a_silent_worker_is_handed_back_once_and_live_ones_are_left_alone(
                 "workers": sorted(_text(k) for k in await redis.hkeys(workers_key(PREFIX))),
                 "taken_left": await redis.exists(taken_key(PREFIX, "dead")),
                 "alive": await redis.exists(alive_key(PREFIX, "live")),
+                "consumers": sorted(_text(k) for k in await redis.hkeys(consumers_key(PREFIX))),
                 # The broker's lists for the mock's queue (one per priority band).
                 "queued": [_text(k) for k in await redis.keys(f"{queue}*")],
             }
@@ -84,6 +98,7 @@ def test_a_silent_worker_is_handed_back_once_and_live_ones_are_left_alone(
     assert seen["workers"] == ["live", "sweeper"]
     assert seen["taken_left"] == 0
     assert seen["alive"] == 1
+    assert seen["consumers"] == ["live", "sweeper"], "a handed-back process consumes nothing"
     assert seen["queued"], "the dead worker's sync job was not sent again"
 
 
@@ -103,13 +118,15 @@ def test_a_worker_that_stops_cleanly_leaves_the_hash_of_workers(
             key_prefix=PREFIX,
             instance="leaving",
             interval=5,
+            host="here",
+            queues=lambda: ["llm.mock"],
         )
         try:
             await beat.beat()
             await beat.stop()
-            return await redis.hkeys(workers_key(PREFIX)), await redis.exists(
-                alive_key(PREFIX, "leaving")
-            )
+            left = [*await redis.hkeys(workers_key(PREFIX))]
+            left += await redis.hkeys(consumers_key(PREFIX))
+            return left, await redis.exists(alive_key(PREFIX, "leaving"))
         finally:
             enqueuer.close()
             await database.aclose()
@@ -117,3 +134,65 @@ def test_a_worker_that_stops_cleanly_leaves_the_hash_of_workers(
             await redis.aclose()
 
     assert run(scenario()) == ([], 0)
+
+
+def test_each_beat_publishes_the_host_and_the_queues_the_process_consumes_now(
+    redis_server: str, database_url: str
+) -> None:
+    url = f"{redis_server}/15"
+
+    async def scenario() -> tuple[list[Consumer], list[Consumer], float, float]:
+        redis = aioredis.Redis.from_url(url)
+        await redis.flushdb()
+        database = Database(database_url)
+        enqueuer = Enqueuer(settings=Settings(redis_url=url))
+        queues = ["llm.mock", "webhooks"]
+
+        def heartbeat(instance: str, host: str) -> Heartbeat:
+            return Heartbeat(
+                redis,
+                database=database,
+                enqueuer=enqueuer,
+                key_prefix=PREFIX,
+                instance=instance,
+                interval=5,
+                host=host,
+                queues=lambda: list(queues),
+            )
+
+        try:
+            before = time.time()
+            await heartbeat("one", "host-a").beat()
+            await heartbeat("two", "host-b").beat()
+            first = await consumers(redis, key_prefix=PREFIX)
+            queues.append("llm.openai")  # a provider added by a reload
+            await heartbeat("one", "host-a").beat()
+            return first, await consumers(redis, key_prefix=PREFIX), before, time.time()
+        finally:
+            enqueuer.close()
+            await database.aclose()
+            await redis.flushdb()
+            await redis.aclose()
+
+    first, then, before, after = run(scenario())
+    by_instance = {c.instance: c for c in first}
+    assert set(by_instance) == {"one", "two"}
+    assert by_instance["one"].host == "host-a"
+    assert by_instance["two"].host == "host-b"
+    assert by_instance["one"].queues == ("llm.mock", "webhooks")
+    assert all(before <= c.beat_at <= after for c in first)
+    one = next(c for c in then if c.instance == "one")
+    assert one.queues == ("llm.mock", "webhooks", "llm.openai")
+
+
+def test_a_queues_last_consumer_beat_is_the_latest_of_those_consuming_it() -> None:
+    found = [
+        Consumer(instance="a", host="h", queues=("llm.mock", "webhooks"), beat_at=10.0),
+        Consumer(instance="b", host="h", queues=("llm.mock",), beat_at=20.0),
+        Consumer(instance="c", host="h", queues=("llm.openai",), beat_at=5.0),
+    ]
+    assert last_seen(found, ["llm.mock", "llm.openai", "llm.idle"]) == {
+        "llm.mock": 20.0,
+        "llm.openai": 5.0,
+        "llm.idle": None,
+    }

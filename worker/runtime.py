@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import socket
 import threading
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -289,14 +290,6 @@ class WorkerRuntime:
             events=events,
         )
         self._executor = executor
-        self._heartbeat = Heartbeat(
-            redis,
-            database=database,
-            enqueuer=self._enqueuer,
-            key_prefix=settings.key_prefix,
-            instance=instance,
-            interval=settings.worker.heartbeat_seconds,
-        )
 
         def lane_queues() -> list[str]:
             names = settings.worker.providers
@@ -304,6 +297,20 @@ class WorkerRuntime:
                 settings.queue_for(name) for name in sorted(providers if names is None else names)
             ]
 
+        def consumed() -> list[str]:
+            # Celery's consumers: those it started with, and the added providers' queues.
+            return sorted({*settings.queues, *lane_queues()})
+
+        self._heartbeat = Heartbeat(
+            redis,
+            database=database,
+            enqueuer=self._enqueuer,
+            key_prefix=settings.key_prefix,
+            instance=instance,
+            interval=settings.worker.heartbeat_seconds,
+            host=socket.gethostname(),
+            queues=consumed,
+        )
         self._lane = LaneConsumer(
             redis,
             batch,
