@@ -26,7 +26,6 @@ from pydantic import ValidationError
 
 from relayq.batches.schemas import FINAL_BATCH_STATUSES, BatchList, BatchObject
 from relayq.files.schemas import FileObject
-from relayq.settings import Settings
 
 __all__ = [
     "ApiClient",
@@ -98,6 +97,10 @@ def dev_api_key(api_url: str) -> str | None:
     """
     if urlsplit(api_url).hostname not in _LOOPBACK:
         return None
+    # Imported here: the settings pull in Redis's client, which a command given
+    # its key (--api-key, RELAYQ_API_KEY) never needs.
+    from relayq.settings import Settings
+
     settings = Settings()
     if settings.dev_api_key is not None:
         return settings.dev_api_key.get_secret_value()

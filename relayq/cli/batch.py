@@ -4,37 +4,22 @@ It talks to the HTTP API only (``--api-url``, ``--api-key``; see
 relayq/cli/api_client.py), so it works against a remote relayq as well as
 ``relayq dev``. While it follows a batch the API may go away: it says
 "reconnecting…" and carries on when the API is back.
+
+This module is the commands' surface: options, help and exit codes. What a
+command does is in relayq/cli/batch_actions.py, imported when the command
+runs: httpx, pydantic and the batch schemas cost more to import than all of
+``relayq --help`` takes otherwise.
 """
 
 from __future__ import annotations
 
-import sys
-import tempfile
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from enum import IntEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 
-from relayq.batches.schemas import BatchObject, BatchStatus
-from relayq.cli.api_client import (
-    ApiClient,
-    ApiError,
-    create_batch_retrying,
-    dev_api_key,
-    follow_batch,
-    save_file,
-)
-from relayq.cli.batch_input import InputError, write_requests
-from relayq.cli.progress import ProgressDisplay, duration
-
-__all__ = ["ExitCode", "batch_app"]
+__all__ = ["DEFAULT_API_URL", "ExitCode", "batch_app"]
 
 
 class ExitCode(IntEnum):
@@ -57,13 +42,11 @@ EXIT_HELP = (
     "5 the API refused a request or no key was given, 130 stopped waiting (Ctrl-C)."
 )
 DEFAULT_API_URL = "http://127.0.0.1:8000"
-_SHOWN_ERRORS = 20
 
 batch_app = typer.Typer(
     no_args_is_help=True,
     help="Batches over the HTTP API: submit a JSONL file, follow it, fetch its results.",
 )
-console = Console(stderr=True, soft_wrap=True)
 
 ApiUrl = Annotated[
     str, typer.Option("--api-url", envvar="RELAYQ_API_URL", help="The relayq API's base URL.")
@@ -91,131 +74,6 @@ ErrorsPath = Annotated[
 ]
 
 
-@contextmanager
-def _reporting_errors() -> Iterator[None]:
-    """An API error ends the command with the API's message and exit status 5."""
-    try:
-        yield
-    except ApiError as exc:
-        console.print(f"[red]error:[/red] {escape(str(exc))}")
-        raise typer.Exit(ExitCode.ERROR) from None
-
-
-def _client(api_url: str, api_key: str | None) -> ApiClient:
-    key = api_key or dev_api_key(api_url)
-    if not key:
-        console.print(
-            "[red]error:[/red] no API key: pass --api-key KEY or set RELAYQ_API_KEY "
-            "(an admin makes one with `relayq keys create --name NAME`)."
-        )
-        raise typer.Exit(ExitCode.ERROR)
-    return ApiClient(base_url=api_url, api_key=key)
-
-
-def _metadata(pairs: list[str] | None) -> dict[str, str] | None:
-    if not pairs:
-        return None
-    for pair in pairs:
-        if "=" not in pair:
-            raise typer.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint="--metadata")
-    return dict(pair.split("=", 1) for pair in pairs)
-
-
-def _counts(batch: BatchObject) -> str:
-    counts = batch.request_counts
-    return f"{counts.total} requests, {counts.completed} succeeded, {counts.failed} failed"
-
-
-def _took(batch: BatchObject) -> str:
-    ended = batch.completed_at or batch.failed_at or batch.expired_at or batch.cancelled_at
-    return "" if ended is None else f" in {duration(ended - batch.created_at)}"
-
-
-def _save(client: ApiClient, file_id: str, path: Path) -> int:
-    def on_retry(reason: str, delay: float) -> None:
-        console.print(f"reconnecting… ({escape(reason)}); next try in {delay:.1f}s")
-
-    return save_file(client, file_id, path, on_retry=on_retry)
-
-
-def _finish(
-    client: ApiClient, batch: BatchObject, *, output: Path | None, errors: Path | None
-) -> ExitCode:
-    """Save what the ended batch produced and print a summary; the exit status."""
-    if batch.status is BatchStatus.FAILED:
-        items = batch.errors.data if batch.errors else []
-        console.print(f"batch {batch.id} failed{_took(batch)}: {len(items)} errors in its input")
-        for item in items:
-            where = "batch" if item.line is None else f"line {item.line}"
-            console.print(f"  {where}: {item.code}: {escape(item.message)}")
-        return ExitCode.FAILED
-    if errors is None and output is not None:
-        errors = output.with_name(f"{output.stem}.errors.jsonl")
-    saved = [
-        f"  {kind:<8} {path} ({_save(client, file_id, path)} lines)"
-        for kind, file_id, path in (
-            ("results", batch.output_file_id, output),
-            ("errors", batch.error_file_id, errors),
-        )
-        if file_id is not None and path is not None
-    ]
-    console.print(f"batch {batch.id} {batch.status.value}{_took(batch)}: {_counts(batch)}")
-    for line in saved:
-        console.print(escape(line))
-    if output is None and batch.output_file_id is not None:
-        console.print(f"  results: relayq batch results {batch.id} --output results.jsonl")
-    return ExitCode[batch.status.name]
-
-
-def _wait_and_finish(
-    client: ApiClient, batch_id: str, *, output: Path | None, errors: Path | None
-) -> ExitCode:
-    """Follow the batch to its end, then finish; Ctrl-C stops the waiting, not the batch."""
-    try:
-        with ProgressDisplay(console) as display:
-            batch = follow_batch(client, batch_id, watcher=display)
-    except KeyboardInterrupt:
-        resume = f"relayq batch status {batch_id} --wait"
-        if output is not None:
-            resume += f" --output {output}"
-        console.print(f"stopped waiting; batch {batch_id} keeps running. Resume with:\n  {resume}")
-        return ExitCode.INTERRUPTED
-    return _finish(client, batch, output=output, errors=errors)
-
-
-def _uploaded_batch(
-    client: ApiClient,
-    path: Path,
-    *,
-    model: str | None,
-    completion_window: str,
-    metadata: dict[str, str] | None,
-) -> BatchObject:
-    """Convert ``path`` into a temporary file of batch lines, upload it, create the batch."""
-    with path.open("rb") as source, tempfile.TemporaryFile() as converted:
-        try:
-            requests = write_requests(source, converted, model=model)
-        except InputError as exc:
-            for error in exc.errors[:_SHOWN_ERRORS]:
-                console.print(f"[red]error:[/red] {escape(str(path))}: {escape(str(error))}")
-            if len(exc.errors) > _SHOWN_ERRORS:
-                console.print(f"… and {len(exc.errors) - _SHOWN_ERRORS} more lines with errors")
-            raise typer.Exit(ExitCode.FAILED) from None
-        converted.seek(0)
-        uploaded = client.upload_batch_file(converted, filename=path.name)
-    batch = create_batch_retrying(
-        client,
-        input_file_id=uploaded.id,
-        completion_window=completion_window,
-        metadata=metadata,
-        on_retry=lambda reason, delay: console.print(
-            f"reconnecting… ({escape(reason)}); creating the batch again in {delay:.1f}s"
-        ),
-    )
-    console.print(f"created batch {batch.id}: {requests} requests from {escape(str(path))}")
-    return batch
-
-
 @batch_app.command(epilog=EXIT_HELP)
 def submit(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
@@ -238,14 +96,19 @@ def submit(
     are, or chat bodies ({"model", "messages", ...}) or {"prompt": "..."}
     lines, each with an optional custom_id (default: line-<n>).
     """
-    meta = _metadata(metadata)
-    with _client(api_url, api_key) as client, _reporting_errors():
-        batch = _uploaded_batch(
-            client, file, model=model, completion_window=completion_window, metadata=meta
-        )
-        print(batch.id, flush=True)
-        if wait or output is not None or errors is not None:
-            raise typer.Exit(_wait_and_finish(client, batch.id, output=output, errors=errors))
+    from relayq.cli import batch_actions
+
+    batch_actions.submit(
+        file,
+        wait=wait,
+        output=output,
+        errors=errors,
+        model=model,
+        completion_window=completion_window,
+        metadata=metadata,
+        api_url=api_url,
+        api_key=api_key,
+    )
 
 
 @batch_app.command(epilog=EXIT_HELP)
@@ -258,34 +121,19 @@ def status(
     api_key: ApiKey = None,
 ) -> None:
     """Show a batch; with --wait follow it to its end (and with --output save its results)."""
-    with _client(api_url, api_key) as client, _reporting_errors():
-        if wait or output is not None or errors is not None:
-            raise typer.Exit(_wait_and_finish(client, batch_id, output=output, errors=errors))
-        batch = client.get_batch(batch_id)
-    out = Console(soft_wrap=True)
-    out.print(f"{batch.id}  {batch.status.value}{_took(batch)}")
-    out.print(f"  requests  {_counts(batch)}")
-    out.print(f"  created   {_when(batch.created_at)}")
-    for label, file_id in (("output", batch.output_file_id), ("errors", batch.error_file_id)):
-        if file_id is not None:
-            out.print(f"  {label:<9} {file_id}")
-    for item in batch.errors.data if batch.errors else []:
-        out.print(f"  line {item.line}: {item.code}: {escape(item.message)}")
+    from relayq.cli import batch_actions
 
-
-def _when(timestamp: int) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(timestamp))
+    batch_actions.status(
+        batch_id, wait=wait, output=output, errors=errors, api_url=api_url, api_key=api_key
+    )
 
 
 @batch_app.command()
 def cancel(batch_id: str, api_url: ApiUrl = DEFAULT_API_URL, api_key: ApiKey = None) -> None:
     """Cancel a batch: its queued requests end at once, running ones finish."""
-    with _client(api_url, api_key) as client, _reporting_errors():
-        batch = client.cancel_batch(batch_id)
-    console.print(
-        f"batch {batch.id} is {batch.status.value} ({_counts(batch)}); "
-        f"`relayq batch status {batch.id} --wait` follows it to its end."
-    )
+    from relayq.cli import batch_actions
+
+    batch_actions.cancel(batch_id, api_url=api_url, api_key=api_key)
 
 
 @batch_app.command()
@@ -301,18 +149,9 @@ def results(
     api_key: ApiKey = None,
 ) -> None:
     """Download a batch's results (or with --errors its failed requests) as JSONL."""
-    with _client(api_url, api_key) as client, _reporting_errors():
-        batch = client.get_batch(batch_id)
-        file_id = batch.error_file_id if errors else batch.output_file_id
-        if file_id is None:
-            kind = "error" if errors else "output"
-            console.print(f"batch {batch.id} ({batch.status.value}) has no {kind} file")
-            raise typer.Exit(ExitCode.FAILED)
-        if output is None:
-            client.download_file(file_id, sys.stdout.buffer)
-            sys.stdout.buffer.flush()
-        else:
-            console.print(f"saved {_save(client, file_id, output)} lines to {output}")
+    from relayq.cli import batch_actions
+
+    batch_actions.results(batch_id, output=output, errors=errors, api_url=api_url, api_key=api_key)
 
 
 @batch_app.command("list")
@@ -323,19 +162,6 @@ def list_(
     api_key: ApiKey = None,
 ) -> None:
     """List your batches, newest first."""
-    with _client(api_url, api_key) as client, _reporting_errors():
-        page = client.list_batches(limit=limit, after=after)
-    table = Table(box=None, pad_edge=False)
-    # Whole ids, even on a narrow terminal or a pipe: they are what the other commands take.
-    table.add_column("id", no_wrap=True, min_width=max((len(b.id) for b in page.data), default=2))
-    for name in ("status", "done/total", "failed", "created"):
-        table.add_column(name)
-    for batch in page.data:
-        counts = batch.request_counts
-        done = f"{counts.completed + counts.failed}/{counts.total}"
-        table.add_row(
-            batch.id, batch.status.value, done, str(counts.failed), _when(batch.created_at)[5:16]
-        )
-    Console().print(table)
-    if page.has_more:
-        console.print(f"more: relayq batch list --after {page.last_id}")
+    from relayq.cli import batch_actions
+
+    batch_actions.list_batches(limit=limit, after=after, api_url=api_url, api_key=api_key)
