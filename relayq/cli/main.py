@@ -30,10 +30,12 @@ app = typer.Typer(no_args_is_help=True, help="relayq: queue-backed LLM completio
 db_app = typer.Typer(no_args_is_help=True, help="The SQL database.")
 config_app = typer.Typer(no_args_is_help=True, help="Provider and route configuration.")
 keys_app = typer.Typer(no_args_is_help=True, help="API keys.")
+health_app = typer.Typer(no_args_is_help=True, help="Health probes for containers.")
 app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
 app.add_typer(config_app, name="config")
 app.add_typer(batch_app, name="batch")
+app.add_typer(health_app, name="health")
 
 console = Console(stderr=True, soft_wrap=True)
 
@@ -163,6 +165,66 @@ def config_check(path: Path) -> None:
         console.print(f"[red]error:[/red] {report.error}")
         raise typer.Exit(1)
     console.print(f"[green]ok[/green]: {report.summary}")
+
+
+_PROBE_SECONDS = 3.0
+"""How long the worker probe waits for Redis: a probe that hangs is one that fails."""
+
+
+def _worker_here(settings: Settings, host: str) -> str | None:
+    """Why no worker process on ``host`` counts as alive; None when one does."""
+    import asyncio
+    import time
+
+    import redis.asyncio as aioredis
+
+    from relayq.recovery import Consumer, consumers
+
+    async def read() -> list[Consumer]:
+        redis = aioredis.Redis.from_url(
+            settings.redis_url,
+            socket_connect_timeout=_PROBE_SECONDS,
+            socket_timeout=_PROBE_SECONDS,
+        )
+        try:
+            return await consumers(redis, key_prefix=settings.key_prefix)
+        finally:
+            await redis.aclose()
+
+    here = [consumer for consumer in asyncio.run(read()) if consumer.host == host]
+    latest = max((consumer.beat_at for consumer in here), default=None)
+    if latest is None:
+        return f"no relayq worker on {host} has beat"
+    age, window = time.time() - latest, settings.worker_window
+    if age > window:
+        return f"no relayq worker on {host} beat in the last {window:g} s (last {age:.0f} s ago)"
+    return None
+
+
+@health_app.command("worker")
+def health_worker() -> None:
+    """Exit 0 if a worker process on this host beat within the window, else 1.
+
+    For a worker container's health check: the probe runs in the container, so it
+    sees the worker's hostname. The window is RELAYQ_HEALTH__WORKER_WINDOW_SECONDS
+    (three worker heartbeats by default).
+    """
+    import socket
+
+    from redis.exceptions import RedisError
+
+    from relayq.settings import Settings
+
+    host = socket.gethostname()
+    try:
+        problem = _worker_here(Settings(), host)
+    except RedisError as exc:
+        typer.echo(f"unhealthy: Redis did not answer ({exc.__class__.__name__}: {exc})", err=True)
+        raise typer.Exit(1) from exc
+    if problem is not None:
+        typer.echo(f"unhealthy: {problem}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"ok: a relayq worker on {host} beat within the window")
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
