@@ -87,7 +87,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     app.add_middleware(RequestObserver, metrics=api_metrics, access_log=settings.api.access_log)
     app.include_router(health.router)
     if settings.api.metrics:
-        app.include_router(metrics.router)
+        app.include_router(metrics.metrics_router(settings.api.metrics_access))
     app.include_router(admin.router)
     app.include_router(jobs.router)
     app.include_router(events.router)

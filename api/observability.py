@@ -86,8 +86,8 @@ class RequestObserver:
                 if metrics is not None:
                     route = _route(scope)
                     method = scope["method"]
-                    metrics.requests.labels(method, route, str(message["status"])).inc()
-                    metrics.request_seconds.labels(method, route).observe(answer["first_byte"])
+                    metrics.requests(method, route, str(message["status"])).inc()
+                    metrics.request_seconds(method, route).observe(answer["first_byte"])
             await send(message)
 
         with logged_with(request_id=request_id):

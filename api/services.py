@@ -7,6 +7,7 @@ import contextlib
 import time
 
 from prometheus_client import CollectorRegistry
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from api.key_cache import KeyCache
 from relayq.breaker import CircuitBreaker
@@ -79,6 +80,13 @@ class Services:
         )
         self.live = LiveRouting(settings, apply=self._apply)
         self.outbox = Outbox(database=self.database, enqueuer=self.enqueuer)
+        self.registry = CollectorRegistry()
+        """This process's counters."""
+        self.api_metrics = ApiMetrics(self.registry)
+        self.state_collector = StateCollector()
+        self.exposed = _exposed(settings, self.registry, self.state_collector)
+        """What /metrics serves: the counters (of every process, with a multiprocess
+        directory) and the shared state."""
         self.intake = Intake(
             settings=settings,
             database=self.database,
@@ -86,16 +94,14 @@ class Services:
             redis=self.redis,
             router=lambda: self.router,
             state=self.routing_state,
-            cache=ResponseCache(self.redis, key_prefix=settings.key_prefix),
+            cache=ResponseCache(
+                self.redis, key_prefix=settings.key_prefix, counted=self.api_metrics.cache_lookup
+            ),
             events=self.events,
             key_limits=KeyLimits(self.redis, key_prefix=settings.key_prefix, batch=self.batch),
             batch=self.batch,
         )
         self._watcher: asyncio.Task[None] | None = None
-        self.registry = CollectorRegistry()
-        self.api_metrics = ApiMetrics(self.registry)
-        self.state_collector = StateCollector()
-        self.registry.register(self.state_collector)
 
     def _apply(self, config: RoutingConfig) -> None:
         providers = build_providers(config.providers, self.http)
@@ -120,3 +126,18 @@ class Services:
         await self.http.aclose()
         await self.redis.aclose()
         await self.database.aclose()
+
+
+def _exposed(
+    settings: Settings, registry: CollectorRegistry, state: StateCollector
+) -> CollectorRegistry:
+    """This process's registry with the shared state; or, when the API runs as several
+    processes sharing ``PROMETHEUS_MULTIPROC_DIR``, every process's counters from their
+    files (prometheus_client writes them there when the variable is set) and the state."""
+    if settings.prometheus_multiproc_dir is None:
+        registry.register(state)
+        return registry
+    exposed = CollectorRegistry()
+    MultiProcessCollector(exposed, path=str(settings.prometheus_multiproc_dir))  # type: ignore[no-untyped-call]
+    exposed.register(state)
+    return exposed

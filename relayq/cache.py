@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -35,10 +36,22 @@ def cache_ttl(route: RouteSettings | None, requested: bool | None) -> float | No
     return ttl if route is not None and route.cache.enabled else None
 
 
+def _uncounted(result: str) -> None:
+    """No one counts lookups (the worker only writes entries)."""
+
+
 class ResponseCache:
-    def __init__(self, redis: aioredis.Redis, *, key_prefix: str) -> None:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        *,
+        key_prefix: str,
+        counted: Callable[[str], None] = _uncounted,
+    ) -> None:
+        """``counted(result)`` hears of each lookup: ``hit``, ``miss`` or ``error``."""
         self._redis = redis
         self._prefix = f"{key_prefix}:cache"
+        self._counted = counted
 
     def key(self, *, key_id: str, route: str, request: ChatCompletionRequest) -> str:
         """The entry for ``request`` on ``route`` for one API key."""
@@ -54,9 +67,12 @@ class ResponseCache:
             raw = await self._redis.get(key)
         except RedisError as exc:
             log.warning("response cache unavailable: %s", exc)
+            self._counted("error")
             return None
         if raw is None:
+            self._counted("miss")
             return None
+        self._counted("hit")
         entry: dict[str, Any] = json.loads(raw)
         return entry
 

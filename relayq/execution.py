@@ -187,11 +187,25 @@ def _terminal_data(outcome: Outcome) -> dict[str, Any]:
     }
 
 
-def _log_outcome(claim: Claim, outcome: Outcome, attempt: AttemptRecord | None) -> None:
+def _waits(claim: Claim, now: float) -> tuple[float | None, float | None]:
+    """Seconds from the job's acceptance to this run's claim, and to ``now`` (its end)."""
+    created, claimed = claim.created_at, claim.claimed_at
+    if not created:
+        return None, None
+    return (claimed - created if claimed else None), now - created
+
+
+def _log_outcome(
+    claim: Claim,
+    outcome: Outcome,
+    attempt: AttemptRecord | None,
+    *,
+    waited: float | None,
+    age: float | None,
+) -> None:
     """The job's one line at its end (logger ``relayq.jobs``): who, where, how it went, how
     long it waited and took, what it used. Never its prompt or answer."""
     usage = outcome.usage or {}
-    created, claimed = claim.created_at, claim.claimed_at
     outcomes.info(
         "job %s %s",
         claim.job_id,
@@ -208,9 +222,9 @@ def _log_outcome(claim: Claim, outcome: Outcome, attempt: AttemptRecord | None) 
             "deployment": deployment_id(claim.provider, claim.upstream_model),
             "status": outcome.status.value,
             "attempts": claim.attempts + (1 if attempt is not None else 0),
-            "queue_wait_ms": _ms(claimed - created) if created and claimed else None,
+            "queue_wait_ms": _ms(waited) if waited is not None else None,
             "call_ms": round(attempt.latency_ms, 1) if attempt is not None else None,
-            "age_ms": _ms(time.time() - created) if created else None,
+            "age_ms": _ms(age) if age is not None else None,
             "prompt_tokens": usage.get("prompt_tokens"),
             "completion_tokens": usage.get("completion_tokens"),
             "error_code": (outcome.error or {}).get("code"),
@@ -607,9 +621,21 @@ class Executor:
     ) -> None:
         """The job ended: the log, routing strategies, the key's concurrency and metrics
         hear of it."""
-        _log_outcome(claim, outcome, attempt)
+        waited, age = _waits(claim, time.time())
+        _log_outcome(claim, outcome, attempt, waited=waited, age=age)
         if self._metrics is not None:
-            self._metrics.jobs_finished.labels(outcome.status.value).inc()
+            usage = outcome.usage or {}
+            self._metrics.job_finished(
+                status=outcome.status.value,
+                model=claim.route,
+                provider=claim.provider,
+                key_id=claim.key_id,
+                queue_wait=waited,
+                age=age,
+                prompt_tokens=usage.get("prompt_tokens"),
+                completion_tokens=usage.get("completion_tokens"),
+                batch=claim.batch_id is not None,
+            )
         latency = attempt.latency_ms if outcome.status is JobStatus.SUCCEEDED and attempt else None
         counts: list[Awaitable[None]] = []
         if self._routing_state is not None:
@@ -715,9 +741,15 @@ class Executor:
             if step.action is Action.WAIT and self._resilience is not None:
                 if not await self._stored(claim):
                     return RunResult.SUPERSEDED
-                await self._resilience.wait_turn(claim, step.delay, step.reason)
+                if await self._resilience.wait_turn(claim, step.delay, step.reason) and (
+                    self._metrics is not None
+                ):
+                    self._metrics.rate_limited(provider=claim.provider, wait=step.delay)
                 return RunResult.WAITING
             if step.action is Action.FALLBACK and admission.permit is not None:
+                if self._metrics is not None:
+                    deployment = deployment_id(claim.provider, claim.upstream_model)
+                    self._metrics.breaker_rejections.inc(deployment)
                 # No call was made: the breaker's refusal goes the way of a failed
                 # call's error (not retryable here), so the job falls back.
                 error = BreakerOpen(
@@ -784,12 +816,18 @@ class Executor:
         return Outcome(status=JobStatus.FAILED, error=final), attempt
 
     def _observe(self, claim: Claim, attempt: AttemptRecord) -> None:
-        if self._metrics is None:
+        metrics = self._metrics
+        if metrics is None:
             return
-        self._metrics.attempts.labels(claim.provider, claim.upstream_model, attempt.status).inc()
-        self._metrics.attempt_seconds.labels(claim.provider, attempt.status).observe(
-            attempt.latency_ms / 1000
+        metrics.attempt(
+            provider=claim.provider,
+            model=claim.upstream_model,
+            status=attempt.status,
+            seconds=attempt.latency_ms / 1000,
         )
+        if attempt.status == "failed":
+            code = str((attempt.error or {}).get("code", "unknown"))
+            metrics.provider_errors.inc(claim.provider, code)
 
     def cancel(self, job_id: str) -> bool:
         """Stop ``job_id``'s provider call if this executor is running it; else keep the

@@ -24,6 +24,7 @@ from relayq.clearance import Clearance
 from relayq.config import DeploymentSettings, RoutingConfig
 from relayq.events import EventLog, EventType, JobEvent
 from relayq.logs import log_fields
+from relayq.metrics import WorkerMetrics
 from relayq.outbox import JobMessage, Outbox
 from relayq.policy import Action, RetrySettings, after_failure
 from relayq.providers.errors import ProviderError
@@ -70,10 +71,13 @@ class Resilience:
         events: EventLog | None,
         max_countdown: float,
         clearance: Clearance | None = None,
+        metrics: WorkerMetrics | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        """``clearance``: the deployments this worker may admit calls to by itself."""
+        """``clearance``: the deployments this worker may admit calls to by itself;
+        ``metrics``: where its retries, fallbacks and cooldowns are counted."""
         self._database = database
+        self._metrics = metrics
         self._clearance = clearance
         self._outbox = Outbox(database=database, enqueuer=enqueuer, clock=clock)
         self._limiter = limiter
@@ -170,6 +174,8 @@ class Resilience:
             retry_after = getattr(error, "retry_after", None)
             if error.code == "rate_limited" and retry_after:
                 await self._limiter.cool_down(claim.provider, float(retry_after))
+                if self._metrics is not None:
+                    self._metrics.cooldowns.inc(claim.provider)
         except RedisError as exc:
             log.warning("breaker/cooldown not updated for %s: %s", claim.job_id, exc)
 
@@ -224,9 +230,11 @@ class Resilience:
             )
             # Not moved means the job was cancelled or taken over meanwhile:
             # either way this run has nothing more to write.
-            await self._requeue(
+            moved = await self._requeue(
                 claim, placement, delay=decision.delay, attempt=attempt, reason="retry"
             )
+            if moved and self._metrics is not None:
+                self._metrics.retries.inc(claim.provider)
             return None
         if decision.action is Action.FALLBACK and await self._fall_back(
             claim, attempt, decision.reason
@@ -262,7 +270,9 @@ class Resilience:
                 "reason": reason,
             },
         )
-        await self._requeue(claim, placement, delay=0.0, attempt=attempt, reason="fallback")
+        moved = await self._requeue(claim, placement, delay=0.0, attempt=attempt, reason="fallback")
+        if moved and self._metrics is not None:
+            self._metrics.fallbacks.inc(claim.provider, target.provider)
         return True
 
     async def _final_error(

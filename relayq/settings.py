@@ -9,6 +9,7 @@ the variables a config file names with ``api_key_env``).
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 
 from pydantic import BaseModel, Field, NonNegativeFloat, SecretStr, model_validator
@@ -29,12 +30,22 @@ __all__ = [
     "BatchSettings",
     "FileSettings",
     "HealthSettings",
+    "MetricsAccess",
     "ProviderSettings",
     "RouteSettings",
     "Settings",
     "WebhookSettings",
     "WorkerSettings",
 ]
+
+
+class MetricsAccess(str, Enum):
+    """Who may read the API's ``/metrics``."""
+
+    PUBLIC = "public"
+    """Anyone who reaches the port (keep it on a private network)."""
+    ADMIN = "admin"
+    """Callers with an admin key (``Authorization: Bearer <admin key>``)."""
 
 
 class ApiSettings(BaseModel):
@@ -49,6 +60,10 @@ class ApiSettings(BaseModel):
     """Unfinished jobs each key may have at once (a key's own limit wins)."""
     metrics: bool = True
     """Serve Prometheus metrics at /metrics."""
+    metrics_access: MetricsAccess = MetricsAccess.PUBLIC
+    """``admin`` asks /metrics for an admin key, as the admin API does. ``public``
+    (the default, as /metrics was before this setting) suits a port only the
+    scraper's network reaches."""
     access_log: bool = True
     """One JSON line per request (logger ``relayq.access``), with its request id."""
     key_cache_seconds: float = Field(default=5.0, ge=0)
@@ -252,6 +267,13 @@ class Settings(BaseSettings):
     """How often workers and the API look for changes to ``config_file``."""
     models_ttl_seconds: float = Field(default=300.0, gt=0)
     """How long model lists fetched from providers are kept."""
+    prometheus_multiproc_dir: Path | None = Field(
+        default=None, validation_alias="PROMETHEUS_MULTIPROC_DIR"
+    )
+    """prometheus_client's own variable (no ``RELAYQ_`` prefix), for an API run as
+    several processes in one container (``uvicorn --workers N``): each process
+    writes its counters there, and /metrics adds up the files of all of them.
+    Empty it before the processes start."""
 
     @model_validator(mode="after")
     def _load_routing(self) -> Settings:

@@ -114,6 +114,8 @@ class WorkerRuntime:
         self._taken: Taken | None = None
         self._closers: list[Coroutine[Any, Any, Any]] = []
         self._lock = threading.Lock()
+        self.metrics: WorkerMetrics | None = None
+        """This process's metrics once started, if served (``worker.metrics_port``)."""
 
     def start(self) -> None:
         """Start the loop thread and open the database, HTTP client and Redis."""
@@ -249,6 +251,7 @@ class WorkerRuntime:
         instance = settings.worker.instance or uuid.uuid4().hex
         self._taken = Taken(batch, key_prefix=settings.key_prefix, instance=instance)
         clearance = Clearance(ttl=settings.worker.admission_cache_seconds)
+        metrics = self.metrics = self._metrics()
         resilience = Resilience(
             database=database,
             enqueuer=self._enqueuer,
@@ -262,6 +265,7 @@ class WorkerRuntime:
             # Countdowns stay under the broker's redelivery window.
             max_countdown=settings.worker.visibility_timeout / 2,
             clearance=clearance,
+            metrics=metrics,
         )
         executor = Executor(
             database=database,
@@ -272,7 +276,7 @@ class WorkerRuntime:
             cache=ResponseCache(redis, key_prefix=settings.key_prefix),
             events=events,
             resilience=resilience,
-            metrics=self._metrics(),
+            metrics=metrics,
             key_limits=key_limits,
             # Pipelines of their own: a waiting caller's first delta must not queue
             # behind the tick's other commands (its run's started event was).
@@ -290,6 +294,8 @@ class WorkerRuntime:
             events=events,
         )
         self._executor = executor
+        if metrics is not None:  # read at each scrape: nothing per job
+            metrics.jobs_in_flight = lambda: executor.in_flight
 
         def lane_queues() -> list[str]:
             names = settings.worker.providers
@@ -370,13 +376,22 @@ class WorkerRuntime:
             self._background.append(asyncio.create_task(scheduler.run_forever(redis=redis)))
 
     def _metrics(self) -> WorkerMetrics | None:
-        """This process's metrics, served on ``worker.metrics_port`` when set."""
-        port = self._settings.worker.metrics_port
+        """This process's metrics, served on ``worker.metrics_port`` when set.
+
+        A port already taken (two worker processes on one host with one setting)
+        leaves this process without metrics, said in the log, rather than down.
+        """
+        port, host = self._settings.worker.metrics_port, self._settings.worker.metrics_host
         if not port:
             return None
         registry = CollectorRegistry()
         metrics = WorkerMetrics(registry)
-        start_http_server(port, addr=self._settings.worker.metrics_host, registry=registry)
+        try:
+            start_http_server(port, addr=host, registry=registry)
+        except OSError as exc:
+            log.error("worker metrics not served on %s:%s: %s", host, port, exc)
+            return None
+        log.info("worker metrics on http://%s:%s/metrics", host, port)
         return metrics
 
     def _listeners(self, database: Database) -> list[EventListener]:

@@ -64,7 +64,11 @@ class WebhookWorker:
                 enqueuer=self._enqueuer,
             )
         async with self._runtime.holding_delivery(delivery_id):
-            return await self._deliverer.deliver(delivery_id, run)
+            result = await self._deliverer.deliver(delivery_id, run)
+        metrics = self._runtime.metrics
+        if metrics is not None:
+            metrics.webhook_deliveries.inc(result.value)
+        return result
 
     def stop(self) -> None:
         """Close the client and pool (before the runtime stops its loop)."""

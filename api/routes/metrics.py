@@ -1,30 +1,39 @@
-"""``/metrics``: Prometheus metrics of this API process and of the shared state."""
+"""``/metrics``: Prometheus metrics of this API process and of the shared state.
+
+Public, or for admin keys only (``api.metrics_access``): :func:`metrics_router`.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import func, select
 
-from api.deps import ServicesDep
+from api.deps import ServicesDep, admin_key
 from relayq.jobs import JobStatus
 from relayq.metrics import SharedState
 from relayq.resilience import deployment_id
+from relayq.settings import MetricsAccess
 from relayq.store.models import Job
 
-__all__ = ["router"]
-
-router = APIRouter(tags=["health"])
+__all__ = ["metrics_router"]
 
 _PRIORITY_STEPS = range(1, 10)
 
 
-@router.get("/metrics", include_in_schema=False)
+def metrics_router(access: MetricsAccess) -> APIRouter:
+    """The ``/metrics`` route, asking for an admin key when ``access`` says so."""
+    guard = [Depends(admin_key)] if access is MetricsAccess.ADMIN else []
+    router = APIRouter(tags=["health"], dependencies=guard)
+    router.add_api_route("/metrics", metrics, methods=["GET"], include_in_schema=False)
+    return router
+
+
 async def metrics(services: ServicesDep) -> Response:
     """Counters of this process, then queued/running jobs, queues and breakers."""
     services.state_collector.state = await _read_state(services)
-    return Response(generate_latest(services.registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(generate_latest(services.exposed), media_type=CONTENT_TYPE_LATEST)
 
 
 async def _read_state(services: ServicesDep) -> SharedState:

@@ -66,6 +66,8 @@ def _run(settings: Settings, stopping: list[int], *, api_port: int, flower_port:
     env = os.environ.copy()  # children inherit PATH and the caller's RELAYQ_* settings
     # Flower runs here: every task shows in it, also those run before its first broadcast.
     env.setdefault("RELAYQ_WORKER__TASK_EVENTS", "true")
+    # The worker's Prometheus metrics on 127.0.0.1:9100 (the API's are at /metrics).
+    env.setdefault("RELAYQ_WORKER__METRICS_PORT", "9100")
     valkey = None
     if "redis_url" not in settings.model_fields_set:
         valkey = DevValkey(data_dir=settings.data_dir / "valkey")
