@@ -196,3 +196,66 @@ def test_the_apis_readiness_cannot_hold_up_what_it_waits_for(
     routes = _settings(api_service, monkeypatch).routes
     routed = {d.provider for route in routes.values() for d in route.deployments}
     assert routed <= consumed, f"no worker service consumes {sorted(routed - consumed)}"
+
+
+def _bind_mounts(service: dict[str, Any]) -> dict[str, PurePosixPath]:
+    """Container path → the repository file or directory bound there (``./…:path:ro``)."""
+    mounts = {}
+    for entry in service.get("volumes") or []:
+        source, target, *_ = entry.split(":")
+        if source.startswith("./"):
+            mounts[target] = PurePosixPath(source)
+    return mounts
+
+
+def test_prometheus_scrapes_the_api_and_every_worker_where_they_serve_metrics(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    prometheus = _services()["prometheus"]
+    mounts = _bind_mounts(prometheus)
+    config_path = next(a for a in prometheus["command"] if a.startswith("--config.file="))
+    config = yaml.safe_load((ROOT / mounts[config_path.split("=", 1)[1]]).read_text())
+    for rule_file in config["rule_files"]:
+        assert (ROOT / mounts[rule_file]).is_file(), f"{rule_file} is not mounted"
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+
+    _, api = next(_relayq_services("api"))
+    api_settings = _settings(api, monkeypatch)
+    assert api_settings.api.metrics
+    api_port = api["command"][api["command"].index("--port") + 1]
+    assert jobs["relayq-api"]["static_configs"][0]["targets"] == [f"api:{api_port}"]
+    assert jobs["relayq-api"].get("metrics_path", "/metrics") == "/metrics"
+    if api_settings.api.metrics_access != "public":
+        assert "authorization" in jobs["relayq-api"], "an admin key for /metrics"
+
+    (workers,) = jobs["relayq-worker"]["dns_sd_configs"]
+    names = {name for name, _ in _relayq_services("worker")}
+    assert set(workers["names"]) == names, "every worker service is scraped"
+    for name, service in _relayq_services("worker"):
+        settings = _settings(service, monkeypatch)
+        assert settings.worker.metrics_port == workers["port"], name
+        assert settings.worker.metrics_host == "0.0.0.0", f"{name}: reachable by Prometheus"
+        assert str(workers["port"]) in service.get("expose", []), name
+
+
+def test_grafana_is_provisioned_with_prometheus_and_the_relayq_dashboard() -> None:
+    grafana = _services()["grafana"]
+    mounts = _bind_mounts(grafana)
+    provisioning = ROOT / mounts["/etc/grafana/provisioning"]
+    (source,) = yaml.safe_load((provisioning / "datasources" / "prometheus.yml").read_text())[
+        "datasources"
+    ]
+    prometheus = _services()["prometheus"]
+    assert source["url"] == "http://prometheus:9090"
+    assert any(port.endswith(":9090") for port in prometheus["ports"])
+    (provider,) = yaml.safe_load((provisioning / "dashboards" / "relayq.yml").read_text())[
+        "providers"
+    ]
+    dashboards = ROOT / mounts[provider["options"]["path"]]
+    dashboard = yaml.safe_load((dashboards / "relayq.json").read_text())
+    sources = {
+        target["datasource"]["uid"]
+        for panel in dashboard["panels"]
+        for target in panel.get("targets", [])
+    }
+    assert sources == {source["uid"]}, "every panel asks the provisioned data source"

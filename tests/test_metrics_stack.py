@@ -240,3 +240,27 @@ def test_metrics_ask_for_an_admin_key_when_set_to(metrics_stack: MetricsStack) -
     assert served.status_code == 200
     assert served.headers["content-type"].startswith("text/plain")
     assert "relayq_queue_messages" in parse(served.text)
+
+
+def test_an_api_of_several_processes_serves_all_their_counts(
+    private_database_url: str, redis_server: str, logs: Path
+) -> None:
+    """With ``PROMETHEUS_MULTIPROC_DIR``, /metrics adds up every uvicorn process's files."""
+    shared = logs / "prometheus"
+    shared.mkdir()
+    env = {"PROMETHEUS_MULTIPROC_DIR": str(shared)}
+    redis_url = f"{redis_server}/{_REDIS_DB}"
+    with Stack(database_url=private_database_url, redis_url=redis_url, logs=logs, env=env) as stack:
+        argv = ["-m", "uvicorn", "api.app:create_app", "--factory", "--workers", "2"]
+        argv += ["--host", "127.0.0.1", "--port", str(stack.port), "--no-access-log"]
+        stack.api = stack.spawn("api", argv)
+        wait_until(stack._api_up, timeout=30)
+        requests = 40
+        for _ in range(requests):  # a connection each: the processes share them out
+            assert httpx.get(f"{stack.base_url}/v1/models").status_code == 401
+        wait_until(lambda: len(list(shared.glob("counter_*.db"))) == 2, timeout=10)
+        for _ in range(4):  # whichever process answers, it counts for both
+            found = parse(httpx.get(f"{stack.base_url}/metrics").text)
+            answered = total(found, "relayq_http_requests_total", route="/v1/models")
+            assert answered == requests
+        assert "relayq_queue_messages" in found
