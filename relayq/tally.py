@@ -1,10 +1,11 @@
 """Counters and histograms kept by the one thread that counts, read at scrape time.
 
 A worker process counts on its event loop's thread alone and serves its own
-port, so it needs none of prometheus_client's per-value locks (a labelled
-counter's ``inc`` costs 1.3 µs there, a histogram's ``observe`` 2-2.6 µs; a
-finished job touches five of them). Here a count is a dict update (about
-0.2 µs) and the scrape thread turns a copy of the dicts into metric families.
+port, so it needs none of prometheus_client's per-value locks. A finished job's
+five counts (a counter, two histograms, two token counts) cost 1.45 µs here,
+2.8 µs through prometheus_client's cached children and 7.2 µs through
+``.labels()`` each time (best of three, this machine). A count is a dict update
+(0.13 µs); the scrape thread turns a copy of the dicts into metric families.
 
 Only one thread may count into a tally; any thread may read it. The API, which
 may run as several processes sharing ``PROMETHEUS_MULTIPROC_DIR``, keeps
