@@ -174,6 +174,9 @@ class BatchSettings(BaseModel):
     Keep it above the workers' concurrency for the provider."""
     tick_seconds: float = Field(default=0.5, gt=0)
     """How often the scheduler releases requests and moves batches on."""
+    idle_pass_seconds: float = Field(default=10.0, gt=0)
+    """With no batch in progress, how often the scheduler looks in SQL all the same
+    (a batch that starts or is cancelled wakes it within a tick)."""
     progress_seconds: float = Field(default=1.0, gt=0)
     """How often a batch's SSE progress stream looks at the batch."""
     queue: str = "batches"

@@ -24,9 +24,11 @@ from typing import Any, TypeVar
 from prometheus_client import CollectorRegistry, start_http_server
 from redis.exceptions import RedisError
 
+from relayq.batches.activity import BatchActivity
 from relayq.batches.notify import BatchNotifier
 from relayq.batches.preparation import BatchPreparer, Prepared
 from relayq.batches.scheduler import BatchScheduler
+from relayq.batches.schemas import BatchStatus
 from relayq.breaker import CircuitBreaker
 from relayq.cache import ResponseCache
 from relayq.cancellation import listen_for_cancels
@@ -108,6 +110,7 @@ class WorkerRuntime:
         self._thread: threading.Thread | None = None
         self._executor: Executor | None = None
         self._preparer: BatchPreparer | None = None
+        self._batch_activity: BatchActivity | None = None
         self._background: list[asyncio.Task[None]] = []
         self._lane: LaneConsumer | None = None
         self._heartbeat: Heartbeat | None = None
@@ -215,7 +218,11 @@ class WorkerRuntime:
 
     async def _prepare_batch(self, batch_id: str) -> Prepared | None:
         assert self._preparer is not None
-        return await self._preparer.prepare(batch_id)
+        assert self._batch_activity is not None
+        prepared = await self._preparer.prepare(batch_id)
+        if prepared is not None and prepared.status is BatchStatus.IN_PROGRESS:
+            await self._batch_activity.note()  # wake a quiet scheduler, wherever it runs
+        return prepared
 
     async def _open(self) -> None:
         settings = self._settings
@@ -333,6 +340,7 @@ class WorkerRuntime:
             enqueuer=self._enqueuer if isinstance(self._enqueuer, WebhookEnqueuer) else None,
         )
         catalog = ModelCatalog(providers=lambda: providers, ttl_seconds=settings.models_ttl_seconds)
+        self._batch_activity = BatchActivity(redis, key_prefix=settings.key_prefix)
         self._preparer = BatchPreparer(
             database=database,
             storage=storage,

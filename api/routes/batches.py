@@ -28,6 +28,7 @@ from api.routes.files import file_not_found
 from api.routes.webhooks import checked_destination
 from api.services import Services
 from api.sse import HEARTBEAT, sse_message
+from relayq.batches.activity import BatchActivity
 from relayq.batches.schemas import (
     BATCH_ENDPOINTS,
     FINAL_BATCH_STATUSES,
@@ -236,13 +237,17 @@ async def list_(
 
 
 @router.post("/{batch_id}/cancel", response_model=BatchObject)
-async def cancel(batch_id: str, key: KeyDep, session: SessionDep) -> BatchObject:
+async def cancel(
+    batch_id: str, key: KeyDep, session: SessionDep, services: ServicesDep
+) -> BatchObject:
     """Cancel a batch: queued requests end at once, running ones finish.
 
     The batch is ``cancelling`` until they have, then ``cancelled`` with
     the results of what ran. Cancelling a cancelled batch is a no-op.
     """
     changed = await cancel_batch(session, batch_id=batch_id, key_id=key.id, now=time.time())
+    if changed:  # a cancelled validating batch is the scheduler's to end: wake it
+        await BatchActivity(services.redis, key_prefix=services.settings.key_prefix).note()
     batch = await get_batch(session, batch_id=batch_id, key_id=key.id)
     if batch is None:
         raise _not_found(batch_id)

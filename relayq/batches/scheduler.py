@@ -17,6 +17,7 @@ pass cut short by a crash is simply done again.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections import defaultdict
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
+from relayq.batches.activity import BatchActivity
 from relayq.batches.fairness import fair_shares
 from relayq.batches.notify import BatchNotifier
 from relayq.batches.results import ResultFiles, output_file_ids, write_results
@@ -69,6 +71,13 @@ class SchedulerReport:
     """Batches that reached their final status."""
     validations: int = 0
     """Validation messages sent again."""
+    active: int = 0
+    """Batches in progress, cancelling or finalizing when the pass began."""
+
+    @property
+    def quiet(self) -> bool:
+        """Nothing to move on: the next passes wait for activity (relayq/batches/activity.py)."""
+        return self.active == 0 and self.validations == 0
 
 
 class BatchScheduler:
@@ -90,11 +99,14 @@ class BatchScheduler:
         self._settings = settings
         self._routing_state = routing_state
         self._clock = clock
+        self._quiet_since: tuple[bytes | str | None, float] | None = None
+        """When the last pass found nothing: the activity counter then, and the time."""
 
     async def run_forever(self, *, redis: aioredis.Redis) -> None:
         interval = self._settings.batches.tick_seconds
+        activity = BatchActivity(redis, key_prefix=self._settings.key_prefix)
         await run_exclusively(
-            self.run_once,
+            functools.partial(self.tick, activity),
             redis=redis,
             lock_key=f"{self._settings.key_prefix}:batch-scheduler",
             interval=interval,
@@ -102,6 +114,19 @@ class BatchScheduler:
             # Writing a large batch's files takes a while: keep the lock meanwhile.
             lease=max(interval * 2, 60.0),
         )
+
+    async def tick(self, activity: BatchActivity) -> SchedulerReport | None:
+        """A pass, unless the last one found nothing and no batch has started or been
+        cancelled since (and the idle pass is not due); None when skipped."""
+        seen = await activity.read()
+        now = self._clock()
+        if self._quiet_since is not None:
+            counter, since = self._quiet_since
+            if seen == counter and now - since < self._settings.batches.idle_pass_seconds:
+                return None
+        report = await self.run_once()
+        self._quiet_since = (seen, now) if report.quiet else None
+        return report
 
     async def run_once(self) -> SchedulerReport:
         async with self._database.session() as session:
@@ -116,7 +141,11 @@ class BatchScheduler:
             finished += done
         validations = await self._resend_validations()
         return SchedulerReport(
-            released=released, expired=expired, finished=finished, validations=validations
+            released=released,
+            expired=expired,
+            finished=finished,
+            validations=validations,
+            active=len(batches),
         )
 
     # Releasing requests.
