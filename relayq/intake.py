@@ -341,6 +341,8 @@ class Intake:
                 provider=job.provider,
                 priority=job.priority,
                 request_id=request_id,
+                model=job.model,
+                key_id=job.key_id,
             )
         )
 

@@ -30,7 +30,7 @@ from typing import TypeVar
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from relayq.coalescing import Coalescer
-from relayq.queueing import Enqueuer
+from relayq.queueing import Enqueuer, JobDetails
 from relayq.store import Database
 from relayq.store.batches import mark_batch_enqueued
 from relayq.store.jobs import mark_enqueued
@@ -64,6 +64,14 @@ class JobMessage:
     countdown: float | None = None
     request_id: str | None = None
     """The HTTP request that made the job, for its worker's log lines (if known)."""
+    model: str | None = None
+    """The model asked for, shown by monitors (if known)."""
+    key_id: str | None = None
+    """The job's key, shown by monitors (if known)."""
+
+    @property
+    def details(self) -> JobDetails:
+        return JobDetails(request_id=self.request_id, model=self.model, key_id=self.key_id)
 
 
 class Outbox:
@@ -154,8 +162,8 @@ class Outbox:
     def _publish_jobs(self, messages: Sequence[JobMessage]) -> list[JobMessage]:
         """Due now: in envelopes by queue and priority. With a countdown: one at a time."""
         now = [(m.job_id, m.provider, m.priority) for m in messages if not m.countdown]
-        request_ids = {m.job_id: m.request_id for m in messages if m.request_id}
-        taken_ids = set(self._enqueuer.send_many(now, request_ids=request_ids)) if now else set()
+        details = {m.job_id: m.details for m in messages if not m.countdown}
+        taken_ids = set(self._enqueuer.send_many(now, details=details)) if now else set()
         if len(taken_ids) < len(now):
             return [m for m in messages if m.job_id in taken_ids]
         for message in messages:
@@ -167,7 +175,7 @@ class Outbox:
                     provider=message.provider,
                     priority=message.priority,
                     countdown=message.countdown,
-                    request_id=message.request_id,
+                    details=message.details,
                 )
             except Exception as exc:
                 log.warning("job %s not published yet: %s", message.job_id, exc)

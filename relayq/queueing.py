@@ -16,6 +16,8 @@ per job at low load); a redelivered envelope is harmless, as claims are fenced.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from celery import Celery
@@ -30,8 +32,11 @@ __all__ = [
     "RUN_JOB_TASK",
     "RUN_MANY_TASK",
     "Enqueuer",
+    "JobDetails",
     "create_celery",
     "message_priority",
+    "shown_direct",
+    "shown_job",
 ]
 
 log = logging.getLogger(__name__)
@@ -50,6 +55,38 @@ REQUEST_ID_HEADER = "relayq_request_id"
 """A job message's header: the id of the HTTP request that made the job."""
 REQUEST_IDS_HEADER = "relayq_request_ids"
 """An envelope's header: job id → the id of the request that made it (those known)."""
+
+
+@dataclass(frozen=True, slots=True)
+class JobDetails:
+    """What a job's message says of it beside its id, where the publisher knows it: the
+    request that made it (a header, for the worker's log lines) and its model and key
+    (what Flower and ``celery inspect`` show as the task's arguments)."""
+
+    request_id: str | None = None
+    model: str | None = None
+    key_id: str | None = None
+
+
+_NO_DETAILS = JobDetails()
+
+
+def shown_job(job_id: str, details: JobDetails) -> str:
+    """A job as monitors show it: ``job_… model=… key=…``; never its prompt."""
+    parts = [job_id]
+    if details.model is not None:
+        parts.append(f"model={details.model}")
+    if details.key_id is not None:
+        parts.append(f"key={details.key_id}")
+    return " ".join(parts)
+
+
+def shown_direct(message: dict[str, Any]) -> str:
+    """A direct job's message as monitors show it (the message carries the prompt)."""
+    job = message.get("job") or {}
+    return shown_job(
+        str(job.get("id")), JobDetails(model=job.get("model"), key_id=job.get("key_id"))
+    )
 
 
 def message_priority(job_priority: int) -> int:
@@ -123,13 +160,14 @@ class Enqueuer:
         provider: str,
         priority: int,
         countdown: float | None = None,
-        request_id: str | None = None,
+        details: JobDetails = _NO_DETAILS,
     ) -> None:
         """Publish one job's message; raises if the broker does not take it.
 
         No publish retries: a job whose message failed stays queued without
         a confirmed message, and the reconciler sends it later.
         """
+        request_id = details.request_id
         self._celery.send_task(
             RUN_JOB_TASK,
             args=[job_id],
@@ -139,6 +177,7 @@ class Enqueuer:
             countdown=countdown if countdown and countdown > 0 else None,
             retry=False,
             headers={REQUEST_ID_HEADER: request_id} if request_id else None,
+            argsrepr=shown_job(job_id, details),
         )
 
     def send_direct(
@@ -153,17 +192,18 @@ class Enqueuer:
             queue=self._settings.queue_for(provider),
             priority=message_priority(priority),
             retry=False,
+            argsrepr=shown_direct(job),
         )
 
     def send_many(
         self,
         jobs: list[tuple[str, str, int]] | list[tuple[str, str, int, dict[str, Any] | None]],
         *,
-        request_ids: dict[str, str] | None = None,
+        details: Mapping[str, JobDetails] | None = None,
     ) -> list[str]:
         """Publish ``(job_id, provider, priority[, direct job])`` messages; the ids the broker
-        took. Jobs for one queue at one priority go in envelopes; ``request_ids`` (job id →
-        the id of the request that made it) go in their headers.
+        took. Jobs for one queue at one priority go in envelopes; ``details`` (by job id)
+        go in their headers and in what monitors show.
 
         Stops at the first failure (the broker is down): the rest stay
         unconfirmed, and the reconciler sends them (a direct job's caller
@@ -182,7 +222,7 @@ class Enqueuer:
                         provider=provider,
                         priority=priority,
                         items=chunk,
-                        request_ids=request_ids or {},
+                        details=details or {},
                     )
                 except Exception as exc:
                     log.warning(
@@ -198,7 +238,7 @@ class Enqueuer:
         provider: str,
         priority: int,
         items: list[tuple[str, dict[str, Any] | None]],
-        request_ids: dict[str, str],
+        details: Mapping[str, JobDetails],
     ) -> None:
         if len(items) == 1:
             job_id, direct = items[0]
@@ -209,10 +249,20 @@ class Enqueuer:
                     job_id=job_id,
                     provider=provider,
                     priority=priority,
-                    request_id=request_ids.get(job_id),
+                    details=details.get(job_id, _NO_DETAILS),
                 )
             return
-        known = {job_id: request_ids[job_id] for job_id, _ in items if job_id in request_ids}
+        known = {
+            job_id: request_id
+            for job_id, _ in items
+            if (request_id := details.get(job_id, _NO_DETAILS).request_id)
+        }
+        shown = [
+            shown_job(job_id, details.get(job_id, _NO_DETAILS))
+            if direct is None
+            else shown_direct(direct)
+            for job_id, direct in items
+        ]
         self._celery.send_task(
             RUN_MANY_TASK,
             # A job id, or a direct job's whole message.
@@ -221,6 +271,7 @@ class Enqueuer:
             priority=message_priority(priority),
             retry=False,
             headers={REQUEST_IDS_HEADER: known} if known else None,
+            argsrepr=f"{len(items)} jobs: " + ", ".join(shown),
         )
 
     def send_batch(self, *, batch_id: str) -> None:

@@ -341,6 +341,8 @@ class Resilience:
                 countdown=min(delay, self._max_countdown),
                 # The run's request id (relayq/logs.py), so the next run's lines carry it too.
                 request_id=cast("str | None", log_fields().get("request_id")),
+                model=claim.route,
+                key_id=claim.key_id,
             )
         )
         return True

@@ -9,6 +9,7 @@ start time, so that a reused pid does not count).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -181,7 +182,7 @@ def test_dev_stack_runs_jobs_survives_valkey_dying_and_ctrl_c_stops_valkey_last(
         dev.wait_up()
         _up_means_the_worker_consumes(dev)
         with dev.client() as client:
-            job = submit(client, body("from the dev stack"))
+            job = submit(client, body("from the dev stack", mock={"latency_ms": 1000}))
             assert wait_for_status(client, job["id"], TERMINAL)["status"] == "succeeded"
             failed = submit(client, body("refused", mock={"fault": "invalid_request"}))
             assert wait_for_status(client, failed["id"], TERMINAL)["status"] == "failed"
@@ -191,7 +192,13 @@ def test_dev_stack_runs_jobs_survives_valkey_dying_and_ctrl_c_stops_valkey_last(
             assert wait_for_status(client, cancelled["id"], TERMINAL)["status"] == "cancelled"
             # Before Valkey is killed: Flower's event receiver reconnects a second after
             # it, and task events sent meanwhile (pub/sub) never reach it.
-            assert _flower_shows(dev, job["id"], "SUCCESS")["result"] == "'succeeded'"
+            shown = _flower_shows(dev, job["id"], "SUCCESS")
+            assert shown["result"] == "'succeeded'"
+            # The job's own time (its call took 1 s), not the tracer's few microseconds.
+            assert shown["runtime"] >= 1.0
+            # Its id, model and key; never its prompt.
+            assert shown["args"].startswith(f"{job['id']} model=mock key=key_")
+            assert "from the dev stack" not in json.dumps(shown)
             # A job that did not succeed is never shown as a success.
             shown = _flower_shows(dev, failed["id"], "FAILURE")
             assert f"job {failed['id']} failed" in shown["exception"]

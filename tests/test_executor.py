@@ -29,7 +29,7 @@ from relayq.execution import Executor, RunResult
 from relayq.jobs import JobStatus
 from relayq.providers import build_providers
 from relayq.providers.http import build_http_client
-from relayq.queueing import Enqueuer
+from relayq.queueing import Enqueuer, JobDetails
 from relayq.ratelimit import RateLimiter
 from relayq.redis_batch import CommandBatch
 from relayq.replies import Replies, direct_fence_key
@@ -64,6 +64,9 @@ ROUTING = RoutingConfig.model_validate(
 )
 
 
+NO_DETAILS = JobDetails()
+
+
 class SameWorker(Enqueuer):
     """A broker that hands every re-queued job straight back to ``executor``.
 
@@ -83,11 +86,11 @@ class SameWorker(Enqueuer):
         provider: str,
         priority: int,
         countdown: float | None = None,
-        request_id: str | None = None,
+        details: JobDetails = NO_DETAILS,
     ) -> None:
         assert self.executor is not None
         before = self.executor.in_flight
-        run = self.executor.run(job_id, request_id=request_id)
+        run = self.executor.run(job_id, request_id=details.request_id)
         future = asyncio.run_coroutine_threadsafe(run, self._loop)
         self.runs.append(asyncio.wrap_future(future, loop=self._loop))
         deadline = time.monotonic() + 1.0

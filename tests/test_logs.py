@@ -20,6 +20,7 @@ from relayq.queueing import (
     RUN_JOB_TASK,
     RUN_MANY_TASK,
     Enqueuer,
+    JobDetails,
 )
 from relayq.settings import Settings
 from tests.conftest import key_factory
@@ -192,16 +193,23 @@ def test_jobs_submitted_together_keep_each_its_own_request_id(
 
 def test_an_envelopes_headers_carry_its_jobs_request_ids(redis_server: str) -> None:
     """On the wire (the broker's list): one job's message names its request id; an
-    envelope maps each job it carries to its own, leaving out those without one."""
+    envelope maps each job it carries to its own, leaving out those without one. What
+    monitors show of the arguments names each job, its model and key, never a prompt."""
     settings = Settings(redis_url=f"{redis_server}/13")
     broker = redis.Redis.from_url(settings.redis_url)
     broker.flushdb()
     enqueuer = Enqueuer(settings=settings)
     try:
-        enqueuer.send_many([("job_a", "mock", 5)], request_ids={"job_a": "req_a"})
         enqueuer.send_many(
-            [("job_b", "mock", 5), ("job_c", "mock", 5), ("job_d", "mock", 5)],
-            request_ids={"job_b": "req_b", "job_d": "req_d"},
+            [("job_a", "mock", 5)],
+            details={"job_a": JobDetails(request_id="req_a", model="mock", key_id="key_a")},
+        )
+        direct = {
+            "job": {"id": "job_e", "model": "mock", "key_id": "key_e", "request": {"secret": 1}}
+        }
+        enqueuer.send_many(
+            [("job_b", "mock", 5, None), ("job_c", "mock", 5, None), ("job_e", "mock", 5, direct)],
+            details={"job_b": JobDetails(request_id="req_b"), "job_c": JobDetails(model="m")},
         )
         queue = settings.queue_for("mock")
         raw = [json.loads(m) for key in broker.keys(f"{queue}*") for m in broker.lrange(key, 0, -1)]
@@ -211,7 +219,11 @@ def test_an_envelopes_headers_carry_its_jobs_request_ids(redis_server: str) -> N
         broker.close()
     headers = {m["headers"]["task"]: m["headers"] for m in raw}
     assert headers[RUN_JOB_TASK][REQUEST_ID_HEADER] == "req_a"
-    assert headers[RUN_MANY_TASK][REQUEST_IDS_HEADER] == {"job_b": "req_b", "job_d": "req_d"}
+    assert headers[RUN_JOB_TASK]["argsrepr"] == "job_a model=mock key=key_a"
+    assert headers[RUN_MANY_TASK][REQUEST_IDS_HEADER] == {"job_b": "req_b"}
+    assert headers[RUN_MANY_TASK]["argsrepr"] == (
+        "3 jobs: job_b, job_c model=m, job_e model=mock key=key_e"
+    )
 
 
 _CELERY_PRINTS = frozenset(["worker: Warm shutdown (MainProcess)"])
