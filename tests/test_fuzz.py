@@ -105,7 +105,12 @@ def test_no_request_makes_a_server_error_and_every_4xx_is_openai_shaped(
 
     seen = f"{case.method} {case.formatted_path} answered {response.status_code}: "
     seen += response.text[:500]
-    assert response.status_code < 500, seen
+    # A 5xx only where the operation documents it (GET /readyz's 503: the shared
+    # stack routes a provider no worker consumes).
+    documented = case.operation.definition.raw.get("responses", {})
+    if response.status_code >= 500:
+        assert str(response.status_code) in documented, seen
+        return
     if response.status_code >= 400:
         content_type = (response.headers.get("content-type") or [""])[0]
         problem = shape_problem(content_type=content_type, content=response.content)
