@@ -64,6 +64,13 @@ def backend(request: pytest.FixtureRequest) -> str:
     return name
 
 
+@pytest.fixture
+def sqlite_only(backend: str) -> None:
+    """For tests whose subject does not depend on the database: SQLite covers them."""
+    if backend == "postgresql":
+        pytest.skip("its subject does not depend on the database; SQLite covers it")
+
+
 @pytest.fixture(scope="session")
 def database_url(backend: str, tmp_path_factory: pytest.TempPathFactory) -> str:
     """A freshly migrated database of the current backend."""

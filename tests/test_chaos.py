@@ -17,12 +17,6 @@ def chaos_database(backend: str, tmp_path: Path, private_database_url: str) -> s
     return private_database_url
 
 
-@pytest.fixture
-def sqlite_only(backend: str) -> None:
-    if backend == "postgresql":
-        pytest.skip("Redis and limits under chaos do not depend on the database; SQLite covers it")
-
-
 @pytest.mark.timeout(300)
 def test_workers_killed_mid_run_lose_nothing_and_record_once(
     chaos_database: str, tmp_path: Path

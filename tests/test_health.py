@@ -21,6 +21,9 @@ from tests.stack import ROOT, Stack, wait_until
 WINDOW = 3.0
 """The readiness window of these stacks; their workers beat every half second."""
 
+# Stacks of their own, and probes that depend on the database only for a SELECT 1.
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("sqlite_only")]
+
 ONLY_MOCK_ROUTED = json.dumps({"mock": {"provider": "mock", "model": "mock"}})
 
 
@@ -74,7 +77,6 @@ def _checks(response: httpx.Response) -> dict[str, Any]:
     return checks
 
 
-@pytest.mark.slow
 def test_readyz_follows_the_worker_consuming_the_routed_queue(
     private_database_url: str, broker_url: str, logs: Path
 ) -> None:
@@ -129,7 +131,6 @@ def test_readyz_follows_the_worker_consuming_the_routed_queue(
         assert _get(stack, "/livez").status_code == 200
 
 
-@pytest.mark.slow
 def test_readyz_names_each_routed_queue_no_worker_consumes(
     private_database_url: str, broker_url: str, logs: Path
 ) -> None:
@@ -154,7 +155,6 @@ def test_readyz_names_each_routed_queue_no_worker_consumes(
         }
 
 
-@pytest.mark.slow
 def test_readyz_is_503_while_redis_is_unreachable(private_database_url: str, logs: Path) -> None:
     nothing_there = f"redis://127.0.0.1:{free_port()}/0"
     env = _env(RELAYQ_ROUTES=ONLY_MOCK_ROUTED)

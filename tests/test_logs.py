@@ -231,6 +231,7 @@ _CELERY_PRINTS = frozenset(["worker: Warm shutdown (MainProcess)"])
 
 
 @pytest.mark.slow  # a stack and Flower of their own
+@pytest.mark.usefixtures("sqlite_only")
 def test_every_process_logs_json_and_never_a_secret_or_a_prompt(
     private_database_url: str, logs: Path
 ) -> None:
