@@ -1,4 +1,4 @@
-"""Which URLs a webhook may be sent to.
+"""Which URLs a webhook may be sent to (no HTTP client imported: the API's schemas use it).
 
 A webhook makes relayq's workers send requests to a URL a caller chose, so
 a caller could aim them at the services next to relayq (a cloud metadata
@@ -6,7 +6,8 @@ endpoint, an internal admin port). Only http and https URLs are taken, and
 addresses that are not globally routable (private, loopback, link-local,
 shared, reserved, multicast, unspecified) are refused unless the operator
 allows private destinations. The check runs when an endpoint is registered
-and again at each delivery, where :class:`GuardedResolver` checks the very
+and again at each delivery, where
+:class:`~relayq.webhooks.transport.GuardedResolver` checks the very
 addresses the connection is made to, so a DNS answer that changed in
 between (DNS rebinding) is refused too.
 """
@@ -20,14 +21,10 @@ import socket
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-import aiohttp
-from aiohttp.abc import AbstractResolver, ResolveResult
-
 __all__ = [
     "MAX_URL_LENGTH",
     "Destination",
     "DestinationRefused",
-    "GuardedResolver",
     "address_refusal",
     "check_destination",
     "literal_refusal",
@@ -47,7 +44,7 @@ class DestinationRefused(OSError):
     """A webhook URL whose host is, or resolves to, an address we do not call.
 
     An :class:`OSError`, so aiohttp treats it as the failed DNS lookup it
-    stands for when :class:`GuardedResolver` raises it.
+    stands for when :class:`~relayq.webhooks.transport.GuardedResolver` raises it.
     """
 
 
@@ -176,31 +173,3 @@ async def _resolve(destination: Destination) -> list[IPAddress]:
         # refuses those names first; this is for any it lets through).
         raise DestinationRefused(f"{destination.host} does not resolve ({exc})") from exc
     return [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
-
-
-class GuardedResolver(AbstractResolver):
-    """aiohttp's resolver, refusing names that resolve to an address we do not call.
-
-    Any refused address fails the whole lookup: the connection is made to
-    the addresses checked here, never to a second answer.
-    """
-
-    def __init__(self, *, allow_private: bool) -> None:
-        self._allow_private = allow_private
-        self._resolver = aiohttp.ThreadedResolver()
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        results = await self._resolver.resolve(host, port, family)
-        for result in results:
-            refusal = address_refusal(
-                ipaddress.ip_address(result["host"].split("%")[0]),
-                allow_private=self._allow_private,
-            )
-            if refusal is not None:
-                raise DestinationRefused(f"{host} is refused: {refusal}")
-        return results
-
-    async def close(self) -> None:
-        await self._resolver.close()

@@ -1,7 +1,7 @@
 """Sending one webhook attempt: a POST whose every failure is an answer, not an exception.
 
 The client is httpx on the aiohttp transport, as for providers, with its
-own pool and a :class:`~relayq.webhooks.destinations.GuardedResolver`, so a
+own pool and a :class:`GuardedResolver`, so a
 host is checked at the moment it is resolved for connecting. Redirects are
 never followed (a 3xx is a failed attempt: the receiver should be fixed,
 not trusted to send us elsewhere), and no proxy or certificate settings are
@@ -11,19 +11,22 @@ read from the environment.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import socket
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 import aiohttp
 import httpx
+from aiohttp.abc import AbstractResolver, ResolveResult
 from httpx_aiohttp import AiohttpTransport
 
 import relayq
 from relayq.providers.retry_after import parse_retry_after
-from relayq.webhooks.destinations import DestinationRefused, GuardedResolver, literal_refusal
+from relayq.webhooks.destinations import DestinationRefused, address_refusal, literal_refusal
 
-__all__ = ["Answer", "build_webhook_client", "post_webhook"]
+__all__ = ["Answer", "GuardedResolver", "build_webhook_client", "post_webhook"]
 
 _USER_AGENT = f"relayq-webhooks/{relayq.__version__}"
 
@@ -133,3 +136,31 @@ def _failure(exc: BaseException) -> str:
     ):
         return f"timed out: {exc}"
     return f"connection failed: {inner or exc}"
+
+
+class GuardedResolver(AbstractResolver):
+    """aiohttp's resolver, refusing names that resolve to an address we do not call.
+
+    Any refused address fails the whole lookup: the connection is made to
+    the addresses checked here, never to a second answer.
+    """
+
+    def __init__(self, *, allow_private: bool) -> None:
+        self._allow_private = allow_private
+        self._resolver = aiohttp.ThreadedResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        results = await self._resolver.resolve(host, port, family)
+        for result in results:
+            refusal = address_refusal(
+                ipaddress.ip_address(result["host"].split("%")[0]),
+                allow_private=self._allow_private,
+            )
+            if refusal is not None:
+                raise DestinationRefused(f"{host} is refused: {refusal}")
+        return results
+
+    async def close(self) -> None:
+        await self._resolver.close()
