@@ -29,6 +29,7 @@ from relayq.heap import settle
 from relayq.logs import configure_logging
 from relayq.metrics import ApiMetrics
 from relayq.settings import Settings
+from relayq.tracing import setup as setup_tracing
 
 __all__ = ["create_app"]
 
@@ -44,6 +45,8 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     settings = settings or Settings()
     if configure_logs:
         configure_logging(settings.log_level)
+    # Here, not in the lifespan: a process without the otel extra stops before it serves.
+    setup_tracing(settings.tracing, service="relayq-api")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -83,7 +86,8 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         services: Services | None = getattr(app.state, "services", None)
         return services.api_metrics if services is not None else None
 
-    # Outermost: the request id covers every line logged while the request runs.
+    # Outermost: the request id (and span, when tracing) covers every line logged while
+    # the request runs.
     app.add_middleware(RequestObserver, metrics=api_metrics, access_log=settings.api.access_log)
     app.include_router(health.router)
     if settings.api.metrics:

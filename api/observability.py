@@ -1,4 +1,4 @@
-"""What every request leaves behind: its id, its metrics and its access log line.
+"""What every request leaves behind: its id, its metrics, its access log line and its span.
 
 One plain ASGI middleware (streams and disconnects pass untouched) rather
 than three: each layer costs every request a few microseconds.
@@ -13,10 +13,15 @@ than three: each layer costs every request a few microseconds.
 - **Access log**: one ``relayq.access`` line when the answer ends (a stream
   when it closes): method, path, route, status, the caller's key id, time to
   the first byte and to the end. Never the query string, headers or body.
+- **Span**, when tracing (:mod:`relayq.tracing`): a SERVER span per request,
+  named by its route once matched (``POST /v1/jobs``), the child of the
+  caller's W3C ``traceparent`` if it sent one. The jobs the request makes carry
+  it to their workers. Off, a request pays one check.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import time
@@ -24,6 +29,7 @@ from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from relayq import tracing
 from relayq.ids import new_id
 from relayq.logs import logged_with
 from relayq.metrics import ApiMetrics
@@ -90,12 +96,55 @@ class RequestObserver:
                     metrics.request_seconds(method, route).observe(answer["first_byte"])
             await send(message)
 
-        with logged_with(request_id=request_id):
+        with logged_with(request_id=request_id), _request_span(scope, request_id) as span:
             try:
                 await self.app(scope, receive, observed_send)
             finally:
+                if span is not None:
+                    _describe(span, scope, answer)
                 if self.access_log:
                     _log_access(scope, answer, time.perf_counter() - started)
+
+
+def _request_span(
+    scope: Scope, request_id: str
+) -> contextlib.AbstractContextManager[tracing.Span | None]:
+    """The request's SERVER span, the caller's ``traceparent`` its parent; a null
+    context when tracing is off."""
+    if not tracing.enabled():
+        return tracing.NO_SPAN
+    parent = next(
+        (value.decode("latin-1") for name, value in scope["headers"] if name == b"traceparent"),
+        None,
+    )
+    return tracing.span(
+        scope["method"],
+        kind="server",
+        parent=parent,
+        attributes={
+            "http.request.method": scope["method"],
+            "url.path": scope["path"],
+            "url.scheme": scope.get("scheme", "http"),
+            "relayq.request_id": request_id,
+        },
+    )
+
+
+def _describe(span: tracing.Span, scope: Scope, answer: dict[str, float | int]) -> None:
+    """Name the span by its route (known once the request was routed) and give its status."""
+    route = getattr(scope.get("route"), "path", None)
+    if route is not None:
+        span.update_name(f"{scope['method']} {route}")
+        span.set_attribute("http.route", route)
+    key_id = scope.get("state", {}).get("key_id")
+    if key_id is not None:
+        span.set_attribute("relayq.key_id", key_id)
+    status = answer.get("status")
+    if status is None:  # no answer began: the caller left, or the app raised
+        return
+    span.set_attribute("http.response.status_code", int(status))
+    if status >= 500:
+        tracing.failed(span, str(status))
 
 
 def _route(scope: Scope) -> str:

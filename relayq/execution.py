@@ -20,6 +20,7 @@ from typing import Any
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
+from relayq import tracing
 from relayq.assembly import CompletionAssembler
 from relayq.cache import ResponseCache
 from relayq.chat import ChatCompletion, ChatCompletionRequest
@@ -242,6 +243,56 @@ def _logged_for(job_id: str, request_id: str | None) -> contextlib.AbstractConte
     return logged_with(job_id=job_id, request_id=request_id)
 
 
+def _attempt_span(
+    claim: Claim, traceparent: str | None
+) -> contextlib.AbstractContextManager[tracing.Span | None]:
+    """The span of one attempt at the job (a run that claimed it), continuing the trace
+    its message carried; a null context when tracing is off."""
+    if not tracing.enabled():
+        return tracing.NO_SPAN
+    attributes: dict[str, str | int] = {
+        "relayq.job.id": claim.job_id,
+        "relayq.model": claim.route,
+        "relayq.provider": claim.provider,
+        "relayq.upstream_model": claim.upstream_model,
+        "relayq.attempt": claim.attempts + 1,
+        "relayq.run": claim.run,
+    }
+    if claim.batch_id is not None:
+        attributes["relayq.batch.id"] = claim.batch_id
+    return tracing.span("job attempt", kind="consumer", parent=traceparent, attributes=attributes)
+
+
+def _attempt_ended(span: tracing.Span, result: RunResult) -> None:
+    span.set_attribute("relayq.outcome", result.value)
+    if result is RunResult.FAILED:
+        tracing.failed(span, result.value)
+
+
+def _call_span(claim: Claim) -> contextlib.AbstractContextManager[tracing.Span | None]:
+    """The span of one provider call (a child of its attempt's); a null context when
+    tracing is off. Named as OpenTelemetry's GenAI conventions name a chat call."""
+    if not tracing.enabled():
+        return tracing.NO_SPAN
+    return tracing.span(
+        f"chat {claim.upstream_model}",
+        kind="client",
+        attributes={
+            "gen_ai.operation.name": "chat",
+            "gen_ai.request.model": claim.upstream_model,
+            "relayq.provider": claim.provider,
+            "relayq.stream": bool(claim.request.get("stream")),
+        },
+    )
+
+
+def _call_answered(span: tracing.Span, completion: ChatCompletion) -> None:
+    span.set_attribute("gen_ai.response.model", completion.model)
+    if completion.usage is not None:
+        span.set_attribute("gen_ai.usage.input_tokens", completion.usage.prompt_tokens)
+        span.set_attribute("gen_ai.usage.output_tokens", completion.usage.completion_tokens)
+
+
 _ROW_STORED_WITHIN = 0.05
 """The longest a direct job's row waits for its caller to hear from the job (seconds)."""
 _CANCEL_KEPT_SECONDS = 120.0
@@ -311,15 +362,18 @@ class Executor:
         """Claim and outcome transactions committed (for tests and metrics)."""
         return self._ledger.transactions
 
-    async def run(self, job_id: str, *, request_id: str | None = None) -> RunResult:
+    async def run(
+        self, job_id: str, *, request_id: str | None = None, traceparent: str | None = None
+    ) -> RunResult:
         """Run ``job_id`` if it is ours to run; record what happened exactly once.
 
         Every line logged meanwhile names the job, and ``request_id`` (the HTTP
-        request that made it) when its message carried one.
+        request that made it) when its message carried one. When tracing, the
+        attempt's span continues ``traceparent`` (its message's).
         """
         with _logged_for(job_id, request_id):
             async with self._took(job_id), self._slots:
-                return await self._run(job_id)
+                return await self._run(job_id, traceparent)
 
     @contextlib.asynccontextmanager
     async def _took(
@@ -332,14 +386,17 @@ class Executor:
         async with self._taken.holding(job_id, message):
             yield
 
-    async def _run(self, job_id: str) -> RunResult:
+    async def _run(self, job_id: str, traceparent: str | None) -> RunResult:
         claim = await self._ledger.claim(job_id)
         if claim is None:
             return RunResult.SKIPPED
-        early = await self._before_call(claim)
-        if early is not None:
-            return early
-        return await self._attempt(claim)
+        with _attempt_span(claim, traceparent) as span:
+            result = await self._before_call(claim)
+            if result is None:
+                result = await self._attempt(claim)
+            if span is not None:
+                _attempt_ended(span, result)
+            return result
 
     async def run_direct(self, message: dict[str, Any], *, recorded: bool = False) -> RunResult:
         """Run a sync job that came in its message, with no row yet (the sync lane).
@@ -385,7 +442,7 @@ class Executor:
             # storing it. This delivery is the job's first run.
             self._rows.add_stored(job.id)
         else:
-            return await self._run(job.id)
+            return await self._run(job.id, message.get("traceparent"))
         claim = Claim(
             job_id=job.id,
             key_id=job.key_id,
@@ -403,14 +460,19 @@ class Executor:
             claimed_at=time.time(),
         )
         try:
-            if caller_left:
-                return await self._end(claim, Outcome(status=JobStatus.CANCELLED), None)
-            early = await self._before_call(claim)
-            if early is not None:
-                return early
-            return await self._attempt(
-                claim, check_caller=fresh and not self._hears_cancels_since(created_at)
-            )
+            with _attempt_span(claim, message.get("traceparent")) as span:
+                result: RunResult | None
+                if caller_left:
+                    result = await self._end(claim, Outcome(status=JobStatus.CANCELLED), None)
+                else:
+                    result = await self._before_call(claim)
+                if result is None:
+                    result = await self._attempt(
+                        claim, check_caller=fresh and not self._hears_cancels_since(created_at)
+                    )
+                if span is not None:
+                    _attempt_ended(span, result)
+                return result
         finally:
             await self._rows.settle(job.id)
 
@@ -682,11 +744,15 @@ class Executor:
         started = running.called_at = time.perf_counter()
         completion: ChatCompletion | None = None
         try:
-            async with asyncio.timeout(provider.settings.total_timeout):
-                if deltas is None:  # nobody reads its text as it comes: ask for the whole
-                    completion = await provider.complete(request, model=claim.upstream_model)
-                else:
-                    completion = await _stream(provider, request, claim.upstream_model, deltas)
+            # Its span ends before a failure is handled: a retry is the attempt's child.
+            with _call_span(claim) as span:
+                async with asyncio.timeout(provider.settings.total_timeout):
+                    if deltas is None:  # nobody reads its text as it comes: ask for the whole
+                        completion = await provider.complete(request, model=claim.upstream_model)
+                    else:
+                        completion = await _stream(provider, request, claim.upstream_model, deltas)
+                if span is not None:
+                    _call_answered(span, completion)
         except TimeoutError:
             too_long = ProviderTimeout(
                 f"{claim.provider}: no complete answer within {provider.settings.total_timeout} s"

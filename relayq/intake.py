@@ -44,6 +44,7 @@ from relayq.store import Database
 from relayq.store.jobs import NewJob, cancel_job, create_job, get_job, new_row
 from relayq.store.models import Job
 from relayq.sync_lane import LaneSender
+from relayq.tracing import current_traceparent
 
 __all__ = [
     "BrokerUnavailable",
@@ -276,6 +277,9 @@ class Intake:
         message: dict[str, Any] = {"job": dataclasses.asdict(job), "created_at": now}
         if request_id is not None:
             message["request_id"] = request_id
+        traceparent = current_traceparent()  # the request's span, when tracing
+        if traceparent is not None:
+            message["traceparent"] = traceparent
         queue = self._settings.queue_for(job.provider)
         limits = admission.limits
         counted = self._count_assigned_to(job.provider, job.upstream_model, admission.job_id)
@@ -343,6 +347,7 @@ class Intake:
                 request_id=request_id,
                 model=job.model,
                 key_id=job.key_id,
+                traceparent=current_traceparent(),  # the request's span, when tracing
             )
         )
 

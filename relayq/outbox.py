@@ -68,10 +68,17 @@ class JobMessage:
     """The model asked for, shown by monitors (if known)."""
     key_id: str | None = None
     """The job's key, shown by monitors (if known)."""
+    traceparent: str | None = None
+    """The span the job's next attempt continues, when tracing (relayq/tracing.py)."""
 
     @property
     def details(self) -> JobDetails:
-        return JobDetails(request_id=self.request_id, model=self.model, key_id=self.key_id)
+        return JobDetails(
+            request_id=self.request_id,
+            model=self.model,
+            key_id=self.key_id,
+            traceparent=self.traceparent,
+        )
 
 
 class Outbox:

@@ -31,6 +31,8 @@ __all__ = [
     "RUN_DIRECT_TASK",
     "RUN_JOB_TASK",
     "RUN_MANY_TASK",
+    "TRACEPARENTS_HEADER",
+    "TRACEPARENT_HEADER",
     "Enqueuer",
     "JobDetails",
     "create_celery",
@@ -55,17 +57,23 @@ REQUEST_ID_HEADER = "relayq_request_id"
 """A job message's header: the id of the HTTP request that made the job."""
 REQUEST_IDS_HEADER = "relayq_request_ids"
 """An envelope's header: job id → the id of the request that made it (those known)."""
+TRACEPARENT_HEADER = "relayq_traceparent"
+"""A job message's header, when tracing: the W3C ``traceparent`` its attempt continues."""
+TRACEPARENTS_HEADER = "relayq_traceparents"
+"""An envelope's header, when tracing: job id → its ``traceparent`` (those known)."""
 
 
 @dataclass(frozen=True, slots=True)
 class JobDetails:
     """What a job's message says of it beside its id, where the publisher knows it: the
-    request that made it (a header, for the worker's log lines) and its model and key
-    (what Flower and ``celery inspect`` show as the task's arguments)."""
+    request that made it (a header, for the worker's log lines), its trace context (a
+    header, when tracing) and its model and key (what Flower and ``celery inspect``
+    show as the task's arguments)."""
 
     request_id: str | None = None
     model: str | None = None
     key_id: str | None = None
+    traceparent: str | None = None
 
 
 _NO_DETAILS = JobDetails()
@@ -87,6 +95,36 @@ def shown_direct(message: dict[str, Any]) -> str:
     return shown_job(
         str(job.get("id")), JobDetails(model=job.get("model"), key_id=job.get("key_id"))
     )
+
+
+def _headers(details: JobDetails) -> dict[str, str] | None:
+    """A job message's headers: its request id and trace context, those known."""
+    headers: dict[str, str] = {}
+    if details.request_id:
+        headers[REQUEST_ID_HEADER] = details.request_id
+    if details.traceparent:
+        headers[TRACEPARENT_HEADER] = details.traceparent
+    return headers or None
+
+
+def _envelope_headers(
+    job_ids: list[str], details: Mapping[str, JobDetails]
+) -> dict[str, dict[str, str]] | None:
+    """An envelope's headers: its jobs' request ids and trace contexts, those known."""
+    request_ids: dict[str, str] = {}
+    traceparents: dict[str, str] = {}
+    for job_id in job_ids:
+        found = details.get(job_id, _NO_DETAILS)
+        if found.request_id:
+            request_ids[job_id] = found.request_id
+        if found.traceparent:
+            traceparents[job_id] = found.traceparent
+    headers: dict[str, dict[str, str]] = {}
+    if request_ids:
+        headers[REQUEST_IDS_HEADER] = request_ids
+    if traceparents:
+        headers[TRACEPARENTS_HEADER] = traceparents
+    return headers or None
 
 
 def message_priority(job_priority: int) -> int:
@@ -167,7 +205,6 @@ class Enqueuer:
         No publish retries: a job whose message failed stays queued without
         a confirmed message, and the reconciler sends it later.
         """
-        request_id = details.request_id
         self._celery.send_task(
             RUN_JOB_TASK,
             args=[job_id],
@@ -176,7 +213,7 @@ class Enqueuer:
             priority=message_priority(priority),
             countdown=countdown if countdown and countdown > 0 else None,
             retry=False,
-            headers={REQUEST_ID_HEADER: request_id} if request_id else None,
+            headers=_headers(details),
             argsrepr=shown_job(job_id, details),
         )
 
@@ -252,11 +289,6 @@ class Enqueuer:
                     details=details.get(job_id, _NO_DETAILS),
                 )
             return
-        known = {
-            job_id: request_id
-            for job_id, _ in items
-            if (request_id := details.get(job_id, _NO_DETAILS).request_id)
-        }
         shown = [
             shown_job(job_id, details.get(job_id, _NO_DETAILS))
             if direct is None
@@ -270,7 +302,7 @@ class Enqueuer:
             queue=self._settings.queue_for(provider),
             priority=message_priority(priority),
             retry=False,
-            headers={REQUEST_IDS_HEADER: known} if known else None,
+            headers=_envelope_headers([job_id for job_id, _ in items], details),
             argsrepr=f"{len(items)} jobs: " + ", ".join(shown),
         )
 

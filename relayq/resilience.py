@@ -33,6 +33,7 @@ from relayq.ratelimit import RateLimiter, estimate_tokens
 from relayq.store import Database
 from relayq.store.jobs import AttemptRecord, Claim, list_attempts
 from relayq.store.retries import Placement, requeue_job
+from relayq.tracing import current_traceparent
 
 __all__ = ["Admission", "Resilience", "deployment_id"]
 
@@ -343,6 +344,8 @@ class Resilience:
                 request_id=cast("str | None", log_fields().get("request_id")),
                 model=claim.route,
                 key_id=claim.key_id,
+                # The attempt's span, when tracing: the next attempt is its child.
+                traceparent=current_traceparent(),
             )
         )
         return True

@@ -34,6 +34,7 @@ __all__ = [
     "ProviderSettings",
     "RouteSettings",
     "Settings",
+    "TracingSettings",
     "WebhookSettings",
     "WorkerSettings",
 ]
@@ -129,6 +130,19 @@ class HealthSettings(BaseModel):
     this old. Unset: three of ``worker.heartbeat_seconds`` (15 s), when the other
     workers take it for dead. Keep it above the workers' heartbeat interval, or
     readiness flaps between beats."""
+
+
+class TracingSettings(BaseModel):
+    """OpenTelemetry traces (the ``otel`` extra; docs/production.md, "Traces").
+
+    Where spans go and what is sampled are OpenTelemetry's own variables
+    (``OTEL_EXPORTER_OTLP_ENDPOINT``, ``OTEL_SERVICE_NAME``, ``OTEL_TRACES_SAMPLER``),
+    read by its SDK.
+    """
+
+    enabled: bool = False
+    """Span each request, job attempt and provider call (off: OpenTelemetry's SDK is
+    not even imported)."""
 
 
 class EventSettings(BaseModel):
@@ -263,6 +277,7 @@ class Settings(BaseSettings):
     files: FileSettings = Field(default_factory=FileSettings)
     batches: BatchSettings = Field(default_factory=BatchSettings)
     health: HealthSettings = Field(default_factory=HealthSettings)
+    tracing: TracingSettings = Field(default_factory=TracingSettings)
 
     config_file: Path | None = None
     """A YAML or TOML file declaring ``providers`` and ``routes`` (then not set here)."""

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 from relayq.logs import configure_logging
 from relayq.settings import Settings
+from relayq.tracing import check as check_tracing
 from worker.app import create_worker_app
 from worker.supervisor import supervise
 
@@ -39,6 +40,7 @@ def main(argv: Sequence[str] = ()) -> int:
     """Run a worker; ``argv`` are extra Celery worker options (e.g. ``-n name``)."""
     settings = Settings()
     configure_logging(settings.log_level)
+    check_tracing(settings.tracing)  # before a supervisor would start a child again and again
     if settings.worker.supervise:
         return supervise(argv, settings=settings)
     app = create_worker_app(settings)

@@ -44,7 +44,13 @@ from relayq.live import LiveRouting
 from relayq.metrics import WorkerMetrics
 from relayq.providers import Provider, build_providers
 from relayq.providers.http import build_http_client
-from relayq.queueing import REQUEST_ID_HEADER, REQUEST_IDS_HEADER, Enqueuer
+from relayq.queueing import (
+    REQUEST_ID_HEADER,
+    REQUEST_IDS_HEADER,
+    TRACEPARENT_HEADER,
+    TRACEPARENTS_HEADER,
+    Enqueuer,
+)
 from relayq.ratelimit import RateLimiter
 from relayq.reconciler import Reconciler
 from relayq.recovery import Heartbeat, Taken, delivery_entry
@@ -57,6 +63,7 @@ from relayq.routing_state import RoutingState
 from relayq.settings import Settings
 from relayq.store import Database
 from relayq.sync_lane import LaneConsumer
+from relayq.tracing import setup as setup_tracing
 from relayq.webhooks.publishing import DeliveryPublisher, WebhookEnqueuer
 from worker.pool import message_headers
 
@@ -127,6 +134,7 @@ class WorkerRuntime:
                 self._start()
 
     def _start(self) -> None:
+        setup_tracing(self._settings.tracing, service="relayq-worker")
         loop = _new_loop()
         self._thread = threading.Thread(target=loop.run_forever, name="relayq-loop", daemon=True)
         self._thread.start()
@@ -173,8 +181,10 @@ class WorkerRuntime:
 
     def start_job(self, job_id: str) -> Future[RunResult]:
         self.start()
-        request_id = message_headers().get(REQUEST_ID_HEADER)
-        return self.submit(self._run_job(job_id, request_id))
+        headers = message_headers()
+        return self.submit(
+            self._run_job(job_id, headers.get(REQUEST_ID_HEADER), headers.get(TRACEPARENT_HEADER))
+        )
 
     def start_direct(self, message: dict[str, Any]) -> Future[RunResult]:
         self.start()
@@ -182,29 +192,36 @@ class WorkerRuntime:
 
     def start_many(self, items: list[str | dict[str, Any]]) -> Future[list[RunResult]]:
         self.start()
-        request_ids = message_headers().get(REQUEST_IDS_HEADER) or {}
-        return self.submit(self._run_many(items, request_ids))
+        headers = message_headers()
+        request_ids = headers.get(REQUEST_IDS_HEADER) or {}
+        traceparents = headers.get(TRACEPARENTS_HEADER) or {}
+        return self.submit(self._run_many(items, request_ids, traceparents))
 
     def start_batch(self, batch_id: str) -> Future[Prepared | None]:
         self.start()
         return self.submit(self._prepare_batch(batch_id))
 
-    async def _run_job(self, job_id: str, request_id: str | None) -> RunResult:
+    async def _run_job(
+        self, job_id: str, request_id: str | None, traceparent: str | None
+    ) -> RunResult:
         assert self._executor is not None
-        return await self._executor.run(job_id, request_id=request_id)
+        return await self._executor.run(job_id, request_id=request_id, traceparent=traceparent)
 
     async def _run_direct(self, message: dict[str, Any]) -> RunResult:
         assert self._executor is not None
         return await self._executor.run_direct(message)
 
     async def _run_many(
-        self, items: list[str | dict[str, Any]], request_ids: dict[str, str]
+        self,
+        items: list[str | dict[str, Any]],
+        request_ids: dict[str, str],
+        traceparents: dict[str, str],
     ) -> list[RunResult]:
         """An envelope's jobs, all at once; one failing to run does not stop the others."""
         executor = self._executor
         assert executor is not None
         runs = [
-            executor.run(item, request_id=request_ids.get(item))
+            executor.run(item, request_id=request_ids.get(item), traceparent=traceparents.get(item))
             if isinstance(item, str)
             else executor.run_direct(item)
             for item in items
