@@ -18,6 +18,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
+from relayq.pricing import ModelPrice
+
 __all__ = [
     "CacheSettings",
     "ConfigError",
@@ -89,6 +91,8 @@ class DeploymentSettings(BaseModel):
     """Requests per minute this deployment may take (enforced by the rate limiter)."""
     tpm: int | None = Field(default=None, gt=0)
     """Tokens per minute this deployment may take (enforced by the rate limiter)."""
+    price: ModelPrice | None = None
+    """What its tokens cost (relayq/pricing.py); unset, its jobs show no cost."""
 
 
 class CacheSettings(BaseModel):

@@ -33,6 +33,7 @@ from relayq.logs import logged_with
 from relayq.metrics import WorkerMetrics
 from relayq.pending_rows import PendingRows
 from relayq.policy import Action, after_admission, before_call
+from relayq.pricing import job_cost
 from relayq.providers.base import Provider
 from relayq.providers.errors import (
     MalformedResponse,
@@ -203,6 +204,7 @@ def _log_outcome(
     *,
     waited: float | None,
     age: float | None,
+    cost: float | None,
 ) -> None:
     """The job's one line at its end (logger ``relayq.jobs``): who, where, how it went, how
     long it waited and took, what it used. Never its prompt or answer."""
@@ -229,6 +231,8 @@ def _log_outcome(
             "prompt_tokens": usage.get("prompt_tokens"),
             "completion_tokens": usage.get("completion_tokens"),
             "error_code": (outcome.error or {}).get("code"),
+            # At the price of the deployment that served it; None without a price.
+            "cost_usd": cost,
         },
     )
 
@@ -684,7 +688,10 @@ class Executor:
         """The job ended: the log, routing strategies, the key's concurrency and metrics
         hear of it."""
         waited, age = _waits(claim, time.time())
-        _log_outcome(claim, outcome, attempt, waited=waited, age=age)
+        price = self._resilience.price_of(claim) if self._resilience is not None else None
+        batch = claim.batch_id is not None
+        cost = job_cost(price, outcome.usage, batch=batch) if price is not None else None
+        _log_outcome(claim, outcome, attempt, waited=waited, age=age, cost=cost)
         if self._metrics is not None:
             usage = outcome.usage or {}
             self._metrics.job_finished(
@@ -696,7 +703,8 @@ class Executor:
                 age=age,
                 prompt_tokens=usage.get("prompt_tokens"),
                 completion_tokens=usage.get("completion_tokens"),
-                batch=claim.batch_id is not None,
+                batch=batch,
+                cost=cost,
             )
         latency = attempt.latency_ms if outcome.status is JobStatus.SUCCEEDED and attempt else None
         counts: list[Awaitable[None]] = []

@@ -119,6 +119,12 @@ class WorkerMetrics(Collector):
             "Tokens of finished jobs, by route, API key and kind (prompt, completion).",
             ["model", "key_id", "kind"],
         )
+        self.cost = CounterTally(
+            "relayq_cost_usd",
+            "What finished jobs cost in US dollars, by route and API key, at their "
+            "deployment's price (deployments without a price are not counted).",
+            ["model", "key_id"],
+        )
         self.retries = CounterTally(
             "relayq_retries",
             "Jobs put back to call the same deployment again after a failed call.",
@@ -193,8 +199,9 @@ class WorkerMetrics(Collector):
         prompt_tokens: int | None,
         completion_tokens: int | None,
         batch: bool,
+        cost: float | None = None,
     ) -> None:
-        """A job ended here: its status, its waits (seconds), its tokens."""
+        """A job ended here: its status, its waits (seconds), its tokens, its cost (USD)."""
         self.jobs_finished.inc(status, model, provider)
         if queue_wait is not None:
             self.queue_wait.observe(max(queue_wait, 0.0), provider)
@@ -206,6 +213,8 @@ class WorkerMetrics(Collector):
             self.tokens.add(completion_tokens, model, key_id, "completion")
         if batch:
             self.batch_requests.inc(status)
+        if cost:
+            self.cost.add(cost, model, key_id)
 
     def rate_limited(self, *, provider: str, wait: float) -> None:
         self.rate_limit_waits.inc(provider)

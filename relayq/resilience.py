@@ -27,6 +27,7 @@ from relayq.logs import log_fields
 from relayq.metrics import WorkerMetrics
 from relayq.outbox import JobMessage, Outbox
 from relayq.policy import Action, RetrySettings, after_failure
+from relayq.pricing import ModelPrice
 from relayq.providers.errors import ProviderError
 from relayq.queueing import Enqueuer
 from relayq.ratelimit import RateLimiter, estimate_tokens
@@ -100,6 +101,11 @@ class Resilience:
             if (current.provider, current.model) == (claim.provider, claim.upstream_model):
                 return current
         return None
+
+    def price_of(self, claim: Claim) -> ModelPrice | None:
+        """The price of the deployment ``claim`` runs on, if the routing file gives one."""
+        deployment = self._deployment(claim)
+        return deployment.price if deployment is not None else None
 
     def admit_here(self, claim: Claim) -> Admission | None:
         """The call's admission without asking Redis, if its deployment is clear here

@@ -114,6 +114,12 @@ def metrics_stack(
         # One call a minute: a second job waits for the limit.
         "mock-limited": {"deployments": [{"provider": "limited", "model": "mock", "rpm": 1}]},
         "mock-cooling": {"provider": "cooling", "model": "mock"},
+        # Priced: $2 a million prompt tokens, $8 a million completion tokens.
+        "mock-priced": {
+            "deployments": [
+                {"provider": "mock", "model": "mock", "price": {"input": 2.0, "output": 8.0}}
+            ]
+        },
         "mock-cached": {
             "provider": "mock",
             "model": "mock",
@@ -152,6 +158,8 @@ def test_jobs_move_the_counts_of_the_process_where_they_happen(
     headers = {"Authorization": f"Bearer {metrics_stack.key}"}
     with httpx.Client(base_url=metrics_stack.stack.base_url, headers=headers, timeout=10) as client:
         assert _ended(client, body("fine", mock={"tokens": 8}))["status"] == "succeeded"
+        priced = _ended(client, body("what does it cost", model="mock-priced"))
+        assert priced["status"] == "succeeded"
         refused = _ended(client, body("refused", mock={"fault": "invalid_request"}))
         assert refused["status"] == "failed"
         fell_back = _ended(client, body("falls back", model="mock-fallback"))
@@ -211,6 +219,20 @@ def test_jobs_move_the_counts_of_the_process_where_they_happen(
     completion = total(found, tokens, model="mock", key_id=metrics_stack.key_id, kind="completion")
     assert completion >= 8
     assert total(found, tokens, model="mock", key_id=metrics_stack.key_id, kind="prompt") > 0
+    # Cost at the deployment's price, for the priced route alone.
+    usage = priced["usage"]
+    expected = (usage["prompt_tokens"] * 2.0 + usage["completion_tokens"] * 8.0) / 1_000_000
+    cost = "relayq_cost_usd_total"
+    assert total(found, cost, model="mock-priced", key_id=metrics_stack.key_id) == pytest.approx(
+        expected
+    )
+    assert total(found, cost, model="mock") == 0
+    [line] = [
+        json.loads(text)
+        for text in (metrics_stack.stack.logs / "worker-0.log").read_text().splitlines()
+        if text.startswith("{") and f'"{priced["id"]}"' in text and '"relayq.jobs"' in text
+    ]
+    assert line["cost_usd"] == pytest.approx(expected)
     # Accepted -> claimed, and accepted -> ended, per provider.
     assert total(found, "relayq_job_queue_wait_seconds_count", provider="mock") >= 5
     assert total(found, "relayq_job_duration_seconds_count", provider="backup") == 1
