@@ -159,3 +159,18 @@ def test_a_batch_command_loads_its_client_but_not_the_database_or_the_queue(
     assert start.loaded(*absent) == [], start.figures()
     # Given its key, it reads no settings (and so loads no Redis client).
     assert start.loaded("relayq.settings", "pydantic_settings") == [], start.figures()
+
+
+def test_a_worker_probe_loads_redis_and_nothing_heavier(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``relayq health worker`` runs in a worker's container every few seconds: it reads
+    one Redis hash, with no store, Celery or recovery code loaded."""
+    monkeypatch.setenv("RELAYQ_REDIS_URL", f"redis://127.0.0.1:{free_port()}/0")
+
+    start = _start(tmp_path, ["health", "worker"])
+
+    assert start.result.returncode == 1, start.result.stderr[-2000:]
+    assert "unhealthy: Redis did not answer" in start.result.stderr
+    absent = ("sqlalchemy", "alembic", "celery", "kombu", "fastapi", "relayq.store")
+    assert start.loaded(*absent, "relayq.recovery") == [], start.figures()

@@ -11,17 +11,9 @@ import time
 import orjson
 import redis.asyncio as aioredis
 
+from relayq.consumers import Consumer, consumers, consumers_key, last_seen
 from relayq.queueing import Enqueuer
-from relayq.recovery import (
-    Consumer,
-    Heartbeat,
-    alive_key,
-    consumers,
-    consumers_key,
-    last_seen,
-    taken_key,
-    workers_key,
-)
+from relayq.recovery import Heartbeat, alive_key, taken_key, workers_key
 from relayq.settings import Settings
 from relayq.store import Database
 from tests.services import run

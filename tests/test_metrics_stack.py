@@ -23,7 +23,8 @@ from tests.jobs import body, submit, wait_for_status
 from tests.services import free_port, run
 from tests.stack import Stack, wait_until
 
-pytestmark = pytest.mark.slow
+# Stacks of their own; what is counted does not depend on the database.
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("sqlite_only")]
 
 _REDIS_DB = 6
 

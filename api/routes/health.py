@@ -21,7 +21,7 @@ from sqlalchemy import text
 
 from api.deps import ServicesDep
 from api.services import Services
-from relayq.recovery import Consumer, consumers, last_seen
+from relayq.consumers import Consumer, consumers, last_seen
 
 __all__ = ["Liveness", "Readiness", "ReadinessChecks", "router"]
 

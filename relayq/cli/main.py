@@ -178,7 +178,7 @@ def _worker_here(settings: Settings, host: str) -> str | None:
 
     import redis.asyncio as aioredis
 
-    from relayq.recovery import Consumer, consumers
+    from relayq.consumers import Consumer, consumers
 
     async def read() -> list[Consumer]:
         redis = aioredis.Redis.from_url(
