@@ -23,7 +23,7 @@ from redis.exceptions import RedisError
 
 from relayq.breaker import BreakerSettings, CircuitBreaker
 from relayq.clearance import Clearance, listen_for_changes
-from relayq.config import RetrySettings, RoutingConfig
+from relayq.config import RetrySettings
 from relayq.events import EventLog
 from relayq.execution import Executor, RunResult
 from relayq.jobs import JobStatus
@@ -37,31 +37,12 @@ from relayq.resilience import Resilience, deployment_id
 from relayq.store import Database
 from relayq.store.jobs import NewJob, create_jobs, get_job, list_attempts
 from relayq.store.keys import create_key
+from tests.executor_routing import ROUTING
 from tests.jobs import mock_job
 from tests.services import free_port, reset_database, run, until
 
 _REDIS_DB = 11
 PREFIX = "relayq-executor-test"
-
-ROUTING = RoutingConfig.model_validate(
-    {
-        "providers": {
-            "down": {"type": "mock", "options": {"fault": "error", "status": 503}},
-            "backup": {"type": "mock"},
-            "mock": {"type": "mock"},
-        },
-        "routes": {
-            "mock": {"provider": "mock", "model": "mock"},
-            "resilient": {
-                "strategy": "ordered",
-                "deployments": [
-                    {"provider": "down", "model": "m1"},
-                    {"provider": "backup", "model": "m2"},
-                ],
-            },
-        },
-    }
-)
 
 
 NO_DETAILS = JobDetails()

@@ -56,6 +56,7 @@ from relayq.store.jobs import create_jobs
 from relayq.store.keys import create_key
 from relayq.sync_lane import lane_stream
 from tests.conftest import key_factory
+from tests.executor_routing import ROUTING
 from tests.jobs import body, mock_job
 from tests.services import run
 
@@ -63,26 +64,6 @@ _REDIS_DB = 12
 CALLER_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 CALLER_SPAN = "00f067aa0ba902b7"
 CALLER = f"00-{CALLER_TRACE}-{CALLER_SPAN}-01"
-
-ROUTING = RoutingConfig.model_validate(
-    {
-        "providers": {
-            "down": {"type": "mock", "options": {"fault": "error", "status": 503}},
-            "backup": {"type": "mock"},
-            "mock": {"type": "mock"},
-        },
-        "routes": {
-            "mock": {"provider": "mock", "model": "mock"},
-            "resilient": {
-                "strategy": "ordered",
-                "deployments": [
-                    {"provider": "down", "model": "m1"},
-                    {"provider": "backup", "model": "m2"},
-                ],
-            },
-        },
-    }
-)
 
 
 @pytest.fixture
