@@ -82,7 +82,9 @@ def test_a_job_whose_worker_was_killed_mid_call_finishes_exactly_once(
         with httpx.Client(
             base_url=stack.base_url, headers={"Authorization": f"Bearer {make_key()}"}
         ) as client:
-            job = submit(client, body("survive", mock={"latency_ms": 2500}))
+            # A call long enough that the kill surely cuts it, however late a loaded
+            # machine lets this test see the job running (2.5 s once was not).
+            job = submit(client, body("survive", mock={"latency_ms": 6000}))
             wait_for_status(client, job["id"], {"running"})
             stack.kill_worker(doomed)
             stack.start_worker()
