@@ -72,7 +72,8 @@ class RunResult(str, Enum):
     FAILED = "failed"
     CANCELLED = "cancelled"
     SKIPPED = "skipped"
-    """Not ours to run: already finished, cancelled, or held by a live lease."""
+    """Not ours to run: already succeeded, or held by a live lease (a job found already
+    failed, cancelled or expired comes to that end instead)."""
     SUPERSEDED = "superseded"
     """Ran, but the job had meanwhile been cancelled or taken over."""
     EXPIRED = "expired"
@@ -80,6 +81,14 @@ class RunResult(str, Enum):
     """Failed here and went back to a queue: to retry, or to the next deployment."""
     WAITING = "waiting"
     """Went back to its queue to wait for a rate limit or its countdown."""
+
+
+_ENDED_UNSUCCESSFULLY = {
+    JobStatus.FAILED: RunResult.FAILED,
+    JobStatus.CANCELLED: RunResult.CANCELLED,
+    JobStatus.EXPIRED: RunResult.EXPIRED,
+}
+"""A job found already ended this way: its delivery shows the same end."""
 
 
 @dataclass
@@ -393,7 +402,7 @@ class Executor:
     async def _run(self, job_id: str, traceparent: str | None) -> RunResult:
         claim = await self._ledger.claim(job_id)
         if claim is None:
-            return RunResult.SKIPPED
+            return await self._not_claimed(job_id)
         with _attempt_span(claim, traceparent) as span:
             result = await self._before_call(claim)
             if result is None:
@@ -401,6 +410,14 @@ class Executor:
             if span is not None:
                 _attempt_ended(span, result)
             return result
+
+    async def _not_claimed(self, job_id: str) -> RunResult:
+        """What a delivery whose job was not ours to run came to: the job's own end when it
+        ended other than succeeded (cancelled while queued, say), so that monitors never
+        show that job's task as a success; else skipped (it succeeded, or a live lease
+        holds it)."""
+        status = await self._ledger.status(job_id)
+        return _ENDED_UNSUCCESSFULLY.get(status, RunResult.SKIPPED) if status else RunResult.SKIPPED
 
     async def run_direct(self, message: dict[str, Any], *, recorded: bool = False) -> RunResult:
         """Run a sync job that came in its message, with no row yet (the sync lane).

@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable
 
 from relayq.coalescing import Coalescer
+from relayq.jobs import JobStatus
 from relayq.store import Database
 from relayq.store.jobs import (
     AttemptRecord,
@@ -35,6 +36,7 @@ from relayq.store.jobs import (
     Outcome,
     claim_jobs,
     finish_jobs,
+    job_status,
     store_running,
 )
 
@@ -69,6 +71,12 @@ class JobLedger:
     async def claim(self, job_id: str) -> Claim | None:
         """Take ``job_id`` for running; None if it is not (or no longer) ours to run."""
         return await self._claims.submit(job_id)
+
+    async def status(self, job_id: str) -> JobStatus | None:
+        """``job_id``'s stored status (one query, not batched: for the rare delivery that
+        found its job not claimable)."""
+        async with self._database.session() as session:
+            return await job_status(session, job_id=job_id)
 
     async def finish(
         self, claim: Claim, outcome: Outcome, attempt: AttemptRecord | None

@@ -35,7 +35,7 @@ from relayq.redis_batch import CommandBatch
 from relayq.replies import Replies, direct_fence_key
 from relayq.resilience import Resilience, deployment_id
 from relayq.store import Database
-from relayq.store.jobs import NewJob, create_jobs, get_job, list_attempts
+from relayq.store.jobs import NewJob, cancel_job, create_jobs, get_job, list_attempts
 from relayq.store.keys import create_key
 from tests.executor_routing import ROUTING
 from tests.jobs import mock_job
@@ -245,6 +245,29 @@ async def _delivered_twice(env: Env) -> None:
     assert sorted([first, second]) == sorted([RunResult.SUCCEEDED, RunResult.SKIPPED])
     async with env.database.session() as session:
         assert len(await list_attempts(session, job_id=job_id)) == 1
+
+
+def test_a_delivery_of_a_job_already_ended_otherwise_than_succeeded_comes_to_that_end(
+    scenario: Callable[[Scenario], None],
+) -> None:
+    """A job cancelled while queued still has its message delivered: that delivery comes
+    to the job's end (cancelled), never "skipped", which Celery and Flower would show as
+    a success. A job that already succeeded is skipped."""
+    scenario(_already_ended)
+
+
+async def _already_ended(env: Env) -> None:
+    broker = SameWorker(asyncio.get_running_loop())
+    cancelled = await store(env)
+    async with env.database.session() as session:
+        assert await cancel_job(session, job_id=cancelled, key_id=env.key_id, now=time.time())
+    succeeded = await store(env)
+    async with executor(env, broker) as running:
+        assert await running.run(cancelled) is RunResult.CANCELLED
+        assert await running.run(succeeded) is RunResult.SUCCEEDED
+        assert await running.run(succeeded) is RunResult.SKIPPED
+    async with env.database.session() as session:
+        assert await list_attempts(session, job_id=cancelled) == []
 
 
 def direct_message(

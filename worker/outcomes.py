@@ -16,8 +16,11 @@ success: a job that failed used to show in Flower as SUCCESS, with the word
   raised without publishing anything (relayq's outbox already did), so the
   delivery shows as RETRY.
 
-What else a delivery came to (succeeded; skipped: not ours to run) is its
-return value, a SUCCESS.
+A delivery that finds its job already failed, cancelled (a job cancelled while
+queued still has its message delivered) or expired comes to that end too
+(``Executor._not_claimed``). What else a delivery came to (succeeded; skipped:
+the job already succeeded, or a live lease holds it) is its return value, a
+SUCCESS.
 """
 
 from __future__ import annotations

@@ -457,6 +457,12 @@ _FINISHED = select(
 _ADD_ATTEMPT = insert(_attempts)
 
 
+async def job_status(session: AsyncSession, *, job_id: str) -> JobStatus | None:
+    """``job_id``'s status as stored; None if there is no such job."""
+    found = (await session.execute(select(_jobs.c.status).where(_jobs.c.id == job_id))).scalar()
+    return None if found is None else JobStatus(found)
+
+
 async def claim_jobs(
     session: AsyncSession,
     *,
