@@ -42,16 +42,6 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     return min(6, 3 * (os.cpu_count() or 1))
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The slow tests first (in their order), so that in parallel none starts last.
-
-    Most of them wait (a worker's lease, a restart, a rate limit) more than they
-    compute: begun early, their waits overlap the rest of the suite instead of
-    making its tail.
-    """
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
-
-
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[str]:
     """The base URL of a real Redis: RELAYQ_TEST_REDIS_URL's, the machine's, or an embedded Valkey.
