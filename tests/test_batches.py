@@ -174,7 +174,8 @@ def test_cancelling_ends_queued_requests_and_keeps_what_ran(client: httpx.Client
 
     cancelling = client.post(f"/v1/batches/{created['id']}/cancel")
     assert cancelling.status_code == 200, cancelling.text
-    assert cancelling.json()["status"] in {"cancelling", "cancelled"}
+    # The scheduler may have moved it on already (it ticks every 0.2 s here).
+    assert cancelling.json()["status"] in {"cancelling", "finalizing", "cancelled"}
     batch = wait_for_batch(client, created["id"])
     assert batch["status"] == "cancelled"
     assert batch["cancelling_at"] is not None

@@ -246,14 +246,16 @@ async def cancel(
     the results of what ran. Cancelling a cancelled batch is a no-op.
     """
     changed = await cancel_batch(session, batch_id=batch_id, key_id=key.id, now=time.time())
-    if changed:  # a cancelled validating batch is the scheduler's to end: wake it
-        await BatchActivity(services.redis, key_prefix=services.settings.key_prefix).note()
     batch = await get_batch(session, batch_id=batch_id, key_id=key.id)
     if batch is None:
         raise _not_found(batch_id)
     await session.refresh(batch)
     status = BatchStatus(batch.status)
-    if not changed and status not in (BatchStatus.CANCELLING, BatchStatus.CANCELLED):
+    # Cancelled already: cancelling, or finalizing its results after a cancel, or done.
+    being_cancelled = status in (BatchStatus.CANCELLING, BatchStatus.CANCELLED) or (
+        status is BatchStatus.FINALIZING and batch.cancelling_at is not None
+    )
+    if not changed and not being_cancelled:
         raise APIError(
             409,
             f"Batch '{batch_id}' is {status.value}; only a validating or in-progress batch "
@@ -261,7 +263,10 @@ async def cancel(
             code="batch_not_cancellable",
         )
     counts = await request_counts(session, batches=[batch])
-    return batch_object(batch, counts[batch.id])
+    answer = batch_object(batch, counts[batch.id])
+    if changed:  # the scheduler ends a cancelled batch: wake it, once the answer is read
+        await BatchActivity(services.redis, key_prefix=services.settings.key_prefix).note()
+    return answer
 
 
 @router.get(
