@@ -35,6 +35,7 @@ from relayq.job_inserts import JobInserts
 from relayq.jobs import JobCreate
 from relayq.key_limits import Decision, KeyLimits
 from relayq.outbox import JobMessage, Outbox
+from relayq.queueing import JobDetails
 from relayq.redis_batch import CommandBatch
 from relayq.replies import Replies, Reply, direct_cancel_key
 from relayq.routing import Router, UnknownModel
@@ -344,10 +345,12 @@ class Intake:
                 job_id=job.id,
                 provider=job.provider,
                 priority=job.priority,
-                request_id=request_id,
-                model=job.model,
-                key_id=job.key_id,
-                traceparent=current_traceparent(),  # the request's span, when tracing
+                details=JobDetails(
+                    request_id=request_id,
+                    model=job.model,
+                    key_id=job.key_id,
+                    traceparent=current_traceparent(),  # the request's span, when tracing
+                ),
             )
         )
 

@@ -30,7 +30,7 @@ from typing import TypeVar
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from relayq.coalescing import Coalescer
-from relayq.queueing import Enqueuer, JobDetails
+from relayq.queueing import NO_DETAILS, Enqueuer, JobDetails
 from relayq.store import Database
 from relayq.store.batches import mark_batch_enqueued
 from relayq.store.jobs import mark_enqueued
@@ -62,23 +62,9 @@ class JobMessage:
     provider: str
     priority: int
     countdown: float | None = None
-    request_id: str | None = None
-    """The HTTP request that made the job, for its worker's log lines (if known)."""
-    model: str | None = None
-    """The model asked for, shown by monitors (if known)."""
-    key_id: str | None = None
-    """The job's key, shown by monitors (if known)."""
-    traceparent: str | None = None
-    """The span the job's next attempt continues, when tracing (relayq/tracing.py)."""
-
-    @property
-    def details(self) -> JobDetails:
-        return JobDetails(
-            request_id=self.request_id,
-            model=self.model,
-            key_id=self.key_id,
-            traceparent=self.traceparent,
-        )
+    details: JobDetails = NO_DETAILS
+    """What the message says of the job beside its id, where known (its request, model,
+    key and trace: relayq/queueing.py)."""
 
 
 class Outbox:

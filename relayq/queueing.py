@@ -25,6 +25,7 @@ from celery import Celery
 from relayq.settings import Settings
 
 __all__ = [
+    "NO_DETAILS",
     "PREPARE_BATCH_TASK",
     "REQUEST_IDS_HEADER",
     "REQUEST_ID_HEADER",
@@ -76,7 +77,8 @@ class JobDetails:
     traceparent: str | None = None
 
 
-_NO_DETAILS = JobDetails()
+NO_DETAILS = JobDetails()
+"""A message that says nothing of its job beside its id."""
 
 
 def shown_job(job_id: str, details: JobDetails) -> str:
@@ -114,7 +116,7 @@ def _envelope_headers(
     request_ids: dict[str, str] = {}
     traceparents: dict[str, str] = {}
     for job_id in job_ids:
-        found = details.get(job_id, _NO_DETAILS)
+        found = details.get(job_id, NO_DETAILS)
         if found.request_id:
             request_ids[job_id] = found.request_id
         if found.traceparent:
@@ -198,7 +200,7 @@ class Enqueuer:
         provider: str,
         priority: int,
         countdown: float | None = None,
-        details: JobDetails = _NO_DETAILS,
+        details: JobDetails = NO_DETAILS,
     ) -> None:
         """Publish one job's message; raises if the broker does not take it.
 
@@ -286,11 +288,11 @@ class Enqueuer:
                     job_id=job_id,
                     provider=provider,
                     priority=priority,
-                    details=details.get(job_id, _NO_DETAILS),
+                    details=details.get(job_id, NO_DETAILS),
                 )
             return
         shown = [
-            shown_job(job_id, details.get(job_id, _NO_DETAILS))
+            shown_job(job_id, details.get(job_id, NO_DETAILS))
             if direct is None
             else shown_direct(direct)
             for job_id, direct in items

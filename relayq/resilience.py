@@ -29,7 +29,7 @@ from relayq.outbox import JobMessage, Outbox
 from relayq.policy import Action, RetrySettings, after_failure
 from relayq.pricing import ModelPrice
 from relayq.providers.errors import ProviderError
-from relayq.queueing import Enqueuer
+from relayq.queueing import Enqueuer, JobDetails
 from relayq.ratelimit import RateLimiter, estimate_tokens
 from relayq.store import Database
 from relayq.store.jobs import AttemptRecord, Claim, list_attempts
@@ -346,12 +346,14 @@ class Resilience:
                 provider=placement.provider,
                 priority=claim.priority,
                 countdown=min(delay, self._max_countdown),
-                # The run's request id (relayq/logs.py), so the next run's lines carry it too.
-                request_id=cast("str | None", log_fields().get("request_id")),
-                model=claim.route,
-                key_id=claim.key_id,
-                # The attempt's span, when tracing: the next attempt is its child.
-                traceparent=current_traceparent(),
+                details=JobDetails(
+                    # The run's request id (relayq/logs.py): the next run's lines carry it.
+                    request_id=cast("str | None", log_fields().get("request_id")),
+                    model=claim.route,
+                    key_id=claim.key_id,
+                    # The attempt's span, when tracing: the next attempt is its child.
+                    traceparent=current_traceparent(),
+                ),
             )
         )
         return True

@@ -29,7 +29,7 @@ from relayq.execution import Executor, RunResult
 from relayq.jobs import JobStatus
 from relayq.providers import build_providers
 from relayq.providers.http import build_http_client
-from relayq.queueing import Enqueuer, JobDetails
+from relayq.queueing import NO_DETAILS, Enqueuer, JobDetails
 from relayq.ratelimit import RateLimiter
 from relayq.redis_batch import CommandBatch
 from relayq.replies import Replies, direct_fence_key
@@ -43,9 +43,6 @@ from tests.services import free_port, reset_database, run, until
 
 _REDIS_DB = 11
 PREFIX = "relayq-executor-test"
-
-
-NO_DETAILS = JobDetails()
 
 
 class SameWorker(Enqueuer):

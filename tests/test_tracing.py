@@ -39,6 +39,7 @@ from relayq.execution import Executor, RunResult
 from relayq.providers import build_providers
 from relayq.providers.http import build_http_client
 from relayq.queueing import (
+    NO_DETAILS,
     RUN_JOB_TASK,
     RUN_MANY_TASK,
     TRACEPARENT_HEADER,
@@ -296,9 +297,6 @@ def test_a_sync_call_carries_its_request_span_in_its_lane_message(
         _check_attempt_and_call(spans, server, message["job"]["id"])
 
     run(main())
-
-
-NO_DETAILS = JobDetails()
 
 
 class Recorded(Enqueuer):
