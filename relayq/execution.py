@@ -635,10 +635,14 @@ class Executor:
             options = claim.request.get("stream_options")
             include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
 
+            # Each delta names its run: an API process that has written one run's text
+            # ends the stream if another's comes, whichever reply reaches it first.
+            run = {"run": claim.run}
+
             def send(delta: Delta) -> asyncio.Future[None]:
                 # The caller's own SSE lines: its API process writes them as they are.
                 sse = delta.sse(include_usage=include_usage)
-                reply = Reply(job_id=claim.job_id, type="delta", sse=sse)
+                reply = Reply(job_id=claim.job_id, type="delta", data=run, sse=sse)
                 sent = replies.send_soon(stream, [reply])
                 sent.add_done_callback(heard)  # the row's store waits for the words
                 return sent

@@ -253,17 +253,28 @@ async def _streaming(call: _Call, body: ChatCompletionRequest) -> JSONResponse |
 
 async def _chunks(call: _Call, first: Reply) -> AsyncIterator[str | bytes]:
     finished = False
+    written: object = None  # the run whose text went out (deltas name their run)
     try:
         reply = first
         while True:
             if reply.type == "delta":
+                run = reply.data.get("run")
+                if written is not None and run != written:
+                    # Another run's text, come before the failed run's attempt_failed
+                    # (the next run may start on another worker): never one answer.
+                    finished = True
+                    yield sse_message(data={"error": _interrupted(call.job.id, None)})
+                    yield DONE
+                    return
                 if reply.sse:  # rendered for this caller by the worker: written as it is
+                    written = run
                     yield reply.sse
             elif reply.type == EventType.ATTEMPT_FAILED.value and reply.data.get("deltas_sent"):
                 # This attempt's text already went out: another attempt's must not
                 # follow it as one answer. The job goes on; its answer stays readable.
                 finished = True
-                yield sse_message(data={"error": _interrupted(call.job.id, reply)})
+                attempt = reply.data.get("attempt")
+                yield sse_message(data={"error": _interrupted(call.job.id, attempt)})
                 yield DONE
                 return
             elif reply.terminal:
@@ -287,11 +298,11 @@ async def _chunks(call: _Call, first: Reply) -> AsyncIterator[str | bytes]:
             await asyncio.shield(call.abandon())
 
 
-def _interrupted(job_id: str, reply: Reply) -> dict[str, Any]:
-    attempt = reply.data.get("attempt")
+def _interrupted(job_id: str, attempt: object) -> dict[str, Any]:
+    which = f"Attempt {attempt}" if attempt is not None else "An attempt"
     return {
         "message": (
-            f"Attempt {attempt} of job '{job_id}' failed after part of its answer was sent; "
+            f"{which} of job '{job_id}' failed after part of its answer was sent; "
             f"the job goes on with another attempt: GET /v1/jobs/{job_id} for its answer."
         ),
         "type": "server_error",
