@@ -25,11 +25,11 @@ from api.routes import (
     webhooks,
 )
 from api.services import Services
+from relayq.config.settings import Settings
 from relayq.heap import settle
-from relayq.logs import configure_logging
-from relayq.metrics import ApiMetrics
-from relayq.settings import Settings
-from relayq.tracing import setup as setup_tracing
+from relayq.observability.logs import configure_logging
+from relayq.observability.metrics import ApiMetrics
+from relayq.observability.tracing import setup as setup_tracing
 
 __all__ = ["create_app"]
 

@@ -10,8 +10,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.errors import APIError
 from api.services import Services
-from relayq.intake import KeyLimitValues
-from relayq.settings import Settings
+from relayq.config.settings import Settings
+from relayq.intake.intake import KeyLimitValues
 from relayq.store.keys import find_active_key
 from relayq.store.models import ApiKey
 

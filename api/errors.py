@@ -19,9 +19,9 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from relayq.intake import KeyLimited
-from relayq.key_limits import KeyLimit
-from relayq.params import param_path
+from relayq.intake.intake import KeyLimited
+from relayq.resilience.key_limits import KeyLimit
+from relayq.schemas.params import param_path
 
 __all__ = [
     "ERROR_RESPONSES",

@@ -6,14 +6,14 @@ than three: each layer costs every request a few microseconds.
 - **Request id.** The caller's ``X-Request-Id`` when it is a plain token (at
   most 128 letters, digits and ``._:-``), else a new ``req_…`` id; answered
   in the ``x-request-id`` header (as OpenAI's API does), bound to every log
-  line written while the request runs (:func:`relayq.logs.logged_with`), and
+  line written while the request runs (:func:`relayq.observability.logs.logged_with`), and
   carried with the jobs it makes to their worker, whose lines about the job
   carry it too.
 - **Metrics**: answers by route and status, and their time to the first byte.
 - **Access log**: one ``relayq.access`` line when the answer ends (a stream
   when it closes): method, path, route, status, the caller's key id, time to
   the first byte and to the end. Never the query string, headers or body.
-- **Span**, when tracing (:mod:`relayq.tracing`): a SERVER span per request,
+- **Span**, when tracing (:mod:`relayq.observability.tracing`): a SERVER span per request,
   named by its route once matched (``POST /v1/jobs``), the child of the
   caller's W3C ``traceparent`` if it sent one. The jobs the request makes carry
   it to their workers. Off, a request pays one check.
@@ -31,9 +31,9 @@ from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from relayq import tracing
-from relayq.logs import logged_with
-from relayq.metrics import ApiMetrics
+from relayq.observability import tracing
+from relayq.observability.logs import logged_with
+from relayq.observability.metrics import ApiMetrics
 
 __all__ = ["REQUEST_ID_HEADER", "RequestObserver", "request_id_of"]
 

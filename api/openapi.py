@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from api.app import create_app
-from relayq.settings import Settings
+from relayq.config.settings import Settings
 
 __all__ = ["openapi_document"]
 

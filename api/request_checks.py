@@ -22,8 +22,8 @@ from urllib.parse import parse_qsl
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import APIError, error_body, invalid_json
-from relayq.json_values import MAX_DEPTH, first_unkeepable, text_problem
-from relayq.params import param_path
+from relayq.schemas.json_values import MAX_DEPTH, first_unkeepable, text_problem
+from relayq.schemas.params import param_path
 
 __all__ = ["RequestChecks", "body_problem", "is_json", "url_problem"]
 

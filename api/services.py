@@ -10,26 +10,26 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from api.key_cache import KeyCache
-from relayq.breaker import CircuitBreaker
-from relayq.cache import ResponseCache
-from relayq.catalog import ModelCatalog
-from relayq.config import RoutingConfig
-from relayq.event_hub import EventHub
-from relayq.events import EventLog
+from relayq.config.routes import RoutingConfig
+from relayq.config.settings import Settings
+from relayq.direct.replies import ReplyHub
+from relayq.events.hub import EventHub
+from relayq.events.log import EventLog
+from relayq.execution.cache import ResponseCache
 from relayq.files.storage import DirectoryStorage, FileStorage
-from relayq.intake import Intake
-from relayq.key_limits import KeyLimits
-from relayq.live import LiveRouting
-from relayq.metrics import ApiMetrics, StateCollector
-from relayq.outbox import Outbox
+from relayq.intake.intake import Intake
+from relayq.observability.metrics import ApiMetrics, StateCollector
 from relayq.providers import Provider, build_providers
 from relayq.providers.http import UpstreamClient, build_http_client
-from relayq.redis_batch import CommandBatch
-from relayq.redis_pool import shared_redis
-from relayq.replies import ReplyHub
-from relayq.routing import Router
-from relayq.routing_state import RoutingState
-from relayq.settings import Settings
+from relayq.queueing.outbox import Outbox
+from relayq.redis.pipeline import CommandBatch
+from relayq.redis.pool import shared_redis
+from relayq.resilience.breaker import CircuitBreaker
+from relayq.resilience.key_limits import KeyLimits
+from relayq.routing.catalog import ModelCatalog
+from relayq.routing.live import LiveRouting
+from relayq.routing.router import Router
+from relayq.routing.state import RoutingState
 from relayq.store import Database
 from relayq.webhooks.publishing import DeliveryPublisher, WebhookEnqueuer
 

@@ -2,7 +2,7 @@
 
 A job's events are not formatted here: the event hub splices each stored
 event into its message once for all its followers
-(:func:`relayq.events.stored_frame`).
+(:func:`relayq.events.log.stored_frame`).
 """
 
 from __future__ import annotations

@@ -17,9 +17,10 @@ from urllib.parse import urlparse
 
 import redis.asyncio as aioredis
 
-from relayq.breaker import BreakerSettings, CircuitBreaker
-from relayq.key_limits import KeyLimits
-from relayq.ratelimit import RateLimiter
+from relayq.config.settings import BreakerSettings
+from relayq.resilience.breaker import CircuitBreaker
+from relayq.resilience.key_limits import KeyLimits
+from relayq.resilience.ratelimit import RateLimiter
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 

@@ -16,9 +16,9 @@ __all__ = ["app"]  # noqa: F822 - provided by __getattr__, built on first access
 
 def __getattr__(name: str) -> Any:
     if name == "app":
-        from relayq.logs import configure_logging
-        from relayq.queueing import create_celery
-        from relayq.settings import Settings
+        from relayq.config.settings import Settings
+        from relayq.observability.logs import configure_logging
+        from relayq.queueing.broker import create_celery
 
         settings = Settings()
         configure_logging(settings.log_level)

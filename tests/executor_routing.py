@@ -3,7 +3,7 @@ deployment always fails with a 503 so its jobs fall back to the second."""
 
 from __future__ import annotations
 
-from relayq.config import RoutingConfig
+from relayq.config.routes import RoutingConfig
 
 __all__ = ["ROUTING"]
 

@@ -10,7 +10,7 @@ from fastapi.routing import APIRoute
 from starlette.routing import BaseRoute
 
 from api.app import create_app
-from relayq.settings import Settings
+from relayq.config.settings import Settings
 
 
 def _api_routes(routes: Sequence[BaseRoute]) -> list[APIRoute]:

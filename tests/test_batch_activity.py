@@ -13,11 +13,11 @@ import redis.asyncio as aioredis
 from relayq.batches.activity import BatchActivity
 from relayq.batches.notify import BatchNotifier
 from relayq.batches.scheduler import BatchScheduler, SchedulerReport
-from relayq.batches.schemas import BatchStatus
+from relayq.config.settings import Settings
 from relayq.files.storage import DirectoryStorage
 from relayq.ids import new_id
-from relayq.queueing import Enqueuer
-from relayq.settings import Settings
+from relayq.queueing.broker import Enqueuer
+from relayq.schemas.batches import BatchStatus
 from relayq.store import Database
 from relayq.store.keys import create_key
 from relayq.store.models import Batch

@@ -10,8 +10,9 @@ import pydantic
 import pytest
 import redis.asyncio as aioredis
 
-import relayq.breaker
-from relayq.breaker import BreakerSettings, BreakerState, CircuitBreaker, Permit
+import relayq.resilience.breaker
+from relayq.config.settings import BreakerSettings
+from relayq.resilience.breaker import BreakerState, CircuitBreaker, Permit
 from tests.services import run
 
 DEPLOYMENT = "openai|gpt-4o"
@@ -348,7 +349,7 @@ def test_settings_are_validated(bad: dict[str, float]) -> None:
 
 
 def test_public_surface() -> None:
-    assert sorted(relayq.breaker.__all__) == [
+    assert sorted(relayq.resilience.breaker.__all__) == [
         "BreakerSettings",
         "BreakerState",
         "BreakerStatus",

@@ -9,9 +9,10 @@ from collections.abc import AsyncIterator
 
 import redis.asyncio as aioredis
 
-from relayq.breaker import BreakerSettings, CircuitBreaker
-from relayq.clearance import Clearance, listen_for_changes
-from relayq.ratelimit import RateLimiter
+from relayq.config.settings import BreakerSettings
+from relayq.resilience.breaker import CircuitBreaker
+from relayq.resilience.clearance import Clearance, listen_for_changes
+from relayq.resilience.ratelimit import RateLimiter
 from tests.services import run, until
 
 DEPLOYMENT = "openai|gpt-4o"

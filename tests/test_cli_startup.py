@@ -151,14 +151,14 @@ def test_a_batch_command_loads_its_client_but_not_the_database_or_the_queue(
 
     assert start.result.returncode == 5, start.result.stderr[-2000:]
     assert f"error: cannot reach the API at {api_url}" in start.result.stderr
-    assert start.loaded("httpx", "relayq.batches.schemas") == ["httpx", "relayq.batches.schemas"]
+    assert start.loaded("httpx", "relayq.schemas.batches") == ["httpx", "relayq.schemas.batches"]
     absent = (
         *("sqlalchemy", "alembic", "celery", "kombu", "fastapi", "uvicorn", "relayq.store"),
         "aiohttp",  # the webhook URL rules the batch schemas use need no HTTP client
     )
     assert start.loaded(*absent) == [], start.figures()
     # Given its key, it reads no settings (and so loads no Redis client).
-    assert start.loaded("relayq.settings", "pydantic_settings") == [], start.figures()
+    assert start.loaded("relayq.config.settings", "pydantic_settings") == [], start.figures()
 
 
 def test_a_worker_probe_loads_redis_and_nothing_heavier(
@@ -173,4 +173,4 @@ def test_a_worker_probe_loads_redis_and_nothing_heavier(
     assert start.result.returncode == 1, start.result.stderr[-2000:]
     assert "unhealthy: Redis did not answer" in start.result.stderr
     absent = ("sqlalchemy", "alembic", "celery", "kombu", "fastapi", "relayq.store")
-    assert start.loaded(*absent, "relayq.recovery") == [], start.figures()
+    assert start.loaded(*absent, "relayq.recovery.handback") == [], start.figures()

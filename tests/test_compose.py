@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from relayq.settings import Settings
+from relayq.config.settings import Settings
 from tests.stack import ROOT
 
 COMPOSE = ROOT / "docker-compose.yml"

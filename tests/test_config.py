@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from relayq.config import ConfigError, Strategy, load_routing_file
-from relayq.config_check import check_routing_file
-from relayq.settings import Settings
+from relayq.cli.config_check import check_routing_file
+from relayq.config.routes import ConfigError, Strategy, load_routing_file
+from relayq.config.settings import Settings
 from tests.stack import ROOT
 
 YAML = """

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
-from relayq.metrics import ApiMetrics, SharedState, WorkerMetrics, state_families
+from relayq.observability.metrics import ApiMetrics, SharedState, WorkerMetrics, state_families
 from tests.stack import ROOT
 
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "relayq.json"

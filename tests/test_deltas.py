@@ -9,8 +9,8 @@ from typing import Any
 import orjson
 import pytest
 
-from relayq.chat import ChatCompletionChunk
-from relayq.deltas import Delta, DeltaPublisher
+from relayq.execution.deltas import Delta, DeltaPublisher
+from relayq.schemas.chat import ChatCompletionChunk
 
 
 def chunk(text: str | None, *, role: str | None = None) -> ChatCompletionChunk:

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from relayq.webhooks.destinations import parse_destination
+from relayq.schemas.destinations import parse_destination
 
 
 @pytest.mark.parametrize(

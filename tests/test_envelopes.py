@@ -6,8 +6,8 @@ import time
 
 import httpx
 
-from relayq.queueing import Enqueuer
-from relayq.settings import Settings
+from relayq.config.settings import Settings
+from relayq.queueing.broker import Enqueuer
 from relayq.store import Database
 from relayq.store.jobs import create_jobs
 from relayq.store.keys import create_key

@@ -13,8 +13,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from api.sse import sse_message
-from relayq.event_hub import EventHub, Feed
-from relayq.events import EventLog, EventType, JobEvent, event_frame, stored_frame, stream_key
+from relayq.events.hub import EventHub, Feed
+from relayq.events.log import EventLog, EventType, JobEvent, event_frame, stored_frame, stream_key
 from tests.services import run, running_valkey
 
 _DB = 14

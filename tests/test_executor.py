@@ -21,19 +21,20 @@ import redis as sync_redis
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from relayq.breaker import BreakerSettings, CircuitBreaker
-from relayq.clearance import Clearance, listen_for_changes
-from relayq.config import RetrySettings
-from relayq.events import EventLog
-from relayq.execution import Executor, RunResult
-from relayq.jobs import JobStatus
+from relayq.config.routes import RetrySettings
+from relayq.config.settings import BreakerSettings
+from relayq.direct.replies import Replies, direct_fence_key
+from relayq.events.log import EventLog
+from relayq.execution.executor import Executor, RunResult
 from relayq.providers import build_providers
 from relayq.providers.http import build_http_client
-from relayq.queueing import NO_DETAILS, Enqueuer, JobDetails
-from relayq.ratelimit import RateLimiter
-from relayq.redis_batch import CommandBatch
-from relayq.replies import Replies, direct_fence_key
-from relayq.resilience import Resilience, deployment_id
+from relayq.queueing.broker import NO_DETAILS, Enqueuer, JobDetails
+from relayq.redis.pipeline import CommandBatch
+from relayq.resilience.breaker import CircuitBreaker
+from relayq.resilience.clearance import Clearance, listen_for_changes
+from relayq.resilience.ratelimit import RateLimiter
+from relayq.resilience.resilience import Resilience, deployment_id
+from relayq.schemas.jobs import JobStatus
 from relayq.store import Database
 from relayq.store.jobs import NewJob, cancel_job, create_jobs, get_job, list_attempts
 from relayq.store.keys import create_key

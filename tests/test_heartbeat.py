@@ -11,10 +11,10 @@ import time
 import orjson
 import redis.asyncio as aioredis
 
-from relayq.consumers import Consumer, consumers, consumers_key, last_seen
-from relayq.queueing import Enqueuer
-from relayq.recovery import Heartbeat, alive_key, taken_key, workers_key
-from relayq.settings import Settings
+from relayq.config.settings import Settings
+from relayq.observability.consumers import Consumer, consumers, consumers_key, last_seen
+from relayq.queueing.broker import Enqueuer
+from relayq.recovery.handback import Heartbeat, alive_key, taken_key, workers_key
 from relayq.store import Database
 from tests.services import run
 

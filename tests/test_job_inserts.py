@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
-from relayq.job_inserts import JobInserts
+from relayq.intake.inserts import JobInserts
 from relayq.store import Database
 from relayq.store.jobs import create_jobs, get_job
 from relayq.store.keys import create_key

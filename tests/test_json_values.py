@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from api.request_checks import body_problem, is_json, url_problem
-from relayq.json_values import MAX_DEPTH, MAX_INT, MIN_INT, first_unkeepable
+from relayq.schemas.json_values import MAX_DEPTH, MAX_INT, MIN_INT, first_unkeepable
 
 
 def nested(depth: int) -> Any:

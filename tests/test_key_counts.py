@@ -14,10 +14,10 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from relayq.key_limits import KeyLimits
-from relayq.queueing import Enqueuer
-from relayq.reconciler import Reconciler
-from relayq.settings import Settings
+from relayq.config.settings import Settings
+from relayq.queueing.broker import Enqueuer
+from relayq.recovery.reconciler import Reconciler
+from relayq.resilience.key_limits import KeyLimits
 from relayq.store import Database
 from relayq.store.jobs import cancel_job, create_job, create_jobs, get_job, mark_enqueued
 from relayq.store.keys import create_key

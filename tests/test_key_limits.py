@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-import relayq.key_limits
-from relayq.key_limits import Decision, KeyLimit, KeyLimits, RunningJob
+import relayq.resilience.key_limits
+from relayq.resilience.key_limits import Decision, KeyLimit, KeyLimits, RunningJob
 from tests.services import run
 
 
@@ -208,4 +208,9 @@ def test_unlimited_keys_are_still_counted(redis_url: str) -> None:
 
 
 def test_public_surface() -> None:
-    assert set(relayq.key_limits.__all__) == {"Decision", "KeyLimit", "KeyLimits", "RunningJob"}
+    assert set(relayq.resilience.key_limits.__all__) == {
+        "Decision",
+        "KeyLimit",
+        "KeyLimits",
+        "RunningJob",
+    }

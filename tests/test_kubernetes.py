@@ -24,8 +24,8 @@ import typer
 import yaml
 
 from relayq.cli.main import app as cli_app
-from relayq.queueing import create_celery
-from relayq.settings import Settings
+from relayq.config.settings import Settings
+from relayq.queueing.broker import create_celery
 from tests.kustomize import object_id, render
 from tests.stack import ROOT
 

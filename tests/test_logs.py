@@ -13,8 +13,9 @@ import httpx
 import pytest
 import redis
 
-from relayq.logs import JsonFormatter, configure_logging
-from relayq.queueing import (
+from relayq.config.settings import Settings
+from relayq.observability.logs import JsonFormatter, configure_logging
+from relayq.queueing.broker import (
     REQUEST_ID_HEADER,
     REQUEST_IDS_HEADER,
     RUN_JOB_TASK,
@@ -22,7 +23,6 @@ from relayq.queueing import (
     Enqueuer,
     JobDetails,
 )
-from relayq.settings import Settings
 from tests.conftest import key_factory
 from tests.jobs import body, submit, wait_for_status
 from tests.services import free_port, running_valkey

@@ -19,9 +19,9 @@ import redis
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from relayq.outbox import JobMessage, Outbox
-from relayq.queueing import ENVELOPE_SIZE, RUN_JOB_TASK, RUN_MANY_TASK, Enqueuer
-from relayq.settings import Settings
+from relayq.config.settings import Settings
+from relayq.queueing.broker import ENVELOPE_SIZE, RUN_JOB_TASK, RUN_MANY_TASK, Enqueuer
+from relayq.queueing.outbox import JobMessage, Outbox
 from relayq.store import Database
 from relayq.store.jobs import create_job, mark_enqueued
 from relayq.store.keys import create_key

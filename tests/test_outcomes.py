@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from celery.exceptions import Retry
 
-from relayq.execution import RunResult
+from relayq.execution.executor import RunResult
 from worker.outcomes import JobNotSucceeded, shown, shown_many
 
 

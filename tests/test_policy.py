@@ -6,15 +6,6 @@ import random
 
 import pytest
 
-from relayq.policy import (
-    Action,
-    RetrySettings,
-    Step,
-    after_admission,
-    after_failure,
-    backoff,
-    before_call,
-)
 from relayq.providers.errors import (
     AuthenticationFailed,
     InvalidRequest,
@@ -25,6 +16,15 @@ from relayq.providers.errors import (
     ProviderTimeout,
     ProviderUnavailable,
     RateLimited,
+)
+from relayq.resilience.policy import (
+    Action,
+    RetrySettings,
+    Step,
+    after_admission,
+    after_failure,
+    backoff,
+    before_call,
 )
 
 SETTINGS = RetrySettings(max_attempts_per_deployment=3, max_attempts=6)

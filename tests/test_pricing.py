@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from relayq.config import RoutingConfig
-from relayq.pricing import ModelPrice, job_cost
+from relayq.config.prices import ModelPrice, job_cost
+from relayq.config.routes import RoutingConfig
 
 PRICE = ModelPrice(input=2.5, output=10.0, cached_input=1.25, batch_discount=0.5)
 

@@ -10,9 +10,9 @@ from collections.abc import Awaitable, Callable
 import pytest
 import redis.asyncio as aioredis
 
-import relayq.ratelimit
-from relayq.chat import ChatCompletionRequest
-from relayq.ratelimit import RateLimiter, estimate_tokens
+import relayq.resilience.ratelimit
+from relayq.resilience.ratelimit import RateLimiter, estimate_tokens
+from relayq.schemas.chat import ChatCompletionRequest
 from tests.services import run
 
 DEPLOYMENT = "openai|gpt-4o"
@@ -220,7 +220,7 @@ def test_estimate_tokens_counts_characters_and_the_answer() -> None:
 
 
 def test_public_surface() -> None:
-    assert set(relayq.ratelimit.__all__) == {
+    assert set(relayq.resilience.ratelimit.__all__) == {
         "CHARS_PER_TOKEN",
         "DEFAULT_COMPLETION_TOKENS",
         "GCRA_LUA",

@@ -17,9 +17,9 @@ import httpx
 import pytest
 import redis
 
-from relayq.queueing import Enqueuer
-from relayq.recovery import hand_back
-from relayq.settings import Settings, WorkerSettings
+from relayq.config.settings import Settings, WorkerSettings
+from relayq.queueing.broker import Enqueuer
+from relayq.recovery.handback import hand_back
 from relayq.store import Database
 from relayq.store.keys import create_key
 from relayq.store.webhooks import Unsent, add_delivery, find_unsent, mark_deliveries_enqueued

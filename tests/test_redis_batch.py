@@ -10,7 +10,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from relayq.redis_batch import CommandBatch
+from relayq.redis.pipeline import CommandBatch
 from tests.services import free_port
 
 _DB = 15  # a logical database of its own

@@ -8,7 +8,7 @@ import pytest
 from redis.exceptions import DataError
 from redis.utils import HIREDIS_AVAILABLE
 
-from relayq.redis_pool import shared_redis
+from relayq.redis.pool import shared_redis
 
 
 def test_values_of_every_kind_round_trip_and_a_bool_is_refused(redis_url: str) -> None:

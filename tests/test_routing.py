@@ -9,9 +9,9 @@ from collections import Counter
 import pytest
 import redis.asyncio as aioredis
 
-from relayq.config import RoutingConfig
-from relayq.routing import Deployment, Router, UnknownModel
-from relayq.routing_state import RoutingState
+from relayq.config.routes import RoutingConfig
+from relayq.routing.router import Deployment, Router, UnknownModel
+from relayq.routing.state import RoutingState
 from tests.services import run
 
 

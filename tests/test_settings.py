@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from relayq.chat import ChatCompletionRequest
+from relayq.config.settings import Settings
 from relayq.ids import new_id
-from relayq.settings import Settings
+from relayq.schemas.chat import ChatCompletionRequest
 
 
 def test_defaults_serve_the_mock_model_from_sqlite(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
-from relayq.spans import MAX_SPAN_SECONDS, Span, span_seconds
+from relayq.schemas.spans import MAX_SPAN_SECONDS, Span, span_seconds
 
 spans = TypeAdapter(Span)
 

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from relayq.jobs import JobStatus
+from relayq.schemas.jobs import JobStatus
 from relayq.store import Database
 from relayq.store.jobs import (
     AttemptRecord,

@@ -14,14 +14,14 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from relayq.redis_batch import CommandBatch
-from relayq.sync_lane import (
+from relayq.direct.lane import (
     LANE_GROUP,
     LaneConsumer,
     LaneSender,
     lane_stream,
     release_consumer,
 )
+from relayq.redis.pipeline import CommandBatch
 from tests.services import run
 
 _DB = 15  # shared with test_redis_batch, which flushes it first; keys here are prefixed

@@ -10,8 +10,8 @@ from typing import Any
 import httpx
 import pytest
 
-from relayq.queueing import create_celery
-from relayq.settings import Settings
+from relayq.config.settings import Settings
+from relayq.queueing.broker import create_celery
 from tests.conftest import key_factory
 from tests.jobs import body, submit, wait_for_status
 from tests.services import running_valkey

@@ -31,14 +31,16 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 from api.app import create_app
-from relayq import tracing
-from relayq.breaker import BreakerSettings, CircuitBreaker
-from relayq.config import RetrySettings, RoutingConfig
-from relayq.events import EventLog
-from relayq.execution import Executor, RunResult
+from relayq.config.routes import RetrySettings, RoutingConfig
+from relayq.config.settings import BreakerSettings, Settings, TracingSettings
+from relayq.direct.lane import lane_stream
+from relayq.direct.replies import Replies
+from relayq.events.log import EventLog
+from relayq.execution.executor import Executor, RunResult
+from relayq.observability import tracing
 from relayq.providers import build_providers
 from relayq.providers.http import build_http_client
-from relayq.queueing import (
+from relayq.queueing.broker import (
     NO_DETAILS,
     RUN_JOB_TASK,
     RUN_MANY_TASK,
@@ -47,15 +49,13 @@ from relayq.queueing import (
     Enqueuer,
     JobDetails,
 )
-from relayq.ratelimit import RateLimiter
-from relayq.redis_batch import CommandBatch
-from relayq.replies import Replies
-from relayq.resilience import Resilience
-from relayq.settings import Settings, TracingSettings
+from relayq.redis.pipeline import CommandBatch
+from relayq.resilience.breaker import CircuitBreaker
+from relayq.resilience.ratelimit import RateLimiter
+from relayq.resilience.resilience import Resilience
 from relayq.store import Database
 from relayq.store.jobs import create_jobs
 from relayq.store.keys import create_key
-from relayq.sync_lane import lane_stream
 from tests.conftest import key_factory
 from tests.executor_routing import ROUTING
 from tests.jobs import body, mock_job
@@ -444,7 +444,7 @@ print(sorted(m for m in after if m.startswith(("opentelemetry.sdk.trace", "opent
 
 
 def test_only_relayq_tracing_imports_opentelemetry_and_only_when_set_up() -> None:
-    """Every other module calls relayq.tracing; it imports OpenTelemetry inside
+    """Every other module calls relayq.observability.tracing; it imports OpenTelemetry inside
     functions (or for the type checker), never when it is imported."""
     root = Path(__file__).parent.parent
     importers = {}
@@ -457,7 +457,7 @@ def test_only_relayq_tracing_imports_opentelemetry_and_only_when_set_up() -> Non
                 importers[str(path.relative_to(root))] = {
                     n for n in top if n.split(".")[0] == "opentelemetry"
                 }
-    assert importers == {"relayq/tracing.py": set()}
+    assert importers == {"relayq/observability/tracing.py": set()}
 
 
 def _imported(node: ast.AST) -> list[str]:

@@ -18,7 +18,9 @@ import pytest
 from sqlalchemy import create_engine, event, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from relayq.jobs import JobStatus
+from relayq.schemas.destinations import address_refusal
+from relayq.schemas.jobs import JobStatus
+from relayq.schemas.webhooks import DeliveryStatus
 from relayq.store import Database, sync_url
 from relayq.store.jobs import Outcome, claim_job, create_job, finish_job
 from relayq.store.keys import create_key
@@ -36,8 +38,6 @@ from relayq.store.webhooks import (
     put_endpoint,
     record_attempt,
 )
-from relayq.webhooks.destinations import address_refusal
-from relayq.webhooks.schemas import DeliveryStatus
 from relayq.webhooks.transport import build_webhook_client, post_webhook
 from tests.conftest import KeyFactory
 from tests.jobs import body, mock_job, submit, wait_for_status

@@ -9,14 +9,14 @@ from typing import Any
 from celery import Celery, Task
 from celery.signals import worker_init, worker_shutdown
 
-from relayq.queueing import (
+from relayq.config.settings import Settings
+from relayq.queueing.broker import (
     PREPARE_BATCH_TASK,
     RUN_DIRECT_TASK,
     RUN_JOB_TASK,
     RUN_MANY_TASK,
     create_celery,
 )
-from relayq.settings import Settings
 from relayq.webhooks.publishing import WebhookEnqueuer
 from worker.outcomes import JobNotSucceeded, shown, shown_many
 from worker.pool import LoopPool, loop_result, loop_task

@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from relayq.logs import configure_logging
-from relayq.settings import Settings
-from relayq.tracing import check as check_tracing
+from relayq.config.settings import Settings
+from relayq.observability.logs import configure_logging
+from relayq.observability.tracing import check as check_tracing
 from worker.app import create_worker_app
 from worker.supervisor import supervise
 

@@ -30,7 +30,7 @@ from collections.abc import Iterable
 
 from celery.exceptions import Retry
 
-from relayq.execution import RunResult
+from relayq.execution.executor import RunResult
 
 __all__ = ["JobNotSucceeded", "shown", "shown_many"]
 

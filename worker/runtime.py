@@ -28,42 +28,42 @@ from relayq.batches.activity import BatchActivity
 from relayq.batches.notify import BatchNotifier
 from relayq.batches.preparation import BatchPreparer, Prepared
 from relayq.batches.scheduler import BatchScheduler
-from relayq.batches.schemas import BatchStatus
-from relayq.breaker import CircuitBreaker
-from relayq.cache import ResponseCache
-from relayq.cancellation import listen_for_cancels
-from relayq.catalog import ModelCatalog
-from relayq.clearance import Clearance, listen_for_changes
-from relayq.config import RoutingConfig
-from relayq.events import EventListener, EventLog
-from relayq.execution import Executor, RunResult
+from relayq.config.routes import RoutingConfig
+from relayq.config.settings import Settings
+from relayq.direct.lane import LaneConsumer
+from relayq.direct.replies import Replies
+from relayq.events.cancellation import listen_for_cancels
+from relayq.events.log import EventListener, EventLog
+from relayq.execution.cache import ResponseCache
+from relayq.execution.executor import Executor, RunResult
 from relayq.files.storage import DirectoryStorage
 from relayq.heap import settle
-from relayq.key_limits import KeyLimits
-from relayq.live import LiveRouting
-from relayq.metrics import WorkerMetrics
+from relayq.observability.metrics import WorkerMetrics
+from relayq.observability.tracing import setup as setup_tracing
 from relayq.providers import Provider, build_providers
 from relayq.providers.http import build_http_client
-from relayq.queueing import (
+from relayq.queueing.broker import (
     REQUEST_ID_HEADER,
     REQUEST_IDS_HEADER,
     TRACEPARENT_HEADER,
     TRACEPARENTS_HEADER,
     Enqueuer,
 )
-from relayq.ratelimit import RateLimiter
-from relayq.reconciler import Reconciler
-from relayq.recovery import Heartbeat, Taken, delivery_entry
-from relayq.redis_batch import CommandBatch
-from relayq.redis_pool import shared_redis
-from relayq.replies import Replies
-from relayq.resilience import Resilience
-from relayq.routing import Router
-from relayq.routing_state import RoutingState
-from relayq.settings import Settings
+from relayq.recovery.handback import Heartbeat, Taken, delivery_entry
+from relayq.recovery.reconciler import Reconciler
+from relayq.redis.pipeline import CommandBatch
+from relayq.redis.pool import shared_redis
+from relayq.resilience.breaker import CircuitBreaker
+from relayq.resilience.clearance import Clearance, listen_for_changes
+from relayq.resilience.key_limits import KeyLimits
+from relayq.resilience.ratelimit import RateLimiter
+from relayq.resilience.resilience import Resilience
+from relayq.routing.catalog import ModelCatalog
+from relayq.routing.live import LiveRouting
+from relayq.routing.router import Router
+from relayq.routing.state import RoutingState
+from relayq.schemas.batches import BatchStatus
 from relayq.store import Database
-from relayq.sync_lane import LaneConsumer
-from relayq.tracing import setup as setup_tracing
 from relayq.webhooks.publishing import DeliveryPublisher, WebhookEnqueuer
 from worker.pool import message_headers
 

@@ -6,7 +6,7 @@ process can also be killed. So ``python -m worker`` runs the Celery worker as
 a child and starts it again, with backoff, whenever it exits without being
 asked to. Each child gets an instance id of its own; when one dies, the
 supervisor hands back at once every job it held or had taken
-(:func:`relayq.recovery.hand_back`), rather than leave them to their leases.
+(:func:`relayq.recovery.handback.hand_back`), rather than leave them to their leases.
 SIGTERM and SIGINT are passed on and end the supervisor once the child has
 stopped.
 """
@@ -23,8 +23,8 @@ import uuid
 from collections.abc import Sequence
 from types import FrameType
 
-from relayq.recovery import hand_back
-from relayq.settings import Settings
+from relayq.config.settings import Settings
+from relayq.recovery.handback import hand_back
 
 __all__ = ["supervise"]
 

@@ -16,7 +16,7 @@ import httpx
 from celery import Celery, Task
 from celery.signals import worker_shutdown
 
-from relayq.settings import Settings
+from relayq.config.settings import Settings
 from relayq.store import Database
 from relayq.webhooks.delivery import Deliverer, DeliveryResult
 from relayq.webhooks.publishing import DELIVER_WEBHOOK_TASK, WebhookEnqueuer

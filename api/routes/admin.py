@@ -9,7 +9,7 @@ from pydantic import BaseModel
 
 from api.deps import AdminKeyDep, ServicesDep
 from api.errors import ERROR_RESPONSES, APIError
-from relayq.resilience import deployment_id
+from relayq.resilience.resilience import deployment_id
 
 __all__ = ["router"]
 

@@ -29,7 +29,9 @@ from api.routes.webhooks import checked_destination
 from api.services import Services
 from api.sse import HEARTBEAT, sse_message
 from relayq.batches.activity import BatchActivity
-from relayq.batches.schemas import (
+from relayq.ids import new_id
+from relayq.intake.intake import request_hash
+from relayq.schemas.batches import (
     BATCH_ENDPOINTS,
     FINAL_BATCH_STATUSES,
     BatchCreate,
@@ -37,11 +39,8 @@ from relayq.batches.schemas import (
     BatchObject,
     BatchStatus,
     InlineRequest,
-    batch_object,
 )
-from relayq.files.schemas import FilePurpose
-from relayq.ids import new_id
-from relayq.intake import request_hash
+from relayq.schemas.files import FilePurpose
 from relayq.store.batches import (
     add_batch,
     cancel_batch,
@@ -53,6 +52,7 @@ from relayq.store.batches import (
 from relayq.store.files import add_file, get_file
 from relayq.store.jobs import IdempotencyConflict
 from relayq.store.models import ApiKey, Batch
+from relayq.store.views import batch_object
 
 __all__ = ["router"]
 

@@ -1,7 +1,7 @@
 """``POST /v1/chat/completions``: OpenAI's endpoint, served by the job pipeline.
 
 The request becomes a high-priority job and the caller waits on its replies
-(:mod:`relayq.replies`): a ``chat.completion`` when it ends, or with
+(:mod:`relayq.direct.replies`): a ``chat.completion`` when it ends, or with
 ``stream: true`` its chunks as they come, ending with ``data: [DONE]``. The
 job id is in the ``x-relayq-job-id`` header, so the job can be looked up
 later. If the caller goes away first, the job is cancelled
@@ -31,14 +31,14 @@ from api.observability import request_id_of
 from api.routes.jobs import unknown_model
 from api.services import Services
 from api.sse import DONE, CompletionStream, sse_message
-from relayq.assembly import chunks_from_completion
-from relayq.chat import ChatCompletionRequest
-from relayq.events import EventType
+from relayq.direct.replies import Reply
+from relayq.events.log import EventType
 from relayq.ids import new_id
-from relayq.intake import BrokerUnavailable
-from relayq.jobs import JobCreate
-from relayq.replies import Reply
-from relayq.routing import UnknownModel
+from relayq.intake.intake import BrokerUnavailable
+from relayq.providers.assembly import chunks_from_completion
+from relayq.routing.router import UnknownModel
+from relayq.schemas.chat import ChatCompletionRequest
+from relayq.schemas.jobs import JobCreate
 from relayq.store.models import Job
 
 __all__ = ["router"]

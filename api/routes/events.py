@@ -20,8 +20,8 @@ from api.deps import KeyDep, ServicesDep
 from api.errors import ERROR_RESPONSES, APIError
 from api.services import Services
 from api.sse import HEARTBEAT
-from relayq.events import EventType, JobEvent, event_frame, stream_key, terminal_data
-from relayq.jobs import TERMINAL_STATUSES, JobStatus
+from relayq.events.log import EventType, JobEvent, event_frame, stream_key, terminal_data
+from relayq.schemas.jobs import TERMINAL_STATUSES, JobStatus
 from relayq.store.jobs import get_job
 
 __all__ = ["router"]

@@ -19,11 +19,12 @@ from fastapi.responses import StreamingResponse
 from api.deps import KeyDep, ServicesDep, SessionDep
 from api.errors import ERROR_RESPONSES, APIError
 from api.pages import After, cursor_page
-from relayq.files.schemas import FileDeleted, FileList, FileObject, FilePurpose, file_object
 from relayq.files.storage import CHUNK_BYTES
 from relayq.ids import new_id
-from relayq.json_values import text_problem
+from relayq.schemas.files import FileDeleted, FileList, FileObject, FilePurpose
+from relayq.schemas.json_values import text_problem
 from relayq.store.files import add_file, delete_file, get_file, list_files
+from relayq.store.views import file_object
 
 __all__ = ["MAX_FILENAME_CHARS", "file_not_found", "router"]
 

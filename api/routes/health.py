@@ -3,7 +3,7 @@
 - ``/livez``: the process answers; nothing else is checked.
 - ``/readyz``: the database and Redis answer, and every provider queue a route
   sends jobs to has a worker that beat within ``health.worker_window_seconds``
-  (the workers publish what they consume with each beat: relayq/recovery.py).
+  (the workers publish what they consume with each beat: relayq/recovery/handback.py).
 - ``/healthz``: the old name, kept for what already calls it (compose files,
   ``relayq dev``): the database answers; Redis is reported, not required.
 """
@@ -21,7 +21,7 @@ from sqlalchemy import text
 
 from api.deps import ServicesDep
 from api.services import Services
-from relayq.consumers import Consumer, consumers, last_seen
+from relayq.observability.consumers import Consumer, consumers, last_seen
 
 __all__ = ["Liveness", "Readiness", "ReadinessChecks", "router"]
 

@@ -11,9 +11,16 @@ from api.errors import ERROR_RESPONSES, APIError
 from api.observability import request_id_of
 from api.pages import After, cursor_page
 from api.routes.webhooks import checked_destination
-from relayq.jobs import TERMINAL_STATUSES, JobCreate, JobList, JobPublic, JobStatus, job_public
-from relayq.routing import UnknownModel
+from relayq.routing.router import UnknownModel
+from relayq.schemas.jobs import (
+    TERMINAL_STATUSES,
+    JobCreate,
+    JobList,
+    JobPublic,
+    JobStatus,
+)
 from relayq.store.jobs import IdempotencyConflict, get_job, list_attempts, list_jobs
+from relayq.store.views import job_public
 
 __all__ = ["router"]
 

@@ -8,18 +8,15 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from sqlalchemy import func, select
 
 from api.deps import ServicesDep, admin_key
-from relayq.jobs import JobStatus
-from relayq.metrics import SharedState
-from relayq.resilience import deployment_id
-from relayq.settings import MetricsAccess
-from relayq.store.models import Job
+from relayq.config.settings import MetricsAccess
+from relayq.observability.metrics import BreakerReading, SharedState
+from relayq.queueing.broker import queue_depths
+from relayq.resilience.resilience import deployment_id
+from relayq.store.jobs import count_queued_and_running
 
 __all__ = ["metrics_router"]
-
-_PRIORITY_STEPS = range(1, 10)
 
 
 def metrics_router(access: MetricsAccess) -> APIRouter:
@@ -38,14 +35,7 @@ async def metrics(services: ServicesDep) -> Response:
 
 async def _read_state(services: ServicesDep) -> SharedState:
     async with services.database.session() as session:
-        rows = (
-            await session.execute(
-                select(Job.status, Job.provider, func.count())
-                .where(Job.status.in_([JobStatus.QUEUED.value, JobStatus.RUNNING.value]))
-                .group_by(Job.status, Job.provider)
-            )
-        ).all()
-    active = {(status, provider): int(count) for status, provider, count in rows}
+        active = await count_queued_and_running(session)
     routing = services.router.routing
     deployments = sorted(
         {deployment_id(d.provider, d.model) for r in routing.routes.values() for d in r.deployments}
@@ -53,23 +43,10 @@ async def _read_state(services: ServicesDep) -> SharedState:
     settings = services.settings
     queues = [settings.queue_for(name) for name in sorted(routing.providers)]
     queues.append(settings.webhooks.queue)
-    async with services.redis.pipeline(transaction=False) as pipe:
-        for queue in queues:
-            pipe.llen(queue)
-            for step in _PRIORITY_STEPS:
-                pipe.llen(f"{queue}:{step}")
-        lengths = await pipe.execute()
-    per_queue = len(_PRIORITY_STEPS) + 1
-    depths = {q: sum(lengths[i * per_queue : (i + 1) * per_queue]) for i, q in enumerate(queues)}
-    in_flight_raw = await services.redis.hgetall(
-        f"{services.settings.key_prefix}:routing:in_flight"
-    )
-    in_flight = {
-        (k.decode() if isinstance(k, bytes) else str(k)): int(v) for k, v in in_flight_raw.items()
-    }
+    breakers = await services.breaker.status(deployments)
     return SharedState(
         active_jobs=active,
-        queue_depths=depths,
-        in_flight=in_flight,
-        breakers=await services.breaker.status(deployments),
+        queue_depths=await queue_depths(services.redis, queues),
+        in_flight=await services.routing_state.every_in_flight(),
+        breakers=[BreakerReading(b.deployment, b.state.value, b.window_failures) for b in breakers],
     )

@@ -10,17 +10,8 @@ from fastapi import APIRouter, Body, Query
 from api.deps import KeyDep, ServicesDep, SessionDep
 from api.errors import ERROR_RESPONSES, APIError
 from api.pages import After, cursor_page
-from relayq.store.jobs import get_job
-from relayq.store.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
-from relayq.store.webhooks import (
-    delete_endpoint,
-    get_endpoint,
-    list_deliveries,
-    put_endpoint,
-    rotate_secret,
-)
-from relayq.webhooks.destinations import DestinationRefused, check_destination
-from relayq.webhooks.schemas import (
+from relayq.schemas.destinations import DestinationRefused, check_destination
+from relayq.schemas.webhooks import (
     DeliveryStatus,
     SecretRotation,
     WebhookAttemptPublic,
@@ -31,6 +22,15 @@ from relayq.webhooks.schemas import (
     WebhookEvent,
     WebhookSecretPublic,
     WebhookSpec,
+)
+from relayq.store.jobs import get_job
+from relayq.store.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
+from relayq.store.webhooks import (
+    delete_endpoint,
+    get_endpoint,
+    list_deliveries,
+    put_endpoint,
+    rotate_secret,
 )
 
 __all__ = ["router"]

@@ -3,7 +3,7 @@
 ``python -m worker`` is a supervisor with the Celery worker as its child
 (worker/supervisor.py). Which of the two dies decides how soon the jobs come
 back: a supervisor that survives hands its dead child's jobs back at once
-(relayq/recovery.py); with the supervisor gone too, the new worker started in
+(relayq/recovery/handback.py); with the supervisor gone too, the new worker started in
 its place does, once the dead one has missed three heartbeats and its own have
 held for three (about 20 s on the shipped 5 s beat).
 """

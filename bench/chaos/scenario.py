@@ -21,7 +21,7 @@ import httpx
 
 from bench.chaos import records
 from bench.chaos.kills import KillMode, kill_and_replace
-from relayq.settings import WorkerSettings
+from relayq.config.settings import WorkerSettings
 from relayq.store import Database
 from relayq.store.keys import create_key
 from tests.services import free_port, reset_database

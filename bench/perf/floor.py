@@ -4,7 +4,7 @@ Two processes, as relayq has, on the same Valkey and mock upstream:
 
 - ``python -m bench.perf.floor api``: ``POST /v1/jobs`` pushes the job on a
   Valkey list and answers its id; ``GET /v1/jobs/{id}/events`` follows it as
-  SSE, in relayq's message format (:func:`relayq.events.stored_frame`), from
+  SSE, in relayq's message format (:func:`relayq.events.log.stored_frame`), from
   one ``XREAD`` reader of one firehose stream per process, a message per
   event written to each follower.
 - ``POST /v1/chat/completions`` (streamed) is its sync lane: the request goes
@@ -47,7 +47,7 @@ import redis.asyncio as aioredis
 import uvloop
 from aiohttp import web
 
-from relayq.events import stored_frame
+from relayq.events.log import stored_frame
 
 __all__ = ["main"]
 

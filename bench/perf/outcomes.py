@@ -1,7 +1,7 @@
 """How the harness learns that the jobs it submitted ended: relayq's event firehose.
 
 relayq appends every job event, by one script, to the job's own stream and to
-one stream of all jobs, ``{key_prefix}:event-firehose`` (:mod:`relayq.events`),
+one stream of all jobs, ``{key_prefix}:event-firehose`` (:mod:`relayq.events.log`),
 which its API reads to feed SSE followers. The harness reads that stream too:
 one blocking ``XREAD`` at a time on a connection of its own, from where the
 stream ended when the block began, keeping the first terminal event
@@ -12,7 +12,7 @@ that grew with the block's jobs, run in the harness's own process on SQLite
 and by the server (counted as relayq's CPU) on PostgreSQL.
 
 A worker appends a job's terminal event after its outcome is committed to SQL
-(``relayq.execution``: the ledger's write, then the event), so once every job
+(``relayq.execution.executor``: the ledger's write, then the event), so once every job
 is seen here one read of SQL gives the record the figures are taken from, and
 :meth:`JobOutcomes.disagreements` checks the two against each other.
 """
@@ -25,7 +25,7 @@ from typing import Any, cast
 
 import redis.asyncio as aioredis
 
-from relayq.events import TERMINAL_EVENTS, firehose_key
+from relayq.events.log import TERMINAL_EVENTS, firehose_key
 
 __all__ = ["JobOutcomes"]
 

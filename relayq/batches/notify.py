@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from relayq.batches.schemas import batch_object
-from relayq.outbox import Outbox
+from relayq.queueing.outbox import Outbox
+from relayq.schemas.webhooks import WebhookEvent
 from relayq.store import Database
 from relayq.store.batches import get_batch_by_id, request_counts
+from relayq.store.planning import add_deliveries, targets
+from relayq.store.views import batch_object
 from relayq.store.webhooks import unsent_for
-from relayq.webhooks.planning import add_deliveries, targets
 from relayq.webhooks.publishing import WebhookEnqueuer, publish_unsent
-from relayq.webhooks.schemas import WebhookEvent
 
 __all__ = ["BatchNotifier"]
 

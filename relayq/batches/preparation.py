@@ -19,13 +19,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from relayq.batches.notify import BatchNotifier
-from relayq.batches.schemas import BatchErrorItem, BatchErrors, BatchStatus
 from relayq.batches.validation import LineValidator, ValidRequest
+from relayq.config.settings import Settings
 from relayq.files.storage import FileStorage, read_lines
 from relayq.ids import id_sequence
-from relayq.jobs import JobStatus
-from relayq.routing import Deployment, Router, UnknownModel
-from relayq.settings import Settings
+from relayq.routing.router import Deployment, Router, UnknownModel
+from relayq.schemas.batches import BatchErrorItem, BatchErrors, BatchStatus
+from relayq.schemas.jobs import JobStatus
 from relayq.store import Database
 from relayq.store.batches import fail_batch, get_batch_by_id, insert_requests, start_batch
 from relayq.store.models import Batch

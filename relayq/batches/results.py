@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 
 from relayq.files.storage import FileStorage
-from relayq.jobs import JobStatus
+from relayq.schemas.jobs import JobStatus
 from relayq.store import Database
 from relayq.store.batches import RequestResult, request_results
 

@@ -30,15 +30,15 @@ from relayq.batches.activity import BatchActivity
 from relayq.batches.fairness import fair_shares
 from relayq.batches.notify import BatchNotifier
 from relayq.batches.results import ResultFiles, output_file_ids, write_results
-from relayq.batches.schemas import BatchStatus
-from relayq.files.schemas import FilePurpose
+from relayq.config.settings import Settings
 from relayq.files.storage import FileStorage
-from relayq.jobs import JobStatus
-from relayq.locking import run_exclusively
-from relayq.outbox import JobMessage, Outbox
-from relayq.queueing import Enqueuer
-from relayq.routing_state import RoutingState
-from relayq.settings import Settings
+from relayq.queueing.broker import Enqueuer
+from relayq.queueing.outbox import JobMessage, Outbox
+from relayq.redis.locking import run_exclusively
+from relayq.routing.state import RoutingState
+from relayq.schemas.batches import BatchStatus
+from relayq.schemas.files import FilePurpose
+from relayq.schemas.jobs import JobStatus
 from relayq.store import Database
 from relayq.store.batches import (
     Tally,

@@ -15,10 +15,10 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from relayq.batches.schemas import BatchErrorItem
-from relayq.chat import ChatCompletionRequest
-from relayq.json_values import first_unkeepable, text_problem
-from relayq.params import param_path
+from relayq.schemas.batches import BatchErrorItem
+from relayq.schemas.chat import ChatCompletionRequest
+from relayq.schemas.json_values import first_unkeepable, text_problem
+from relayq.schemas.params import param_path
 
 __all__ = ["LineValidator", "ValidRequest"]
 

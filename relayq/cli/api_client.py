@@ -24,8 +24,8 @@ from urllib.parse import urlsplit
 import httpx
 from pydantic import ValidationError
 
-from relayq.batches.schemas import FINAL_BATCH_STATUSES, BatchList, BatchObject
-from relayq.files.schemas import FileObject
+from relayq.schemas.batches import FINAL_BATCH_STATUSES, BatchList, BatchObject
+from relayq.schemas.files import FileObject
 
 __all__ = [
     "ApiClient",
@@ -99,7 +99,7 @@ def dev_api_key(api_url: str) -> str | None:
         return None
     # Imported here: the settings pull in Redis's client, which a command given
     # its key (--api-key, RELAYQ_API_KEY) never needs.
-    from relayq.settings import Settings
+    from relayq.config.settings import Settings
 
     settings = Settings()
     if settings.dev_api_key is not None:

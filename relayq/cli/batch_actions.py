@@ -19,7 +19,6 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from relayq.batches.schemas import BatchObject, BatchStatus
 from relayq.cli.api_client import (
     ApiClient,
     ApiError,
@@ -31,6 +30,7 @@ from relayq.cli.api_client import (
 from relayq.cli.batch import ExitCode
 from relayq.cli.batch_input import InputError, write_requests
 from relayq.cli.progress import ProgressDisplay, duration
+from relayq.schemas.batches import BatchObject, BatchStatus
 
 __all__ = ["cancel", "list_batches", "results", "status", "submit"]
 

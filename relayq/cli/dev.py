@@ -30,8 +30,8 @@ from rich.markup import escape
 
 from relayq.cli.batch import DEFAULT_API_URL
 from relayq.cli.dev_valkey import DevValkey, DevValkeyError
-from relayq.queueing import create_celery
-from relayq.settings import Settings
+from relayq.config.settings import Settings
+from relayq.queueing.broker import create_celery
 from relayq.store import Database
 from relayq.store import keys as key_store
 from relayq.store.migrate import upgrade

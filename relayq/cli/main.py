@@ -15,7 +15,7 @@ from relayq.cli.batch import batch_app
 if TYPE_CHECKING:
     from rich.table import Table
 
-    from relayq.settings import Settings
+    from relayq.config.settings import Settings
     from relayq.store import keys as key_store
 
 # Each command imports what it needs when it runs (the settings, SQLAlchemy,
@@ -43,7 +43,7 @@ console = Console(stderr=True, soft_wrap=True)
 @db_app.command("upgrade")
 def db_upgrade(revision: str = "head") -> None:
     """Migrate the database at RELAYQ_DATABASE_URL to the latest schema."""
-    from relayq.settings import Settings
+    from relayq.config.settings import Settings
     from relayq.store.migrate import upgrade
 
     settings = Settings()
@@ -83,7 +83,7 @@ def keys_create(
     """Create an API key and print its secret. The secret is shown only this once."""
     import asyncio
 
-    from relayq.settings import Settings
+    from relayq.config.settings import Settings
 
     created = asyncio.run(
         _create_key(Settings(), name, admin=admin, rpm=rpm, concurrent=max_concurrent)
@@ -117,7 +117,7 @@ def keys_list() -> None:
     """List API keys (never their secrets)."""
     import asyncio
 
-    from relayq.settings import Settings
+    from relayq.config.settings import Settings
 
     Console().print(asyncio.run(_list_keys(Settings())))
 
@@ -139,7 +139,7 @@ def keys_revoke(key_id: str) -> None:
     """Revoke a key by id; requests with it answer 401 from then on."""
     import asyncio
 
-    from relayq.settings import Settings
+    from relayq.config.settings import Settings
 
     if not asyncio.run(_revoke(Settings(), key_id)):
         console.print(f"no active key with id {key_id}")
@@ -156,7 +156,7 @@ def worker(ctx: typer.Context) -> None:
 @config_app.command("check")
 def config_check(path: Path) -> None:
     """Validate a routing file (providers, routes, adapter options) without starting anything."""
-    from relayq.config_check import check_routing_file
+    from relayq.cli.config_check import check_routing_file
 
     report = check_routing_file(path)
     for warning in report.warnings:
@@ -178,7 +178,7 @@ def _worker_here(settings: Settings, host: str) -> str | None:
 
     import redis.asyncio as aioredis
 
-    from relayq.consumers import Consumer, consumers
+    from relayq.observability.consumers import Consumer, consumers
 
     async def read() -> list[Consumer]:
         redis = aioredis.Redis.from_url(
@@ -213,7 +213,7 @@ def health_worker() -> None:
 
     from redis.exceptions import RedisError
 
-    from relayq.settings import Settings
+    from relayq.config.settings import Settings
 
     host = socket.gethostname()
     try:
@@ -240,7 +240,7 @@ def api(
     port: Annotated[int | None, typer.Option(help="Default: RELAYQ_API__PORT.")] = None,
 ) -> None:
     """Run the HTTP API with uvicorn."""
-    from relayq.settings import Settings
+    from relayq.config.settings import Settings
 
     settings = Settings()
     os.execv(
@@ -267,7 +267,7 @@ def dev(
 ) -> None:
     """Start the whole stack on embedded defaults; Ctrl-C stops it all."""
     from relayq.cli.dev import run_dev_stack
-    from relayq.settings import Settings
+    from relayq.config.settings import Settings
 
     raise typer.Exit(run_dev_stack(Settings(), api_port=api_port, flower_port=flower_port))
 

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 
-from relayq.batches.schemas import BatchObject, BatchStatus, RequestCounts
+from relayq.schemas.batches import BatchObject, BatchStatus, RequestCounts
 
 __all__ = ["ProgressDisplay", "duration"]
 

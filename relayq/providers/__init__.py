@@ -12,9 +12,9 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Final
 
+from relayq.config.settings import ProviderSettings
 from relayq.providers.base import Provider
 from relayq.providers.http import UpstreamClient
-from relayq.settings import ProviderSettings
 
 __all__ = ["PROVIDER_TYPES", "Provider", "build_providers", "provider_type"]
 

@@ -54,14 +54,13 @@ from datetime import UTC, datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from relayq.assembly import completion_chunks
-from relayq.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest
 from relayq.providers.anthropic_request import messages_body
 from relayq.providers.anthropic_response import (
     StreamTranslator,
     completion_from_message,
     error_from_payload,
 )
+from relayq.providers.assembly import completion_chunks
 from relayq.providers.base import Provider
 from relayq.providers.errors import MalformedResponse, ProviderError
 from relayq.providers.http import (
@@ -73,6 +72,7 @@ from relayq.providers.http import (
 )
 from relayq.providers.retry_after import retry_after_seconds
 from relayq.providers.sse import ServerSentEvent, SSEDecoder
+from relayq.schemas.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest
 
 __all__ = [
     "DEFAULT_API_VERSION",

@@ -1,7 +1,7 @@
 """The body of an Anthropic Messages API call, built from the canonical chat request.
 
 Pure translation, no I/O. :func:`messages_body` turns an OpenAI-shaped
-:class:`~relayq.chat.ChatCompletionRequest` into the JSON body of
+:class:`~relayq.schemas.chat.ChatCompletionRequest` into the JSON body of
 ``POST /v1/messages``:
 
 - system and developer messages are joined (blank line between) into the
@@ -27,8 +27,8 @@ import json
 import re
 from typing import Any
 
-from relayq.chat import ChatCompletionRequest, ChatMessage, Role, ToolCall
 from relayq.providers.errors import InvalidRequest
+from relayq.schemas.chat import ChatCompletionRequest, ChatMessage, Role, ToolCall
 
 __all__ = ["FORWARDED_EXTRAS", "conversation", "messages_body"]
 

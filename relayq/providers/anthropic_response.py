@@ -27,7 +27,14 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from relayq.chat import (
+from relayq.providers.errors import (
+    AuthenticationFailed,
+    MalformedResponse,
+    ProviderError,
+    error_for_status,
+)
+from relayq.providers.openai import vendor_message
+from relayq.schemas.chat import (
     ChatCompletion,
     ChatCompletionChunk,
     Choice,
@@ -38,13 +45,6 @@ from relayq.chat import (
     ToolCall,
     Usage,
 )
-from relayq.providers.errors import (
-    AuthenticationFailed,
-    MalformedResponse,
-    ProviderError,
-    error_for_status,
-)
-from relayq.providers.openai import vendor_message
 
 __all__ = [
     "FINISH_REASONS",

@@ -40,10 +40,10 @@ from urllib.parse import quote, urlencode
 
 from pydantic import BaseModel, ConfigDict
 
+from relayq.config.settings import ProviderSettings
 from relayq.providers.errors import InvalidRequest, ProviderError
 from relayq.providers.http import UpstreamClient
 from relayq.providers.openai import OpenAIProvider
-from relayq.settings import ProviderSettings
 
 __all__ = [
     "DEFAULT_API_VERSION",

@@ -8,10 +8,10 @@ from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from relayq.assembly import completion_chunks
-from relayq.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest
-from relayq.config import ProviderSettings
+from relayq.config.routes import ProviderSettings
+from relayq.providers.assembly import completion_chunks
 from relayq.providers.http import UpstreamClient
+from relayq.schemas.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest
 
 __all__ = ["NoOptions", "Provider"]
 

@@ -37,8 +37,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from relayq.assembly import completion_chunks
-from relayq.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest
+from relayq.providers.assembly import completion_chunks
 from relayq.providers.base import Provider
 from relayq.providers.cohere_request import chat_body
 from relayq.providers.cohere_response import CohereStream, parse_chat
@@ -58,6 +57,7 @@ from relayq.providers.http import (
 from relayq.providers.openai import vendor_message
 from relayq.providers.retry_after import retry_after_seconds
 from relayq.providers.sse import ServerSentEvent, SSEDecoder
+from relayq.schemas.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest
 
 __all__ = ["DEFAULT_BASE_URL", "CohereOptions", "CohereProvider", "error_from_response"]
 

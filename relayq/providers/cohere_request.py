@@ -1,7 +1,7 @@
 """The body of a Cohere Chat API v2 call, built from the canonical chat request.
 
 Pure translation, no I/O. :func:`chat_body` turns an OpenAI-shaped
-:class:`~relayq.chat.ChatCompletionRequest` into the JSON body of
+:class:`~relayq.schemas.chat.ChatCompletionRequest` into the JSON body of
 ``POST /v2/chat``, whose shape is close to OpenAI's:
 
 - system and developer messages become ``system`` messages where they stand;
@@ -38,8 +38,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from relayq.chat import ChatCompletionRequest, ChatMessage, Role
 from relayq.providers.errors import InvalidRequest
+from relayq.schemas.chat import ChatCompletionRequest, ChatMessage, Role
 
 __all__ = ["FORWARDED_EXTRAS", "chat_body", "chat_messages"]
 

@@ -30,7 +30,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from relayq.chat import (
+from relayq.providers.errors import (
+    MalformedResponse,
+    ProviderError,
+    ProviderTimeout,
+    ProviderUnavailable,
+)
+from relayq.schemas.chat import (
     ChatCompletion,
     ChatCompletionChunk,
     Choice,
@@ -40,12 +46,6 @@ from relayq.chat import (
     ResponseMessage,
     ToolCall,
     Usage,
-)
-from relayq.providers.errors import (
-    MalformedResponse,
-    ProviderError,
-    ProviderTimeout,
-    ProviderUnavailable,
 )
 
 __all__ = ["CohereStream", "finish_reason", "parse_chat", "usage"]

@@ -45,7 +45,6 @@ from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from relayq.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest
 from relayq.providers.base import Provider
 from relayq.providers.errors import (
     AuthenticationFailed,
@@ -66,6 +65,7 @@ from relayq.providers.http import (
 )
 from relayq.providers.retry_after import parse_duration, retry_after_seconds
 from relayq.providers.sse import ServerSentEvent, SSEDecoder
+from relayq.schemas.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest
 
 __all__ = ["DEFAULT_BASE_URL", "GeminiOptions", "GeminiProvider", "error_from_payload"]
 

@@ -1,7 +1,7 @@
 """The body of a Gemini ``generateContent`` call, built from the canonical chat request.
 
 Pure translation, no I/O. :func:`generate_content_body` turns an OpenAI-shaped
-:class:`~relayq.chat.ChatCompletionRequest` into the JSON body Google's Gemini
+:class:`~relayq.schemas.chat.ChatCompletionRequest` into the JSON body Google's Gemini
 API (``generativelanguage``) takes on ``models/{model}:generateContent`` and
 ``:streamGenerateContent``:
 
@@ -51,8 +51,8 @@ import json
 import re
 from typing import Any, Literal
 
-from relayq.chat import ChatCompletionRequest, ChatMessage, Role, ToolCall
 from relayq.providers.errors import InvalidRequest
+from relayq.schemas.chat import ChatCompletionRequest, ChatMessage, Role, ToolCall
 
 __all__ = ["SchemaDialect", "generate_content_body", "synthetic_call_id"]
 

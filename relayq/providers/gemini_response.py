@@ -35,7 +35,9 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from relayq.chat import (
+from relayq.providers.errors import InvalidRequest, MalformedResponse
+from relayq.providers.gemini_request import synthetic_call_id
+from relayq.schemas.chat import (
     ChatCompletion,
     ChatCompletionChunk,
     Choice,
@@ -46,8 +48,6 @@ from relayq.chat import (
     ToolCall,
     Usage,
 )
-from relayq.providers.errors import InvalidRequest, MalformedResponse
-from relayq.providers.gemini_request import synthetic_call_id
 
 __all__ = ["GeminiStream", "finish_reason", "parse_completion", "usage"]
 

@@ -49,13 +49,13 @@ import certifi
 import orjson
 from aiohttp.http_exceptions import ContentEncodingError
 
+from relayq.config.settings import ProviderSettings
 from relayq.providers.errors import (
     MalformedResponse,
     ProviderConnectionError,
     ProviderError,
     ProviderTimeout,
 )
-from relayq.settings import ProviderSettings
 
 __all__ = [
     "ErrorMapper",
@@ -337,7 +337,7 @@ def build_http_client(*, max_connections: int) -> UpstreamClient:
     ``max_connections`` caps open connections across all hosts; calls beyond it
     wait for a free one (bounded by the request's ``pool`` timeout). The
     client reads no proxy or certificate settings from the environment (relayq
-    is configured through :class:`relayq.settings.Settings` alone; servers are
+    is configured through :class:`relayq.config.settings.Settings` alone; servers are
     verified against certifi's CA bundle, as httpx did) and keeps no cookies
     from one call to the next. Close it with ``await client.aclose()`` (or
     ``async with``) on the loop that used it.

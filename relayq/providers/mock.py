@@ -32,7 +32,16 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from relayq.chat import (
+from relayq.providers.base import Provider
+from relayq.providers.errors import (
+    InvalidRequest,
+    MalformedResponse,
+    ProviderError,
+    ProviderTimeout,
+    RateLimited,
+    error_for_status,
+)
+from relayq.schemas.chat import (
     ChatCompletion,
     ChatCompletionChunk,
     ChatCompletionRequest,
@@ -42,15 +51,6 @@ from relayq.chat import (
     ResponseMessage,
     Role,
     Usage,
-)
-from relayq.providers.base import Provider
-from relayq.providers.errors import (
-    InvalidRequest,
-    MalformedResponse,
-    ProviderError,
-    ProviderTimeout,
-    RateLimited,
-    error_for_status,
 )
 
 __all__ = ["MockAnswer", "MockControls", "MockProvider", "plan_answer"]

@@ -36,8 +36,7 @@ from typing import Any, ClassVar
 
 from pydantic import ValidationError
 
-from relayq.assembly import completion_chunks
-from relayq.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest
+from relayq.providers.assembly import completion_chunks
 from relayq.providers.base import Provider
 from relayq.providers.errors import MalformedResponse, ProviderError, error_for_status
 from relayq.providers.http import (
@@ -49,6 +48,7 @@ from relayq.providers.http import (
 )
 from relayq.providers.retry_after import retry_after_seconds
 from relayq.providers.sse import ServerSentEvent, SSEDecoder
+from relayq.schemas.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest
 
 __all__ = ["DEFAULT_BASE_URL", "OpenAIProvider", "error_for_event", "vendor_message"]
 

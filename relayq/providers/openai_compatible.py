@@ -40,11 +40,11 @@ from typing import Any, Final
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
-from relayq.chat import ChatCompletionRequest
+from relayq.config.settings import ProviderSettings
 from relayq.providers.errors import ProviderUnavailable
 from relayq.providers.http import UpstreamClient
 from relayq.providers.openai import OpenAIProvider
-from relayq.settings import ProviderSettings
+from relayq.schemas.chat import ChatCompletionRequest
 
 __all__ = ["PRESETS", "OpenAICompatibleOptions", "OpenAICompatibleProvider", "Preset"]
 

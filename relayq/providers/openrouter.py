@@ -40,9 +40,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from relayq.chat import ChatCompletionRequest
 from relayq.providers.errors import AuthenticationFailed, InvalidRequest, ProviderError
 from relayq.providers.openai import OpenAIProvider
+from relayq.schemas.chat import ChatCompletionRequest
 
 __all__ = ["DEFAULT_BASE_URL", "OpenRouterOptions", "OpenRouterProvider"]
 

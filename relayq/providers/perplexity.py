@@ -36,8 +36,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from relayq.chat import ChatCompletionChunk, ChatCompletionRequest
 from relayq.providers.openai import OpenAIProvider
+from relayq.schemas.chat import ChatCompletionChunk, ChatCompletionRequest
 
 __all__ = ["DEFAULT_BASE_URL", "PerplexityOptions", "PerplexityProvider"]
 

@@ -16,12 +16,12 @@ from sqlalchemy import Table, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from relayq.batches.schemas import (
+from relayq.schemas.batches import (
     ACTIVE_BATCH_STATUSES,
     BatchStatus,
     RequestCounts,
 )
-from relayq.jobs import JobStatus
+from relayq.schemas.jobs import JobStatus
 from relayq.store.jobs import IdempotencyConflict
 from relayq.store.models import Batch, Job
 

@@ -20,9 +20,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.schema import ScalarElementColumnDefault
 
 from relayq.ids import new_id
-from relayq.jobs import JobStatus
+from relayq.schemas.jobs import JobStatus
 from relayq.store.models import Attempt, Job, WebhookEndpoint
-from relayq.webhooks.planning import plan_deliveries
+from relayq.store.planning import plan_deliveries
 
 __all__ = [
     "AttemptRecord",
@@ -40,6 +40,7 @@ __all__ = [
     "claim_jobs",
     "count_active",
     "count_active_by_key",
+    "count_queued_and_running",
     "create_job",
     "create_jobs",
     "find_stranded",
@@ -92,7 +93,7 @@ class NewJob:
     id: str | None = None
     """The job's id, when the caller chose it (the intake counts it first); else a new one."""
     reply_to: str | None = None
-    """The reply stream of the API process waiting on the job (see :mod:`relayq.replies`)."""
+    """The reply stream of the API process waiting on the job (see :mod:`relayq.direct.replies`)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -119,7 +120,8 @@ class Claim:
     batch_id: str | None = None
     """A batch's request: no deltas, no per-key count (the batch is the unit)."""
     reply_to: str | None = None
-    """Where the caller waiting on the job reads its deltas and end (see :mod:`relayq.replies`)."""
+    """Where the caller waiting on the job reads its deltas and end
+    (see :mod:`relayq.direct.replies`)."""
     created_at: float | None = None
     """When the job was accepted (epoch seconds): its queue wait and age in its log line."""
     claimed_at: float | None = None
@@ -785,6 +787,17 @@ async def count_active(session: AsyncSession) -> dict[tuple[str, str], int]:
     )
     rows = (await session.execute(query)).all()
     return {(provider, model): int(count) for provider, model, count in rows}
+
+
+async def count_queued_and_running(session: AsyncSession) -> dict[tuple[str, str], int]:
+    """Queued and running jobs per (status, provider): the ``relayq_jobs`` gauge."""
+    query = (
+        select(Job.status, Job.provider, func.count())
+        .where(Job.status.in_([JobStatus.QUEUED.value, JobStatus.RUNNING.value]))
+        .group_by(Job.status, Job.provider)
+    )
+    rows = (await session.execute(query)).all()
+    return {(status, provider): int(count) for status, provider, count in rows}
 
 
 async def count_active_by_key(session: AsyncSession) -> dict[str, int]:

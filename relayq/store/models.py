@@ -1,4 +1,4 @@
-"""ORM tables. API schemas live apart from these, in :mod:`relayq.jobs`."""
+"""ORM tables. API schemas live apart from these, in :mod:`relayq.schemas.jobs`."""
 
 from __future__ import annotations
 

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from relayq.jobs import JobStatus
+from relayq.schemas.jobs import JobStatus
 from relayq.store.jobs import AttemptRecord, Claim, attempt_row
 from relayq.store.models import Job
-from relayq.webhooks.planning import plan_deliveries
+from relayq.store.planning import plan_deliveries
 
 __all__ = ["Expired", "Placement", "expire_claimed", "expire_due", "requeue_job"]
 

@@ -19,6 +19,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from relayq.ids import new_id
+from relayq.keys import new_secret
+from relayq.schemas.webhooks import DeliveryStatus
 from relayq.store.models import (
     Attempt,
     Job,
@@ -27,8 +29,6 @@ from relayq.store.models import (
     WebhookEndpoint,
     WebhookSecret,
 )
-from relayq.webhooks.schemas import DeliveryStatus
-from relayq.webhooks.signing import new_secret
 
 __all__ = [
     "AttemptRecord",

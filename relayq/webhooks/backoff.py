@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 
-from relayq.settings import WebhookSettings
+from relayq.config.settings import WebhookSettings
 
 __all__ = ["retry_delay"]
 

@@ -20,8 +20,9 @@ from enum import Enum
 
 import httpx
 
-from relayq.outbox import Outbox
-from relayq.settings import WebhookSettings
+from relayq.config.settings import WebhookSettings
+from relayq.queueing.outbox import Outbox
+from relayq.schemas.webhooks import DeliveryStatus
 from relayq.store import Database
 from relayq.store.webhooks import (
     AttemptRecord,
@@ -38,7 +39,6 @@ from relayq.store.webhooks import (
 )
 from relayq.webhooks.backoff import retry_delay
 from relayq.webhooks.publishing import WebhookEnqueuer, mark_sent
-from relayq.webhooks.schemas import DeliveryStatus
 from relayq.webhooks.signing import signed_headers
 from relayq.webhooks.transport import Answer, post_webhook
 

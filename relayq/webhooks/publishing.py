@@ -14,10 +14,10 @@ from collections.abc import Sequence
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from relayq.events import JobEvent
-from relayq.outbox import Outbox
-from relayq.queueing import Enqueuer
-from relayq.settings import Settings
+from relayq.config.settings import Settings
+from relayq.events.log import JobEvent
+from relayq.queueing.broker import Enqueuer
+from relayq.queueing.outbox import Outbox
 from relayq.store import Database
 from relayq.store.webhooks import Unsent, mark_deliveries_enqueued, unsent_for
 
@@ -82,7 +82,7 @@ async def publish_unsent(
 
 
 async def mark_sent(session: AsyncSession, sent: list[Unsent], now: float) -> None:
-    """The :data:`relayq.outbox.Mark` of delivery messages."""
+    """The :data:`relayq.queueing.outbox.Mark` of delivery messages."""
     await mark_deliveries_enqueued(session, sent=sent, now=now)
 
 

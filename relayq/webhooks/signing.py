@@ -1,4 +1,4 @@
-"""Standard Webhooks signatures: secrets, and the three headers on every attempt.
+"""Standard Webhooks signatures: the three headers on every attempt.
 
 ``webhook-signature`` is ``v1,`` + base64(HMAC-SHA256(secret, "{id}.{timestamp}.{body}"))
 for each secret in force, space-separated: during a rotation both the new
@@ -10,19 +10,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import secrets
 from collections.abc import Sequence
 
-__all__ = ["SECRET_PREFIX", "new_secret", "sign", "signed_headers"]
+from relayq.keys import SECRET_PREFIX
 
-SECRET_PREFIX = "whsec_"
-_SECRET_BYTES = 32
-"""Standard Webhooks asks for 24 to 64 random bytes."""
-
-
-def new_secret() -> str:
-    """A new signing secret: ``whsec_`` + base64 of 32 random bytes."""
-    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(_SECRET_BYTES)).decode()
+__all__ = ["sign", "signed_headers"]
 
 
 def _key(secret: str) -> bytes:

@@ -24,7 +24,7 @@ from httpx_aiohttp import AiohttpTransport
 
 import relayq
 from relayq.providers.retry_after import parse_retry_after
-from relayq.webhooks.destinations import DestinationRefused, address_refusal, literal_refusal
+from relayq.schemas.destinations import DestinationRefused, address_refusal, literal_refusal
 
 __all__ = ["Answer", "GuardedResolver", "build_webhook_client", "post_webhook"]
 

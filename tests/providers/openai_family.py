@@ -16,12 +16,12 @@ from typing import Any, TypeVar
 
 from pydantic import SecretStr
 
-from relayq.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest
+from relayq.config.settings import ProviderSettings
 from relayq.providers import provider_type
 from relayq.providers.http import build_http_client
 from relayq.providers.openai import OpenAIProvider
 from relayq.providers.sse import SSEDecoder
-from relayq.settings import ProviderSettings
+from relayq.schemas.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest
 from tests.fakes.azure_openai_server import FakeAzureOpenAI, azure_error
 from tests.fakes.blackbox_server import FakeBlackbox
 from tests.fakes.grok_server import FakeGrok, xai_error

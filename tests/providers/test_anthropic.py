@@ -22,7 +22,7 @@ from anthropic.types import Message, RawMessageStreamEvent
 from anthropic.types.shared import ErrorResponse
 from pydantic import SecretStr, TypeAdapter
 
-from relayq.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest
+from relayq.config.settings import ProviderSettings
 from relayq.providers import provider_type
 from relayq.providers.anthropic import AnthropicProvider, ratelimit_reset_seconds
 from relayq.providers.anthropic_request import messages_body
@@ -39,7 +39,7 @@ from relayq.providers.errors import (
 )
 from relayq.providers.http import build_http_client
 from relayq.providers.sse import ServerSentEvent, SSEDecoder
-from relayq.settings import ProviderSettings
+from relayq.schemas.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest
 from tests.fakes.anthropic_server import (
     API_VERSION,
     DEFAULT_CONTENT,

@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 
-from relayq.chat import ChatCompletionChunk
+from relayq.config.settings import ProviderSettings
 from relayq.providers.azure_openai import DEFAULT_API_VERSION, AzureOpenAIProvider
 from relayq.providers.errors import InvalidRequest, ModelNotFound, RateLimited
 from relayq.providers.http import build_http_client
 from relayq.providers.openai import OpenAIProvider
-from relayq.settings import ProviderSettings
+from relayq.schemas.chat import ChatCompletionChunk
 from tests.fakes.azure_openai_server import FakeAzureOpenAI, content_filter_error
 from tests.fakes.openai_server import Reply
 from tests.providers.openai_family import (

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import openai.types.chat as sdk
 
-from relayq.chat import ChatCompletionRequest
 from relayq.providers.blackbox import DEFAULT_BASE_URL, BlackboxProvider, none_strings_to_null
 from relayq.providers.openai import OpenAIProvider
+from relayq.schemas.chat import ChatCompletionRequest
 from tests.fakes.blackbox_server import FakeBlackbox
 from tests.fakes.openai_server import Reply
 from tests.providers.openai_family import BLACKBOX, KEY, completer, fixture_json, run

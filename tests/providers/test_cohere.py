@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import pytest
 from pydantic import SecretStr
 
-from relayq.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest
+from relayq.config.settings import ProviderSettings
 from relayq.providers.cohere import CohereProvider
 from relayq.providers.errors import (
     AuthenticationFailed,
@@ -27,7 +27,7 @@ from relayq.providers.errors import (
     RateLimited,
 )
 from relayq.providers.http import build_http_client
-from relayq.settings import ProviderSettings
+from relayq.schemas.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest
 from tests.fakes.cohere_server import (
     DEFAULT_CONTENT,
     FakeCohere,

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from relayq.chat import ChatCompletionRequest
 from relayq.providers.cohere_request import chat_body
 from relayq.providers.cohere_response import CohereStream, parse_chat
 from relayq.providers.errors import InvalidRequest, MalformedResponse, ProviderUnavailable
+from relayq.schemas.chat import ChatCompletionRequest
 
 MODEL = "command-a-03-2025"
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "cohere"

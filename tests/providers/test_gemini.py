@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 import pytest
 from pydantic import SecretStr
 
-from relayq.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest
+from relayq.config.settings import ProviderSettings
 from relayq.providers.errors import (
     AuthenticationFailed,
     InvalidRequest,
@@ -25,7 +25,7 @@ from relayq.providers.errors import (
 )
 from relayq.providers.gemini import GeminiProvider
 from relayq.providers.http import build_http_client
-from relayq.settings import ProviderSettings
+from relayq.schemas.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest
 from tests.fakes.gemini_server import (
     DEFAULT_CONTENT,
     FakeGemini,

@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from relayq.chat import ChatCompletionRequest
 from relayq.providers.errors import InvalidRequest, MalformedResponse, RateLimited
 from relayq.providers.gemini import error_from_payload
 from relayq.providers.gemini_request import generate_content_body
 from relayq.providers.gemini_response import GeminiStream, parse_completion
+from relayq.schemas.chat import ChatCompletionRequest
 from tests.fakes.gemini_server import error_body
 
 MODEL = "gemini-2.5-flash"

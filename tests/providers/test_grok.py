@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import pytest
 
-from relayq.chat import ChatCompletionChunk, ChatCompletionRequest
 from relayq.providers.errors import AuthenticationFailed, InvalidRequest
 from relayq.providers.grok import DEFAULT_BASE_URL, GrokProvider
 from relayq.providers.openai import OpenAIProvider
+from relayq.schemas.chat import ChatCompletionChunk, ChatCompletionRequest
 from tests.fakes.grok_server import DEFAULT_REASONING, FakeGrok, xai_error
 from tests.fakes.openai_server import Reply
 from tests.providers.openai_family import (

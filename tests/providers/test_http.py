@@ -15,6 +15,7 @@ import pytest
 from aiohttp import web
 from aiohttp.http_exceptions import ContentEncodingError
 
+from relayq.config.settings import ProviderSettings
 from relayq.providers.errors import (
     InvalidRequest,
     MalformedResponse,
@@ -32,7 +33,6 @@ from relayq.providers.http import (
     send_checked,
     transport_errors,
 )
-from relayq.settings import ProviderSettings
 from tests.fakes.openai_server import FakeOpenAI, Reply
 from tests.fakes.server import ThreadedServer, closed_port
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from relayq.chat import ChatCompletionChunk, ChatCompletionRequest
+from relayq.config.settings import ProviderSettings
 from relayq.providers.errors import (
     AuthenticationFailed,
     InvalidRequest,
@@ -22,7 +22,7 @@ from relayq.providers.errors import (
 )
 from relayq.providers.http import build_http_client
 from relayq.providers.mock import MockControls, MockProvider, plan_answer
-from relayq.settings import ProviderSettings
+from relayq.schemas.chat import ChatCompletionChunk, ChatCompletionRequest
 
 PROMPT = "Tell me about the sea"
 

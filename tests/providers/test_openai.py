@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import pytest
 from pydantic import SecretStr
 
-from relayq.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest
+from relayq.config.settings import ProviderSettings
 from relayq.providers.errors import (
     AuthenticationFailed,
     InvalidRequest,
@@ -27,7 +27,7 @@ from relayq.providers.errors import (
 )
 from relayq.providers.http import build_http_client
 from relayq.providers.openai import OpenAIProvider
-from relayq.settings import ProviderSettings
+from relayq.schemas.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest
 from tests.fakes.openai_server import DEFAULT_CONTENT, FakeOpenAI, Reply, error_body
 from tests.fakes.server import closed_port
 

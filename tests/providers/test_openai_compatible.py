@@ -12,12 +12,12 @@ from typing import Any
 
 import pytest
 
-from relayq.chat import ChatCompletionChunk, ChatCompletionRequest
+from relayq.config.settings import ProviderSettings
 from relayq.providers.errors import ProviderUnavailable
 from relayq.providers.http import build_http_client
 from relayq.providers.openai import OpenAIProvider
 from relayq.providers.openai_compatible import PRESETS, OpenAICompatibleProvider
-from relayq.settings import ProviderSettings
+from relayq.schemas.chat import ChatCompletionChunk, ChatCompletionRequest
 from tests.fakes.openai_server import FakeOpenAI, Reply, completion, stream_events
 from tests.providers.openai_family import (
     KEY,

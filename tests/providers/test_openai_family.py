@@ -16,7 +16,6 @@ from typing import Any
 import openai.types.chat as sdk
 import pytest
 
-from relayq.chat import ChatCompletionChunk, ChatCompletionRequest
 from relayq.providers import provider_type
 from relayq.providers.errors import (
     AuthenticationFailed,
@@ -30,6 +29,7 @@ from relayq.providers.errors import (
     RateLimited,
 )
 from relayq.providers.openai import OpenAIProvider
+from relayq.schemas.chat import ChatCompletionChunk, ChatCompletionRequest
 from tests.fakes.openai_server import DEFAULT_CONTENT, FakeOpenAI, Reply
 from tests.fakes.server import closed_port
 from tests.providers.openai_family import (

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import pytest
 
-from relayq.chat import ChatCompletionChunk, ChatCompletionRequest
 from relayq.providers.errors import (
     AuthenticationFailed,
     InvalidRequest,
@@ -18,6 +17,7 @@ from relayq.providers.errors import (
 )
 from relayq.providers.openai import OpenAIProvider
 from relayq.providers.openrouter import DEFAULT_BASE_URL, OpenRouterProvider
+from relayq.schemas.chat import ChatCompletionChunk, ChatCompletionRequest
 from tests.fakes.openai_server import Reply
 from tests.fakes.openrouter_server import FakeOpenRouter, midstream_error, openrouter_error
 from tests.providers.openai_family import (

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from relayq.chat import ChatCompletionChunk, ChatCompletionRequest
 from relayq.providers.openai import OpenAIProvider
+from relayq.schemas.chat import ChatCompletionChunk, ChatCompletionRequest
 from tests.fakes.openai_server import Reply
 from tests.fakes.perplexity_server import CITATIONS, SEARCH_RESULTS, FakePerplexity
 from tests.providers.openai_family import (

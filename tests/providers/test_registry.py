@@ -8,6 +8,7 @@ import importlib
 import pytest
 
 import relayq.providers
+from relayq.config.settings import ProviderSettings
 from relayq.providers import PROVIDER_TYPES, build_providers, provider_type
 from relayq.providers.errors import (
     AuthenticationFailed,
@@ -23,7 +24,6 @@ from relayq.providers.errors import (
 from relayq.providers.http import build_http_client
 from relayq.providers.mock import MockProvider
 from relayq.providers.openai import OpenAIProvider
-from relayq.settings import ProviderSettings
 
 MODULES = [
     "relayq.providers",

@@ -21,13 +21,13 @@ from typing import Any, Protocol, Self, TypeVar
 import pytest
 from pydantic import SecretStr
 
-from relayq.assembly import CompletionAssembler
-from relayq.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest
+from relayq.config.settings import ProviderSettings
 from relayq.providers import Provider, provider_type
+from relayq.providers.assembly import CompletionAssembler
 from relayq.providers.errors import ProviderError, ProviderUnavailable, RateLimited
 from relayq.providers.http import build_http_client
 from relayq.providers.mock import MockProvider
-from relayq.settings import ProviderSettings
+from relayq.schemas.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest
 from tests.fakes import anthropic_server, cohere_server, gemini_server, openai_server
 from tests.providers.openai_family import (
     KEY,

@@ -1,0 +1,395 @@
+"""Accepting jobs: resolve the route, write the row, then publish the message.
+
+The row is committed before the message is sent (an outbox): if the broker
+is down the job is kept, answered as queued, and published later by the
+reconciler. A published message is marked so the reconciler leaves it be.
+
+The sync lane is the exception: a caller that waits on its job (a plain
+``POST /v1/chat/completions``) has it sent in its message, with no SQL before
+the provider call; its worker stores the row. If the broker does not take the
+message, nothing was stored and the caller is told at once (a 503).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+from pydantic import BaseModel
+from redis.exceptions import RedisError
+
+from relayq.config.settings import Settings
+from relayq.direct.lane import LaneSender
+from relayq.direct.replies import Replies, Reply, direct_cancel_key
+from relayq.events.cancellation import publish_cancel
+from relayq.events.log import EventLog, EventType, JobEvent, terminal_data
+from relayq.execution.cache import ResponseCache, cache_ttl
+from relayq.ids import new_id
+from relayq.intake.inserts import JobInserts
+from relayq.observability.tracing import current_traceparent
+from relayq.queueing.broker import JobDetails
+from relayq.queueing.outbox import JobMessage, Outbox
+from relayq.redis.pipeline import CommandBatch
+from relayq.resilience.key_limits import Decision, KeyLimits
+from relayq.routing.router import Router, UnknownModel
+from relayq.routing.state import RoutingState
+from relayq.schemas.chat import ChatCompletionRequest
+from relayq.schemas.jobs import JobCreate
+from relayq.store import Database
+from relayq.store.jobs import NewJob, cancel_job, create_job, get_job, new_row
+from relayq.store.models import Job
+
+__all__ = [
+    "BrokerUnavailable",
+    "Intake",
+    "KeyLimitValues",
+    "KeyLimited",
+    "Submitted",
+    "request_hash",
+]
+
+log = logging.getLogger(__name__)
+
+
+def request_hash(body: BaseModel) -> str:
+    """A digest of the full, normalised request body (a job's, a batch's), for idempotency."""
+    canonical = json.dumps(body.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class KeyLimitValues:
+    """A key's limits in force: its own, or the API's defaults."""
+
+    requests_per_minute: int | None
+    max_concurrent_jobs: int | None
+
+
+class KeyLimited(Exception):
+    """The key is over one of its limits; ``decision`` says which and for how long."""
+
+    def __init__(self, decision: Decision, limits: KeyLimitValues) -> None:
+        super().__init__(decision.limit)
+        self.decision = decision
+        self.limits = limits
+
+
+class BrokerUnavailable(Exception):
+    """A sync job's message was not taken; with no row stored, nothing will send it later."""
+
+
+@dataclass
+class _Admission:
+    """A job's place within its key's limits: asked once, before it is stored or sent."""
+
+    key_id: str
+    job_id: str
+    limits: KeyLimitValues | None
+    counted: bool = False
+    """Whether the job was counted as one of the key's unfinished jobs."""
+
+
+@dataclass(frozen=True)
+class Submitted:
+    job: Job
+    created: bool
+    """False when an idempotency key returned an earlier job."""
+    direct: bool = False
+    """Sent in its message with no row yet (the sync lane): its row comes from the worker."""
+
+
+class Intake:
+    """Job submission and cancellation, shared by every route that makes jobs."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        database: Database,
+        outbox: Outbox,
+        redis: aioredis.Redis,
+        router: Callable[[], Router],
+        state: RoutingState,
+        cache: ResponseCache,
+        events: EventLog,
+        key_limits: KeyLimits | None = None,
+        batch: CommandBatch | None = None,
+    ) -> None:
+        self._settings = settings
+        self._database = database
+        self._outbox = outbox
+        self._inserts = JobInserts(database)
+        self._redis = redis
+        self._router = router
+        self._state = state
+        self._cache = cache
+        self._events = events
+        self._key_limits = key_limits
+        batch = batch or CommandBatch(redis)
+        self._replies = Replies(batch, key_prefix=settings.key_prefix)
+        self._lane = LaneSender(batch, key_prefix=settings.key_prefix)
+
+    async def submit(
+        self,
+        *,
+        key_id: str,
+        body: JobCreate,
+        idempotency_key: str | None = None,
+        limits: KeyLimitValues | None = None,
+        reply_to: str | None = None,
+        job_id: str | None = None,
+        request_id: str | None = None,
+    ) -> Submitted:
+        """Store and enqueue a job, within the key's limits.
+
+        With ``reply_to`` (a caller waits on the job: a sync chat completion)
+        the job's runs send their deltas and end to that reply stream, and a
+        plain job (no idempotency key, no cache) takes the sync lane: it goes
+        in its message and its worker stores the row, so no SQL stands
+        between the request and the provider call.
+
+        ``job_id`` is the new job's id when the caller chose it (a caller
+        waiting on replies listens for it before the job is sent).
+        ``request_id`` (the HTTP request's) travels with the job's message, so
+        its worker's log lines about the job carry it.
+
+        Raises ``UnknownModel``, ``IdempotencyConflict``, :class:`KeyLimited`
+        or :class:`BrokerUnavailable`.
+        """
+        admission = _Admission(key_id=key_id, job_id=job_id or new_id("job"), limits=limits)
+        try:
+            submitted = await self._submit(
+                body=body,
+                idempotency_key=idempotency_key,
+                reply_to=reply_to,
+                admission=admission,
+                request_id=request_id,
+            )
+        except BaseException:
+            await self._release(admission)
+            raise
+        if not submitted.created or submitted.job.cached:
+            await self._release(admission)  # no new unfinished job after all
+        return submitted
+
+    async def _admit(self, admission: _Admission) -> None:
+        """Check the key's limits, counting the job as unfinished (raises KeyLimited)."""
+        limits = admission.limits
+        if limits is None or self._key_limits is None:
+            return
+        try:
+            decision = await self._key_limits.admit(
+                admission.key_id,
+                admission.job_id,
+                rpm=limits.requests_per_minute,
+                max_concurrent=limits.max_concurrent_jobs,
+            )
+        except RedisError as exc:  # limits need Redis; jobs do not: let it through
+            log.warning("key limits not checked (Redis unavailable): %s", exc)
+            return
+        if not decision.allowed:
+            raise KeyLimited(decision, limits)
+        admission.counted = True
+
+    async def _release(self, admission: _Admission) -> None:
+        if admission.counted and self._key_limits is not None:
+            try:
+                await self._key_limits.job_finished(admission.key_id, admission.job_id)
+            except RedisError as exc:
+                log.warning("key count not released for %s: %s", admission.key_id, exc)
+
+    async def _submit(
+        self,
+        *,
+        body: JobCreate,
+        idempotency_key: str | None,
+        reply_to: str | None,
+        admission: _Admission,
+        request_id: str | None,
+    ) -> Submitted:
+        key_id, job_id = admission.key_id, admission.job_id
+        router = self._router()
+        try:
+            deployment = await router.choose(body.model)
+        except UnknownModel:
+            await self._admit(admission)  # a request all the same: it counts against the rate
+            raise
+        completion = body.completion_request()
+        cache_key, ttl, cached = await self._cache_lookup(
+            key_id=key_id, body=body, completion=completion, route=deployment.route
+        )
+        new_job = NewJob(
+            key_id=key_id,
+            model=body.model,
+            route=deployment.route,
+            provider=deployment.provider,
+            upstream_model=deployment.upstream_model,
+            request=completion.model_dump(mode="json", exclude_none=True),
+            priority=body.priority,
+            metadata=body.metadata,
+            idempotency_key=idempotency_key,
+            request_hash=request_hash(body) if idempotency_key is not None else None,
+            cache_key=cache_key,
+            cache_ttl=ttl,
+            cached=cached,
+            webhook=body.webhook.model_dump(mode="json") if body.webhook else None,
+            expires_at=body.deadline(time.time()),
+            deployment_index=deployment.index,
+            id=job_id,
+            reply_to=reply_to,
+        )
+        if reply_to is not None and idempotency_key is None and cache_key is None:
+            return await self._submit_direct(new_job, admission, request_id)
+        await self._admit(admission)
+        if idempotency_key is None and cached is None:
+            job, created = await self._inserts.insert(new_job), True
+        else:
+            async with self._database.session() as session:
+                job, created = await create_job(session, job=new_job, now=time.time())
+        if created and job.cached:
+            await self._emit(job, EventType.SUCCEEDED, terminal_data(job))
+        elif created:
+            await self._emit(
+                job,
+                EventType.QUEUED,
+                {"model": job.model, "provider": job.provider, "priority": job.priority},
+            )
+            await self._count_assigned(job)
+            await self._publish(job, request_id)
+        return Submitted(job=job, created=created)
+
+    async def _submit_direct(
+        self, job: NewJob, admission: _Admission, request_id: str | None
+    ) -> Submitted:
+        """The sync lane: the job travels in its message; the worker stores its row.
+
+        The key's limits and the message's sending are one step (one script, one
+        round trip): a refused call sends nothing.
+        """
+        now = time.time()
+        message: dict[str, Any] = {"job": dataclasses.asdict(job), "created_at": now}
+        if request_id is not None:
+            message["request_id"] = request_id
+        traceparent = current_traceparent()  # the request's span, when tracing
+        if traceparent is not None:
+            message["traceparent"] = traceparent
+        queue = self._settings.queue_for(job.provider)
+        limits = admission.limits
+        counted = self._count_assigned_to(job.provider, job.upstream_model, admission.job_id)
+        try:
+            if limits is None or self._key_limits is None:
+                await asyncio.gather(counted, self._lane.send(queue, message))
+                return Submitted(job=new_row(job, now=now), created=True, direct=True)
+            _, decision = await asyncio.gather(
+                counted,
+                self._key_limits.admit(
+                    admission.key_id,
+                    admission.job_id,
+                    rpm=limits.requests_per_minute,
+                    max_concurrent=limits.max_concurrent_jobs,
+                    then_add=self._lane.entry(queue, message),
+                ),
+            )
+        except RedisError as exc:
+            raise BrokerUnavailable(f"the queue did not take job {job.id}: {exc}") from exc
+        if not decision.allowed:
+            await self._uncount(job)
+            raise KeyLimited(decision, limits)
+        admission.counted = True
+        return Submitted(job=new_row(job, now=now), created=True, direct=True)
+
+    async def _uncount(self, job: NewJob) -> None:
+        """Give back the routing count of a job that was refused after all."""
+        try:
+            await self._state.finished(
+                provider=job.provider, model=job.upstream_model, latency_ms=None
+            )
+        except RedisError as exc:  # only a routing hint; the reconciler recounts
+            log.warning("in-flight count not given back for %s: %s", job.id, exc)
+
+    async def _emit(self, job: Job, kind: EventType, data: dict[str, Any]) -> None:
+        await self._events.emit(JobEvent(job_id=job.id, key_id=job.key_id, type=kind, data=data))
+
+    async def _cache_lookup(
+        self, *, key_id: str, body: JobCreate, completion: ChatCompletionRequest, route: str
+    ) -> tuple[str | None, float | None, dict[str, Any] | None]:
+        """The job's cache entry and TTL (None when not cached), and a hit if any."""
+        found = self._router().route(route)
+        ttl = cache_ttl(found[1] if found else None, body.cache)
+        if ttl is None:
+            return None, None, None
+        key = self._cache.key(key_id=key_id, route=route, request=completion)
+        return key, ttl, await self._cache.get(key)
+
+    async def _count_assigned(self, job: Job) -> None:
+        await self._count_assigned_to(job.provider, job.upstream_model, job.id)
+
+    async def _count_assigned_to(self, provider: str, model: str, job_id: str) -> None:
+        try:
+            await self._state.assigned(provider=provider, model=model)
+        except RedisError as exc:  # only a routing hint; the reconciler recounts
+            log.warning("in-flight count not updated for %s: %s", job_id, exc)
+
+    async def _publish(self, job: Job, request_id: str | None) -> None:
+        # Not taken (the broker is down): the job stays unmarked; the reconciler publishes it.
+        await self._outbox.publish_job(
+            JobMessage(
+                job_id=job.id,
+                provider=job.provider,
+                priority=job.priority,
+                details=JobDetails(
+                    request_id=request_id,
+                    model=job.model,
+                    key_id=job.key_id,
+                    traceparent=current_traceparent(),  # the request's span, when tracing
+                ),
+            )
+        )
+
+    async def abandon(self, *, key_id: str, job_id: str, direct: bool) -> None:
+        """The caller waiting on the job left: cancel it.
+
+        A direct job may have no row yet: it is marked cancelled in Redis, so
+        a worker that has not started it records it cancelled without a
+        call, and one that is calling stops.
+        """
+        if not direct:
+            await self.cancel(key_id=key_id, job_id=job_id)
+            return
+        try:
+            await self._redis.set(
+                direct_cancel_key(self._settings.key_prefix, job_id),
+                "1",
+                ex=int(self._settings.chat.timeout_seconds) + 60,
+            )
+            await publish_cancel(self._redis, key_prefix=self._settings.key_prefix, job_id=job_id)
+        except RedisError as exc:
+            log.warning("abandoned job %s not cancelled (Redis unavailable): %s", job_id, exc)
+        # Stored meanwhile? Then cancel the row too (a no-op when there is none yet).
+        await self.cancel(key_id=key_id, job_id=job_id)
+
+    async def cancel(self, *, key_id: str, job_id: str) -> tuple[Job | None, bool]:
+        """Cancel a job; returns the job (None if not the key's) and whether it changed."""
+        async with self._database.session() as session:
+            job = await get_job(session, job_id=job_id, key_id=key_id)
+            if job is None:
+                return None, False
+            changed = await cancel_job(session, job_id=job_id, key_id=key_id, now=time.time())
+            await session.refresh(job)
+        if changed:
+            await self._release(_Admission(key_id, job_id, None, counted=True))
+            await self._emit(job, EventType.CANCELLED, terminal_data(job))
+            if job.reply_to is not None:  # a caller waits on it (its worker may never run it)
+                reply = Reply(job_id=job_id, type=EventType.CANCELLED.value, data={})
+                await self._replies.send(job.reply_to, reply)
+            # Even a job read as queued may have been claimed since: always signal.
+            await publish_cancel(self._redis, key_prefix=self._settings.key_prefix, job_id=job_id)
+        return job, changed

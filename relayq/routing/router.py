@@ -1,0 +1,135 @@
+"""Model routing: which deployment (provider + upstream model) serves a job.
+
+A requested model name resolves to a route (by name or alias) and the
+route's strategy picks one deployment; ``<provider>/<model>`` reaches a model
+a provider publishes directly. The choice is made once, at intake, because
+it decides the job's queue (``llm.<provider>``).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+from relayq.config.routes import DeploymentSettings, RouteSettings, RoutingConfig, Strategy
+from relayq.routing.state import RoutingState
+
+__all__ = ["Deployment", "Router", "UnknownModel"]
+
+LATENCY_BUFFER = 0.1
+"""Deployments within this fraction of the fastest share the traffic, not just the fastest."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Deployment:
+    route: str
+    provider: str
+    upstream_model: str
+    index: int = 0
+    """Position in the route's deployments; fallback goes on from here, in order."""
+
+
+class UnknownModel(LookupError):
+    """No route serves the requested model."""
+
+    def __init__(self, model: str, *, available: Sequence[str] = ()) -> None:
+        super().__init__(model)
+        self.model = model
+        self.available = list(available)
+
+
+PublishedModels = Callable[[str], Awaitable[frozenset[str] | None]]
+"""A provider's published model ids (None if it publishes none)."""
+
+
+class Router:
+    """Resolves model names against one :class:`RoutingConfig`."""
+
+    def __init__(
+        self,
+        routing: RoutingConfig,
+        *,
+        state: RoutingState | None = None,
+        published: PublishedModels | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.routing = routing
+        self._state = state
+        self._published = published
+        self._rng = rng or random.Random()
+        self._by_name: dict[str, str] = {}
+        for name, route in routing.routes.items():
+            self._by_name[name] = name
+            for alias in route.aliases:
+                self._by_name[alias] = name
+
+    @property
+    def model_names(self) -> list[str]:
+        """Every routable name: routes and their aliases."""
+        return sorted(self._by_name)
+
+    def route(self, model: str) -> tuple[str, RouteSettings] | None:
+        """The route (canonical name and settings) serving ``model``, if any."""
+        name = self._by_name.get(model)
+        return None if name is None else (name, self.routing.routes[name])
+
+    async def choose(self, model: str) -> Deployment:
+        """The deployment that should serve a new job for ``model``."""
+        found = self.route(model)
+        if found is not None:
+            name, route = found
+            chosen = await self._pick(route)
+            return Deployment(
+                route=name,
+                provider=chosen.provider,
+                upstream_model=chosen.model,
+                index=route.deployments.index(chosen),
+            )
+        direct = await self._direct(model)
+        if direct is not None:
+            return direct
+        raise UnknownModel(model, available=self.model_names)
+
+    async def _direct(self, model: str) -> Deployment | None:
+        provider, _, upstream = model.partition("/")
+        settings = self.routing.providers.get(provider)
+        if not upstream or settings is None or not settings.list_models or not self._published:
+            return None
+        published = await self._published(provider)
+        if published is None or upstream not in published:
+            return None
+        return Deployment(route=model, provider=provider, upstream_model=upstream)
+
+    async def _pick(self, route: RouteSettings) -> DeploymentSettings:
+        deployments = route.deployments
+        if len(deployments) == 1 or route.strategy is Strategy.ORDERED:
+            return deployments[0]
+        if route.strategy is Strategy.LEAST_IN_FLIGHT and self._state is not None:
+            counts = await self._state.in_flight(deployments)
+            fewest = min(counts)
+            return self._weighted(
+                [d for d, n in zip(deployments, counts, strict=True) if n == fewest]
+            )
+        if route.strategy is Strategy.LOWEST_LATENCY and self._state is not None:
+            return self._fastest(deployments, await self._state.latencies(deployments))
+        return self._weighted(deployments)
+
+    def _weighted(self, deployments: Sequence[DeploymentSettings]) -> DeploymentSettings:
+        return self._rng.choices(deployments, weights=[d.weight for d in deployments])[0]
+
+    def _fastest(
+        self, deployments: Sequence[DeploymentSettings], latencies: Sequence[float | None]
+    ) -> DeploymentSettings:
+        unmeasured = [d for d, ms in zip(deployments, latencies, strict=True) if ms is None]
+        if unmeasured:
+            # Measure every deployment before preferring one.
+            return self._weighted(unmeasured)
+        measured = [ms for ms in latencies if ms is not None]
+        ceiling = min(measured) * (1 + LATENCY_BUFFER)
+        close = [
+            d
+            for d, ms in zip(deployments, latencies, strict=True)
+            if ms is not None and ms <= ceiling
+        ]
+        return self._weighted(close)

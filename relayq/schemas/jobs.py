@@ -1,0 +1,142 @@
+"""Job schemas: what callers send and what they get back."""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, field_validator
+
+from relayq.providers.mock import MockControls
+from relayq.schemas.chat import ChatCompletionRequest
+from relayq.schemas.spans import Span, span_seconds
+from relayq.schemas.webhooks import JobWebhookSpec, WebhookSpec
+
+__all__ = [
+    "JOB_OPTIONS",
+    "TERMINAL_STATUSES",
+    "AttemptPublic",
+    "JobCreate",
+    "JobList",
+    "JobPublic",
+    "JobStatus",
+]
+
+
+class JobStatus(str, Enum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+
+
+TERMINAL_STATUSES = frozenset(
+    {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.EXPIRED}
+)
+
+JOB_OPTIONS = frozenset(
+    {"priority", "metadata", "cache", "webhook", "expires_at", "completion_window"}
+)
+"""Fields of :class:`JobCreate` that configure the job, not the completion."""
+
+_METADATA_PAIRS = 16
+_METADATA_KEY_CHARS = 64
+_METADATA_VALUE_CHARS = 512
+
+
+class JobCreate(ChatCompletionRequest):
+    """The body of ``POST /v1/jobs``: a chat-completions body plus job options."""
+
+    priority: int = Field(default=5, ge=0, le=9)
+    """0 (lowest) to 9 (highest); higher-priority jobs leave the queue first."""
+    metadata: dict[str, str] = Field(default_factory=dict)
+    """Up to 16 string pairs, as on OpenAI objects; returned with the job."""
+    expires_at: float | None = Field(default=None, gt=0)
+    """Unix time after which the job, if not yet started, expires instead of running."""
+    completion_window: Span | None = None
+    """The same as a span from now, like OpenAI batches' ``24h`` (also ``90s``, ``30m``)."""
+    cache: bool | None = None
+    """Use the response cache for this job (true), or not (false); default: the route's."""
+    mock: MockControls | None = None
+    """Controls for the built-in mock provider (latency, length, faults); see docs/mock.md."""
+    webhook: JobWebhookSpec | None = None
+    """Where to send this job's events, signed (docs/webhooks.md); default: the key's endpoint."""
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata_limits(cls, value: dict[str, str]) -> dict[str, str]:
+        if len(value) > _METADATA_PAIRS:
+            raise ValueError(f"at most {_METADATA_PAIRS} metadata pairs are allowed")
+        for key, item in value.items():
+            if len(key) > _METADATA_KEY_CHARS:
+                raise ValueError(f"metadata key {key[:20]!r}... exceeds 64 characters")
+            if len(item) > _METADATA_VALUE_CHARS:
+                raise ValueError(f"metadata value of {key!r} exceeds 512 characters")
+        return value
+
+    def deadline(self, now: float) -> float | None:
+        """When the job expires: the earlier of ``expires_at`` and the completion window."""
+        deadlines = [self.expires_at] if self.expires_at is not None else []
+        if self.completion_window is not None:
+            deadlines.append(now + span_seconds(self.completion_window))
+        return min(deadlines) if deadlines else None
+
+    def completion_request(self) -> ChatCompletionRequest:
+        """The completion part of the body, without the job options."""
+        data = self.model_dump(mode="json", exclude_none=True, exclude=set(JOB_OPTIONS))
+        if self.mock is not None:
+            data["mock"] = self.mock.model_dump(mode="json", exclude_unset=True)
+        return ChatCompletionRequest.model_validate(data)
+
+
+class AttemptPublic(BaseModel):
+    """One provider call made for a job."""
+
+    object: Literal["job.attempt"] = "job.attempt"
+    provider: str
+    model: str
+    status: str
+    latency_ms: float
+    error: dict[str, Any] | None = None
+    created_at: float
+
+
+class JobPublic(BaseModel):
+    """A job as the API returns it."""
+
+    id: str
+    object: Literal["job"] = "job"
+    status: JobStatus
+    model: str
+    provider: str
+    priority: int
+    metadata: dict[str, str]
+    request: dict[str, Any]
+    response: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    usage: dict[str, Any] | None = None
+    cached: bool = False
+    """Answered from the response cache: no provider call was made."""
+    webhook: WebhookSpec | None = None
+    """The job's own webhook, if it was given one."""
+    created_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    attempts: list[AttemptPublic] | None = None
+    """Present when one job is retrieved; absent from listings."""
+    batch_id: str | None = None
+    """The batch this job is a request of, if any."""
+    custom_id: str | None = None
+    """Its ``custom_id`` in that batch."""
+
+
+class JobList(BaseModel):
+    """A page of jobs, newest first, in OpenAI's list shape."""
+
+    object: Literal["list"] = "list"
+    data: list[JobPublic]
+    first_id: str | None
+    last_id: str | None
+    has_more: bool

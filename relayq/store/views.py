@@ -1,0 +1,90 @@
+"""Stored rows as the objects callers get: a job, a file, a batch.
+
+The conversion lives with the rows rather than with the schemas, so that
+:mod:`relayq.schemas` imports nothing of the store.
+"""
+
+from __future__ import annotations
+
+from relayq.schemas.batches import BatchErrors, BatchObject, BatchStatus, RequestCounts
+from relayq.schemas.files import FileObject, FilePurpose
+from relayq.schemas.jobs import AttemptPublic, JobPublic, JobStatus
+from relayq.schemas.webhooks import WebhookSpec
+from relayq.store.models import Attempt, Batch, File, Job
+
+__all__ = ["batch_object", "file_object", "job_public"]
+
+
+def job_public(job: Job, attempts: list[Attempt] | None = None) -> JobPublic:
+    """A job row as the API returns it (and as webhooks carry it in ``data``)."""
+    return JobPublic(
+        id=job.id,
+        status=JobStatus(job.status),
+        model=job.model,
+        provider=job.provider,
+        priority=job.priority,
+        metadata=job.metadata_,
+        request=job.request,
+        response=job.response,
+        error=job.error,
+        usage=job.usage,
+        cached=job.cached,
+        webhook=None if job.webhook is None else WebhookSpec.model_validate(job.webhook),
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+        batch_id=job.batch_id,
+        custom_id=job.custom_id,
+        attempts=None
+        if attempts is None
+        else [
+            AttemptPublic(
+                provider=a.provider,
+                model=a.upstream_model,
+                status=a.status,
+                latency_ms=a.latency_ms,
+                error=a.error,
+                created_at=a.created_at,
+            )
+            for a in attempts
+        ],
+    )
+
+
+def file_object(row: File) -> FileObject:
+    return FileObject(
+        id=row.id,
+        bytes=row.bytes,
+        created_at=int(row.created_at),
+        filename=row.filename,
+        purpose=FilePurpose(row.purpose),
+        expires_at=None if row.expires_at is None else int(row.expires_at),
+    )
+
+
+def _seconds(value: float | None) -> int | None:
+    return None if value is None else int(value)
+
+
+def batch_object(row: Batch, counts: RequestCounts) -> BatchObject:
+    return BatchObject(
+        id=row.id,
+        endpoint=row.endpoint,
+        errors=None if row.errors is None else BatchErrors.model_validate(row.errors),
+        input_file_id=row.input_file_id,
+        completion_window=row.completion_window,
+        status=BatchStatus(row.status),
+        output_file_id=row.output_file_id,
+        error_file_id=row.error_file_id,
+        created_at=int(row.created_at),
+        in_progress_at=_seconds(row.in_progress_at),
+        expires_at=_seconds(row.expires_at),
+        finalizing_at=_seconds(row.finalizing_at),
+        completed_at=_seconds(row.completed_at),
+        failed_at=_seconds(row.failed_at),
+        expired_at=_seconds(row.expired_at),
+        cancelling_at=_seconds(row.cancelling_at),
+        cancelled_at=_seconds(row.cancelled_at),
+        request_counts=counts,
+        metadata=row.metadata_,
+    )
