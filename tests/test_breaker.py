@@ -350,7 +350,6 @@ def test_settings_are_validated(bad: dict[str, float]) -> None:
 
 def test_public_surface() -> None:
     assert sorted(relayq.resilience.breaker.__all__) == [
-        "BreakerSettings",
         "BreakerState",
         "BreakerStatus",
         "CircuitBreaker",

@@ -52,9 +52,10 @@ def test_a_record_is_one_json_object_with_its_extras() -> None:
 
 
 def _lines(path: Path) -> list[dict[str, Any]]:
+    """The log's JSON lines; a last line still being written (no newline yet) is left out."""
     entries = []
-    for line in path.read_text().splitlines():
-        if line.startswith("{"):
+    for line in path.read_text().splitlines(keepends=True):
+        if line.startswith("{") and line.endswith("\n"):
             entries.append(json.loads(line))
     return entries
 

@@ -1,0 +1,170 @@
+"""The package layout keeps its promises (docs/architecture.md).
+
+Read from the source with :mod:`ast`, so these hold for every import, the ones
+under ``TYPE_CHECKING`` and inside functions included:
+
+- every package of ``relayq`` says what it is in its ``__init__`` docstring;
+- no two packages of ``relayq`` import each other, however indirectly;
+- a route imports no other route;
+- docs/architecture.md names every package and every provider adapter.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+from relayq.providers import PROVIDER_TYPES
+
+ROOT = Path(__file__).resolve().parent.parent
+OWN = ("relayq", "api", "worker")
+
+
+def _modules() -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for top in OWN:
+        for path in sorted((ROOT / top).rglob("*.py")):
+            if "migrations" in path.parts:
+                continue
+            parts = list(path.relative_to(ROOT).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts.pop()
+            found[".".join(parts)] = path
+    return found
+
+
+def _imported(path: Path) -> Iterator[str]:
+    """Every name of our own packages that ``path`` imports, ``from x import y`` as ``x.y``."""
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            if node.module.split(".")[0] in OWN:
+                yield node.module
+                yield from (f"{node.module}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.Import):
+            yield from (a.name for a in node.names if a.name.split(".")[0] in OWN)
+
+
+def _resolved(name: str, modules: dict[str, Path]) -> str | None:
+    while name not in modules:
+        if "." not in name:
+            return None
+        name = name.rsplit(".", 1)[0]
+    return name
+
+
+def _package(module: str) -> str:
+    """``relayq.store.jobs`` → ``relayq.store``; a top-level module of relayq is its own."""
+    parts = module.split(".")
+    return ".".join(parts[:2]) if parts[0] == "relayq" and len(parts) > 1 else parts[0]
+
+
+def _package_edges() -> dict[str, dict[str, set[tuple[str, str]]]]:
+    """relayq's package → package it imports → the (importer, imported) modules that do."""
+    modules = _modules()
+    edges: dict[str, dict[str, set[tuple[str, str]]]] = {}
+    for module, path in modules.items():
+        if not module.startswith("relayq."):
+            continue
+        for name in _imported(path):
+            target = _resolved(name, modules)
+            if target is None or not target.startswith("relayq."):
+                continue
+            source_package, target_package = _package(module), _package(target)
+            if source_package != target_package:
+                pair = (module, target)
+                edges.setdefault(source_package, {}).setdefault(target_package, set()).add(pair)
+    return edges
+
+
+def _cycles(edges: dict[str, dict[str, set[tuple[str, str]]]]) -> list[list[str]]:
+    """The strongly connected groups of more than one package (Tarjan's algorithm)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    groups: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for target in edges.get(node, {}):
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in on_stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            group = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                group.append(member)
+                if member == node:
+                    break
+            if len(group) > 1:
+                groups.append(sorted(group))
+
+    for node in sorted(edges):
+        if node not in index:
+            visit(node)
+    return groups
+
+
+def test_every_package_says_what_it_is() -> None:
+    bare = [
+        str(init.relative_to(ROOT))
+        for init in sorted((ROOT / "relayq").rglob("__init__.py"))
+        if "migrations" not in init.parts
+        and len(ast.get_docstring(ast.parse(init.read_text())) or "") < 40
+    ]
+    assert bare == [], f"packages without a docstring saying what they hold: {bare}"
+
+
+def test_no_package_imports_a_package_that_imports_it() -> None:
+    edges = _package_edges()
+    found = []
+    for group in _cycles(edges):
+        for source in group:
+            for target in group:
+                for importer, imported in sorted(edges.get(source, {}).get(target, ())):
+                    found.append(f"{importer} imports {imported}")
+    assert found == [], "package cycles:\n" + "\n".join(found)
+
+
+def test_the_cycle_finder_finds_a_cycle() -> None:
+    """The check above cannot pass vacuously: a made-up cycle is found."""
+    edges = {
+        "a": {"b": {("a.x", "b.y")}},
+        "b": {"c": {("b.y", "c.z")}},
+        "c": {"a": {("c.z", "a.x")}},
+    }
+    assert _cycles(edges) == [["a", "b", "c"]]
+    assert _cycles({"a": {"b": {("a.x", "b.y")}}}) == []
+
+
+def test_routes_import_no_other_route() -> None:
+    modules = _modules()
+    found = [
+        f"{module} imports {name}"
+        for module, path in modules.items()
+        if module.startswith("api.routes.")
+        for name in _imported(path)
+        if (target := _resolved(name, modules)) is not None
+        and target.startswith("api.routes.")
+        and target != module
+    ]
+    assert found == [], "\n".join(found)
+
+
+def test_architecture_names_every_package_and_adapter() -> None:
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    packages = sorted(
+        str(init.parent.relative_to(ROOT)) + "/"
+        for init in (ROOT / "relayq").rglob("__init__.py")
+        if "migrations" not in init.parts and init.parent != ROOT / "relayq"
+    )
+    missing = [p for p in packages if f"`{p}`" not in text]
+    missing += [f"adapter {name}" for name in PROVIDER_TYPES if f"`{name}`" not in text]
+    assert missing == [], f"docs/architecture.md does not name: {missing}"
