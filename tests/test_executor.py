@@ -36,7 +36,8 @@ from relayq.resilience.ratelimit import RateLimiter
 from relayq.resilience.resilience import Resilience, deployment_id
 from relayq.schemas.jobs import JobStatus
 from relayq.store import Database
-from relayq.store.jobs import NewJob, cancel_job, create_jobs, get_job, list_attempts
+from relayq.store.attempts import list_attempts
+from relayq.store.jobs import NewJob, cancel_job, create_jobs, get_job
 from relayq.store.keys import create_key
 from tests.executor_routing import ROUTING
 from tests.jobs import mock_job

@@ -21,8 +21,9 @@ from relayq.config.settings import Settings, WorkerSettings
 from relayq.queueing.broker import Enqueuer
 from relayq.recovery.handback import hand_back
 from relayq.store import Database
+from relayq.store.deliveries import add_delivery
 from relayq.store.keys import create_key
-from relayq.store.webhooks import Unsent, add_delivery, find_unsent, mark_deliveries_enqueued
+from relayq.store.unsent import Unsent, find_unsent, mark_deliveries_enqueued
 from relayq.webhooks.publishing import WebhookEnqueuer
 from tests.conftest import key_factory
 from tests.jobs import body, submit, wait_for_status

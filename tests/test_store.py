@@ -11,25 +11,20 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from relayq.schemas.jobs import JobStatus
 from relayq.store import Database
+from relayq.store.attempts import AttemptRecord, list_attempts
+from relayq.store.claims import claim_job, renew_leases
 from relayq.store.jobs import (
-    AttemptRecord,
     IdempotencyConflict,
     NewJob,
-    Outcome,
-    Stranded,
     cancel_job,
-    claim_job,
     create_job,
-    find_stranded,
-    finish_job,
     get_job,
-    list_attempts,
     mark_enqueued,
-    release_lapsed,
-    renew_leases,
 )
 from relayq.store.keys import create_key, find_active_key, revoke_key
 from relayq.store.models import Job
+from relayq.store.outcomes import Outcome, finish_job
+from relayq.store.stranded import Stranded, find_stranded, release_lapsed
 from tests.jobs import mock_job
 from tests.services import run
 

@@ -22,22 +22,22 @@ from relayq.schemas.destinations import address_refusal
 from relayq.schemas.jobs import JobStatus
 from relayq.schemas.webhooks import DeliveryStatus
 from relayq.store import Database, sync_url
-from relayq.store.jobs import Outcome, claim_job, create_job, finish_job
-from relayq.store.keys import create_key
-from relayq.store.models import Job
-from relayq.store.webhooks import (
-    AttemptRecord,
+from relayq.store.claims import claim_job
+from relayq.store.deliveries import (
+    DeliveryAttempt,
     DeliveryClaim,
     DeliveryOutcome,
     NotDue,
-    Unsent,
     claim_delivery,
-    find_unsent,
-    get_endpoint,
     list_deliveries,
-    put_endpoint,
     record_attempt,
 )
+from relayq.store.endpoints import get_endpoint, put_endpoint
+from relayq.store.jobs import create_job
+from relayq.store.keys import create_key
+from relayq.store.models import Job
+from relayq.store.outcomes import Outcome, finish_job
+from relayq.store.unsent import Unsent, find_unsent
 from relayq.webhooks.transport import build_webhook_client, post_webhook
 from tests.conftest import KeyFactory
 from tests.jobs import body, mock_job, submit, wait_for_status
@@ -525,7 +525,7 @@ def test_a_delivery_is_attempted_by_one_claim_at_a_time_and_succeeds_once(
                 is None
             )
         failed = DeliveryOutcome(status=DeliveryStatus.PENDING, next_attempt_at=100.0)
-        attempt = AttemptRecord(
+        attempt = DeliveryAttempt(
             url="http://127.0.0.1:9/", status_code=500, error=None, latency_ms=1, started_at=4.0
         )
         assert await record_attempt(session, claim=first, attempt=attempt, outcome=failed, now=6)
@@ -546,7 +546,7 @@ def test_a_delivery_is_attempted_by_one_claim_at_a_time_and_succeeds_once(
         )
         assert isinstance(third, DeliveryClaim)
         done = DeliveryOutcome(status=DeliveryStatus.SUCCEEDED)
-        ok = AttemptRecord(
+        ok = DeliveryAttempt(
             url="http://127.0.0.1:9/", status_code=200, error=None, latency_ms=1, started_at=131
         )
         assert await record_attempt(session, claim=third, attempt=ok, outcome=done, now=132)

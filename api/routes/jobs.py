@@ -19,7 +19,8 @@ from relayq.schemas.jobs import (
     JobPublic,
     JobStatus,
 )
-from relayq.store.jobs import IdempotencyConflict, get_job, list_attempts, list_jobs
+from relayq.store.attempts import list_attempts
+from relayq.store.jobs import IdempotencyConflict, get_job, list_jobs
 from relayq.store.views import job_public
 
 __all__ = ["router"]

@@ -14,7 +14,7 @@ from relayq.config.settings import MetricsAccess
 from relayq.observability.metrics import BreakerReading, SharedState
 from relayq.queueing.broker import queue_depths
 from relayq.resilience.resilience import deployment_id
-from relayq.store.jobs import count_queued_and_running
+from relayq.store.counts import count_queued_and_running
 
 __all__ = ["metrics_router"]
 

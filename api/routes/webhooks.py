@@ -23,15 +23,10 @@ from relayq.schemas.webhooks import (
     WebhookSecretPublic,
     WebhookSpec,
 )
+from relayq.store.deliveries import list_deliveries
+from relayq.store.endpoints import delete_endpoint, get_endpoint, put_endpoint, rotate_secret
 from relayq.store.jobs import get_job
 from relayq.store.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
-from relayq.store.webhooks import (
-    delete_endpoint,
-    get_endpoint,
-    list_deliveries,
-    put_endpoint,
-    rotate_secret,
-)
 
 __all__ = ["router"]
 

@@ -14,8 +14,8 @@ from relayq.schemas.webhooks import WebhookEvent
 from relayq.store import Database
 from relayq.store.batches import get_batch_by_id, request_counts
 from relayq.store.planning import add_deliveries, targets
+from relayq.store.unsent import unsent_for
 from relayq.store.views import batch_object
-from relayq.store.webhooks import unsent_for
 from relayq.webhooks.publishing import WebhookEnqueuer, publish_unsent
 
 __all__ = ["BatchNotifier"]

@@ -46,16 +46,10 @@ from relayq.routing.state import RoutingState
 from relayq.schemas.chat import ChatCompletion, ChatCompletionRequest
 from relayq.schemas.jobs import JobStatus
 from relayq.store import Database
-from relayq.store.jobs import (
-    AttemptRecord,
-    Claim,
-    DirectRun,
-    Finished,
-    NewJob,
-    Outcome,
-    release_claim,
-    renew_leases,
-)
+from relayq.store.attempts import AttemptRecord
+from relayq.store.claims import Claim, release_claim, renew_leases
+from relayq.store.jobs import DirectRun, NewJob
+from relayq.store.outcomes import Finished, Outcome
 from relayq.store.retries import expire_claimed
 
 __all__ = ["Executor", "RunResult"]

@@ -27,18 +27,10 @@ from collections.abc import Callable
 from relayq.coalescing import Coalescer
 from relayq.schemas.jobs import JobStatus
 from relayq.store import Database
-from relayq.store.jobs import (
-    AttemptRecord,
-    Claim,
-    DirectRun,
-    Finish,
-    Finished,
-    Outcome,
-    claim_jobs,
-    finish_jobs,
-    job_status,
-    store_running,
-)
+from relayq.store.attempts import AttemptRecord
+from relayq.store.claims import Claim, claim_jobs
+from relayq.store.jobs import DirectRun, job_status, store_running
+from relayq.store.outcomes import Finish, Finished, Outcome, finish_jobs
 
 __all__ = ["JobLedger"]
 

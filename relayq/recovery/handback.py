@@ -70,9 +70,9 @@ from relayq.redis.pipeline import CommandBatch
 from relayq.schemas.jobs import JobStatus
 from relayq.schemas.webhooks import DeliveryStatus
 from relayq.store import Database
-from relayq.store.jobs import release_owned
 from relayq.store.models import Job, WebhookDelivery
-from relayq.store.webhooks import release_deliveries, release_unclaimed_deliveries
+from relayq.store.stranded import release_owned
+from relayq.store.unsent import release_deliveries, release_unclaimed_deliveries
 from relayq.webhooks.publishing import DELIVER_WEBHOOK_TASK
 
 __all__ = [

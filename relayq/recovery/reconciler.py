@@ -27,16 +27,10 @@ from relayq.redis.locking import run_exclusively
 from relayq.resilience.key_limits import KeyLimits, RunningJob
 from relayq.routing.state import RoutingState
 from relayq.store import Database
-from relayq.store.jobs import (
-    count_active,
-    count_active_by_key,
-    find_stranded,
-    release_lapsed,
-    unfinished_of,
-    unfinished_of_key,
-)
+from relayq.store.counts import count_active, count_active_by_key, unfinished_of, unfinished_of_key
 from relayq.store.retries import Expired, expire_due
-from relayq.store.webhooks import find_unsent
+from relayq.store.stranded import find_stranded, release_lapsed
+from relayq.store.unsent import find_unsent
 from relayq.webhooks.publishing import WebhookEnqueuer, publish_unsent
 
 __all__ = ["ReconcileReport", "Reconciler"]

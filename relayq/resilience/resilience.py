@@ -33,7 +33,8 @@ from relayq.resilience.policy import Action, RetrySettings, after_failure
 from relayq.resilience.ratelimit import RateLimiter, estimate_tokens
 from relayq.schemas.chat import ChatCompletionRequest
 from relayq.store import Database
-from relayq.store.jobs import AttemptRecord, Claim, list_attempts
+from relayq.store.attempts import AttemptRecord, list_attempts
+from relayq.store.claims import Claim
 from relayq.store.retries import Placement, requeue_job
 
 __all__ = ["Admission", "Resilience", "deployment_id"]

@@ -1,9 +1,9 @@
-"""Job repository: every state change of a job is one conditional statement.
+"""Job rows: creating, reading, listing and cancelling them.
 
-The guards in the ``WHERE`` clauses are what make the pipeline safe under
-at-least-once delivery: a claim succeeds only for a queued job or one whose
-lease lapsed, and an outcome is written only by the claim that still holds
-the job (``run`` is the fencing token).
+A job is created queued (or already succeeded, from the cache), or stored
+running by the worker that got it in its message (the sync lane). Each later
+change is one conditional statement: see :mod:`relayq.store.claims`,
+:mod:`relayq.store.outcomes` and :mod:`relayq.store.stranded`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, exists, func, insert, select, tuple_, update
+from sqlalchemy import Table, insert, select, update
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
@@ -21,46 +21,26 @@ from sqlalchemy.sql.schema import ScalarElementColumnDefault
 
 from relayq.ids import new_id
 from relayq.schemas.jobs import JobStatus
-from relayq.store.models import Attempt, Job, WebhookEndpoint
+from relayq.store.models import Job
 from relayq.store.planning import plan_deliveries
 
 __all__ = [
-    "AttemptRecord",
-    "Claim",
     "DirectRun",
-    "Finish",
-    "Finished",
     "IdempotencyConflict",
     "NewJob",
-    "Outcome",
-    "Stranded",
-    "attempt_row",
     "cancel_job",
-    "claim_job",
-    "claim_jobs",
-    "count_active",
-    "count_active_by_key",
-    "count_queued_and_running",
     "create_job",
     "create_jobs",
-    "find_stranded",
-    "finish_job",
-    "finish_jobs",
     "get_job",
-    "list_attempts",
+    "job_status",
     "list_jobs",
     "mark_enqueued",
     "new_row",
-    "release_claim",
-    "release_lapsed",
-    "release_owned",
-    "renew_leases",
     "store_running",
-    "unfinished_of",
-    "unfinished_of_key",
 ]
 
 _ACTIVE = (JobStatus.QUEUED.value, JobStatus.RUNNING.value)
+_jobs = cast(Table, Job.__table__)
 
 
 class IdempotencyConflict(Exception):
@@ -97,72 +77,11 @@ class NewJob:
 
 
 @dataclass(frozen=True, kw_only=True)
-class Claim:
-    """A worker's hold on a running job."""
+class DirectRun:
+    """A job that went to its worker in its message, before any row (the sync lane)."""
 
-    job_id: str
-    key_id: str
-    run: int
-    provider: str
-    upstream_model: str
-    request: dict[str, Any]
-    cache_key: str | None = None
-    cache_ttl: float | None = None
-    route: str = ""
-    priority: int = 5
-    attempts: int = 0
-    """Provider calls already made for the job (before this run's)."""
-    deployment_index: int = 0
-    deployment_attempts: int = 0
-    first_deployment: int = 0
-    expires_at: float | None = None
-    not_before: float | None = None
-    batch_id: str | None = None
-    """A batch's request: no deltas, no per-key count (the batch is the unit)."""
-    reply_to: str | None = None
-    """Where the caller waiting on the job reads its deltas and end
-    (see :mod:`relayq.direct.replies`)."""
-    created_at: float | None = None
-    """When the job was accepted (epoch seconds): its queue wait and age in its log line."""
-    claimed_at: float | None = None
-    """When this run claimed it (epoch seconds)."""
-
-
-@dataclass(frozen=True, kw_only=True)
-class Outcome:
-    status: JobStatus
-    response: dict[str, Any] | None = None
-    error: dict[str, Any] | None = None
-    usage: dict[str, Any] | None = None
-
-
-@dataclass(frozen=True)
-class Finished:
-    """What :func:`finish_job` did: whether it wrote the outcome, and the deliveries planned."""
-
-    written: bool
-    deliveries: tuple[str, ...] = ()
-
-    def __bool__(self) -> bool:
-        return self.written
-
-
-@dataclass(frozen=True, kw_only=True)
-class AttemptRecord:
-    provider: str
-    upstream_model: str
-    status: str
-    latency_ms: float
-    error: dict[str, Any] | None = None
-
-
-@dataclass(frozen=True, kw_only=True)
-class Stranded:
-    """A queued job with no known message on the broker."""
-
-    job_id: str
-    provider: str
-    priority: int
+    job: NewJob
+    created_at: float
 
 
 async def create_job(session: AsyncSession, *, job: NewJob, now: float) -> tuple[Job, bool]:
@@ -255,14 +174,6 @@ def new_row(job: NewJob, *, now: float) -> Job:
     return Job(**_row_values(job, now=now))
 
 
-@dataclass(frozen=True, kw_only=True)
-class DirectRun:
-    """A job that went to its worker in its message, before any row (the sync lane)."""
-
-    job: NewJob
-    created_at: float
-
-
 async def store_running(
     session: AsyncSession,
     *,
@@ -319,9 +230,10 @@ async def get_job(session: AsyncSession, *, job_id: str, key_id: str) -> Job | N
     return (await session.execute(query)).scalar_one_or_none()
 
 
-async def list_attempts(session: AsyncSession, *, job_id: str) -> list[Attempt]:
-    query = select(Attempt).where(Attempt.job_id == job_id).order_by(Attempt.id)
-    return list((await session.execute(query)).scalars())
+async def job_status(session: AsyncSession, *, job_id: str) -> JobStatus | None:
+    """``job_id``'s status as stored; None if there is no such job."""
+    found = (await session.execute(select(_jobs.c.status).where(_jobs.c.id == job_id))).scalar()
+    return None if found is None else JobStatus(found)
 
 
 async def list_jobs(
@@ -372,463 +284,3 @@ async def cancel_job(session: AsyncSession, *, job_id: str, key_id: str, now: fl
         await plan_deliveries(session, job_id=job_id, now=now)
     await session.commit()
     return cancelled
-
-
-_jobs = cast(Table, Job.__table__)
-_attempts = cast(Table, Attempt.__table__)
-
-# The hot path's statements are built once (Core, on the tables): SQLAlchemy then
-# reuses their compiled form and cache key, where an ORM statement built per call
-# costs its construction, its cache key and the ORM's bulk-update machinery.
-_CLAIM = (
-    update(_jobs)
-    .where(
-        _jobs.c.id.in_(bindparam("job_ids", expanding=True)),
-        (_jobs.c.status == JobStatus.QUEUED.value)
-        | (
-            (_jobs.c.status == JobStatus.RUNNING.value)
-            & (_jobs.c.lease_expires_at < bindparam("now"))
-        ),
-    )
-    .values(
-        status=JobStatus.RUNNING.value,
-        run=_jobs.c.run + 1,
-        lease_expires_at=bindparam("lease_until"),
-        started_at=bindparam("now"),
-        owner=bindparam("owner"),
-    )
-    .returning(
-        _jobs.c.id,
-        _jobs.c.key_id,
-        _jobs.c.run,
-        _jobs.c.provider,
-        _jobs.c.upstream_model,
-        _jobs.c.request,
-        _jobs.c.cache_key,
-        _jobs.c.cache_ttl,
-        _jobs.c.route,
-        _jobs.c.priority,
-        _jobs.c.attempts,
-        _jobs.c.deployment_index,
-        _jobs.c.deployment_attempts,
-        _jobs.c.first_deployment,
-        _jobs.c.expires_at,
-        _jobs.c.not_before,
-        _jobs.c.batch_id,
-        _jobs.c.reply_to,
-        _jobs.c.created_at,
-        _jobs.c.started_at,
-    )
-)
-
-_endpoints = cast(Table, WebhookEndpoint.__table__)
-_HAS_ENDPOINT = (
-    exists()
-    .where(_endpoints.c.key_id == _jobs.c.key_id, _endpoints.c.enabled.is_(True))
-    .label("has_endpoint")
-)
-_FINISH = (
-    update(_jobs)
-    .where(
-        _jobs.c.id == bindparam("job_id"),
-        _jobs.c.run == bindparam("job_run"),
-        _jobs.c.status == JobStatus.RUNNING.value,
-    )
-    .values(
-        status=bindparam("status"),
-        response=bindparam("response", type_=_jobs.c.response.type),
-        error=bindparam("error", type_=_jobs.c.error.type),
-        usage=bindparam("usage", type_=_jobs.c.usage.type),
-        finished_at=bindparam("now"),
-        lease_expires_at=None,
-        attempts=_jobs.c.attempts + bindparam("called"),
-    )
-)
-# Which outcomes of a tick were written, read back in their transaction: a row
-# whose run and finish time are the tick's. With whether each can have a webhook
-# at all: most jobs have none, and then no further query is made. (The webhook
-# itself, not ``IS NOT NULL``: a JSON column keeps Python's None as JSON null.)
-_FINISHED = select(
-    _jobs.c.id,
-    _jobs.c.run,
-    _jobs.c.finished_at,
-    _jobs.c.webhook,
-    _jobs.c.batch_id,
-    _HAS_ENDPOINT,
-).where(_jobs.c.id.in_(bindparam("job_ids", expanding=True)))
-_ADD_ATTEMPT = insert(_attempts)
-
-
-async def job_status(session: AsyncSession, *, job_id: str) -> JobStatus | None:
-    """``job_id``'s status as stored; None if there is no such job."""
-    found = (await session.execute(select(_jobs.c.status).where(_jobs.c.id == job_id))).scalar()
-    return None if found is None else JobStatus(found)
-
-
-async def claim_jobs(
-    session: AsyncSession,
-    *,
-    job_ids: Sequence[str],
-    now: float,
-    lease_seconds: float,
-    owner: str | None = None,
-) -> dict[str, Claim]:
-    """Take ``job_ids`` for running in one statement: the claims of those that were ours.
-
-    A queued job is claimed; so is a running one whose lease lapsed (its
-    worker died). A finished or cancelled job, or one held by a live lease,
-    is left alone, which makes a redelivered message harmless.
-    """
-    if not job_ids:
-        return {}
-    # On the session's connection: a Core statement needs none of the ORM's execution path.
-    connection = await session.connection()
-    result = await connection.execute(
-        _CLAIM,
-        {
-            "job_ids": list(dict.fromkeys(job_ids)),
-            "now": now,
-            "lease_until": now + lease_seconds,
-            "owner": owner,
-        },
-    )
-    rows = result.all()
-    await session.commit()
-    return {row.id: _claim(row) for row in rows}
-
-
-def _claim(row: Any) -> Claim:
-    return Claim(
-        job_id=row.id,
-        key_id=row.key_id,
-        run=row.run,
-        provider=row.provider,
-        upstream_model=row.upstream_model,
-        request=row.request,
-        cache_key=row.cache_key,
-        cache_ttl=row.cache_ttl,
-        route=row.route,
-        priority=row.priority,
-        attempts=row.attempts,
-        deployment_index=row.deployment_index,
-        deployment_attempts=row.deployment_attempts,
-        first_deployment=row.first_deployment,
-        expires_at=row.expires_at,
-        not_before=row.not_before,
-        batch_id=row.batch_id,
-        reply_to=row.reply_to,
-        created_at=row.created_at,
-        claimed_at=row.started_at,
-    )
-
-
-async def claim_job(
-    session: AsyncSession,
-    *,
-    job_id: str,
-    now: float,
-    lease_seconds: float,
-    owner: str | None = None,
-) -> Claim | None:
-    """Take one job for running (see :func:`claim_jobs`), or None if it is not ours to run."""
-    claims = await claim_jobs(
-        session, job_ids=[job_id], now=now, lease_seconds=lease_seconds, owner=owner
-    )
-    return claims.get(job_id)
-
-
-async def renew_leases(session: AsyncSession, *, claims: Sequence[Claim], until: float) -> None:
-    """Extend the leases of jobs this worker is running, in one statement."""
-    if not claims:
-        return
-    held = tuple_(Job.id, Job.run).in_([(c.job_id, c.run) for c in claims])
-    await session.execute(
-        update(Job)
-        .where(held, Job.status == JobStatus.RUNNING.value)
-        .values(lease_expires_at=until)
-        .execution_options(synchronize_session=False)
-    )
-    await session.commit()
-
-
-@dataclass(frozen=True, kw_only=True)
-class Finish:
-    """One run's end, to be recorded: the claim that ran, its outcome and its call."""
-
-    claim: Claim
-    outcome: Outcome
-    attempt: AttemptRecord | None
-
-
-async def finish_jobs(
-    session: AsyncSession, *, finishes: Sequence[Finish], now: float
-) -> list[Finished]:
-    """Record the attempts and write the outcomes of ``finishes`` in one transaction.
-
-    Each attempt is recorded either way (the provider call happened); each
-    outcome only if its claim still holds the job. Returns, per finish and in
-    order, whether its outcome was written and the webhook deliveries planned
-    with it.
-    """
-    connection = await session.connection()
-    attempts = [
-        attempt_values(claim=f.claim, attempt=f.attempt, now=now)
-        for f in finishes
-        if f.attempt is not None
-    ]
-    if attempts:
-        await connection.execute(_ADD_ATTEMPT, attempts)
-    # One statement for the tick (an executemany), then one read of what it wrote:
-    # a statement per outcome cost a round trip to the database's thread each.
-    await connection.execute(
-        _FINISH,
-        [
-            {
-                "job_id": f.claim.job_id,
-                "job_run": f.claim.run,
-                "status": f.outcome.status.value,
-                "response": f.outcome.response,
-                "error": f.outcome.error,
-                "usage": f.outcome.usage,
-                "now": now,
-                "called": 1 if f.attempt is not None else 0,
-            }
-            for f in finishes
-        ],
-    )
-    job_ids = list(dict.fromkeys(f.claim.job_id for f in finishes))
-    rows = {row.id: row for row in await connection.execute(_FINISHED, {"job_ids": job_ids})}
-    results: list[Finished] = []
-    for finish in finishes:
-        row = rows.get(finish.claim.job_id)
-        written = row is not None and row.run == finish.claim.run and row.finished_at == now
-        deliveries: list[str] = []
-        if (
-            row is not None
-            and written
-            and row.batch_id is None
-            and (row.webhook is not None or row.has_endpoint)
-        ):
-            # In this transaction: an outcome is never stored without its webhooks.
-            deliveries = await plan_deliveries(session, job_id=finish.claim.job_id, now=now)
-        results.append(Finished(written, tuple(deliveries)))
-    await session.commit()
-    return results
-
-
-async def finish_job(
-    session: AsyncSession,
-    *,
-    claim: Claim,
-    outcome: Outcome,
-    attempt: AttemptRecord | None,
-    now: float,
-) -> Finished:
-    """Record one run's end (see :func:`finish_jobs`)."""
-    finish = Finish(claim=claim, outcome=outcome, attempt=attempt)
-    return (await finish_jobs(session, finishes=[finish], now=now))[0]
-
-
-def attempt_values(*, claim: Claim, attempt: AttemptRecord, now: float) -> dict[str, Any]:
-    """An ``attempts`` row's columns."""
-    return {
-        "job_id": claim.job_id,
-        "run": claim.run,
-        "provider": attempt.provider,
-        "upstream_model": attempt.upstream_model,
-        "status": attempt.status,
-        "latency_ms": attempt.latency_ms,
-        "error": attempt.error,
-        "created_at": now,
-    }
-
-
-def attempt_row(*, claim: Claim, attempt: AttemptRecord, now: float) -> Attempt:
-    return Attempt(**attempt_values(claim=claim, attempt=attempt, now=now))
-
-
-async def release_claim(session: AsyncSession, *, claim: Claim) -> bool:
-    """Hand a claimed job back to the queue (its worker cannot go on with it now).
-
-    No message is confirmed for it (``enqueued_at`` cleared): the reconciler
-    sends one after its grace period, once the broker takes it.
-    """
-    result = await session.execute(
-        update(Job)
-        .where(Job.id == claim.job_id, Job.run == claim.run, Job.status == JobStatus.RUNNING.value)
-        .values(status=JobStatus.QUEUED.value, enqueued_at=None, lease_expires_at=None, owner=None)
-        .execution_options(synchronize_session=False)
-    )
-    await session.commit()
-    return bool(result.rowcount)  # type: ignore[attr-defined]
-
-
-_RELEASED = (
-    _jobs.c.id,
-    _jobs.c.run,
-    _jobs.c.provider,
-    _jobs.c.upstream_model,
-    _jobs.c.priority,
-    _jobs.c.started_at,
-)
-_HAND_BACK = {
-    "status": JobStatus.QUEUED.value,
-    "enqueued_at": None,
-    "lease_expires_at": None,
-    "owner": None,
-    # The cut run most likely called its provider: it counts against the job's budget.
-    "attempts": _jobs.c.attempts + 1,
-}
-
-
-async def _record_interrupted(session: AsyncSession, rows: Sequence[Any], now: float) -> None:
-    """An ``interrupted`` attempt for each released run: a crash leaves a record, not none."""
-    if not rows:
-        return
-    error = {"code": "interrupted", "message": "the worker running this call stopped first"}
-    connection = await session.connection()
-    await connection.execute(
-        _ADD_ATTEMPT,
-        [
-            {
-                "job_id": row.id,
-                "run": row.run,
-                "provider": row.provider,
-                "upstream_model": row.upstream_model,
-                "status": "interrupted",
-                "latency_ms": max(0.0, (now - (row.started_at or now)) * 1000),
-                "error": error,
-                "created_at": now,
-            }
-            for row in rows
-        ],
-    )
-
-
-async def release_lapsed(session: AsyncSession, *, now: float, limit: int) -> int:
-    """Put running jobs whose lease lapsed back in the queue (their worker died)."""
-    lapsed = (
-        select(_jobs.c.id)
-        .where(_jobs.c.status == JobStatus.RUNNING.value, _jobs.c.lease_expires_at < now)
-        .limit(limit)
-        .scalar_subquery()
-    )
-    connection = await session.connection()
-    rows = (
-        await connection.execute(
-            update(_jobs)
-            .where(
-                _jobs.c.id.in_(lapsed),
-                _jobs.c.status == JobStatus.RUNNING.value,
-                _jobs.c.lease_expires_at < now,
-            )
-            .values(**_HAND_BACK)
-            .returning(*_RELEASED)
-        )
-    ).all()
-    await _record_interrupted(session, rows, now)
-    await session.commit()
-    return len(rows)
-
-
-async def release_owned(session: AsyncSession, *, owner: str, now: float) -> list[Stranded]:
-    """Hand back every job a dead worker process (``owner``) held: queued again at once,
-    each cut run recorded as ``interrupted``; the jobs, to publish again."""
-    connection = await session.connection()
-    rows = (
-        await connection.execute(
-            update(_jobs)
-            .where(_jobs.c.owner == owner, _jobs.c.status == JobStatus.RUNNING.value)
-            .values(**_HAND_BACK)
-            .returning(*_RELEASED)
-        )
-    ).all()
-    await _record_interrupted(session, rows, now)
-    await session.commit()
-    return [Stranded(job_id=r.id, provider=r.provider, priority=r.priority) for r in rows]
-
-
-async def find_stranded(
-    session: AsyncSession, *, created_before: float, enqueued_before: float, limit: int
-) -> list[Stranded]:
-    """Queued jobs that may have no message on the broker, oldest first.
-
-    Those whose message the broker never confirmed (created before
-    ``created_before``), and those confirmed before ``enqueued_before``: a
-    broker that was flushed, or a delivery dropped without running the job,
-    loses such a message, and a duplicate is harmless (the claim skips it).
-    """
-    unconfirmed = (
-        Job.enqueued_at.is_(None)
-        & (Job.created_at < created_before)
-        # A job waiting out a retry or a rate limit is sent when its wait ends.
-        & (Job.not_before.is_(None) | (Job.not_before < created_before))
-    )
-    query = (
-        select(Job.id, Job.provider, Job.priority)
-        .where(
-            Job.status == JobStatus.QUEUED.value,
-            Job.held.is_(False),  # a held batch request waits for the batch scheduler
-            unconfirmed | (Job.enqueued_at < enqueued_before),
-        )
-        .order_by(Job.id)
-        .limit(limit)
-    )
-    rows = (await session.execute(query)).all()
-    return [Stranded(job_id=r.id, provider=r.provider, priority=r.priority) for r in rows]
-
-
-async def count_active(session: AsyncSession) -> dict[tuple[str, str], int]:
-    """Unfinished jobs per deployment (provider, upstream model)."""
-    query = (
-        select(Job.provider, Job.upstream_model, func.count())
-        .where(Job.status.in_(_ACTIVE), Job.held.is_(False))
-        .group_by(Job.provider, Job.upstream_model)
-    )
-    rows = (await session.execute(query)).all()
-    return {(provider, model): int(count) for provider, model, count in rows}
-
-
-async def count_queued_and_running(session: AsyncSession) -> dict[tuple[str, str], int]:
-    """Queued and running jobs per (status, provider): the ``relayq_jobs`` gauge."""
-    query = (
-        select(Job.status, Job.provider, func.count())
-        .where(Job.status.in_([JobStatus.QUEUED.value, JobStatus.RUNNING.value]))
-        .group_by(Job.status, Job.provider)
-    )
-    rows = (await session.execute(query)).all()
-    return {(status, provider): int(count) for status, provider, count in rows}
-
-
-async def count_active_by_key(session: AsyncSession) -> dict[str, int]:
-    """Unfinished jobs per API key (a batch's requests are not counted: see Claim.batch_id)."""
-    query = (
-        select(Job.key_id, func.count())
-        .where(Job.status.in_(_ACTIVE), Job.batch_id.is_(None))
-        .group_by(Job.key_id)
-    )
-    return {key_id: int(count) for key_id, count in (await session.execute(query)).all()}
-
-
-async def unfinished_of(session: AsyncSession, *, job_ids: Sequence[str]) -> set[str]:
-    """Which of ``job_ids`` are stored and unfinished."""
-    if not job_ids:
-        return set()
-    query = select(Job.id).where(Job.id.in_(job_ids), Job.status.in_(_ACTIVE))
-    return set((await session.scalars(query)).all())
-
-
-async def unfinished_of_key(
-    session: AsyncSession, *, key_id: str, after: str | None, limit: int
-) -> list[tuple[str, float]]:
-    """Up to ``limit`` unfinished jobs of ``key_id`` outside batches, by id from
-    past ``after`` (None: the first): ``(id, created_at)``."""
-    query = (
-        select(Job.id, Job.created_at)
-        .where(Job.key_id == key_id, Job.status.in_(_ACTIVE), Job.batch_id.is_(None))
-        .order_by(Job.id)
-        .limit(limit)
-    )
-    if after is not None:
-        query = query.where(Job.id > after)
-    return [(job_id, created) for job_id, created in (await session.execute(query)).all()]

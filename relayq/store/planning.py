@@ -11,13 +11,23 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from relayq.schemas.webhooks import WebhookEvent, WebhookSpec
+from relayq.store.deliveries import add_delivery
+from relayq.store.endpoints import get_endpoint
+from relayq.store.models import Attempt, Job
 from relayq.store.views import job_public
-from relayq.store.webhooks import add_delivery, get_endpoint, job_snapshot
 
-__all__ = ["add_deliveries", "event_for", "plan_deliveries", "targets", "webhook_payload"]
+__all__ = [
+    "add_deliveries",
+    "event_for",
+    "job_snapshot",
+    "plan_deliveries",
+    "targets",
+    "webhook_payload",
+]
 
 
 def event_for(status: str) -> WebhookEvent | None:
@@ -50,6 +60,16 @@ async def targets(
     if endpoint is None or not endpoint.enabled or event.value not in endpoint.events:
         return []
     return [(endpoint.url, endpoint.id)]
+
+
+async def job_snapshot(session: AsyncSession, *, job_id: str) -> tuple[Job, list[Attempt]] | None:
+    """The job as this transaction sees it (fresh, not from the identity map) and its attempts."""
+    query = select(Job).where(Job.id == job_id).execution_options(populate_existing=True)
+    job = (await session.execute(query)).scalar_one_or_none()
+    if job is None:
+        return None
+    attempts = select(Attempt).where(Attempt.job_id == job_id).order_by(Attempt.id)
+    return job, list((await session.execute(attempts)).scalars())
 
 
 async def plan_deliveries(session: AsyncSession, *, job_id: str, now: float) -> list[str]:

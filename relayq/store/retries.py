@@ -12,7 +12,8 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from relayq.schemas.jobs import JobStatus
-from relayq.store.jobs import AttemptRecord, Claim, attempt_row
+from relayq.store.attempts import AttemptRecord, attempt_row
+from relayq.store.claims import Claim
 from relayq.store.models import Job
 from relayq.store.planning import plan_deliveries
 

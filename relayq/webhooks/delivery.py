@@ -24,19 +24,17 @@ from relayq.config.settings import WebhookSettings
 from relayq.queueing.outbox import Outbox
 from relayq.schemas.webhooks import DeliveryStatus
 from relayq.store import Database
-from relayq.store.webhooks import (
-    AttemptRecord,
+from relayq.store.deliveries import (
+    DeliveryAttempt,
     DeliveryClaim,
     DeliveryOutcome,
     NotDue,
-    Unsent,
     claim_delivery,
     end_delivery,
-    ensure_secrets,
-    forget_enqueued,
-    get_endpoint_by_id,
     record_attempt,
 )
+from relayq.store.endpoints import ensure_secrets, get_endpoint_by_id
+from relayq.store.unsent import Unsent, forget_enqueued
 from relayq.webhooks.backoff import retry_delay
 from relayq.webhooks.publishing import WebhookEnqueuer, mark_sent
 from relayq.webhooks.signing import signed_headers
@@ -107,7 +105,7 @@ class Deliverer:
         answer = await self._send(claim, url=url)
         now = self._clock()
         outcome = self._judge(claim, answer, now=now)
-        attempt = AttemptRecord(
+        attempt = DeliveryAttempt(
             url=url,
             status_code=answer.status_code,
             error=answer.error,

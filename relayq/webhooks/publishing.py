@@ -19,7 +19,7 @@ from relayq.events.log import JobEvent
 from relayq.queueing.broker import Enqueuer
 from relayq.queueing.outbox import Outbox
 from relayq.store import Database
-from relayq.store.webhooks import Unsent, mark_deliveries_enqueued, unsent_for
+from relayq.store.unsent import Unsent, mark_deliveries_enqueued, unsent_for
 
 __all__ = [
     "DELIVER_WEBHOOK_TASK",
