@@ -6,12 +6,14 @@ under ``TYPE_CHECKING`` and inside functions included:
 - every package of ``relayq`` says what it is in its ``__init__`` docstring;
 - no two packages of ``relayq`` import each other, however indirectly;
 - a route imports no other route;
-- docs/architecture.md names every package and every provider adapter.
+- docs/architecture.md names every package and every provider adapter, and lists
+  the packages in an order their imports keep (each imports only those above it).
 """
 
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -168,3 +170,18 @@ def test_architecture_names_every_package_and_adapter() -> None:
     missing = [p for p in packages if f"`{p}`" not in text]
     missing += [f"adapter {name}" for name in PROVIDER_TYPES if f"`{name}`" not in text]
     assert missing == [], f"docs/architecture.md does not name: {missing}"
+
+
+def test_packages_import_only_those_listed_above_them() -> None:
+    """The table of docs/architecture.md is the layering: it stays true."""
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    listed = ["relayq." + name for name in re.findall(r"^\| `relayq/([a-z_]+)/` \|", text, re.M)]
+    assert len(listed) > 10, "docs/architecture.md's table of packages was not found"
+    upward = [
+        f"{source} (row {listed.index(source) + 1}) imports {target}: {sorted(pairs)[0]}"
+        for source, targets in _package_edges().items()
+        if source in listed
+        for target, pairs in targets.items()
+        if target in listed and listed.index(target) > listed.index(source)
+    ]
+    assert upward == [], "\n".join(upward)
