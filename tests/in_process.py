@@ -21,6 +21,8 @@ from typing import Any
 
 import redis as sync_redis
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from relayq.config.routes import RetrySettings, RoutingConfig
 from relayq.config.settings import BreakerSettings
@@ -40,7 +42,7 @@ from relayq.store.jobs import create_jobs
 from relayq.store.keys import create_key
 from tests.executor_routing import ROUTING
 from tests.jobs import mock_job
-from tests.services import reset_database, run, until
+from tests.services import free_port, reset_database, run, until
 
 __all__ = [
     "PREFIX",
@@ -49,11 +51,13 @@ __all__ = [
     "SameWorker",
     "Scenario",
     "ScenarioRunner",
+    "eventually",
     "executor",
     "in_process_scenario",
     "migrated_sqlite",
     "queued_messages",
     "store",
+    "unreachable_redis",
 ]
 
 REDIS_DB = 11
@@ -264,3 +268,19 @@ async def store(env: Env, **fields: Any) -> str:
     async with env.database.session() as session:
         (job,) = await create_jobs(session, jobs=[mock_job(env.key_id, **fields)], now=env.clock())
     return job.id
+
+
+def unreachable_redis() -> aioredis.Redis:
+    """A client of a port nothing listens on, failing at once (no retries, no backoff)."""
+    return aioredis.Redis(
+        host="127.0.0.1", port=free_port(), socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0)
+    )
+
+
+async def eventually(condition: Callable[[], Awaitable[bool]], within: float = 5.0) -> None:
+    """Wait (on the running loop) until ``await condition()`` holds; fail after ``within`` s."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not await condition():
+        assert loop.time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)

@@ -26,9 +26,17 @@ from relayq.resilience.clearance import Clearance
 from relayq.resilience.resilience import deployment_id
 from relayq.schemas.jobs import JobStatus
 from relayq.store.jobs import NewJob, cancel_job, get_job, list_attempts
-from tests.in_process import PREFIX, Env, SameWorker, ScenarioRunner, executor, store
+from tests.in_process import (
+    PREFIX,
+    Env,
+    SameWorker,
+    ScenarioRunner,
+    executor,
+    store,
+    unreachable_redis,
+)
 from tests.jobs import mock_job
-from tests.services import free_port, until
+from tests.services import until
 
 
 def test_a_fallback_that_lands_on_the_same_worker_keeps_its_run(
@@ -319,7 +327,7 @@ def test_a_claim_the_worker_cannot_go_on_with_is_handed_back(
 async def _handed_back(env: Env) -> None:
     broker = SameWorker(asyncio.get_running_loop())
     job_id = await store(env)
-    gone = aioredis.Redis(host="127.0.0.1", port=free_port(), socket_connect_timeout=0.5)
+    gone = unreachable_redis()
     try:
         async with executor(env, broker, limits_redis=gone) as running:
             with pytest.raises(RedisError):
