@@ -1,6 +1,7 @@
 """The routing the in-process executor tests run on: a plain route, one whose first
 deployment always fails with a 503 so its jobs fall back to the second, one with that
-failing deployment alone, and (with :func:`with_openai`) routes on the fake OpenAI server."""
+failing deployment alone, one limited to a request a minute, and (with :func:`with_openai`)
+routes on the fake OpenAI server."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ _ROUTES: dict[str, Any] = {
         ],
     },
     "down-only": {"provider": "down", "model": "m1"},
+    "paced": {"deployments": [{"provider": "mock", "model": "paced", "rpm": 1}]},
 }
 
 ROUTING = RoutingConfig.model_validate({"providers": _PROVIDERS, "routes": _ROUTES})

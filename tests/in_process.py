@@ -156,10 +156,10 @@ def queued_messages(url: str, queue: str) -> list[tuple[str, list[Any]]]:
 class SameWorker(Enqueuer):
     """A broker that hands every re-queued job straight back to ``executor``.
 
-    ``send`` returns once the redelivered run is under way beside the run
-    that re-queued it, or over (or after a second, if neither shows).
-    With ``clock``, a message's countdown is spent by moving the clock, not
-    by waiting: the job arrives when it is due.
+    ``send`` of a message due now returns once the redelivered run is under
+    way beside the run that re-queued it, or over (or after a second, if
+    neither shows). With ``clock``, a message's countdown is spent by moving
+    the clock, not by waiting: the job arrives when it is due.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, clock: FakeClock | None = None) -> None:
@@ -186,6 +186,8 @@ class SameWorker(Enqueuer):
         run = self.executor.run(job_id, request_id=details.request_id)
         future = asyncio.run_coroutine_threadsafe(run, self._loop)
         self.runs.append(asyncio.wrap_future(future, loop=self._loop))
+        if countdown:
+            return  # due later: not run beside the run that sent it
         deadline = time.monotonic() + 1.0
         while (
             self.executor.in_flight <= before and not future.done() and time.monotonic() < deadline

@@ -269,3 +269,50 @@ def test_a_run_whose_lease_lapsed_and_was_taken_over_does_not_complete_the_job(
         assert (await kinds_of(env, job_id)).count("succeeded") == 1
 
     scenario(body)
+
+
+def test_a_job_past_its_deadline_when_claimed_expires_without_a_call(
+    scenario: ScenarioRunner,
+) -> None:
+    async def body(env: Env) -> None:
+        broker = SameWorker(asyncio.get_running_loop(), env.clock)
+        job_id = await store(env, expires_at=env.clock() + 10)
+        env.clock.advance(10)
+        async with executor(env, broker) as running:
+            assert await running.run(job_id) is RunResult.EXPIRED
+            assert await running.run(job_id) is RunResult.EXPIRED  # a redelivery
+        job, calls, _ = await job_and_calls(env, job_id)
+        assert job.status == JobStatus.EXPIRED.value
+        assert job.finished_at == env.clock()
+        assert calls == []
+        [expired] = await events_of(env, job_id)
+        assert expired["type"] == "expired"
+        assert expired["data"]["error"]["code"] == "expired"
+
+    scenario(body)
+
+
+def test_a_rate_limited_deployment_makes_a_job_wait_its_turn_in_hops_without_an_attempt(
+    scenario: ScenarioRunner,
+) -> None:
+    """One request a minute: the second job goes back to its queue for its turn, in hops
+    no longer than the broker's longest countdown (10 s here), and then runs once."""
+
+    async def body(env: Env) -> None:
+        broker = SameWorker(asyncio.get_running_loop(), env.clock)
+        first, second = [await store(env, route="paced", upstream_model="paced") for _ in "ab"]
+        async with executor(env, broker) as running:
+            assert await running.run(first) is RunResult.SUCCEEDED
+            started = env.clock()
+            assert await running.run(second) is RunResult.WAITING
+            results = await broker.settled()
+        assert results[-1] is RunResult.SUCCEEDED
+        assert set(results[:-1]) == {RunResult.WAITING}
+        waited = env.clock() - started
+        assert 50 < waited <= 61  # its turn, a minute after the first
+        assert all(c is not None and 0 < c <= 10 for c in broker.countdowns)
+        job, calls, _ = await job_and_calls(env, second)
+        assert job.status == JobStatus.SUCCEEDED.value
+        assert calls == [("mock", "succeeded")]  # waiting is not an attempt
+
+    scenario(body)
