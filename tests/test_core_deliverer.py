@@ -202,3 +202,25 @@ def test_a_refused_destination_is_never_called_and_is_recorded_as_such(
         assert row.status == "pending"
 
     scenario(body)
+
+
+def test_a_receivers_retry_after_is_a_floor_under_the_backoff(
+    scenario: ScenarioRunner, receiver: WebhookReceiver
+) -> None:
+    endpoint = receiver.endpoint()
+    endpoint.script(Reply(503, {"Retry-After": "30"}))
+
+    async def body(env: Env) -> None:
+        job_id, delivery_id = await ended_job_with_delivery(env, endpoint)
+        async with deliverer(env) as under_test:
+            assert await under_test.deliver(delivery_id, 0) is DeliveryResult.RETRYING
+            row, _ = await delivery_of(env, job_id)
+            # The schedule alone would retry in 7.5 s; the receiver asked for 30.
+            assert row.next_attempt_at == env.clock() + 30
+            env.clock.advance(29)
+            assert await under_test.deliver(delivery_id, 1) is DeliveryResult.DEFERRED
+            env.clock.advance(1)
+            assert await under_test.deliver(delivery_id, 1) is DeliveryResult.SUCCEEDED
+        assert [r.verified for r in endpoint.received] == [True, True]
+
+    scenario(body)
