@@ -15,6 +15,7 @@ import redis
 from relayq.store import Database
 from relayq.store.keys import create_key
 from tests.fakes.openai_server import FakeOpenAI
+from tests.in_process import ScenarioRunner, in_process_scenario, migrated_sqlite
 from tests.services import (
     local_redis_url,
     reset_database,
@@ -217,6 +218,19 @@ def client(stack: Stack, make_key: KeyFactory) -> Iterator[httpx.Client]:
     headers = {"Authorization": f"Bearer {make_key()}"}
     with httpx.Client(base_url=stack.base_url, headers=headers, timeout=10) as http:
         yield http
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A migrated SQLite file that in-process scenarios start from (a copy each)."""
+    return migrated_sqlite(tmp_path_factory.mktemp("template"))
+
+
+@pytest.fixture
+def scenario(tmp_path: Path, redis_server: str, sqlite_template: Path) -> ScenarioRunner:
+    """Runs an in-process scenario of the core classes (tests/in_process.py) on a fresh
+    SQLite file, a flushed Redis database, a new key and a clock the test moves."""
+    return in_process_scenario(tmp_path, redis_server, sqlite_template)
 
 
 @pytest.fixture

@@ -170,6 +170,47 @@ def test_resuming_after_an_id_gives_only_what_follows_it(redis_server: str) -> N
     run(scenario())
 
 
+def test_a_follower_resuming_mid_job_gets_the_rest_of_the_replay_then_live_events(
+    redis_server: str,
+) -> None:
+    async def scenario() -> None:
+        async with hub_and_log(redis_server) as (hub, log, _):
+            queued = await log.emit(JobEvent(job_id="j", key_id="k", type=EventType.QUEUED))
+            started = await log.emit(JobEvent(job_id="j", key_id="k", type=EventType.STARTED))
+            assert queued.id is not None
+            async with hub.follow(job_id="j", position=queued.id) as feed:
+                replayed = messages(await feed.next(quiet=5) or b"")
+                assert [e["id"] for e in replayed] == [started.id]
+                assert not feed.ended
+                live = [
+                    await log.emit(JobEvent(job_id="j", key_id="k", type=kind, data={"n": 1}))
+                    for kind in (EventType.DELTA, EventType.SUCCEEDED)
+                ]
+                rest = await asyncio.wait_for(read_to_the_end(feed), timeout=10)
+            assert [e["id"] for e in rest] == [e.id for e in live]
+            assert [e["event"] for e in rest] == ["delta", "succeeded"]
+
+    run(scenario())
+
+
+def test_a_follower_that_starts_after_the_job_ended_gets_it_all_and_ends(
+    redis_server: str,
+) -> None:
+    async def scenario() -> None:
+        async with hub_and_log(redis_server) as (hub, log, _):
+            stored = [
+                await log.emit(JobEvent(job_id="done", key_id="k", type=kind))
+                for kind in (EventType.QUEUED, EventType.STARTED, EventType.FAILED)
+            ]
+            async with hub.follow(job_id="done") as feed:
+                everything = messages(await feed.next(quiet=5) or b"")
+                assert feed.ended
+            assert [e["id"] for e in everything] == [e.id for e in stored]
+            assert [e["event"] for e in everything] == ["queued", "started", "failed"]
+
+    run(scenario())
+
+
 DATA: list[dict[str, Any]] = [
     {},
     {"text": "line one\nline two\r\n", "chunks": [{"choices": [{"delta": {"content": "é"}}]}]},

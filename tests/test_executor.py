@@ -2,179 +2,46 @@
 
 What these tests need of a broker is that a re-queued job comes back to the
 same executor at once, which is the case a real worker meets when a retry or
-a fallback lands on itself; :class:`SameWorker` delivers it so.
+a fallback lands on itself; :class:`~tests.in_process.SameWorker` delivers it
+so. tests/test_core_executor.py has the executor's retry, fallback, breaker,
+cancel and lease cases.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
-import redis as sync_redis
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from relayq.config.routes import RetrySettings
 from relayq.config.settings import BreakerSettings
-from relayq.direct.replies import Replies, direct_fence_key
-from relayq.events.log import EventLog
-from relayq.execution.executor import Executor, RunResult
-from relayq.providers import build_providers
-from relayq.providers.http import build_http_client
-from relayq.queueing.broker import NO_DETAILS, Enqueuer, JobDetails
-from relayq.redis.pipeline import CommandBatch
+from relayq.direct.replies import direct_fence_key
+from relayq.execution.executor import RunResult
 from relayq.resilience.breaker import CircuitBreaker
-from relayq.resilience.clearance import Clearance, listen_for_changes
-from relayq.resilience.ratelimit import RateLimiter
-from relayq.resilience.resilience import Resilience, deployment_id
+from relayq.resilience.clearance import Clearance
+from relayq.resilience.resilience import deployment_id
 from relayq.schemas.jobs import JobStatus
-from relayq.store import Database
 from relayq.store.attempts import list_attempts
-from relayq.store.jobs import NewJob, cancel_job, create_jobs, get_job
-from relayq.store.keys import create_key
-from tests.executor_routing import ROUTING
+from relayq.store.jobs import NewJob, cancel_job, get_job
+from tests.in_process import (
+    PREFIX,
+    Env,
+    SameWorker,
+    ScenarioRunner,
+    executor,
+    store,
+    unreachable_redis,
+)
 from tests.jobs import mock_job
-from tests.services import free_port, reset_database, run, until
-
-_REDIS_DB = 11
-PREFIX = "relayq-executor-test"
-
-
-class SameWorker(Enqueuer):
-    """A broker that hands every re-queued job straight back to ``executor``.
-
-    ``send`` returns once the redelivered run is under way beside the run
-    that re-queued it (or after a second, if the executor never shows two).
-    """
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self.executor: Executor | None = None
-        self.runs: list[asyncio.Future[RunResult]] = []
-
-    def send(
-        self,
-        *,
-        job_id: str,
-        provider: str,
-        priority: int,
-        countdown: float | None = None,
-        details: JobDetails = NO_DETAILS,
-    ) -> None:
-        assert self.executor is not None
-        before = self.executor.in_flight
-        run = self.executor.run(job_id, request_id=details.request_id)
-        future = asyncio.run_coroutine_threadsafe(run, self._loop)
-        self.runs.append(asyncio.wrap_future(future, loop=self._loop))
-        deadline = time.monotonic() + 1.0
-        while self.executor.in_flight <= before and time.monotonic() < deadline:
-            time.sleep(0.005)
-
-
-@dataclass
-class Env:
-    database: Database
-    redis: aioredis.Redis
-    key_id: str
-    redis_url: str
-
-
-Scenario = Callable[[Env], Awaitable[None]]
-
-
-@pytest.fixture
-def scenario(tmp_path: Path, redis_server: str) -> Callable[[Scenario], None]:
-    """Runs a scenario on a fresh SQLite file and a flushed Redis database."""
-    redis_url = f"{redis_server}/{_REDIS_DB}"
-    client = sync_redis.Redis.from_url(redis_url)
-    client.flushdb()
-    client.close()
-    url = f"sqlite:///{tmp_path / 'relayq.db'}"
-    reset_database(url)
-
-    def go(body: Scenario) -> None:
-        async def main() -> None:
-            database = Database(url)
-            redis = aioredis.Redis.from_url(redis_url)
-            try:
-                async with database.session() as session:
-                    key = await create_key(session, name="executor")
-                await body(Env(database=database, redis=redis, key_id=key.id, redis_url=redis_url))
-            finally:
-                await redis.aclose()
-                await database.aclose()
-
-        run(main())
-
-    return go
-
-
-@contextlib.asynccontextmanager
-async def executor(
-    env: Env,
-    broker: SameWorker,
-    *,
-    max_in_flight: int = 1000,
-    limits_redis: aioredis.Redis | None = None,
-    clearance: Clearance | None = None,
-) -> AsyncIterator[Executor]:
-    """``limits_redis``: where the breaker and rate limits live (the test's Redis by default);
-    ``clearance``: what the worker may admit by itself (kept listening here)."""
-    limits = limits_redis or env.redis
-    http = build_http_client(max_connections=10)
-    events = EventLog(env.redis, key_prefix=PREFIX, max_events=100, retention_seconds=60)
-    resilience = Resilience(
-        database=env.database,
-        enqueuer=broker,
-        limiter=RateLimiter(limits, key_prefix=PREFIX),
-        breaker=CircuitBreaker(limits, key_prefix=PREFIX, settings=BreakerSettings()),
-        retry=RetrySettings(max_attempts_per_deployment=1),
-        routing=lambda: ROUTING,
-        events=events,
-        max_countdown=10,
-        clearance=clearance,
-    )
-    built = Executor(
-        database=env.database,
-        providers=build_providers(ROUTING.providers, http),
-        lease_seconds=60,
-        max_in_flight=max_in_flight,
-        events=events,
-        resilience=resilience,
-        replies=Replies(CommandBatch(env.redis), key_prefix=PREFIX),
-    )
-    broker.executor = built
-    listener = None
-    if clearance is not None:
-        listener = asyncio.create_task(
-            listen_for_changes(limits, key_prefix=PREFIX, clearance=clearance)
-        )
-        await until(lambda: clearance.listening)
-    try:
-        yield built
-    finally:
-        if listener is not None:
-            listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await listener
-        await http.aclose()
-
-
-async def store(env: Env, **fields: Any) -> str:
-    async with env.database.session() as session:
-        (job,) = await create_jobs(session, jobs=[mock_job(env.key_id, **fields)], now=time.time())
-    return job.id
+from tests.services import until
 
 
 def test_a_fallback_that_lands_on_the_same_worker_keeps_its_run(
-    scenario: Callable[[Scenario], None],
+    scenario: ScenarioRunner,
 ) -> None:
     """The failed run's cleanup must not take the fallback run's place in the run table."""
     scenario(_fallback_on_the_same_worker)
@@ -209,7 +76,7 @@ async def _fallback_on_the_same_worker(env: Env) -> None:
 
 
 def test_jobs_arriving_together_are_claimed_and_finished_together(
-    scenario: Callable[[Scenario], None],
+    scenario: ScenarioRunner,
 ) -> None:
     """Fifty jobs delivered at once cost a handful of transactions, not a hundred."""
     scenario(_fifty_together)
@@ -231,7 +98,7 @@ async def _fifty_together(env: Env) -> None:
 
 
 def test_a_message_delivered_twice_in_one_tick_runs_once(
-    scenario: Callable[[Scenario], None],
+    scenario: ScenarioRunner,
 ) -> None:
     scenario(_delivered_twice)
 
@@ -247,7 +114,7 @@ async def _delivered_twice(env: Env) -> None:
 
 
 def test_a_delivery_of_a_job_already_ended_otherwise_than_succeeded_comes_to_that_end(
-    scenario: Callable[[Scenario], None],
+    scenario: ScenarioRunner,
 ) -> None:
     """A job cancelled while queued still has its message delivered: that delivery comes
     to the job's end (cancelled), never "skipped", which Celery and Flower would show as
@@ -293,7 +160,7 @@ async def replies_of(env: Env, stream: str) -> list[str]:
 
 
 def test_a_direct_job_answers_its_caller_then_is_recorded_once(
-    scenario: Callable[[Scenario], None],
+    scenario: ScenarioRunner,
 ) -> None:
     """The sync lane: the row is stored beside the call; a redelivery runs nothing more."""
     scenario(_direct_once)
@@ -323,7 +190,7 @@ async def _direct_once(env: Env) -> None:
 
 
 def test_a_direct_job_whose_first_worker_died_before_storing_it_runs(
-    scenario: Callable[[Scenario], None],
+    scenario: ScenarioRunner,
 ) -> None:
     """The fence is set but no row exists: the redelivery stores the row and runs the job."""
     scenario(_direct_after_a_death)
@@ -343,7 +210,7 @@ async def _direct_after_a_death(env: Env) -> None:
 
 
 def test_a_direct_jobs_row_is_stored_early_in_a_long_call(
-    scenario: Callable[[Scenario], None],
+    scenario: ScenarioRunner,
 ) -> None:
     """Its caller hears nothing for 2 s (a whole answer), yet the row is there,
     running, well before the answer (looked for until the call ends, so a busy
@@ -369,7 +236,7 @@ async def _row_in_a_long_call(env: Env) -> None:
 
 
 def test_a_cancel_heard_before_a_direct_jobs_message_is_read_stops_it_uncalled(
-    scenario: Callable[[Scenario], None],
+    scenario: ScenarioRunner,
 ) -> None:
     """The caller left while its message waited on the lane; the cancel signal reached
     this worker first, so the job is recorded cancelled with no call and no round trip."""
@@ -395,7 +262,7 @@ async def _cancel_heard_first(env: Env) -> None:
 
 
 def test_a_clear_deployment_is_admitted_here_until_its_breaker_opens_elsewhere(
-    scenario: Callable[[Scenario], None],
+    scenario: ScenarioRunner,
 ) -> None:
     """Once Redis found the deployment clear, its calls are admitted without asking;
     a breaker opened by another process reaches this worker on the admission channel,
@@ -430,7 +297,7 @@ async def _clear_until_opened(env: Env) -> None:
     assert attempts[0].error["code"] == "breaker_open"
 
 
-def test_jobs_in_flight_stay_within_the_cap(scenario: Callable[[Scenario], None]) -> None:
+def test_jobs_in_flight_stay_within_the_cap(scenario: ScenarioRunner) -> None:
     """An envelope brings many jobs at once; the worker's cap, not the envelope, bounds them."""
     scenario(_capped)
 
@@ -451,7 +318,7 @@ async def _capped(env: Env) -> None:
 
 
 def test_a_claim_the_worker_cannot_go_on_with_is_handed_back(
-    scenario: Callable[[Scenario], None],
+    scenario: ScenarioRunner,
 ) -> None:
     """Redis fails right after the claim (the limits need it): the job goes back to the
     queue at once, unconfirmed for the reconciler, instead of waiting out its lease."""
@@ -461,7 +328,7 @@ def test_a_claim_the_worker_cannot_go_on_with_is_handed_back(
 async def _handed_back(env: Env) -> None:
     broker = SameWorker(asyncio.get_running_loop())
     job_id = await store(env)
-    gone = aioredis.Redis(host="127.0.0.1", port=free_port(), socket_connect_timeout=0.5)
+    gone = unreachable_redis()
     try:
         async with executor(env, broker, limits_redis=gone) as running:
             with pytest.raises(RedisError):

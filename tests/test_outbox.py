@@ -8,11 +8,8 @@ it refused is not (the reconciler sends it later). Real broker, real database.
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
 
 import pytest
 import redis
@@ -26,6 +23,7 @@ from relayq.store import Database
 from relayq.store.jobs import create_job, mark_enqueued
 from relayq.store.keys import create_key
 from relayq.store.models import Job
+from tests.in_process import queued_messages
 from tests.jobs import mock_job
 from tests.services import free_port
 
@@ -40,24 +38,6 @@ def broker_url(redis_server: str) -> Iterator[str]:
     yield url
     client.flushdb()
     client.close()
-
-
-def _messages(url: str, queue: str) -> list[tuple[str, list[Any]]]:
-    """Messages waiting on ``queue`` over its priority lists (kombu's ``queue:N`` names),
-    as (task name, job ids or direct jobs)."""
-    client = redis.Redis.from_url(url)
-    try:
-        names = [queue, *(f"{queue}:{n}" for n in range(1, 10))]
-        raw = [m for name in names for m in client.lrange(name, 0, -1)]
-    finally:
-        client.close()
-    found = []
-    for message in raw:
-        envelope = json.loads(message)
-        args, _, _ = json.loads(base64.b64decode(envelope["body"]))
-        task = envelope["headers"]["task"]
-        found.append((task, args[0] if task == RUN_MANY_TASK else [args[0]]))
-    return found
 
 
 @asynccontextmanager
@@ -102,7 +82,7 @@ def test_concurrent_jobs_are_published_in_few_hops_and_marked(
     ids, taken, marks, hops = asyncio.run(scenario())
     assert taken == [True] * 100
     assert marks == [True] * 100
-    messages = _messages(broker_url, "llm.mock")
+    messages = queued_messages(broker_url, "llm.mock")
     # A few thread hops, each batch in envelopes of at most ENVELOPE_SIZE jobs.
     assert hops < 10
     assert len(messages) < 10
@@ -120,7 +100,7 @@ def test_a_job_alone_is_a_task_of_its_own(broker_url: str, private_database_url:
 
     job_id, taken = asyncio.run(scenario())
     assert taken
-    assert _messages(broker_url, "llm.mock") == [(RUN_JOB_TASK, [job_id])]
+    assert queued_messages(broker_url, "llm.mock") == [(RUN_JOB_TASK, [job_id])]
 
 
 def test_a_broker_that_is_down_takes_nothing_and_nothing_is_marked(
@@ -165,7 +145,7 @@ def test_messages_due_now_and_later_are_sent_and_marked_together(
     assert marks == [True] * 3
     # Due now: one envelope of the two; the countdown's a task of its own (with its eta,
     # which the worker that takes it holds it to).
-    assert sorted(_messages(broker_url, "llm.mock")) == [
+    assert sorted(queued_messages(broker_url, "llm.mock")) == [
         (RUN_JOB_TASK, [ids[1]]),
         (RUN_MANY_TASK, [ids[0], ids[2]]),
     ]

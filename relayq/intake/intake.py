@@ -122,11 +122,14 @@ class Intake:
         events: EventLog,
         key_limits: KeyLimits | None = None,
         batch: CommandBatch | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        """``clock``: the wall clock jobs are stamped and their deadlines counted by."""
         self._settings = settings
+        self._clock = clock
         self._database = database
         self._outbox = outbox
-        self._inserts = JobInserts(database)
+        self._inserts = JobInserts(database, clock=clock)
         self._redis = redis
         self._router = router
         self._state = state
@@ -241,7 +244,7 @@ class Intake:
             cache_ttl=ttl,
             cached=cached,
             webhook=body.webhook.model_dump(mode="json") if body.webhook else None,
-            expires_at=body.deadline(time.time()),
+            expires_at=body.deadline(self._clock()),
             deployment_index=deployment.index,
             id=job_id,
             reply_to=reply_to,
@@ -253,7 +256,7 @@ class Intake:
             job, created = await self._inserts.insert(new_job), True
         else:
             async with self._database.session() as session:
-                job, created = await create_job(session, job=new_job, now=time.time())
+                job, created = await create_job(session, job=new_job, now=self._clock())
         if created and job.cached:
             await self._emit(job, EventType.SUCCEEDED, terminal_data(job))
         elif created:
@@ -274,7 +277,7 @@ class Intake:
         The key's limits and the message's sending are one step (one script, one
         round trip): a refused call sends nothing.
         """
-        now = time.time()
+        now = self._clock()
         message: dict[str, Any] = {"job": dataclasses.asdict(job), "created_at": now}
         if request_id is not None:
             message["request_id"] = request_id
@@ -382,7 +385,7 @@ class Intake:
             job = await get_job(session, job_id=job_id, key_id=key_id)
             if job is None:
                 return None, False
-            changed = await cancel_job(session, job_id=job_id, key_id=key_id, now=time.time())
+            changed = await cancel_job(session, job_id=job_id, key_id=key_id, now=self._clock())
             await session.refresh(job)
         if changed:
             await self._release(_Admission(key_id, job_id, None, counted=True))
