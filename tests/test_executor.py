@@ -23,12 +23,13 @@ from redis.exceptions import RedisError
 
 from relayq.config.routes import RetrySettings
 from relayq.config.settings import BreakerSettings
-from relayq.direct.replies import Replies, direct_fence_key
+from relayq.direct.replies import Replies
 from relayq.events.log import EventLog
 from relayq.execution.executor import Executor, RunResult
 from relayq.providers import build_providers
 from relayq.providers.http import build_http_client
 from relayq.queueing.broker import NO_DETAILS, Enqueuer, JobDetails
+from relayq.redis.keys import RedisKeys
 from relayq.redis.pipeline import CommandBatch
 from relayq.resilience.breaker import CircuitBreaker
 from relayq.resilience.clearance import Clearance, listen_for_changes
@@ -332,7 +333,7 @@ async def _direct_after_a_death(env: Env) -> None:
     broker = SameWorker(asyncio.get_running_loop())
     message = direct_message(env, reply_to=f"{PREFIX}:replies:test")
     job_id = message["job"]["id"]
-    await env.redis.set(direct_fence_key(PREFIX, job_id), "1")
+    await env.redis.set(RedisKeys(PREFIX).direct_fence(job_id), "1")
     async with executor(env, broker) as running:
         assert await running.run_direct(message) is RunResult.SUCCEEDED
     async with env.database.session() as session:
