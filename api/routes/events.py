@@ -17,7 +17,7 @@ from fastapi import APIRouter, Header, Query
 from fastapi.responses import StreamingResponse
 
 from api.deps import KeyDep, ServicesDep
-from api.errors import ERROR_RESPONSES, APIError
+from api.errors import ERROR_RESPONSES, APIError, job_not_found
 from api.services import Services
 from api.sse import HEARTBEAT
 from relayq.events.log import EventType, JobEvent, event_frame, terminal_data
@@ -69,7 +69,7 @@ async def job_events(
     async with services.database.session() as session:
         job = await get_job(session, job_id=job_id, key_id=key.id)
     if job is None:
-        raise APIError(404, f"No job found with id '{job_id}'.", code="job_not_found", param="id")
+        raise job_not_found(job_id)
     return StreamingResponse(
         _stream(services, job_id=job_id, key_id=key.id, position=position), headers=_SSE
     )
