@@ -1,7 +1,11 @@
 """Errors in OpenAI's shape: ``{"error": {"message", "type", "param", "code"}}``.
 
 Clients built for OpenAI (its SDK raises by status code) understand these,
-and every message says what is wrong and where.
+and every message says what is wrong and where. This module alone maps
+errors to HTTP: routes raise :class:`APIError` for what they find wrong
+themselves and let relayq's own exceptions (an unknown model, a reused
+idempotency key, a refused webhook URL, a key over its limits, a queue that
+did not take a sync call) propagate to the handlers installed here.
 """
 
 from __future__ import annotations
@@ -19,17 +23,22 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from relayq.intake.intake import KeyLimited
+from relayq.intake.intake import BrokerUnavailable, KeyLimited
 from relayq.resilience.key_limits import KeyLimit
+from relayq.routing.router import UnknownModel
+from relayq.schemas.destinations import WebhookURLRefused
 from relayq.schemas.params import param_path
+from relayq.store.jobs import IdempotencyConflict
 
 __all__ = [
     "ERROR_RESPONSES",
     "APIError",
     "ErrorBody",
     "error_body",
+    "file_not_found",
     "install_error_handlers",
     "invalid_json",
+    "job_not_found",
 ]
 
 log = logging.getLogger(__name__)
@@ -116,6 +125,16 @@ def invalid_json(detail: str, *, param: str | None = None) -> APIError:
     )
 
 
+def job_not_found(job_id: str) -> APIError:
+    """No job ``job_id`` for the caller's key (another key's job is not found either)."""
+    return APIError(404, f"No job found with id '{job_id}'.", code="job_not_found", param="id")
+
+
+def file_not_found(file_id: str, *, param: str = "file_id") -> APIError:
+    """No file ``file_id`` for the caller's key; ``param``: where the request names it."""
+    return APIError(404, f"No such File object: {file_id}", code="file_not_found", param=param)
+
+
 def validation_error(errors: Sequence[Any]) -> APIError:
     """The first validation error as a 400 that names the offending field."""
     first = errors[0]
@@ -176,6 +195,53 @@ async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
 
+async def _on_unknown_model(_: Request, exc: Exception) -> JSONResponse:
+    """A 404 naming the model and listing the ones this key may use."""
+    assert isinstance(exc, UnknownModel)
+    known = ", ".join(exc.available) or "none"
+    return _response(
+        APIError(
+            404,
+            f"The model '{exc.model}' does not exist or you do not have access to it. "
+            f"Available models: {known}.",
+            code="model_not_found",
+            param="model",
+        )
+    )
+
+
+async def _on_idempotency_conflict(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, IdempotencyConflict)
+    anew = "request" if exc.kind == "job" else exc.kind
+    return _response(
+        APIError(
+            409,
+            f"Idempotency-Key '{exc.idempotency_key}' was already used for {exc.kind} "
+            f"'{exc.existing}' with a different request body. Use a new key for a new {anew}.",
+            code="idempotency_key_reused",
+            param="Idempotency-Key",
+        )
+    )
+
+
+async def _on_webhook_url_refused(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, WebhookURLRefused)
+    return _response(
+        APIError(
+            400,
+            f"Invalid '{exc.param}': {exc.reason}. Webhooks are sent only to publicly "
+            "routable addresses.",
+            code="webhook_destination_refused",
+            param=exc.param,
+        )
+    )
+
+
+async def _on_broker_unavailable(_: Request, exc: Exception) -> JSONResponse:
+    """A sync call whose message the queue did not take (no row stores it for later)."""
+    return _response(APIError(503, f"The job queue is unavailable: {exc}.", code="overloaded"))
+
+
 async def _on_key_limited(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, KeyLimited)
     decision, limits = exc.decision, exc.limits
@@ -229,4 +295,8 @@ def install_error_handlers(app: FastAPI) -> None:
     # Every connection of the pool stayed busy for its whole timeout.
     app.add_exception_handler(PoolTimeout, _on_pool_exhausted)
     app.add_exception_handler(KeyLimited, _on_key_limited)
+    app.add_exception_handler(UnknownModel, _on_unknown_model)
+    app.add_exception_handler(IdempotencyConflict, _on_idempotency_conflict)
+    app.add_exception_handler(WebhookURLRefused, _on_webhook_url_refused)
+    app.add_exception_handler(BrokerUnavailable, _on_broker_unavailable)
     app.add_exception_handler(Exception, _on_unexpected)

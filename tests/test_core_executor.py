@@ -14,8 +14,8 @@ from typing import Any
 
 from relayq.config.routes import RetrySettings
 from relayq.config.settings import BreakerSettings
-from relayq.events.log import stream_key
 from relayq.execution.executor import RunResult
+from relayq.redis.keys import RedisKeys
 from relayq.resilience.breaker import CircuitBreaker
 from relayq.resilience.resilience import deployment_id
 from relayq.schemas.jobs import JobStatus
@@ -41,7 +41,7 @@ async def job_and_calls(env: Env, job_id: str) -> tuple[Job, list[Call], list[At
 
 async def events_of(env: Env, job_id: str) -> list[dict[str, Any]]:
     """The job's stored events as ``{"type", "data"}``, oldest first."""
-    entries: list[Any] = await env.redis.xrange(stream_key(PREFIX, job_id)) or []
+    entries: list[Any] = await env.redis.xrange(RedisKeys(PREFIX).events(job_id)) or []
     found = []
     for _, fields in entries:
         data = fields.get(b"data")

@@ -18,12 +18,12 @@ from sqlalchemy import event
 
 from relayq.config.routes import RoutingConfig
 from relayq.config.settings import Settings
-from relayq.events.cancellation import cancel_channel
-from relayq.events.log import EventLog, stream_key
+from relayq.events.log import EventLog
 from relayq.execution.cache import ResponseCache
 from relayq.intake.intake import BrokerUnavailable, Intake, KeyLimited, KeyLimitValues
 from relayq.queueing.broker import RUN_JOB_TASK, RUN_MANY_TASK, Enqueuer
 from relayq.queueing.outbox import Outbox
+from relayq.redis.keys import RedisKeys
 from relayq.redis.pipeline import CommandBatch
 from relayq.resilience.key_limits import KeyLimit, KeyLimits
 from relayq.routing.router import Router, UnknownModel
@@ -107,7 +107,7 @@ async def row(env: Env, job_id: str, key_id: str | None = None) -> Job:
 
 
 async def kinds_of(env: Env, job_id: str) -> list[str]:
-    entries: list[Any] = await env.redis.xrange(stream_key(PREFIX, job_id)) or []
+    entries: list[Any] = await env.redis.xrange(RedisKeys(PREFIX).events(job_id)) or []
     return [fields[b"type"].decode() for _, fields in entries]
 
 
@@ -185,7 +185,7 @@ def test_an_idempotency_key_repeated_returns_the_first_job_and_sends_nothing_mor
                 await built.intake.submit(
                     key_id=env.key_id, body=job("another"), idempotency_key="k1"
                 )
-            assert conflict.value.job_id == first.job.id
+            assert conflict.value.existing == first.job.id
             # Per key: another key's same idempotency key is a job of its own.
             async with env.database.session() as session:
                 other = (await create_key(session, name="other")).id
@@ -309,7 +309,7 @@ def test_cancel_ends_a_queued_job_announces_it_and_signals_the_workers(
 ) -> None:
     async def body(env: Env) -> None:
         listener = env.redis.pubsub()
-        await listener.subscribe(cancel_channel(PREFIX))
+        await listener.subscribe(RedisKeys(PREFIX).cancel_channel)
         try:
             async with api(env) as built:
                 intake = built.intake

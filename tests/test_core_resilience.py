@@ -17,7 +17,7 @@ import pytest
 
 from relayq.config.routes import RetrySettings, RoutingConfig
 from relayq.config.settings import BreakerSettings, Settings
-from relayq.events.log import EventLog, stream_key
+from relayq.events.log import EventLog
 from relayq.providers.errors import (
     AuthenticationFailed,
     InvalidRequest,
@@ -25,6 +25,7 @@ from relayq.providers.errors import (
     RateLimited,
 )
 from relayq.queueing.broker import RUN_JOB_TASK, Enqueuer
+from relayq.redis.keys import RedisKeys
 from relayq.resilience.breaker import BreakerState, CircuitBreaker
 from relayq.resilience.ratelimit import RateLimiter
 from relayq.resilience.resilience import Resilience
@@ -298,7 +299,7 @@ def test_an_unused_half_open_probe_is_given_back(scenario: ScenarioRunner) -> No
 
 async def event_kinds(env: Env, job_id: str) -> list[tuple[str, str | None]]:
     """The job's events as (type, the next step an ``attempt_failed`` names)."""
-    entries: list[Any] = await env.redis.xrange(stream_key(PREFIX, job_id)) or []
+    entries: list[Any] = await env.redis.xrange(RedisKeys(PREFIX).events(job_id)) or []
     found = []
     for _, fields in entries:
         data = json.loads(fields.get(b"data") or b"{}")

@@ -11,6 +11,10 @@ from fastapi.testclient import TestClient
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from api.errors import install_error_handlers
+from relayq.intake.intake import BrokerUnavailable
+from relayq.routing.router import UnknownModel
+from relayq.schemas.destinations import WebhookURLRefused
+from relayq.store.jobs import IdempotencyConflict
 from tests.jobs import body
 from tests.stack import Stack
 
@@ -190,3 +194,90 @@ def test_an_exhausted_connection_pool_is_a_503_to_retry() -> None:
     assert answer.status_code == 503
     assert answer.headers["Retry-After"] == "2"
     assert answer.json()["error"]["code"] == "overloaded"
+
+
+@pytest.mark.parametrize(
+    ("raised", "status", "error"),
+    [
+        (
+            UnknownModel("gpt-9", available=["mock", "gpt-4o"]),
+            404,
+            {
+                "message": "The model 'gpt-9' does not exist or you do not have access to it. "
+                "Available models: mock, gpt-4o.",
+                "type": "not_found_error",
+                "param": "model",
+                "code": "model_not_found",
+            },
+        ),
+        (
+            UnknownModel("gpt-9"),
+            404,
+            {
+                "message": "The model 'gpt-9' does not exist or you do not have access to it. "
+                "Available models: none.",
+                "type": "not_found_error",
+                "param": "model",
+                "code": "model_not_found",
+            },
+        ),
+        (
+            IdempotencyConflict("job_1", kind="job", idempotency_key="k-1"),
+            409,
+            {
+                "message": "Idempotency-Key 'k-1' was already used for job 'job_1' with a "
+                "different request body. Use a new key for a new request.",
+                "type": "conflict_error",
+                "param": "Idempotency-Key",
+                "code": "idempotency_key_reused",
+            },
+        ),
+        (
+            IdempotencyConflict("batch_1", kind="batch", idempotency_key="k-2"),
+            409,
+            {
+                "message": "Idempotency-Key 'k-2' was already used for batch 'batch_1' with a "
+                "different request body. Use a new key for a new batch.",
+                "type": "conflict_error",
+                "param": "Idempotency-Key",
+                "code": "idempotency_key_reused",
+            },
+        ),
+        (
+            WebhookURLRefused("10.1.2.3 is refused: it is private", param="webhook.url"),
+            400,
+            {
+                "message": "Invalid 'webhook.url': 10.1.2.3 is refused: it is private. "
+                "Webhooks are sent only to publicly routable addresses.",
+                "type": "invalid_request_error",
+                "param": "webhook.url",
+                "code": "webhook_destination_refused",
+            },
+        ),
+        (
+            BrokerUnavailable("the queue did not take job job_1: gone"),
+            503,
+            {
+                "message": "The job queue is unavailable: the queue did not take job job_1: gone.",
+                "type": "service_unavailable_error",
+                "param": None,
+                "code": "overloaded",
+            },
+        ),
+    ],
+)
+def test_relayqs_own_errors_are_answered_in_one_place(
+    raised: Exception, status: int, error: dict[str, Any]
+) -> None:
+    # A route lets relayq's exception propagate; api/errors.py answers it.
+    app = FastAPI()
+    install_error_handlers(app)
+
+    @app.get("/fails")
+    async def fails() -> None:
+        raise raised
+
+    answer = TestClient(app).get("/fails")
+    assert answer.status_code == status
+    assert answer.json() == {"error": error}
+    assert set(answer.headers) == {"content-length", "content-type"}

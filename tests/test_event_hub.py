@@ -14,7 +14,8 @@ import redis.asyncio as aioredis
 
 from api.sse import sse_message
 from relayq.events.hub import EventHub, Feed
-from relayq.events.log import EventLog, EventType, JobEvent, event_frame, stored_frame, stream_key
+from relayq.events.log import EventLog, EventType, JobEvent, event_frame, stored_frame
+from relayq.redis.keys import RedisKeys
 from tests.services import run, running_valkey
 
 _DB = 14
@@ -106,7 +107,7 @@ def test_each_follower_gets_its_jobs_events_live_with_its_streams_ids(
                 await log.emit(JobEvent(job_id=job, key_id="k", type=EventType.SUCCEEDED))
             results = await asyncio.wait_for(asyncio.gather(*followers), timeout=10)
             for job, events in zip(jobs, results, strict=True):
-                stored: list[Any] = await redis.xrange(stream_key(PREFIX, job)) or []
+                stored: list[Any] = await redis.xrange(RedisKeys(PREFIX).events(job)) or []
                 assert [e["id"] for e in events] == [entry_id.decode() for entry_id, _ in stored]
                 assert [e["event"] for e in events] == [
                     "queued",
@@ -232,7 +233,7 @@ def test_a_stored_events_message_is_what_decoding_and_encoding_it_gave(
             event = await log.emit(
                 JobEvent(job_id="job_ü", key_id="k", type=EventType.SUCCEEDED, data=data)
             )
-            entries: list[Any] = await redis.xrange(stream_key(PREFIX, "job_ü")) or []
+            entries: list[Any] = await redis.xrange(RedisKeys(PREFIX).events("job_ü")) or []
             [(entry_id, fields)] = entries
 
             frame = stored_frame(entry_id, fields, job_json=json.dumps("job_ü").encode())
@@ -292,7 +293,7 @@ def test_the_deltas_of_many_jobs_in_one_tick_go_in_one_script_call() -> None:
             firehose: list[Any] = await redis.xrange(f"{PREFIX}:event-firehose") or []
             by_job = {fields[b"job"].decode(): fields for _, fields in firehose}
             for job in jobs:
-                stored: list[Any] = await redis.xrange(stream_key(PREFIX, job)) or []
+                stored: list[Any] = await redis.xrange(RedisKeys(PREFIX).events(job)) or []
                 [(entry_id, fields)] = stored
                 assert json.loads(fields[b"data"]) == {"text": job}
                 assert by_job[job][b"id"] == entry_id
@@ -321,7 +322,7 @@ def test_a_lifecycle_event_between_deltas_keeps_its_place(redis_server: str) -> 
                 asyncio.ensure_future(emit_deltas(log, [_delta("job_b", "b")])),
             ]
             await asyncio.gather(busy, *steps)
-            entries: list[Any] = await redis.xrange(stream_key(PREFIX, "job_b")) or []
+            entries: list[Any] = await redis.xrange(RedisKeys(PREFIX).events("job_b")) or []
             return [fields[b"type"].decode() for _, fields in entries]
 
     assert run(scenario()) == ["started", "delta"]

@@ -11,6 +11,7 @@ import pytest
 import redis
 from httpx_sse import ServerSentEvent, connect_sse
 
+from relayq.redis.keys import RedisKeys
 from tests.jobs import body, submit, wait_for_status
 from tests.stack import Stack
 
@@ -141,7 +142,7 @@ def test_expired_events_replay_the_outcome_from_sql(client: httpx.Client, stack:
     job = submit(client, body("expire"))
     done = wait_for_status(client, job["id"], {"succeeded"})
     store = redis.Redis.from_url(stack.env["RELAYQ_REDIS_URL"])
-    store.delete(f"relayq:events:{job['id']}")
+    store.delete(RedisKeys("relayq").events(job["id"]))
     store.close()
 
     events = read_events(client, job["id"])

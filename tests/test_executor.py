@@ -19,8 +19,8 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from relayq.config.settings import BreakerSettings
-from relayq.direct.replies import direct_fence_key
 from relayq.execution.executor import RunResult
+from relayq.redis.keys import RedisKeys
 from relayq.resilience.breaker import CircuitBreaker
 from relayq.resilience.clearance import Clearance
 from relayq.resilience.resilience import deployment_id
@@ -200,7 +200,7 @@ async def _direct_after_a_death(env: Env) -> None:
     broker = SameWorker(asyncio.get_running_loop())
     message = direct_message(env, reply_to=f"{PREFIX}:replies:test")
     job_id = message["job"]["id"]
-    await env.redis.set(direct_fence_key(PREFIX, job_id), "1")
+    await env.redis.set(RedisKeys(PREFIX).direct_fence(job_id), "1")
     async with executor(env, broker) as running:
         assert await running.run_direct(message) is RunResult.SUCCEEDED
     async with env.database.session() as session:

@@ -12,13 +12,15 @@ import orjson
 import redis.asyncio as aioredis
 
 from relayq.config.settings import Settings
-from relayq.observability.consumers import Consumer, consumers, consumers_key, last_seen
+from relayq.observability.consumers import Consumer, consumers, last_seen
 from relayq.queueing.broker import Enqueuer
-from relayq.recovery.handback import Heartbeat, alive_key, taken_key, workers_key
+from relayq.recovery.handback import Heartbeat
+from relayq.redis.keys import RedisKeys
 from relayq.store import Database
 from tests.services import run
 
 PREFIX = "heartbeat-test"
+KEYS = RedisKeys(PREFIX)
 
 
 def _text(value: bytes | str) -> str:
@@ -58,7 +60,7 @@ def test_a_silent_worker_is_handed_back_once_and_live_ones_are_left_alone(
                 await beat.beat()
             # What the dead one took: a sync job's whole message, to be sent again.
             direct = {"job": {"id": "job-of-the-dead", "provider": "mock", "priority": 5}}
-            await redis.hset(taken_key(PREFIX, "dead"), "job-of-the-dead", orjson.dumps(direct))
+            await redis.hset(KEYS.taken("dead"), "job-of-the-dead", orjson.dumps(direct))
             before = await sweeper.sweep()  # every one beat within three beats
             await asyncio.sleep(3.2)  # the dead one misses its beats; the others beat on
             await sweeper.beat()
@@ -70,10 +72,10 @@ def test_a_silent_worker_is_handed_back_once_and_live_ones_are_left_alone(
                 "before": before,
                 "swept": swept,
                 "again": again,
-                "workers": sorted(_text(k) for k in await redis.hkeys(workers_key(PREFIX))),
-                "taken_left": await redis.exists(taken_key(PREFIX, "dead")),
-                "alive": await redis.exists(alive_key(PREFIX, "live")),
-                "consumers": sorted(_text(k) for k in await redis.hkeys(consumers_key(PREFIX))),
+                "workers": sorted(_text(k) for k in await redis.hkeys(KEYS.workers)),
+                "taken_left": await redis.exists(KEYS.taken("dead")),
+                "alive": await redis.exists(KEYS.alive("live")),
+                "consumers": sorted(_text(k) for k in await redis.hkeys(KEYS.consumers)),
                 # The broker's lists for the mock's queue (one per priority band).
                 "queued": [_text(k) for k in await redis.keys(f"{queue}*")],
             }
@@ -116,9 +118,9 @@ def test_a_worker_that_stops_cleanly_leaves_the_hash_of_workers(
         try:
             await beat.beat()
             await beat.stop()
-            left = [*await redis.hkeys(workers_key(PREFIX))]
-            left += await redis.hkeys(consumers_key(PREFIX))
-            return left, await redis.exists(alive_key(PREFIX, "leaving"))
+            left = [*await redis.hkeys(KEYS.workers)]
+            left += await redis.hkeys(KEYS.consumers)
+            return left, await redis.exists(KEYS.alive("leaving"))
         finally:
             enqueuer.close()
             await database.aclose()

@@ -1,11 +1,11 @@
 """The package layout keeps its promises (docs/architecture.md).
 
 Read from the source with :mod:`ast`, so these hold for every import, the ones
-under ``TYPE_CHECKING`` and inside functions included:
+under ``TYPE_CHECKING`` and inside functions included (the routes' own rule is
+checked in tests/test_api_layout.py):
 
 - every package of ``relayq`` says what it is in its ``__init__`` docstring;
 - no two packages of ``relayq`` import each other, however indirectly;
-- a route imports no other route;
 - docs/architecture.md names every package and every provider adapter, and lists
   the packages in an order their imports keep (each imports only those above it).
 """
@@ -144,20 +144,6 @@ def test_the_cycle_finder_finds_a_cycle() -> None:
     }
     assert _cycles(edges) == [["a", "b", "c"]]
     assert _cycles({"a": {"b": {("a.x", "b.y")}}}) == []
-
-
-def test_routes_import_no_other_route() -> None:
-    modules = _modules()
-    found = [
-        f"{module} imports {name}"
-        for module, path in modules.items()
-        if module.startswith("api.routes.")
-        for name in _imported(path)
-        if (target := _resolved(name, modules)) is not None
-        and target.startswith("api.routes.")
-        and target != module
-    ]
-    assert found == [], "\n".join(found)
 
 
 def test_architecture_names_every_package_and_adapter() -> None:

@@ -18,16 +18,16 @@ from relayq.direct.lane import (
     LANE_GROUP,
     LaneConsumer,
     LaneSender,
-    lane_stream,
     release_consumer,
 )
+from relayq.redis.keys import RedisKeys
 from relayq.redis.pipeline import CommandBatch
 from tests.services import run
 
 _DB = 15  # shared with test_redis_batch, which flushes it first; keys here are prefixed
 PREFIX = "relayq-lane-test"
 QUEUE = "llm.mock"
-STREAM = lane_stream(PREFIX, QUEUE)
+STREAM = RedisKeys(PREFIX).lane(QUEUE)
 
 
 def message(n: int) -> dict[str, Any]:

@@ -33,7 +33,6 @@ from opentelemetry.trace import SpanKind, StatusCode
 from api.app import create_app
 from relayq.config.routes import RetrySettings, RoutingConfig
 from relayq.config.settings import BreakerSettings, Settings, TracingSettings
-from relayq.direct.lane import lane_stream
 from relayq.direct.replies import Replies
 from relayq.events.log import EventLog
 from relayq.execution.executor import Executor, RunResult
@@ -49,6 +48,7 @@ from relayq.queueing.broker import (
     Enqueuer,
     JobDetails,
 )
+from relayq.redis.keys import RedisKeys
 from relayq.redis.pipeline import CommandBatch
 from relayq.resilience.breaker import CircuitBreaker
 from relayq.resilience.ratelimit import RateLimiter
@@ -267,7 +267,7 @@ def test_a_sync_call_carries_its_request_span_in_its_lane_message(
     """``POST /v1/chat/completions``: the lane message carries the request span; the
     worker's spans are its children, and the whole trace ends before the answer does."""
     secret = key_factory(settings.database_url)()
-    stream = lane_stream(settings.key_prefix, settings.queue_for("mock"))
+    stream = RedisKeys(settings.key_prefix).lane(settings.queue_for("mock"))
 
     async def main() -> None:
         async with api(settings, secret) as client, worker(settings) as running:

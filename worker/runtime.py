@@ -51,6 +51,7 @@ from relayq.queueing.broker import (
 )
 from relayq.recovery.handback import Heartbeat, Taken, delivery_entry
 from relayq.recovery.reconciler import Reconciler
+from relayq.redis.keys import RedisKeys
 from relayq.redis.pipeline import CommandBatch
 from relayq.redis.pool import shared_redis
 from relayq.resilience.breaker import CircuitBreaker
@@ -390,7 +391,7 @@ class WorkerRuntime:
             asyncio.create_task(
                 reconciler.run_forever(
                     redis=redis,
-                    lock_key=f"{settings.key_prefix}:reconciler",
+                    lock_key=RedisKeys(settings.key_prefix).reconciler_lock,
                     interval=settings.worker.reconcile_interval,
                 )
             ),

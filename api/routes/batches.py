@@ -19,13 +19,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import StreamingResponse
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.deps import KeyDep, ServicesDep, SessionDep
-from api.errors import ERROR_RESPONSES, APIError
+from api.errors import ERROR_RESPONSES, APIError, file_not_found
 from api.pages import After, cursor_page
-from api.routes.files import file_not_found
-from api.routes.webhooks import checked_destination
 from api.services import Services
 from api.sse import HEARTBEAT, sse_message
 from relayq.batches.activity import BatchActivity
@@ -40,6 +37,7 @@ from relayq.schemas.batches import (
     BatchStatus,
     InlineRequest,
 )
+from relayq.schemas.destinations import check_webhook_url
 from relayq.schemas.files import FilePurpose
 from relayq.store.batches import (
     add_batch,
@@ -50,7 +48,6 @@ from relayq.store.batches import (
     request_counts,
 )
 from relayq.store.files import add_file, get_file
-from relayq.store.jobs import IdempotencyConflict
 from relayq.store.models import ApiKey, Batch
 from relayq.store.views import batch_object
 
@@ -94,7 +91,8 @@ async def create(
             param="endpoint",
         )
     if body.webhook is not None:
-        await checked_destination(body.webhook.url, services=services, param="webhook.url")
+        allow_private = services.settings.webhooks.allow_private_destinations
+        await check_webhook_url(body.webhook.url, allow_private=allow_private, param="webhook.url")
     now = time.time()
     batch = Batch(
         id=new_id("batch", now=now),
@@ -114,7 +112,8 @@ async def create(
     # Sessions one after another, never nested: a process may hold one connection only.
     async with services.database.session() as session:
         # Before anything is written: a replay must not store its inline requests again.
-        earlier = await _earlier(session, batch, idempotency_key)
+        # A key reused with another body raises IdempotencyConflict (a 409).
+        earlier = None if idempotency_key is None else await find_by_idempotency_key(session, batch)
     if earlier is None:
         if body.requests is not None:
             batch.input_file_id = await _store_inline(
@@ -125,7 +124,7 @@ async def create(
             batch.input_file_id = await _checked_input(services, key, body.input_file_id)
     async with services.database.session() as session:
         if earlier is None:
-            stored, created = await _added(session, batch, idempotency_key)
+            stored, created = await add_batch(session, batch)
         else:
             stored, created = earlier, False
         counts = (await request_counts(session, batches=[stored]))[stored.id]
@@ -135,36 +134,6 @@ async def create(
     # Not taken: the batch is stored, and a worker's scheduler sends it later.
     await services.outbox.send_batch(batch.id)
     return batch_object(batch, counts)
-
-
-def _reused(idempotency_key: str | None, batch_id: str) -> APIError:
-    return APIError(
-        409,
-        f"Idempotency-Key '{idempotency_key}' was already used for batch '{batch_id}' "
-        "with a different request body. Use a new key for a new batch.",
-        code="idempotency_key_reused",
-        param="Idempotency-Key",
-    )
-
-
-async def _earlier(
-    session: AsyncSession, batch: Batch, idempotency_key: str | None
-) -> Batch | None:
-    if idempotency_key is None:
-        return None
-    try:
-        return await find_by_idempotency_key(session, batch)
-    except IdempotencyConflict as exc:
-        raise _reused(idempotency_key, exc.job_id) from exc
-
-
-async def _added(
-    session: AsyncSession, batch: Batch, idempotency_key: str | None
-) -> tuple[Batch, bool]:
-    try:
-        return await add_batch(session, batch)
-    except IdempotencyConflict as exc:
-        raise _reused(idempotency_key, exc.job_id) from exc
 
 
 async def _checked_input(services: Services, key: ApiKey, file_id: str) -> str:

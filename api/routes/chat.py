@@ -28,15 +28,12 @@ from pydantic import ValidationError
 from api.deps import KeyDep, ServicesDep, key_limits
 from api.errors import ERROR_RESPONSES, APIError, error_body
 from api.observability import request_id_of
-from api.routes.jobs import unknown_model
 from api.services import Services
 from api.sse import DONE, CompletionStream, sse_message
 from relayq.direct.replies import Reply
 from relayq.events.log import EventType
 from relayq.ids import new_id
-from relayq.intake.intake import BrokerUnavailable
 from relayq.providers.assembly import chunks_from_completion
-from relayq.routing.router import UnknownModel
 from relayq.schemas.chat import ChatCompletionRequest
 from relayq.schemas.jobs import JobCreate
 from relayq.store.models import Job
@@ -129,13 +126,7 @@ async def create_chat_completion(
             job_id=job_id,
             request_id=request_id_of(request.scope),
         )
-    except UnknownModel as exc:
-        hub.forget(job_id)
-        raise unknown_model(exc) from exc
-    except BrokerUnavailable as exc:
-        hub.forget(job_id)
-        raise APIError(503, f"The job queue is unavailable: {exc}.", code="overloaded") from exc
-    except BaseException:
+    except BaseException:  # an unknown model, the queue down (api/errors.py answers them)
         hub.forget(job_id)
         raise
     call = _Call(services, request, submitted.job, submitted.direct, replies)

@@ -17,10 +17,10 @@ from fastapi import APIRouter, Header, Query
 from fastapi.responses import StreamingResponse
 
 from api.deps import KeyDep, ServicesDep
-from api.errors import ERROR_RESPONSES, APIError
+from api.errors import ERROR_RESPONSES, APIError, job_not_found
 from api.services import Services
 from api.sse import HEARTBEAT
-from relayq.events.log import EventType, JobEvent, event_frame, stream_key, terminal_data
+from relayq.events.log import EventType, JobEvent, event_frame, terminal_data
 from relayq.schemas.jobs import TERMINAL_STATUSES, JobStatus
 from relayq.store.jobs import get_job
 
@@ -69,7 +69,7 @@ async def job_events(
     async with services.database.session() as session:
         job = await get_job(session, job_id=job_id, key_id=key.id)
     if job is None:
-        raise APIError(404, f"No job found with id '{job_id}'.", code="job_not_found", param="id")
+        raise job_not_found(job_id)
     return StreamingResponse(
         _stream(services, job_id=job_id, key_id=key.id, position=position), headers=_SSE
     )
@@ -80,7 +80,7 @@ async def _stream(
 ) -> AsyncIterator[bytes]:
     """The SSE body: bytes as the hub made them, several messages per write under load."""
     retry = _RETRY  # sent with the first message: a lone retry field is no event
-    if await services.redis.exists(stream_key(services.settings.key_prefix, job_id)) == 0:
+    if await services.redis.exists(services.events.key(job_id)) == 0:
         ended = await _ended(services, job_id=job_id, key_id=key_id)
         if ended is not None:
             yield retry + event_frame(ended)

@@ -17,7 +17,7 @@ from fastapi import APIRouter, File, Form, Query, UploadFile
 from fastapi.responses import StreamingResponse
 
 from api.deps import KeyDep, ServicesDep, SessionDep
-from api.errors import ERROR_RESPONSES, APIError
+from api.errors import ERROR_RESPONSES, APIError, file_not_found
 from api.pages import After, cursor_page
 from relayq.files.storage import CHUNK_BYTES
 from relayq.ids import new_id
@@ -26,7 +26,7 @@ from relayq.schemas.json_values import text_problem
 from relayq.store.files import add_file, delete_file, get_file, list_files
 from relayq.store.views import file_object
 
-__all__ = ["MAX_FILENAME_CHARS", "file_not_found", "router"]
+__all__ = ["MAX_FILENAME_CHARS", "router"]
 
 MAX_FILENAME_CHARS = 512
 """The longest file name kept (the files table's column)."""
@@ -53,10 +53,6 @@ def _kept_filename(filename: str | None) -> str:
     if problem is not None:
         raise APIError(400, f"Invalid file name: it {problem}.", code="invalid_value", param="file")
     return filename
-
-
-def file_not_found(file_id: str, *, param: str = "file_id") -> APIError:
-    return APIError(404, f"No such File object: {file_id}", code="file_not_found", param=param)
 
 
 @router.post("", response_model=FileObject)

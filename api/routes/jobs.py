@@ -7,11 +7,10 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Request, Response, status
 
 from api.deps import KeyDep, ServicesDep, SessionDep, key_limits
-from api.errors import ERROR_RESPONSES, APIError
+from api.errors import ERROR_RESPONSES, APIError, job_not_found
 from api.observability import request_id_of
 from api.pages import After, cursor_page
-from api.routes.webhooks import checked_destination
-from relayq.routing.router import UnknownModel
+from relayq.schemas.destinations import check_webhook_url
 from relayq.schemas.jobs import (
     TERMINAL_STATUSES,
     JobCreate,
@@ -20,28 +19,12 @@ from relayq.schemas.jobs import (
     JobStatus,
 )
 from relayq.store.attempts import list_attempts
-from relayq.store.jobs import IdempotencyConflict, get_job, list_jobs
+from relayq.store.jobs import get_job, list_jobs
 from relayq.store.views import job_public
 
 __all__ = ["router"]
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=ERROR_RESPONSES)
-
-
-def unknown_model(exc: UnknownModel) -> APIError:
-    """A 404 naming the model and listing the ones this key may use."""
-    known = ", ".join(exc.available) or "none"
-    return APIError(
-        404,
-        f"The model '{exc.model}' does not exist or you do not have access to it. "
-        f"Available models: {known}.",
-        code="model_not_found",
-        param="model",
-    )
-
-
-def _not_found(job_id: str) -> APIError:
-    return APIError(404, f"No job found with id '{job_id}'.", code="job_not_found", param="id")
 
 
 @router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=JobPublic)
@@ -60,25 +43,15 @@ async def create(
     different body answers 409.
     """
     if body.webhook is not None:
-        await checked_destination(body.webhook.url, services=services, param="webhook.url")
-    try:
-        submitted = await services.intake.submit(
-            key_id=key.id,
-            body=body,
-            idempotency_key=idempotency_key,
-            limits=key_limits(key, services.settings),
-            request_id=request_id_of(request.scope),
-        )
-    except UnknownModel as exc:
-        raise unknown_model(exc) from exc
-    except IdempotencyConflict as exc:
-        raise APIError(
-            409,
-            f"Idempotency-Key '{idempotency_key}' was already used for job '{exc.job_id}' "
-            "with a different request body. Use a new key for a new request.",
-            code="idempotency_key_reused",
-            param="Idempotency-Key",
-        ) from exc
+        allow_private = services.settings.webhooks.allow_private_destinations
+        await check_webhook_url(body.webhook.url, allow_private=allow_private, param="webhook.url")
+    submitted = await services.intake.submit(
+        key_id=key.id,
+        body=body,
+        idempotency_key=idempotency_key,
+        limits=key_limits(key, services.settings),
+        request_id=request_id_of(request.scope),
+    )
     response.headers["Location"] = f"/v1/jobs/{submitted.job.id}"
     if not submitted.created:
         response.headers["Idempotent-Replayed"] = "true"
@@ -90,7 +63,7 @@ async def retrieve(job_id: str, key: KeyDep, session: SessionDep) -> JobPublic:
     """One job with its attempts. Another key's job answers 404."""
     job = await get_job(session, job_id=job_id, key_id=key.id)
     if job is None:
-        raise _not_found(job_id)
+        raise job_not_found(job_id)
     return job_public(job, await list_attempts(session, job_id=job_id))
 
 
@@ -127,7 +100,7 @@ async def cancel(job_id: str, key: KeyDep, services: ServicesDep, session: Sessi
     """
     job, _ = await services.intake.cancel(key_id=key.id, job_id=job_id)
     if job is None:
-        raise _not_found(job_id)
+        raise job_not_found(job_id)
     if JobStatus(job.status) in TERMINAL_STATUSES - {JobStatus.CANCELLED}:
         raise APIError(
             409,

@@ -8,9 +8,9 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Query
 
 from api.deps import KeyDep, ServicesDep, SessionDep
-from api.errors import ERROR_RESPONSES, APIError
+from api.errors import ERROR_RESPONSES, APIError, job_not_found
 from api.pages import After, cursor_page
-from relayq.schemas.destinations import DestinationRefused, check_destination
+from relayq.schemas.destinations import check_webhook_url
 from relayq.schemas.webhooks import (
     DeliveryStatus,
     SecretRotation,
@@ -84,21 +84,6 @@ def _no_endpoint() -> APIError:
     )
 
 
-async def checked_destination(url: str, *, services: ServicesDep, param: str) -> None:
-    """Refuse a URL whose host is (or resolves to) an address webhooks may not call."""
-    try:
-        await check_destination(
-            url, allow_private=services.settings.webhooks.allow_private_destinations
-        )
-    except DestinationRefused as exc:
-        raise APIError(
-            400,
-            f"Invalid '{param}': {exc}. Webhooks are sent only to publicly routable addresses.",
-            code="webhook_destination_refused",
-            param=param,
-        ) from exc
-
-
 @router.get("/v1/webhook", response_model=WebhookEndpointPublic)
 async def retrieve(key: KeyDep, session: SessionDep) -> WebhookEndpointPublic:
     """The key's default endpoint (never its secret)."""
@@ -118,7 +103,8 @@ async def put(
     key gets an endpoint it also gets a signing secret, returned once in
     ``secret``.
     """
-    await checked_destination(body.url, services=services, param="url")
+    allow_private = services.settings.webhooks.allow_private_destinations
+    await check_webhook_url(body.url, allow_private=allow_private, param="url")
     endpoint, secret = await put_endpoint(
         session,
         key_id=key.id,
@@ -173,7 +159,7 @@ async def deliveries(
 ) -> WebhookDeliveryList:
     """The job's webhook deliveries, oldest first, each with every attempt made."""
     if await get_job(session, job_id=job_id, key_id=key.id) is None:
-        raise APIError(404, f"No job found with id '{job_id}'.", code="job_not_found", param="id")
+        raise job_not_found(job_id)
     rows, attempts, has_more = await list_deliveries(
         session, job_id=job_id, limit=limit, after=after
     )

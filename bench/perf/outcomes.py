@@ -25,7 +25,8 @@ from typing import Any, cast
 
 import redis.asyncio as aioredis
 
-from relayq.events.log import TERMINAL_EVENTS, firehose_key
+from relayq.events.log import TERMINAL_EVENTS
+from relayq.redis.keys import RedisKeys
 
 __all__ = ["JobOutcomes"]
 
@@ -52,7 +53,7 @@ class JobOutcomes:
 
     def __init__(self, redis_url: str, *, key_prefix: str) -> None:
         self._redis = aioredis.Redis.from_url(redis_url, socket_timeout=_READ_TIMEOUT)
-        self._firehose = firehose_key(key_prefix)
+        self._firehose = RedisKeys(key_prefix).firehose
         self._seen: dict[str, str] = {}
         """Job id → its first terminal event's type, for every job seen ending."""
         self._expected: set[str] = set()

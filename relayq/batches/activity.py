@@ -16,6 +16,8 @@ import logging
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from relayq.redis.keys import RedisKeys
+
 __all__ = ["BatchActivity"]
 
 log = logging.getLogger(__name__)
@@ -26,7 +28,7 @@ class BatchActivity:
 
     def __init__(self, redis: aioredis.Redis, *, key_prefix: str) -> None:
         self._redis = redis
-        self._key = f"{key_prefix}:batches:activity"
+        self._key = RedisKeys(key_prefix).batch_activity
 
     async def note(self) -> None:
         """A batch started or is cancelling: wake the scheduler. Never raises (the

@@ -34,6 +34,7 @@ from relayq.config.settings import Settings
 from relayq.files.storage import FileStorage
 from relayq.queueing.broker import Enqueuer
 from relayq.queueing.outbox import JobMessage, Outbox
+from relayq.redis.keys import RedisKeys
 from relayq.redis.locking import run_exclusively
 from relayq.routing.state import RoutingState
 from relayq.schemas.batches import BatchStatus
@@ -108,7 +109,7 @@ class BatchScheduler:
         await run_exclusively(
             functools.partial(self.tick, activity),
             redis=redis,
-            lock_key=f"{self._settings.key_prefix}:batch-scheduler",
+            lock_key=RedisKeys(self._settings.key_prefix).batch_scheduler_lock,
             interval=interval,
             name="batch scheduler",
             # Writing a large batch's files takes a while: keep the lock meanwhile.

@@ -7,7 +7,7 @@ broker, the consumer's thread, the pool and a tracer thread: about 10 ms of
 hand-offs and GIL contention before relayq does anything (docs/benchmarks.md).
 
 So sync jobs skip Celery's consumer. Their message (the job itself: it has no
-row yet) is added to a stream per provider queue (``{prefix}:lane:<queue>``)
+row yet) is added to a stream per provider queue (:meth:`relayq.redis.keys.RedisKeys.lane`)
 straight from the API's loop. Each worker process reads the streams of the
 queues it consumes in one consumer group, with ``XREADGROUP`` on its own loop,
 only as many entries as it has free slots for, and runs each as
@@ -42,13 +42,13 @@ import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError, ResponseError
 
+from relayq.redis.keys import RedisKeys
 from relayq.redis.pipeline import CommandBatch
 
 __all__ = [
     "LANE_GROUP",
     "LaneConsumer",
     "LaneSender",
-    "lane_stream",
     "release_consumer",
 ]
 
@@ -64,20 +64,16 @@ _READ_COUNT = 64
 _MAX_BACKOFF_SECONDS = 60.0
 
 
-def lane_stream(key_prefix: str, queue: str) -> str:
-    return f"{key_prefix}:lane:{queue}"
-
-
 class LaneSender:
     """The API's side: adds sync jobs' messages to their queue's stream, a tick at a time."""
 
     def __init__(self, batch: CommandBatch, *, key_prefix: str) -> None:
         self._batch = batch
-        self._prefix = key_prefix
+        self._keys = RedisKeys(key_prefix)
 
     def entry(self, queue: str, message: dict[str, Any]) -> tuple[str, bytes]:
         """``message``'s stream and its encoding (the entry's one field, ``m``)."""
-        return lane_stream(self._prefix, queue), orjson.dumps(message)
+        return self._keys.lane(queue), orjson.dumps(message)
 
     async def send(self, queue: str, message: dict[str, Any]) -> None:
         """Add ``message`` to ``queue``'s stream; raises if Redis did not take it."""
@@ -113,7 +109,7 @@ class LaneConsumer:
     ) -> None:
         self._redis = redis
         self._batch = batch
-        self._prefix = key_prefix
+        self._keys = RedisKeys(key_prefix)
         self._consumer = consumer
         self._queues = queues
         self._run = run
@@ -172,7 +168,7 @@ class LaneConsumer:
             await asyncio.wait(set(self._running), timeout=wait_seconds)
 
     async def _ensure_groups(self) -> list[str]:
-        streams = [lane_stream(self._prefix, queue) for queue in self._queues()]
+        streams = [self._keys.lane(queue) for queue in self._queues()]
         for stream in streams:
             if stream in self._groups:
                 continue
@@ -300,7 +296,7 @@ async def release_consumer(
     worker held).
     """
     messages: dict[str, dict[str, Any]] = {}
-    async for key in redis.scan_iter(match=lane_stream(key_prefix, "*"), _type="stream"):
+    async for key in redis.scan_iter(match=RedisKeys(key_prefix).lane_pattern, _type="stream"):
         stream = key.decode() if isinstance(key, bytes) else str(key)
         try:
             pending = await redis.xpending_range(

@@ -31,16 +31,10 @@ import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 
+from relayq.redis.keys import RedisKeys
 from relayq.redis.pipeline import CommandBatch
 
-__all__ = [
-    "Replies",
-    "Reply",
-    "ReplyHub",
-    "direct_cancel_key",
-    "direct_fence_key",
-    "reply_stream",
-]
+__all__ = ["Replies", "Reply", "ReplyHub"]
 
 log = logging.getLogger(__name__)
 
@@ -49,20 +43,6 @@ _MAX_LENGTH = 100_000
 """Entries kept per reply stream (approximately): far more than a tick's worth."""
 _TTL_MS = 3_600_000
 """A reply stream expires an hour after its last reply (its API process is gone)."""
-
-
-def reply_stream(key_prefix: str, process: str) -> str:
-    return f"{key_prefix}:replies:{process}"
-
-
-def direct_fence_key(key_prefix: str, job_id: str) -> str:
-    """Set by the first worker to take a direct job's message: a redelivery finds it."""
-    return f"{key_prefix}:direct:{job_id}"
-
-
-def direct_cancel_key(key_prefix: str, job_id: str) -> str:
-    """Set when a direct job's caller left: its worker records it cancelled, uncalled."""
-    return f"{key_prefix}:direct-cancelled:{job_id}"
 
 
 @dataclass(frozen=True)
@@ -92,7 +72,7 @@ class Replies:
 
     def __init__(self, batch: CommandBatch, *, key_prefix: str) -> None:
         self._batch = batch
-        self._prefix = key_prefix
+        self._keys = RedisKeys(key_prefix)
 
     async def first_delivery(self, job_id: str) -> tuple[bool, bool]:
         """For a direct job's message: (is this its first delivery, did its caller leave).
@@ -100,8 +80,8 @@ class Replies:
         A redelivered message (its first worker died) finds the fence set and
         goes the way of any stored job: its row decides.
         """
-        fence = direct_fence_key(self._prefix, job_id)
-        cancelled = direct_cancel_key(self._prefix, job_id)
+        fence = self._keys.direct_fence(job_id)
+        cancelled = self._keys.direct_cancelled(job_id)
 
         def add(pipe: Pipeline) -> None:
             pipe.set(fence, "1", nx=True, ex=_FENCE_SECONDS)
@@ -115,7 +95,7 @@ class Replies:
 
     async def caller_left(self, job_id: str) -> bool:
         """Whether a direct job's caller left before its call (see ``first_delivery``)."""
-        key = direct_cancel_key(self._prefix, job_id)
+        key = self._keys.direct_cancelled(job_id)
         (left,) = await self._batch.execute(lambda pipe: pipe.exists(key))
         if isinstance(left, Exception):
             raise left
@@ -168,7 +148,7 @@ class ReplyHub:
     def __init__(self, redis: aioredis.Redis, *, key_prefix: str) -> None:
         # A client of its own: XREAD BLOCK holds its connection while it waits.
         self._redis = redis
-        self.stream = reply_stream(key_prefix, uuid.uuid4().hex)
+        self.stream = RedisKeys(key_prefix).replies(uuid.uuid4().hex)
         self._waiters: dict[str, asyncio.Queue[Reply | Exception]] = {}
         self._reader: asyncio.Task[None] | None = None
 

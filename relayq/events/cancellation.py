@@ -14,20 +14,17 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from relayq.redis.channels import listen
+from relayq.redis.keys import RedisKeys
 
-__all__ = ["cancel_channel", "listen_for_cancels", "publish_cancel"]
+__all__ = ["listen_for_cancels", "publish_cancel"]
 
 log = logging.getLogger(__name__)
-
-
-def cancel_channel(key_prefix: str) -> str:
-    return f"{key_prefix}:cancel"
 
 
 async def publish_cancel(client: aioredis.Redis, *, key_prefix: str, job_id: str) -> None:
     """Ask every worker to stop ``job_id``'s call; best effort."""
     try:
-        await client.publish(cancel_channel(key_prefix), job_id)
+        await client.publish(RedisKeys(key_prefix).cancel_channel, job_id)
     except RedisError as exc:
         log.warning("cancel signal for %s not sent: %s", job_id, exc)
 
@@ -47,7 +44,7 @@ async def listen_for_cancels(
     """
     await listen(
         client,
-        cancel_channel(key_prefix),
+        RedisKeys(key_prefix).cancel_channel,
         on_message=on_cancel,
         listening=listening,
         reconnect_delay=reconnect_delay,

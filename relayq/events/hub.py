@@ -34,7 +34,8 @@ from typing import Any, cast
 
 from redis.exceptions import RedisError
 
-from relayq.events.log import Frame, entry_order, firehose_key, stored_frame, stream_key
+from relayq.events.log import Frame, entry_order, stored_frame
+from relayq.redis.keys import RedisKeys
 from relayq.redis.pool import shared_redis
 
 __all__ = ["EventHub", "Feed"]
@@ -148,8 +149,8 @@ class EventHub:
         # A connection of its own: XREAD BLOCK holds it while waiting. Its read
         # timeout exceeds the block time, or a quiet spell would read as a lost Redis.
         self._redis = shared_redis(redis_url, socket_timeout=_READ_TIMEOUT)
-        self._prefix = key_prefix
-        self._firehose = firehose_key(key_prefix)
+        self._keys = RedisKeys(key_prefix)
+        self._firehose = self._keys.firehose
         self._followers: dict[bytes, set[Feed]] = {}
         """Job id (as stored) → the feeds following it."""
         self._position: str | None = None
@@ -192,7 +193,7 @@ class EventHub:
             self._reader = asyncio.create_task(self._read_forever())
 
     async def _replay(self, feed: Feed, position: str) -> list[Frame]:
-        key = stream_key(self._prefix, feed.job.decode())
+        key = self._keys.events(feed.job.decode())
         entries: list[Any] = await self._redis.xrange(key, min=f"({position}", max="+") or []
         return [
             stored_frame(entry_id, fields, job_json=feed.job_json) for entry_id, fields in entries

@@ -26,6 +26,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 
+from relayq.redis.keys import RedisKeys
 from relayq.redis.pipeline import CommandBatch
 
 __all__ = [
@@ -37,9 +38,7 @@ __all__ = [
     "JobEvent",
     "entry_order",
     "event_frame",
-    "firehose_key",
     "stored_frame",
-    "stream_key",
     "terminal_data",
 ]
 
@@ -87,15 +86,6 @@ class EventListener(Protocol):
     """Told of each lifecycle event (not ``delta``) after it is logged."""
 
     async def on_job_event(self, event: JobEvent) -> None: ...
-
-
-def stream_key(key_prefix: str, job_id: str) -> str:
-    return f"{key_prefix}:events:{job_id}"
-
-
-def firehose_key(key_prefix: str) -> str:
-    """Every job's events, live, in one stream: what an API's event hub reads."""
-    return f"{key_prefix}:event-firehose"
 
 
 FIREHOSE_MAX = 100_000
@@ -152,8 +142,8 @@ class EventLog:
         # Every job's events share pipelines: one round trip for many jobs under load
         # (and with whatever else shares ``batch``).
         self._batch = batch or CommandBatch(redis)
-        self._prefix = key_prefix
-        self._firehose = firehose_key(key_prefix)
+        self._keys = RedisKeys(key_prefix)
+        self._firehose = self._keys.firehose
         self._append = redis.register_script(_APPEND)
         self._append_many = redis.register_script(_APPEND_MANY)
         self._round: list[JobEvent] | None = None
@@ -165,7 +155,7 @@ class EventLog:
         self.listeners = list(listeners)
 
     def key(self, job_id: str) -> str:
-        return stream_key(self._prefix, job_id)
+        return self._keys.events(job_id)
 
     async def emit(self, event: JobEvent) -> JobEvent:
         """Log ``event`` (best effort: a Redis failure is logged, not raised)."""

@@ -18,6 +18,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from relayq.config.routes import RouteSettings
+from relayq.redis.keys import RedisKeys
 from relayq.schemas.chat import ChatCompletionRequest
 
 __all__ = ["IGNORED_FIELDS", "ResponseCache", "cache_ttl"]
@@ -50,7 +51,7 @@ class ResponseCache:
     ) -> None:
         """``counted(result)`` hears of each lookup: ``hit``, ``miss`` or ``error``."""
         self._redis = redis
-        self._prefix = f"{key_prefix}:cache"
+        self._keys = RedisKeys(key_prefix)
         self._counted = counted
 
     def key(self, *, key_id: str, route: str, request: ChatCompletionRequest) -> str:
@@ -59,7 +60,7 @@ class ResponseCache:
         body["model"] = route
         canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
         digest = hashlib.sha256(canonical.encode()).hexdigest()
-        return f"{self._prefix}:{key_id}:{digest}"
+        return self._keys.cache(key_id, digest)
 
     async def get(self, key: str) -> dict[str, Any] | None:
         """The cached ``{response, usage}``; None on a miss or if Redis is down."""

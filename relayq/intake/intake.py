@@ -28,7 +28,7 @@ from redis.exceptions import RedisError
 
 from relayq.config.settings import Settings
 from relayq.direct.lane import LaneSender
-from relayq.direct.replies import Replies, Reply, direct_cancel_key
+from relayq.direct.replies import Replies, Reply
 from relayq.events.cancellation import publish_cancel
 from relayq.events.log import EventLog, EventType, JobEvent, terminal_data
 from relayq.execution.cache import ResponseCache, cache_ttl
@@ -37,6 +37,7 @@ from relayq.intake.inserts import JobInserts
 from relayq.observability.tracing import current_traceparent
 from relayq.queueing.broker import JobDetails
 from relayq.queueing.outbox import JobMessage, Outbox
+from relayq.redis.keys import RedisKeys
 from relayq.redis.pipeline import CommandBatch
 from relayq.resilience.key_limits import Decision, KeyLimits
 from relayq.routing.router import Router, UnknownModel
@@ -137,6 +138,7 @@ class Intake:
         self._events = events
         self._key_limits = key_limits
         batch = batch or CommandBatch(redis)
+        self._keys = RedisKeys(settings.key_prefix)
         self._replies = Replies(batch, key_prefix=settings.key_prefix)
         self._lane = LaneSender(batch, key_prefix=settings.key_prefix)
 
@@ -369,7 +371,7 @@ class Intake:
             return
         try:
             await self._redis.set(
-                direct_cancel_key(self._settings.key_prefix, job_id),
+                self._keys.direct_cancelled(job_id),
                 "1",
                 ex=int(self._settings.chat.timeout_seconds) + 60,
             )

@@ -16,14 +16,11 @@ from typing import cast
 import orjson
 import redis.asyncio as aioredis
 
-__all__ = ["Consumer", "consumers", "consumers_key", "last_seen"]
+from relayq.redis.keys import RedisKeys
+
+__all__ = ["Consumer", "consumers", "last_seen"]
 
 log = logging.getLogger(__name__)
-
-
-def consumers_key(key_prefix: str) -> str:
-    """The hash of what each worker process consumes: instance → :class:`Consumer`."""
-    return f"{key_prefix}:consumers"
 
 
 @dataclass(frozen=True)
@@ -57,7 +54,7 @@ class Consumer:
 async def consumers(redis: aioredis.Redis, *, key_prefix: str) -> list[Consumer]:
     """Every worker process that beat and has not since left or been handed back, however
     long ago its last beat: one ``HGETALL``, cheap enough for a probe every few seconds."""
-    records = cast(dict[bytes, bytes], await redis.hgetall(consumers_key(key_prefix)))
+    records = cast(dict[bytes, bytes], await redis.hgetall(RedisKeys(key_prefix).consumers))
     found: list[Consumer] = []
     for instance, raw in records.items():
         try:

@@ -24,6 +24,7 @@ import redis.asyncio as aioredis
 from celery import Celery
 
 from relayq.config.settings import Settings
+from relayq.redis.keys import PRIORITY_STEPS, priority_lists
 
 __all__ = [
     "NO_DETAILS",
@@ -128,15 +129,6 @@ def _envelope_headers(
     if traceparents:
         headers[TRACEPARENTS_HEADER] = traceparents
     return headers or None
-
-
-PRIORITY_STEPS = range(10)
-"""The broker's priority steps: Redis holds a list per queue and step (see ``_celery_config``)."""
-
-
-def priority_lists(queue: str) -> list[str]:
-    """The Redis lists that hold ``queue``'s messages, one per priority step."""
-    return [queue if step == 0 else f"{queue}:{step}" for step in PRIORITY_STEPS]
 
 
 async def queue_depths(redis: aioredis.Redis, queues: Sequence[str]) -> dict[str, int]:

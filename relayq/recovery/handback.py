@@ -64,8 +64,9 @@ from sqlalchemy import select
 
 from relayq.config.settings import Settings
 from relayq.direct.lane import release_consumer
-from relayq.observability.consumers import Consumer, consumers_key
-from relayq.queueing.broker import RUN_JOB_TASK, RUN_MANY_TASK, Enqueuer, priority_lists
+from relayq.observability.consumers import Consumer
+from relayq.queueing.broker import RUN_JOB_TASK, RUN_MANY_TASK, Enqueuer
+from relayq.redis.keys import CELERY_UNACKED, CELERY_UNACKED_INDEX, RedisKeys, priority_lists
 from relayq.redis.pipeline import CommandBatch
 from relayq.schemas.jobs import JobStatus
 from relayq.schemas.webhooks import DeliveryStatus
@@ -78,26 +79,14 @@ from relayq.webhooks.publishing import DELIVER_WEBHOOK_TASK
 __all__ = [
     "Heartbeat",
     "Taken",
-    "alive_key",
     "delivery_entry",
     "hand_back",
     "release_instance",
-    "taken_key",
-    "workers_key",
 ]
 
 log = logging.getLogger(__name__)
 
 _TAKEN_TTL_SECONDS = 24 * 3600
-_UNACKED = "unacked"
-_UNACKED_INDEX = "unacked_index"
-"""Kombu's Redis transport's keys for delivered, unacknowledged messages."""
-
-
-def taken_key(key_prefix: str, instance: str) -> str:
-    return f"{key_prefix}:taken:{instance}"
-
-
 _DELIVERY = "webhook:"
 
 
@@ -106,21 +95,12 @@ def delivery_entry(delivery_id: str) -> str:
     return f"{_DELIVERY}{delivery_id}"
 
 
-def workers_key(key_prefix: str) -> str:
-    """The hash of the worker processes that said they live: instance → last beat."""
-    return f"{key_prefix}:workers"
-
-
-def alive_key(key_prefix: str, instance: str) -> str:
-    return f"{key_prefix}:alive:{instance}"
-
-
 class Taken:
     """A worker process's record of the jobs it took and has not finished, in Redis."""
 
     def __init__(self, batch: CommandBatch, *, key_prefix: str, instance: str) -> None:
         self._batch = batch
-        self._key = taken_key(key_prefix, instance)
+        self._key = RedisKeys(key_prefix).taken(instance)
 
     async def took(self, job_id: str, message: dict[str, Any] | None = None) -> None:
         """``job_id``'s message arrived (``message``: a sync job's, kept to send again)."""
@@ -180,6 +160,7 @@ class Heartbeat:
         self._database = database
         self._enqueuer = enqueuer
         self._prefix = key_prefix
+        self._keys = RedisKeys(key_prefix)
         self._instance = instance
         self._interval = interval
         self._silent_after = interval * _SILENT_BEATS
@@ -190,10 +171,10 @@ class Heartbeat:
             instance=self._instance, host=self._host, queues=tuple(self._queues()), beat_at=now
         )
         async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.hset(workers_key(self._prefix), self._instance, repr(now))
-            pipe.hset(consumers_key(self._prefix), self._instance, consumer.encode())
+            pipe.hset(self._keys.workers, self._instance, repr(now))
+            pipe.hset(self._keys.consumers, self._instance, consumer.encode())
             pipe.set(
-                alive_key(self._prefix, self._instance),
+                self._keys.alive(self._instance),
                 b"1",
                 px=int(self._silent_after * 1000),
             )
@@ -201,21 +182,21 @@ class Heartbeat:
 
     async def sweep(self) -> list[str]:
         """Hand back every process that beat once and went silent; their instance ids."""
-        registered = cast(dict[bytes, bytes], await self._redis.hgetall(workers_key(self._prefix)))
+        registered = cast(dict[bytes, bytes], await self._redis.hgetall(self._keys.workers))
         others = [(k.decode(), float(v)) for k, v in registered.items()]
         others = [(instance, last) for instance, last in others if instance != self._instance]
         if not others:
             return []
         async with self._redis.pipeline(transaction=False) as pipe:
             for instance, _ in others:
-                pipe.exists(alive_key(self._prefix, instance))
+                pipe.exists(self._keys.alive(instance))
             alive = await pipe.execute()
         swept: list[str] = []
         for (instance, last), living in zip(others, alive, strict=True):
             if living:
                 continue
             claimed = await self._redis.set(
-                f"{self._prefix}:handing-back:{instance}",
+                self._keys.handing_back(instance),
                 self._instance,
                 nx=True,
                 px=int(self._silent_after * 4 * 1000),
@@ -257,9 +238,9 @@ class Heartbeat:
         """Leave the hashes of workers and consumers: a process that stopped cleanly holds
         nothing and consumes nothing."""
         async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.hdel(workers_key(self._prefix), self._instance)
-            pipe.hdel(consumers_key(self._prefix), self._instance)
-            pipe.delete(alive_key(self._prefix, self._instance))
+            pipe.hdel(self._keys.workers, self._instance)
+            pipe.hdel(self._keys.consumers, self._instance)
+            pipe.delete(self._keys.alive(self._instance))
             await pipe.execute()
 
 
@@ -281,10 +262,10 @@ async def _unacked_since(redis: aioredis.Redis, since: float) -> list[bytes]:
     Kombu's Redis transport keeps each delivered message, until its ack, in
     the ``unacked`` hash, and its delivery time in ``unacked_index``.
     """
-    tags = cast(list[bytes], await redis.zrangebyscore(_UNACKED_INDEX, since, "+inf"))
+    tags = cast(list[bytes], await redis.zrangebyscore(CELERY_UNACKED_INDEX, since, "+inf"))
     if not tags:
         return []
-    return [raw for raw in cast(list[bytes | None], await redis.hmget(_UNACKED, tags)) if raw]
+    return [raw for raw in cast(list[bytes | None], await redis.hmget(CELERY_UNACKED, tags)) if raw]
 
 
 async def _unacked_jobs(redis: aioredis.Redis, since: float) -> list[str]:
@@ -356,7 +337,7 @@ async def _jobs_in_broker(redis: aioredis.Redis, queues: set[str]) -> set[str]:
                 for raw in raws:
                     found.update(_durable_jobs(raw, delivered=False))
                 start += _PAGE
-    for raw in cast(list[bytes], await redis.hvals(_UNACKED)):
+    for raw in cast(list[bytes], await redis.hvals(CELERY_UNACKED)):
         found.update(_durable_jobs(raw, delivered=True))
     return found
 
@@ -425,7 +406,7 @@ async def _lost_deliveries(database: Database, redis: aioredis.Redis, queue: str
         while raws := cast(list[bytes], await redis.lrange(key, start, start + _PAGE - 1)):
             present.update(d for raw in raws if (d := _delivery_of(raw, delivered=False)))
             start += _PAGE
-    for raw in cast(list[bytes], await redis.hvals(_UNACKED)):
+    for raw in cast(list[bytes], await redis.hvals(CELERY_UNACKED)):
         if delivery := _delivery_of(raw, delivered=True):
             present.add(delivery)
     return [delivery for delivery in confirmed if delivery not in present]
@@ -461,7 +442,8 @@ async def release_instance(
 ) -> int:
     """Hand back what the dead process ``instance`` held (see :func:`hand_back`), on
     open connections; how many jobs were sent again."""
-    key = taken_key(key_prefix, instance)
+    keys = RedisKeys(key_prefix)
+    key = keys.taken(instance)
     async with database.session() as session:
         released = await release_owned(session, owner=instance, now=time.time())
     entries = cast(dict[bytes, bytes], await redis.hgetall(key))
@@ -517,8 +499,8 @@ async def release_instance(
     sent = await asyncio.to_thread(enqueuer.send_many, list(messages.values()))
     async with redis.pipeline(transaction=False) as pipe:
         pipe.delete(key)
-        pipe.hdel(workers_key(key_prefix), instance)
-        pipe.hdel(consumers_key(key_prefix), instance)
+        pipe.hdel(keys.workers, instance)
+        pipe.hdel(keys.consumers, instance)
         await pipe.execute()
     log.warning(
         "worker %s died: %d running jobs handed back, %d jobs sent again, %d webhook "

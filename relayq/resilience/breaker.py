@@ -33,8 +33,8 @@ import redis.asyncio as aioredis
 
 from relayq.coalescing import Coalescer
 from relayq.config.settings import BreakerSettings
+from relayq.redis.keys import RedisKeys
 from relayq.redis.pipeline import CommandBatch
-from relayq.resilience.clearance import admission_channel
 
 __all__ = ["BreakerState", "BreakerStatus", "CircuitBreaker", "Permit"]
 
@@ -173,8 +173,8 @@ class CircuitBreaker:
         """``batch``: the pipelines to share (a worker's tick); else the breaker's own."""
         self._redis = redis
         self._batch = batch or CommandBatch(redis)
-        self._prefix = f"{key_prefix}:breaker:"
-        self._channel = admission_channel(key_prefix)
+        self._keys = RedisKeys(key_prefix)
+        self._channel = self._keys.admission_channel
         self._settings = settings
         self._clock = clock
         self._bucket_seconds = settings.window_seconds / WINDOW_BUCKETS
@@ -193,7 +193,7 @@ class CircuitBreaker:
         probe_id = secrets.token_hex(8)
         allowed, state, probe, retry_after = await self._batch.run_script(
             self._acquire,
-            [self._prefix + deployment],
+            [self._keys.breaker(deployment)],
             [
                 repr(self._clock()),
                 repr(s.cooldown_seconds),
@@ -215,7 +215,7 @@ class CircuitBreaker:
         """Give back ``permit`` unused (no call was made): a probe frees its slot."""
         if permit.probe_id is None:
             return
-        key = self._prefix + deployment
+        key = self._keys.breaker(deployment)
         probe = "p:" + permit.probe_id
         (reply,) = await self._batch.execute(lambda pipe: pipe.hdel(key, probe))
         if isinstance(reply, Exception):
@@ -248,7 +248,7 @@ class CircuitBreaker:
         s = self._settings
         transition = await self._batch.run_script(
             self._record,
-            [self._prefix + deployment],
+            [self._keys.breaker(deployment)],
             [
                 repr(self._clock()),
                 int(success),
@@ -272,14 +272,14 @@ class CircuitBreaker:
         """Each deployment's state and counts, as of the clock's now."""
         async with self._redis.pipeline(transaction=False) as pipe:
             for deployment in deployments:
-                pipe.hgetall(self._prefix + deployment)
+                pipe.hgetall(self._keys.breaker(deployment))
             hashes = await pipe.execute()
         now = self._clock()
         return [self._status(d, raw=h, now=now) for d, h in zip(deployments, hashes, strict=True)]
 
     async def reset(self, deployment: str) -> None:
         """Close the breaker and forget its counts (an operator's override)."""
-        await self._redis.delete(self._prefix + deployment)
+        await self._redis.delete(self._keys.breaker(deployment))
 
     def _status(
         self, deployment: str, *, raw: dict[bytes | str, bytes | str], now: float

@@ -10,11 +10,11 @@ asking changes nothing in Redis: a closed breaker's admission writes nothing.
 So once Redis said so, the deployment is *clear* on this worker: its calls are
 admitted here, with no round trip, for at most ``ttl`` seconds. Whatever would
 make an admission refuse announces itself on one channel every worker listens
-to (:func:`admission_channel`): the script that opens a breaker and the one
-that starts a provider's cooldown publish there, in the same step, and every
-listening worker forgets what it held clear. A worker that is not listening
-(starting, or reconnecting after losing Redis) holds nothing clear: it may
-have missed an announcement.
+to (:attr:`relayq.redis.keys.RedisKeys.admission_channel`): the script that
+opens a breaker and the one that starts a provider's cooldown publish there,
+in the same step, and every listening worker forgets what it held clear. A
+worker that is not listening (starting, or reconnecting after losing Redis)
+holds nothing clear: it may have missed an announcement.
 
 What an operator may notice: an opening reaches the other workers one pub/sub
 message later, as an admission asked an instant before the opening was let
@@ -31,13 +31,9 @@ from collections.abc import Callable
 import redis.asyncio as aioredis
 
 from relayq.redis.channels import listen
+from relayq.redis.keys import RedisKeys
 
-__all__ = ["Clearance", "admission_channel", "listen_for_changes"]
-
-
-def admission_channel(key_prefix: str) -> str:
-    """Where a breaker's opening and a provider's cooldown are announced."""
-    return f"{key_prefix}:admission"
+__all__ = ["Clearance", "listen_for_changes"]
 
 
 class Clearance:
@@ -99,7 +95,7 @@ async def listen_for_changes(
     """
     await listen(
         client,
-        admission_channel(key_prefix),
+        RedisKeys(key_prefix).admission_channel,
         on_message=lambda _: clearance.forget(),
         listening=clearance.hearing,
         reconnect_delay=reconnect_delay,

@@ -29,6 +29,7 @@ from typing import Any, cast
 
 import redis.asyncio as aioredis
 
+from relayq.redis.keys import RedisKeys
 from relayq.redis.pipeline import CommandBatch
 from relayq.resilience.ratelimit import GCRA_LUA
 
@@ -118,9 +119,9 @@ class KeyLimits:
         """``batch``: the pipelines to share (a tick's); else the limits' own."""
         self._redis = redis
         self._batch = batch or CommandBatch(redis)
-        self._rpm_prefix = f"{key_prefix}:key_limits:rpm:"
-        self._counts_key = f"{key_prefix}:key_limits:running"
-        self._members_key = f"{key_prefix}:key_limits:members"
+        self._keys = RedisKeys(key_prefix)
+        self._counts_key = self._keys.key_running
+        self._members_key = self._keys.key_members
         self._clock = clock
         self._admit = redis.register_script(_ADMIT)
         self._admit_and_add = redis.register_script(_ADMIT_AND_ADD)
@@ -146,7 +147,7 @@ class KeyLimits:
         for limit in (rpm, max_concurrent):
             if limit is not None and limit <= 0:
                 raise ValueError("a limit must be positive, or None for unlimited")
-        keys: list[Any] = [self._rpm_prefix + key_id, self._counts_key, self._members_key]
+        keys: list[Any] = [self._keys.key_rpm(key_id), self._counts_key, self._members_key]
         args: list[Any] = [
             repr(self._clock()),
             rpm or 0,

@@ -28,8 +28,8 @@ from collections.abc import Callable
 
 import redis.asyncio as aioredis
 
+from relayq.redis.keys import RedisKeys
 from relayq.redis.pipeline import CommandBatch
-from relayq.resilience.clearance import admission_channel
 from relayq.schemas.chat import ChatCompletionRequest, ChatMessage
 
 __all__ = [
@@ -141,8 +141,8 @@ class RateLimiter:
         """``batch``: the pipelines to share (a worker's tick); else the limiter's own."""
         self._redis = redis
         self._batch = batch or CommandBatch(redis)
-        self._prefix = f"{key_prefix}:ratelimit:"
-        self._channel = admission_channel(key_prefix)
+        self._keys = RedisKeys(key_prefix)
+        self._channel = self._keys.admission_channel
         self._clock = clock
         self._acquire = redis.register_script(_ACQUIRE)
         self._correct = redis.register_script(_CORRECT)
@@ -168,9 +168,9 @@ class RateLimiter:
             raise ValueError("tokens must not be negative")
         _check_limit(rpm)
         _check_limit(tpm)
-        keys = [self._prefix + deployment + ":rpm", self._prefix + deployment + ":tpm"]
+        keys = [self._keys.rate_rpm(deployment), self._keys.rate_tpm(deployment)]
         if provider is not None:
-            keys.append(self._cooldown_key(provider))
+            keys.append(self._keys.cooldown(provider))
         wait = await self._batch.run_script(
             self._acquire, keys, [repr(self._clock()), rpm or 0, tpm or 0, tokens]
         )
@@ -187,7 +187,7 @@ class RateLimiter:
         if tpm is None or actual == estimated:
             return
         await self._correct(
-            keys=[self._prefix + deployment + ":tpm"],
+            keys=[self._keys.rate_tpm(deployment)],
             args=[repr(self._clock()), tpm, actual - estimated],
         )
 
@@ -200,17 +200,14 @@ class RateLimiter:
         if seconds <= 0:
             return
         await self._cool_down(
-            keys=[self._cooldown_key(provider)],
+            keys=[self._keys.cooldown(provider)],
             args=[repr(self._clock()), repr(float(seconds)), self._channel],
         )
 
     async def cooldown_remaining(self, provider: str) -> float:
         """Seconds left of ``provider``'s cooldown (0.0 when none)."""
-        until = await self._redis.get(self._cooldown_key(provider))
+        until = await self._redis.get(self._keys.cooldown(provider))
         return 0.0 if until is None else max(0.0, float(until) - self._clock())
-
-    def _cooldown_key(self, provider: str) -> str:
-        return f"{self._prefix}cooldown:{provider}"
 
 
 def estimate_tokens(request: ChatCompletionRequest) -> int:

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 
+from relayq.redis.keys import RedisKeys
 from relayq.redis.pipeline import CommandBatch
 
 __all__ = ["EWMA_ALPHA", "DeploymentRef", "RoutingState", "deployment_field"]
@@ -52,8 +53,9 @@ class RoutingState:
         """``batch``: the pipelines to share (a worker's tick); else the state's own."""
         self._redis = redis
         self._batch = batch or CommandBatch(redis)
-        self._in_flight_key = f"{key_prefix}:routing:in_flight"
-        self._latency_key = f"{key_prefix}:routing:latency_ms"
+        keys = RedisKeys(key_prefix)
+        self._in_flight_key = keys.routing_in_flight
+        self._latency_key = keys.routing_latency
         self._ewma = redis.register_script(_EWMA)
 
     async def in_flight(self, deployments: Sequence[DeploymentRef]) -> list[int]:

@@ -25,8 +25,10 @@ __all__ = [
     "MAX_URL_LENGTH",
     "Destination",
     "DestinationRefused",
+    "WebhookURLRefused",
     "address_refusal",
     "check_destination",
+    "check_webhook_url",
     "literal_refusal",
     "parse_destination",
 ]
@@ -46,6 +48,16 @@ class DestinationRefused(OSError):
     An :class:`OSError`, so aiohttp treats it as the failed DNS lookup it
     stands for when :class:`~relayq.webhooks.transport.GuardedResolver` raises it.
     """
+
+
+class WebhookURLRefused(Exception):
+    """A webhook URL a request names (at ``param``, such as ``webhook.url``) that
+    webhooks may not be sent to; ``reason`` says why."""
+
+    def __init__(self, reason: str, *, param: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.param = param
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -162,6 +174,16 @@ async def check_destination(url: str, *, allow_private: bool) -> None:
         refusal = address_refusal(address, allow_private=allow_private)
         if refusal is not None:
             raise DestinationRefused(f"{destination.host} is refused: {refusal}")
+
+
+async def check_webhook_url(url: str, *, allow_private: bool, param: str) -> None:
+    """Refuse a caller's webhook URL, named at ``param`` in its request, whose host is
+    (or resolves to) an address webhooks may not call (:class:`WebhookURLRefused`);
+    ValueError for a URL that is not http(s), as :func:`check_destination`."""
+    try:
+        await check_destination(url, allow_private=allow_private)
+    except DestinationRefused as exc:
+        raise WebhookURLRefused(str(exc), param=param) from exc
 
 
 async def _resolve(destination: Destination) -> list[IPAddress]:

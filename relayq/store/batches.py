@@ -113,7 +113,9 @@ async def find_by_idempotency_key(session: AsyncSession, batch: Batch) -> Batch 
     )
     existing = (await session.execute(query)).scalar_one_or_none()
     if existing is not None and existing.request_hash != batch.request_hash:
-        raise IdempotencyConflict(existing.id)
+        raise IdempotencyConflict(
+            existing.id, kind="batch", idempotency_key=batch.idempotency_key or ""
+        )
     return existing
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 from sqlalchemy import Table, insert, select, update
 from sqlalchemy import inspect as sa_inspect
@@ -44,11 +44,18 @@ _jobs = cast(Table, Job.__table__)
 
 
 class IdempotencyConflict(Exception):
-    """An idempotency key was reused with a different request body."""
+    """An idempotency key was reused with a different request body.
 
-    def __init__(self, job_id: str) -> None:
-        super().__init__(job_id)
-        self.job_id = job_id
+    ``existing``: the id of the job (or batch, as ``kind`` says) the key made first.
+    """
+
+    def __init__(
+        self, existing: str, *, kind: Literal["job", "batch"], idempotency_key: str
+    ) -> None:
+        super().__init__(existing)
+        self.existing = existing
+        self.kind = kind
+        self.idempotency_key = idempotency_key
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -220,7 +227,9 @@ async def _by_idempotency_key(session: AsyncSession, *, job: NewJob) -> Job | No
     query = select(Job).where(Job.key_id == job.key_id, Job.idempotency_key == job.idempotency_key)
     existing = (await session.execute(query)).scalar_one_or_none()
     if existing is not None and existing.request_hash != job.request_hash:
-        raise IdempotencyConflict(existing.id)
+        raise IdempotencyConflict(
+            existing.id, kind="job", idempotency_key=job.idempotency_key or ""
+        )
     return existing
 
 
