@@ -40,6 +40,7 @@ from relayq.resilience.resilience import Resilience
 from relayq.store import Database
 from relayq.store.jobs import create_jobs
 from relayq.store.keys import create_key
+from tests.clock import FakeClock
 from tests.executor_routing import ROUTING
 from tests.jobs import mock_job
 from tests.services import free_port, reset_database, run, until
@@ -47,7 +48,6 @@ from tests.services import free_port, reset_database, run, until
 __all__ = [
     "PREFIX",
     "Env",
-    "FakeClock",
     "SameWorker",
     "Scenario",
     "ScenarioRunner",
@@ -62,20 +62,6 @@ __all__ = [
 
 REDIS_DB = 11
 PREFIX = "relayq-core-test"
-
-
-class FakeClock:
-    """Wall-clock seconds that move only when the test says so (starting at the real now,
-    so rows it stamps sit beside rows stamped with :func:`time.time`)."""
-
-    def __init__(self, now: float | None = None) -> None:
-        self.now = time.time() if now is None else now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @dataclass

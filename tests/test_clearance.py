@@ -13,17 +13,10 @@ from relayq.config.settings import BreakerSettings
 from relayq.resilience.breaker import CircuitBreaker
 from relayq.resilience.clearance import Clearance, listen_for_changes
 from relayq.resilience.ratelimit import RateLimiter
+from tests.clock import FakeClock
 from tests.services import run, until
 
 DEPLOYMENT = "openai|gpt-4o"
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_nothing_is_clear_while_not_listening() -> None:
@@ -33,7 +26,7 @@ def test_nothing_is_clear_while_not_listening() -> None:
 
 
 def test_a_clear_deployment_stays_clear_for_its_ttl() -> None:
-    clock = FakeClock()
+    clock = FakeClock(100.0)
     clearance = Clearance(ttl=2, clock=clock)
     clearance.listening = True
     clearance.note_clear(DEPLOYMENT, generation=clearance.generation)

@@ -6,14 +6,7 @@ import asyncio
 
 from api.key_cache import KeyCache
 from relayq.store.models import ApiKey
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.clock import FakeClock
 
 
 def key() -> ApiKey:
@@ -21,7 +14,7 @@ def key() -> ApiKey:
 
 
 def test_a_found_key_is_kept_for_its_ttl_then_looked_up_again() -> None:
-    clock = Clock()
+    clock = FakeClock(100.0)
     cache = KeyCache(ttl_seconds=5.0, clock=clock)
     assert cache.get("rq-secret") is None
     found = key()
@@ -33,14 +26,14 @@ def test_a_found_key_is_kept_for_its_ttl_then_looked_up_again() -> None:
 
 
 def test_a_ttl_of_zero_caches_nothing() -> None:
-    cache = KeyCache(ttl_seconds=0.0, clock=Clock())
+    cache = KeyCache(ttl_seconds=0.0, clock=FakeClock(100.0))
     cache.put("rq-secret", key())
     assert cache.get("rq-secret") is None
 
 
 def test_concurrent_finds_of_one_secret_share_one_lookup() -> None:
     """An entry that ran out under load is looked up once, not once per waiting request."""
-    cache = KeyCache(ttl_seconds=5.0, clock=Clock())
+    cache = KeyCache(ttl_seconds=5.0, clock=FakeClock(100.0))
     found = key()
     lookups = 0
 
@@ -59,7 +52,7 @@ def test_concurrent_finds_of_one_secret_share_one_lookup() -> None:
 
 
 def test_an_unknown_secret_is_looked_up_again_and_a_failed_lookup_fails_its_waiters() -> None:
-    cache = KeyCache(ttl_seconds=5.0, clock=Clock())
+    cache = KeyCache(ttl_seconds=5.0, clock=FakeClock(100.0))
     lookups = 0
 
     async def unknown() -> ApiKey | None:
@@ -84,7 +77,7 @@ def test_an_unknown_secret_is_looked_up_again_and_a_failed_lookup_fails_its_wait
 
 
 def test_a_cancelled_request_does_not_cancel_the_shared_lookup() -> None:
-    cache = KeyCache(ttl_seconds=5.0, clock=Clock())
+    cache = KeyCache(ttl_seconds=5.0, clock=FakeClock(100.0))
     found = key()
 
     async def load() -> ApiKey | None:

@@ -21,18 +21,11 @@ from relayq.resilience.key_limits import KeyLimits
 from relayq.store import Database
 from relayq.store.jobs import cancel_job, create_job, create_jobs, get_job, mark_enqueued
 from relayq.store.keys import create_key
+from tests.clock import FakeClock
 from tests.jobs import mock_job
 from tests.services import free_port, run
 
 GRACE = 60.0
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @dataclass
@@ -68,7 +61,7 @@ def scenario(database_url: str, redis_url: str, body: Callable[[World], Awaitabl
     async def main() -> None:
         database = Database(database_url)
         redis = aioredis.Redis.from_url(redis_url)
-        clock = FakeClock()
+        clock = FakeClock(1_700_000_000.0)
         limits = KeyLimits(redis, key_prefix=f"test-{uuid.uuid4().hex[:8]}", clock=clock)
         # A broker nobody listens on: a pass that published a job would fail, not run it.
         enqueuer = Enqueuer(settings=Settings(redis_url=f"redis://127.0.0.1:{free_port()}/0"))

@@ -13,19 +13,8 @@ import redis.asyncio as aioredis
 
 import relayq.resilience.key_limits
 from relayq.resilience.key_limits import Decision, KeyLimit, KeyLimits, RunningJob
+from tests.clock import FakeClock
 from tests.services import run
-
-
-class FakeClock:
-    def __init__(self, now: float = 1_700_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
 
 Scenario = Callable[[Callable[[], KeyLimits], FakeClock], Awaitable[None]]
 
@@ -36,7 +25,7 @@ def scenario(redis_url: str, body: Scenario) -> None:
 
     async def main() -> None:
         prefix = f"test-{uuid.uuid4().hex[:8]}"
-        clock = FakeClock()
+        clock = FakeClock(1_700_000_000.0)
         clients: list[aioredis.Redis] = []
 
         def limits() -> KeyLimits:

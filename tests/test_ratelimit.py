@@ -13,20 +13,10 @@ import redis.asyncio as aioredis
 import relayq.resilience.ratelimit
 from relayq.resilience.ratelimit import RateLimiter, estimate_tokens
 from relayq.schemas.chat import ChatCompletionRequest
+from tests.clock import FakeClock
 from tests.services import run
 
 DEPLOYMENT = "openai|gpt-4o"
-
-
-class FakeClock:
-    def __init__(self, now: float = 1_700_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 Scenario = Callable[[Callable[[], RateLimiter], FakeClock], Awaitable[None]]
@@ -38,7 +28,7 @@ def scenario(redis_url: str, body: Scenario) -> None:
 
     async def main() -> None:
         prefix = f"test-{uuid.uuid4().hex[:8]}"
-        clock = FakeClock()
+        clock = FakeClock(1_700_000_000.0)
         clients: list[aioredis.Redis] = []
 
         def limiter() -> RateLimiter:
