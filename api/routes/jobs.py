@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response, status
 
+from api.controls import checked_controls
 from api.deps import KeyDep, ServicesDep, SessionDep, key_limits
 from api.errors import ERROR_RESPONSES, APIError
 from api.observability import request_id_of
@@ -58,6 +59,7 @@ async def create(
     first job again (``Idempotent-Replayed: true``); the same key with a
     different body answers 409.
     """
+    checked_controls(body)
     if body.webhook is not None:
         await checked_destination(body.webhook.url, services=services, param="webhook.url")
     try:
