@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 import relayq
+from api.controls import document_controls
 from api.errors import install_error_handlers
 from api.limits import BodySizeLimit
 from api.observability import RequestObserver
@@ -100,4 +101,5 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     app.include_router(webhooks.router)
     app.include_router(files.router)
     app.include_router(batches.router)
+    document_controls(app)
     return app

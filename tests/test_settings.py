@@ -7,6 +7,7 @@ from pydantic import ValidationError
 
 from relayq.config.settings import Settings
 from relayq.ids import new_id
+from relayq.providers import control_fields
 from relayq.schemas.chat import ChatCompletionRequest
 
 
@@ -62,8 +63,9 @@ def test_relayq_controls_never_go_upstream() -> None:
         }
     )
 
-    upstream = request.upstream_body(model="gpt-4o")
+    upstream = request.upstream_body(model="gpt-4o", controls=control_fields(request))
 
+    assert control_fields(request) == {"mock"}
     assert "mock" not in upstream
     assert upstream["vendor_flag"] is True
     assert upstream["model"] == "gpt-4o"

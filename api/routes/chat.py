@@ -25,6 +25,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
+from api.controls import checked_controls
 from api.deps import KeyDep, ServicesDep, key_limits
 from api.errors import ERROR_RESPONSES, APIError, error_body
 from api.observability import request_id_of
@@ -75,10 +76,12 @@ def _job_body(body: dict[str, Any], services: Services) -> JobCreate:
     if "priority" not in body:
         body = {**body, "priority": services.settings.chat.priority}
     try:
-        return JobCreate.model_validate(body)
+        job = JobCreate.model_validate(body)
     except ValidationError as exc:
         errors = [{**error, "loc": ("body", *error["loc"])} for error in exc.errors()]
         raise RequestValidationError(errors) from exc
+    checked_controls(job)
+    return job
 
 
 @dataclass

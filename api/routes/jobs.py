@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response, status
 
+from api.controls import checked_controls
 from api.deps import KeyDep, ServicesDep, SessionDep, key_limits
 from api.errors import ERROR_RESPONSES, APIError, job_not_found
 from api.observability import request_id_of
@@ -42,6 +43,7 @@ async def create(
     first job again (``Idempotent-Replayed: true``); the same key with a
     different body answers 409.
     """
+    checked_controls(body)
     if body.webhook is not None:
         allow_private = services.settings.webhooks.allow_private_destinations
         await check_webhook_url(body.webhook.url, allow_private=allow_private, param="webhook.url")

@@ -3,20 +3,37 @@
 Core code looks adapters up here and talks to them through
 :class:`~relayq.providers.base.Provider` alone, so adding a vendor means
 adding a module and a line to :data:`PROVIDER_TYPES`, nothing else.
+
+Per-request controls (:attr:`Provider.controls_model`) are looked up here too:
+a request's extra body field named after an adapter type that declares
+controls carries that adapter's controls (``"mock": {...}``), which the API
+checks with :func:`check_controls` and no adapter sends upstream
+(:func:`control_fields`).
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from types import MappingProxyType
-from typing import Final
+from typing import Any, Final
+
+from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
 
 from relayq.config.settings import ProviderSettings
 from relayq.providers.base import Provider
 from relayq.providers.http import UpstreamClient
 
-__all__ = ["PROVIDER_TYPES", "Provider", "build_providers", "provider_type"]
+__all__ = [
+    "PROVIDER_TYPES",
+    "Provider",
+    "build_providers",
+    "check_controls",
+    "control_fields",
+    "controls_models",
+    "provider_type",
+]
 
 PROVIDER_TYPES: Final[Mapping[str, str]] = MappingProxyType(
     {
@@ -69,3 +86,46 @@ def build_providers(
         name: provider_type(settings.type)(name=name, settings=settings, http=http)
         for name, settings in providers.items()
     }
+
+
+def control_fields(request: BaseModel) -> frozenset[str]:
+    """The extra fields of ``request`` that carry some adapter's controls, never sent upstream.
+
+    A set intersection per call; an adapter is imported only when a request
+    names its type in a field.
+    """
+    extra = request.model_extra
+    if not extra:
+        return frozenset()
+    return frozenset(
+        name
+        for name in extra.keys() & PROVIDER_TYPES.keys()
+        if provider_type(name).controls_model is not None
+    )
+
+
+def check_controls(body: MutableMapping[str, Any]) -> list[ErrorDetails]:
+    """Validate the adapter controls in a request body; the errors, each located in the body.
+
+    Each valid field is replaced by its parsed value as JSON (the fields
+    given, coerced), so a job stores what its adapter will read. A null field
+    is no controls.
+    """
+    errors: list[ErrorDetails] = []
+    for name in body.keys() & PROVIDER_TYPES.keys():
+        model = provider_type(name).controls_model
+        if model is None or body[name] is None:
+            continue
+        try:
+            parsed = model.model_validate(body[name])
+        except ValidationError as exc:
+            errors += [{**error, "loc": (name, *error["loc"])} for error in exc.errors()]
+            continue
+        body[name] = parsed.model_dump(mode="json", exclude_unset=True)
+    return errors
+
+
+def controls_models() -> dict[str, type[BaseModel]]:
+    """Every adapter type that takes controls, with their model (imports every adapter)."""
+    models = {name: provider_type(name).controls_model for name in PROVIDER_TYPES}
+    return {name: model for name, model in models.items() if model is not None}

@@ -2,8 +2,8 @@
 
 The request is built in :mod:`relayq.providers.anthropic_request`, the answer,
 stream events and error bodies are read in
-:mod:`relayq.providers.anthropic_response`; both are pure, and
-:meth:`AnthropicProvider._send` is the one place that does I/O. Calls carry
+:mod:`relayq.providers.anthropic_response`; both are pure, and the I/O is
+:class:`~relayq.providers.base.HTTPProvider`'s. Calls carry
 ``x-api-key``, ``anthropic-version`` (option ``api_version``) and, when the
 ``betas`` option names any, ``anthropic-beta``.
 
@@ -46,10 +46,7 @@ its answer yielded as chunks.
 
 from __future__ import annotations
 
-import json
-import time
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -60,18 +57,11 @@ from relayq.providers.anthropic_response import (
     completion_from_message,
     error_from_payload,
 )
-from relayq.providers.assembly import completion_chunks
-from relayq.providers.base import Provider
+from relayq.providers.base import HTTPProvider, StreamParser
 from relayq.providers.errors import MalformedResponse, ProviderError
-from relayq.providers.http import (
-    UpstreamRequest,
-    UpstreamResponse,
-    decode_json,
-    request_timeout,
-    send_checked,
-)
+from relayq.providers.http import UpstreamRequest, decode_json, request_timeout
 from relayq.providers.retry_after import retry_after_seconds
-from relayq.providers.sse import ServerSentEvent, SSEDecoder
+from relayq.providers.sse import ServerSentEvent
 from relayq.schemas.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest
 
 __all__ = [
@@ -128,22 +118,39 @@ def ratelimit_reset_seconds(
     return max(chosen) if chosen else None
 
 
-class AnthropicProvider(Provider):
+class AnthropicStream(StreamParser):
+    """One Messages stream, typed events in (see :class:`StreamTranslator`), ended by
+    ``message_stop``."""
+
+    def __init__(self, *, provider: str, model: str, created: int) -> None:
+        super().__init__(model=model, created=created)
+        self._translator = StreamTranslator(provider=provider, created=created)
+
+    def feed(self, event: ServerSentEvent) -> list[ChatCompletionChunk]:
+        """The chunks one stream event stands for; an ``error`` event raises its error."""
+        payload = decode_json(event.data, provider=self._translator.provider)
+        if event.event == "error" and not (isinstance(payload, dict) and "type" in payload):
+            payload = {"type": "error", "error": payload}
+        chunks = self._translator.feed(payload)
+        self.done = self._translator.done
+        return chunks
+
+    def end(self) -> Sequence[ChatCompletionChunk]:
+        raise MalformedResponse(f"{self._translator.provider}: stream ended before message_stop")
+
+
+class AnthropicProvider(HTTPProvider):
     """Chat completions served by Anthropic's Messages API."""
 
     type_name = "anthropic"
     options_model = AnthropicOptions
+    default_base_url = DEFAULT_BASE_URL
 
     @property
     def anthropic_options(self) -> AnthropicOptions:
         """The validated ``options``."""
         assert isinstance(self.options, AnthropicOptions)
         return self.options
-
-    @property
-    def base_url(self) -> str:
-        """The configured base URL (or Anthropic's), without a trailing slash."""
-        return (self.settings.base_url or DEFAULT_BASE_URL).rstrip("/")
 
     def request_headers(self, *, stream: bool) -> dict[str, str]:
         """Auth, version and content negotiation; configured headers win, whatever their case."""
@@ -177,14 +184,10 @@ class AnthropicProvider(Provider):
             timeout=request_timeout(self.settings),
         )
 
-    def error_from_response(
-        self, status_code: int, headers: Mapping[str, str], content: bytes
+    def error_from_payload(
+        self, payload: object, *, status_code: int, headers: Mapping[str, str]
     ) -> ProviderError:
         """The error for a non-2xx answer, keeping Anthropic's message."""
-        try:
-            payload = json.loads(content)
-        except ValueError:
-            payload = None
         retry_after = None
         if status_code == 429:
             retry_after = retry_after_seconds(headers)
@@ -194,81 +197,24 @@ class AnthropicProvider(Provider):
             payload, provider=self.name, status_code=status_code, retry_after=retry_after
         )
 
-    def parse_completion(self, content: bytes | str, *, created: int) -> ChatCompletion:
+    def parse_completion(
+        self, content: bytes | str, *, model: str = "", created: int
+    ) -> ChatCompletion:
         """A 2xx body as a ``chat.completion``; an error object in it raises its error."""
         payload = decode_json(content, provider=self.name)
         if isinstance(payload, dict) and payload.get("type") == "error":
             raise error_from_payload(payload, provider=self.name)
         return completion_from_message(payload, provider=self.name, created=created)
 
-    def parse_event(
-        self, event: ServerSentEvent, translator: StreamTranslator
-    ) -> list[ChatCompletionChunk]:
-        """The chunks one stream event stands for; an ``error`` event raises its error."""
-        payload = decode_json(event.data, provider=self.name)
-        if event.event == "error" and not (isinstance(payload, dict) and "type" in payload):
-            payload = {"type": "error", "error": payload}
-        return translator.feed(payload)
-
-    @asynccontextmanager
-    async def _send(self, http_request: UpstreamRequest) -> AsyncIterator[UpstreamResponse]:
-        """Send, raise the mapped error for a non-2xx answer, else yield the open response."""
-        async with send_checked(
-            self.http, http_request, provider=self.name, on_error=self.error_from_response
-        ) as response:
-            yield response
-
-    async def complete(self, request: ChatCompletionRequest, *, model: str) -> ChatCompletion:
-        """One completion, answered as a whole."""
-        async with self._send(self.build_request(request, model=model, stream=False)) as response:
-            content = await response.aread()
-        return self.parse_completion(content, created=int(time.time()))
-
-    async def stream_from_upstream(
-        self, request: ChatCompletionRequest, *, model: str
-    ) -> AsyncIterator[ChatCompletionChunk]:
-        """One completion as chunks, the usage chunk last; ends only at ``message_stop``
-
-        or with the whole answer, when the upstream sent that instead.
-        """
-        decoder = SSEDecoder()
-        created = int(time.time())
-        translator = StreamTranslator(provider=self.name, created=created)
-        async with self._send(self.build_request(request, model=model, stream=True)) as response:
-            # Read to the body's end (see the OpenAI adapter: the connection is reused).
-            async for line in response.aiter_lines():
-                if translator.done or (event := decoder.feed(line)) is None:
-                    continue
-                for chunk in self.parse_event(event, translator):
-                    yield chunk
-            if translator.done:
-                return
-            last = decoder.flush()
-            if last is not None:
-                for chunk in self.parse_event(last, translator):
-                    yield chunk
-                if translator.done:
-                    return
-        if decoder.json_body is not None:
-            whole = self.parse_completion(decoder.json_body, created=created)
-            for chunk in completion_chunks(whole):
-                yield chunk
-            return
-        raise MalformedResponse(f"{self.name}: stream ended before message_stop")
+    def stream_parser(self, *, model: str, created: int) -> AnthropicStream:
+        return AnthropicStream(provider=self.name, model=model, created=created)
 
     async def list_models(self) -> list[str] | None:
         """The model ids of ``GET /v1/models``, every page."""
         ids: list[str] = []
         params: dict[str, str | int] = {"limit": 1000}
         while True:
-            http_request = UpstreamRequest.get(
-                f"{self.base_url}/v1/models",
-                params=params,
-                headers=self.request_headers(stream=False),
-                timeout=request_timeout(self.settings),
-            )
-            async with self._send(http_request) as response:
-                payload = decode_json(await response.aread(), provider=self.name)
+            payload = await self.get_json(f"{self.base_url}/v1/models", params=params)
             try:
                 page = [str(model["id"]) for model in payload["data"]]
                 more = bool(payload.get("has_more")) and bool(page)

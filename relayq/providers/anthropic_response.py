@@ -32,8 +32,8 @@ from relayq.providers.errors import (
     MalformedResponse,
     ProviderError,
     error_for_status,
+    vendor_message,
 )
-from relayq.providers.openai import vendor_message
 from relayq.schemas.chat import (
     ChatCompletion,
     ChatCompletionChunk,

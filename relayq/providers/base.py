@@ -1,25 +1,63 @@
-"""The interface every provider adapter implements."""
+"""The adapter base classes: the interface core code calls, and the one HTTP transport path.
+
+:class:`Provider` is what execution talks to: ``stream`` and ``complete``,
+options from settings, per-request controls from the body. An adapter that
+is not a web API (the mock) implements :meth:`Provider.stream_from_upstream`
+and gets its whole answer added up from that stream.
+
+:class:`HTTPProvider` owns the I/O of every vendor adapter: sending through
+the process's :class:`~relayq.providers.http.UpstreamClient`, mapping a
+non-2xx answer, reading a whole body, and the server-sent-events read loop.
+An HTTP adapter is its mapping, all of it pure: :meth:`~HTTPProvider.build_request`,
+:meth:`~HTTPProvider.error_from_payload`, :meth:`~HTTPProvider.parse_completion`
+and a :class:`StreamParser` per streamed call (:meth:`~HTTPProvider.stream_parser`).
+"""
 
 from __future__ import annotations
 
+import json
+import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
-from typing import ClassVar
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from relayq.config.routes import ProviderSettings
-from relayq.providers.assembly import completion_chunks
-from relayq.providers.http import UpstreamClient
+from relayq.providers.assembly import CompletionAssembler, completion_chunks
+from relayq.providers.errors import (
+    InvalidRequest,
+    MalformedResponse,
+    ProviderError,
+    error_for_status,
+    vendor_message,
+)
+from relayq.providers.http import (
+    UpstreamClient,
+    UpstreamRequest,
+    UpstreamResponse,
+    decode_json,
+    request_timeout,
+    send_checked,
+)
+from relayq.providers.retry_after import retry_after_seconds
+from relayq.providers.sse import ServerSentEvent, SSEDecoder
 from relayq.schemas.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest
 
-__all__ = ["NoOptions", "Provider"]
+__all__ = ["HTTPProvider", "NoOptions", "Provider", "StreamParser"]
 
 
 class NoOptions(BaseModel):
     """The options of an adapter that takes none: any option is an error."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+def _problems(exc: ValidationError, *, prefix: str) -> str:
+    return "; ".join(
+        ".".join([prefix, *map(str, error["loc"])]) + f": {error['msg']}" for error in exc.errors()
+    )
 
 
 class Provider(ABC):
@@ -35,6 +73,11 @@ class Provider(ABC):
     """The ``type`` that selects this adapter in :class:`ProviderSettings`."""
     options_model: ClassVar[type[BaseModel]] = NoOptions
     """Validates ``settings.options``; adapters with vendor-specific options override it."""
+    controls_model: ClassVar[type[BaseModel] | None] = None
+    """The per-request controls this adapter takes, if any: a request carries them in
+    the extra body field named after :attr:`type_name` (``"mock": {...}``). The API
+    validates that field with this model (:func:`relayq.providers.check_controls`),
+    and it is never sent upstream."""
 
     def __init__(self, *, name: str, settings: ProviderSettings, http: UpstreamClient) -> None:
         self.name = name
@@ -48,18 +91,47 @@ class Provider(ABC):
         try:
             return cls.options_model.model_validate(options)
         except ValidationError as exc:
-            problems = "; ".join(
-                ".".join(["options", *map(str, e["loc"])]) + f": {e['msg']}" for e in exc.errors()
-            )
+            problems = _problems(exc, prefix="options")
             raise ValueError(f"provider {provider!r} ({cls.type_name}): {problems}") from None
+
+    @classmethod
+    def request_controls(
+        cls, request: ChatCompletionRequest, *, defaults: Mapping[str, object] | None = None
+    ) -> BaseModel:
+        """The request's controls over ``defaults``, parsed by :attr:`controls_model`.
+
+        Invalid ones (the API refuses them first, but a batch line is not
+        checked there) are an :class:`InvalidRequest` naming the field.
+        """
+        assert cls.controls_model is not None, f"{cls.type_name} takes no controls"
+        raw = (request.model_extra or {}).get(cls.type_name)
+        base = dict(defaults or {})
+        try:
+            return cls.controls_model.model_validate(
+                {**base, **raw} if isinstance(raw, dict) else base if raw is None else raw
+            )
+        except ValidationError as exc:
+            problems = _problems(exc, prefix=cls.type_name)
+            message = f"invalid {cls.type_name} controls: {problems}"
+            raise InvalidRequest(message, status_code=400) from exc
 
     async def list_models(self) -> list[str] | None:
         """The upstream's model ids, for vendors that publish a list; None otherwise."""
         return None
 
-    @abstractmethod
     async def complete(self, request: ChatCompletionRequest, *, model: str) -> ChatCompletion:
-        """Run one completion of ``request`` on the upstream ``model``."""
+        """Run one completion of ``request`` on the upstream ``model``, answered whole.
+
+        Here the stream's chunks added up; an adapter whose upstream answers
+        whole (every HTTP adapter) asks it for that instead.
+        """
+        assembler = CompletionAssembler()
+        async for chunk in self.stream_from_upstream(request, model=model):
+            assembler.add(chunk)
+        try:
+            return assembler.completion()
+        except ValueError as exc:
+            raise MalformedResponse(f"{self.name}: the stream carried no chunks") from exc
 
     def stream(
         self, request: ChatCompletionRequest, *, model: str
@@ -69,10 +141,9 @@ class Provider(ABC):
         Workers call this for every job whose text is streamed (one created
         with ``stream: true``), and :meth:`complete` for any other. It asks
         the upstream to stream (:meth:`stream_from_upstream`) unless the
-        provider's settings say
-        ``stream_upstream: false``; then it asks for the whole answer
-        (:meth:`complete`) and sends it as the chunks a stream of it would
-        have carried.
+        provider's settings say ``stream_upstream: false``; then it asks for
+        the whole answer (:meth:`complete`) and sends it as the chunks a
+        stream of it would have carried.
         """
         if self.settings.stream_upstream:
             return self.stream_from_upstream(request, model=model)
@@ -85,13 +156,177 @@ class Provider(ABC):
         """Ask the upstream to stream one completion and yield its chunks, usage last.
 
         A stream cut before the vendor's end marker raises, never ends quietly.
-        An upstream may ignore the request to stream and answer with the whole
-        JSON answer: the adapter reads it with its non-streamed parser (an
-        error object in it raises its error) and yields it as chunks.
         """
 
     async def _whole_as_chunks(
         self, request: ChatCompletionRequest, *, model: str
     ) -> AsyncIterator[ChatCompletionChunk]:
         for chunk in completion_chunks(await self.complete(request, model=model)):
+            yield chunk
+
+
+class StreamParser(ABC):
+    """One streamed call's events in, its chunks out; pure, built per call.
+
+    :attr:`done` turns true at the vendor's end marker: the rest of the body
+    is then read (so the connection is reused) and dropped. ``model`` is the
+    upstream model asked for, ``created`` the call's time, for vendors whose
+    events carry neither.
+    """
+
+    def __init__(self, *, model: str, created: int) -> None:
+        self.model = model
+        self.created = created
+        self.done = False
+
+    @abstractmethod
+    def feed(self, event: ServerSentEvent) -> Sequence[ChatCompletionChunk]:
+        """The chunks one event stands for; an error event raises its error."""
+
+    @abstractmethod
+    def end(self) -> Sequence[ChatCompletionChunk]:
+        """The body ended (as events): the last chunks, or raise if it was cut short."""
+
+
+class HTTPProvider(Provider):
+    """A web API's adapter: the I/O here, the vendor's mapping in the subclass."""
+
+    default_base_url: ClassVar[str] = ""
+    """The vendor's base URL, used when the settings name none."""
+
+    @property
+    def base_url(self) -> str:
+        """The configured base URL (or the vendor's default), without a trailing slash."""
+        return (self.settings.base_url or self.default_base_url).rstrip("/")
+
+    # The mapping: pure, per vendor.
+
+    def auth_headers(self) -> dict[str, str]:
+        """The credentials header: ``Authorization: Bearer <key>`` when a key is set."""
+        key = self.settings.api_key.get_secret_value() if self.settings.api_key else ""
+        return {"Authorization": f"Bearer {key}"} if key else {}
+
+    def vendor_headers(self) -> dict[str, str]:
+        """Headers a vendor asks for besides auth (attribution, versions); none here."""
+        return {}
+
+    def request_headers(self, *, stream: bool) -> dict[str, str]:
+        """Content negotiation, auth and the vendor's, then the configured headers, which win."""
+        headers = {"Accept": "text/event-stream" if stream else "application/json"}
+        headers.update(self.auth_headers())
+        headers.update(self.vendor_headers())
+        headers.update(self.settings.headers)
+        return headers
+
+    @abstractmethod
+    def build_request(
+        self, request: ChatCompletionRequest, *, model: str, stream: bool
+    ) -> UpstreamRequest:
+        """The HTTP request for one call, carrying this provider's timeouts."""
+
+    def error_from_payload(
+        self, payload: object, *, status_code: int, headers: Mapping[str, str]
+    ) -> ProviderError:
+        """The error for a non-2xx answer whose body decoded to ``payload`` (None: not JSON).
+
+        By status, with the vendor's message; a 429 waits as its ``Retry-After`` says.
+        """
+        message = vendor_message(payload) or f"{self.name}: upstream answered HTTP {status_code}"
+        retry_after = retry_after_seconds(headers) if status_code == 429 else None
+        return error_for_status(status_code, message, retry_after=retry_after)
+
+    @abstractmethod
+    def parse_completion(self, content: bytes | str, *, model: str, created: int) -> ChatCompletion:
+        """A 2xx whole body as a ``chat.completion``; an error object in it raises its error.
+
+        ``created`` stamps answers of vendors that send no timestamp.
+        """
+
+    @abstractmethod
+    def stream_parser(self, *, model: str, created: int) -> StreamParser:
+        """A parser for one streamed call's events."""
+
+    def whole_body_chunks(self, content: str, parser: StreamParser) -> list[ChatCompletionChunk]:
+        """The chunks of a stream answered with JSON instead of events.
+
+        Here the whole answer (read by :meth:`parse_completion`) as the chunks a
+        stream of it would have carried; a vendor whose JSON stream is a list
+        of events reads it differently.
+        """
+        whole = self.parse_completion(content, model=parser.model, created=parser.created)
+        return completion_chunks(whole)
+
+    def new_decoder(self) -> SSEDecoder:
+        """The event decoder for one stream's body (a vendor may frame its body differently)."""
+        return SSEDecoder()
+
+    # The I/O: shared by every HTTP adapter.
+
+    def error_from_response(
+        self, status_code: int, headers: Mapping[str, str], content: bytes
+    ) -> ProviderError:
+        """The error for a non-2xx answer: its body decoded, then :meth:`error_from_payload`."""
+        try:
+            payload = json.loads(content)
+        except ValueError:
+            payload = None
+        return self.error_from_payload(payload, status_code=status_code, headers=headers)
+
+    @asynccontextmanager
+    async def send(self, http_request: UpstreamRequest) -> AsyncIterator[UpstreamResponse]:
+        """Send, raise the mapped error for a non-2xx answer, else yield the open response."""
+        async with send_checked(
+            self.http, http_request, provider=self.name, on_error=self.error_from_response
+        ) as response:
+            yield response
+
+    async def get_json(self, url: str, *, params: Mapping[str, str | int] | None = None) -> Any:
+        """``GET url`` with this provider's headers and timeouts, its JSON body decoded."""
+        http_request = UpstreamRequest.get(
+            url,
+            params=params,
+            headers=self.request_headers(stream=False),
+            timeout=request_timeout(self.settings),
+        )
+        async with self.send(http_request) as response:
+            content = await response.aread()
+        return decode_json(content, provider=self.name)
+
+    async def complete(self, request: ChatCompletionRequest, *, model: str) -> ChatCompletion:
+        """One completion, asked for and answered whole."""
+        http_request = self.build_request(request, model=model, stream=False)
+        async with self.send(http_request) as response:
+            content = await response.aread()
+        return self.parse_completion(content, model=model, created=int(time.time()))
+
+    async def stream_from_upstream(
+        self, request: ChatCompletionRequest, *, model: str
+    ) -> AsyncIterator[ChatCompletionChunk]:
+        """One completion as chunks, the usage chunk last; ends only at the vendor's end
+
+        marker (or as :meth:`StreamParser.end` says), or with the whole answer,
+        when the upstream sent that instead.
+        """
+        parser = self.stream_parser(model=model, created=int(time.time()))
+        decoder = self.new_decoder()
+        http_request = self.build_request(request, model=model, stream=True)
+        async with self.send(http_request) as response:
+            # Read to the body's end, past the end marker: a connection whose body
+            # was left unread is closed instead of reused.
+            async for lines in response.aiter_line_batches():
+                for line in lines:
+                    if parser.done or (event := decoder.feed(line)) is None:
+                        continue
+                    for chunk in parser.feed(event):
+                        yield chunk
+            if not parser.done and (event := decoder.flush()) is not None:
+                for chunk in parser.feed(event):
+                    yield chunk
+        if parser.done:
+            return
+        if (content := decoder.json_body) is not None:
+            for chunk in self.whole_body_chunks(content, parser):
+                yield chunk
+            return
+        for chunk in parser.end():
             yield chunk

@@ -3,9 +3,9 @@
 Calls ``POST {base_url}/v2/chat`` with a bearer key, ``"stream": true`` for
 streams (server-sent events typed by their ``type``). The request is built in
 :mod:`relayq.providers.cohere_request`, the answer read in
-:mod:`relayq.providers.cohere_response`; :meth:`CohereProvider._send` is the one
-place that does I/O. ``list_models`` reads ``GET {base_url}/v1/models?endpoint=chat``
-(every page).
+:mod:`relayq.providers.cohere_response`; the I/O is
+:class:`~relayq.providers.base.HTTPProvider`'s. ``list_models`` reads
+``GET {base_url}/v1/models?endpoint=chat`` (every page).
 
 Errors, at the boundary: Cohere answers ``{"id", "message"}`` (or just
 ``{"message"}``) with 400, 401, 403, 404, 422, 429, 498 (a deny-listed token),
@@ -29,16 +29,12 @@ reads it, and its answer yielded as chunks.
 
 from __future__ import annotations
 
-import json
-import time
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from relayq.providers.assembly import completion_chunks
-from relayq.providers.base import Provider
+from relayq.providers.base import HTTPProvider, StreamParser
 from relayq.providers.cohere_request import chat_body
 from relayq.providers.cohere_response import CohereStream, parse_chat
 from relayq.providers.errors import (
@@ -46,20 +42,14 @@ from relayq.providers.errors import (
     ProviderError,
     ProviderUnavailable,
     error_for_status,
+    vendor_message,
 )
-from relayq.providers.http import (
-    UpstreamRequest,
-    UpstreamResponse,
-    decode_json,
-    request_timeout,
-    send_checked,
-)
-from relayq.providers.openai import vendor_message
+from relayq.providers.http import UpstreamRequest, decode_json, request_timeout
 from relayq.providers.retry_after import retry_after_seconds
-from relayq.providers.sse import ServerSentEvent, SSEDecoder
+from relayq.providers.sse import ServerSentEvent
 from relayq.schemas.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest
 
-__all__ = ["DEFAULT_BASE_URL", "CohereOptions", "CohereProvider", "error_from_response"]
+__all__ = ["DEFAULT_BASE_URL", "CohereOptions", "CohereProvider", "error_from_payload"]
 
 DEFAULT_BASE_URL = "https://api.cohere.com"
 _DONE = "[DONE]"
@@ -82,14 +72,10 @@ class CohereOptions(BaseModel):
         return self.model_dump(exclude_none=True)
 
 
-def error_from_response(
-    status_code: int, headers: Mapping[str, str], content: bytes, *, provider: str
+def error_from_payload(
+    payload: object, *, status_code: int, headers: Mapping[str, str], provider: str
 ) -> ProviderError:
-    """The error for a non-2xx answer, keeping Cohere's message."""
-    try:
-        payload = json.loads(content)
-    except ValueError:
-        payload = None
+    """The error for a non-2xx answer whose body decoded to ``payload``, with Cohere's message."""
     message = vendor_message(payload) or f"{provider}: upstream answered HTTP {status_code}"
     if status_code == 499:
         return ProviderUnavailable(message, status_code=status_code)
@@ -97,25 +83,35 @@ def error_from_response(
     return error_for_status(status_code, message, retry_after=retry_after)
 
 
-class CohereProvider(Provider):
+class _Stream(StreamParser):
+    """One Cohere stream: events typed by their ``type``, ended by ``message-end``."""
+
+    def __init__(self, *, provider: str, model: str, created: int) -> None:
+        super().__init__(model=model, created=created)
+        self._provider = provider
+        self._state = CohereStream(model=model, created=created)
+
+    def feed(self, event: ServerSentEvent) -> tuple[ChatCompletionChunk, ...]:
+        if event.data.strip() == _DONE:
+            return ()  # only message-end ends a stream: [DONE] before it is an early end
+        payload = decode_json(event.data, provider=self._provider)
+        if isinstance(payload, dict) and "type" not in payload and "message" in payload:
+            raise ProviderUnavailable(vendor_message(payload) or f"{self._provider}: stream error")
+        chunk = self._state.feed(payload)
+        self.done = self._state.ended
+        return () if chunk is None else (chunk,)
+
+    def end(self) -> tuple[ChatCompletionChunk, ...]:
+        raise MalformedResponse(f"{self._provider}: stream ended before message-end")
+
+
+class CohereProvider(HTTPProvider):
     """Cohere ``/v2/chat`` with a bearer key."""
 
     type_name = "cohere"
     options_model = CohereOptions
     options: CohereOptions
-
-    @property
-    def base_url(self) -> str:
-        """The configured base URL (or Cohere's), without a trailing slash."""
-        return (self.settings.base_url or DEFAULT_BASE_URL).rstrip("/")
-
-    def request_headers(self, *, stream: bool) -> dict[str, str]:
-        """Auth and content negotiation, then the configured headers, which win."""
-        headers = {"Accept": "text/event-stream" if stream else "application/json"}
-        if self.settings.api_key and (key := self.settings.api_key.get_secret_value()):
-            headers["Authorization"] = f"Bearer {key}"
-        headers.update(self.settings.headers)
-        return headers
+    default_base_url = DEFAULT_BASE_URL
 
     def build_request(
         self, request: ChatCompletionRequest, *, model: str, stream: bool
@@ -129,84 +125,29 @@ class CohereProvider(Provider):
             timeout=request_timeout(self.settings),
         )
 
-    def _error_from_response(
-        self, status_code: int, headers: Mapping[str, str], content: bytes
+    def error_from_payload(
+        self, payload: object, *, status_code: int, headers: Mapping[str, str]
     ) -> ProviderError:
-        return error_from_response(status_code, headers, content, provider=self.name)
+        return error_from_payload(
+            payload, status_code=status_code, headers=headers, provider=self.name
+        )
 
-    @asynccontextmanager
-    async def _send(self, http_request: UpstreamRequest) -> AsyncIterator[UpstreamResponse]:
-        """Send, raise the mapped error for a non-2xx answer, else yield the open response."""
-        async with send_checked(
-            self.http, http_request, provider=self.name, on_error=self._error_from_response
-        ) as response:
-            yield response
-
-    def parse_completion(self, content: bytes | str, *, model: str) -> ChatCompletion:
+    def parse_completion(self, content: bytes | str, *, model: str, created: int) -> ChatCompletion:
         """A 2xx body as a ``chat.completion``; an error body in it raises ProviderUnavailable."""
         payload = decode_json(content, provider=self.name)
         if isinstance(payload, dict) and isinstance(payload.get("message"), str):
             raise ProviderUnavailable(vendor_message(payload) or f"{self.name}: error body")
-        return parse_chat(payload, model=model, created=int(time.time()))
+        return parse_chat(payload, model=model, created=created)
 
-    async def complete(self, request: ChatCompletionRequest, *, model: str) -> ChatCompletion:
-        """One completion, answered as a whole."""
-        async with self._send(self.build_request(request, model=model, stream=False)) as response:
-            content = await response.aread()
-        return self.parse_completion(content, model=model)
-
-    async def stream_from_upstream(
-        self, request: ChatCompletionRequest, *, model: str
-    ) -> AsyncIterator[ChatCompletionChunk]:
-        """One completion as chunks, the finish reason and usage last; ends at ``message-end``
-
-        or with the whole answer, when the upstream sent that instead.
-        """
-        state = CohereStream(model=model, created=int(time.time()))
-        decoder = SSEDecoder()
-        async with self._send(self.build_request(request, model=model, stream=True)) as response:
-            # Read to the body's end (see the OpenAI adapter: the connection is reused).
-            async for line in response.aiter_lines():
-                if state.ended:
-                    continue
-                event = decoder.feed(line)
-                if event is not None and (chunk := self._parse_event(event, state)) is not None:
-                    yield chunk
-            if state.ended:
-                return
-            last = decoder.flush()
-            if last is not None and (chunk := self._parse_event(last, state)) is not None:
-                yield chunk
-        if decoder.json_body is not None:
-            for chunk in completion_chunks(self.parse_completion(decoder.json_body, model=model)):
-                yield chunk
-            return
-        if not state.ended:
-            raise MalformedResponse(f"{self.name}: stream ended before message-end")
-
-    def _parse_event(
-        self, event: ServerSentEvent, state: CohereStream
-    ) -> ChatCompletionChunk | None:
-        if event.data.strip() == _DONE:
-            return None  # only message-end ends a stream: [DONE] before it is an early end
-        payload = decode_json(event.data, provider=self.name)
-        if isinstance(payload, dict) and "type" not in payload and "message" in payload:
-            raise ProviderUnavailable(vendor_message(payload) or f"{self.name}: stream error")
-        return state.feed(payload)
+    def stream_parser(self, *, model: str, created: int) -> StreamParser:
+        return _Stream(provider=self.name, model=model, created=created)
 
     async def list_models(self) -> list[str]:
         """The names of the models that serve the chat endpoint, every page read."""
         names: list[str] = []
         params = {"endpoint": "chat", "page_size": "1000"}
         while True:
-            http_request = UpstreamRequest.get(
-                f"{self.base_url}/v1/models",
-                params=params,
-                headers=self.request_headers(stream=False),
-                timeout=request_timeout(self.settings),
-            )
-            async with self._send(http_request) as response:
-                payload = decode_json(await response.aread(), provider=self.name)
+            payload = await self.get_json(f"{self.base_url}/v1/models", params=params)
             if not isinstance(payload, dict) or not isinstance(payload.get("models"), list):
                 raise MalformedResponse(f"{self.name}: model list is not a ListModelsResponse")
             names.extend(str(model.get("name", "")) for model in payload["models"])

@@ -18,6 +18,7 @@ __all__ = [
     "ProviderUnavailable",
     "RateLimited",
     "error_for_status",
+    "vendor_message",
 ]
 
 
@@ -127,3 +128,23 @@ def error_for_status(
     if status_code >= 400:
         return InvalidRequest(message, status_code=status_code)
     return MalformedResponse(message, status_code=status_code)
+
+
+def vendor_message(payload: object) -> str | None:
+    """The human message in a decoded error body, in the shapes vendors use.
+
+    ``{"error": {"message": ...}}`` (OpenAI), ``{"error": "..."}``,
+    ``{"message": ...}`` and ``{"detail": "..."}`` (FastAPI-based servers).
+    """
+    if not isinstance(payload, dict):
+        return None
+    error = payload.get("error")
+    if isinstance(error, dict):
+        payload = error
+    elif isinstance(error, str) and error:
+        return error
+    for key in ("message", "detail"):
+        value = payload.get(key)
+        if isinstance(value, str) and value:
+            return value
+    return None

@@ -4,10 +4,10 @@ Calls ``POST {base_url}/{api_version}/models/{model}:generateContent``, and
 ``:streamGenerateContent?alt=sse`` for streams, with the key in the
 ``x-goog-api-key`` header. The request is built in
 :mod:`relayq.providers.gemini_request`, the answer read in
-:mod:`relayq.providers.gemini_response`; :meth:`GeminiProvider._send` is the
-one place that does I/O. ``list_models`` reads ``GET {base_url}/{api_version}/models``
-(every page) and returns the models that serve ``generateContent``, without
-the ``models/`` prefix.
+:mod:`relayq.providers.gemini_response`; the I/O is
+:class:`~relayq.providers.base.HTTPProvider`'s. ``list_models`` reads
+``GET {base_url}/{api_version}/models`` (every page) and returns the models
+that serve ``generateContent``, without the ``models/`` prefix.
 
 Errors, at the boundary: Google's ``{"error": {"code", "message", "status",
 "details"}}`` body (also inside a one-element array) maps by HTTP status
@@ -36,16 +36,13 @@ read response by response as the events would have been.
 
 from __future__ import annotations
 
-import json
-import time
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from relayq.providers.base import Provider
+from relayq.providers.base import HTTPProvider, StreamParser
 from relayq.providers.errors import (
     AuthenticationFailed,
     MalformedResponse,
@@ -56,13 +53,7 @@ from relayq.providers.errors import (
 )
 from relayq.providers.gemini_request import SchemaDialect, generate_content_body
 from relayq.providers.gemini_response import GeminiStream, parse_completion
-from relayq.providers.http import (
-    UpstreamRequest,
-    UpstreamResponse,
-    decode_json,
-    request_timeout,
-    send_checked,
-)
+from relayq.providers.http import UpstreamRequest, decode_json, request_timeout
 from relayq.providers.retry_after import parse_duration, retry_after_seconds
 from relayq.providers.sse import ServerSentEvent, SSEDecoder
 from relayq.schemas.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest
@@ -155,25 +146,82 @@ def error_from_payload(
     return error_for_status(status, message, retry_after=retry_after)
 
 
-class GeminiProvider(Provider):
+class GoogleDecoder(SSEDecoder):
+    """Events, and the JSON Google writes into the body instead of them.
+
+    A line opening a JSON object or array, and every line after it, is kept
+    as :attr:`json_body` (an error after the events, or a whole answer
+    without events) instead of being read as an event.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._raw: list[str] = []
+
+    @property
+    def json_body(self) -> str | None:
+        return "\n".join(self._raw) if self._raw else None
+
+    def feed(self, line: str) -> ServerSentEvent | None:
+        if self._raw or line.lstrip().startswith(("{", "[")):
+            self._raw.append(line)
+            return None
+        return super().feed(line)
+
+
+class _Stream(StreamParser):
+    """One Gemini stream: a ``GenerateContentResponse`` per event; the finish comes last."""
+
+    def __init__(self, *, provider: str, model: str, created: int) -> None:
+        super().__init__(model=model, created=created)
+        self.provider = provider
+        self.state = GeminiStream(model=model, created=created)
+
+    def feed(self, event: ServerSentEvent) -> tuple[ChatCompletionChunk, ...]:
+        payload = decode_json(event.data, provider=self.provider)
+        if isinstance(payload, dict) and "error" in payload:
+            raise error_from_payload(payload, provider=self.provider)
+        chunk = self.state.feed(payload)
+        return () if chunk is None else (chunk,)
+
+    def end(self) -> tuple[ChatCompletionChunk, ...]:
+        """The finish reasons and usage, once the body ended."""
+        return (self.state.finish(),)
+
+    def raw_json(self, text: str) -> list[ChatCompletionChunk]:
+        """The chunks of JSON written into the body instead of events, then the last.
+
+        An error raises it. Other JSON is a whole answer only when no event
+        came before it (responses in an array, or one alone); after events it
+        is malformed.
+        """
+        payload = decode_json(text, provider=self.provider)
+        whole = self.state.id is None
+        chunks = []
+        for response in payload if isinstance(payload, list) else [payload]:
+            if isinstance(response, dict) and "error" in response:
+                raise error_from_payload(response, provider=self.provider)
+            if not whole:
+                break
+            if (chunk := self.state.feed(response)) is not None:
+                chunks.append(chunk)
+        if not whole:
+            raise MalformedResponse(f"{self.provider}: stream holds JSON outside its events")
+        return [*chunks, *self.end()]
+
+
+class GeminiProvider(HTTPProvider):
     """Gemini ``generateContent`` with an API key."""
 
     type_name = "gemini"
     options_model = GeminiOptions
     options: GeminiOptions
+    default_base_url = DEFAULT_BASE_URL
 
-    @property
-    def base_url(self) -> str:
-        """The configured base URL (or Google's), without a trailing slash."""
-        return (self.settings.base_url or DEFAULT_BASE_URL).rstrip("/")
-
-    def request_headers(self, *, stream: bool) -> dict[str, str]:
-        """The API key and content negotiation, then the configured headers, which win."""
-        headers = {"Accept": "text/event-stream" if stream else "application/json"}
-        if self.settings.api_key and (key := self.settings.api_key.get_secret_value()):
-            headers["x-goog-api-key"] = key
-        headers.update(self.settings.headers)
-        return headers
+    def auth_headers(self) -> dict[str, str]:
+        """The API key, as ``x-goog-api-key``."""
+        key = self.settings.api_key.get_secret_value() if self.settings.api_key else ""
+        return {"x-goog-api-key": key} if key else {}
 
     def model_url(self, model: str, *, stream: bool) -> str:
         """The method URL for ``model``: ``gemini-2.5-flash``, or a full ``tunedModels/x`` name."""
@@ -199,99 +247,38 @@ class GeminiProvider(Provider):
             timeout=request_timeout(self.settings),
         )
 
-    def _error_from_response(
-        self, status_code: int, headers: Mapping[str, str], content: bytes
+    def error_from_payload(
+        self, payload: object, *, status_code: int, headers: Mapping[str, str]
     ) -> ProviderError:
-        try:
-            payload = json.loads(content)
-        except ValueError:
-            payload = None
         return error_from_payload(
             payload, provider=self.name, status_code=status_code, headers=headers
         )
 
-    @asynccontextmanager
-    async def _send(self, http_request: UpstreamRequest) -> AsyncIterator[UpstreamResponse]:
-        """Send, raise the mapped error for a non-2xx answer, else yield the open response."""
-        async with send_checked(
-            self.http, http_request, provider=self.name, on_error=self._error_from_response
-        ) as response:
-            yield response
-
-    async def complete(self, request: ChatCompletionRequest, *, model: str) -> ChatCompletion:
-        """One completion, answered as a whole."""
-        async with self._send(self.build_request(request, model=model, stream=False)) as response:
-            content = await response.aread()
+    def parse_completion(self, content: bytes | str, *, model: str, created: int) -> ChatCompletion:
+        """A 2xx body as a ``chat.completion``; an error object in it raises its error."""
         payload = decode_json(content, provider=self.name)
         if isinstance(payload, dict) and "error" in payload and "candidates" not in payload:
             raise error_from_payload(payload, provider=self.name)
-        return parse_completion(payload, model=model, created=int(time.time()))
+        return parse_completion(payload, model=model, created=created)
 
-    async def stream_from_upstream(
-        self, request: ChatCompletionRequest, *, model: str
-    ) -> AsyncIterator[ChatCompletionChunk]:
-        """One completion as chunks; the finish reasons and usage come last, once the body ends."""
-        state = GeminiStream(model=model, created=int(time.time()))
-        decoder = SSEDecoder()
-        raw: list[str] = []  # an error Google writes as plain JSON lines, not as an event
-        async with self._send(self.build_request(request, model=model, stream=True)) as response:
-            async for line in response.aiter_lines():
-                if raw or line.lstrip().startswith(("{", "[")):
-                    raw.append(line)
-                    continue
-                event = decoder.feed(line)
-                if event is not None and (chunk := self._parse_event(event, state)) is not None:
-                    yield chunk
-            last = decoder.flush()
-            if last is not None and (chunk := self._parse_event(last, state)) is not None:
-                yield chunk
-        if raw:
-            for chunk in self._raw_json("\n".join(raw), state):
-                yield chunk
-        yield state.finish()
+    def new_decoder(self) -> SSEDecoder:
+        return GoogleDecoder()
 
-    def _raw_json(self, text: str, state: GeminiStream) -> list[ChatCompletionChunk]:
-        """The chunks of JSON written into the body instead of events.
+    def stream_parser(self, *, model: str, created: int) -> StreamParser:
+        return _Stream(provider=self.name, model=model, created=created)
 
-        An error raises it. Other JSON is a whole answer only when no event
-        came before it (responses in an array, or one alone); after events it
-        is malformed.
-        """
-        payload = decode_json(text, provider=self.name)
-        whole = state.id is None
-        chunks = []
-        for response in payload if isinstance(payload, list) else [payload]:
-            if isinstance(response, dict) and "error" in response:
-                raise error_from_payload(response, provider=self.name)
-            if not whole:
-                break
-            if (chunk := state.feed(response)) is not None:
-                chunks.append(chunk)
-        if not whole:
-            raise MalformedResponse(f"{self.name}: stream holds JSON outside its events")
-        return chunks
-
-    def _parse_event(
-        self, event: ServerSentEvent, state: GeminiStream
-    ) -> ChatCompletionChunk | None:
-        payload = decode_json(event.data, provider=self.name)
-        if isinstance(payload, dict) and "error" in payload:
-            raise error_from_payload(payload, provider=self.name)
-        return state.feed(payload)
+    def whole_body_chunks(self, content: str, parser: StreamParser) -> list[ChatCompletionChunk]:
+        """JSON instead of events, or after them: read response by response, then finished."""
+        assert isinstance(parser, _Stream)
+        return parser.raw_json(content)
 
     async def list_models(self) -> list[str]:
         """The ids of the models that serve ``generateContent``, every page read."""
         names: list[str] = []
         params: dict[str, str] = {"pageSize": "1000"}
         while True:
-            http_request = UpstreamRequest.get(
-                f"{self.base_url}/{self.options.api_version}/models",
-                params=params,
-                headers=self.request_headers(stream=False),
-                timeout=request_timeout(self.settings),
-            )
-            async with self._send(http_request) as response:
-                payload = decode_json(await response.aread(), provider=self.name)
+            url = f"{self.base_url}/{self.options.api_version}/models"
+            payload = await self.get_json(url, params=params)
             if not isinstance(payload, dict) or not isinstance(payload.get("models", []), list):
                 raise MalformedResponse(f"{self.name}: model list is not a ListModelsResponse")
             for model in payload.get("models", []):

@@ -3,7 +3,8 @@
 One :class:`UpstreamClient` per worker process, created at start-up and closed
 at shutdown, carries every provider call over one ``aiohttp.ClientSession``.
 Adapters build an :class:`UpstreamRequest` (a plain value, so request building
-stays pure) and send it through :func:`send_checked`.
+stays pure); :class:`~relayq.providers.base.HTTPProvider` sends it through
+:func:`send_checked`.
 
 Why aiohttp alone. The workers used to call through httpx on the aiohttp
 transport from ``httpx-aiohttp``. Measured on a loopback mock, 500 concurrent

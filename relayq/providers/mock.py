@@ -30,7 +30,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from relayq.providers.base import Provider
 from relayq.providers.errors import (
@@ -79,27 +79,6 @@ class MockControls(BaseModel):
     fault: Fault | None = Field(default=None, description="Fail this way instead of answering.")
     status: int = Field(default=500, ge=400, le=599, description="HTTP status for fault=error.")
     retry_after: float | None = Field(default=None, ge=0, description="Seconds, for rate_limit.")
-
-    @classmethod
-    def from_request(
-        cls, request: ChatCompletionRequest, defaults: MockControls | None = None
-    ) -> MockControls:
-        """The request's controls over the provider's ``defaults``.
-
-        Invalid ones are an :class:`InvalidRequest` naming the field.
-        """
-        raw = (request.model_extra or {}).get("mock")
-        base = defaults.model_dump(exclude_unset=True) if defaults is not None else {}
-        if raw is None:
-            return cls.model_validate(base)
-        try:
-            return cls.model_validate({**base, **raw} if isinstance(raw, dict) else raw)
-        except ValidationError as exc:
-            problems = "; ".join(
-                ".".join(["mock", *map(str, error["loc"])]) + ": " + error["msg"]
-                for error in exc.errors()
-            )
-            raise InvalidRequest(f"invalid mock controls: {problems}", status_code=400) from exc
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,13 +152,17 @@ class MockProvider(Provider):
     """Answers from :func:`plan_answer` after the requested delays, or fails as asked."""
 
     type_name = "mock"
+    controls_model = MockControls
     options_model = MockControls
     """A provider's ``options`` are default controls for every call (e.g. an always
     failing provider for resilience tests); a request's own ``mock`` field wins."""
 
-    def _defaults(self) -> MockControls:
-        assert isinstance(self.options, MockControls)
-        return self.options
+    def controls(self, request: ChatCompletionRequest) -> MockControls:
+        """The request's controls over the provider's options; InvalidRequest if invalid."""
+        defaults = self.options.model_dump(exclude_unset=True)
+        controls = self.request_controls(request, defaults=defaults)
+        assert isinstance(controls, MockControls)
+        return controls
 
     async def _wait_and_fail(self, controls: MockControls) -> None:
         """Wait as the controls say, then raise the fault that replaces the answer."""
@@ -194,7 +177,7 @@ class MockProvider(Provider):
 
     async def complete(self, request: ChatCompletionRequest, *, model: str) -> ChatCompletion:
         """The whole answer after ``latency_ms``, or the requested fault."""
-        controls = MockControls.from_request(request, self._defaults())
+        controls = self.controls(request)
         await self._wait_and_fail(controls)
         if controls.fault == "malformed":
             raise MalformedResponse("mock: injected fault 'malformed'")
@@ -216,7 +199,7 @@ class MockProvider(Provider):
         self, request: ChatCompletionRequest, *, model: str
     ) -> AsyncIterator[ChatCompletionChunk]:
         """Role chunk, one chunk per word, the finish chunk, then the usage chunk."""
-        controls = MockControls.from_request(request, self._defaults())
+        controls = self.controls(request)
         await self._wait_and_fail(controls)
         answer = plan_answer(request, controls)
         ident, created = f"chatcmpl-mock-{uuid.uuid4().hex}", int(time.time())

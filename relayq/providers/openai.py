@@ -8,8 +8,8 @@ auth header, a body tweak, a quirk in their error bodies) subclass
 :meth:`~OpenAIProvider.completion_payload`, :meth:`~OpenAIProvider.chunk_payload`,
 :meth:`~OpenAIProvider.adjust_error`, :meth:`~OpenAIProvider.stream_complete`
 and :meth:`~OpenAIProvider.models_url`. Building the request, parsing the
-answer, parsing each stream event and mapping errors are pure;
-:meth:`OpenAIProvider._send` is the one place that does I/O.
+answer, parsing each stream event and mapping errors are pure; the I/O is
+:class:`~relayq.providers.base.HTTPProvider`'s.
 
 Errors, at the boundary: an HTTP status maps through
 :func:`relayq.providers.errors.error_for_status` with the vendor's own
@@ -29,28 +29,24 @@ it as chunks.
 
 from __future__ import annotations
 
-import json
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from pydantic import ValidationError
 
-from relayq.providers.assembly import completion_chunks
-from relayq.providers.base import Provider
-from relayq.providers.errors import MalformedResponse, ProviderError, error_for_status
-from relayq.providers.http import (
-    UpstreamRequest,
-    UpstreamResponse,
-    decode_json,
-    request_timeout,
-    send_checked,
+from relayq.providers import control_fields
+from relayq.providers.base import HTTPProvider, StreamParser
+from relayq.providers.errors import (
+    MalformedResponse,
+    ProviderError,
+    error_for_status,
+    vendor_message,
 )
-from relayq.providers.retry_after import retry_after_seconds
-from relayq.providers.sse import ServerSentEvent, SSEDecoder
+from relayq.providers.http import UpstreamRequest, decode_json, request_timeout
+from relayq.providers.sse import ServerSentEvent
 from relayq.schemas.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest
 
-__all__ = ["DEFAULT_BASE_URL", "OpenAIProvider", "error_for_event", "vendor_message"]
+__all__ = ["DEFAULT_BASE_URL", "OpenAIProvider", "error_for_event"]
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 _DONE = "[DONE]"
@@ -73,26 +69,6 @@ _STATUS_BY_ERROR_KIND = {
 names and the ones OpenAI-compatible servers borrow from Anthropic's API."""
 
 
-def vendor_message(payload: object) -> str | None:
-    """The human message in a decoded error body, in the shapes vendors use.
-
-    ``{"error": {"message": ...}}`` (OpenAI), ``{"error": "..."}``,
-    ``{"message": ...}`` and ``{"detail": "..."}`` (FastAPI-based servers).
-    """
-    if not isinstance(payload, dict):
-        return None
-    error = payload.get("error")
-    if isinstance(error, dict):
-        payload = error
-    elif isinstance(error, str) and error:
-        return error
-    for key in ("message", "detail"):
-        value = payload.get(key)
-        if isinstance(value, str) and value:
-            return value
-    return None
-
-
 def error_for_event(error: object, *, provider: str) -> ProviderError:
     """The error an ``{"error": {...}}`` object stands for when no HTTP status came with it.
 
@@ -113,18 +89,35 @@ def error_for_event(error: object, *, provider: str) -> ProviderError:
     return mapped
 
 
-class OpenAIProvider(Provider):
+class OpenAIStream(StreamParser):
+    """One OpenAI-shaped stream: a chunk per event, ended by ``data: [DONE]``."""
+
+    def __init__(self, adapter: OpenAIProvider, *, model: str, created: int) -> None:
+        super().__init__(model=model, created=created)
+        self._adapter = adapter
+        self._last: ChatCompletionChunk | None = None
+
+    def feed(self, event: ServerSentEvent) -> tuple[ChatCompletionChunk, ...]:
+        chunk = self._adapter.parse_event(event)
+        if chunk is None:
+            self.done = True
+            return ()
+        self._last = chunk
+        return (chunk,)
+
+    def end(self) -> tuple[ChatCompletionChunk, ...]:
+        if not self._adapter.stream_complete(self._last):
+            raise MalformedResponse(f"{self._adapter.name}: stream ended before data: {_DONE}")
+        return ()
+
+
+class OpenAIProvider(HTTPProvider):
     """Chat completions on ``{base_url}/chat/completions`` with a bearer key."""
 
     type_name = "openai"
     default_base_url: ClassVar[str] = DEFAULT_BASE_URL
     lists_models: ClassVar[bool] = True
     """Whether :meth:`list_models` asks the upstream (``GET {base_url}/models``)."""
-
-    @property
-    def base_url(self) -> str:
-        """The configured base URL (or the vendor's default), without a trailing slash."""
-        return (self.settings.base_url or self.default_base_url).rstrip("/")
 
     def chat_url(self, *, model: str) -> str:
         """Where a chat completion of ``model`` is posted."""
@@ -134,28 +127,11 @@ class OpenAIProvider(Provider):
         """Where the upstream lists its models."""
         return f"{self.base_url}/models"
 
-    def auth_headers(self) -> dict[str, str]:
-        """The credentials header: ``Authorization: Bearer <key>`` when a key is set."""
-        key = self.settings.api_key.get_secret_value() if self.settings.api_key else ""
-        return {"Authorization": f"Bearer {key}"} if key else {}
-
-    def vendor_headers(self) -> dict[str, str]:
-        """Headers a vendor asks for besides auth (attribution, versions); none here."""
-        return {}
-
-    def request_headers(self, *, stream: bool) -> dict[str, str]:
-        """Auth and content negotiation, then the configured headers, which win."""
-        headers = {"Accept": "text/event-stream" if stream else "application/json"}
-        headers.update(self.auth_headers())
-        headers.update(self.vendor_headers())
-        headers.update(self.settings.headers)
-        return headers
-
     def request_body(
         self, request: ChatCompletionRequest, *, model: str, stream: bool
     ) -> dict[str, Any]:
         """The JSON body for one call: the canonical request as OpenAI takes it."""
-        return request.upstream_body(model=model, stream=stream)
+        return request.upstream_body(model=model, stream=stream, controls=control_fields(request))
 
     def build_request(
         self, request: ChatCompletionRequest, *, model: str, stream: bool
@@ -176,17 +152,11 @@ class OpenAIProvider(Provider):
         """
         return error
 
-    def error_from_response(
-        self, status_code: int, headers: Mapping[str, str], content: bytes
+    def error_from_payload(
+        self, payload: object, *, status_code: int, headers: Mapping[str, str]
     ) -> ProviderError:
         """The error for a non-2xx answer, keeping the vendor's message."""
-        try:
-            payload = json.loads(content)
-        except ValueError:
-            payload = None
-        message = vendor_message(payload) or f"{self.name}: upstream answered HTTP {status_code}"
-        retry_after = retry_after_seconds(headers) if status_code == 429 else None
-        error = error_for_status(status_code, message, retry_after=retry_after)
+        error = super().error_from_payload(payload, status_code=status_code, headers=headers)
         return self.adjust_error(error, payload)
 
     def completion_payload(self, payload: Any) -> Any:
@@ -207,7 +177,9 @@ class OpenAIProvider(Provider):
         """
         return type(self).chunk_payload is OpenAIProvider.chunk_payload
 
-    def parse_completion(self, content: bytes | str) -> ChatCompletion:
+    def parse_completion(
+        self, content: bytes | str, *, model: str = "", created: int = 0
+    ) -> ChatCompletion:
         """A 2xx body as a ``chat.completion``; an error object in it raises its error."""
         payload = decode_json(content, provider=self.name)
         if isinstance(payload, dict) and "error" in payload and "choices" not in payload:
@@ -231,6 +203,9 @@ class OpenAIProvider(Provider):
             raise MalformedResponse(f"{self.name}: not a chat.completion.chunk: {exc}") from exc
         return chunk.keep_wire(event.data) if self.passes_chunks_through else chunk
 
+    def stream_parser(self, *, model: str, created: int) -> OpenAIStream:
+        return OpenAIStream(self, model=model, created=created)
+
     def stream_complete(self, last: ChatCompletionChunk | None) -> bool:
         """Whether a stream whose body ended without ``[DONE]`` after ``last`` is whole.
 
@@ -239,12 +214,11 @@ class OpenAIProvider(Provider):
         """
         return False
 
-    def parse_models(self, content: bytes) -> list[str]:
+    def parse_models(self, payload: Any) -> list[str]:
         """The model ids in OpenAI's list shape, ``{"data": [{"id": ...}, ...]}``.
 
         A bare array of models is taken too (Together's ``/models`` answers one).
         """
-        payload = decode_json(content, provider=self.name)
         data = payload.get("data") if isinstance(payload, dict) else payload
         if not isinstance(data, list):
             raise MalformedResponse(f"{self.name}: not a model list")
@@ -253,69 +227,8 @@ class OpenAIProvider(Provider):
             raise MalformedResponse(f"{self.name}: a listed model has no id")
         return [str(model_id) for model_id in ids]
 
-    @asynccontextmanager
-    async def _send(self, http_request: UpstreamRequest) -> AsyncIterator[UpstreamResponse]:
-        """Send, raise the mapped error for a non-2xx answer, else yield the open response."""
-        async with send_checked(
-            self.http, http_request, provider=self.name, on_error=self.error_from_response
-        ) as response:
-            yield response
-
-    async def complete(self, request: ChatCompletionRequest, *, model: str) -> ChatCompletion:
-        """One completion, answered as a whole."""
-        async with self._send(self.build_request(request, model=model, stream=False)) as response:
-            content = await response.aread()
-        return self.parse_completion(content)
-
-    async def stream_from_upstream(
-        self, request: ChatCompletionRequest, *, model: str
-    ) -> AsyncIterator[ChatCompletionChunk]:
-        """One completion as chunks, the usage chunk last; ends only at ``[DONE]``
-
-        (or where :meth:`stream_complete` says the vendor's last chunk ends it),
-        or with the whole answer, when the upstream sent that instead.
-        """
-        decoder = SSEDecoder()
-        last: ChatCompletionChunk | None = None
-        done = False
-        async with self._send(self.build_request(request, model=model, stream=True)) as response:
-            # Read to the body's end, past [DONE]: a connection whose body was left
-            # unread is closed instead of reused.
-            async for lines in response.aiter_line_batches():
-                for line in lines:
-                    if done or (event := decoder.feed(line)) is None:
-                        continue
-                    chunk = self.parse_event(event)
-                    if chunk is None:
-                        done = True
-                        continue
-                    last = chunk
-                    yield chunk
-            if done:
-                return
-            pending = decoder.flush()
-            if pending is not None:
-                chunk = self.parse_event(pending)
-                if chunk is None:
-                    return
-                last = chunk
-                yield chunk
-        if decoder.json_body is not None:
-            for chunk in completion_chunks(self.parse_completion(decoder.json_body)):
-                yield chunk
-            return
-        if not self.stream_complete(last):
-            raise MalformedResponse(f"{self.name}: stream ended before data: {_DONE}")
-
     async def list_models(self) -> list[str] | None:
         """The upstream's model ids from ``GET {base_url}/models``; None if it lists none."""
         if not self.lists_models:
             return None
-        http_request = UpstreamRequest.get(
-            self.models_url(),
-            headers=self.request_headers(stream=False),
-            timeout=request_timeout(self.settings),
-        )
-        async with self._send(http_request) as response:
-            content = await response.aread()
-        return self.parse_models(content)
+        return self.parse_models(await self.get_json(self.models_url()))

@@ -3,19 +3,19 @@
 Every provider adapter translates from :class:`ChatCompletionRequest` and back
 to :class:`ChatCompletion`, so the whole pipeline speaks one format. Fields
 that OpenAI documents are typed; anything else a caller sends (a vendor's
-extra parameter, the mock provider's ``mock`` controls) is kept in
-``model_extra`` and passed along.
+extra parameter, an adapter's per-request controls such as the mock's
+``mock``) is kept in ``model_extra`` and passed along.
 """
 
 from __future__ import annotations
 
+from collections.abc import Set
 from enum import Enum
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 __all__ = [
-    "RELAYQ_CONTROLS",
     "ChatCompletion",
     "ChatCompletionChunk",
     "ChatCompletionRequest",
@@ -74,10 +74,6 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
-RELAYQ_CONTROLS = frozenset({"mock"})
-"""Extra body fields that steer relayq itself and are never sent upstream."""
-
-
 class ChatCompletionRequest(BaseModel):
     """The body of ``POST /v1/chat/completions``."""
 
@@ -105,9 +101,15 @@ class ChatCompletionRequest(BaseModel):
     stream: bool | None = None
     stream_options: StreamOptions | None = None
 
-    def upstream_body(self, *, model: str, stream: bool = False) -> dict[str, Any]:
-        """The JSON body for an OpenAI-shaped upstream serving ``model``."""
-        body = self.model_dump(mode="json", exclude_none=True, exclude=set(RELAYQ_CONTROLS))
+    def upstream_body(
+        self, *, model: str, stream: bool = False, controls: Set[str] = frozenset()
+    ) -> dict[str, Any]:
+        """The JSON body for an OpenAI-shaped upstream serving ``model``.
+
+        ``controls`` names the extra fields that steer relayq's adapters
+        (their registry says which): they are not sent.
+        """
+        body = self.model_dump(mode="json", exclude_none=True, exclude=set(controls))
         body["model"] = model
         body.pop("stream_options", None)
         if stream:

@@ -7,7 +7,6 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
-from relayq.providers.mock import MockControls
 from relayq.schemas.chat import ChatCompletionRequest
 from relayq.schemas.spans import Span, span_seconds
 from relayq.schemas.webhooks import JobWebhookSpec, WebhookSpec
@@ -59,8 +58,6 @@ class JobCreate(ChatCompletionRequest):
     """The same as a span from now, like OpenAI batches' ``24h`` (also ``90s``, ``30m``)."""
     cache: bool | None = None
     """Use the response cache for this job (true), or not (false); default: the route's."""
-    mock: MockControls | None = None
-    """Controls for the built-in mock provider (latency, length, faults); see docs/mock.md."""
     webhook: JobWebhookSpec | None = None
     """Where to send this job's events, signed (docs/webhooks.md); default: the key's endpoint."""
 
@@ -86,8 +83,6 @@ class JobCreate(ChatCompletionRequest):
     def completion_request(self) -> ChatCompletionRequest:
         """The completion part of the body, without the job options."""
         data = self.model_dump(mode="json", exclude_none=True, exclude=set(JOB_OPTIONS))
-        if self.mock is not None:
-            data["mock"] = self.mock.model_dump(mode="json", exclude_unset=True)
         return ChatCompletionRequest.model_validate(data)
 
 

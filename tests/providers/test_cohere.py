@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable, Iterator
-from datetime import UTC, datetime, timedelta
-from email.utils import format_datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -20,7 +18,6 @@ from relayq.providers.errors import (
     InvalidRequest,
     MalformedResponse,
     ModelNotFound,
-    ProviderConnectionError,
     ProviderError,
     ProviderTimeout,
     ProviderUnavailable,
@@ -35,7 +32,6 @@ from tests.fakes.cohere_server import (
     ToolCallScript,
     error_body,
 )
-from tests.fakes.server import closed_port
 
 T = TypeVar("T")
 KEY = "co-test-123"
@@ -296,17 +292,10 @@ def test_streamed_tool_call(server: FakeCohere) -> None:
 @pytest.mark.parametrize(
     ("status", "error_type"),
     [
-        (400, InvalidRequest),
         (422, InvalidRequest),
         (498, InvalidRequest),
-        (401, AuthenticationFailed),
-        (403, AuthenticationFailed),
-        (404, ModelNotFound),
-        (429, RateLimited),
         (499, ProviderUnavailable),
-        (500, ProviderUnavailable),
         (501, ProviderUnavailable),
-        (503, ProviderUnavailable),
         (504, ProviderUnavailable),
     ],
 )
@@ -348,62 +337,10 @@ def test_wrong_key_is_authentication_failed(server: FakeCohere) -> None:
         call(server.base_url, complete, api_key=SecretStr("co-wrong"))
 
 
-def test_non_json_error_body_still_maps_by_status(server: FakeCohere) -> None:
-    html = "<html><body>502 Bad Gateway</body></html>"
-    server.script(Reply(status=502, body=html, headers={"Content-Type": "text/html"}))
-    with pytest.raises(ProviderUnavailable, match="HTTP 502"):
-        call(server.base_url, complete)
-
-
-def rate_limited(server: FakeCohere, headers: dict[str, str]) -> RateLimited:
-    server.script(Reply(status=429, headers=headers, body=error_body("slow down")))
-    with pytest.raises(RateLimited) as raised:
-        call(server.base_url, complete)
-    return raised.value
-
-
-def test_retry_after_in_seconds(server: FakeCohere) -> None:
-    assert rate_limited(server, {"Retry-After": "12"}).retry_after == 12
-
-
-def test_retry_after_as_http_date(server: FakeCohere) -> None:
-    when = format_datetime(datetime.now(UTC) + timedelta(seconds=30), usegmt=True)
-    retry_after = rate_limited(server, {"Retry-After": when}).retry_after
-    assert retry_after is not None
-    assert 25 <= retry_after <= 30
-
-
-def test_429_without_hints_has_no_retry_after(server: FakeCohere) -> None:
-    limited = rate_limited(server, {})
-    assert limited.retry_after is None
-    assert limited.message == "slow down"
-
-
-def test_slow_answer_times_out(server: FakeCohere) -> None:
-    server.script(Reply(delay=5))
-    with pytest.raises(ProviderTimeout):
-        call(server.base_url, complete, read_timeout=0.2)
-
-
-def test_stream_stalling_mid_way_times_out(server: FakeCohere) -> None:
-    server.script(Reply(stall_after=3, stall=5))
-    received: list[ChatCompletionChunk] = []
-    with pytest.raises(ProviderTimeout):
-        call(server.base_url, streamer(received), read_timeout=0.2)
-    assert len(received) == 2  # message-start and the first delta; content-start sends nothing
-
-
-def test_refused_connection_is_a_connection_error() -> None:
-    with pytest.raises(ProviderConnectionError):
-        call(f"http://127.0.0.1:{closed_port()}", complete)
-
-
 @pytest.mark.parametrize(
     "body",
     [
-        b"not json at all",
         {"id": "x", "finish_reason": "COMPLETE"},
-        b"[1, 2]",
         {"message": {"tool_calls": [{"id": 3}]}, "finish_reason": "TOOL_CALL"},
     ],
     ids=str,
@@ -412,22 +349,6 @@ def test_malformed_body(server: FakeCohere, body: bytes | dict[str, Any]) -> Non
     server.script(Reply(body=body))
     with pytest.raises(MalformedResponse):
         call(server.base_url, complete)
-
-
-def test_stream_cut_mid_way_raises(server: FakeCohere) -> None:
-    server.script(Reply(cut_after=4))
-    received: list[ChatCompletionChunk] = []
-    with pytest.raises(ProviderConnectionError):
-        call(server.base_url, streamer(received))
-    assert len(received) == 3
-
-
-def test_stream_ending_without_message_end_raises(server: FakeCohere) -> None:
-    server.script(Reply(omit_end=True))
-    received: list[ChatCompletionChunk] = []
-    with pytest.raises(MalformedResponse, match="message-end"):
-        call(server.base_url, streamer(received))
-    assert text_of(received) == DEFAULT_CONTENT
 
 
 def test_error_reported_by_message_end_raises(server: FakeCohere) -> None:
@@ -465,14 +386,6 @@ def test_failure_events_mid_stream(
     with pytest.raises(error_type):
         call(server.base_url, streamer(received))
     assert len(received) == 1
-
-
-def test_garbage_event_mid_stream_is_malformed(server: FakeCohere) -> None:
-    server.script(Reply(garbage_after=3))
-    received: list[ChatCompletionChunk] = []
-    with pytest.raises(MalformedResponse):
-        call(server.base_url, streamer(received))
-    assert len(received) == 2
 
 
 def fixture_reply(name: str) -> Reply:

@@ -17,7 +17,6 @@ from relayq.providers.errors import (
     InvalidRequest,
     MalformedResponse,
     ModelNotFound,
-    ProviderConnectionError,
     ProviderError,
     ProviderTimeout,
     ProviderUnavailable,
@@ -33,7 +32,6 @@ from tests.fakes.gemini_server import (
     Reply,
     error_body,
 )
-from tests.fakes.server import closed_port
 
 T = TypeVar("T")
 KEY = "AIza-test-123"
@@ -359,18 +357,12 @@ def test_thought_signature_fallback_satisfies_gemini_3() -> None:
 
 
 GOOGLE_ERRORS = [
-    (400, "INVALID_ARGUMENT", InvalidRequest),
     (400, "FAILED_PRECONDITION", InvalidRequest),
-    (401, "UNAUTHENTICATED", AuthenticationFailed),
     (402, "RESOURCE_EXHAUSTED", AuthenticationFailed),
     (499, "CANCELLED", ProviderUnavailable),
-    (403, "PERMISSION_DENIED", AuthenticationFailed),
-    (404, "NOT_FOUND", ModelNotFound),
-    (429, "RESOURCE_EXHAUSTED", RateLimited),
-    (500, "INTERNAL", ProviderUnavailable),
-    (503, "UNAVAILABLE", ProviderUnavailable),
     (504, "DEADLINE_EXCEEDED", ProviderTimeout),
 ]
+"""Google's statuses that map otherwise than by status alone (the others: test_contract.py)."""
 
 
 @pytest.mark.parametrize(("status", "name", "error_type"), GOOGLE_ERRORS)
@@ -418,13 +410,6 @@ def test_wrong_or_missing_key_is_authentication_failed(server: FakeGemini) -> No
     assert "x-goog-api-key" not in server.requests[-1].headers
 
 
-def test_non_json_error_body_still_maps_by_status(server: FakeGemini) -> None:
-    html = "<html><body>502 Bad Gateway</body></html>"
-    server.script(Reply(status=502, body=html, headers={"Content-Type": "text/html"}))
-    with pytest.raises(ProviderUnavailable, match="HTTP 502"):
-        call(server.base_url, complete)
-
-
 def rate_limited(server: FakeGemini, headers: dict[str, str], body: Any) -> RateLimited:
     server.script(Reply(status=429, headers=headers, body=body))
     with pytest.raises(RateLimited) as raised:
@@ -443,33 +428,9 @@ def test_retry_after_header_wins_over_retry_info(server: FakeGemini) -> None:
     assert rate_limited(server, {"Retry-After": "30"}, body).retry_after == 30
 
 
-def test_429_without_hints_has_no_retry_after(server: FakeGemini) -> None:
-    body = error_body(429, "Resource has been exhausted (e.g. check quota).", "RESOURCE_EXHAUSTED")
-    assert rate_limited(server, {}, body).retry_after is None
-
-
-def test_slow_answer_times_out(server: FakeGemini) -> None:
-    server.script(Reply(delay=5))
-    with pytest.raises(ProviderTimeout):
-        call(server.base_url, complete, read_timeout=0.2)
-
-
-def test_stream_stalling_mid_way_times_out(server: FakeGemini) -> None:
-    server.script(Reply(stall_after=3, stall=5))
-    received: list[ChatCompletionChunk] = []
-    with pytest.raises(ProviderTimeout):
-        call(server.base_url, streamer(received), read_timeout=0.2)
-    assert len(received) == 3
-
-
-def test_refused_connection_is_a_connection_error() -> None:
-    with pytest.raises(ProviderConnectionError):
-        call(f"http://127.0.0.1:{closed_port()}", complete)
-
-
 @pytest.mark.parametrize(
     "body",
-    [b"not json at all", {"modelVersion": MODEL}, b"[1, 2]", {"candidates": ["text"]}],
+    [{"modelVersion": MODEL}, {"candidates": ["text"]}],
     ids=str,
 )
 def test_malformed_body(server: FakeGemini, body: bytes | dict[str, Any]) -> None:
@@ -482,22 +443,6 @@ def test_error_object_in_a_2xx_body_maps_like_an_error(server: FakeGemini) -> No
     server.script(Reply(body=fixture("error_503_unavailable.json")))
     with pytest.raises(ProviderUnavailable, match="overloaded"):
         call(server.base_url, complete)
-
-
-def test_stream_cut_mid_way_raises(server: FakeGemini) -> None:
-    server.script(Reply(cut_after=3))
-    received: list[ChatCompletionChunk] = []
-    with pytest.raises(ProviderConnectionError):
-        call(server.base_url, streamer(received))
-    assert len(received) == 3
-
-
-def test_stream_closing_without_a_finish_reason_raises(server: FakeGemini) -> None:
-    server.script(Reply(omit_finish=True))
-    received: list[ChatCompletionChunk] = []
-    with pytest.raises(MalformedResponse, match="finishReason"):
-        call(server.base_url, streamer(received))
-    assert "".join(c.choices[0].delta.content or "" for c in received) == DEFAULT_CONTENT
 
 
 @pytest.mark.parametrize("raw", [False, True], ids=["data-event", "raw-json"])
@@ -541,14 +486,6 @@ def test_json_after_the_events_that_is_no_error_is_malformed(server: FakeGemini)
     )
     with pytest.raises(MalformedResponse, match="outside its events"):
         call(server.base_url, streamer([]))
-
-
-def test_garbage_event_mid_stream_is_malformed(server: FakeGemini) -> None:
-    server.script(Reply(garbage_after=2))
-    received: list[ChatCompletionChunk] = []
-    with pytest.raises(MalformedResponse):
-        call(server.base_url, streamer(received))
-    assert len(received) == 2
 
 
 def sse_reply(name: str) -> Reply:

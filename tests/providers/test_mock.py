@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from relayq.config.settings import ProviderSettings
+from relayq.providers.base import Provider
 from relayq.providers.errors import (
     AuthenticationFailed,
     InvalidRequest,
@@ -275,3 +276,25 @@ def test_invalid_controls_are_an_invalid_request_naming_the_field(
         asyncio.run(provider.complete(request, model="m"))
     with pytest.raises(InvalidRequest):
         asyncio.run(collect(provider.stream(request, model="m")))
+
+
+class StreamOnlyMock(MockProvider):
+    """The mock with no whole-answer code of its own: the base class adds its stream up."""
+
+    complete = Provider.complete
+
+
+def test_an_adapter_without_a_whole_answer_gets_its_stream_added_up(
+    provider: MockProvider,
+) -> None:
+    stream_only = StreamOnlyMock(name="mock", settings=provider.settings, http=provider.http)
+    request = make_request({"tokens": 7}, max_tokens=5)
+
+    whole = asyncio.run(provider.complete(request, model="mock"))
+    added_up = asyncio.run(stream_only.complete(request, model="mock"))
+
+    assert added_up.choices[0].message.content == whole.choices[0].message.content
+    assert added_up.choices[0].finish_reason == whole.choices[0].finish_reason == "length"
+    assert added_up.usage == whole.usage
+    with pytest.raises(MalformedResponse):
+        asyncio.run(stream_only.complete(make_request({"fault": "malformed"}), model="mock"))

@@ -6,8 +6,6 @@ import asyncio
 import gc
 import sys
 from collections.abc import Awaitable, Callable, Iterator
-from datetime import UTC, datetime, timedelta
-from email.utils import format_datetime
 from typing import Any, TypeVar
 
 import pytest
@@ -18,18 +16,14 @@ from relayq.providers.errors import (
     AuthenticationFailed,
     InvalidRequest,
     MalformedResponse,
-    ModelNotFound,
-    ProviderConnectionError,
     ProviderError,
-    ProviderTimeout,
     ProviderUnavailable,
     RateLimited,
 )
 from relayq.providers.http import build_http_client
 from relayq.providers.openai import OpenAIProvider
 from relayq.schemas.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest
-from tests.fakes.openai_server import DEFAULT_CONTENT, FakeOpenAI, Reply, error_body
-from tests.fakes.server import closed_port
+from tests.fakes.openai_server import FakeOpenAI, Reply, error_body
 
 T = TypeVar("T")
 KEY = "sk-test-123"
@@ -111,40 +105,11 @@ def test_no_key_sends_no_authorization() -> None:
         assert "authorization" not in server.requests[0].headers
 
 
-def test_completion_is_parsed(server: FakeOpenAI) -> None:
-    completion = call(server.base_url, complete)
-    assert completion.choices[0].message.content == DEFAULT_CONTENT
-    assert completion.choices[0].finish_reason == "stop"
-    assert completion.model == "gpt-4o-mini"
-    assert completion.usage is not None
-    assert completion.usage.completion_tokens == len(DEFAULT_CONTENT.split())
-    assert completion.usage.prompt_tokens == 2
-
-
-def test_stream_reassembles_to_the_completion_with_usage(server: FakeOpenAI) -> None:
-    received: list[ChatCompletionChunk] = []
-    call(server.base_url, streamer(received))
-    text = "".join(c.choices[0].delta.content or "" for c in received if c.choices)
-    assert text == DEFAULT_CONTENT
-    assert received[0].choices[0].delta.role == "assistant"
-    assert received[-2].choices[0].finish_reason == "stop"
-    assert received[-1].choices == []
-    assert received[-1].usage is not None
-    assert received[-1].usage.completion_tokens == len(DEFAULT_CONTENT.split())
-
-
 @pytest.mark.parametrize(
     ("status", "error_type"),
     [
-        (400, InvalidRequest),
         (422, InvalidRequest),
-        (401, AuthenticationFailed),
-        (403, AuthenticationFailed),
-        (404, ModelNotFound),
-        (429, RateLimited),
-        (500, ProviderUnavailable),
         (502, ProviderUnavailable),
-        (503, ProviderUnavailable),
         (529, ProviderUnavailable),
     ],
 )
@@ -166,13 +131,6 @@ def test_wrong_key_is_authentication_failed(server: FakeOpenAI) -> None:
         call(server.base_url, complete, api_key=SecretStr("sk-wrong"))
 
 
-def test_non_json_error_body_still_maps_by_status(server: FakeOpenAI) -> None:
-    html = "<html><body>502 Bad Gateway</body></html>"
-    server.script(Reply(status=502, body=html, headers={"Content-Type": "text/html"}))
-    with pytest.raises(ProviderUnavailable, match="HTTP 502"):
-        call(server.base_url, complete)
-
-
 def rate_limited(server: FakeOpenAI, headers: dict[str, str]) -> RateLimited:
     server.script(Reply(status=429, headers=headers, body=error_body("slow down")))
     with pytest.raises(RateLimited) as raised:
@@ -180,50 +138,12 @@ def rate_limited(server: FakeOpenAI, headers: dict[str, str]) -> RateLimited:
     return raised.value
 
 
-def test_retry_after_in_seconds(server: FakeOpenAI) -> None:
-    assert rate_limited(server, {"Retry-After": "7"}).retry_after == 7
-
-
-def test_retry_after_as_http_date(server: FakeOpenAI) -> None:
-    when = format_datetime(datetime.now(UTC) + timedelta(seconds=30), usegmt=True)
-    retry_after = rate_limited(server, {"Retry-After": when}).retry_after
-    assert retry_after is not None
-    assert 25 <= retry_after <= 30
-
-
 def test_ratelimit_reset_headers_take_the_longest(server: FakeOpenAI) -> None:
     headers = {"x-ratelimit-reset-requests": "20ms", "x-ratelimit-reset-tokens": "6m0s"}
     assert rate_limited(server, headers).retry_after == 360
 
 
-def test_429_without_hints_has_no_retry_after(server: FakeOpenAI) -> None:
-    limited = rate_limited(server, {})
-    assert limited.retry_after is None
-    assert limited.message == "slow down"
-
-
-def test_slow_answer_times_out(server: FakeOpenAI) -> None:
-    server.script(Reply(delay=5))
-    with pytest.raises(ProviderTimeout):
-        call(server.base_url, complete, read_timeout=0.2)
-
-
-def test_stream_stalling_mid_way_times_out(server: FakeOpenAI) -> None:
-    server.script(Reply(stall_after=3, stall=5))
-    received: list[ChatCompletionChunk] = []
-    with pytest.raises(ProviderTimeout):
-        call(server.base_url, streamer(received), read_timeout=0.2)
-    assert len(received) == 3
-
-
-def test_refused_connection_is_a_connection_error() -> None:
-    with pytest.raises(ProviderConnectionError):
-        call(f"http://127.0.0.1:{closed_port()}/v1", complete)
-
-
-@pytest.mark.parametrize(
-    "body", [b"not json at all", {"object": "chat.completion"}, b"[1, 2]"], ids=str
-)
+@pytest.mark.parametrize("body", [{"object": "chat.completion"}], ids=str)
 def test_malformed_body(server: FakeOpenAI, body: bytes | dict[str, Any]) -> None:
     server.script(Reply(body=body))
     with pytest.raises(MalformedResponse):
@@ -234,22 +154,6 @@ def test_error_object_in_a_2xx_body_maps_like_an_error(server: FakeOpenAI) -> No
     server.script(Reply(body=error_body("Rate limit reached", code="rate_limit_exceeded")))
     with pytest.raises(RateLimited, match="Rate limit reached"):
         call(server.base_url, complete)
-
-
-def test_stream_cut_mid_way_raises(server: FakeOpenAI) -> None:
-    server.script(Reply(cut_after=3))
-    received: list[ChatCompletionChunk] = []
-    with pytest.raises(ProviderConnectionError):
-        call(server.base_url, streamer(received))
-    assert len(received) == 3
-
-
-def test_stream_ending_without_done_raises(server: FakeOpenAI) -> None:
-    server.script(Reply(omit_done=True))
-    received: list[ChatCompletionChunk] = []
-    with pytest.raises(MalformedResponse, match=r"\[DONE\]"):
-        call(server.base_url, streamer(received))
-    assert received[-1].usage is not None
 
 
 @pytest.mark.parametrize(
@@ -271,25 +175,6 @@ def test_error_event_mid_stream(
     assert raised.value.message == error["error"]["message"]
     assert raised.value.status_code == (400 if error["error"].get("code") == 400 else None)
     assert len(received) == 2
-
-
-def test_garbage_event_mid_stream_is_malformed(server: FakeOpenAI) -> None:
-    server.script(Reply(garbage_after=2))
-    received: list[ChatCompletionChunk] = []
-    with pytest.raises(MalformedResponse):
-        call(server.base_url, streamer(received))
-    assert len(received) == 2
-
-
-def test_many_calls_share_a_small_pool(server: FakeOpenAI) -> None:
-    server.script(*[Reply(delay=0.05) for _ in range(40)])
-
-    async def many(provider: OpenAIProvider) -> list[ChatCompletion]:
-        return await asyncio.gather(*(complete(provider) for _ in range(40)))
-
-    completions = call(server.base_url, many)
-    assert {c.choices[0].message.content for c in completions} == {DEFAULT_CONTENT}
-    assert len(server.requests) == 40
 
 
 def test_a_stream_leaves_no_async_generator_for_the_loop_to_finalize(server: FakeOpenAI) -> None:

@@ -1,10 +1,11 @@
-"""What every OpenAI-wire adapter must do, run against each vendor's wire-level fake.
+"""What every OpenAI-wire adapter does beyond the contract every adapter keeps.
 
-The vendors' own files test what differs (the exact request, their extras,
-their error quirks); this one holds the shared behaviour: completion,
-streaming with usage, the tool-call round trip, each error class, cut and
-unfinished streams, and that everything the fakes send and the adapters give
-back parses with the official ``openai`` SDK's types.
+test_contract.py runs the shared battery (answers, streams, each error
+class, timeouts, cut and unfinished streams) over every adapter; this one
+holds what the OpenAI-wire family shares on top: its public names, the
+tool-call round trip in OpenAI's own message shapes, the statuses only
+OpenAI-shaped vendors send, and that everything the fakes send and the
+adapters give back parses with the official ``openai`` SDK's types.
 """
 
 from __future__ import annotations
@@ -21,17 +22,12 @@ from relayq.providers.errors import (
     AuthenticationFailed,
     InvalidRequest,
     MalformedResponse,
-    ModelNotFound,
-    ProviderConnectionError,
     ProviderError,
-    ProviderTimeout,
     ProviderUnavailable,
-    RateLimited,
 )
 from relayq.providers.openai import OpenAIProvider
 from relayq.schemas.chat import ChatCompletionChunk, ChatCompletionRequest
 from tests.fakes.openai_server import DEFAULT_CONTENT, FakeOpenAI, Reply
-from tests.fakes.server import closed_port
 from tests.providers.openai_family import (
     KEY,
     REQUEST,
@@ -44,9 +40,7 @@ from tests.providers.openai_family import (
     raw_exchange,
     run,
     sse_payloads,
-    sse_reply,
     streamer,
-    text_of,
     tool_calls_of,
 )
 
@@ -89,30 +83,6 @@ def test_registry_finds_each_adapter(module_name: str) -> None:
 
 def serve(vendor: Vendor) -> FakeOpenAI:
     return vendor.fake(api_key=KEY)
-
-
-def test_completion(vendor: Vendor) -> None:
-    with serve(vendor) as fake:
-        completion = run(vendor, fake.base_url, completer(vendor))
-    choice = completion.choices[0]
-    assert choice.message.content == DEFAULT_CONTENT
-    assert choice.finish_reason == "stop"
-    assert completion.usage is not None
-    assert completion.usage.completion_tokens == len(DEFAULT_CONTENT.split())
-    assert completion.usage.total_tokens > completion.usage.completion_tokens
-    sdk.ChatCompletion.model_validate(completion.model_dump(mode="json"))
-
-
-def test_stream_reassembles_to_the_completion_with_usage(vendor: Vendor) -> None:
-    received: list[ChatCompletionChunk] = []
-    with serve(vendor) as fake:
-        run(vendor, fake.base_url, streamer(vendor, received))
-    assert text_of(received) == DEFAULT_CONTENT
-    assert [c.choices[0].finish_reason for c in received if c.choices][-1] == "stop"
-    assert received[-1].usage is not None
-    assert received[-1].usage.completion_tokens == len(DEFAULT_CONTENT.split())
-    for chunk in received:
-        sdk.ChatCompletionChunk.model_validate(chunk.model_dump(mode="json"))
 
 
 def test_tool_call_round_trip(vendor: Vendor) -> None:
@@ -162,14 +132,7 @@ def test_streamed_tool_call_deltas_merge_into_the_call(vendor: Vendor) -> None:
 @pytest.mark.parametrize(
     ("status", "error_type"),
     [
-        (400, InvalidRequest),
         (422, InvalidRequest),
-        (401, AuthenticationFailed),
-        (403, AuthenticationFailed),
-        (404, ModelNotFound),
-        (429, RateLimited),
-        (500, ProviderUnavailable),
-        (503, ProviderUnavailable),
         (529, ProviderUnavailable),
     ],
 )
@@ -188,64 +151,12 @@ def test_status_maps_to_error_with_the_vendor_message(
     assert received == []
 
 
-def test_wrong_key_is_authentication_failed(vendor: Vendor) -> None:
-    with serve(vendor) as fake, pytest.raises(AuthenticationFailed):
-        run(vendor, fake.base_url, completer(vendor), api_key="sk-wrong")
-
-
-def test_rate_limit_carries_retry_after(vendor: Vendor) -> None:
-    with serve(vendor) as fake:
-        body = vendor.error_body("slow down", 429)
-        fake.script(Reply(status=429, headers={"Retry-After": "7"}, body=body))
-        with pytest.raises(RateLimited) as raised:
-            run(vendor, fake.base_url, completer(vendor))
-    assert raised.value.retry_after == 7
-    assert raised.value.retryable
-
-
-def test_slow_answer_times_out(vendor: Vendor) -> None:
-    with serve(vendor) as fake:
-        fake.script(Reply(delay=5))
-        with pytest.raises(ProviderTimeout):
-            run(vendor, fake.base_url, completer(vendor), read_timeout=0.2)
-
-
-def test_refused_connection_is_a_connection_error(vendor: Vendor) -> None:
-    with pytest.raises(ProviderConnectionError):
-        run(vendor, f"http://127.0.0.1:{closed_port()}", completer(vendor))
-
-
-@pytest.mark.parametrize("body", [b"<html>oops</html>", {"object": "chat.completion"}], ids=str)
+@pytest.mark.parametrize("body", [{"object": "chat.completion"}], ids=str)
 def test_malformed_body(vendor: Vendor, body: bytes | dict[str, Any]) -> None:
     with serve(vendor) as fake:
         fake.script(Reply(body=body))
         with pytest.raises(MalformedResponse):
             run(vendor, fake.base_url, completer(vendor))
-
-
-def test_stream_cut_mid_way_raises(vendor: Vendor) -> None:
-    received: list[ChatCompletionChunk] = []
-    with serve(vendor) as fake:
-        fake.script(Reply(cut_after=3))
-        with pytest.raises(ProviderConnectionError):
-            run(vendor, fake.base_url, streamer(vendor, received))
-    assert len(received) == 3
-
-
-def test_stream_ending_before_its_end_marker_raises(vendor: Vendor) -> None:
-    """A body that ends cleanly but before ``[DONE]`` or a finish reason is not whole."""
-
-    async def first_chunks(provider: OpenAIProvider) -> str:
-        return await raw_exchange(provider, vendor, REQUEST, stream=True)
-
-    received: list[ChatCompletionChunk] = []
-    with serve(vendor) as fake:
-        whole = run(vendor, fake.base_url, first_chunks)
-        head = [json.dumps(payload) for payload in sse_payloads(whole)[:3]]
-        fake.script(sse_reply("".join(f"data: {data}\n\n" for data in head)))
-        with pytest.raises(MalformedResponse):
-            run(vendor, fake.base_url, streamer(vendor, received))
-    assert len(received) == 3
 
 
 @pytest.mark.parametrize("request_", [REQUEST, TOOL_REQUEST], ids=["text", "tools"])
