@@ -6,7 +6,15 @@ import ast
 
 from tests.stack import ROOT
 
-_SHARED = {"api.deps", "api.errors", "api.services", "api.pages", "api.sse", "api.observability"}
+_SHARED = {
+    "api.controls",
+    "api.deps",
+    "api.errors",
+    "api.services",
+    "api.pages",
+    "api.sse",
+    "api.observability",
+}
 """What every route may import from ``api``: the plumbing routes share."""
 
 

@@ -23,7 +23,7 @@ from relayq.providers.errors import (
 from relayq.providers.http import build_http_client
 from relayq.providers.openai import OpenAIProvider
 from relayq.schemas.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest
-from tests.fakes.openai_server import FakeOpenAI, Reply, error_body
+from tests.fakes.openai_server import DEFAULT_CONTENT, FakeOpenAI, Reply, error_body
 
 T = TypeVar("T")
 KEY = "sk-test-123"
@@ -97,6 +97,21 @@ def test_stream_request_asks_for_usage(server: FakeOpenAI) -> None:
     assert sent.json["stream_options"] == {"include_usage": True}
     assert sent.json["model"] == "gpt-4o-mini"
     assert sent.headers["accept"] == "text/event-stream"
+
+
+def test_a_stream_ends_with_its_usage_in_a_chunk_without_choices(server: FakeOpenAI) -> None:
+    """OpenAI's own order, passed on as it is: the role first, the finish reason on
+    the last content chunk, then ``include_usage``'s chunk with ``choices: []``."""
+    received: list[ChatCompletionChunk] = []
+    call(server.base_url, streamer(received))
+    assert "".join(c.choices[0].delta.content or "" for c in received if c.choices) == (
+        DEFAULT_CONTENT
+    )
+    assert received[0].choices[0].delta.role == "assistant"
+    assert received[-2].choices[0].finish_reason == "stop"
+    assert received[-1].choices == []
+    assert received[-1].usage is not None
+    assert received[-1].usage.completion_tokens == len(DEFAULT_CONTENT.split())
 
 
 def test_no_key_sends_no_authorization() -> None:
