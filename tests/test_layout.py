@@ -6,6 +6,7 @@ checked in tests/test_api_layout.py):
 
 - every package of ``relayq`` says what it is in its ``__init__`` docstring;
 - no two packages of ``relayq`` import each other, however indirectly;
+- no two classes of ``relayq``, ``api`` and ``worker`` share a name;
 - docs/architecture.md names every package and every provider adapter, and lists
   the packages in an order their imports keep (each imports only those above it).
 """
@@ -133,6 +134,17 @@ def test_no_package_imports_a_package_that_imports_it() -> None:
                 for importer, imported in sorted(edges.get(source, {}).get(target, ())):
                     found.append(f"{importer} imports {imported}")
     assert found == [], "package cycles:\n" + "\n".join(found)
+
+
+def test_every_class_has_a_name_of_its_own() -> None:
+    defined: dict[str, list[str]] = {}
+    for module, path in _modules().items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef):
+                defined.setdefault(node.name, []).append(module)
+    assert len(defined) > 100
+    shared = {name: modules for name, modules in defined.items() if len(modules) > 1}
+    assert shared == {}, f"classes that share a name: {shared}"
 
 
 def test_the_cycle_finder_finds_a_cycle() -> None:

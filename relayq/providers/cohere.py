@@ -83,7 +83,7 @@ def error_from_payload(
     return error_for_status(status_code, message, retry_after=retry_after)
 
 
-class _Stream(StreamParser):
+class CohereStreamParser(StreamParser):
     """One Cohere stream: events typed by their ``type``, ended by ``message-end``."""
 
     def __init__(self, *, provider: str, model: str, created: int) -> None:
@@ -140,7 +140,7 @@ class CohereProvider(HTTPProvider):
         return parse_chat(payload, model=model, created=created)
 
     def stream_parser(self, *, model: str, created: int) -> StreamParser:
-        return _Stream(provider=self.name, model=model, created=created)
+        return CohereStreamParser(provider=self.name, model=model, created=created)
 
     async def list_models(self) -> list[str]:
         """The names of the models that serve the chat endpoint, every page read."""

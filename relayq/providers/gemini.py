@@ -169,7 +169,7 @@ class GoogleDecoder(SSEDecoder):
         return super().feed(line)
 
 
-class _Stream(StreamParser):
+class GeminiStreamParser(StreamParser):
     """One Gemini stream: a ``GenerateContentResponse`` per event; the finish comes last."""
 
     def __init__(self, *, provider: str, model: str, created: int) -> None:
@@ -265,11 +265,11 @@ class GeminiProvider(HTTPProvider):
         return GoogleDecoder()
 
     def stream_parser(self, *, model: str, created: int) -> StreamParser:
-        return _Stream(provider=self.name, model=model, created=created)
+        return GeminiStreamParser(provider=self.name, model=model, created=created)
 
     def whole_body_chunks(self, content: str, parser: StreamParser) -> list[ChatCompletionChunk]:
         """JSON instead of events, or after them: read response by response, then finished."""
-        assert isinstance(parser, _Stream)
+        assert isinstance(parser, GeminiStreamParser)
         return parser.raw_json(content)
 
     async def list_models(self) -> list[str]:
