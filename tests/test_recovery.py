@@ -145,7 +145,8 @@ def test_a_supervised_workers_jobs_run_again_within_seconds_of_its_death(
     """SIGKILL to a supervised worker's Celery process, on the shipped lease (60 s) and
     visibility timeout (300 s): its supervisor hands back the jobs it ran (each cut run an
     ``interrupted`` attempt) and those it had taken but not begun, so every job succeeds
-    within 10 s of the kill, not a lease or a redelivery later."""
+    seconds after the kill, not a lease or a redelivery later. The bound is half the
+    shipped lease: only the hand-back can meet it, on a loaded machine too."""
     make_key = key_factory(private_database_url)
     with (
         running_valkey() as broker_url,
@@ -168,12 +169,13 @@ def test_a_supervised_workers_jobs_run_again_within_seconds_of_its_death(
             [celery] = _children(supervisor.pid)
             os.kill(celery, signal.SIGKILL)
             killed = time.time()
+            within = SHIPPED.lease_seconds / 2
             finished = [
-                wait_for_status(client, job["id"], {"succeeded", "failed"}, timeout=15)
+                wait_for_status(client, job["id"], {"succeeded", "failed"}, timeout=within)
                 for job in jobs
             ]
 
-    assert max(job["finished_at"] for job in finished) - killed < 10
+    assert max(job["finished_at"] for job in finished) - killed < within
     _assert_two_cut_runs_then_all_succeeded(finished)
 
 

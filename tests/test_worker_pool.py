@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -39,7 +40,16 @@ def _exits(worker: subprocess.Popen[bytes], log: Path, timeout: float = 30) -> i
 
 
 def _running(client: httpx.Client, ids: list[str]) -> int:
-    return sum(client.get(f"/v1/jobs/{job_id}").json()["status"] == "running" for job_id in ids)
+    """How many of ``ids`` are running, in one request (a request per job, on a loaded
+    machine, can outlast the jobs it counts)."""
+    page = client.get("/v1/jobs", params={"status": "running", "limit": 100}).json()
+    return len({job["id"] for job in page["data"]} & set(ids))
+
+
+def _submitted_together(client: httpx.Client, job: dict[str, object], count: int) -> list[str]:
+    """``count`` jobs submitted at once, so they are all in flight before the first ends."""
+    with ThreadPoolExecutor(max_workers=count) as pool:
+        return list(pool.map(lambda _: submit(client, job)["id"], range(count)))
 
 
 def test_jobs_in_flight_take_no_thread_each(private_database_url: str, logs: Path) -> None:
@@ -56,7 +66,7 @@ def test_jobs_in_flight_take_no_thread_each(private_database_url: str, logs: Pat
             base_url=stack.base_url, headers={"Authorization": f"Bearer {make_key()}"}
         ) as client:
             slow = body("hold", mock={"latency_ms": 4000})
-            ids = [submit(client, slow)["id"] for _ in range(IN_FLIGHT)]
+            ids = _submitted_together(client, slow, IN_FLIGHT)
             wait_until(lambda: _running(client, ids) == IN_FLIGHT, timeout=30)
             busy_threads = _threads(worker.pid)
             # The threads pool parks one thread per job in flight (40 here).
@@ -80,7 +90,7 @@ def test_a_warm_shutdown_finishes_the_jobs_in_flight(private_database_url: str, 
             base_url=stack.base_url, headers={"Authorization": f"Bearer {make_key()}"}
         ) as client:
             slow = body("finish me", mock={"latency_ms": 2000})
-            ids = [submit(client, slow)["id"] for _ in range(5)]
+            ids = _submitted_together(client, slow, 5)
             wait_until(lambda: _running(client, ids) == len(ids), timeout=30)
             worker.send_signal(signal.SIGTERM)
             assert _exits(worker, logs / "worker-0.log") == 0
