@@ -11,10 +11,13 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
+from xdist.remote import Producer
+from xdist.scheduler import Scheduling
 
 from relayq.store import Database
 from relayq.store.keys import create_key
 from tests.fakes.openai_server import FakeOpenAI
+from tests.scheduling import SharedStackScheduling
 from tests.services import (
     local_redis_url,
     reset_database,
@@ -40,6 +43,14 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     default; ``-n 0`` runs one test at a time.
     """
     return min(6, 3 * (os.cpu_count() or 1))
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Producer) -> Scheduling | None:
+    """``--dist loadgroup`` (pyproject's default): tests sharing a module's stack in one
+    process, see tests/scheduling.py; other ``--dist`` modes are xdist's own."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    return SharedStackScheduling(config, log)
 
 
 @pytest.fixture(scope="session")
@@ -92,8 +103,9 @@ def redis_url(redis_server: str, backend: str) -> str:
 
 
 FAKE_OPENAI_KEY = "sk-relayq-test"
-CACHE_TTL = 2.0
-"""Seconds the shared stack's ``mock-cached`` route keeps answers."""
+CACHE_TTL = 5.0
+"""Seconds the shared stack's ``mock-cached`` route keeps answers: long enough that a
+repeat right after a job ends is a hit on a loaded machine (2 s was not, at times)."""
 
 
 @pytest.fixture(scope="session")
@@ -110,7 +122,7 @@ def stack(
     fake_openai: FakeOpenAI,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Stack]:
-    """The shared stack: one API and one worker on the session's services.
+    """The shared stack: one API and one (unsupervised) worker on the session's services.
 
     Models: ``mock`` (the mock provider), ``mock-idle`` (a provider no worker
     consumes, so its jobs stay queued) and ``gpt-4o-mini`` (the openai adapter
@@ -166,6 +178,7 @@ def stack(
         redis_url=redis_url,
         logs=tmp_path_factory.mktemp("logs"),
         env=env,
+        supervise=False,
     ) as running:
         running.start_api()
         running.start_worker()
