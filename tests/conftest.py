@@ -19,6 +19,7 @@ from relayq.store.keys import create_key
 from tests.fakes.openai_server import FakeOpenAI
 from tests.scheduling import SharedStackScheduling
 from tests.services import (
+    clone_sqlite,
     local_redis_url,
     reset_database,
     run,
@@ -103,9 +104,8 @@ def redis_url(redis_server: str, backend: str) -> str:
 
 
 FAKE_OPENAI_KEY = "sk-relayq-test"
-CACHE_TTL = 5.0
-"""Seconds the shared stack's ``mock-cached`` route keeps answers: long enough that a
-repeat right after a job ends is a hit on a loaded machine (2 s was not, at times)."""
+CACHE_TTL = 2.0
+"""Seconds the shared stack's ``mock-cached`` route keeps answers."""
 
 
 @pytest.fixture(scope="session")
@@ -185,8 +185,18 @@ def stack(
         yield running
 
 
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A migrated SQLite file: fresh SQLite databases are copies of it (clone_sqlite)."""
+    path = tmp_path_factory.mktemp("sqlite-template") / "relayq.db"
+    reset_database(f"sqlite:///{path}")
+    return path
+
+
 @pytest.fixture
-def private_database_url(backend: str, tmp_path: Path) -> Iterator[str]:
+def private_database_url(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[str]:
     """A database of the current backend that no other stack uses.
 
     For tests that stop parts of their own stack: the shared stack's workers
@@ -196,9 +206,7 @@ def private_database_url(backend: str, tmp_path: Path) -> Iterator[str]:
         with scratch_postgres_database(os.environ["RELAYQ_TEST_DATABASE_URL"]) as url:
             yield url
     else:
-        url = f"sqlite:///{tmp_path / 'private.db'}"
-        reset_database(url)
-        yield url
+        yield clone_sqlite(request.getfixturevalue("sqlite_template"), tmp_path / "private.db")
 
 
 KeyFactory = Callable[[], str]

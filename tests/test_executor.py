@@ -40,7 +40,7 @@ from relayq.store.jobs import NewJob, cancel_job, create_jobs, get_job, list_att
 from relayq.store.keys import create_key
 from tests.executor_routing import ROUTING
 from tests.jobs import mock_job
-from tests.services import free_port, reset_database, run, until
+from tests.services import clone_sqlite, free_port, run, until
 
 _REDIS_DB = 11
 PREFIX = "relayq-executor-test"
@@ -89,14 +89,15 @@ Scenario = Callable[[Env], Awaitable[None]]
 
 
 @pytest.fixture
-def scenario(tmp_path: Path, redis_server: str) -> Callable[[Scenario], None]:
+def scenario(
+    tmp_path: Path, redis_server: str, sqlite_template: Path
+) -> Callable[[Scenario], None]:
     """Runs a scenario on a fresh SQLite file and a flushed Redis database."""
     redis_url = f"{redis_server}/{_REDIS_DB}"
     client = sync_redis.Redis.from_url(redis_url)
     client.flushdb()
     client.close()
-    url = f"sqlite:///{tmp_path / 'relayq.db'}"
-    reset_database(url)
+    url = clone_sqlite(sqlite_template, tmp_path / "relayq.db")
 
     def go(body: Scenario) -> None:
         async def main() -> None:
