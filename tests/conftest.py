@@ -11,13 +11,10 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
-from xdist.remote import Producer
-from xdist.scheduler import Scheduling
 
 from relayq.store import Database
 from relayq.store.keys import create_key
 from tests.fakes.openai_server import FakeOpenAI
-from tests.scheduling import SharedStackScheduling
 from tests.services import (
     clone_sqlite,
     local_redis_url,
@@ -44,14 +41,6 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     default; ``-n 0`` runs one test at a time.
     """
     return min(6, 3 * (os.cpu_count() or 1))
-
-
-def pytest_xdist_make_scheduler(config: pytest.Config, log: Producer) -> Scheduling | None:
-    """``--dist loadgroup`` (pyproject's default): tests sharing a module's stack in one
-    process, see tests/scheduling.py; other ``--dist`` modes are xdist's own."""
-    if config.getvalue("dist") != "loadgroup":
-        return None
-    return SharedStackScheduling(config, log)
 
 
 @pytest.fixture(scope="session")
