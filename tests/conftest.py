@@ -15,8 +15,9 @@ import redis
 from relayq.store import Database
 from relayq.store.keys import create_key
 from tests.fakes.openai_server import FakeOpenAI
-from tests.in_process import ScenarioRunner, in_process_scenario, migrated_sqlite
+from tests.in_process import ScenarioRunner, in_process_scenario
 from tests.services import (
+    clone_sqlite,
     local_redis_url,
     reset_database,
     run,
@@ -111,7 +112,7 @@ def stack(
     fake_openai: FakeOpenAI,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Stack]:
-    """The shared stack: one API and one worker on the session's services.
+    """The shared stack: one API and one (unsupervised) worker on the session's services.
 
     Models: ``mock`` (the mock provider), ``mock-idle`` (a provider no worker
     consumes, so its jobs stay queued) and ``gpt-4o-mini`` (the openai adapter
@@ -167,14 +168,25 @@ def stack(
         redis_url=redis_url,
         logs=tmp_path_factory.mktemp("logs"),
         env=env,
+        supervise=False,
     ) as running:
         running.start_api()
         running.start_worker()
         yield running
 
 
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A migrated SQLite file: fresh SQLite databases are copies of it (clone_sqlite)."""
+    path = tmp_path_factory.mktemp("sqlite-template") / "relayq.db"
+    reset_database(f"sqlite:///{path}")
+    return path
+
+
 @pytest.fixture
-def private_database_url(backend: str, tmp_path: Path) -> Iterator[str]:
+def private_database_url(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[str]:
     """A database of the current backend that no other stack uses.
 
     For tests that stop parts of their own stack: the shared stack's workers
@@ -184,9 +196,7 @@ def private_database_url(backend: str, tmp_path: Path) -> Iterator[str]:
         with scratch_postgres_database(os.environ["RELAYQ_TEST_DATABASE_URL"]) as url:
             yield url
     else:
-        url = f"sqlite:///{tmp_path / 'private.db'}"
-        reset_database(url)
-        yield url
+        yield clone_sqlite(request.getfixturevalue("sqlite_template"), tmp_path / "private.db")
 
 
 KeyFactory = Callable[[], str]
@@ -218,12 +228,6 @@ def client(stack: Stack, make_key: KeyFactory) -> Iterator[httpx.Client]:
     headers = {"Authorization": f"Bearer {make_key()}"}
     with httpx.Client(base_url=stack.base_url, headers=headers, timeout=10) as http:
         yield http
-
-
-@pytest.fixture(scope="session")
-def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A migrated SQLite file that in-process scenarios start from (a copy each)."""
-    return migrated_sqlite(tmp_path_factory.mktemp("template"))
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ import asyncio
 import base64
 import contextlib
 import json
-import shutil
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -43,7 +42,7 @@ from relayq.store.keys import create_key
 from tests.clock import FakeClock
 from tests.executor_routing import ROUTING
 from tests.jobs import mock_job
-from tests.services import free_port, reset_database, run, until
+from tests.services import clone_sqlite, free_port, run, until
 
 __all__ = [
     "PREFIX",
@@ -54,7 +53,6 @@ __all__ = [
     "eventually",
     "executor",
     "in_process_scenario",
-    "migrated_sqlite",
     "queued_messages",
     "store",
     "unreachable_redis",
@@ -78,14 +76,6 @@ Scenario = Callable[[Env], Awaitable[None]]
 ScenarioRunner = Callable[[Scenario], None]
 
 
-def migrated_sqlite(directory: Path) -> Path:
-    """A SQLite file in ``directory`` migrated to the latest schema: copied for each
-    scenario, which costs a millisecond where migrating costs half a second."""
-    path = directory / "migrated.db"
-    reset_database(f"sqlite:///{path}")
-    return path
-
-
 def in_process_scenario(tmp_path: Path, redis_server: str, template: Path) -> ScenarioRunner:
     """Runs a scenario on a copy of the migrated ``template``, a flushed Redis database
     and a new key."""
@@ -93,9 +83,7 @@ def in_process_scenario(tmp_path: Path, redis_server: str, template: Path) -> Sc
     client = sync_redis.Redis.from_url(redis_url)
     client.flushdb()
     client.close()
-    path = tmp_path / "relayq.db"
-    shutil.copyfile(template, path)
-    url = f"sqlite:///{path}"
+    url = clone_sqlite(template, tmp_path / "relayq.db")
 
     def go(body: Scenario) -> None:
         async def main() -> None:

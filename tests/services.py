@@ -8,12 +8,15 @@ RELAYQ_TEST_DATABASE_URL names one (``.ci/run`` sets it).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
+import sqlite3
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import redis
 from sqlalchemy import create_engine, make_url, text
@@ -22,6 +25,7 @@ from relayq.store import sync_url
 from relayq.store.migrate import upgrade
 
 __all__ = [
+    "clone_sqlite",
     "free_port",
     "local_redis_url",
     "reset_database",
@@ -106,6 +110,21 @@ def reset_database(url: str) -> None:
             connection.execute(text("CREATE SCHEMA public"))
         engine.dispose()
     upgrade(url)
+
+
+def clone_sqlite(template: Path, target: Path) -> str:
+    """A copy of the SQLite file ``template`` at ``target``; returns its URL.
+
+    A migrated template copied is a migrated database without running the
+    migrations again (about 0.1 s of CPU each). SQLite's backup API copies
+    what a write-ahead log still holds too, as a file copy would not.
+    """
+    with (
+        contextlib.closing(sqlite3.connect(template)) as source,
+        contextlib.closing(sqlite3.connect(target)) as copy,
+    ):
+        source.backup(copy)
+    return f"sqlite:///{target}"
 
 
 @contextmanager

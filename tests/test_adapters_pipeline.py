@@ -119,7 +119,13 @@ def vendors(
         }
         logs = tmp_path_factory.mktemp("vendor-logs")
         stack = started.enter_context(
-            Stack(database_url=database_url, redis_url=f"{redis_server}/12", logs=logs, env=env)
+            Stack(
+                database_url=database_url,
+                redis_url=f"{redis_server}/12",
+                logs=logs,
+                env=env,
+                supervise=False,
+            )
         )
         stack.start_api()
         stack.start_worker()

@@ -40,7 +40,13 @@ def test_two_keys_share_a_provider_and_interactive_jobs_go_first(
     env = {"RELAYQ_BATCHES__WINDOW": str(WINDOW)}
     with (
         running_valkey() as broker_url,
-        Stack(database_url=private_database_url, redis_url=broker_url, logs=logs, env=env) as stack,
+        Stack(
+            database_url=private_database_url,
+            redis_url=broker_url,
+            logs=logs,
+            env=env,
+            supervise=False,
+        ) as stack,
     ):
         stack.start_api()
         # Two workers: both finish the batches' requests; the counts must stay exact.

@@ -295,7 +295,9 @@ def test_a_sync_call_whose_caller_left_before_any_worker_read_it_is_cancelled_un
     make_key = key_factory(private_database_url)
     with (
         running_valkey() as broker_url,
-        Stack(database_url=private_database_url, redis_url=broker_url, logs=logs) as stack,
+        Stack(
+            database_url=private_database_url, redis_url=broker_url, logs=logs, supervise=False
+        ) as stack,
     ):
         stack.start_api()
         headers = {"Authorization": f"Bearer {make_key()}"}

@@ -43,7 +43,11 @@ def test_routes_and_providers_follow_the_file(
         "RELAYQ_KEY_PREFIX": "relayq-reload",
     }
     with Stack(
-        database_url=private_database_url, redis_url=f"{redis_server}/11", logs=logs, env=env
+        database_url=private_database_url,
+        redis_url=f"{redis_server}/11",
+        logs=logs,
+        env=env,
+        supervise=False,
     ) as stack:
         stack.start_api()
         stack.start_worker()

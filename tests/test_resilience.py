@@ -88,7 +88,11 @@ def env(backend: str, redis_server: str, tmp_path_factory: pytest.TempPathFactor
     }
     logs = tmp_path_factory.mktemp("resilience-logs")
     with Stack(
-        database_url=database_url, redis_url=f"{redis_server}/13", logs=logs, env=settings
+        database_url=database_url,
+        redis_url=f"{redis_server}/13",
+        logs=logs,
+        env=settings,
+        supervise=False,
     ) as stack:
         import redis as sync_redis
 
