@@ -97,10 +97,12 @@ async def until(predicate: Callable[[], bool], within: float = 5.0) -> None:
 
 
 async def gone(task: asyncio.Task[None]) -> None:
-    """Cancel ``task`` (a consumer's reading: its worker is gone) and wait for it to end."""
+    """Cancel ``task`` (a consumer's reading: its worker is gone) and see it end: a task
+    that reads on after its cancel (relayq/redis/cancelling.py) fails here, at once."""
     task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    done, _ = await asyncio.wait({task}, timeout=5)
+    assert done, "the cancelled consumer is still reading"
+    assert task.cancelled()
 
 
 def bounded(scenario: Coroutine[Any, Any, None], seconds: float = 30.0) -> None:

@@ -42,6 +42,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError, ResponseError
 
+from relayq.redis.cancelling import raise_if_cancelled
 from relayq.redis.keys import RedisKeys
 from relayq.redis.pipeline import CommandBatch
 
@@ -199,6 +200,7 @@ class LaneConsumer:
                 block=_BLOCK_MS,
             ),
         )
+        raise_if_cancelled()
         for stream, entries in answer or []:
             self._start(stream.decode(), entries)
         if answer:

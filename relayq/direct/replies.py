@@ -31,6 +31,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 
+from relayq.redis.cancelling import raise_if_cancelled
 from relayq.redis.keys import RedisKeys
 from relayq.redis.pipeline import CommandBatch
 
@@ -182,6 +183,7 @@ class ReplyHub:
                 replies = cast(
                     list[Any], await self._redis.xread({self.stream: position}, block=_BLOCK_MS)
                 )
+                raise_if_cancelled()
             except RedisError as exc:
                 log.warning("reply hub lost Redis: %s", exc)
                 for queue in self._waiters.values():

@@ -35,6 +35,7 @@ from typing import Any, cast
 from redis.exceptions import RedisError
 
 from relayq.events.log import Frame, entry_order, stored_frame
+from relayq.redis.cancelling import raise_if_cancelled
 from relayq.redis.keys import RedisKeys
 from relayq.redis.pool import shared_redis
 
@@ -218,6 +219,7 @@ class EventHub:
                         {self._firehose: self._position}, block=_BLOCK_MS, count=_COUNT
                     ),
                 )
+                raise_if_cancelled()
             except RedisError as exc:
                 log.warning("event hub lost Redis: %s", exc)
                 self._fail_all(exc)

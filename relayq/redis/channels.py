@@ -17,6 +17,8 @@ from collections.abc import Callable
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from relayq.redis.cancelling import raise_if_cancelled
+
 __all__ = ["listen"]
 
 log = logging.getLogger(__name__)
@@ -47,8 +49,10 @@ async def listen(
                         data = message["data"]
                         on_message(data.decode() if isinstance(data, bytes) else str(data))
         except (RedisError, OSError) as exc:
+            raise_if_cancelled()
             log.warning("listener of %s lost Redis (%s); reconnecting", channel, exc)
         finally:
             if listening is not None:
                 listening(None)
+        raise_if_cancelled()
         await asyncio.sleep(reconnect_delay)
