@@ -6,12 +6,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
 
 import relayq
 from api.controls import document_controls
 from api.errors import install_error_handlers
 from api.limits import BodySizeLimit
-from api.observability import RequestObserver
+from api.observability import REQUEST_ID_HEADER, RequestObserver
 from api.request_checks import RequestChecks
 from api.routes import (
     admin,
@@ -25,6 +26,7 @@ from api.routes import (
     models,
     webhooks,
 )
+from api.routes.chat import JOB_HEADER
 from api.services import Services
 from relayq.config.settings import Settings
 from relayq.heap import settle
@@ -33,6 +35,18 @@ from relayq.observability.metrics import ApiMetrics
 from relayq.observability.tracing import setup as setup_tracing
 
 __all__ = ["create_app"]
+
+
+CORS_REQUEST_HEADERS = [
+    "authorization",
+    "content-type",
+    "idempotency-key",
+    "last-event-id",
+    "x-request-id",
+]
+"""What a browser page may send, beyond the headers browsers always allow."""
+CORS_EXPOSED_HEADERS = [REQUEST_ID_HEADER, JOB_HEADER, "idempotent-replayed", "retry-after"]
+"""What a browser page may read of an answer."""
 
 
 def create_app(settings: Settings | None = None, *, configure_logs: bool = True) -> FastAPI:
@@ -87,6 +101,16 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         services: Services | None = getattr(app.state, "services", None)
         return services.api_metrics if services is not None else None
 
+    if settings.api.cors_origins:
+        # Inside the observer: a preflight's answer carries the request id too.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.api.cors_origins,
+            allow_methods=["GET", "POST", "PUT", "DELETE"],
+            allow_headers=CORS_REQUEST_HEADERS,
+            expose_headers=CORS_EXPOSED_HEADERS,
+            max_age=600,
+        )
     # Outermost: the request id (and span, when tracing) covers every line logged while
     # the request runs.
     app.add_middleware(RequestObserver, metrics=api_metrics, access_log=settings.api.access_log)

@@ -90,6 +90,11 @@ class ApiSettings(BaseModel):
     key_cache_seconds: float = Field(default=5.0, ge=0)
     """How long the API keeps a found key in memory; a revocation or a new limit
     takes effect within this long. 0 looks every request's key up in SQL."""
+    cors_origins: list[str] = Field(default_factory=list)
+    """Origins whose browser pages may call the API (``["https://app.example"]``,
+    ``["*"]`` for any). None by default: browsers refuse cross-origin calls, since
+    an answer carries no ``Access-Control-Allow-Origin``. Callers still send their
+    key in ``Authorization``; no cookie is ever honoured."""
 
 
 class WorkerSettings(BaseModel):
