@@ -1,8 +1,12 @@
-"""Request dependencies: services, database sessions and the caller's key."""
+"""Request dependencies: services, database sessions, and the caller with its scopes.
+
+Every route that acts for a key asks for one scope through its caller
+dependency (``ReadCaller``, ``JobsCaller``...); a caller without it gets a 403.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
@@ -10,12 +14,26 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.errors import APIError
 from api.services import Services
+from relayq.auth.caller import Caller
 from relayq.config.settings import Settings
 from relayq.intake.intake import KeyLimitValues
+from relayq.schemas.scopes import Scope
 from relayq.store.keys import find_active_key
 from relayq.store.models import ApiKey
 
-__all__ = ["AdminKeyDep", "KeyDep", "ServicesDep", "SessionDep", "key_limits"]
+__all__ = [
+    "AdminCaller",
+    "BatchesCaller",
+    "CallerDep",
+    "ChatCaller",
+    "FilesCaller",
+    "JobsCaller",
+    "ReadCaller",
+    "ServicesDep",
+    "SessionDep",
+    "admin_caller",
+    "key_limits",
+]
 
 
 # Dependencies are coroutines: FastAPI runs a plain function in its thread pool,
@@ -42,12 +60,12 @@ _NO_KEY = (
 )
 
 
-async def get_key(
+async def get_caller(
     request: Request,
     services: ServicesDep,
     authorization: Annotated[str | None, Header()] = None,
-) -> ApiKey:
-    """The caller's active key, from ``Authorization: Bearer <key>``; its id goes in the
+) -> Caller:
+    """The caller, from ``Authorization: Bearer <key>``; its key id goes in the
     request's access log line."""
     if not authorization:
         raise APIError(401, _NO_KEY, code="missing_api_key", headers=_CHALLENGE)
@@ -75,29 +93,41 @@ async def get_key(
             headers=_CHALLENGE,
         )
     request.state.key_id = key.id
-    return key
+    return Caller.of_key(key)
 
 
-KeyDep = Annotated[ApiKey, Depends(get_key)]
+CallerDep = Annotated[Caller, Depends(get_caller)]
 
 
-def key_limits(key: ApiKey, settings: Settings) -> KeyLimitValues:
-    """The limits in force for ``key``: its own, else the API's defaults."""
+def key_limits(caller: Caller, settings: Settings) -> KeyLimitValues:
+    """The limits in force for ``caller``'s key: its own, else the API's defaults."""
+    key = caller.key
     return KeyLimitValues(
         requests_per_minute=key.requests_per_minute or settings.api.key_requests_per_minute,
         max_concurrent_jobs=key.max_concurrent_jobs or settings.api.key_max_concurrent_jobs,
     )
 
 
-async def admin_key(key: KeyDep) -> ApiKey:
-    """The caller's key, which must be an admin key (else 403)."""
-    if not key.admin:
-        raise APIError(
-            403,
-            "This endpoint needs an admin key (relayq keys create --name NAME --admin).",
-            code="admin_key_required",
-        )
-    return key
+def _requiring(scope: Scope) -> Callable[[Request, Caller], Awaitable[Caller]]:
+    async def scoped(request: Request, caller: CallerDep) -> Caller:
+        if scope.value not in caller.scopes:
+            held = ", ".join(sorted(caller.scopes)) or "none"
+            raise APIError(
+                403,
+                f"This key lacks the '{scope.value}' scope, which "
+                f"{request.method} {request.url.path} needs (it holds: {held}).",
+                code="insufficient_scope",
+            )
+        return caller
+
+    scoped.__name__ = f"{scope.value}_caller"
+    return scoped
 
 
-AdminKeyDep = Annotated[ApiKey, Depends(admin_key)]
+ReadCaller = Annotated[Caller, Depends(_requiring(Scope.READ))]
+JobsCaller = Annotated[Caller, Depends(_requiring(Scope.JOBS))]
+ChatCaller = Annotated[Caller, Depends(_requiring(Scope.CHAT))]
+BatchesCaller = Annotated[Caller, Depends(_requiring(Scope.BATCHES))]
+FilesCaller = Annotated[Caller, Depends(_requiring(Scope.FILES))]
+admin_caller = _requiring(Scope.ADMIN)
+AdminCaller = Annotated[Caller, Depends(admin_caller)]

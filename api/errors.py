@@ -72,7 +72,8 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody, "description": description}
     for status, description in {
         400: "Invalid request: the message and `param` say what and where.",
-        401: "Missing, malformed, unknown or revoked API key.",
+        401: "Missing, malformed, unknown, expired or revoked API key or token.",
+        403: "The key lacks the scope this route needs, or may not use the model asked for.",
         404: "No such job for this key, or an unknown model.",
         409: "Idempotency-Key reused with another body, or a job that cannot be cancelled.",
         413: "Request body over the configured limit.",

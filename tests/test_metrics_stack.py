@@ -257,7 +257,7 @@ def test_metrics_ask_for_an_admin_key_when_set_to(metrics_stack: MetricsStack) -
     assert missing.json()["error"]["code"] == "missing_api_key"
     plain = metrics_stack.api(authorization=f"Bearer {metrics_stack.key}")
     assert plain.status_code == 403
-    assert plain.json()["error"]["code"] == "admin_key_required"
+    assert plain.json()["error"]["code"] == "insufficient_scope"
     assert set(plain.json()["error"]) >= {"message", "type", "code"}
     served = metrics_stack.api(authorization=f"Bearer {metrics_stack.admin}")
     assert served.status_code == 200

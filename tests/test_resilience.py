@@ -187,7 +187,7 @@ def test_the_breaker_opens_and_later_jobs_skip_the_deployment(env: Env) -> None:
     assert state["breaking|m1"] == "open"
     assert state["backup|m2"] == "closed"
     assert forbidden.status_code == 403
-    assert forbidden.json()["error"]["code"] == "admin_key_required"
+    assert forbidden.json()["error"]["code"] == "insufficient_scope"
 
 
 def test_a_global_rate_limit_makes_jobs_wait_their_turn(env: Env) -> None:

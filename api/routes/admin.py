@@ -7,7 +7,7 @@ from typing import Literal
 from fastapi import APIRouter
 from pydantic import BaseModel
 
-from api.deps import AdminKeyDep, ServicesDep
+from api.deps import AdminCaller, ServicesDep
 from api.errors import ERROR_RESPONSES, APIError
 from relayq.resilience.resilience import deployment_id
 
@@ -43,7 +43,7 @@ def _deployments(services: ServicesDep) -> list[str]:
 
 
 @router.get("/breakers", response_model=BreakerList)
-async def list_breakers(_: AdminKeyDep, services: ServicesDep) -> BreakerList:
+async def list_breakers(_: AdminCaller, services: ServicesDep) -> BreakerList:
     """The circuit breaker of every routed deployment, shared by all workers."""
     statuses = await services.breaker.status(_deployments(services))
     return BreakerList(
@@ -63,7 +63,7 @@ async def list_breakers(_: AdminKeyDep, services: ServicesDep) -> BreakerList:
 
 
 @router.post("/breakers/{deployment:path}/reset", response_model=BreakerList)
-async def reset_breaker(deployment: str, key: AdminKeyDep, services: ServicesDep) -> BreakerList:
+async def reset_breaker(deployment: str, key: AdminCaller, services: ServicesDep) -> BreakerList:
     """Close one deployment's breaker now (e.g. after fixing its credentials)."""
     if deployment not in _deployments(services):
         raise APIError(

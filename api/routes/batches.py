@@ -20,11 +20,12 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import StreamingResponse
 
-from api.deps import KeyDep, ServicesDep, SessionDep
+from api.deps import BatchesCaller, ReadCaller, ServicesDep, SessionDep
 from api.errors import ERROR_RESPONSES, APIError, file_not_found
 from api.pages import After, cursor_page
 from api.services import Services
 from api.sse import HEARTBEAT, sse_message
+from relayq.auth.caller import Caller
 from relayq.batches.activity import BatchActivity
 from relayq.ids import new_id
 from relayq.intake.intake import request_hash
@@ -48,7 +49,7 @@ from relayq.store.batches import (
     request_counts,
 )
 from relayq.store.files import add_file, get_file
-from relayq.store.models import ApiKey, Batch
+from relayq.store.models import Batch
 from relayq.store.views import batch_object
 
 __all__ = ["router"]
@@ -69,7 +70,7 @@ def _not_found(batch_id: str) -> APIError:
 @router.post("", response_model=BatchObject)
 async def create(
     body: BatchCreate,
-    key: KeyDep,
+    key: BatchesCaller,
     services: ServicesDep,
     response: Response,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
@@ -136,7 +137,7 @@ async def create(
     return batch_object(batch, counts)
 
 
-async def _checked_input(services: Services, key: ApiKey, file_id: str) -> str:
+async def _checked_input(services: Services, key: Caller, file_id: str) -> str:
     async with services.database.session() as session:
         row = await get_file(session, file_id=file_id, key_id=key.id)
     if row is None:
@@ -153,7 +154,7 @@ async def _checked_input(services: Services, key: ApiKey, file_id: str) -> str:
 
 
 async def _store_inline(
-    services: Services, key: ApiKey, endpoint: str, requests: list[InlineRequest], now: float
+    services: Services, key: Caller, endpoint: str, requests: list[InlineRequest], now: float
 ) -> str:
     """Write inline requests as an input file in OpenAI's line format; its id."""
     file_id = new_id("file", now=now)
@@ -183,7 +184,7 @@ async def _store_inline(
 
 
 @router.get("/{batch_id}", response_model=BatchObject)
-async def retrieve(batch_id: str, key: KeyDep, session: SessionDep) -> BatchObject:
+async def retrieve(batch_id: str, key: ReadCaller, session: SessionDep) -> BatchObject:
     batch = await get_batch(session, batch_id=batch_id, key_id=key.id)
     if batch is None:
         raise _not_found(batch_id)
@@ -193,7 +194,7 @@ async def retrieve(batch_id: str, key: KeyDep, session: SessionDep) -> BatchObje
 
 @router.get("", response_model=BatchList)
 async def list_(
-    key: KeyDep,
+    key: ReadCaller,
     session: SessionDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     after: After = None,
@@ -207,7 +208,7 @@ async def list_(
 
 @router.post("/{batch_id}/cancel", response_model=BatchObject)
 async def cancel(
-    batch_id: str, key: KeyDep, session: SessionDep, services: ServicesDep
+    batch_id: str, key: BatchesCaller, session: SessionDep, services: ServicesDep
 ) -> BatchObject:
     """Cancel a batch: queued requests end at once, running ones finish.
 
@@ -243,7 +244,7 @@ async def cancel(
     response_class=StreamingResponse,
     responses={200: {"content": {"text/event-stream": {}}, "description": "Progress."}},
 )
-async def events(batch_id: str, key: KeyDep, services: ServicesDep) -> StreamingResponse:
+async def events(batch_id: str, key: ReadCaller, services: ServicesDep) -> StreamingResponse:
     """The batch's progress as server-sent events, until it ends.
 
     Each event's data is the whole batch object: ``batch.<status>`` when its

@@ -26,7 +26,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from api.controls import checked_controls
-from api.deps import KeyDep, ServicesDep, key_limits
+from api.deps import ChatCaller, ServicesDep, key_limits
 from api.errors import ERROR_RESPONSES, APIError, error_body
 from api.observability import request_id_of
 from api.services import Services
@@ -107,7 +107,7 @@ class _Call:
 
 @router.post("/v1/chat/completions", response_model=None)
 async def create_chat_completion(
-    body: ChatCompletionRequest, key: KeyDep, services: ServicesDep, request: Request
+    body: ChatCompletionRequest, key: ChatCaller, services: ServicesDep, request: Request
 ) -> JSONResponse | CompletionStream:
     """Create a chat completion, exactly as OpenAI's API does (plus job options).
 

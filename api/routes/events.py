@@ -16,7 +16,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query
 from fastapi.responses import StreamingResponse
 
-from api.deps import KeyDep, ServicesDep
+from api.deps import ReadCaller, ServicesDep
 from api.errors import ERROR_RESPONSES, APIError, job_not_found
 from api.services import Services
 from api.sse import HEARTBEAT
@@ -50,7 +50,7 @@ def _stream_id(text: str) -> bool:
 )
 async def job_events(
     job_id: str,
-    key: KeyDep,
+    key: ReadCaller,
     services: ServicesDep,
     last_event_id: Annotated[str | None, Header()] = None,
     after: Annotated[str | None, Query(description="Resume after this event id.")] = None,

@@ -16,7 +16,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, File, Form, Query, UploadFile
 from fastapi.responses import StreamingResponse
 
-from api.deps import KeyDep, ServicesDep, SessionDep
+from api.deps import FilesCaller, ReadCaller, ServicesDep, SessionDep
 from api.errors import ERROR_RESPONSES, APIError, file_not_found
 from api.pages import After, cursor_page
 from relayq.files.storage import CHUNK_BYTES
@@ -57,7 +57,7 @@ def _kept_filename(filename: str | None) -> str:
 
 @router.post("", response_model=FileObject)
 async def upload(
-    key: KeyDep,
+    key: FilesCaller,
     services: ServicesDep,
     session: SessionDep,
     file: Annotated[UploadFile, File(description="The JSONL file: one request per line.")],
@@ -118,7 +118,7 @@ async def upload(
 
 @router.get("", response_model=FileList)
 async def list_(
-    key: KeyDep,
+    key: ReadCaller,
     session: SessionDep,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 10_000,
     after: After = None,
@@ -139,7 +139,7 @@ async def list_(
 
 
 @router.get("/{file_id}", response_model=FileObject)
-async def retrieve(file_id: str, key: KeyDep, session: SessionDep) -> FileObject:
+async def retrieve(file_id: str, key: ReadCaller, session: SessionDep) -> FileObject:
     row = await get_file(session, file_id=file_id, key_id=key.id)
     if row is None:
         raise file_not_found(file_id)
@@ -151,7 +151,7 @@ async def retrieve(file_id: str, key: KeyDep, session: SessionDep) -> FileObject
     response_class=StreamingResponse,
     responses={200: {"content": {"application/octet-stream": {}}, "description": "The bytes."}},
 )
-async def content(file_id: str, key: KeyDep, services: ServicesDep) -> StreamingResponse:
+async def content(file_id: str, key: ReadCaller, services: ServicesDep) -> StreamingResponse:
     """The file's contents, streamed from the storage."""
     async with services.database.session() as session:
         row = await get_file(session, file_id=file_id, key_id=key.id)
@@ -169,7 +169,7 @@ async def content(file_id: str, key: KeyDep, services: ServicesDep) -> Streaming
 
 @router.delete("/{file_id}", response_model=FileDeleted)
 async def delete(
-    file_id: str, key: KeyDep, services: ServicesDep, session: SessionDep
+    file_id: str, key: FilesCaller, services: ServicesDep, session: SessionDep
 ) -> FileDeleted:
     if not await delete_file(session, file_id=file_id, key_id=key.id, now=time.time()):
         raise file_not_found(file_id)

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Request, Response, status
 
 from api.controls import checked_controls
-from api.deps import KeyDep, ServicesDep, SessionDep, key_limits
+from api.deps import JobsCaller, ReadCaller, ServicesDep, SessionDep, key_limits
 from api.errors import ERROR_RESPONSES, APIError, job_not_found
 from api.observability import request_id_of
 from api.pages import After, cursor_page
@@ -31,7 +31,7 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=ERROR_RESPONSES)
 @router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=JobPublic)
 async def create(
     body: JobCreate,
-    key: KeyDep,
+    key: JobsCaller,
     services: ServicesDep,
     request: Request,
     response: Response,
@@ -61,7 +61,7 @@ async def create(
 
 
 @router.get("/{job_id}", response_model=JobPublic)
-async def retrieve(job_id: str, key: KeyDep, session: SessionDep) -> JobPublic:
+async def retrieve(job_id: str, key: ReadCaller, session: SessionDep) -> JobPublic:
     """One job with its attempts. Another key's job answers 404."""
     job = await get_job(session, job_id=job_id, key_id=key.id)
     if job is None:
@@ -71,7 +71,7 @@ async def retrieve(job_id: str, key: KeyDep, session: SessionDep) -> JobPublic:
 
 @router.get("", response_model=JobList)
 async def list_(
-    key: KeyDep,
+    key: ReadCaller,
     session: SessionDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     after: After = None,
@@ -94,7 +94,9 @@ async def list_(
 
 
 @router.post("/{job_id}/cancel", response_model=JobPublic)
-async def cancel(job_id: str, key: KeyDep, services: ServicesDep, session: SessionDep) -> JobPublic:
+async def cancel(
+    job_id: str, key: JobsCaller, services: ServicesDep, session: SessionDep
+) -> JobPublic:
     """Cancel a queued or running job; cancelling a cancelled job is a no-op.
 
     Answers the job as ``GET`` does, its attempts so far included (a running

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from api.deps import ServicesDep, admin_key
+from api.deps import ServicesDep, admin_caller
 from relayq.config.settings import MetricsAccess
 from relayq.observability.metrics import BreakerReading, SharedState
 from relayq.queueing.broker import queue_depths
@@ -21,7 +21,7 @@ __all__ = ["metrics_router"]
 
 def metrics_router(access: MetricsAccess) -> APIRouter:
     """The ``/metrics`` route, asking for an admin key when ``access`` says so."""
-    guard = [Depends(admin_key)] if access is MetricsAccess.ADMIN else []
+    guard = [Depends(admin_caller)] if access is MetricsAccess.ADMIN else []
     router = APIRouter(tags=["health"], dependencies=guard)
     router.add_api_route("/metrics", metrics, methods=["GET"], include_in_schema=False)
     return router

@@ -7,7 +7,7 @@ from typing import Literal
 from fastapi import APIRouter
 from pydantic import BaseModel
 
-from api.deps import KeyDep, ServicesDep
+from api.deps import ReadCaller, ServicesDep
 from api.errors import ERROR_RESPONSES, APIError
 from api.services import Services
 
@@ -43,14 +43,14 @@ async def _models(services: Services) -> list[Model]:
 
 
 @router.get("", response_model=ModelList)
-async def list_models(_: KeyDep, services: ServicesDep) -> ModelList:
+async def list_models(_: ReadCaller, services: ServicesDep) -> ModelList:
     """Routed models and their aliases, then ``<provider>/<model>`` for each model a
     provider publishes (OpenAI, OpenRouter, Ollama…), cached for a while."""
     return ModelList(data=await _models(services))
 
 
 @router.get("/{model:path}", response_model=Model)
-async def retrieve_model(model: str, _: KeyDep, services: ServicesDep) -> Model:
+async def retrieve_model(model: str, _: ReadCaller, services: ServicesDep) -> Model:
     """One model, by any name ``GET /v1/models`` lists."""
     for entry in await _models(services):
         if entry.id == model:

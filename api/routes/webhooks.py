@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Query
 
-from api.deps import KeyDep, ServicesDep, SessionDep
+from api.deps import JobsCaller, ReadCaller, ServicesDep, SessionDep
 from api.errors import ERROR_RESPONSES, APIError, job_not_found
 from api.pages import After, cursor_page
 from relayq.schemas.destinations import check_webhook_url
@@ -85,7 +85,7 @@ def _no_endpoint() -> APIError:
 
 
 @router.get("/v1/webhook", response_model=WebhookEndpointPublic)
-async def retrieve(key: KeyDep, session: SessionDep) -> WebhookEndpointPublic:
+async def retrieve(key: ReadCaller, session: SessionDep) -> WebhookEndpointPublic:
     """The key's default endpoint (never its secret)."""
     endpoint = await get_endpoint(session, key_id=key.id)
     if endpoint is None:
@@ -95,7 +95,7 @@ async def retrieve(key: KeyDep, session: SessionDep) -> WebhookEndpointPublic:
 
 @router.put("/v1/webhook", response_model=WebhookEndpointPublic)
 async def put(
-    body: WebhookSpec, key: KeyDep, session: SessionDep, services: ServicesDep
+    body: WebhookSpec, key: JobsCaller, session: SessionDep, services: ServicesDep
 ) -> WebhookEndpointPublic:
     """Set the key's default endpoint, used by jobs without a ``webhook`` of their own.
 
@@ -116,7 +116,7 @@ async def put(
 
 
 @router.delete("/v1/webhook", response_model=WebhookDeleted)
-async def delete(key: KeyDep, session: SessionDep) -> WebhookDeleted:
+async def delete(key: JobsCaller, session: SessionDep) -> WebhookDeleted:
     """Remove the key's default endpoint; its pending deliveries are not sent."""
     deleted = await delete_endpoint(session, key_id=key.id)
     if deleted is None:
@@ -126,7 +126,7 @@ async def delete(key: KeyDep, session: SessionDep) -> WebhookDeleted:
 
 @router.post("/v1/webhook/secret", response_model=WebhookSecretPublic)
 async def rotate(
-    key: KeyDep,
+    key: JobsCaller,
     session: SessionDep,
     services: ServicesDep,
     body: Annotated[SecretRotation | None, Body()] = None,
@@ -152,7 +152,7 @@ async def rotate(
 @router.get("/v1/jobs/{job_id}/webhook-deliveries", response_model=WebhookDeliveryList)
 async def deliveries(
     job_id: str,
-    key: KeyDep,
+    key: ReadCaller,
     session: SessionDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     after: After = None,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from sqlalchemy import select, update
@@ -10,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from relayq.ids import new_id
 from relayq.keys import generate_key, hash_key
+from relayq.schemas.scopes import ALL_SCOPES, DEFAULT_SCOPES, parse_scopes
 from relayq.store.models import ApiKey
 
 __all__ = ["CreatedKey", "create_key", "find_active_key", "list_keys", "revoke_key"]
@@ -28,18 +30,25 @@ async def create_key(
     name: str,
     secret: str | None = None,
     admin: bool = False,
+    scopes: Iterable[str] | None = None,
     requests_per_minute: int | None = None,
     max_concurrent_jobs: int | None = None,
 ) -> CreatedKey:
-    """Store a new key (or the given ``secret``) and return its secret once."""
+    """Store a new key (or the given ``secret``) and return its secret once.
+
+    ``scopes`` defaults to every scope but ``admin`` (every scope with ``admin``)."""
     secret = secret or generate_key()
+    if scopes is None:
+        scopes = ALL_SCOPES if admin else DEFAULT_SCOPES
+    else:
+        scopes = parse_scopes(list(scopes))
     row = ApiKey(
         id=new_id("key"),
         name=name,
         key_hash=hash_key(secret),
         hint=secret[-4:],
         created_at=time.time(),
-        admin=admin,
+        scopes=list(scopes),
         requests_per_minute=requests_per_minute,
         max_concurrent_jobs=max_concurrent_jobs,
     )

@@ -20,10 +20,13 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 __all__ = [
     "ApiKey",
     "Attempt",
+    "AuditEntry",
     "Base",
     "Batch",
+    "BudgetSpend",
     "File",
     "Job",
+    "UsageDay",
     "WebhookAttempt",
     "WebhookDelivery",
     "WebhookEndpoint",
@@ -47,11 +50,36 @@ class ApiKey(Base):
     """The key's last characters, to tell keys apart in listings."""
     created_at: Mapped[float] = mapped_column(Float)
     revoked_at: Mapped[float | None] = mapped_column(Float, default=None)
-    admin: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
-    """May use the admin API (breakers, keys)."""
+    scopes: Mapped[list[str]] = mapped_column(JSON)
+    """What the key may call (:mod:`relayq.auth.scopes`); ``admin`` opens the admin API."""
+    models: Mapped[list[str] | None] = mapped_column(JSON, default=None)
+    """The models (route names) the key may ask for; None: every model."""
     requests_per_minute: Mapped[int | None] = mapped_column(Integer, default=None)
     max_concurrent_jobs: Mapped[int | None] = mapped_column(Integer, default=None)
+    tokens_per_minute: Mapped[int | None] = mapped_column(Integer, default=None)
     """This key's limits; None takes the API's defaults."""
+    expires_at: Mapped[float | None] = mapped_column(Float, default=None)
+    """The key stops working at this time (None: never)."""
+    last_used_at: Mapped[float | None] = mapped_column(Float, default=None)
+    """When a request last came with the key (written at most once a minute)."""
+    previous_hash: Mapped[str | None] = mapped_column(String(64), default=None, index=True)
+    previous_expires_at: Mapped[float | None] = mapped_column(Float, default=None)
+    """A rotated key's old secret, which still works until ``previous_expires_at``."""
+    budget_period: Mapped[str | None] = mapped_column(String(16), default=None)
+    """``day`` or ``month`` (UTC): the window ``budget_usd`` and ``budget_tokens`` cover."""
+    budget_usd: Mapped[float | None] = mapped_column(Float, default=None)
+    budget_tokens: Mapped[int | None] = mapped_column(Integer, default=None)
+    """What the key may spend per period; None: no limit of that kind."""
+    source: Mapped[str] = mapped_column(String(16), default="key", server_default="key")
+    """``key``: an API key with a secret; ``jwt``: the tenant of verified JWTs (no secret:
+    ``key_hash`` is a digest of ``subject``), which owns the jobs its tokens make."""
+    subject: Mapped[str | None] = mapped_column(String(400), default=None, unique=True)
+    """For ``jwt`` rows: ``issuer|tenant``."""
+
+    @property
+    def admin(self) -> bool:
+        """May use the admin API."""
+        return "admin" in self.scopes
 
 
 class Job(Base):
@@ -115,6 +143,14 @@ class Job(Base):
     reply_to: Mapped[str | None] = mapped_column(String(200), default=None)
     """The reply stream of the API process whose caller waits on this job (a sync chat
     completion): every run sends its deltas and its end there."""
+    cost_usd: Mapped[float | None] = mapped_column(Float, default=None)
+    """What the job cost at the price of the deployment that served it (None: unpriced)."""
+    reserved_usd: Mapped[float | None] = mapped_column(Float, default=None)
+    reserved_tokens: Mapped[int | None] = mapped_column(Integer, default=None)
+    """The worst case the job reserved from its key's budget at submit."""
+    budget_window: Mapped[str | None] = mapped_column(String(16), default=None)
+    """The budget window (``2026-12-05`` or ``2026-12``) holding the job's reservation,
+    until it is settled (cost booked) or refunded; None: nothing reserved or settled."""
 
     __table_args__ = (
         UniqueConstraint("key_id", "idempotency_key", name="uq_jobs_key_idempotency"),
@@ -124,6 +160,8 @@ class Job(Base):
         Index("ix_jobs_owner_status", "owner", "status"),
         # Covers the scheduler's and the request counts' grouped count of a batch's jobs.
         Index("ix_jobs_batch_status", "batch_id", "status", "held", "provider"),
+        Index("ix_jobs_finished_at", "finished_at"),
+        Index("ix_jobs_budget_window", "budget_window"),
     )
 
 
@@ -288,3 +326,61 @@ class WebhookAttempt(Base):
     error: Mapped[str | None] = mapped_column(String(1000), default=None)
     latency_ms: Mapped[float] = mapped_column(Float)
     created_at: Mapped[float] = mapped_column(Float)
+
+
+class AuditEntry(Base):
+    """One admin action: who did what to which object, and the object before and after."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[float] = mapped_column(Float, index=True)
+    actor_key_id: Mapped[str] = mapped_column(String(40))
+    action: Mapped[str] = mapped_column(String(64))
+    """``key.create``, ``key.update``, ``key.rotate``, ``key.revoke``, ``breaker.reset``,
+    ``deployment.drain``, ``deployment.resume``..."""
+    target: Mapped[str] = mapped_column(String(200))
+    before: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    after: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    request_id: Mapped[str | None] = mapped_column(String(64), default=None)
+
+
+class UsageDay(Base):
+    """What one key spent on one model in one UTC day (and batch): the usage ledger.
+
+    Booked in the transaction that records each job's outcome, so it is exact
+    whatever crashes, and kept after the jobs themselves are purged.
+    """
+
+    __tablename__ = "usage_days"
+
+    key_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    day: Mapped[str] = mapped_column(String(10), primary_key=True)
+    """``2026-12-05`` (UTC), the day the job finished."""
+    model: Mapped[str] = mapped_column(String(200), primary_key=True)
+    batch_id: Mapped[str] = mapped_column(String(40), primary_key=True, default="")
+    """The batch the jobs belonged to; ``""`` for jobs of their own."""
+    requests: Mapped[int] = mapped_column(Integer, default=0)
+    prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    cached_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class BudgetSpend(Base):
+    """A key's budget window: what its unfinished jobs reserved and its finished ones spent.
+
+    A job reserves its worst case with a conditional update of this row (so two
+    API processes cannot both take the last of a budget) in the transaction
+    that inserts it; its outcome's transaction moves the reservation to
+    ``spent_*`` at its real cost, and a cancel or failure hands it back.
+    """
+
+    __tablename__ = "budget_spend"
+
+    key_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    window: Mapped[str] = mapped_column(String(16), primary_key=True)
+    reserved_usd: Mapped[float] = mapped_column(Float, default=0.0)
+    reserved_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    spent_usd: Mapped[float] = mapped_column(Float, default=0.0)
+    spent_tokens: Mapped[int] = mapped_column(Integer, default=0)
