@@ -1,8 +1,8 @@
 """SQL persistence, the source of truth for keys, jobs, batches, files and webhooks:
 one repository module per noun, each change a guarded conditional statement —
 ``database`` (engines and sessions), ``models`` (the ORM tables), ``migrate`` and
-``migrations`` (Alembic), ``keys`` (API keys), ``audit`` (admin actions), ``jobs`` (job rows: create, read,
-list, cancel), ``claims`` (a worker's hold on a running job: claim, renew, release),
+``migrations`` (Alembic), ``keys`` (API keys), ``audit`` (admin actions),
+``jobs`` (job rows: create, read, list, cancel), ``claims`` (a worker's hold on a running job: claim, renew, release),
 ``outcomes`` (a run's end, written under its claim), ``attempts`` (provider calls
 made), ``retries`` (requeue, fall back, expire), ``stranded`` (jobs with no
 message or no worker, handed back), ``counts`` (unfinished jobs per deployment
