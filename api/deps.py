@@ -6,6 +6,7 @@ dependency (``ReadCaller``, ``JobsCaller``...); a caller without it gets a 403.
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated
 
@@ -15,10 +16,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from api.errors import APIError
 from api.services import Services
 from relayq.auth.caller import Caller
+from relayq.auth.jwt import JwksUnavailable, TokenRejected, TokenVerifier
 from relayq.config.settings import Settings
 from relayq.intake.intake import KeyLimitValues
 from relayq.schemas.scopes import Scope
-from relayq.store.keys import find_active_key
+from relayq.store.keys import find_active_key, tenant_key
 from relayq.store.models import ApiKey
 
 __all__ = [
@@ -54,6 +56,9 @@ async def get_session(services: ServicesDep) -> AsyncIterator[AsyncSession]:
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
+_TOKEN_CHALLENGE = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
+_JWT_SHAPE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
+"""Three base64url segments: a JWT (an unsigned one's last is empty). API keys hold no dot."""
 _NO_KEY = (
     "You didn't provide an API key. Send it in the Authorization header as "
     "'Authorization: Bearer YOUR_KEY'. Create one with 'relayq keys create --name NAME'."
@@ -65,7 +70,7 @@ async def get_caller(
     services: ServicesDep,
     authorization: Annotated[str | None, Header()] = None,
 ) -> Caller:
-    """The caller, from ``Authorization: Bearer <key>``; its key id goes in the
+    """The caller, from ``Authorization: Bearer <key or JWT>``; its key id goes in the
     request's access log line."""
     if not authorization:
         raise APIError(401, _NO_KEY, code="missing_api_key", headers=_CHALLENGE)
@@ -78,6 +83,11 @@ async def get_caller(
             headers=_CHALLENGE,
         )
     secret = secret.strip()
+    verifier = services.verifier
+    if verifier is not None and "." in secret and _JWT_SHAPE.fullmatch(secret):
+        caller = await _token_caller(services, verifier, secret)
+        request.state.key_id = caller.id
+        return caller
 
     async def load() -> ApiKey | None:
         async with services.database.session() as session:
@@ -94,6 +104,36 @@ async def get_caller(
         )
     request.state.key_id = key.id
     return Caller.of_key(key)
+
+
+async def _token_caller(services: Services, verifier: TokenVerifier, token: str) -> Caller:
+    """A verified JWT's caller: its tenant's row (made on the tenant's first call) with
+    the token's scopes and models."""
+    try:
+        principal = await verifier.verify(token)
+    except TokenRejected as exc:
+        raise APIError(
+            401, f"Invalid bearer token: {exc}.", code="invalid_token", headers=_TOKEN_CHALLENGE
+        ) from None
+    except JwksUnavailable as exc:
+        raise APIError(
+            503, f"The token cannot be checked now: {exc}.", code="jwks_unavailable"
+        ) from None
+    subject = principal.subject
+
+    async def load() -> ApiKey | None:
+        async with services.database.session() as session:
+            return await tenant_key(session, subject=subject, name=principal.tenant)
+
+    key = await services.tenants.find(subject, load)
+    if key is None or key.revoked_at is not None:
+        raise APIError(
+            401,
+            "Invalid bearer token: its tenant's access is revoked.",
+            code="invalid_token",
+            headers=_TOKEN_CHALLENGE,
+        )
+    return Caller(key=key, scopes=principal.scopes, models=principal.models)
 
 
 CallerDep = Annotated[Caller, Depends(get_caller)]

@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from api.key_cache import KeyCache
+from relayq.auth.jwt import TokenVerifier
 from relayq.config.routes import RoutingConfig
 from relayq.config.settings import Settings
 from relayq.direct.replies import ReplyHub
@@ -53,6 +54,12 @@ class Services:
         )
         self.storage: FileStorage = DirectoryStorage(settings.files.storage_dir)
         self.keys = KeyCache(ttl_seconds=settings.api.key_cache_seconds)
+        # JWT tenants' rows by ``issuer|tenant``: a cache of their own, so that no bearer
+        # secret can ever be looked up as a tenant's name.
+        self.tenants = KeyCache(ttl_seconds=settings.api.key_cache_seconds)
+        self.verifier: TokenVerifier | None = (
+            TokenVerifier(settings.auth) if settings.auth.jwt_issuers else None
+        )
         # Read by the admin API and /metrics; the workers write it.
         self.breaker = CircuitBreaker(
             self.redis, key_prefix=settings.key_prefix, settings=settings.breaker
@@ -124,6 +131,8 @@ class Services:
         await self.hub.aclose()
         await self.replies.aclose()
         await self.http.aclose()
+        if self.verifier is not None:
+            await self.verifier.aclose()
         await self.redis.aclose()
         await self.database.aclose()
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from relayq.config.auth import AuthSettings, JwtAlgorithm, JwtIssuerSettings
 from relayq.config.routes import (
     ProviderSettings,
     RetrySettings,
@@ -26,10 +27,13 @@ from relayq.config.routes import (
 
 __all__ = [
     "ApiSettings",
+    "AuthSettings",
     "BatchSettings",
     "BreakerSettings",
     "FileSettings",
     "HealthSettings",
+    "JwtAlgorithm",
+    "JwtIssuerSettings",
     "MetricsAccess",
     "ProviderSettings",
     "RouteSettings",
@@ -293,6 +297,8 @@ class Settings(BaseSettings):
     providers: dict[str, ProviderSettings] = Field(default_factory=_default_providers)
     routes: dict[str, RouteSettings] = Field(default_factory=_default_routes)
     api: ApiSettings = Field(default_factory=ApiSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    """JWT issuers beside API keys (``RELAYQ_AUTH__JWT_ISSUERS``, JSON: docs/security.md)."""
     events: EventSettings = Field(default_factory=EventSettings)
     retry: RetrySettings = Field(default_factory=RetrySettings)
     breaker: BreakerSettings = Field(default_factory=BreakerSettings)

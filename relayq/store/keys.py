@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from relayq.ids import new_id
@@ -14,7 +15,18 @@ from relayq.keys import generate_key, hash_key
 from relayq.schemas.scopes import ALL_SCOPES, DEFAULT_SCOPES, parse_scopes
 from relayq.store.models import ApiKey
 
-__all__ = ["CreatedKey", "create_key", "find_active_key", "list_keys", "revoke_key"]
+__all__ = [
+    "JWT_SOURCE",
+    "CreatedKey",
+    "create_key",
+    "find_active_key",
+    "list_keys",
+    "revoke_key",
+    "tenant_key",
+]
+
+JWT_SOURCE = "jwt"
+"""``api_keys.source`` of a JWT tenant's row."""
 
 
 @dataclass(frozen=True)
@@ -58,9 +70,47 @@ async def create_key(
 
 
 async def find_active_key(session: AsyncSession, *, secret: str) -> ApiKey | None:
-    """The unrevoked key whose secret is ``secret``, if any."""
-    query = select(ApiKey).where(ApiKey.key_hash == hash_key(secret), ApiKey.revoked_at.is_(None))
+    """The unrevoked key whose secret is ``secret``, if any.
+
+    A JWT tenant's row is never found here: its ``key_hash`` is a digest of a name
+    anyone may know, not of a secret."""
+    query = select(ApiKey).where(
+        ApiKey.key_hash == hash_key(secret),
+        ApiKey.revoked_at.is_(None),
+        ApiKey.source != JWT_SOURCE,
+    )
     return (await session.execute(query)).scalar_one_or_none()
+
+
+async def tenant_key(session: AsyncSession, *, subject: str, name: str) -> ApiKey:
+    """The row of the JWT tenant ``subject`` (``issuer|tenant``), made on its first call.
+
+    Every job, batch and file row names the key that owns it, so a tenant is a key row
+    (``source='jwt'``) with no secret and no scopes of its own: a token's claims give
+    those. Two first calls at once both insert; the one that loses reads the winner's
+    row. A revoked row is returned as it is: the caller refuses it.
+    """
+    query = select(ApiKey).where(ApiKey.subject == subject)
+    found = (await session.execute(query)).scalar_one_or_none()
+    if found is not None:
+        return found
+    row = ApiKey(
+        id=new_id("key"),
+        name=name[:200],
+        key_hash=hash_key(f"{JWT_SOURCE}:{subject}"),
+        hint=name[-4:],
+        created_at=time.time(),
+        scopes=[],
+        source=JWT_SOURCE,
+        subject=subject,
+    )
+    session.add(row)
+    try:
+        await session.commit()
+    except IntegrityError:
+        await session.rollback()
+        return (await session.execute(query)).scalar_one()
+    return row
 
 
 async def list_keys(session: AsyncSession) -> list[ApiKey]:
