@@ -27,7 +27,7 @@ import pytest
 import redis as sync_redis
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from jwt.algorithms import ECAlgorithm
+from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 from pydantic import ValidationError
 from sqlalchemy import select
 
@@ -352,6 +352,28 @@ def test_unknown_key_ids_refetch_the_set_once_per_interval(
                 _refused(answer, token, "unknown key id")
                 assert kid in answer.json()["error"]["message"]
                 assert jwks.hits == hits
+
+    run(main())
+
+
+def test_a_published_key_of_another_kind_is_not_used(
+    signing: Signing, settings: Settings, jwks: FakeJwks
+) -> None:
+    """The ES256 issuer's set also holds an RSA key and a P-256 key marked for ES384: a
+    token naming either is refused, whatever it was signed with."""
+    rsa_jwk: dict[str, Any] = RSAAlgorithm.to_jwk(signing.rsa_key.public_key(), as_dict=True)
+    es384 = {**Signing.jwk(signing.ec_rotated, "es-384"), "alg": "ES384"}
+    jwks.publish(Signing.jwk(signing.ec_key, "es-1"), {**rsa_jwk, "kid": "rs-1"}, es384)
+    tenant = _tenant()
+
+    async def main() -> None:
+        async with api(settings) as client:
+            for kid, key in (("rs-1", signing.ec_key), ("es-384", signing.ec_rotated)):
+                token = es_token(key, tenant, kid=kid)
+                answer = await client.get("/v1/jobs", headers=bearer(token))
+                _refused(answer, token, f"key not allowed: '{kid}'")
+            fine = es_token(signing.ec_key, tenant, kid="es-1")
+            assert (await client.get("/v1/jobs", headers=bearer(fine))).status_code == 200
 
     run(main())
 

@@ -94,8 +94,10 @@ class KeySet:
                 found = self._find(kid)
         if found is None:
             if kid is None:
-                raise UnknownKey("the token names no key id (kid) and the issuer has several keys")
-            raise UnknownKey(f"the issuer publishes no key with the token's key id {kid[:64]!r}")
+                raise UnknownKey(
+                    "unknown key id: the token names none (kid) and its issuer has several keys"
+                )
+            raise UnknownKey(f"unknown key id: its issuer publishes no key {kid[:64]!r}")
         return self._checked(kid, found)
 
     def _find(self, kid: str | None) -> _Published | None:
@@ -108,8 +110,8 @@ class KeySet:
         pinned = self._algorithm
         if found.kty != _KEY_TYPES[pinned] or (found.alg is not None and found.alg != pinned):
             raise UnknownKey(
-                f"the key {kid!r} is a {found.kty} key for {found.alg or 'any algorithm'}; "
-                f"this issuer signs with {pinned}"
+                f"key not allowed: {kid!r} is a {found.kty} key for "
+                f"{found.alg or 'any algorithm'}; its issuer signs with {pinned}"
             )
         key = found.key
         if pinned is JwtAlgorithm.RS256 and isinstance(key, rsa.RSAPublicKey):
@@ -117,7 +119,7 @@ class KeySet:
                 return key
         elif isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1):
             return key
-        raise UnknownKey(f"the key {kid!r} does not suit {pinned}")
+        raise UnknownKey(f"key not allowed: {kid!r} does not suit {pinned}")
 
     async def _refresh(self) -> None:
         """Fetch the set; callers that come meanwhile share the fetch, and one that is

@@ -106,7 +106,7 @@ class _Issuer:
         try:
             return await self.keys.key(kid)
         except UnknownKey as exc:
-            raise TokenRejected(f"unknown key id: {exc}") from exc
+            raise TokenRejected(str(exc)) from exc
 
 
 class TokenVerifier:
