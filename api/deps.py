@@ -20,7 +20,7 @@ from relayq.auth.jwt import JwksUnavailable, TokenRejected, TokenVerifier
 from relayq.config.settings import Settings
 from relayq.intake.intake import KeyLimitValues
 from relayq.schemas.scopes import Scope
-from relayq.store.keys import find_active_key, tenant_key
+from relayq.store.keys import JWT_SOURCE, find_active_key, tenant_key
 from relayq.store.models import ApiKey
 
 __all__ = [
@@ -152,9 +152,10 @@ def _requiring(scope: Scope) -> Callable[[Request, Caller], Awaitable[Caller]]:
     async def scoped(request: Request, caller: CallerDep) -> Caller:
         if scope.value not in caller.scopes:
             held = ", ".join(sorted(caller.scopes)) or "none"
+            who = "token" if caller.key.source == JWT_SOURCE else "key"
             raise APIError(
                 403,
-                f"This key lacks the '{scope.value}' scope, which "
+                f"This {who} lacks the '{scope.value}' scope, which "
                 f"{request.method} {request.url.path} needs (it holds: {held}).",
                 code="insufficient_scope",
             )

@@ -463,7 +463,7 @@ def test_the_tokens_scopes_are_what_the_caller_may_do(settings: Settings) -> Non
             assert refused.status_code == 403, refused.text
             error = refused.json()["error"]
             assert error["code"] == "insufficient_scope"
-            assert "'batches'" in error["message"]
+            assert "This token lacks the 'batches' scope" in error["message"]
             assert "jobs, read" in error["message"]
 
             unscoped = bearer(hs_token(tenant, scope=None))
