@@ -15,6 +15,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from relayq.config.prices import ModelPrice
 from relayq.config.routes import (
     ProviderSettings,
     RetrySettings,
@@ -292,6 +293,8 @@ class Settings(BaseSettings):
     """The dev stack's API key; generated on first start when unset."""
     providers: dict[str, ProviderSettings] = Field(default_factory=_default_providers)
     routes: dict[str, RouteSettings] = Field(default_factory=_default_routes)
+    prices: dict[str, ModelPrice] = Field(default_factory=dict)
+    """Prices by upstream model (``RELAYQ_PRICES``), over relayq's defaults."""
     api: ApiSettings = Field(default_factory=ApiSettings)
     events: EventSettings = Field(default_factory=EventSettings)
     retry: RetrySettings = Field(default_factory=RetrySettings)
@@ -321,7 +324,7 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _load_routing(self) -> Settings:
         if self.config_file is not None:
-            clash = {"providers", "routes"} & self.model_fields_set
+            clash = {"providers", "routes", "prices"} & self.model_fields_set
             if clash:
                 raise ValueError(
                     f"set {' and '.join(sorted(clash))} in the config file "
@@ -329,18 +332,20 @@ class Settings(BaseSettings):
                 )
             routing = load_routing_file(self.config_file)
         else:
-            routing = RoutingConfig(providers=resolve_key_env(self.providers), routes=self.routes)
-        self.providers, self.routes = routing.providers, routing.routes
+            routing = RoutingConfig(
+                providers=resolve_key_env(self.providers), routes=self.routes, prices=self.prices
+            )
+        self.providers, self.routes, self.prices = routing.providers, routing.routes, routing.prices
         for name in self.worker.providers or []:
             if name not in self.providers:
                 raise ValueError(f"worker.providers names unknown provider {name!r}")
         return self
 
     def routing(self) -> RoutingConfig:
-        """The providers and routes now in force, re-read from the config file if any."""
+        """The providers, routes and prices now in force, re-read from the config file if any."""
         if self.config_file is not None:
             return load_routing_file(self.config_file)
-        return RoutingConfig(providers=self.providers, routes=self.routes)
+        return RoutingConfig(providers=self.providers, routes=self.routes, prices=self.prices)
 
     @property
     def worker_window(self) -> float:
