@@ -707,7 +707,8 @@ class Executor:
         if price is None:
             return outcome
         cost = job_cost(price, outcome.usage, batch=claim.batch_id is not None)
-        return replace(outcome, cost_usd=cost)
+        # To a ten-billionth of a dollar: no float noise (1.0799999999999998e-05) stored.
+        return replace(outcome, cost_usd=None if cost is None else round(cost, 10))
 
     async def _record_finish(
         self, claim: Claim, outcome: Outcome, attempt: AttemptRecord | None

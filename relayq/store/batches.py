@@ -226,6 +226,7 @@ def _totals(batch: Batch, groups: list[Any]) -> BatchTotals:
         output_tokens_details=OutputTokensDetails(reasoning_tokens=reasoning),
         total_tokens=prompt + completion,
     )
+    cost = None if cost is None else round(cost, 10)  # as each job's is stored
     return BatchTotals(counts=counts_of(batch, tallied), usage=usage, cost_usd=cost)
 
 
