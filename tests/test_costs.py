@@ -8,10 +8,12 @@ from typing import Any
 
 import httpx
 import pytest
+from pydantic import ValidationError
 
 from relayq.cli.config_check import check_routing
 from relayq.config.prices import DEFAULT_PRICES, ModelPrice, job_cost, price_of_model
 from relayq.config.routes import ConfigError, RoutingConfig, load_routing_file
+from relayq.config.settings import Settings
 from tests.batches import wait_for_batch
 from tests.conftest import PRICE
 from tests.jobs import body, submit, wait_for_status
@@ -93,6 +95,23 @@ def test_the_routing_file_takes_a_prices_table_and_refuses_a_wrong_price(tmp_pat
     path.write_text(path.read_text().replace("input: 0.2", "input: -1"))
     with pytest.raises(ConfigError, match=r"prices\.in-house-7b\.input"):
         load_routing_file(path)
+
+
+def test_without_a_file_the_prices_come_from_relayq_prices(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("RELAYQ_ROUTES", '{"m": {"provider": "mock", "model": "in-house-7b"}}')
+    monkeypatch.setenv("RELAYQ_PRICES", '{"in-house-7b": {"input": 1, "output": 2}}')
+    routing = Settings().routing()
+    assert routing.price_of(routing.routes["m"].deployments[0]) == A
+
+    # A file holds the whole routing: prices in the environment beside it are refused.
+    path = tmp_path / "routing.yaml"
+    path.write_text("providers: {mock: {type: mock}}\nroutes: {}\n")
+    monkeypatch.delenv("RELAYQ_ROUTES")
+    monkeypatch.setenv("RELAYQ_CONFIG_FILE", str(path))
+    with pytest.raises(ValidationError, match="set prices in the config file"):
+        Settings()
 
 
 def test_config_check_names_the_deployments_without_a_price() -> None:
