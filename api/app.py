@@ -24,6 +24,7 @@ from api.routes import (
     jobs,
     metrics,
     models,
+    usage,
     webhooks,
 )
 from api.routes.chat import JOB_HEADER
@@ -125,5 +126,6 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     app.include_router(webhooks.router)
     app.include_router(files.router)
     app.include_router(batches.router)
+    app.include_router(usage.router)
     document_controls(app)
     return app

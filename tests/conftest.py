@@ -96,6 +96,8 @@ def redis_url(redis_server: str, backend: str) -> str:
 FAKE_OPENAI_KEY = "sk-relayq-test"
 CACHE_TTL = 2.0
 """Seconds the shared stack's ``mock-cached`` route keeps answers."""
+PRICE = {"input": 2.0, "output": 8.0, "batch_discount": 0.5}
+"""The shared stack's ``mock-priced`` route's price, in US dollars per million tokens."""
 
 
 @pytest.fixture(scope="session")
@@ -115,8 +117,9 @@ def stack(
     """The shared stack: one API and one (unsupervised) worker on the session's services.
 
     Models: ``mock`` (the mock provider), ``mock-idle`` (a provider no worker
-    consumes, so its jobs stay queued) and ``gpt-4o-mini`` (the openai adapter
-    against the fake OpenAI server, upstream model ``gpt-4o-mini-2024-07-18``).
+    consumes, so its jobs stay queued), ``mock-priced`` (priced at :data:`PRICE`) and
+    ``gpt-4o-mini`` (the openai adapter against the fake OpenAI server, upstream model
+    ``gpt-4o-mini-2024-07-18``, priced by relayq's default table).
     """
     providers = {
         "mock": {"type": "mock", "read_timeout": 5},
@@ -155,6 +158,8 @@ def stack(
             "aliases": ["mock-cached-alias"],
             "cache": {"enabled": True, "ttl_seconds": CACHE_TTL},
         },
+        # Priced: $2 a million prompt tokens, $8 a million completion tokens.
+        "mock-priced": {"deployments": [{"provider": "mock", "model": "mock", "price": PRICE}]},
     }
     env = {
         "RELAYQ_PROVIDERS": json.dumps(providers),

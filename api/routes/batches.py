@@ -42,11 +42,11 @@ from relayq.schemas.destinations import check_webhook_url
 from relayq.schemas.files import FilePurpose
 from relayq.store.batches import (
     add_batch,
+    batch_totals,
     cancel_batch,
     find_by_idempotency_key,
     get_batch,
     list_batches,
-    request_counts,
 )
 from relayq.store.files import add_file, get_file
 from relayq.store.models import Batch
@@ -128,13 +128,13 @@ async def create(
             stored, created = await add_batch(session, batch)
         else:
             stored, created = earlier, False
-        counts = (await request_counts(session, batches=[stored]))[stored.id]
+        totals = (await batch_totals(session, batches=[stored]))[stored.id]
     if not created:
         response.headers["Idempotent-Replayed"] = "true"
-        return batch_object(stored, counts)
+        return batch_object(stored, totals)
     # Not taken: the batch is stored, and a worker's scheduler sends it later.
     await services.outbox.send_batch(batch.id)
-    return batch_object(batch, counts)
+    return batch_object(batch, totals)
 
 
 async def _checked_input(services: Services, key: Caller, file_id: str) -> str:
@@ -188,8 +188,8 @@ async def retrieve(batch_id: str, key: ReadCaller, session: SessionDep) -> Batch
     batch = await get_batch(session, batch_id=batch_id, key_id=key.id)
     if batch is None:
         raise _not_found(batch_id)
-    counts = await request_counts(session, batches=[batch])
-    return batch_object(batch, counts[batch.id])
+    totals = await batch_totals(session, batches=[batch])
+    return batch_object(batch, totals[batch.id])
 
 
 @router.get("", response_model=BatchList)
@@ -201,8 +201,8 @@ async def list_(
 ) -> BatchList:
     """The caller's batches, newest first; page with ``after`` = the previous ``last_id``."""
     rows, has_more = await list_batches(session, key_id=key.id, limit=limit, after=after)
-    counts = await request_counts(session, batches=rows)
-    data = [batch_object(row, counts[row.id]) for row in rows]
+    totals = await batch_totals(session, batches=rows)
+    data = [batch_object(row, totals[row.id]) for row in rows]
     return cursor_page(BatchList, data, has_more=has_more)
 
 
@@ -232,8 +232,8 @@ async def cancel(
             "can be cancelled.",
             code="batch_not_cancellable",
         )
-    counts = await request_counts(session, batches=[batch])
-    answer = batch_object(batch, counts[batch.id])
+    totals = await batch_totals(session, batches=[batch])
+    answer = batch_object(batch, totals[batch.id])
     if changed:  # the scheduler ends a cancelled batch: wake it, once the answer is read
         await BatchActivity(services.redis, key_prefix=services.settings.key_prefix).note()
     return answer
@@ -259,7 +259,7 @@ async def events(batch_id: str, key: ReadCaller, services: ServicesDep) -> Strea
 
 
 async def _progress(services: Services, batch_id: str, key_id: str) -> AsyncIterator[str]:
-    """Poll the batch (one grouped count each time) and send what changed."""
+    """Poll the batch (one grouped query each time) and send what changed."""
     numbers = itertools.count(1)
     last: BatchObject | None = None
     quiet_since = time.monotonic()
@@ -270,7 +270,7 @@ async def _progress(services: Services, batch_id: str, key_id: str) -> AsyncIter
             batch = await get_batch(session, batch_id=batch_id, key_id=key_id)
             if batch is None:
                 return
-            now = batch_object(batch, (await request_counts(session, batches=[batch]))[batch.id])
+            now = batch_object(batch, (await batch_totals(session, batches=[batch]))[batch.id])
         if last is None or now.status != last.status:
             kind = f"batch.{now.status.value}"
         elif now.request_counts != last.request_counts:

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from relayq.queueing.outbox import Outbox
 from relayq.schemas.webhooks import WebhookEvent
 from relayq.store import Database
-from relayq.store.batches import get_batch_by_id, request_counts
+from relayq.store.batches import batch_totals, get_batch_by_id
 from relayq.store.planning import add_deliveries, targets
 from relayq.store.unsent import unsent_for
 from relayq.store.views import batch_object
@@ -41,8 +41,8 @@ class BatchNotifier:
         found = await targets(session, key_id=batch.key_id, webhook=batch.webhook, event=event)
         if not found:
             return []
-        counts = (await request_counts(session, batches=[batch]))[batch.id]
-        data = batch_object(batch, counts).model_dump(mode="json")
+        totals = (await batch_totals(session, batches=[batch]))[batch.id]
+        data = batch_object(batch, totals).model_dump(mode="json")
         return add_deliveries(
             session, found, event=event, data=data, key_id=batch.key_id, batch_id=batch.id, now=now
         )

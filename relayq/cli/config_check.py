@@ -16,10 +16,13 @@ class CheckReport:
     error: str | None = None
     warnings: list[str] = field(default_factory=list)
     summary: str = ""
+    unpriced: list[str] = field(default_factory=list)
+    """Deployments no price covers (``route: provider/model``): their jobs show no cost."""
 
 
 def check_routing(config: RoutingConfig, *, source: str) -> CheckReport:
-    """Adapter types and options, and keys that are named but not set."""
+    """Adapter types and options, keys that are named but not set, and deployments
+    without a price (:meth:`relayq.config.routes.RoutingConfig.price_of`)."""
     report = CheckReport()
     for name, provider in config.providers.items():
         try:
@@ -34,8 +37,15 @@ def check_routing(config: RoutingConfig, *, source: str) -> CheckReport:
                 f"providers.{name}: environment variable {provider.api_key_env} is not set"
             )
     aliases = sum(len(route.aliases) for route in config.routes.values())
+    report.unpriced = [
+        f"{name}: {deployment.provider}/{deployment.model}"
+        for name, route in config.routes.items()
+        for deployment in route.deployments
+        if config.price_of(deployment) is None
+    ]
     report.summary = (
-        f"{len(config.providers)} providers, {len(config.routes)} routes, {aliases} aliases"
+        f"{len(config.providers)} providers, {len(config.routes)} routes, {aliases} aliases, "
+        f"{len(report.unpriced)} deployments without a price"
     )
     return report
 

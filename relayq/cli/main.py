@@ -164,6 +164,8 @@ def config_check(path: Path) -> None:
     if report.error:
         console.print(f"[red]error:[/red] {report.error}")
         raise typer.Exit(1)
+    for deployment in report.unpriced:
+        console.print(f"no price (its jobs show no cost): {deployment}")
     console.print(f"[green]ok[/green]: {report.summary}")
 
 

@@ -16,9 +16,17 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
 
-from relayq.config.prices import ModelPrice
+from relayq.config.prices import DEFAULT_PRICES, ModelPrice, price_of_model
 
 __all__ = [
     "CacheSettings",
@@ -92,7 +100,8 @@ class DeploymentSettings(BaseModel):
     tpm: int | None = Field(default=None, gt=0)
     """Tokens per minute this deployment may take (enforced by the rate limiter)."""
     price: ModelPrice | None = None
-    """What its tokens cost (relayq/config/prices.py); unset, its jobs show no cost."""
+    """What its tokens cost; unset, the routing file's ``prices`` or relayq's defaults
+    for its model say (:mod:`relayq.config.prices`)."""
 
 
 class CacheSettings(BaseModel):
@@ -130,6 +139,22 @@ class RoutingConfig(BaseModel):
 
     providers: dict[str, ProviderSettings]
     routes: dict[str, RouteSettings]
+    prices: dict[str, ModelPrice] = Field(default_factory=dict)
+    """Prices by upstream model name, over relayq's defaults (a deployment's own wins)."""
+
+    _found: dict[tuple[str, str], ModelPrice | None] = PrivateAttr(default_factory=dict)
+
+    def price_of(self, deployment: DeploymentSettings) -> ModelPrice | None:
+        """``deployment``'s price: its own, else this file's ``prices``, else relayq's
+        defaults, by its upstream model (:func:`relayq.config.prices.price_of_model`)."""
+        if deployment.price is not None:
+            return deployment.price
+        key = (deployment.provider, deployment.model)
+        if key not in self._found:
+            self._found[key] = price_of_model(deployment.model, self.prices) or price_of_model(
+                deployment.model, DEFAULT_PRICES
+            )
+        return self._found[key]
 
     @model_validator(mode="after")
     def _references_resolve(self) -> RoutingConfig:

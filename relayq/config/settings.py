@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, SecretStr, 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from relayq.config.auth import AuthSettings, JwtAlgorithm, JwtIssuerSettings
+from relayq.config.prices import ModelPrice
 from relayq.config.routes import (
     ProviderSettings,
     RetrySettings,
@@ -296,6 +297,8 @@ class Settings(BaseSettings):
     """The dev stack's API key; generated on first start when unset."""
     providers: dict[str, ProviderSettings] = Field(default_factory=_default_providers)
     routes: dict[str, RouteSettings] = Field(default_factory=_default_routes)
+    prices: dict[str, ModelPrice] = Field(default_factory=dict)
+    """Prices by upstream model (``RELAYQ_PRICES``), over relayq's defaults."""
     api: ApiSettings = Field(default_factory=ApiSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     """JWT issuers beside API keys (``RELAYQ_AUTH__JWT_ISSUERS``, JSON: docs/security.md)."""
@@ -327,7 +330,7 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _load_routing(self) -> Settings:
         if self.config_file is not None:
-            clash = {"providers", "routes"} & self.model_fields_set
+            clash = {"providers", "routes", "prices"} & self.model_fields_set
             if clash:
                 raise ValueError(
                     f"set {' and '.join(sorted(clash))} in the config file "
@@ -335,18 +338,20 @@ class Settings(BaseSettings):
                 )
             routing = load_routing_file(self.config_file)
         else:
-            routing = RoutingConfig(providers=resolve_key_env(self.providers), routes=self.routes)
-        self.providers, self.routes = routing.providers, routing.routes
+            routing = RoutingConfig(
+                providers=resolve_key_env(self.providers), routes=self.routes, prices=self.prices
+            )
+        self.providers, self.routes, self.prices = routing.providers, routing.routes, routing.prices
         for name in self.worker.providers or []:
             if name not in self.providers:
                 raise ValueError(f"worker.providers names unknown provider {name!r}")
         return self
 
     def routing(self) -> RoutingConfig:
-        """The providers and routes now in force, re-read from the config file if any."""
+        """The providers, routes and prices now in force, re-read from the config file if any."""
         if self.config_file is not None:
             return load_routing_file(self.config_file)
-        return RoutingConfig(providers=self.providers, routes=self.routes)
+        return RoutingConfig(providers=self.providers, routes=self.routes, prices=self.prices)
 
     @property
     def worker_window(self) -> float:

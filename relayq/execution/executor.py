@@ -13,7 +13,7 @@ import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Any
 
@@ -568,6 +568,7 @@ class Executor:
         """
         await self._reply(claim, outcome.status.value, _terminal_data(outcome))
         self._rows.heard(claim.job_id)  # the answer went first; the row follows it
+        outcome = self._priced(claim, outcome)
         recording = self._finish(claim, outcome, attempt)
         if (
             self._resilience is not None
@@ -697,15 +698,26 @@ class Executor:
             claim.cache_key, response=outcome.response, usage=outcome.usage, ttl=claim.cache_ttl
         )
 
+    def _priced(self, claim: Claim, outcome: Outcome) -> Outcome:
+        """``outcome`` with its usage's cost at the price of the deployment that served
+        it (:mod:`relayq.config.prices`); None without usage or price."""
+        if not outcome.usage or self._resilience is None:
+            return outcome
+        price = self._resilience.price_of(claim)
+        if price is None:
+            return outcome
+        cost = job_cost(price, outcome.usage, batch=claim.batch_id is not None)
+        # To a ten-billionth of a dollar: no float noise (1.0799999999999998e-05) stored.
+        return replace(outcome, cost_usd=None if cost is None else round(cost, 10))
+
     async def _record_finish(
         self, claim: Claim, outcome: Outcome, attempt: AttemptRecord | None
     ) -> None:
         """The job ended: the log, routing strategies, the key's concurrency and metrics
         hear of it."""
         waited, age = _waits(claim, time.time())
-        price = self._resilience.price_of(claim) if self._resilience is not None else None
         batch = claim.batch_id is not None
-        cost = job_cost(price, outcome.usage, batch=batch) if price is not None else None
+        cost = outcome.cost_usd
         _log_outcome(claim, outcome, attempt, waited=waited, age=age, cost=cost)
         if self._metrics is not None:
             usage = outcome.usage or {}

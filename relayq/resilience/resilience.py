@@ -104,9 +104,10 @@ class Resilience:
         return None
 
     def price_of(self, claim: Claim) -> ModelPrice | None:
-        """The price of the deployment ``claim`` runs on, if the routing file gives one."""
+        """The price of the deployment ``claim`` runs on, if the routing file or relayq's
+        defaults give one (:meth:`relayq.config.routes.RoutingConfig.price_of`)."""
         deployment = self._deployment(claim)
-        return deployment.price if deployment is not None else None
+        return self._routing().price_of(deployment) if deployment is not None else None
 
     def admit_here(self, claim: Claim) -> Admission | None:
         """The call's admission without asking Redis, if its deployment is clear here

@@ -20,7 +20,10 @@ __all__ = [
     "BatchList",
     "BatchObject",
     "BatchStatus",
+    "BatchUsage",
     "InlineRequest",
+    "InputTokensDetails",
+    "OutputTokensDetails",
     "RequestCounts",
 ]
 
@@ -101,6 +104,26 @@ class RequestCounts(BaseModel):
     """Requests that failed or expired."""
 
 
+class InputTokensDetails(BaseModel):
+    cached_tokens: int = 0
+    """Prompt tokens the vendors served from their prompt caches."""
+
+
+class OutputTokensDetails(BaseModel):
+    reasoning_tokens: int = 0
+
+
+class BatchUsage(BaseModel):
+    """The tokens of a batch's requests, in OpenAI's shape: summed over its requests
+    that reported usage (those that succeeded, and any that failed with usage)."""
+
+    input_tokens: int = 0
+    input_tokens_details: InputTokensDetails = Field(default_factory=InputTokensDetails)
+    output_tokens: int = 0
+    output_tokens_details: OutputTokensDetails = Field(default_factory=OutputTokensDetails)
+    total_tokens: int = 0
+
+
 class BatchObject(BaseModel):
     id: str
     object: Literal["batch"] = "batch"
@@ -121,6 +144,10 @@ class BatchObject(BaseModel):
     cancelling_at: int | None = None
     cancelled_at: int | None = None
     request_counts: RequestCounts
+    usage: BatchUsage = Field(default_factory=BatchUsage)
+    cost_usd: float | None = None
+    """What its requests cost, in US dollars (relayq's extension): the sum of their
+    ``cost_usd``; null while none has a cost (no usage yet, or no price)."""
     metadata: dict[str, str] | None = None
 
 

@@ -112,6 +112,9 @@ class JobPublic(BaseModel):
     response: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
     usage: dict[str, Any] | None = None
+    cost_usd: float | None = None
+    """What its usage cost, in US dollars, at the price of the deployment that served it
+    (relayq's extension): 0 for a cached answer, null without usage or without a price."""
     cached: bool = False
     """Answered from the response cache: no provider call was made."""
     webhook: WebhookSpec | None = None

@@ -3,7 +3,8 @@
 A batch's status moves only from the status a step expects, so two workers
 (or a redelivered message) cannot take the same step twice. Request counts
 are counted from the jobs, never kept as counters, so they are exact
-however many workers finish requests at once.
+however many workers finish requests at once; so are a batch's usage and
+cost, summed from its requests.
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from relayq.schemas.batches import (
     ACTIVE_BATCH_STATUSES,
     BatchStatus,
+    BatchUsage,
+    InputTokensDetails,
+    OutputTokensDetails,
     RequestCounts,
 )
 from relayq.schemas.jobs import JobStatus
@@ -26,10 +30,12 @@ from relayq.store.jobs import IdempotencyConflict
 from relayq.store.models import Batch, Job
 
 __all__ = [
+    "BatchTotals",
     "RequestResult",
     "Tally",
     "active_batches",
     "add_batch",
+    "batch_totals",
     "begin_finalizing",
     "cancel_batch",
     "counts_of",
@@ -43,7 +49,6 @@ __all__ = [
     "list_batches",
     "mark_batch_enqueued",
     "release_requests",
-    "request_counts",
     "request_results",
     "start_batch",
     "tallies",
@@ -161,11 +166,68 @@ def counts_of(batch: Batch, found: Iterable[Tally]) -> RequestCounts:
     return RequestCounts(total=batch.total, completed=completed, failed=failed)
 
 
-async def request_counts(
+@dataclass(frozen=True)
+class BatchTotals:
+    """What a batch object shows of its requests: their counts, usage and cost."""
+
+    counts: RequestCounts
+    usage: BatchUsage
+    cost_usd: float | None
+
+
+_USAGE = Job.usage
+_SUMS = (
+    func.sum(_USAGE["prompt_tokens"].as_integer()),
+    func.sum(_USAGE[("prompt_tokens_details", "cached_tokens")].as_integer()),
+    func.sum(_USAGE["completion_tokens"].as_integer()),
+    func.sum(_USAGE[("completion_tokens_details", "reasoning_tokens")].as_integer()),
+    func.sum(Job.cost_usd),
+)
+
+
+async def batch_totals(
     session: AsyncSession, *, batches: Sequence[Batch]
-) -> dict[str, RequestCounts]:
-    found = await tallies(session, batch_ids=[b.id for b in batches])
-    return {b.id: counts_of(b, (t for t in found if t.batch_id == b.id)) for b in batches}
+) -> dict[str, BatchTotals]:
+    """The batches' request counts, usage and cost, in one grouped query.
+
+    Unlike :func:`tallies` (the scheduler's, an index-only scan) it reads the
+    rows' usage: a batch read costs a pass over its rows.
+    """
+    if not batches:
+        return {}
+    query = (
+        select(Job.batch_id, Job.status, func.count(), *_SUMS)
+        .where(Job.batch_id.in_([b.id for b in batches]))
+        .group_by(Job.batch_id, Job.status)
+    )
+    found: dict[str, list[Any]] = {}
+    for batch_id, status, count, *sums in (await session.execute(query)).all():
+        found.setdefault(str(batch_id), []).append((status, int(count), sums))
+    return {b.id: _totals(b, found.get(b.id, [])) for b in batches}
+
+
+def _totals(batch: Batch, groups: list[Any]) -> BatchTotals:
+    tallied = [
+        Tally(batch_id=batch.id, provider="", status=status, held=False, count=count)
+        for status, count, _ in groups
+    ]
+    tokens = [0, 0, 0, 0]
+    cost: float | None = None
+    for _, _, sums in groups:
+        for index in range(4):
+            tokens[index] += int(sums[index] or 0)
+        if sums[4] is not None:
+            cost = (cost or 0.0) + float(sums[4])
+    prompt, cached, completion, reasoning = tokens
+    usage = BatchUsage(
+        input_tokens=prompt,
+        input_tokens_details=InputTokensDetails(cached_tokens=cached),
+        output_tokens=completion,
+        output_tokens_details=OutputTokensDetails(reasoning_tokens=reasoning),
+        total_tokens=prompt + completion,
+    )
+    cost = None if cost is None else round(cost, 10)  # as each job's is stored
+    return BatchTotals(counts=counts_of(batch, tallied), usage=usage, cost_usd=cost)
 
 
 async def _move(

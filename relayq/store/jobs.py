@@ -108,6 +108,7 @@ async def create_job(session: AsyncSession, *, job: NewJob, now: float) -> tuple
         row.cached = True
         row.response = job.cached.get("response")
         row.usage = job.cached.get("usage")
+        row.cost_usd = 0.0  # no provider call: nothing spent
         row.started_at = row.finished_at = now
         await session.flush()
         await plan_deliveries(session, job_id=row.id, now=now)

@@ -1,7 +1,8 @@
 """Outcomes: a run's end, written only by the claim that still holds the job.
 
-The outcome, the run's attempt and the webhook deliveries it plans are one
-transaction: an outcome is never stored without them. The guard is the
+The outcome (with its cost), the run's attempt, the webhook deliveries it
+plans and its line in the usage ledger are one transaction: an outcome is
+never stored without them. The guard is the
 claim's ``run`` (the fencing token) and the ``running`` status, so a worker
 whose lease lapsed and whose job was claimed again writes nothing.
 """
@@ -13,13 +14,14 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, exists, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from relayq.schemas.jobs import JobStatus
 from relayq.store.attempts import AttemptRecord, add_attempts, attempt_values
 from relayq.store.claims import Claim
 from relayq.store.models import Job, WebhookEndpoint
 from relayq.store.planning import plan_deliveries
+from relayq.store.usage import Booking, book_usage
 
 __all__ = [
     "Finish",
@@ -41,6 +43,8 @@ class Outcome:
     response: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
     usage: dict[str, Any] | None = None
+    cost_usd: float | None = None
+    """What ``usage`` cost at the deployment's price (None: no usage, or no price)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -83,6 +87,7 @@ _FINISH = (
         response=bindparam("response", type_=_jobs.c.response.type),
         error=bindparam("error", type_=_jobs.c.error.type),
         usage=bindparam("usage", type_=_jobs.c.usage.type),
+        cost_usd=bindparam("cost_usd"),
         finished_at=bindparam("now"),
         lease_expires_at=None,
         attempts=_jobs.c.attempts + bindparam("called"),
@@ -134,6 +139,7 @@ async def finish_jobs(
                 "response": f.outcome.response,
                 "error": f.outcome.error,
                 "usage": f.outcome.usage,
+                "cost_usd": f.outcome.cost_usd,
                 "now": now,
                 "called": 1 if f.attempt is not None else 0,
             }
@@ -156,8 +162,34 @@ async def finish_jobs(
             # In this transaction: an outcome is never stored without its webhooks.
             deliveries = await plan_deliveries(session, job_id=finish.claim.job_id, now=now)
         results.append(Finished(written, tuple(deliveries)))
+    await _book(connection, finishes, results, now=now)
     await session.commit()
     return results
+
+
+async def _book(
+    connection: AsyncConnection,
+    finishes: Sequence[Finish],
+    results: Sequence[Finished],
+    *,
+    now: float,
+) -> None:
+    """The usage ledger hears of the outcomes written (:mod:`relayq.store.usage`)."""
+    await book_usage(
+        connection,
+        bookings=[
+            Booking(
+                key_id=f.claim.key_id,
+                model=f.claim.route,
+                batch_id=f.claim.batch_id,
+                usage=f.outcome.usage,
+                cost_usd=f.outcome.cost_usd,
+            )
+            for f, result in zip(finishes, results, strict=True)
+            if result.written
+        ],
+        now=now,
+    )
 
 
 async def finish_job(

@@ -6,13 +6,20 @@ The conversion lives with the rows rather than with the schemas, so that
 
 from __future__ import annotations
 
-from relayq.schemas.batches import BatchErrors, BatchObject, BatchStatus, RequestCounts
+from typing import TYPE_CHECKING
+
+from relayq.schemas.batches import BatchErrors, BatchObject, BatchStatus
 from relayq.schemas.files import FileObject, FilePurpose
 from relayq.schemas.jobs import AttemptPublic, JobPublic, JobStatus
+from relayq.schemas.usage import UsageBucket, UsageReport
 from relayq.schemas.webhooks import WebhookSpec
 from relayq.store.models import Attempt, Batch, File, Job
+from relayq.store.usage import Bucket
 
-__all__ = ["batch_object", "file_object", "job_public"]
+if TYPE_CHECKING:  # batches imports jobs, which imports this module
+    from relayq.store.batches import BatchTotals
+
+__all__ = ["batch_object", "file_object", "job_public", "usage_report"]
 
 
 def job_public(job: Job, attempts: list[Attempt] | None = None) -> JobPublic:
@@ -28,6 +35,7 @@ def job_public(job: Job, attempts: list[Attempt] | None = None) -> JobPublic:
         response=job.response,
         error=job.error,
         usage=job.usage,
+        cost_usd=job.cost_usd,
         cached=job.cached,
         webhook=None if job.webhook is None else WebhookSpec.model_validate(job.webhook),
         created_at=job.created_at,
@@ -66,7 +74,9 @@ def _seconds(value: float | None) -> int | None:
     return None if value is None else int(value)
 
 
-def batch_object(row: Batch, counts: RequestCounts) -> BatchObject:
+def batch_object(row: Batch, totals: BatchTotals) -> BatchObject:
+    """A batch row with its requests' counts, usage and cost
+    (:func:`relayq.store.batches.batch_totals`)."""
     return BatchObject(
         id=row.id,
         endpoint=row.endpoint,
@@ -85,6 +95,40 @@ def batch_object(row: Batch, counts: RequestCounts) -> BatchObject:
         expired_at=_seconds(row.expired_at),
         cancelling_at=_seconds(row.cancelling_at),
         cancelled_at=_seconds(row.cancelled_at),
-        request_counts=counts,
+        request_counts=totals.counts,
+        usage=totals.usage,
+        cost_usd=totals.cost_usd,
         metadata=row.metadata_,
     )
+
+
+def _bucket(bucket: Bucket) -> UsageBucket:
+    group: dict[str, str | None] = dict(bucket.group)
+    if group.get("batch_id") == "":
+        group["batch_id"] = None  # the ledger's "no batch"
+    # Only the fields set are answered (exclude_unset): the grouped-by ones, and these.
+    return UsageBucket.model_validate(
+        {
+            "object": "usage.bucket",
+            **group,
+            "requests": bucket.requests,
+            "input_tokens": bucket.prompt_tokens,
+            "output_tokens": bucket.completion_tokens,
+            "cached_tokens": bucket.cached_tokens,
+            "total_tokens": bucket.prompt_tokens + bucket.completion_tokens,
+            "cost_usd": round(bucket.cost_usd, 10),
+        }
+    )
+
+
+def usage_report(buckets: list[Bucket]) -> UsageReport:
+    """``GET /v1/usage``'s answer: a bucket per group, and their total."""
+    total = Bucket(
+        group={},
+        requests=sum(b.requests for b in buckets),
+        prompt_tokens=sum(b.prompt_tokens for b in buckets),
+        completion_tokens=sum(b.completion_tokens for b in buckets),
+        cached_tokens=sum(b.cached_tokens for b in buckets),
+        cost_usd=sum(b.cost_usd for b in buckets),
+    )
+    return UsageReport(object="list", data=[_bucket(b) for b in buckets], total=_bucket(total))
