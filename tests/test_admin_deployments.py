@@ -66,6 +66,7 @@ def test_a_drain_reaches_another_process_and_routing_skips_the_deployment(
             await until(lambda: follower.drained == {"a|m", "b|m"})
             with pytest.raises(RouteUnavailable) as unavailable:
                 await router.choose("single")
+            anyway = await router.choose("single", drained_too=True)  # a batch's choice
             drained = await admin.every()
             assert await admin.resume("b|m") == 300.0
             assert await admin.resume("b|m") is None
@@ -79,6 +80,7 @@ def test_a_drain_reaches_another_process_and_routing_skips_the_deployment(
                 await client.aclose()
 
         assert (first.provider, fallback.provider, back.provider) == ("a", "b", "b")
+        assert anyway.provider == "b"
         assert (fallback.route, fallback.index) == ("pair", 1)
         assert unavailable.value.drained == ["b|m"]
         assert drained == {"a|m": 100.0, "b|m": 300.0}
@@ -113,6 +115,7 @@ PROVIDERS = {
     "secondary": {"type": "mock"},
     "flaky": {"type": "mock"},
     "single": {"type": "mock"},
+    "broken": {"type": "mock", "options": {"fault": "error", "status": 503}},
 }
 ROUTES = {
     "pair": {
@@ -124,6 +127,14 @@ ROUTES = {
     },
     "flaky": {"provider": "flaky", "model": "m"},
     "single": {"provider": "single", "model": "m"},
+    "chain": {
+        "strategy": "ordered",
+        "deployments": [
+            {"provider": "broken", "model": "m"},
+            {"provider": "primary", "model": "m1"},
+            {"provider": "secondary", "model": "m2"},
+        ],
+    },
 }
 _REDIS_DB = 3
 FAIL = {"mock": {"fault": "error", "status": 503}}
@@ -243,13 +254,13 @@ def _stored(env: Env, job_id: str) -> dict[str, Any]:
 def test_every_routed_deployment_is_listed(env: Env) -> None:
     found = _deployments(env)
 
-    assert sorted(found) == ["flaky|m", "primary|m1", "secondary|m2", "single|m"]
+    assert sorted(found) == ["broken|m", "flaky|m", "primary|m1", "secondary|m2", "single|m"]
     assert found["primary|m1"] == {
         "object": "deployment",
         "id": "primary|m1",
         "provider": "primary",
         "model": "m1",
-        "routes": ["pair"],
+        "routes": ["chain", "pair"],
         "drained": False,
         "drained_at": None,
         "breaker": "closed",
@@ -329,6 +340,19 @@ def test_a_drained_deployment_gets_no_new_jobs_until_resumed(env: Env) -> None:
         {"drained": True, "drained_at": drained_at},
         {"drained": False, "drained_at": None},
     )
+
+
+def test_the_worker_s_fallback_passes_a_drained_deployment_over(env: Env) -> None:
+    assert env.admin.post("/v1/admin/deployments/primary|m1/drain").status_code == 200
+    try:
+        job = submit(env.user, body("fall over", model="chain"))
+        done = wait_for_status(env.user, job["id"], {"succeeded", "failed"})
+    finally:
+        assert env.admin.post("/v1/admin/deployments/primary|m1/resume").status_code == 200
+
+    assert job["provider"] == "broken"  # the route's first, not drained
+    assert (done["status"], done["provider"]) == ("succeeded", "secondary")
+    assert "primary" not in {a["provider"] for a in done["attempts"]}
 
 
 def test_a_route_whose_every_deployment_is_drained_answers_503(env: Env) -> None:

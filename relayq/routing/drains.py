@@ -4,7 +4,8 @@ An admin drains a deployment (``POST /v1/admin/deployments/{id}/drain``) to
 take it out of service without editing the routing file: the router then
 picks among the route's other deployments, and a route whose every
 deployment is drained is unavailable (:class:`relayq.routing.router.RouteUnavailable`).
-Jobs already assigned to it (queued or running) run there as before.
+Jobs already assigned to it (queued or running) run there as before; a
+failing job's fallback passes it over (:mod:`relayq.resilience.resilience`).
 
 The drained set is one Redis hash
 (:attr:`~relayq.redis.keys.RedisKeys.routing_drained`), changed only with an

@@ -88,28 +88,32 @@ class Router:
         name = self._by_name.get(model)
         return None if name is None else (name, self.routing.routes[name])
 
-    async def choose(self, model: str) -> Deployment:
+    async def choose(self, model: str, *, drained_too: bool = False) -> Deployment:
         """The deployment that should serve a new job for ``model``.
 
         Raises :class:`UnknownModel`, or :class:`RouteUnavailable` when every
-        deployment of its route is drained.
+        deployment of its route is drained (``drained_too``: choose among them
+        all the same).
         """
         found = self.route(model)
         if found is not None:
             name, route = found
-            chosen = await self._pick(self._undrained(model, route.deployments), route.strategy)
+            deployments: Sequence[DeploymentSettings] = route.deployments
+            if not drained_too:
+                deployments = self._undrained(model, deployments)
+            chosen = await self._pick(deployments, route.strategy)
             return Deployment(
                 route=name,
                 provider=chosen.provider,
                 upstream_model=chosen.model,
                 index=route.deployments.index(chosen),
             )
-        direct = await self._direct(model)
+        direct = await self._direct(model, drained_too=drained_too)
         if direct is not None:
             return direct
         raise UnknownModel(model, available=self.model_names)
 
-    async def _direct(self, model: str) -> Deployment | None:
+    async def _direct(self, model: str, *, drained_too: bool) -> Deployment | None:
         provider, _, upstream = model.partition("/")
         settings = self.routing.providers.get(provider)
         if not upstream or settings is None or not settings.list_models or not self._published:
@@ -118,7 +122,7 @@ class Router:
         if published is None or upstream not in published:
             return None
         field = deployment_field(provider, upstream)
-        if self._drains is not None and field in self._drains.drained:
+        if not drained_too and self._drains is not None and field in self._drains.drained:
             raise RouteUnavailable(model, drained=[field])
         return Deployment(route=model, provider=provider, upstream_model=upstream)
 
