@@ -213,14 +213,17 @@ class KeyLimits:
             if limit is not None and limit <= 0:
                 raise ValueError("a limit must be positive, or None for unlimited")
         now = self._clock()
-        window = int(now // self._tpm_window)
-        left = (window + 1) * self._tpm_window - now
-        member = _member(key_id, job_id)
+        # A key without a TPM limit names no window (the script reads none).
+        window_key, left = self._reserved_key, 0.0
+        if tpm:
+            window = int(now // self._tpm_window)
+            window_key = self._keys.key_tpm(key_id, str(window))
+            left = (window + 1) * self._tpm_window - now
         keys: list[Any] = [
             self._keys.key_rpm(key_id),
             self._counts_key,
             self._members_key,
-            self._keys.key_tpm(key_id, str(window)),
+            window_key,
             self._reserved_key,
         ]
         args: list[Any] = [
@@ -228,7 +231,7 @@ class KeyLimits:
             rpm or 0,
             max_concurrent or 0,
             key_id,
-            member,
+            _member(key_id, job_id),
             tpm or 0,
             max(0, tokens),
             int(self._tpm_window * 2000),
