@@ -68,6 +68,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = Services(settings)
         services.start()
+        await services.read_drains()
         app.state.services = services
         settle()
         try:

@@ -145,6 +145,7 @@ def key_limits(caller: Caller, settings: Settings) -> KeyLimitValues:
     return KeyLimitValues(
         requests_per_minute=key.requests_per_minute or settings.api.key_requests_per_minute,
         max_concurrent_jobs=key.max_concurrent_jobs or settings.api.key_max_concurrent_jobs,
+        tokens_per_minute=key.tokens_per_minute or settings.api.key_tokens_per_minute,
     )
 
 

@@ -5,7 +5,8 @@ and every message says what is wrong and where. This module alone maps
 errors to HTTP: routes raise :class:`APIError` for what they find wrong
 themselves and let relayq's own exceptions (an unknown model, a reused
 idempotency key, a refused webhook URL, a key over its limits, a queue that
-did not take a sync call) propagate to the handlers installed here.
+did not take a sync call, a route whose every deployment is drained)
+propagate to the handlers installed here.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from relayq.intake.intake import BrokerUnavailable, KeyLimited
 from relayq.resilience.key_limits import KeyLimit
-from relayq.routing.router import UnknownModel
+from relayq.routing.router import RouteUnavailable, UnknownModel
 from relayq.schemas.destinations import WebhookURLRefused
 from relayq.schemas.params import param_path
 from relayq.store.jobs import IdempotencyConflict
@@ -211,6 +212,20 @@ async def _on_unknown_model(_: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _on_route_unavailable(_: Request, exc: Exception) -> JSONResponse:
+    """A 503: every deployment of the model's route is drained by an operator."""
+    assert isinstance(exc, RouteUnavailable)
+    return _response(
+        APIError(
+            503,
+            f"The model '{exc.model}' is unavailable: every deployment serving it is drained "
+            f"({', '.join(exc.drained)}). Retry later.",
+            code="route_unavailable",
+            param="model",
+        )
+    )
+
+
 async def _on_idempotency_conflict(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, IdempotencyConflict)
     anew = "request" if exc.kind == "job" else exc.kind
@@ -246,6 +261,8 @@ async def _on_broker_unavailable(_: Request, exc: Exception) -> JSONResponse:
 async def _on_key_limited(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, KeyLimited)
     decision, limits = exc.decision, exc.limits
+    if decision.limit is KeyLimit.TOKENS_PER_MINUTE:
+        return _tokens_limited(exc)
     if decision.limit is KeyLimit.MAX_CONCURRENT_JOBS:
         message = (
             f"Too many unfinished jobs: this key may have {limits.max_concurrent_jobs} "
@@ -261,6 +278,33 @@ async def _on_key_limited(_: Request, exc: Exception) -> JSONResponse:
     seconds = str(max(1, math.ceil(retry_after)))
     body = error_body(429, message, code=code)
     return JSONResponse(body, status_code=429, headers={"Retry-After": seconds})
+
+
+def _tokens_limited(exc: KeyLimited) -> JSONResponse:
+    """A key over its tokens per minute, in OpenAI's words, with its rate-limit headers."""
+    limit = exc.limits.tokens_per_minute or 0
+    used = exc.decision.tokens_used or 0
+    wait = exc.decision.retry_after
+    headers = {
+        "x-ratelimit-limit-tokens": str(limit),
+        "x-ratelimit-remaining-tokens": str(max(0, limit - used)),
+    }
+    if wait is None:  # the request alone is more than a window holds: waiting cannot help
+        message = (
+            f"Request too large for key {exc.key_id} on tokens per min (TPM): Limit {limit}, "
+            f"Requested {exc.tokens}. The input or output tokens must be reduced in order "
+            "to run successfully."
+        )
+    else:
+        seconds = max(1, math.ceil(wait))
+        headers["Retry-After"] = str(seconds)
+        headers["x-ratelimit-reset-tokens"] = f"{seconds}s"
+        message = (
+            f"Rate limit reached for key {exc.key_id} on tokens per min (TPM): Limit {limit}, "
+            f"Used {used}, Requested {exc.tokens}. Please try again in {seconds}s."
+        )
+    body = error_body(429, message, code="rate_limit_exceeded", param=None)
+    return JSONResponse(body, status_code=429, headers=headers)
 
 
 async def _on_database_down(_: Request, exc: Exception) -> JSONResponse:
@@ -297,6 +341,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(PoolTimeout, _on_pool_exhausted)
     app.add_exception_handler(KeyLimited, _on_key_limited)
     app.add_exception_handler(UnknownModel, _on_unknown_model)
+    app.add_exception_handler(RouteUnavailable, _on_route_unavailable)
     app.add_exception_handler(IdempotencyConflict, _on_idempotency_conflict)
     app.add_exception_handler(WebhookURLRefused, _on_webhook_url_refused)
     app.add_exception_handler(BrokerUnavailable, _on_broker_unavailable)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.multiprocess import MultiProcessCollector
+from redis.exceptions import RedisError
 
 from api.key_cache import KeyCache
 from relayq.auth.jwt import TokenVerifier
@@ -28,6 +30,7 @@ from relayq.redis.pool import shared_redis
 from relayq.resilience.breaker import CircuitBreaker
 from relayq.resilience.key_limits import KeyLimits
 from relayq.routing.catalog import ModelCatalog
+from relayq.routing.drains import Drains
 from relayq.routing.live import LiveRouting
 from relayq.routing.router import Router
 from relayq.routing.state import RoutingState
@@ -35,6 +38,8 @@ from relayq.store import Database
 from relayq.webhooks.publishing import DeliveryPublisher, WebhookEnqueuer
 
 __all__ = ["Services"]
+
+log = logging.getLogger(__name__)
 
 
 class Services:
@@ -71,6 +76,8 @@ class Services:
             providers=lambda: self.providers, ttl_seconds=settings.models_ttl_seconds
         )
         self.router: Router
+        self.drains = Drains(self.redis, key_prefix=settings.key_prefix)
+        """Deployments routing gives no new jobs, followed as admins change them."""
         self.hub = EventHub(settings.redis_url, key_prefix=settings.key_prefix)
         # Its read timeout exceeds its XREAD's block, like the event hub's.
         self.replies = ReplyHub(
@@ -105,27 +112,49 @@ class Services:
                 self.redis, key_prefix=settings.key_prefix, counted=self.api_metrics.cache_lookup
             ),
             events=self.events,
-            key_limits=KeyLimits(self.redis, key_prefix=settings.key_prefix, batch=self.batch),
+            key_limits=KeyLimits(
+                self.redis,
+                key_prefix=settings.key_prefix,
+                batch=self.batch,
+                tpm_window_seconds=settings.api.key_tpm_window_seconds,
+            ),
             batch=self.batch,
         )
         self._watcher: asyncio.Task[None] | None = None
+        self._drains_watcher: asyncio.Task[None] | None = None
 
     def _apply(self, config: RoutingConfig) -> None:
         providers = build_providers(config.providers, self.http)
-        self.router = Router(config, state=self.routing_state, published=self.catalog.published)
+        self.router = Router(
+            config,
+            state=self.routing_state,
+            published=self.catalog.published,
+            drains=self.drains,
+        )
         self.providers = providers
         self.catalog.forget()
 
     def start(self) -> None:
-        """Start watching the config file and reading replies (on the running loop)."""
+        """Start watching the config file and the drained deployments, and reading
+        replies (on the running loop)."""
         self._watcher = asyncio.create_task(self.live.watch())
+        self._drains_watcher = asyncio.create_task(self.drains.watch())
         self.replies.start()
 
+    async def read_drains(self) -> None:
+        """Read the drained deployments once, before the first request is served (the
+        watcher reads them too, as soon as it listens)."""
+        try:
+            await self.drains.refresh()
+        except RedisError as exc:
+            log.warning("drained deployments not read at start (%s); the watcher retries", exc)
+
     async def aclose(self) -> None:
-        if self._watcher is not None:
-            self._watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watcher
+        for watcher in (self._watcher, self._drains_watcher):
+            if watcher is not None:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
         await self.outbox.aclose()
         self.enqueuer.close()
         await self.hub.aclose()

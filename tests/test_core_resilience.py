@@ -29,6 +29,7 @@ from relayq.redis.keys import RedisKeys
 from relayq.resilience.breaker import BreakerState, CircuitBreaker
 from relayq.resilience.ratelimit import RateLimiter
 from relayq.resilience.resilience import Resilience
+from relayq.routing.drains import Drains
 from relayq.schemas.chat import ChatCompletionRequest
 from relayq.store.attempts import AttemptRecord
 from relayq.store.claims import Claim, claim_job
@@ -37,7 +38,11 @@ from tests.in_process import PREFIX, Env, ScenarioRunner, queued_messages, store
 
 ROUTING = RoutingConfig.model_validate(
     {
-        "providers": {"first": {"type": "mock"}, "second": {"type": "mock"}},
+        "providers": {
+            "first": {"type": "mock"},
+            "second": {"type": "mock"},
+            "third": {"type": "mock"},
+        },
         "routes": {
             "paced": {"deployments": [{"provider": "first", "model": "m", "rpm": 2}]},
             "metered": {"deployments": [{"provider": "first", "model": "m", "tpm": 100}]},
@@ -46,6 +51,14 @@ ROUTING = RoutingConfig.model_validate(
                 "deployments": [
                     {"provider": "first", "model": "m"},
                     {"provider": "second", "model": "m"},
+                ],
+            },
+            "trio": {
+                "strategy": "ordered",
+                "deployments": [
+                    {"provider": "first", "model": "m"},
+                    {"provider": "second", "model": "m"},
+                    {"provider": "third", "model": "m"},
                 ],
             },
         },
@@ -59,7 +72,7 @@ REQUEST = ChatCompletionRequest.model_validate(
 
 
 @asynccontextmanager
-async def resilience(env: Env) -> AsyncIterator[Resilience]:
+async def resilience(env: Env, *, drains: Drains | None = None) -> AsyncIterator[Resilience]:
     """A worker's Resilience on ``env``'s clock, publishing through a real broker."""
     enqueuer = Enqueuer(settings=Settings(redis_url=env.redis_url))
     try:
@@ -72,6 +85,7 @@ async def resilience(env: Env) -> AsyncIterator[Resilience]:
             routing=lambda: ROUTING,
             events=EventLog(env.redis, key_prefix=PREFIX, max_events=100, retention_seconds=60),
             max_countdown=10,
+            drains=drains,
             clock=env.clock,
         )
     finally:
@@ -253,6 +267,31 @@ def test_a_deployment_that_cannot_serve_the_job_is_left_for_the_next_at_once(
             assert queued_messages(env.redis_url, "llm.first") == []
             kinds = await event_kinds(env, claim.job_id)
             assert kinds == [("attempt_failed", "fallback"), ("fallback", None)]
+
+    scenario(body)
+
+
+def test_a_fallback_passes_drained_deployments_over_and_fails_when_none_is_left(
+    scenario: ScenarioRunner,
+) -> None:
+    async def body(env: Env) -> None:
+        drains = Drains(env.redis, key_prefix=PREFIX)
+        await drains.drain("second|m", now=env.clock())
+        async with resilience(env, drains=drains) as under_test:
+            error = AuthenticationFailed("first: 401", status_code=401)
+            trio = await claimed(env, "trio")
+            moved = await under_test.after_failure(trio, error, failed(trio, error.to_dict()))
+            pair = await claimed(env, "pair")
+            final = await under_test.after_failure(pair, error, failed(pair, error.to_dict()))
+            async with env.database.session() as session:
+                job = await get_job(session, job_id=trio.job_id, key_id=env.key_id)
+
+        assert moved is None
+        assert job is not None
+        assert (job.status, job.provider, job.deployment_index) == ("queued", "third", 2)
+        assert queued_messages(env.redis_url, "llm.second") == []
+        assert final is not None
+        assert final["code"] == error.code
 
     scenario(body)
 

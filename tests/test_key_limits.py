@@ -198,8 +198,10 @@ def test_unlimited_keys_are_still_counted(redis_url: str) -> None:
 
 def test_public_surface() -> None:
     assert set(relayq.resilience.key_limits.__all__) == {
+        "BYTES_PER_TOKEN",
         "Decision",
         "KeyLimit",
         "KeyLimits",
         "RunningJob",
+        "request_tokens",
     }

@@ -60,6 +60,7 @@ from relayq.resilience.key_limits import KeyLimits
 from relayq.resilience.ratelimit import RateLimiter
 from relayq.resilience.resilience import Resilience
 from relayq.routing.catalog import ModelCatalog
+from relayq.routing.drains import Drains
 from relayq.routing.live import LiveRouting
 from relayq.routing.router import Router
 from relayq.routing.state import RoutingState
@@ -276,6 +277,8 @@ class WorkerRuntime:
         instance = settings.worker.instance or uuid.uuid4().hex
         self._taken = Taken(batch, key_prefix=settings.key_prefix, instance=instance)
         clearance = Clearance(ttl=settings.worker.admission_cache_seconds)
+        # Deployments an operator drained: fallbacks and batches pass them over.
+        drains = Drains(redis, key_prefix=settings.key_prefix)
         metrics = self.metrics = self._metrics()
         resilience = Resilience(
             database=database,
@@ -291,6 +294,7 @@ class WorkerRuntime:
             max_countdown=settings.worker.visibility_timeout / 2,
             clearance=clearance,
             metrics=metrics,
+            drains=drains,
         )
         executor = Executor(
             database=database,
@@ -362,7 +366,9 @@ class WorkerRuntime:
         self._preparer = BatchPreparer(
             database=database,
             storage=storage,
-            router=lambda: Router(live.config, state=state, published=catalog.published),
+            router=lambda: Router(
+                live.config, state=state, published=catalog.published, drains=drains
+            ),
             settings=settings,
             notifier=notifier,
         )
@@ -388,6 +394,7 @@ class WorkerRuntime:
             asyncio.create_task(
                 listen_for_changes(redis, key_prefix=settings.key_prefix, clearance=clearance)
             ),
+            asyncio.create_task(drains.watch()),
             asyncio.create_task(
                 reconciler.run_forever(
                     redis=redis,

@@ -23,7 +23,7 @@ from relayq.batches.validation import LineValidator, ValidRequest
 from relayq.config.settings import Settings
 from relayq.files.storage import FileStorage, read_lines
 from relayq.ids import id_sequence
-from relayq.routing.router import Deployment, Router, UnknownModel
+from relayq.routing.router import Deployment, Router, RouteUnavailable, UnknownModel
 from relayq.schemas.batches import BatchErrorItem, BatchErrors, BatchStatus
 from relayq.schemas.jobs import JobStatus
 from relayq.store import Database
@@ -69,6 +69,9 @@ class _Chooser:
         except UnknownModel:
             self._unknown.add(model)
             return None
+        except RouteUnavailable:
+            # Every deployment drained: the batch waits for one rather than fail.
+            return await self._router.choose(model, drained_too=True)
 
 
 class BatchPreparer:

@@ -52,7 +52,13 @@ def db_upgrade(revision: str = "head") -> None:
 
 
 async def _create_key(
-    settings: Settings, name: str, *, admin: bool, rpm: int | None, concurrent: int | None
+    settings: Settings,
+    name: str,
+    *,
+    admin: bool,
+    rpm: int | None,
+    concurrent: int | None,
+    tpm: int | None = None,
 ) -> key_store.CreatedKey:
     from relayq.store import Database
     from relayq.store import keys as key_store
@@ -66,6 +72,7 @@ async def _create_key(
                 admin=admin,
                 requests_per_minute=rpm,
                 max_concurrent_jobs=concurrent,
+                tokens_per_minute=tpm,
             )
     finally:
         await database.aclose()
@@ -79,6 +86,7 @@ def keys_create(
     max_concurrent: Annotated[
         int | None, typer.Option(help="Unfinished jobs at once (default: the API's).")
     ] = None,
+    tpm: Annotated[int | None, typer.Option(help="Tokens per minute (default: API's).")] = None,
 ) -> None:
     """Create an API key and print its secret. The secret is shown only this once."""
     import asyncio
@@ -86,7 +94,7 @@ def keys_create(
     from relayq.config.settings import Settings
 
     created = asyncio.run(
-        _create_key(Settings(), name, admin=admin, rpm=rpm, concurrent=max_concurrent)
+        _create_key(Settings(), name, admin=admin, rpm=rpm, concurrent=max_concurrent, tpm=tpm)
     )
     console.print(
         f"created key {created.id} ({created.name}); store it now, it is not shown again:"

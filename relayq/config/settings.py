@@ -84,6 +84,11 @@ class ApiSettings(BaseModel):
     """Requests per minute each key may make to job-creating routes (a key's own wins)."""
     key_max_concurrent_jobs: int | None = Field(default=None, gt=0)
     """Unfinished jobs each key may have at once (a key's own limit wins)."""
+    key_tokens_per_minute: int | None = Field(default=None, gt=0)
+    """Tokens each key may use per minute on job-creating routes (a key's own wins)."""
+    key_tpm_window_seconds: float = Field(default=60.0, gt=0)
+    """The length of a tokens-per-minute window. A minute; tests shorten it to see a
+    window end without waiting a minute."""
     metrics: bool = True
     """Serve Prometheus metrics at /metrics."""
     metrics_access: MetricsAccess = MetricsAccess.PUBLIC

@@ -126,6 +126,16 @@ async def _together(*steps: Awaitable[Any]) -> list[Any]:
     return results
 
 
+def _total_tokens(usage: dict[str, Any] | None) -> int | None:
+    """The tokens a call's reported usage counts (None when it reported none)."""
+    if not usage:
+        return None
+    total = usage.get("total_tokens")
+    if total is None:
+        total = (usage.get("prompt_tokens") or 0) + (usage.get("completion_tokens") or 0)
+    return int(total)
+
+
 def _failed(code: str, message: str) -> Outcome:
     return Outcome(status=JobStatus.FAILED, error={"code": code, "message": message})
 
@@ -742,7 +752,12 @@ class Executor:
                 )
             )
         if self._key_limits is not None and claim.batch_id is None:
-            counts.append(self._key_limits.job_finished(claim.key_id, claim.job_id))
+            # Its reported tokens replace what its key's TPM window reserved for it.
+            counts.append(
+                self._key_limits.job_finished(
+                    claim.key_id, claim.job_id, tokens=_total_tokens(outcome.usage)
+                )
+            )
         try:
             await _together(*counts)
         except RedisError as exc:  # hints only; the reconciler recounts both

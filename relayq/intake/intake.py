@@ -39,7 +39,7 @@ from relayq.queueing.broker import JobDetails
 from relayq.queueing.outbox import JobMessage, Outbox
 from relayq.redis.keys import RedisKeys
 from relayq.redis.pipeline import CommandBatch
-from relayq.resilience.key_limits import Decision, KeyLimits
+from relayq.resilience.key_limits import Decision, KeyLimits, request_tokens
 from relayq.routing.router import Router, UnknownModel
 from relayq.routing.state import RoutingState
 from relayq.schemas.chat import ChatCompletionRequest
@@ -72,15 +72,21 @@ class KeyLimitValues:
 
     requests_per_minute: int | None
     max_concurrent_jobs: int | None
+    tokens_per_minute: int | None = None
 
 
 class KeyLimited(Exception):
-    """The key is over one of its limits; ``decision`` says which and for how long."""
+    """The key is over one of its limits; ``decision`` says which and for how long;
+    ``tokens``: the request's estimate (what a TPM limit counted)."""
 
-    def __init__(self, decision: Decision, limits: KeyLimitValues) -> None:
+    def __init__(
+        self, decision: Decision, limits: KeyLimitValues, *, key_id: str = "", tokens: int = 0
+    ) -> None:
         super().__init__(decision.limit)
         self.decision = decision
         self.limits = limits
+        self.key_id = key_id
+        self.tokens = tokens
 
 
 class BrokerUnavailable(Exception):
@@ -96,6 +102,12 @@ class _Admission:
     limits: KeyLimitValues | None
     counted: bool = False
     """Whether the job was counted as one of the key's unfinished jobs."""
+    tokens: int = 0
+    """The request's estimated tokens, when the key has a TPM limit (else 0: not counted)."""
+
+    def limited(self, decision: Decision) -> KeyLimited:
+        assert self.limits is not None
+        return KeyLimited(decision, self.limits, key_id=self.key_id, tokens=self.tokens)
 
 
 @dataclass(frozen=True)
@@ -182,7 +194,7 @@ class Intake:
             await self._release(admission)
             raise
         if not submitted.created or submitted.job.cached:
-            await self._release(admission)  # no new unfinished job after all
+            await self._release(admission)  # no new unfinished job after all: no tokens used
         return submitted
 
     async def _admit(self, admission: _Admission) -> None:
@@ -196,18 +208,24 @@ class Intake:
                 admission.job_id,
                 rpm=limits.requests_per_minute,
                 max_concurrent=limits.max_concurrent_jobs,
+                tpm=limits.tokens_per_minute,
+                tokens=admission.tokens,
             )
         except RedisError as exc:  # limits need Redis; jobs do not: let it through
             log.warning("key limits not checked (Redis unavailable): %s", exc)
             return
         if not decision.allowed:
-            raise KeyLimited(decision, limits)
+            raise admission.limited(decision)
         admission.counted = True
 
-    async def _release(self, admission: _Admission) -> None:
+    async def _release(self, admission: _Admission, *, tokens: int | None = 0) -> None:
+        """Uncount a counted job; ``tokens``: what it used (0: it never ran; None: unknown,
+        its TPM estimate stays charged)."""
         if admission.counted and self._key_limits is not None:
             try:
-                await self._key_limits.job_finished(admission.key_id, admission.job_id)
+                await self._key_limits.job_finished(
+                    admission.key_id, admission.job_id, tokens=tokens
+                )
             except RedisError as exc:
                 log.warning("key count not released for %s: %s", admission.key_id, exc)
 
@@ -222,12 +240,14 @@ class Intake:
     ) -> Submitted:
         key_id, job_id = admission.key_id, admission.job_id
         router = self._router()
+        completion = body.completion_request()
+        if admission.limits is not None and admission.limits.tokens_per_minute:
+            admission.tokens = request_tokens(completion)
         try:
             deployment = await router.choose(body.model)
         except UnknownModel:
             await self._admit(admission)  # a request all the same: it counts against the rate
             raise
-        completion = body.completion_request()
         cache_key, ttl, cached = await self._cache_lookup(
             key_id=key_id, body=body, completion=completion, route=deployment.route
         )
@@ -300,6 +320,8 @@ class Intake:
                     admission.job_id,
                     rpm=limits.requests_per_minute,
                     max_concurrent=limits.max_concurrent_jobs,
+                    tpm=limits.tokens_per_minute,
+                    tokens=admission.tokens,
                     then_add=self._lane.entry(queue, message),
                 ),
             )
@@ -307,7 +329,7 @@ class Intake:
             raise BrokerUnavailable(f"the queue did not take job {job.id}: {exc}") from exc
         if not decision.allowed:
             await self._uncount(job)
-            raise KeyLimited(decision, limits)
+            raise admission.limited(decision)
         admission.counted = True
         return Submitted(job=new_row(job, now=now), created=True, direct=True)
 
@@ -390,7 +412,8 @@ class Intake:
             changed = await cancel_job(session, job_id=job_id, key_id=key_id, now=self._clock())
             await session.refresh(job)
         if changed:
-            await self._release(_Admission(key_id, job_id, None, counted=True))
+            # It may have been running: what it used is unknown, its estimate stays.
+            await self._release(_Admission(key_id, job_id, None, counted=True), tokens=None)
             await self._emit(job, EventType.CANCELLED, terminal_data(job))
             if job.reply_to is not None:  # a caller waits on it (its worker may never run it)
                 reply = Reply(job_id=job_id, type=EventType.CANCELLED.value, data={})

@@ -142,6 +142,21 @@ class RedisKeys:
         API's intake (:class:`relayq.resilience.key_limits.KeyLimits`)."""
         return f"{self.prefix}:key_limits:rpm:{key_id}"
 
+    def key_tpm(self, key_id: str, window: str) -> str:
+        """String (a counter): the tokens an API key used in one window of its
+        tokens-per-minute limit (``window``: the window's number since the epoch). Charged
+        with each admitted request's estimate by the API's intake, corrected with the
+        reported usage at the job's end by the worker; expires two windows after it began."""
+        return f"{self.prefix}:key_limits:tpm:{key_id}:{window}"
+
+    @property
+    def key_tpm_reserved(self) -> str:
+        """Hash: ``job_id key_id`` (as :attr:`key_members`) → ``<tokens> <window key>``:
+        the estimate an unfinished job charged to its key's tokens per minute. Added by the
+        API's intake (keys with a TPM limit only), read and removed with the job's count at
+        its end, so the window is corrected to the tokens it really used."""
+        return f"{self.prefix}:key_limits:tpm_reserved"
+
     @property
     def key_running(self) -> str:
         """Hash: API key id → its unfinished jobs. Moved with :attr:`key_members` by the
@@ -166,6 +181,19 @@ class RedisKeys:
         """Hash: ``provider|model`` → moving average of successful calls' latency (ms).
         Written by the workers; read by the API's latency routing."""
         return f"{self.prefix}:routing:latency_ms"
+
+    @property
+    def routing_drained(self) -> str:
+        """Hash: ``provider|model`` → when an operator drained it (wall clock): deployments
+        routing gives no new jobs. Written by the admin API (drain, resume); read by every
+        process's :class:`relayq.routing.drains.Drains` at start and on each announcement."""
+        return f"{self.prefix}:routing:drained"
+
+    @property
+    def drains_channel(self) -> str:
+        """Channel: :attr:`routing_drained` changed (published by the admin API in the same
+        transaction); every API and worker process reads the hash again."""
+        return f"{self.prefix}:routing:drains"
 
     def cache(self, key_id: str, digest: str) -> str:
         """String: a cached answer (JSON ``{response, usage}``) for one API key and a

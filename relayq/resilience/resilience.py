@@ -31,6 +31,7 @@ from relayq.resilience.breaker import BreakerState, CircuitBreaker, Permit
 from relayq.resilience.clearance import Clearance
 from relayq.resilience.policy import Action, RetrySettings, after_failure
 from relayq.resilience.ratelimit import RateLimiter, estimate_tokens
+from relayq.routing.drains import Drains
 from relayq.schemas.chat import ChatCompletionRequest
 from relayq.store import Database
 from relayq.store.attempts import AttemptRecord, list_attempts
@@ -75,11 +76,14 @@ class Resilience:
         max_countdown: float,
         clearance: Clearance | None = None,
         metrics: WorkerMetrics | None = None,
+        drains: Drains | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         """``clearance``: the deployments this worker may admit calls to by itself;
-        ``metrics``: where its retries, fallbacks and cooldowns are counted."""
+        ``metrics``: where its retries, fallbacks and cooldowns are counted;
+        ``drains``: the deployments a fallback skips (an operator drained them)."""
         self._database = database
+        self._drains = drains
         self._metrics = metrics
         self._clearance = clearance
         self._outbox = Outbox(database=database, enqueuer=enqueuer, clock=clock)
@@ -255,15 +259,21 @@ class Resilience:
         """Move the job to its route's next deployment; False once all were tried.
 
         The next is the one after the current in the route's order, wrapping
-        around, up to the one the route's strategy first chose.
+        around, up to the one the route's strategy first chose; drained
+        deployments are passed over.
         """
         deployments = self._deployments(claim)
         if not deployments:
             return False
+        drained = self._drains.drained if self._drains is not None else frozenset()
         index = (claim.deployment_index + 1) % len(deployments)
-        if index == claim.first_deployment:
+        while index != claim.first_deployment:
+            target = deployments[index]
+            if deployment_id(target.provider, target.model) not in drained:
+                break
+            index = (index + 1) % len(deployments)
+        else:
             return False
-        target = deployments[index]
         placement = Placement(
             provider=target.provider,
             upstream_model=target.model,

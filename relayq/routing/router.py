@@ -3,7 +3,8 @@
 A requested model name resolves to a route (by name or alias) and the
 route's strategy picks one deployment; ``<provider>/<model>`` reaches a model
 a provider publishes directly. The choice is made once, at intake, because
-it decides the job's queue (``llm.<provider>``).
+it decides the job's queue (``llm.<provider>``). Deployments an operator
+drained (:mod:`relayq.routing.drains`) get no new jobs.
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from relayq.config.routes import DeploymentSettings, RouteSettings, RoutingConfig, Strategy
-from relayq.routing.state import RoutingState
+from relayq.routing.drains import Drains
+from relayq.routing.state import RoutingState, deployment_field
 
-__all__ = ["Deployment", "Router", "UnknownModel"]
+__all__ = ["Deployment", "RouteUnavailable", "Router", "UnknownModel"]
 
 LATENCY_BUFFER = 0.1
 """Deployments within this fraction of the fastest share the traffic, not just the fastest."""
@@ -39,6 +41,15 @@ class UnknownModel(LookupError):
         self.available = list(available)
 
 
+class RouteUnavailable(LookupError):
+    """Every deployment that could serve the requested model is drained."""
+
+    def __init__(self, model: str, *, drained: Sequence[str]) -> None:
+        super().__init__(model)
+        self.model = model
+        self.drained = list(drained)
+
+
 PublishedModels = Callable[[str], Awaitable[frozenset[str] | None]]
 """A provider's published model ids (None if it publishes none)."""
 
@@ -53,8 +64,11 @@ class Router:
         state: RoutingState | None = None,
         published: PublishedModels | None = None,
         rng: random.Random | None = None,
+        drains: Drains | None = None,
     ) -> None:
+        """``drains``: the deployments to give no new jobs (none when not given)."""
         self.routing = routing
+        self._drains = drains
         self._state = state
         self._published = published
         self._rng = rng or random.Random()
@@ -74,24 +88,32 @@ class Router:
         name = self._by_name.get(model)
         return None if name is None else (name, self.routing.routes[name])
 
-    async def choose(self, model: str) -> Deployment:
-        """The deployment that should serve a new job for ``model``."""
+    async def choose(self, model: str, *, drained_too: bool = False) -> Deployment:
+        """The deployment that should serve a new job for ``model``.
+
+        Raises :class:`UnknownModel`, or :class:`RouteUnavailable` when every
+        deployment of its route is drained (``drained_too``: choose among them
+        all the same).
+        """
         found = self.route(model)
         if found is not None:
             name, route = found
-            chosen = await self._pick(route)
+            deployments: Sequence[DeploymentSettings] = route.deployments
+            if not drained_too:
+                deployments = self._undrained(model, deployments)
+            chosen = await self._pick(deployments, route.strategy)
             return Deployment(
                 route=name,
                 provider=chosen.provider,
                 upstream_model=chosen.model,
                 index=route.deployments.index(chosen),
             )
-        direct = await self._direct(model)
+        direct = await self._direct(model, drained_too=drained_too)
         if direct is not None:
             return direct
         raise UnknownModel(model, available=self.model_names)
 
-    async def _direct(self, model: str) -> Deployment | None:
+    async def _direct(self, model: str, *, drained_too: bool) -> Deployment | None:
         provider, _, upstream = model.partition("/")
         settings = self.routing.providers.get(provider)
         if not upstream or settings is None or not settings.list_models or not self._published:
@@ -99,19 +121,36 @@ class Router:
         published = await self._published(provider)
         if published is None or upstream not in published:
             return None
+        field = deployment_field(provider, upstream)
+        if not drained_too and self._drains is not None and field in self._drains.drained:
+            raise RouteUnavailable(model, drained=[field])
         return Deployment(route=model, provider=provider, upstream_model=upstream)
 
-    async def _pick(self, route: RouteSettings) -> DeploymentSettings:
-        deployments = route.deployments
-        if len(deployments) == 1 or route.strategy is Strategy.ORDERED:
+    def _undrained(
+        self, model: str, deployments: Sequence[DeploymentSettings]
+    ) -> Sequence[DeploymentSettings]:
+        drained = self._drains.drained if self._drains is not None else None
+        if not drained:  # the common case: nothing to filter
+            return deployments
+        kept = [d for d in deployments if deployment_field(d.provider, d.model) not in drained]
+        if not kept:
+            raise RouteUnavailable(
+                model, drained=[deployment_field(d.provider, d.model) for d in deployments]
+            )
+        return kept
+
+    async def _pick(
+        self, deployments: Sequence[DeploymentSettings], strategy: Strategy
+    ) -> DeploymentSettings:
+        if len(deployments) == 1 or strategy is Strategy.ORDERED:
             return deployments[0]
-        if route.strategy is Strategy.LEAST_IN_FLIGHT and self._state is not None:
+        if strategy is Strategy.LEAST_IN_FLIGHT and self._state is not None:
             counts = await self._state.in_flight(deployments)
             fewest = min(counts)
             return self._weighted(
                 [d for d, n in zip(deployments, counts, strict=True) if n == fewest]
             )
-        if route.strategy is Strategy.LOWEST_LATENCY and self._state is not None:
+        if strategy is Strategy.LOWEST_LATENCY and self._state is not None:
             return self._fastest(deployments, await self._state.latencies(deployments))
         return self._weighted(deployments)
 

@@ -45,6 +45,7 @@ async def create_key(
     scopes: Iterable[str] | None = None,
     requests_per_minute: int | None = None,
     max_concurrent_jobs: int | None = None,
+    tokens_per_minute: int | None = None,
 ) -> CreatedKey:
     """Store a new key (or the given ``secret``) and return its secret once.
 
@@ -63,6 +64,7 @@ async def create_key(
         scopes=list(scopes),
         requests_per_minute=requests_per_minute,
         max_concurrent_jobs=max_concurrent_jobs,
+        tokens_per_minute=tokens_per_minute,
     )
     session.add(row)
     await session.commit()
