@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from api.key_cache import KeyCache
+from api.key_usage import KeyUsage
 from relayq.config.routes import RoutingConfig
 from relayq.config.settings import Settings
 from relayq.direct.replies import ReplyHub
@@ -53,6 +54,7 @@ class Services:
         )
         self.storage: FileStorage = DirectoryStorage(settings.files.storage_dir)
         self.keys = KeyCache(ttl_seconds=settings.api.key_cache_seconds)
+        self.key_usage = KeyUsage(self.database)
         # Read by the admin API and /metrics; the workers write it.
         self.breaker = CircuitBreaker(
             self.redis, key_prefix=settings.key_prefix, settings=settings.breaker
@@ -125,6 +127,7 @@ class Services:
         await self.replies.aclose()
         await self.http.aclose()
         await self.redis.aclose()
+        await self.key_usage.aclose()
         await self.database.aclose()
 
 
