@@ -58,8 +58,11 @@ class KeyUsage:
             except Exception:
                 log.exception("could not write last_used_at of %d key(s)", len(key_ids))
 
-    async def aclose(self) -> None:
-        """Let a write under way finish (a shutdown should not lose it to a cancel)."""
+    async def idle(self) -> None:
+        """Wait until no write is under way (a shutdown should not lose one to a cancel)."""
         if self._writer is not None:
             with contextlib.suppress(Exception):
                 await self._writer
+
+    async def aclose(self) -> None:
+        await self.idle()
