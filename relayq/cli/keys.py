@@ -126,10 +126,13 @@ def _table(rows: list[ApiKey]) -> Table:
     table = Table()
     # Whole, however narrow the terminal: ids are what the other commands take.
     table.add_column("id", no_wrap=True, min_width=max((len(row.id) for row in rows), default=2))
-    for header in ("name", "ends with", "scopes", "expires", "revoked"):
-        table.add_column(header)
+    table.add_column("name", min_width=8)
+    table.add_column("ends with", no_wrap=True)
+    table.add_column("scopes")
+    table.add_column("expires", no_wrap=True)
+    table.add_column("revoked", no_wrap=True)
     for row in rows:
-        expires = "" if row.expires_at is None else _when(row.expires_at)
+        expires = "" if row.expires_at is None else _when(row.expires_at)[:10]
         table.add_row(
             row.id,
             row.name,
