@@ -63,7 +63,9 @@ class KeyCache:
             return key
         loading = self._loading.get(digest)
         if loading is None:
-            loading = self._loading[digest] = asyncio.ensure_future(self._load(digest, load))
+            loading = self._loading[digest] = asyncio.ensure_future(
+                self._load(digest, load, self._forgotten)
+            )
             loading.add_done_callback(lambda done: self._done(digest, done))
         return await asyncio.shield(loading)
 
@@ -72,9 +74,8 @@ class KeyCache:
             del self._loading[digest]
 
     async def _load(
-        self, digest: str, load: Callable[[], Awaitable[ApiKey | None]]
+        self, digest: str, load: Callable[[], Awaitable[ApiKey | None]], forgotten: int
     ) -> ApiKey | None:
-        forgotten = self._forgotten
         key = await load()
         if key is not None and forgotten == self._forgotten:
             self._keep(digest, key)
