@@ -6,7 +6,8 @@ transaction that moves the batch from ``validating`` to ``in_progress``:
 either every request is stored or none is, and a redelivered message finds
 the batch no longer validating and does nothing. A batch with any bad line
 fails with each one reported, and runs nothing. A line asking for a model
-the batch's key may not use (its model allow-list) is a bad line too.
+the batch's caller may not use (its key's model allow-list, or its JWT's
+``models`` claim, kept on the batch as it was made) is a bad line too.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ from relayq.schemas.batches import BatchErrorItem, BatchErrors, BatchStatus
 from relayq.schemas.jobs import JobStatus
 from relayq.store import Database
 from relayq.store.batches import fail_batch, get_batch_by_id, insert_requests, start_batch
-from relayq.store.keys import key_models
 from relayq.store.models import Batch
 
 __all__ = ["BatchPreparer", "Prepared"]
@@ -99,9 +99,9 @@ class BatchPreparer:
         """Validate and store the batch's requests; None if it was not validating."""
         async with self._database.session() as session:
             batch = await get_batch_by_id(session, batch_id=batch_id)
-            if batch is None or batch.status != BatchStatus.VALIDATING.value:
-                return None
-            allowed = await key_models(session, key_id=batch.key_id)
+        if batch is None or batch.status != BatchStatus.VALIDATING.value:
+            return None
+        allowed = None if batch.models is None else frozenset(batch.models)
         validator = LineValidator(
             endpoint=batch.endpoint, max_errors=self._settings.batches.max_errors
         )

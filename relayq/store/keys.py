@@ -33,7 +33,6 @@ __all__ = [
     "find_active_key",
     "find_key",
     "get_key",
-    "key_models",
     "key_state",
     "list_keys",
     "page_keys",
@@ -165,13 +164,6 @@ async def get_key(session: AsyncSession, *, key_id: str, for_update: bool = Fals
     if for_update:
         query = query.with_for_update()
     return (await session.execute(query)).scalar_one_or_none()
-
-
-async def key_models(session: AsyncSession, *, key_id: str) -> frozenset[str] | None:
-    """The models ``key_id`` may ask for; None: every model."""
-    query = select(ApiKey.models).where(ApiKey.id == key_id)
-    models = (await session.execute(query)).scalar_one_or_none()
-    return None if models is None else frozenset(models)
 
 
 async def list_keys(session: AsyncSession) -> list[ApiKey]:
