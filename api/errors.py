@@ -5,7 +5,8 @@ and every message says what is wrong and where. This module alone maps
 errors to HTTP: routes raise :class:`APIError` for what they find wrong
 themselves and let relayq's own exceptions (an unknown model, a reused
 idempotency key, a refused webhook URL, a key over its limits, a queue that
-did not take a sync call) propagate to the handlers installed here.
+did not take a sync call, an admin's refused change to a key) propagate to
+the handlers installed here.
 """
 
 from __future__ import annotations

@@ -236,7 +236,6 @@ async def revoke_key(
         update(ApiKey)
         .where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None))
         .values(revoked_at=time.time() if now is None else now)
-        .execution_options(synchronize_session="fetch")
     )
     if commit:
         await session.commit()
