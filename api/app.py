@@ -16,12 +16,14 @@ from api.observability import REQUEST_ID_HEADER, RequestObserver
 from api.request_checks import RequestChecks
 from api.routes import (
     admin,
+    audit,
     batches,
     chat,
     events,
     files,
     health,
     jobs,
+    keys,
     metrics,
     models,
     usage,
@@ -108,7 +110,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.api.cors_origins,
-            allow_methods=["GET", "POST", "PUT", "DELETE"],
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
             allow_headers=CORS_REQUEST_HEADERS,
             expose_headers=CORS_EXPOSED_HEADERS,
             max_age=600,
@@ -120,6 +122,8 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     if settings.api.metrics:
         app.include_router(metrics.metrics_router(settings.api.metrics_access))
     app.include_router(admin.router)
+    app.include_router(keys.router)
+    app.include_router(audit.router)
     app.include_router(jobs.router)
     app.include_router(events.router)
     app.include_router(models.router)

@@ -7,7 +7,9 @@ dependency (``ReadCaller``, ``JobsCaller``...); a caller without it gets a 403.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
@@ -19,8 +21,10 @@ from relayq.auth.caller import Caller
 from relayq.auth.jwt import JwksUnavailable, TokenRejected, TokenVerifier
 from relayq.config.settings import Settings
 from relayq.intake.intake import KeyLimitValues
+from relayq.keys import hash_key
+from relayq.routing.router import Router
 from relayq.schemas.scopes import Scope
-from relayq.store.keys import JWT_SOURCE, find_active_key, tenant_key
+from relayq.store.keys import JWT_SOURCE, KeyState, find_key, key_state, tenant_key
 from relayq.store.models import ApiKey
 
 __all__ = [
@@ -35,6 +39,7 @@ __all__ = [
     "SessionDep",
     "admin_caller",
     "key_limits",
+    "require_model",
 ]
 
 
@@ -88,21 +93,20 @@ async def get_caller(
         caller = await _token_caller(services, verifier, secret)
         request.state.key_id = caller.id
         return caller
+    digest = hash_key(secret)
 
     async def load() -> ApiKey | None:
         async with services.database.session() as session:
-            return await find_active_key(session, secret=secret)
+            return await find_key(session, digest=digest)
 
-    key = await services.keys.find(secret, load)
-    if key is None:
-        hint = secret[-4:]
+    key = await services.keys.find(digest, load)
+    state = key_state(key, digest=digest, now=time.time())
+    if key is None or state is not KeyState.ACTIVE:
         raise APIError(
-            401,
-            f"Incorrect API key provided: ...{hint}. It is unknown or revoked.",
-            code="invalid_api_key",
-            headers=_CHALLENGE,
+            401, _refusal(state, key, secret), code="invalid_api_key", headers=_CHALLENGE
         )
     request.state.key_id = key.id
+    services.key_usage.note(key.id)
     return Caller.of_key(key)
 
 
@@ -136,6 +140,26 @@ async def _token_caller(services: Services, verifier: TokenVerifier, token: str)
     return Caller(key=key, scopes=principal.scopes, models=principal.models)
 
 
+def _iso(moment: float | None) -> str:
+    when = datetime.fromtimestamp(moment or 0.0, UTC)
+    return when.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _refusal(state: KeyState, key: ApiKey | None, secret: str) -> str:
+    """Why a secret may not call: each state in words of its own."""
+    if key is None or state is KeyState.UNKNOWN:
+        return f"Incorrect API key provided: ...{secret[-4:]}. No key has this secret."
+    if state is KeyState.REVOKED:
+        return f"This API key (...{secret[-4:]}) was revoked at {_iso(key.revoked_at)}."
+    if state is KeyState.EXPIRED:
+        return f"This API key expired at {_iso(key.expires_at)}."
+    stopped = "" if key.previous_expires_at is None else f" at {_iso(key.previous_expires_at)}"
+    return (
+        f"This API key's secret was replaced by a rotation; the old secret stopped "
+        f"working{stopped}. Use the new secret."
+    )
+
+
 CallerDep = Annotated[Caller, Depends(get_caller)]
 
 
@@ -146,6 +170,22 @@ def key_limits(caller: Caller, settings: Settings) -> KeyLimitValues:
         requests_per_minute=key.requests_per_minute or settings.api.key_requests_per_minute,
         max_concurrent_jobs=key.max_concurrent_jobs or settings.api.key_max_concurrent_jobs,
         tokens_per_minute=key.tokens_per_minute or settings.api.key_tokens_per_minute,
+    )
+
+
+def require_model(caller: Caller, model: str, router: Router) -> None:
+    """Refuse (403 ``model_not_allowed``) a model the caller's allow-list leaves out."""
+    if caller.models is None:
+        return
+    found = router.route(model)
+    if caller.allows(model, None if found is None else found[0]):
+        return
+    allowed = ", ".join(sorted(caller.models)) or "none"
+    raise APIError(
+        403,
+        f"This key may not use the model '{model}'. Models it may use: {allowed}.",
+        code="model_not_allowed",
+        param="model",
     )
 
 

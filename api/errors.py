@@ -5,8 +5,8 @@ and every message says what is wrong and where. This module alone maps
 errors to HTTP: routes raise :class:`APIError` for what they find wrong
 themselves and let relayq's own exceptions (an unknown model, a reused
 idempotency key, a refused webhook URL, a key over its limits, a queue that
-did not take a sync call, a route whose every deployment is drained)
-propagate to the handlers installed here.
+did not take a sync call, a route whose every deployment is drained, an
+admin's refused change to a key) propagate to the handlers installed here.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from relayq.routing.router import RouteUnavailable, UnknownModel
 from relayq.schemas.destinations import WebhookURLRefused
 from relayq.schemas.params import param_path
 from relayq.store.jobs import IdempotencyConflict
+from relayq.store.key_admin import KeyChangeRefused, KeyNotFound, KeyRevoked
 
 __all__ = [
     "ERROR_RESPONSES",
@@ -75,8 +76,9 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         400: "Invalid request: the message and `param` say what and where.",
         401: "Missing, malformed, unknown, expired or revoked API key or token.",
         403: "The key lacks the scope this route needs, or may not use the model asked for.",
-        404: "No such job for this key, or an unknown model.",
-        409: "Idempotency-Key reused with another body, or a job that cannot be cancelled.",
+        404: "No such object for this key (job, batch, file, key...), or an unknown model.",
+        409: "Idempotency-Key reused with another body, a job or batch that cannot be "
+        "cancelled, or a change to a revoked key.",
         413: "Request body over the configured limit.",
     }.items()
 }
@@ -253,6 +255,18 @@ async def _on_webhook_url_refused(_: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _on_key_not_found(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, KeyNotFound)
+    message = f"No API key found with id '{exc.key_id}'."
+    return _response(APIError(404, message, code="key_not_found", param="key_id"))
+
+
+async def _on_key_change_refused(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, KeyChangeRefused)
+    status = 409 if isinstance(exc, KeyRevoked) else 400
+    return _response(APIError(status, exc.message, code=exc.code, param=exc.param))
+
+
 async def _on_broker_unavailable(_: Request, exc: Exception) -> JSONResponse:
     """A sync call whose message the queue did not take (no row stores it for later)."""
     return _response(APIError(503, f"The job queue is unavailable: {exc}.", code="overloaded"))
@@ -345,4 +359,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(IdempotencyConflict, _on_idempotency_conflict)
     app.add_exception_handler(WebhookURLRefused, _on_webhook_url_refused)
     app.add_exception_handler(BrokerUnavailable, _on_broker_unavailable)
+    app.add_exception_handler(KeyNotFound, _on_key_not_found)
+    app.add_exception_handler(KeyChangeRefused, _on_key_change_refused)
     app.add_exception_handler(Exception, _on_unexpected)

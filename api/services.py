@@ -12,6 +12,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from redis.exceptions import RedisError
 
 from api.key_cache import KeyCache
+from api.key_usage import KeyUsage
 from relayq.auth.jwt import TokenVerifier
 from relayq.config.routes import RoutingConfig
 from relayq.config.settings import Settings
@@ -65,6 +66,7 @@ class Services:
         self.verifier: TokenVerifier | None = (
             TokenVerifier(settings.auth) if settings.auth.jwt_issuers else None
         )
+        self.key_usage = KeyUsage(self.database)
         # Read by the admin API and /metrics; the workers write it.
         self.breaker = CircuitBreaker(
             self.redis, key_prefix=settings.key_prefix, settings=settings.breaker
@@ -149,6 +151,12 @@ class Services:
         except RedisError as exc:
             log.warning("drained deployments not read at start (%s); the watcher retries", exc)
 
+    def forget_key(self, key_id: str) -> None:
+        """Drop ``key_id`` from this process's caches (keys and JWT tenants): a change
+        made here takes effect on the next request."""
+        self.keys.forget(key_id)
+        self.tenants.forget(key_id)
+
     async def aclose(self) -> None:
         for watcher in (self._watcher, self._drains_watcher):
             if watcher is not None:
@@ -163,6 +171,7 @@ class Services:
         if self.verifier is not None:
             await self.verifier.aclose()
         await self.redis.aclose()
+        await self.key_usage.aclose()
         await self.database.aclose()
 
 

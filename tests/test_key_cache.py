@@ -93,3 +93,51 @@ def test_a_cancelled_request_does_not_cancel_the_shared_lookup() -> None:
 
     assert asyncio.run(run()) is found
     assert cache.get("rq-secret") is found
+
+
+def other_key() -> ApiKey:
+    return ApiKey(id="key_2", name="k2", key_hash="h2", hint="efgh", created_at=0.0)
+
+
+def test_forget_drops_every_entry_of_one_key() -> None:
+    """A rotated key is cached under its old and its new secret: both go."""
+    cache = KeyCache(ttl_seconds=5.0, clock=FakeClock(100.0))
+    found, other = key(), other_key()
+    cache.put("digest-old", found)
+    cache.put("digest-new", found)
+    cache.put("digest-other", other)
+
+    cache.forget("key_1")
+
+    assert cache.get("digest-old") is None
+    assert cache.get("digest-new") is None
+    assert cache.get("digest-other") is other
+
+
+def test_a_lookup_begun_before_a_forget_is_not_kept_nor_shared_after_it() -> None:
+    """It may have read the key as it was before the admin's change."""
+    cache = KeyCache(ttl_seconds=5.0, clock=FakeClock(100.0))
+    stale, fresh = key(), key()
+    release = asyncio.Event()
+    lookups = 0
+
+    async def load() -> ApiKey | None:
+        nonlocal lookups
+        lookups += 1
+        if lookups == 1:
+            await release.wait()
+            return stale
+        return fresh
+
+    async def run() -> tuple[ApiKey | None, ApiKey | None]:
+        before = asyncio.ensure_future(cache.find("digest", load))
+        await asyncio.sleep(0)
+        cache.forget("key_1")
+        after = await cache.find("digest", load)
+        release.set()
+        return await before, after
+
+    first, second = asyncio.run(run())
+    assert (first, second) == (stale, fresh)
+    assert lookups == 2
+    assert cache.get("digest") is fresh

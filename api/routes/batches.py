@@ -103,6 +103,7 @@ async def create(
         completion_window=body.completion_window,
         metadata_=body.metadata,
         webhook=None if body.webhook is None else body.webhook.model_dump(mode="json"),
+        models=None if key.models is None else sorted(key.models),
         priority=services.settings.batches.priority,
         total=0,
         idempotency_key=idempotency_key,

@@ -26,7 +26,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from api.controls import checked_controls
-from api.deps import ChatCaller, ServicesDep, key_limits
+from api.deps import ChatCaller, ServicesDep, key_limits, require_model
 from api.errors import ERROR_RESPONSES, APIError, error_body
 from api.observability import request_id_of
 from api.services import Services
@@ -116,6 +116,7 @@ async def create_chat_completion(
     message, with no SQL before or after the provider call (the worker
     stores the job's row in its next tick).
     """
+    require_model(key, body.model, services.router)
     job_body = _job_body(body.model_dump(mode="json", exclude_none=True), services)
     job_id = new_id("job")
     hub = services.replies

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Request, Response, status
 
 from api.controls import checked_controls
-from api.deps import JobsCaller, ReadCaller, ServicesDep, SessionDep, key_limits
+from api.deps import JobsCaller, ReadCaller, ServicesDep, SessionDep, key_limits, require_model
 from api.errors import ERROR_RESPONSES, APIError, job_not_found
 from api.observability import request_id_of
 from api.pages import After, cursor_page
@@ -43,6 +43,7 @@ async def create(
     first job again (``Idempotent-Replayed: true``); the same key with a
     different body answers 409.
     """
+    require_model(key, body.model, services.router)
     checked_controls(body)
     if body.webhook is not None:
         allow_private = services.settings.webhooks.allow_private_destinations

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from relayq.store.models import ApiKey
 
-__all__ = ["Caller"]
+__all__ = ["Caller", "allows_model"]
+
+
+def allows_model(models: Collection[str] | None, model: str, route: str | None = None) -> bool:
+    """Whether an allow-list ``models`` (None: every model) lets a caller ask for ``model``,
+    which names ``route`` (the route an alias names, if known): either name may be listed."""
+    return models is None or model in models or (route is not None and route in models)
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,6 +25,10 @@ class Caller:
     scopes: frozenset[str]
     models: frozenset[str] | None = None
     """The models it may ask for; None: every model."""
+
+    def allows(self, model: str, route: str | None = None) -> bool:
+        """May ask for ``model`` (the name asked for, or the route it names, is allowed)."""
+        return allows_model(self.models, model, route)
 
     @property
     def id(self) -> str:

@@ -5,7 +5,9 @@ file storage as a stream. Requests are inserted, held, in the same
 transaction that moves the batch from ``validating`` to ``in_progress``:
 either every request is stored or none is, and a redelivered message finds
 the batch no longer validating and does nothing. A batch with any bad line
-fails with each one reported, and runs nothing.
+fails with each one reported, and runs nothing. A line asking for a model
+the batch's caller may not use (its key's model allow-list, or its JWT's
+``models`` claim, kept on the batch as it was made) is a bad line too.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from relayq.auth.caller import allows_model
 from relayq.batches.notify import BatchNotifier
 from relayq.batches.validation import LineValidator, ValidRequest
 from relayq.config.settings import Settings
@@ -55,10 +58,13 @@ async def _chunks(lines: AsyncIterator[bytes], size: int) -> AsyncIterator[list[
 
 
 class _Chooser:
-    """Routes each request's model; a route's choice that needs no Redis is made per request."""
+    """Routes each request's model; a route's choice that needs no Redis is made per request.
 
-    def __init__(self, router: Router) -> None:
+    ``allowed``: the key's model allow-list (None: every model)."""
+
+    def __init__(self, router: Router, allowed: frozenset[str] | None) -> None:
         self._router = router
+        self.allowed = allowed
         self._unknown: set[str] = set()
 
     async def choose(self, model: str) -> Deployment | None:
@@ -98,11 +104,12 @@ class BatchPreparer:
             batch = await get_batch_by_id(session, batch_id=batch_id)
         if batch is None or batch.status != BatchStatus.VALIDATING.value:
             return None
+        allowed = None if batch.models is None else frozenset(batch.models)
         validator = LineValidator(
             endpoint=batch.endpoint, max_errors=self._settings.batches.max_errors
         )
         try:
-            prepared = await self._store(batch, validator)
+            prepared = await self._store(batch, validator, allowed)
         except FileNotFoundError:
             validator.error(
                 None,
@@ -115,14 +122,16 @@ class BatchPreparer:
             return prepared
         return await self._fail(batch, validator)
 
-    async def _store(self, batch: Batch, validator: LineValidator) -> Prepared | None:
+    async def _store(
+        self, batch: Batch, validator: LineValidator, allowed: frozenset[str] | None
+    ) -> Prepared | None:
         """Insert every request, held; None (and nothing stored) if any line is bad.
 
         A chunk's insert runs while the next chunk is checked: SQL and the
         checks (CPU, in a thread, off the loop other jobs run on) overlap.
         """
         now = self._clock()
-        chooser = _Chooser(self._router())
+        chooser = _Chooser(self._router(), allowed)
         ids = id_sequence("job", now=now)
         max_lines = self._settings.files.max_lines
         total = 0
@@ -188,6 +197,15 @@ class BatchPreparer:
                     "model_not_found",
                     f"Line {request.line}: the model '{request.model}' does not exist "
                     f"or you do not have access to it.",
+                    "body.model",
+                )
+            elif not allows_model(chooser.allowed, request.model, deployment.route):
+                allowed = ", ".join(sorted(chooser.allowed or ())) or "none"
+                validator.error(
+                    request.line,
+                    "model_not_allowed",
+                    f"Line {request.line}: this key may not use the model '{request.model}'. "
+                    f"Models it may use: {allowed}.",
                     "body.model",
                 )
             elif not validator.error_count:

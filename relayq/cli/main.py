@@ -11,12 +11,10 @@ import typer
 from rich.console import Console
 
 from relayq.cli.batch import batch_app
+from relayq.cli.keys import keys_app
 
 if TYPE_CHECKING:
-    from rich.table import Table
-
     from relayq.config.settings import Settings
-    from relayq.store import keys as key_store
 
 # Each command imports what it needs when it runs (the settings, SQLAlchemy,
 # Alembic, the store): together they took seconds to import on a loaded
@@ -29,7 +27,6 @@ __all__ = ["app", "main"]
 app = typer.Typer(no_args_is_help=True, help="relayq: queue-backed LLM completion jobs.")
 db_app = typer.Typer(no_args_is_help=True, help="The SQL database.")
 config_app = typer.Typer(no_args_is_help=True, help="Provider and route configuration.")
-keys_app = typer.Typer(no_args_is_help=True, help="API keys.")
 health_app = typer.Typer(no_args_is_help=True, help="Health probes for containers.")
 app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
@@ -49,110 +46,6 @@ def db_upgrade(revision: str = "head") -> None:
     settings = Settings()
     upgrade(settings.database_url, revision)
     console.print(f"database migrated to {revision}")
-
-
-async def _create_key(
-    settings: Settings,
-    name: str,
-    *,
-    admin: bool,
-    rpm: int | None,
-    concurrent: int | None,
-    tpm: int | None = None,
-) -> key_store.CreatedKey:
-    from relayq.store import Database
-    from relayq.store import keys as key_store
-
-    database = Database(settings.database_url)
-    try:
-        async with database.session() as session:
-            return await key_store.create_key(
-                session,
-                name=name,
-                admin=admin,
-                requests_per_minute=rpm,
-                max_concurrent_jobs=concurrent,
-                tokens_per_minute=tpm,
-            )
-    finally:
-        await database.aclose()
-
-
-@keys_app.command("create")
-def keys_create(
-    name: Annotated[str, typer.Option(help="What the key is for.")],
-    admin: Annotated[bool, typer.Option(help="May use the admin API.")] = False,
-    rpm: Annotated[int | None, typer.Option(help="Requests per minute (default: API's).")] = None,
-    max_concurrent: Annotated[
-        int | None, typer.Option(help="Unfinished jobs at once (default: the API's).")
-    ] = None,
-    tpm: Annotated[int | None, typer.Option(help="Tokens per minute (default: API's).")] = None,
-) -> None:
-    """Create an API key and print its secret. The secret is shown only this once."""
-    import asyncio
-
-    from relayq.config.settings import Settings
-
-    created = asyncio.run(
-        _create_key(Settings(), name, admin=admin, rpm=rpm, concurrent=max_concurrent, tpm=tpm)
-    )
-    console.print(
-        f"created key {created.id} ({created.name}); store it now, it is not shown again:"
-    )
-    print(created.secret)
-
-
-async def _list_keys(settings: Settings) -> Table:
-    from rich.table import Table
-
-    from relayq.store import Database
-    from relayq.store import keys as key_store
-
-    database = Database(settings.database_url)
-    try:
-        async with database.session() as session:
-            rows = await key_store.list_keys(session)
-    finally:
-        await database.aclose()
-    table = Table("id", "name", "ends with", "revoked")
-    for row in rows:
-        table.add_row(row.id, row.name, f"...{row.hint}", "yes" if row.revoked_at else "")
-    return table
-
-
-@keys_app.command("list")
-def keys_list() -> None:
-    """List API keys (never their secrets)."""
-    import asyncio
-
-    from relayq.config.settings import Settings
-
-    Console().print(asyncio.run(_list_keys(Settings())))
-
-
-async def _revoke(settings: Settings, key_id: str) -> bool:
-    from relayq.store import Database
-    from relayq.store import keys as key_store
-
-    database = Database(settings.database_url)
-    try:
-        async with database.session() as session:
-            return await key_store.revoke_key(session, key_id=key_id)
-    finally:
-        await database.aclose()
-
-
-@keys_app.command("revoke")
-def keys_revoke(key_id: str) -> None:
-    """Revoke a key by id; requests with it answer 401 from then on."""
-    import asyncio
-
-    from relayq.config.settings import Settings
-
-    if not asyncio.run(_revoke(Settings(), key_id)):
-        console.print(f"no active key with id {key_id}")
-        raise typer.Exit(1)
-    console.print(f"revoked {key_id}")
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

@@ -202,6 +202,10 @@ class Batch(Base):
     errors: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     """``{"object": "list", "data": [{code, message, param, line}]}`` when validation failed."""
     webhook: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    models: Mapped[list[str] | None] = mapped_column(JSON, default=None)
+    """The models its caller could ask for when it made the batch (a key's allow-list, or
+    a JWT's ``models`` claim), which the batch's lines are checked against; None: every
+    model."""
     priority: Mapped[int] = mapped_column(Integer)
     total: Mapped[int] = mapped_column(Integer, default=0)
     output_file_id: Mapped[str | None] = mapped_column(String(40), default=None)

@@ -1,4 +1,4 @@
-"""Stored rows as the objects callers get: a job, a file, a batch.
+"""Stored rows as the objects callers get: a job, a file, a batch, a key, an audit entry.
 
 The conversion lives with the rows rather than with the schemas, so that
 :mod:`relayq.schemas` imports nothing of the store.
@@ -8,18 +8,27 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from relayq.schemas.audit import AuditEntryObject
 from relayq.schemas.batches import BatchErrors, BatchObject, BatchStatus
 from relayq.schemas.files import FileObject, FilePurpose
 from relayq.schemas.jobs import AttemptPublic, JobPublic, JobStatus
+from relayq.schemas.keys import BudgetPeriod, KeyObject, KeySource
 from relayq.schemas.usage import UsageBucket, UsageReport
 from relayq.schemas.webhooks import WebhookSpec
-from relayq.store.models import Attempt, Batch, File, Job
+from relayq.store.models import ApiKey, Attempt, AuditEntry, Batch, File, Job
 from relayq.store.usage import Bucket
 
 if TYPE_CHECKING:  # batches imports jobs, which imports this module
     from relayq.store.batches import BatchTotals
 
-__all__ = ["batch_object", "file_object", "job_public", "usage_report"]
+__all__ = [
+    "audit_entry",
+    "batch_object",
+    "file_object",
+    "job_public",
+    "key_object",
+    "usage_report",
+]
 
 
 def job_public(job: Job, attempts: list[Attempt] | None = None) -> JobPublic:
@@ -132,3 +141,42 @@ def usage_report(buckets: list[Bucket]) -> UsageReport:
         cost_usd=sum(b.cost_usd for b in buckets),
     )
     return UsageReport(object="list", data=[_bucket(b) for b in buckets], total=_bucket(total))
+
+
+def key_object(row: ApiKey) -> KeyObject:
+    """A key as the admin API shows it (and as its audit entries keep it): no secret, no
+    hash."""
+    jwt = row.source == KeySource.JWT.value
+    return KeyObject(
+        id=row.id,
+        name=row.name,
+        source=KeySource(row.source or KeySource.KEY.value),
+        hint=None if jwt else f"...{row.hint}",
+        subject=row.subject,
+        scopes=list(row.scopes),
+        models=None if row.models is None else list(row.models),
+        requests_per_minute=row.requests_per_minute,
+        max_concurrent_jobs=row.max_concurrent_jobs,
+        tokens_per_minute=row.tokens_per_minute,
+        budget_period=None if row.budget_period is None else BudgetPeriod(row.budget_period),
+        budget_usd=row.budget_usd,
+        budget_tokens=row.budget_tokens,
+        created_at=row.created_at,
+        expires_at=row.expires_at,
+        last_used_at=row.last_used_at,
+        revoked_at=row.revoked_at,
+        previous_secret_expires_at=row.previous_expires_at if row.previous_hash else None,
+    )
+
+
+def audit_entry(row: AuditEntry) -> AuditEntryObject:
+    return AuditEntryObject(
+        id=row.id,
+        at=row.at,
+        actor_key_id=row.actor_key_id,
+        action=row.action,
+        target=row.target,
+        before=row.before,
+        after=row.after,
+        request_id=row.request_id,
+    )
