@@ -23,6 +23,9 @@ __all__ = ["listen"]
 
 log = logging.getLogger(__name__)
 
+_WAKE_SECONDS = 1.0
+"""The longest a listener blocks on Redis before it checks whether it was cancelled."""
+
 
 async def listen(
     client: aioredis.Redis,
@@ -41,7 +44,13 @@ async def listen(
         try:
             async with client.pubsub() as pubsub:
                 await pubsub.subscribe(channel)
-                async for message in pubsub.listen():
+                while True:
+                    # Not ``pubsub.listen()``: redis-py may swallow a cancel of its blocking
+                    # read and read on, so the loop wakes at least every second to look.
+                    message = await pubsub.get_message(timeout=_WAKE_SECONDS)
+                    raise_if_cancelled()
+                    if message is None:
+                        continue
                     if message["type"] == "subscribe":  # Redis confirmed: from now on
                         if listening is not None:
                             listening(time.time())
