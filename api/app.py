@@ -17,6 +17,7 @@ from api.request_checks import RequestChecks
 from api.routes import (
     admin,
     batches,
+    budget,
     chat,
     events,
     files,
@@ -125,5 +126,6 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     app.include_router(webhooks.router)
     app.include_router(files.router)
     app.include_router(batches.router)
+    app.include_router(budget.router)
     document_controls(app)
     return app

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from api.errors import APIError
 from api.services import Services
 from relayq.auth.caller import Caller
+from relayq.budgets.reservations import BudgetLimits
 from relayq.config.settings import Settings
 from relayq.intake.intake import KeyLimitValues
 from relayq.schemas.scopes import Scope
@@ -32,6 +33,7 @@ __all__ = [
     "ServicesDep",
     "SessionDep",
     "admin_caller",
+    "key_budget",
     "key_limits",
 ]
 
@@ -106,6 +108,12 @@ def key_limits(caller: Caller, settings: Settings) -> KeyLimitValues:
         requests_per_minute=key.requests_per_minute or settings.api.key_requests_per_minute,
         max_concurrent_jobs=key.max_concurrent_jobs or settings.api.key_max_concurrent_jobs,
     )
+
+
+def key_budget(caller: Caller) -> BudgetLimits | None:
+    """``caller``'s key's budget; None when it has none (nothing is reserved)."""
+    key = caller.key
+    return BudgetLimits.of(key.budget_period, key.budget_usd, key.budget_tokens)
 
 
 def _requiring(scope: Scope) -> Callable[[Request, Caller], Awaitable[Caller]]:

@@ -23,7 +23,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from relayq.intake.intake import BrokerUnavailable, KeyLimited
+from relayq.intake.intake import BrokerUnavailable, KeyLimited, OverBudget
 from relayq.resilience.key_limits import KeyLimit
 from relayq.routing.router import UnknownModel
 from relayq.schemas.destinations import WebhookURLRefused
@@ -77,6 +77,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         404: "No such job for this key, or an unknown model.",
         409: "Idempotency-Key reused with another body, or a job that cannot be cancelled.",
         413: "Request body over the configured limit.",
+        429: "Over a rate limit, or over the key's budget (`insufficient_quota`).",
     }.items()
 }
 
@@ -263,6 +264,20 @@ async def _on_key_limited(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(body, status_code=429, headers={"Retry-After": seconds})
 
 
+async def _on_over_budget(_: Request, exc: Exception) -> JSONResponse:
+    """OpenAI's answer for a spent quota: 429, type and code ``insufficient_quota``."""
+    assert isinstance(exc, OverBudget)
+    body = {
+        "error": {
+            "message": exc.describe(),
+            "type": "insufficient_quota",
+            "param": None,
+            "code": "insufficient_quota",
+        }
+    }
+    return JSONResponse(body, status_code=429)
+
+
 async def _on_database_down(_: Request, exc: Exception) -> JSONResponse:
     log.warning("database unreachable: %s", exc)
     body = error_body(
@@ -296,6 +311,7 @@ def install_error_handlers(app: FastAPI) -> None:
     # Every connection of the pool stayed busy for its whole timeout.
     app.add_exception_handler(PoolTimeout, _on_pool_exhausted)
     app.add_exception_handler(KeyLimited, _on_key_limited)
+    app.add_exception_handler(OverBudget, _on_over_budget)
     app.add_exception_handler(UnknownModel, _on_unknown_model)
     app.add_exception_handler(IdempotencyConflict, _on_idempotency_conflict)
     app.add_exception_handler(WebhookURLRefused, _on_webhook_url_refused)

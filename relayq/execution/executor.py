@@ -601,7 +601,14 @@ class Executor:
         """Write the outcome (fenced by the run); None if this run no longer owns the job."""
         if not await self._stored(claim):
             return None
-        return await self._ledger.finish(claim, outcome, attempt)
+        return await self._ledger.finish(claim, outcome, attempt, self._cost(claim, outcome))
+
+    def _cost(self, claim: Claim, outcome: Outcome) -> float | None:
+        """What the run cost at its deployment's price (None: no price, or no usage)."""
+        price = self._resilience.price_of(claim) if self._resilience is not None else None
+        if price is None:
+            return None
+        return job_cost(price, outcome.usage, batch=claim.batch_id is not None)
 
     async def _hand_back(self, claim: Claim) -> None:
         """Put ``claim``'s job back in the queue, unconfirmed: the reconciler sends it."""
@@ -703,9 +710,8 @@ class Executor:
         """The job ended: the log, routing strategies, the key's concurrency and metrics
         hear of it."""
         waited, age = _waits(claim, time.time())
-        price = self._resilience.price_of(claim) if self._resilience is not None else None
         batch = claim.batch_id is not None
-        cost = job_cost(price, outcome.usage, batch=batch) if price is not None else None
+        cost = self._cost(claim, outcome)
         _log_outcome(claim, outcome, attempt, waited=waited, age=age, cost=cost)
         if self._metrics is not None:
             usage = outcome.usage or {}

@@ -71,10 +71,16 @@ class JobLedger:
             return await job_status(session, job_id=job_id)
 
     async def finish(
-        self, claim: Claim, outcome: Outcome, attempt: AttemptRecord | None
+        self,
+        claim: Claim,
+        outcome: Outcome,
+        attempt: AttemptRecord | None,
+        cost_usd: float | None = None,
     ) -> Finished:
-        """Record ``claim``'s attempt and, if the claim still holds the job, its outcome."""
-        return await self._finishes.submit(Finish(claim=claim, outcome=outcome, attempt=attempt))
+        """Record ``claim``'s attempt and, if the claim still holds the job, its outcome
+        (``cost_usd``: what it cost, booked to its key's budget if it reserved one)."""
+        finish = Finish(claim=claim, outcome=outcome, attempt=attempt, cost_usd=cost_usd)
+        return await self._finishes.submit(finish)
 
     async def store(self, direct: DirectRun) -> bool:
         """Store a direct job's row as running its first run; False if it was stored before."""

@@ -16,6 +16,7 @@ from relayq.store.attempts import AttemptRecord, attempt_row
 from relayq.store.claims import Claim
 from relayq.store.models import Job
 from relayq.store.planning import plan_deliveries
+from relayq.store.spend import settle_ended
 
 __all__ = ["Expired", "Placement", "expire_claimed", "expire_due", "requeue_job"]
 
@@ -84,6 +85,7 @@ async def expire_claimed(session: AsyncSession, *, claim: Claim, now: float) -> 
     expired = bool(result.rowcount)  # type: ignore[attr-defined]
     if expired:
         await plan_deliveries(session, job_id=claim.job_id, now=now)
+        await settle_ended(session, job_ids=[claim.job_id])  # a refund, if it reserved
     await session.commit()
     return expired
 
@@ -115,5 +117,6 @@ async def expire_due(session: AsyncSession, *, now: float, limit: int) -> list[E
         if result.rowcount:  # type: ignore[attr-defined]
             await plan_deliveries(session, job_id=job_id, now=now)
             expired.append(Expired(job_id=job_id, key_id=key_id))
+    await settle_ended(session, job_ids=[job.job_id for job in expired])  # refunds
     await session.commit()
     return expired
