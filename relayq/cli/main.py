@@ -15,6 +15,7 @@ from relayq.cli.batch import batch_app
 if TYPE_CHECKING:
     from rich.table import Table
 
+    from relayq.budgets.reservations import BudgetLimits
     from relayq.config.settings import Settings
     from relayq.store import keys as key_store
 
@@ -52,7 +53,13 @@ def db_upgrade(revision: str = "head") -> None:
 
 
 async def _create_key(
-    settings: Settings, name: str, *, admin: bool, rpm: int | None, concurrent: int | None
+    settings: Settings,
+    name: str,
+    *,
+    admin: bool,
+    rpm: int | None,
+    concurrent: int | None,
+    budget: BudgetLimits | None = None,
 ) -> key_store.CreatedKey:
     from relayq.store import Database
     from relayq.store import keys as key_store
@@ -66,6 +73,7 @@ async def _create_key(
                 admin=admin,
                 requests_per_minute=rpm,
                 max_concurrent_jobs=concurrent,
+                budget=budget,
             )
     finally:
         await database.aclose()
@@ -79,14 +87,29 @@ def keys_create(
     max_concurrent: Annotated[
         int | None, typer.Option(help="Unfinished jobs at once (default: the API's).")
     ] = None,
+    budget_usd: Annotated[
+        float | None, typer.Option(min=0, help="US dollars the key may spend per period.")
+    ] = None,
+    budget_tokens: Annotated[
+        int | None, typer.Option(min=0, help="Tokens the key may use per period.")
+    ] = None,
+    budget_period: Annotated[
+        str, typer.Option(help="The budget's period, UTC: day or month.")
+    ] = "day",
 ) -> None:
     """Create an API key and print its secret. The secret is shown only this once."""
     import asyncio
 
+    from relayq.budgets.reservations import BudgetLimits
     from relayq.config.settings import Settings
 
+    if budget_period not in ("day", "month"):
+        raise typer.BadParameter("use day or month", param_hint="--budget-period")
+    budget = BudgetLimits.of(budget_period, budget_usd, budget_tokens)
     created = asyncio.run(
-        _create_key(Settings(), name, admin=admin, rpm=rpm, concurrent=max_concurrent)
+        _create_key(
+            Settings(), name, admin=admin, rpm=rpm, concurrent=max_concurrent, budget=budget
+        )
     )
     console.print(
         f"created key {created.id} ({created.name}); store it now, it is not shown again:"

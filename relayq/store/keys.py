@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from relayq.budgets.reservations import BudgetLimits
 from relayq.ids import new_id
 from relayq.keys import generate_key, hash_key
 from relayq.schemas.scopes import ALL_SCOPES, DEFAULT_SCOPES, parse_scopes
@@ -33,10 +34,12 @@ async def create_key(
     scopes: Iterable[str] | None = None,
     requests_per_minute: int | None = None,
     max_concurrent_jobs: int | None = None,
+    budget: BudgetLimits | None = None,
 ) -> CreatedKey:
     """Store a new key (or the given ``secret``) and return its secret once.
 
-    ``scopes`` defaults to every scope but ``admin`` (every scope with ``admin``)."""
+    ``scopes`` defaults to every scope but ``admin`` (every scope with ``admin``);
+    ``budget``: what the key may spend per day or month (None: no budget)."""
     secret = secret or generate_key()
     if scopes is None:
         scopes = ALL_SCOPES if admin else DEFAULT_SCOPES
@@ -52,6 +55,9 @@ async def create_key(
         requests_per_minute=requests_per_minute,
         max_concurrent_jobs=max_concurrent_jobs,
     )
+    if budget is not None:
+        row.budget_period = budget.period.value
+        row.budget_usd, row.budget_tokens = budget.usd, budget.tokens
     session.add(row)
     await session.commit()
     return CreatedKey(id=row.id, name=name, secret=secret)
