@@ -246,14 +246,14 @@ class Intake:
         cache_key, ttl, cached = await self._cache_lookup(
             key_id=key_id, body=body, completion=completion, route=deployment.route
         )
-        new_job_request = completion.model_dump(mode="json", exclude_none=True)
+        stored_request = completion.model_dump(mode="json", exclude_none=True)
         new_job = NewJob(
             key_id=key_id,
             model=body.model,
             route=deployment.route,
             provider=deployment.provider,
             upstream_model=deployment.upstream_model,
-            request=new_job_request,
+            request=stored_request,
             priority=body.priority,
             metadata=body.metadata,
             idempotency_key=idempotency_key,
@@ -266,7 +266,7 @@ class Intake:
             deployment_index=deployment.index,
             id=job_id,
             reply_to=reply_to,
-            reservation=self._reservation(admission, new_job_request, deployment.route),
+            reservation=self._reservation(admission, stored_request, deployment.route),
         )
         if (
             reply_to is not None

@@ -343,15 +343,20 @@ async def mark_enqueued(session: AsyncSession, *, job_ids: Sequence[str], now: f
 
 async def cancel_job(session: AsyncSession, *, job_id: str, key_id: str, now: float) -> bool:
     """Cancel a queued or running job; False if it had already ended."""
-    result = await session.execute(
-        update(Job)
-        .where(Job.id == job_id, Job.key_id == key_id, Job.status.in_(_ACTIVE))
-        .values(status=JobStatus.CANCELLED.value, finished_at=now, lease_expires_at=None)
-        .execution_options(synchronize_session=False)
-    )
-    cancelled = bool(result.rowcount)  # type: ignore[attr-defined]
+    # RETURNING whether it holds a budget reservation: a job without one costs no query more.
+    ended = (
+        await session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.key_id == key_id, Job.status.in_(_ACTIVE))
+            .values(status=JobStatus.CANCELLED.value, finished_at=now, lease_expires_at=None)
+            .returning(Job.budget_window)
+            .execution_options(synchronize_session=False)
+        )
+    ).all()
+    cancelled = bool(ended)
     if cancelled:
         await plan_deliveries(session, job_id=job_id, now=now)
-        await settle_ended(session, job_ids=[job_id])  # its reservation back, if any
+        if ended[0].budget_window is not None:
+            await settle_ended(session, job_ids=[job_id])  # its reservation back
     await session.commit()
     return cancelled

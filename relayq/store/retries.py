@@ -76,16 +76,24 @@ async def requeue_job(
 
 async def expire_claimed(session: AsyncSession, *, claim: Claim, now: float) -> bool:
     """A claimed job found past its deadline: ``expired`` instead of running."""
-    result = await session.execute(
-        update(Job)
-        .where(Job.id == claim.job_id, Job.run == claim.run, Job.status == JobStatus.RUNNING.value)
-        .values(status=JobStatus.EXPIRED.value, finished_at=now, lease_expires_at=None)
-        .execution_options(synchronize_session=False)
-    )
-    expired = bool(result.rowcount)  # type: ignore[attr-defined]
+    ended = (
+        await session.execute(
+            update(Job)
+            .where(
+                Job.id == claim.job_id,
+                Job.run == claim.run,
+                Job.status == JobStatus.RUNNING.value,
+            )
+            .values(status=JobStatus.EXPIRED.value, finished_at=now, lease_expires_at=None)
+            .returning(Job.budget_window)
+            .execution_options(synchronize_session=False)
+        )
+    ).all()
+    expired = bool(ended)
     if expired:
         await plan_deliveries(session, job_id=claim.job_id, now=now)
-        await settle_ended(session, job_ids=[claim.job_id])  # a refund, if it reserved
+        if ended[0].budget_window is not None:
+            await settle_ended(session, job_ids=[claim.job_id])  # its reservation back
     await session.commit()
     return expired
 
