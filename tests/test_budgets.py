@@ -37,6 +37,7 @@ from relayq.store.jobs import cancel_job
 from relayq.store.keys import create_key
 from relayq.store.models import ApiKey, Job
 from relayq.store.outcomes import Finish, Outcome, finish_jobs
+from relayq.store.retries import expire_due
 from relayq.store.spend import standing
 from tests.batches import jsonl, request_line, upload, wait_for_batch
 from tests.conftest import KeyFactory
@@ -514,8 +515,8 @@ def test_settlement_happens_once_and_the_sweep_settles_what_an_end_left_behind(
     private_database_url: str,
 ) -> None:
     """One job ends through its outcome's transaction (settled there), one is cancelled
-    (refunded there), and one is ended by a path that does not settle: the reconciler's
-    sweep books it at its usage's price, once."""
+    and one expires (refunded there), and one is ended by a path that does not settle:
+    the reconciler's sweep books it at its usage's price, once."""
     routing = RoutingConfig.model_validate(
         {"providers": {"mock": {"type": "mock"}}, "routes": {"mock": ROUTE.model_dump()}}
     )
@@ -530,6 +531,8 @@ def test_settlement_happens_once_and_the_sweep_settles_what_an_end_left_behind(
             finished, cancelled, swept = [
                 await inserts.insert(mock_job(key_id, reservation=reservation)) for _ in range(3)
             ]
+            late = mock_job(key_id, reservation=reservation, expires_at=time.time() - 1)
+            expiring = await inserts.insert(late)
             usage = {"prompt_tokens": 100, "completion_tokens": 50, "total_tokens": 150}
             async with database.session() as session:
                 claims = await claim_jobs(
@@ -546,6 +549,9 @@ def test_settlement_happens_once_and_the_sweep_settles_what_an_end_left_behind(
                     session, job_id=cancelled.id, key_id=key_id, now=time.time()
                 )
             async with database.session() as session:
+                (expired,) = await expire_due(session, now=time.time(), limit=10)
+                assert expired.job_id == expiring.id
+            async with database.session() as session:
                 await session.execute(
                     update(Job)
                     .where(Job.id == swept.id)
@@ -553,7 +559,9 @@ def test_settlement_happens_once_and_the_sweep_settles_what_an_end_left_behind(
                 )
                 await session.commit()
                 held = await standing(session, key_id=key_id, window="2026-12-05")
-            assert held.reserved_usd == pytest.approx(1.0)  # the swept job's, still held
+            # Cancelled and expired: refunded; the swept job's is still held.
+            assert held.reserved_usd == pytest.approx(1.0)
+            assert held.reserved_tokens == 500
             assert held.spent_usd == pytest.approx(0.2)
 
             enqueuer = Enqueuer(settings=Settings(redis_url=f"redis://127.0.0.1:{free_port()}/0"))
