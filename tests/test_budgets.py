@@ -41,6 +41,7 @@ from relayq.store.retries import expire_due
 from relayq.store.spend import standing
 from tests.batches import jsonl, request_line, upload, wait_for_batch
 from tests.conftest import KeyFactory
+from tests.fakes.openai_server import FakeOpenAI
 from tests.jobs import body, mock_job, submit, wait_for_status
 from tests.services import free_port
 from tests.stack import Stack, wait_until
@@ -226,6 +227,24 @@ def test_a_job_over_budget_is_refused_with_insufficient_quota_before_any_call(
     assert state["reserved"] == {"usd": 0.0, "tokens": 0}
     assert state["spent"] == {"usd": 0.0, "tokens": 0}
     assert state["remaining"]["usd"] == pytest.approx(usd / 2)
+
+
+def test_an_upstream_hears_nothing_of_a_refused_call(
+    tenant: Callable[..., Tenant], fake_openai: FakeOpenAI
+) -> None:
+    """The wire-level fake of OpenAI records every call it gets: the refused one is not
+    among them, while the same call of a key within its budget is."""
+    marker = f"budget-{time.time_ns()}"
+    payload = body(marker, model="gpt-4o-mini", max_tokens=8)
+
+    def heard() -> int:
+        return sum(marker in str(request.json) for request in fake_openai.requests)
+
+    refused = tenant(tokens=10).client.post("/v1/chat/completions", json=payload)
+    _assert_insufficient_quota(refused, "10 tokens per day")
+    allowed = tenant(tokens=10_000).client.post("/v1/chat/completions", json=payload)
+    assert allowed.status_code == 200, allowed.text
+    assert heard() == 1
 
 
 def test_a_finished_job_books_its_real_cost_and_frees_the_rest(
