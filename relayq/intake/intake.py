@@ -323,7 +323,9 @@ class Intake:
         round trip): a refused call sends nothing.
         """
         now = self._clock()
-        message: dict[str, Any] = {"job": dataclasses.asdict(job), "created_at": now}
+        fields = dataclasses.asdict(job)
+        del fields["reservation"]  # never one on this lane; a worker of before knows none
+        message: dict[str, Any] = {"job": fields, "created_at": now}
         if request_id is not None:
             message["request_id"] = request_id
         traceparent = current_traceparent()  # the request's span, when tracing
