@@ -18,6 +18,7 @@ from api.routes import (
     admin,
     audit,
     batches,
+    budget,
     chat,
     events,
     files,
@@ -132,5 +133,6 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     app.include_router(files.router)
     app.include_router(batches.router)
     app.include_router(usage.router)
+    app.include_router(budget.router)
     document_controls(app)
     return app

@@ -19,6 +19,7 @@ from api.errors import APIError
 from api.services import Services
 from relayq.auth.caller import Caller
 from relayq.auth.jwt import JwksUnavailable, TokenRejected, TokenVerifier
+from relayq.budgets.reservations import BudgetLimits
 from relayq.config.settings import Settings
 from relayq.intake.intake import KeyLimitValues
 from relayq.keys import hash_key
@@ -38,6 +39,7 @@ __all__ = [
     "ServicesDep",
     "SessionDep",
     "admin_caller",
+    "key_budget",
     "key_limits",
     "require_model",
 ]
@@ -187,6 +189,12 @@ def require_model(caller: Caller, model: str, router: Router) -> None:
         code="model_not_allowed",
         param="model",
     )
+
+
+def key_budget(caller: Caller) -> BudgetLimits | None:
+    """``caller``'s key's budget; None when it has none (nothing is reserved)."""
+    key = caller.key
+    return BudgetLimits.of(key.budget_period, key.budget_usd, key.budget_tokens)
 
 
 def _requiring(scope: Scope) -> Callable[[Request, Caller], Awaitable[Caller]]:

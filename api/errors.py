@@ -24,7 +24,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from relayq.intake.intake import BrokerUnavailable, KeyLimited
+from relayq.intake.intake import BrokerUnavailable, KeyLimited, OverBudget
 from relayq.resilience.key_limits import KeyLimit
 from relayq.routing.router import RouteUnavailable, UnknownModel
 from relayq.schemas.destinations import WebhookURLRefused
@@ -80,6 +80,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         409: "Idempotency-Key reused with another body, a job or batch that cannot be "
         "cancelled, or a change to a revoked key.",
         413: "Request body over the configured limit.",
+        429: "Over a rate limit, or over the key's budget (`insufficient_quota`).",
     }.items()
 }
 
@@ -321,6 +322,20 @@ def _tokens_limited(exc: KeyLimited) -> JSONResponse:
     return JSONResponse(body, status_code=429, headers=headers)
 
 
+async def _on_over_budget(_: Request, exc: Exception) -> JSONResponse:
+    """OpenAI's answer for a spent quota: 429, type and code ``insufficient_quota``."""
+    assert isinstance(exc, OverBudget)
+    body = {
+        "error": {
+            "message": exc.describe(),
+            "type": "insufficient_quota",
+            "param": None,
+            "code": "insufficient_quota",
+        }
+    }
+    return JSONResponse(body, status_code=429)
+
+
 async def _on_database_down(_: Request, exc: Exception) -> JSONResponse:
     log.warning("database unreachable: %s", exc)
     body = error_body(
@@ -354,6 +369,7 @@ def install_error_handlers(app: FastAPI) -> None:
     # Every connection of the pool stayed busy for its whole timeout.
     app.add_exception_handler(PoolTimeout, _on_pool_exhausted)
     app.add_exception_handler(KeyLimited, _on_key_limited)
+    app.add_exception_handler(OverBudget, _on_over_budget)
     app.add_exception_handler(UnknownModel, _on_unknown_model)
     app.add_exception_handler(RouteUnavailable, _on_route_unavailable)
     app.add_exception_handler(IdempotencyConflict, _on_idempotency_conflict)

@@ -117,7 +117,9 @@ def stack(
     """The shared stack: one API and one (unsupervised) worker on the session's services.
 
     Models: ``mock`` (the mock provider), ``mock-idle`` (a provider no worker
-    consumes, so its jobs stay queued), ``mock-priced`` (priced at :data:`PRICE`) and
+    consumes, so its jobs stay queued), ``mock-priced`` (priced at :data:`PRICE`),
+    ``mock-budgeted`` and ``mock-budgeted-idle`` (dearly priced, capped at 64 output
+    tokens, the second consumed by no worker: for budgets), and
     ``gpt-4o-mini`` (the openai adapter against the fake OpenAI server, upstream model
     ``gpt-4o-mini-2024-07-18``, priced by relayq's default table).
     """
@@ -151,6 +153,27 @@ def stack(
                 {"provider": "cut", "model": "mock"},
                 {"provider": "backup", "model": "mock"},
             ],
+        },
+        # Priced (US dollars per million tokens): the budget tests' route.
+        "mock-budgeted": {
+            "deployments": [
+                {
+                    "provider": "mock",
+                    "model": "mock",
+                    "price": {"input": 1000.0, "output": 2000.0, "batch_discount": 0.5},
+                }
+            ],
+            "max_output_tokens": 64,
+        },
+        "mock-budgeted-idle": {
+            "deployments": [
+                {
+                    "provider": "idle",
+                    "model": "mock",
+                    "price": {"input": 1000.0, "output": 2000.0, "batch_discount": 0.5},
+                }
+            ],
+            "max_output_tokens": 64,
         },
         "mock-cached": {
             "provider": "mock",

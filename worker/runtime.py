@@ -321,6 +321,8 @@ class WorkerRuntime:
             routing_state=state,
             key_limits=key_limits,
             events=events,
+            routing=lambda: live.config,
+            settle_chunk=settings.budgets.sweep_chunk,
         )
         self._executor = executor
         if metrics is not None:  # read at each scrape: nothing per job

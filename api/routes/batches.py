@@ -20,7 +20,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import StreamingResponse
 
-from api.deps import BatchesCaller, ReadCaller, ServicesDep, SessionDep
+from api.deps import BatchesCaller, ReadCaller, ServicesDep, SessionDep, key_budget
 from api.errors import ERROR_RESPONSES, APIError, file_not_found
 from api.pages import After, cursor_page
 from api.services import Services
@@ -50,6 +50,7 @@ from relayq.store.batches import (
 )
 from relayq.store.files import add_file, get_file
 from relayq.store.models import Batch
+from relayq.store.spend import refuse_if_used_up
 from relayq.store.views import batch_object
 
 __all__ = ["router"]
@@ -95,6 +96,10 @@ async def create(
         allow_private = services.settings.webhooks.allow_private_destinations
         await check_webhook_url(body.webhook.url, allow_private=allow_private, param="webhook.url")
     now = time.time()
+    budget = key_budget(key)
+    if budget is not None:  # 429 insufficient_quota at once when nothing is left
+        async with services.database.session() as session:
+            await refuse_if_used_up(session, key_id=key.id, limits=budget, now=now)
     batch = Batch(
         id=new_id("batch", now=now),
         key_id=key.id,

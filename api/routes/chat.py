@@ -26,7 +26,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from api.controls import checked_controls
-from api.deps import ChatCaller, ServicesDep, key_limits, require_model
+from api.deps import ChatCaller, ServicesDep, key_budget, key_limits, require_model
 from api.errors import ERROR_RESPONSES, APIError, error_body
 from api.observability import request_id_of
 from api.services import Services
@@ -129,6 +129,7 @@ async def create_chat_completion(
             reply_to=hub.stream,
             job_id=job_id,
             request_id=request_id_of(request.scope),
+            budget=key_budget(key),
         )
     except BaseException:  # an unknown model, the queue down (api/errors.py answers them)
         hub.forget(job_id)

@@ -7,7 +7,15 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Request, Response, status
 
 from api.controls import checked_controls
-from api.deps import JobsCaller, ReadCaller, ServicesDep, SessionDep, key_limits, require_model
+from api.deps import (
+    JobsCaller,
+    ReadCaller,
+    ServicesDep,
+    SessionDep,
+    key_budget,
+    key_limits,
+    require_model,
+)
 from api.errors import ERROR_RESPONSES, APIError, job_not_found
 from api.observability import request_id_of
 from api.pages import After, cursor_page
@@ -54,6 +62,7 @@ async def create(
         idempotency_key=idempotency_key,
         limits=key_limits(key, services.settings),
         request_id=request_id_of(request.scope),
+        budget=key_budget(key),
     )
     response.headers["Location"] = f"/v1/jobs/{submitted.job.id}"
     if not submitted.created:

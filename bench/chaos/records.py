@@ -2,16 +2,30 @@
 
 from __future__ import annotations
 
+import json
+import math
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 from sqlalchemy import create_engine, text
 
 from relayq.store import sync_url
+from relayq.store.spend import used_tokens
 
-__all__ = ["Attempts", "Recovery", "attempts", "finished_at", "recovery", "statuses", "unacked"]
+__all__ = [
+    "Attempts",
+    "Ledger",
+    "Recovery",
+    "attempts",
+    "finished_at",
+    "ledger",
+    "recovery",
+    "statuses",
+    "unacked",
+]
 
 
 def statuses(database_url: str, ids: list[str]) -> dict[str, str]:
@@ -166,3 +180,71 @@ def unacked(redis_url: str) -> int:
         return int(client.hlen("unacked"))
     finally:
         client.close()
+
+
+@dataclass(frozen=True)
+class Ledger:
+    """A key's budget ledger beside what its jobs cost, summed over its windows."""
+
+    reserved_usd: float
+    reserved_tokens: int
+    spent_usd: float
+    spent_tokens: int
+    jobs_cost_usd: float
+    """The sum of the key's jobs' ``cost_usd``."""
+    jobs_tokens: int
+    """The tokens the usage of the key's ended jobs counts."""
+    jobs_holding: int
+    """Ended jobs still holding a reservation (``budget_window`` set)."""
+
+    @property
+    def exact(self) -> bool:
+        """Nothing left reserved, and spent is what the jobs cost."""
+        return (
+            self.jobs_holding == 0
+            and math.isclose(self.reserved_usd, 0.0, abs_tol=1e-9)
+            and self.reserved_tokens == 0
+            and math.isclose(self.spent_usd, self.jobs_cost_usd, rel_tol=1e-9, abs_tol=1e-12)
+            and self.spent_tokens == self.jobs_tokens
+        )
+
+
+def ledger(database_url: str, key_id: str) -> Ledger:
+    """``key_id``'s budget ledger and its jobs' costs (read once every job has ended)."""
+    engine = create_engine(sync_url(database_url))
+    with engine.connect() as connection:
+        spend = connection.execute(
+            text(
+                "SELECT coalesce(sum(reserved_usd), 0), coalesce(sum(reserved_tokens), 0), "
+                "coalesce(sum(spent_usd), 0), coalesce(sum(spent_tokens), 0) "
+                "FROM budget_spend WHERE key_id = :key"
+            ),
+            {"key": key_id},
+        ).one()
+        cost, holding = connection.execute(
+            text(
+                "SELECT coalesce(sum(cost_usd), 0), "
+                "coalesce(sum(CASE WHEN budget_window IS NULL THEN 0 ELSE 1 END), 0) "
+                "FROM jobs WHERE key_id = :key"
+            ),
+            {"key": key_id},
+        ).one()
+        usages = connection.execute(
+            text("SELECT usage FROM jobs WHERE key_id = :key AND usage IS NOT NULL"),
+            {"key": key_id},
+        ).scalars()
+        tokens = sum(used_tokens(_json(usage)) for usage in usages)
+    engine.dispose()
+    return Ledger(
+        reserved_usd=float(spend[0]),
+        reserved_tokens=int(spend[1]),
+        spent_usd=float(spend[2]),
+        spent_tokens=int(spend[3]),
+        jobs_cost_usd=float(cost),
+        jobs_tokens=tokens,
+        jobs_holding=int(holding),
+    )
+
+
+def _json(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value

@@ -3,12 +3,15 @@
 Everything runs on loopback: an embedded Valkey (so it can be restarted), a
 database, the API and workers as subprocesses, the mock provider. The run
 checks what relayq promises: every job ends succeeded, each outcome written
-once, and only lost calls (those of killed workers) repeated.
+once, and only lost calls (those of killed workers) repeated. Its key has a
+budget and its route a price, so the run also checks the budget ledger once
+every job ended: nothing left reserved, and spent is what the jobs cost.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import subprocess
 import threading
@@ -24,12 +27,14 @@ from bench.chaos.kills import KillMode, kill_and_replace
 from relayq.config.settings import WorkerSettings
 from relayq.store import Database
 from relayq.store.keys import create_key
+from relayq.store.models import ApiKey
 from tests.services import free_port, reset_database
 from tests.stack import Stack
 from tests.webhook_receiver import Endpoint, WebhookReceiver
 
 __all__ = ["ChaosConfig", "ChaosReport", "KillMode", "run_chaos"]
 
+_PRICED_MOCK = {"provider": "mock", "model": "mock", "price": {"input": 2.5, "output": 10.0}}
 _RESTORE_SWEEP_SECONDS = 100.0
 """kombu looks for messages past their visibility timeout about this often
 (``unacked_restore_interval`` 10 s times ``unacked_restore_throttle`` 10)."""
@@ -64,6 +69,8 @@ class ChaosConfig:
     unfenced); the test suite's runs on the shipped lease watch less."""
     submit_seconds: float = 30.0
     """Jobs are submitted evenly over this long, so the chaos lands on work in flight."""
+    budget_usd: float | None = 1_000_000.0
+    """The key's daily budget (large: every job fits); None runs the key without one."""
     min_uptime_seconds: float = 0.0
     """A worker back from a fault runs at least this long before the next one strikes
     (later than its seeded moment if need be). At 0, a kill whose moment passed while
@@ -111,6 +118,8 @@ class ChaosReport:
     """Distinct webhooks received (one per job expected)."""
     webhook_jobs_not_exactly_once: int = 0
     """Jobs whose ``job.succeeded`` webhook came with other than exactly one id."""
+    ledger: records.Ledger | None = None
+    """The key's budget ledger once every job ended (None: the key had no budget)."""
     events: list[str] = field(default_factory=list)
 
     @property
@@ -119,6 +128,7 @@ class ChaosReport:
             self.succeeded == self.jobs
             and self.outcome_rewrites == 0
             and self.webhook_jobs_not_exactly_once == 0
+            and (self.ledger is None or self.ledger.exact)
         )
 
 
@@ -131,12 +141,20 @@ def _valkey(port: int, data_dir: Path) -> Any:
     return server
 
 
-def _new_key(database_url: str) -> str:
-    async def create() -> str:
+def _new_key(database_url: str, budget_usd: float | None) -> tuple[str, str]:
+    """A key (its id and secret), with a daily budget of ``budget_usd`` if not None."""
+
+    async def create() -> tuple[str, str]:
         database = Database(database_url)
         try:
             async with database.session() as session:
-                return (await create_key(session, name="chaos")).secret
+                created = await create_key(session, name="chaos")
+                if budget_usd is not None:
+                    row = await session.get(ApiKey, created.id)
+                    assert row is not None
+                    row.budget_period, row.budget_usd = "day", budget_usd
+                    await session.commit()
+                return created.id, created.secret
         finally:
             await database.aclose()
 
@@ -184,7 +202,8 @@ def _env(config: ChaosConfig) -> dict[str, str]:
         "RELAYQ_WORKER__ENQUEUE_GRACE_SECONDS": str(config.enqueue_grace_seconds),
         "RELAYQ_WORKER__CONCURRENCY": "500",
         "RELAYQ_PROVIDERS": '{"mock": {"type": "mock"}}',
-        "RELAYQ_ROUTES": '{"mock": {"provider": "mock", "model": "mock"}}',
+        # Priced, so the budget ledger books real costs.
+        "RELAYQ_ROUTES": json.dumps({"mock": {"deployments": [_PRICED_MOCK]}}),
         "RELAYQ_WORKER__PROVIDERS": '["mock"]',
         "RELAYQ_WEBHOOKS__ALLOW_PRIVATE_DESTINATIONS": "true",
     }
@@ -296,7 +315,7 @@ def run_chaos(config: ChaosConfig) -> ChaosReport:
     try:
         stack.start_api()
         workers = [stack.start_worker() for _ in range(config.workers)]
-        key = _new_key(config.database_url)
+        key_id, key = _new_key(config.database_url, config.budget_usd)
         _subscribe(stack, key, hook)
         ids: list[str] = []
         submitter = threading.Thread(target=lambda: ids.extend(_submit_all(stack, key, config)))
@@ -316,6 +335,7 @@ def run_chaos(config: ChaosConfig) -> ChaosReport:
         )
         ids_per_job = _await_webhooks(hook, ids, deadline=time.monotonic() + 60)
         not_once = sum(1 for job in ids if len(ids_per_job.get(job, set())) != 1)
+        spend = None if config.budget_usd is None else records.ledger(config.database_url, key_id)
     finally:
         stack.stop()
         faults.valkey.stop()
@@ -342,5 +362,6 @@ def run_chaos(config: ChaosConfig) -> ChaosReport:
         unacked_left=left,
         webhooks_received=sum(len(v) for v in ids_per_job.values()),
         webhook_jobs_not_exactly_once=not_once,
+        ledger=spend,
         events=faults.events,
     )

@@ -8,6 +8,11 @@ the batch no longer validating and does nothing. A batch with any bad line
 fails with each one reported, and runs nothing. A line asking for a model
 the batch's caller may not use (its key's model allow-list, or its JWT's
 ``models`` claim, kept on the batch as it was made) is a bad line too.
+
+A key with a budget reserves the batch's worst case in that transaction too:
+each request holds its own (settled as it ends), and the key's window takes
+their sum in one conditional statement. A batch that does not fit fails with
+``insufficient_quota`` and nothing of it is stored.
 """
 
 from __future__ import annotations
@@ -20,9 +25,14 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from relayq.auth.caller import allows_model
 from relayq.batches.notify import BatchNotifier
 from relayq.batches.validation import LineValidator, ValidRequest
+from relayq.budgets.estimate import worst_case
+from relayq.budgets.reservations import BudgetLimits, OverBudget, Reservation
+from relayq.budgets.windows import window_of
 from relayq.config.settings import Settings
 from relayq.files.storage import FileStorage, read_lines
 from relayq.ids import id_sequence
@@ -31,7 +41,8 @@ from relayq.schemas.batches import BatchErrorItem, BatchErrors, BatchStatus
 from relayq.schemas.jobs import JobStatus
 from relayq.store import Database
 from relayq.store.batches import fail_batch, get_batch_by_id, insert_requests, start_batch
-from relayq.store.models import Batch
+from relayq.store.models import ApiKey, Batch
+from relayq.store.spend import reserve
 
 __all__ = ["BatchPreparer", "Prepared"]
 
@@ -78,6 +89,40 @@ class _Chooser:
         except RouteUnavailable:
             # Every deployment drained: the batch waits for one rather than fail.
             return await self._router.choose(model, drained_too=True)
+
+
+class _Budgeting:
+    """The worst case of a batch's requests, summed for its key's budget as rows are made."""
+
+    def __init__(
+        self, *, limits: BudgetLimits, key_id: str, router: Router, now: float, default: int
+    ) -> None:
+        self._limits = limits
+        self._key_id = key_id
+        self._router = router
+        self._default = default
+        self.window = window_of(limits.period, now)
+        self.usd = 0.0
+        self.tokens = 0
+
+    def reserve_for(self, rows: list[dict[str, Any]]) -> None:
+        """Add each request's worst case to its row (its own reservation) and to the sum."""
+        for row in rows:
+            found = self._router.route(row["route"])
+            worst = worst_case(
+                row["request"],
+                route=found[1] if found is not None else None,
+                default_max_output=self._default,
+                batch=True,
+            )
+            row.update(
+                reserved_usd=worst.usd, reserved_tokens=worst.tokens, budget_window=self.window
+            )
+            self.usd += worst.usd
+            self.tokens += worst.tokens
+
+    def reservation(self) -> Reservation:
+        return Reservation(self._key_id, self.window, self.usd, self.tokens, self._limits)
 
 
 class BatchPreparer:
@@ -141,12 +186,15 @@ class BatchPreparer:
             if not await start_batch(session, batch_id=batch.id, now=now):
                 await session.rollback()
                 return Prepared(status=BatchStatus(batch.status))
+            budgeting = await self._budgeting(session, batch, now)
             try:
                 async for chunk in _chunks(read_lines(self._storage, batch.input_file_id), _CHUNK):
                     valid = await asyncio.to_thread(validator.check_lines, line, chunk)
                     line += len(chunk)
                     total += len(valid)
                     rows = await self._rows(batch, valid, validator, chooser, ids, now)
+                    if budgeting is not None:
+                        budgeting.reserve_for(rows)
                     if total > max_lines:
                         validator.error(
                             None,
@@ -171,12 +219,47 @@ class BatchPreparer:
                 if total == 0 and not validator.error_count:
                     validator.error(None, "empty_file", "The input file has no requests.")
                 return None
+            if budgeting is not None and not await self._reserve(session, budgeting, validator):
+                return None
             batch_row = await session.get(Batch, batch.id)
             assert batch_row is not None
             batch_row.total = total
             await session.commit()
         log.info("batch %s in progress with %d requests", batch.id, total)
         return Prepared(status=BatchStatus.IN_PROGRESS, total=total)
+
+    async def _reserve(
+        self, session: AsyncSession, budgeting: _Budgeting, validator: LineValidator
+    ) -> bool:
+        """Take the batch's worst case from its key's budget; False (all rolled back and the
+        error recorded) when it does not fit."""
+        reservation = budgeting.reservation()
+        refused = await reserve(session, reservation)
+        if refused is None:
+            return True
+        await session.rollback()
+        validator.error(None, "insufficient_quota", OverBudget(reservation, refused).describe())
+        return False
+
+    async def _budgeting(
+        self, session: AsyncSession, batch: Batch, now: float
+    ) -> _Budgeting | None:
+        """The batch's budget bookkeeping, if its key has a budget."""
+        key = await session.get(ApiKey, batch.key_id)
+        limits = (
+            BudgetLimits.of(key.budget_period, key.budget_usd, key.budget_tokens)
+            if key is not None
+            else None
+        )
+        if limits is None:
+            return None
+        return _Budgeting(
+            limits=limits,
+            key_id=batch.key_id,
+            router=self._router(),
+            now=now,
+            default=self._settings.budgets.default_max_output_tokens,
+        )
 
     async def _rows(
         self,

@@ -83,6 +83,15 @@ def keys_create(
         int | None, typer.Option(help="Unfinished jobs at once (default: the API's).")
     ] = None,
     tpm: Annotated[int | None, typer.Option(help="Tokens per minute (default: API's).")] = None,
+    budget_usd: Annotated[
+        float | None, typer.Option(min=0, help="US dollars the key may spend per period.")
+    ] = None,
+    budget_tokens: Annotated[
+        int | None, typer.Option(min=0, help="Tokens the key may use per period.")
+    ] = None,
+    budget_period: Annotated[
+        str, typer.Option(help="The budget's period, UTC: day or month.")
+    ] = "day",
 ) -> None:
     """Create an API key and print its secret. The secret is shown only this once."""
     import time
@@ -93,6 +102,8 @@ def keys_create(
     from relayq.schemas.scopes import ALL_SCOPES, DEFAULT_SCOPES
     from relayq.store import key_admin
 
+    if budget_period not in ("day", "month"):
+        raise _fail(f"invalid --budget-period {budget_period!r}: use day or month")
     chosen = _names(scopes)
     if admin:
         chosen = [*(DEFAULT_SCOPES if chosen is None else chosen), "admin"]
@@ -105,6 +116,11 @@ def keys_create(
             requests_per_minute=rpm,
             max_concurrent_jobs=max_concurrent,
             tokens_per_minute=tpm,
+            budget_period=budget_period
+            if budget_usd is not None or budget_tokens is not None
+            else None,
+            budget_usd=budget_usd,
+            budget_tokens=budget_tokens,
         )
     except ValidationError as exc:
         first = exc.errors()[0]

@@ -120,6 +120,10 @@ class RouteSettings(BaseModel):
     strategy: Strategy = Strategy.WEIGHTED
     aliases: list[str] = Field(default_factory=list)
     cache: CacheSettings = Field(default_factory=CacheSettings)
+    max_output_tokens: int | None = Field(default=None, gt=0)
+    """The completion tokens a request without ``max_tokens`` (or ``max_completion_tokens``)
+    is assumed to use at worst, when a key's budget reserves it (relayq/budgets/estimate.py);
+    unset, the setting ``RELAYQ_BUDGETS__DEFAULT_MAX_OUTPUT_TOKENS``."""
 
     @model_validator(mode="before")
     @classmethod

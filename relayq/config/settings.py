@@ -31,6 +31,7 @@ __all__ = [
     "AuthSettings",
     "BatchSettings",
     "BreakerSettings",
+    "BudgetSettings",
     "FileSettings",
     "HealthSettings",
     "JwtAlgorithm",
@@ -236,6 +237,16 @@ class BatchSettings(BaseModel):
     """Largest ``POST /v1/batches`` body with inline ``requests``."""
 
 
+class BudgetSettings(BaseModel):
+    """Key budgets (docs/usage.md#budgets)."""
+
+    default_max_output_tokens: int = Field(default=4096, gt=0)
+    """The completion tokens a request without ``max_tokens`` reserves, on a route without
+    ``max_output_tokens``."""
+    sweep_chunk: int = Field(default=500, gt=0)
+    """Jobs the reconciler settles per pass when their end left a reservation behind."""
+
+
 def _standard_schedule() -> list[float]:
     # Standard Webhooks' recommendation: immediately, then 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h.
     return [5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0]
@@ -315,6 +326,7 @@ class Settings(BaseSettings):
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
     files: FileSettings = Field(default_factory=FileSettings)
     batches: BatchSettings = Field(default_factory=BatchSettings)
+    budgets: BudgetSettings = Field(default_factory=BudgetSettings)
     health: HealthSettings = Field(default_factory=HealthSettings)
     tracing: TracingSettings = Field(default_factory=TracingSettings)
 

@@ -71,10 +71,15 @@ class JobLedger:
             return await job_status(session, job_id=job_id)
 
     async def finish(
-        self, claim: Claim, outcome: Outcome, attempt: AttemptRecord | None
+        self,
+        claim: Claim,
+        outcome: Outcome,
+        attempt: AttemptRecord | None,
     ) -> Finished:
-        """Record ``claim``'s attempt and, if the claim still holds the job, its outcome."""
-        return await self._finishes.submit(Finish(claim=claim, outcome=outcome, attempt=attempt))
+        """Record ``claim``'s attempt and, if the claim still holds the job, its outcome
+        (its cost booked to its key's budget if it reserved one)."""
+        finish = Finish(claim=claim, outcome=outcome, attempt=attempt)
+        return await self._finishes.submit(finish)
 
     async def store(self, direct: DirectRun) -> bool:
         """Store a direct job's row as running its first run; False if it was stored before."""

@@ -7,7 +7,9 @@ commit, on SQLite a write of the log) outweighed the row itself.
 in one multi-row ``INSERT`` and one commit (a
 :class:`relayq.coalescing.Coalescer`: no timer, so a request alone goes at
 once). If the batch fails, every request in it gets the error; none of its
-jobs was stored.
+jobs was stored. A job refused by its key's budget is refused alone: the
+reservation is a conditional statement of its own in the same transaction,
+and only the jobs whose reservation fits are inserted.
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from relayq.budgets.reservations import OverBudget
 from relayq.coalescing import Coalescer
 from relayq.store import Database
-from relayq.store.jobs import NewJob, create_jobs
+from relayq.store.jobs import NewJob, insert_jobs
 from relayq.store.models import Job
 
 __all__ = ["JobInserts"]
@@ -29,7 +32,7 @@ class JobInserts:
     def __init__(self, database: Database, *, clock: Callable[[], float] = time.time) -> None:
         self._database = database
         self._clock = clock
-        self._coalescer: Coalescer[NewJob, Job] = Coalescer(self._insert)
+        self._coalescer: Coalescer[NewJob, Job | OverBudget] = Coalescer(self._insert)
 
     @property
     def transactions(self) -> int:
@@ -37,9 +40,14 @@ class JobInserts:
         return self._coalescer.batches
 
     async def insert(self, job: NewJob) -> Job:
-        """Store ``job``, queued; its row once its batch is committed."""
-        return await self._coalescer.submit(job)
+        """Store ``job``, queued; its row once its batch is committed.
 
-    async def _insert(self, jobs: list[NewJob]) -> list[Job]:
+        Raises :class:`OverBudget` when its reservation does not fit (not stored)."""
+        stored = await self._coalescer.submit(job)
+        if isinstance(stored, OverBudget):
+            raise stored
+        return stored
+
+    async def _insert(self, jobs: list[NewJob]) -> list[Job | OverBudget]:
         async with self._database.session() as session:
-            return await create_jobs(session, jobs=jobs, now=self._clock())
+            return await insert_jobs(session, jobs=jobs, now=self._clock())

@@ -8,6 +8,13 @@ The sync lane is the exception: a caller that waits on its job (a plain
 ``POST /v1/chat/completions``) has it sent in its message, with no SQL before
 the provider call; its worker stores the row. If the broker does not take the
 message, nothing was stored and the caller is told at once (a 503).
+
+A key with a budget reserves each job's worst case in the transaction that
+stores its row (:mod:`relayq.store.spend`); a job that does not fit is refused
+(:class:`OverBudget`) before anything is sent. Its sync calls therefore take
+the stored path, row first: a reservation is only ever made with a row that
+holds it, so a process that dies anywhere after leaves a job that ends (or
+is recovered) and settles, never a reservation nobody will give back.
 """
 
 from __future__ import annotations
@@ -26,6 +33,9 @@ import redis.asyncio as aioredis
 from pydantic import BaseModel
 from redis.exceptions import RedisError
 
+from relayq.budgets.estimate import worst_case
+from relayq.budgets.reservations import BudgetLimits, OverBudget, Reservation
+from relayq.budgets.windows import window_of
 from relayq.config.settings import Settings
 from relayq.direct.lane import LaneSender
 from relayq.direct.replies import Replies, Reply
@@ -53,6 +63,7 @@ __all__ = [
     "Intake",
     "KeyLimitValues",
     "KeyLimited",
+    "OverBudget",
     "Submitted",
     "request_hash",
 ]
@@ -100,6 +111,7 @@ class _Admission:
     key_id: str
     job_id: str
     limits: KeyLimitValues | None
+    budget: BudgetLimits | None = None
     counted: bool = False
     """Whether the job was counted as one of the key's unfinished jobs."""
     tokens: int = 0
@@ -164,8 +176,9 @@ class Intake:
         reply_to: str | None = None,
         job_id: str | None = None,
         request_id: str | None = None,
+        budget: BudgetLimits | None = None,
     ) -> Submitted:
-        """Store and enqueue a job, within the key's limits.
+        """Store and enqueue a job, within the key's limits and ``budget``.
 
         With ``reply_to`` (a caller waits on the job: a sync chat completion)
         the job's runs send their deltas and end to that reply stream, and a
@@ -178,10 +191,12 @@ class Intake:
         ``request_id`` (the HTTP request's) travels with the job's message, so
         its worker's log lines about the job carry it.
 
-        Raises ``UnknownModel``, ``IdempotencyConflict``, :class:`KeyLimited`
-        or :class:`BrokerUnavailable`.
+        Raises ``UnknownModel``, ``IdempotencyConflict``, :class:`KeyLimited`,
+        :class:`OverBudget` or :class:`BrokerUnavailable`.
         """
-        admission = _Admission(key_id=key_id, job_id=job_id or new_id("job"), limits=limits)
+        admission = _Admission(
+            key_id=key_id, job_id=job_id or new_id("job"), limits=limits, budget=budget
+        )
         try:
             submitted = await self._submit(
                 body=body,
@@ -251,13 +266,14 @@ class Intake:
         cache_key, ttl, cached = await self._cache_lookup(
             key_id=key_id, body=body, completion=completion, route=deployment.route
         )
+        stored_request = completion.model_dump(mode="json", exclude_none=True)
         new_job = NewJob(
             key_id=key_id,
             model=body.model,
             route=deployment.route,
             provider=deployment.provider,
             upstream_model=deployment.upstream_model,
-            request=completion.model_dump(mode="json", exclude_none=True),
+            request=stored_request,
             priority=body.priority,
             metadata=body.metadata,
             idempotency_key=idempotency_key,
@@ -270,8 +286,14 @@ class Intake:
             deployment_index=deployment.index,
             id=job_id,
             reply_to=reply_to,
+            reservation=self._reservation(admission, stored_request, deployment.route),
         )
-        if reply_to is not None and idempotency_key is None and cache_key is None:
+        if (
+            reply_to is not None
+            and idempotency_key is None
+            and cache_key is None
+            and new_job.reservation is None
+        ):
             return await self._submit_direct(new_job, admission, request_id)
         await self._admit(admission)
         if idempotency_key is None and cached is None:
@@ -291,6 +313,27 @@ class Intake:
             await self._publish(job, request_id)
         return Submitted(job=job, created=created)
 
+    def _reservation(
+        self, admission: _Admission, request: dict[str, Any], route: str
+    ) -> Reservation | None:
+        """The job's worst case as a reservation of its key's budget (None: no budget)."""
+        budget = admission.budget
+        if budget is None:
+            return None
+        found = self._router().route(route)
+        worst = worst_case(
+            request,
+            route=found[1] if found is not None else None,
+            default_max_output=self._settings.budgets.default_max_output_tokens,
+        )
+        return Reservation(
+            key_id=admission.key_id,
+            window=window_of(budget.period, self._clock()),
+            usd=worst.usd,
+            tokens=worst.tokens,
+            limits=budget,
+        )
+
     async def _submit_direct(
         self, job: NewJob, admission: _Admission, request_id: str | None
     ) -> Submitted:
@@ -300,7 +343,9 @@ class Intake:
         round trip): a refused call sends nothing.
         """
         now = self._clock()
-        message: dict[str, Any] = {"job": dataclasses.asdict(job), "created_at": now}
+        fields = dataclasses.asdict(job)
+        del fields["reservation"]  # never one on this lane; a worker of before knows none
+        message: dict[str, Any] = {"job": fields, "created_at": now}
         if request_id is not None:
             message["request_id"] = request_id
         traceparent = current_traceparent()  # the request's span, when tracing

@@ -8,6 +8,11 @@ jobs back in the queue and (re)publishes messages for stranded ones. Webhook
 deliveries are an outbox too, and it publishes those that are due without a
 confirmed message. Every step is idempotent; a lock in Redis keeps
 concurrent workers from publishing the same message twice.
+
+It is also the budget ledger's net: a job that ended still holding a budget
+reservation (ended by a path that does not settle, or by a process that died
+before settling) is settled at its cost, a bounded chunk per pass
+(:mod:`relayq.store.spend`).
 """
 
 from __future__ import annotations
@@ -20,6 +25,9 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from relayq.budgets.estimate import deployment_price
+from relayq.config.prices import job_cost
+from relayq.config.routes import RoutingConfig
 from relayq.events.log import EventLog, EventType, JobEvent
 from relayq.queueing.broker import Enqueuer
 from relayq.queueing.outbox import JobMessage, Outbox
@@ -29,6 +37,7 @@ from relayq.routing.state import RoutingState
 from relayq.store import Database
 from relayq.store.counts import count_active, count_active_by_key, unfinished_of, unfinished_of_key
 from relayq.store.retries import Expired, expire_due
+from relayq.store.spend import HeldRow, settle_ended
 from relayq.store.stranded import find_stranded, release_lapsed
 from relayq.store.unsent import find_unsent
 from relayq.webhooks.publishing import WebhookEnqueuer, publish_unsent
@@ -50,6 +59,8 @@ class ReconcileReport:
     """Publishes that failed this time (the broker is still down)."""
     webhooks: int = 0
     """Webhook deliveries whose message was (re)published."""
+    settled: int = 0
+    """Ended jobs whose budget reservation was settled by the sweep."""
 
 
 class Reconciler:
@@ -63,8 +74,12 @@ class Reconciler:
         routing_state: RoutingState | None = None,
         key_limits: KeyLimits | None = None,
         events: EventLog | None = None,
+        routing: Callable[[], RoutingConfig] | None = None,
+        settle_chunk: int = _BATCH,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        """``routing``: the routes in force, to price a job the sweep settles without a
+        stored cost; ``settle_chunk``: the most jobs it settles per pass."""
         self._database = database
         self._enqueuer = enqueuer
         self._outbox = Outbox(database=database, enqueuer=enqueuer, clock=clock)
@@ -73,6 +88,8 @@ class Reconciler:
         self._routing_state = routing_state
         self._key_limits = key_limits
         self._events = events
+        self._routing = routing
+        self._settle_chunk = settle_chunk
         self._clock = clock
         self._recount_after: dict[str, str] = {}
         """Per key still being recounted, the last job id the previous pass added."""
@@ -90,6 +107,7 @@ class Reconciler:
                 limit=_BATCH,
             )
             counts = await count_active(session) if self._routing_state is not None else None
+        settled = await self.settle_budgets()
         sent = await self._outbox.send_jobs(
             [JobMessage(job.job_id, job.provider, job.priority) for job in stranded]
         )
@@ -111,8 +129,38 @@ class Reconciler:
                 webhooks,
             )
         return ReconcileReport(
-            released=released, enqueued=len(sent), failed=failed + unsent, webhooks=webhooks
+            released=released,
+            enqueued=len(sent),
+            failed=failed + unsent,
+            webhooks=webhooks,
+            settled=settled,
         )
+
+    async def settle_budgets(self) -> int:
+        """Settle a chunk of ended jobs still holding a budget reservation; how many.
+
+        A job's stored cost is booked; without one, its usage at its deployment's
+        price in the routes in force (nothing, unpriced or without usage: a refund).
+        """
+        async with self._database.session() as session:
+            settled = await settle_ended(session, limit=self._settle_chunk, cost_of=self._cost_of)
+            await session.commit()
+        if settled:
+            log.info("reconciler settled the budget reservations of %d ended jobs", len(settled))
+        return len(settled)
+
+    def _cost_of(self, row: HeldRow) -> float | None:
+        if row.cost_usd is not None:
+            return float(row.cost_usd)
+        if self._routing is None or not row.usage:
+            return None
+        route = self._routing().routes.get(row.route)
+        price = deployment_price(
+            route, index=row.deployment_index, provider=row.provider, model=row.upstream_model
+        )
+        if price is None:
+            return None
+        return job_cost(price, row.usage, batch=row.batch_id is not None)
 
     async def _announce_expired(self, expired: list[Expired]) -> None:
         if self._events is None:

@@ -28,6 +28,7 @@ from relayq.schemas.batches import (
 from relayq.schemas.jobs import JobStatus
 from relayq.store.jobs import IdempotencyConflict
 from relayq.store.models import Batch, Job
+from relayq.store.spend import refund_unrun
 
 __all__ = [
     "BatchTotals",
@@ -296,6 +297,7 @@ async def cancel_batch(session: AsyncSession, *, batch_id: str, key_id: str, now
             .values(status=JobStatus.CANCELLED.value, finished_at=now, held=False)
             .execution_options(synchronize_session=False)
         )
+        await refund_unrun(session, batch_id=batch_id)
     await session.commit()
     return moved
 
@@ -312,6 +314,8 @@ async def expire_requests(session: AsyncSession, *, batch_id: str, now: float) -
         .values(status=JobStatus.EXPIRED.value, finished_at=now, held=False, error=error)
         .execution_options(synchronize_session=False)
     )
+    if result.rowcount:  # type: ignore[attr-defined]
+        await refund_unrun(session, batch_id=batch_id)
     await session.commit()
     return int(result.rowcount)  # type: ignore[attr-defined]
 

@@ -8,6 +8,7 @@ change is one conditional statement: see :mod:`relayq.store.claims`,
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, cast
@@ -19,10 +20,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.schema import ScalarElementColumnDefault
 
+from relayq.budgets.reservations import OverBudget, Reservation
 from relayq.ids import new_id
 from relayq.schemas.jobs import JobStatus
 from relayq.store.models import Job
 from relayq.store.planning import plan_deliveries
+from relayq.store.spend import reserve, settle_ended
 
 __all__ = [
     "DirectRun",
@@ -32,6 +35,7 @@ __all__ = [
     "create_job",
     "create_jobs",
     "get_job",
+    "insert_jobs",
     "job_status",
     "list_jobs",
     "mark_enqueued",
@@ -81,6 +85,9 @@ class NewJob:
     """The job's id, when the caller chose it (the intake counts it first); else a new one."""
     reply_to: str | None = None
     """The reply stream of the API process waiting on the job (see :mod:`relayq.direct.replies`)."""
+    reservation: Reservation | None = None
+    """The worst case the job takes from its key's budget as it is stored (None: the key
+    has no budget); a job that does not fit is refused (:class:`OverBudget`)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -95,12 +102,20 @@ async def create_job(session: AsyncSession, *, job: NewJob, now: float) -> tuple
     """Insert ``job``; with an idempotency key, return the earlier job instead.
 
     Returns the row and whether it was created. Raises
-    :class:`IdempotencyConflict` when the key was used for another body.
+    :class:`IdempotencyConflict` when the key was used for another body, and
+    :class:`OverBudget` when its reservation does not fit (nothing stored).
     """
     if job.idempotency_key is not None:
         existing = await _by_idempotency_key(session, job=job)
         if existing is not None:
             return existing, False
+    if job.cached is not None and job.reservation is not None:
+        job = dataclasses.replace(job, reservation=None)  # answered without a call: no cost
+    if job.reservation is not None:
+        refused = await reserve(session, job.reservation)
+        if refused is not None:
+            await session.rollback()
+            raise OverBudget(job.reservation, refused)
     row = new_row(job, now=now)
     session.add(row)
     if job.cached is not None:
@@ -125,19 +140,54 @@ async def create_job(session: AsyncSession, *, job: NewJob, now: float) -> tuple
 
 
 async def create_jobs(session: AsyncSession, *, jobs: Sequence[NewJob], now: float) -> list[Job]:
+    """Insert queued ``jobs`` in one transaction (see :func:`insert_jobs`); raises the
+    first :class:`OverBudget` if a reservation did not fit (the others are stored)."""
+    stored = await insert_jobs(session, jobs=jobs, now=now)
+    for one in stored:
+        if isinstance(one, OverBudget):
+            raise one
+    return cast(list[Job], stored)
+
+
+async def insert_jobs(
+    session: AsyncSession, *, jobs: Sequence[NewJob], now: float
+) -> list[Job | OverBudget]:
     """Insert queued ``jobs`` in one transaction (one multi-row ``INSERT``), in order.
 
     For jobs with neither an idempotency key nor a cached answer: those need
     :func:`create_job`'s lookups, and one failing row would fail the rest.
+    A job with a reservation takes it first, in the same transaction; one that
+    does not fit is not stored, and its place in the result is its
+    :class:`OverBudget` (the others are stored all the same).
     """
     if any(job.idempotency_key is not None or job.cached is not None for job in jobs):
         raise ValueError("create_jobs takes plain queued jobs; use create_job for the others")
-    values = [{**_JOB_DEFAULTS, **_row_values(job, now=now)} for job in jobs]
+    refused = await _reserve_each(session, jobs)
+    values = [
+        {**_JOB_DEFAULTS, **_row_values(job, now=now)}
+        for index, job in enumerate(jobs)
+        if index not in refused
+    ]
     # A bulk INSERT, not the unit of work: the rows are not tracked by the session,
     # whose flush cost more per row than the row's own insert.
-    await session.execute(insert(Job), values)
+    if values:
+        await session.execute(insert(Job), values)
     await session.commit()
-    return [Job(**row) for row in values]
+    stored = iter(values)
+    return [
+        refused[index] if index in refused else Job(**next(stored)) for index in range(len(jobs))
+    ]
+
+
+async def _reserve_each(session: AsyncSession, jobs: Sequence[NewJob]) -> dict[int, OverBudget]:
+    """Take the reservations of ``jobs`` (in key and window order); those refused, by index."""
+    refused: dict[int, OverBudget] = {}
+    budgeted = [(index, job.reservation) for index, job in enumerate(jobs) if job.reservation]
+    for index, reservation in sorted(budgeted, key=lambda b: (b[1].key_id, b[1].window, b[0])):
+        standing = await reserve(session, reservation)
+        if standing is not None:
+            refused[index] = OverBudget(reservation, standing)
+    return refused
 
 
 _JOB_DEFAULTS: dict[str, Any] = {
@@ -174,6 +224,17 @@ def _row_values(job: NewJob, *, now: float) -> dict[str, Any]:
         "expires_at": job.expires_at,
         "deployment_index": job.deployment_index,
         "first_deployment": job.deployment_index,
+        **_reserved(job.reservation),
+    }
+
+
+def _reserved(reservation: Reservation | None) -> dict[str, Any]:
+    if reservation is None:
+        return {}
+    return {
+        "reserved_usd": reservation.usd,
+        "reserved_tokens": reservation.tokens,
+        "budget_window": reservation.window,
     }
 
 
@@ -283,14 +344,20 @@ async def mark_enqueued(session: AsyncSession, *, job_ids: Sequence[str], now: f
 
 async def cancel_job(session: AsyncSession, *, job_id: str, key_id: str, now: float) -> bool:
     """Cancel a queued or running job; False if it had already ended."""
-    result = await session.execute(
-        update(Job)
-        .where(Job.id == job_id, Job.key_id == key_id, Job.status.in_(_ACTIVE))
-        .values(status=JobStatus.CANCELLED.value, finished_at=now, lease_expires_at=None)
-        .execution_options(synchronize_session=False)
-    )
-    cancelled = bool(result.rowcount)  # type: ignore[attr-defined]
+    # RETURNING whether it holds a budget reservation: a job without one costs no query more.
+    ended = (
+        await session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.key_id == key_id, Job.status.in_(_ACTIVE))
+            .values(status=JobStatus.CANCELLED.value, finished_at=now, lease_expires_at=None)
+            .returning(Job.budget_window)
+            .execution_options(synchronize_session=False)
+        )
+    ).all()
+    cancelled = bool(ended)
     if cancelled:
         await plan_deliveries(session, job_id=job_id, now=now)
+        if ended[0].budget_window is not None:
+            await settle_ended(session, job_ids=[job_id])  # its reservation back
     await session.commit()
     return cancelled

@@ -19,6 +19,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from relayq.budgets.reservations import BudgetLimits
 from relayq.ids import new_id
 from relayq.keys import generate_key, hash_key
 from relayq.schemas.keys import KeyUpdate
@@ -108,10 +109,12 @@ async def create_key(
     expires_at: float | None = None,
     now: float | None = None,
     commit: bool = True,
+    budget: BudgetLimits | None = None,
 ) -> CreatedKey:
     """Store a new key (or the given ``secret``) and return its secret once.
 
-    ``scopes`` defaults to every scope but ``admin`` (every scope with ``admin``)."""
+    ``scopes`` defaults to every scope but ``admin`` (every scope with ``admin``);
+    ``budget``: what the key may spend per day or month (None: no budget)."""
     secret = secret or generate_key()
     if scopes is None:
         scopes = ALL_SCOPES if admin else DEFAULT_SCOPES
@@ -134,6 +137,9 @@ async def create_key(
         expires_at=expires_at,
         source="key",
     )
+    if budget is not None:
+        row.budget_period = budget.period.value
+        row.budget_usd, row.budget_tokens = budget.usd, budget.tokens
     session.add(row)
     if commit:
         await session.commit()

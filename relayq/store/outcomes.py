@@ -16,11 +16,12 @@ from typing import Any, cast
 from sqlalchemy import Table, bindparam, exists, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from relayq.schemas.jobs import JobStatus
+from relayq.schemas.jobs import TERMINAL_STATUSES, JobStatus
 from relayq.store.attempts import AttemptRecord, add_attempts, attempt_values
 from relayq.store.claims import Claim
 from relayq.store.models import Job, WebhookEndpoint
 from relayq.store.planning import plan_deliveries
+from relayq.store.spend import Held, settle, used_tokens
 from relayq.store.usage import Booking, book_usage
 
 __all__ = [
@@ -105,6 +106,10 @@ _FINISHED = select(
     _jobs.c.finished_at,
     _jobs.c.webhook,
     _jobs.c.batch_id,
+    _jobs.c.key_id,
+    _jobs.c.budget_window,
+    _jobs.c.reserved_usd,
+    _jobs.c.reserved_tokens,
     _HAS_ENDPOINT,
 ).where(_jobs.c.id.in_(bindparam("job_ids", expanding=True)))
 
@@ -163,6 +168,7 @@ async def finish_jobs(
             deliveries = await plan_deliveries(session, job_id=finish.claim.job_id, now=now)
         results.append(Finished(written, tuple(deliveries)))
     await _book(connection, finishes, results, now=now)
+    await _settle_budgets(session, finishes, results, rows)
     await session.commit()
     return results
 
@@ -190,6 +196,33 @@ async def _book(
         ],
         now=now,
     )
+
+
+async def _settle_budgets(
+    session: AsyncSession,
+    finishes: Sequence[Finish],
+    results: Sequence[Finished],
+    rows: dict[str, Any],
+) -> None:
+    """Book the real cost of the jobs that ended holding a budget reservation (none: no
+    statement), in the outcome's transaction (:mod:`relayq.store.spend`)."""
+    held = [
+        Held(
+            job_id=row.id,
+            key_id=row.key_id,
+            window=row.budget_window,
+            reserved_usd=row.reserved_usd or 0.0,
+            reserved_tokens=row.reserved_tokens or 0,
+            cost_usd=finish.outcome.cost_usd,
+            tokens=used_tokens(finish.outcome.usage),
+        )
+        for finish, result in zip(finishes, results, strict=True)
+        if result.written
+        and finish.outcome.status in TERMINAL_STATUSES
+        and (row := rows[finish.claim.job_id]).budget_window is not None
+    ]
+    if held:
+        await settle(session, held)
 
 
 async def finish_job(

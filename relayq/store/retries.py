@@ -16,6 +16,7 @@ from relayq.store.attempts import AttemptRecord, attempt_row
 from relayq.store.claims import Claim
 from relayq.store.models import Job
 from relayq.store.planning import plan_deliveries
+from relayq.store.spend import settle_ended
 
 __all__ = ["Expired", "Placement", "expire_claimed", "expire_due", "requeue_job"]
 
@@ -75,15 +76,24 @@ async def requeue_job(
 
 async def expire_claimed(session: AsyncSession, *, claim: Claim, now: float) -> bool:
     """A claimed job found past its deadline: ``expired`` instead of running."""
-    result = await session.execute(
-        update(Job)
-        .where(Job.id == claim.job_id, Job.run == claim.run, Job.status == JobStatus.RUNNING.value)
-        .values(status=JobStatus.EXPIRED.value, finished_at=now, lease_expires_at=None)
-        .execution_options(synchronize_session=False)
-    )
-    expired = bool(result.rowcount)  # type: ignore[attr-defined]
+    ended = (
+        await session.execute(
+            update(Job)
+            .where(
+                Job.id == claim.job_id,
+                Job.run == claim.run,
+                Job.status == JobStatus.RUNNING.value,
+            )
+            .values(status=JobStatus.EXPIRED.value, finished_at=now, lease_expires_at=None)
+            .returning(Job.budget_window)
+            .execution_options(synchronize_session=False)
+        )
+    ).all()
+    expired = bool(ended)
     if expired:
         await plan_deliveries(session, job_id=claim.job_id, now=now)
+        if ended[0].budget_window is not None:
+            await settle_ended(session, job_ids=[claim.job_id])  # its reservation back
     await session.commit()
     return expired
 
@@ -115,5 +125,6 @@ async def expire_due(session: AsyncSession, *, now: float, limit: int) -> list[E
         if result.rowcount:  # type: ignore[attr-defined]
             await plan_deliveries(session, job_id=job_id, now=now)
             expired.append(Expired(job_id=job_id, key_id=key_id))
+    await settle_ended(session, job_ids=[job.job_id for job in expired])  # refunds
     await session.commit()
     return expired

@@ -1,0 +1,131 @@
+"""A request's worst case: the most tokens it can use and the most they can cost.
+
+Prompt tokens are bounded from above by bytes. Every tokenizer the vendors
+use (byte-level BPE: OpenAI's ``o200k``/``cl100k``, Llama 3, Mistral's
+Tekken; SentencePiece with byte fallback: Gemini, Llama 2) maps each token
+to at least one byte of the UTF-8 text it encodes, so a text of ``b`` bytes
+is at most ``b`` tokens. The bytes counted here are those of each message's
+JSON (its content, name, tool calls, all escaped), which are no fewer than
+the content's own, plus :data:`MESSAGE_OVERHEAD` tokens a message for the
+chat template's role markers and separators (OpenAI's is 3 to 4, with 3 more
+to prime the answer) and :data:`IMAGE_TOKENS` per image part, whose tokens do
+not come from its URL's bytes (OpenAI's largest high-detail image is under
+1,600). Tools and the response format are counted by their JSON's bytes.
+
+Completion tokens are the request's ``max_completion_tokens`` or ``max_tokens``,
+else the route's ``max_output_tokens``, else the setting
+``RELAYQ_BUDGETS__DEFAULT_MAX_OUTPUT_TOKENS`` (4096), times ``n``. Without a
+limit in the request the upstream is not held to that number: the worst case
+then assumes it, and the job's real cost is booked all the same.
+
+The cost is that of the route's most expensive deployment for those tokens
+(fallback may move a job to any of them), with its batch discount for a
+batch request; a deployment without a price counts nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from relayq.config.prices import ModelPrice
+from relayq.config.routes import RouteSettings
+
+__all__ = [
+    "IMAGE_TOKENS",
+    "MESSAGE_OVERHEAD",
+    "WorstCase",
+    "deployment_price",
+    "prompt_bound",
+    "worst_case",
+]
+
+MESSAGE_OVERHEAD = 8
+"""Tokens allowed per message beyond its bytes (role markers, separators), and once more
+for the answer's priming."""
+IMAGE_TOKENS = 2048
+"""Tokens allowed per image part of a message."""
+_PER = 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class WorstCase:
+    """The most a request can use: its prompt and completion tokens, and their cost."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    usd: float
+
+    @property
+    def tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+def prompt_bound(request: Mapping[str, Any]) -> int:
+    """An upper bound on the prompt tokens of an OpenAI chat request (see the module)."""
+    messages = request.get("messages") or []
+    total = MESSAGE_OVERHEAD
+    for message in messages:
+        total += len(orjson.dumps(message)) + MESSAGE_OVERHEAD
+        content = message.get("content") if isinstance(message, Mapping) else None
+        if isinstance(content, list):
+            total += IMAGE_TOKENS * sum(
+                1 for part in content if isinstance(part, Mapping) and part.get("type") != "text"
+            )
+    for extra in ("tools", "functions", "response_format"):
+        if request.get(extra) is not None:
+            total += len(orjson.dumps(request[extra]))
+    return total
+
+
+def _completion_bound(request: Mapping[str, Any], route_cap: int) -> int:
+    limit = request.get("max_completion_tokens") or request.get("max_tokens")
+    per_choice = limit if isinstance(limit, int) and limit > 0 else route_cap
+    n = request.get("n")
+    return per_choice * (n if isinstance(n, int) and n > 0 else 1)
+
+
+def _cost(price: ModelPrice, prompt: int, completion: int, *, batch: bool) -> float:
+    cost = (prompt * price.input + completion * price.output) / _PER
+    return cost * (1 - price.batch_discount) if batch else cost
+
+
+def worst_case(
+    request: Mapping[str, Any],
+    *,
+    route: RouteSettings | None,
+    default_max_output: int,
+    batch: bool = False,
+) -> WorstCase:
+    """``request``'s worst case on ``route`` (None: a route no longer configured, which
+    prices nothing)."""
+    cap = (route.max_output_tokens if route is not None else None) or default_max_output
+    prompt = prompt_bound(request)
+    completion = _completion_bound(request, cap)
+    prices: Sequence[ModelPrice] = [
+        d.price for d in (route.deployments if route is not None else []) if d.price is not None
+    ]
+    usd = max((_cost(p, prompt, completion, batch=batch) for p in prices), default=0.0)
+    return WorstCase(prompt_tokens=prompt, completion_tokens=completion, usd=usd)
+
+
+def deployment_price(
+    route: RouteSettings | None, *, index: int, provider: str, model: str
+) -> ModelPrice | None:
+    """The price of the deployment of ``route`` a job ended on: the one at ``index`` if it
+    is still ``provider``'s ``model``, else the first such one (None: unpriced or gone)."""
+    if route is None:
+        return None
+    deployments = route.deployments
+    if index < len(deployments) and (deployments[index].provider, deployments[index].model) == (
+        provider,
+        model,
+    ):
+        return deployments[index].price
+    for deployment in deployments:
+        if (deployment.provider, deployment.model) == (provider, model):
+            return deployment.price
+    return None
