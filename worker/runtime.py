@@ -50,7 +50,7 @@ from relayq.queueing.broker import (
     Enqueuer,
 )
 from relayq.recovery.handback import Heartbeat, Taken, delivery_entry
-from relayq.recovery.reconciler import Reconciler
+from relayq.recovery.reconciler import Reconciler, Retention
 from relayq.redis.keys import RedisKeys
 from relayq.redis.pipeline import CommandBatch
 from relayq.redis.pool import shared_redis
@@ -309,6 +309,7 @@ class WorkerRuntime:
             taken=self._taken,
             owner=instance,
         )
+        storage = DirectoryStorage(settings.files.storage_dir)
         reconciler = Reconciler(
             database=database,
             enqueuer=self._enqueuer,
@@ -317,6 +318,8 @@ class WorkerRuntime:
             routing_state=state,
             key_limits=key_limits,
             events=events,
+            retention=Retention(settings=settings.retention, storage=storage),
+            metrics=metrics,
         )
         self._executor = executor
         if metrics is not None:  # read at each scrape: nothing per job
@@ -352,7 +355,6 @@ class WorkerRuntime:
             capacity=settings.worker.concurrency,
             reclaim_after_seconds=settings.worker.visibility_timeout,
         )
-        storage = DirectoryStorage(settings.files.storage_dir)
         notifier = BatchNotifier(
             database=database,
             enqueuer=self._enqueuer if isinstance(self._enqueuer, WebhookEnqueuer) else None,
