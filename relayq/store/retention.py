@@ -146,7 +146,10 @@ async def purge_jobs(
     attempts = await _delete_in(
         session,
         Attempt.id,
-        await _ids(session, select(Attempt.id).where(Attempt.job_id.in_(job_ids)).limit(limit)),
+        await _ids(
+            session,
+            select(Attempt.id).where(Attempt.job_id.in_(job_ids)).order_by(Attempt.id).limit(limit),
+        ),
     )
     jobs = 0
     if job_ids:
