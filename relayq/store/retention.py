@@ -123,6 +123,41 @@ async def purge_jobs(
         batch_ids = await _ids(session, query.limit(limit))
     if not job_ids and not batch_ids:
         return PurgedJobs()
+    children = await _purge_children(session, job_ids=job_ids, batch_ids=batch_ids, limit=limit)
+    jobs = batches = 0
+    if job_filter is not None and job_ids:
+        jobs = await _delete_childless(
+            session,
+            Job,
+            Job.id.in_(job_ids),
+            job_filter,  # still ended: checked again as it is deleted
+            ~exists().where(Attempt.job_id == Job.id),
+            ~exists().where(WebhookDelivery.job_id == Job.id),
+        )
+    if batches_before is not None and batch_ids:
+        batches = await _delete_childless(
+            session,
+            Batch,
+            Batch.id.in_(batch_ids),
+            _batch_purgeable(batches_before),
+            ~exists().where(Job.batch_id == Batch.id),
+            ~exists().where(WebhookDelivery.batch_id == Batch.id),
+        )
+    await session.commit()
+    return PurgedJobs(
+        jobs=jobs,
+        attempts=children.attempts,
+        deliveries=children.deliveries,
+        delivery_attempts=children.delivery_attempts,
+        batches=batches,
+    )
+
+
+async def _purge_children(
+    session: AsyncSession, *, job_ids: list[Any], batch_ids: list[Any], limit: int
+) -> PurgedJobs:
+    """Up to ``limit`` each of the chosen jobs' and batches' delivery attempts, deliveries
+    (once their attempts are gone) and attempts."""
     of_chosen = or_(WebhookDelivery.job_id.in_(job_ids), WebhookDelivery.batch_id.in_(batch_ids))
     delivery_attempts = await _delete_in(
         session,
@@ -132,6 +167,7 @@ async def purge_jobs(
             select(WebhookAttempt.id)
             .join(WebhookDelivery, WebhookAttempt.delivery_id == WebhookDelivery.id)
             .where(of_chosen)
+            .order_by(WebhookAttempt.id)
             .limit(limit),
         ),
     )
@@ -151,42 +187,18 @@ async def purge_jobs(
             select(Attempt.id).where(Attempt.job_id.in_(job_ids)).order_by(Attempt.id).limit(limit),
         ),
     )
-    jobs = 0
-    if job_ids:
-        assert job_filter is not None
-        result = await session.execute(
-            delete(Job)
-            .where(
-                Job.id.in_(job_ids),
-                job_filter,  # still ended: checked again as it is deleted
-                ~exists().where(Attempt.job_id == Job.id),
-                ~exists().where(WebhookDelivery.job_id == Job.id),
-            )
-            .execution_options(synchronize_session=False)
-        )
-        jobs = int(result.rowcount)  # type: ignore[attr-defined]
-    batches = 0
-    if batch_ids:
-        assert batches_before is not None
-        result = await session.execute(
-            delete(Batch)
-            .where(
-                Batch.id.in_(batch_ids),
-                _batch_purgeable(batches_before),
-                ~exists().where(Job.batch_id == Batch.id),
-                ~exists().where(WebhookDelivery.batch_id == Batch.id),
-            )
-            .execution_options(synchronize_session=False)
-        )
-        batches = int(result.rowcount)  # type: ignore[attr-defined]
-    await session.commit()
-    return PurgedJobs(
-        jobs=jobs,
-        attempts=attempts,
-        deliveries=deliveries,
-        delivery_attempts=delivery_attempts,
-        batches=batches,
+    return PurgedJobs(attempts=attempts, deliveries=deliveries, delivery_attempts=delivery_attempts)
+
+
+async def _delete_childless(
+    session: AsyncSession, table: type[Job] | type[Batch], *conditions: ColumnElement[bool]
+) -> int:
+    """Delete the rows of ``table`` that match ``conditions`` (chosen, still what made
+    them purgeable, and no child left); how many went."""
+    result = await session.execute(
+        delete(table).where(*conditions).execution_options(synchronize_session=False)
     )
+    return int(result.rowcount)  # type: ignore[attr-defined]
 
 
 async def purge_files(session: AsyncSession, *, now: float, limit: int) -> list[str]:
