@@ -1,12 +1,16 @@
-"""Errors in OpenAI's shape: ``{"error": {"message", "type", "param", "code"}}``.
+"""Errors in OpenAI's shape: ``{"error": {"message", "type", "param", "code", "request_id"}}``.
 
 Clients built for OpenAI (its SDK raises by status code) understand these,
-and every message says what is wrong and where. This module alone maps
-errors to HTTP: routes raise :class:`APIError` for what they find wrong
-themselves and let relayq's own exceptions (an unknown model, a reused
-idempotency key, a refused webhook URL, a key over its limits, a queue that
-did not take a sync call, a route whose every deployment is drained, an
-admin's refused change to a key) propagate to the handlers installed here.
+and every message says what is wrong and where. ``request_id`` is the
+request's id, the one its ``x-request-id`` header carries and its log lines
+name, so an error pasted into a support ticket leads to its lines (OpenAI's
+SDKs read the fields they know and keep the rest in the exception's ``body``).
+This module alone maps errors to HTTP: routes raise :class:`APIError` for
+what they find wrong themselves and let relayq's own exceptions (an unknown
+model, a reused idempotency key, a refused webhook URL, a key over its
+limits or budget, a queue that did not take a sync call, a route whose every
+deployment is drained, an admin's refused change to a key) propagate to the
+handlers installed here.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api.observability import REQUEST_ID_HEADER, SECURITY_HEADERS, request_id_of
 from relayq.intake.intake import BrokerUnavailable, KeyLimited, OverBudget
 from relayq.resilience.key_limits import KeyLimit
 from relayq.routing.router import RouteUnavailable, UnknownModel
@@ -62,6 +67,9 @@ class ErrorDetail(BaseModel):
     type: str
     param: str | None
     code: str | None
+    request_id: str | None
+    """The request's id, as in its ``x-request-id`` header (None only outside the API's
+    request middleware)."""
 
 
 class ErrorBody(BaseModel):
@@ -106,16 +114,36 @@ class APIError(Exception):
 
 
 def error_body(
-    status_code: int, message: str, *, code: str | None = None, param: str | None = None
+    status_code: int,
+    message: str,
+    *,
+    code: str | None = None,
+    param: str | None = None,
+    request_id: str | None,
 ) -> dict[str, Any]:
+    """The answer's body; ``request_id``: :func:`api.observability.request_id_of`'s."""
     kind = _TYPES.get(
         status_code, "server_error" if status_code >= 500 else "invalid_request_error"
     )
-    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+    return {
+        "error": {
+            "message": message,
+            "type": kind,
+            "param": param,
+            "code": code,
+            "request_id": request_id,
+        }
+    }
 
 
-def _response(exc: APIError) -> JSONResponse:
-    body = error_body(exc.status_code, exc.message, code=exc.code, param=exc.param)
+def _response(request: Request, exc: APIError) -> JSONResponse:
+    body = error_body(
+        exc.status_code,
+        exc.message,
+        code=exc.code,
+        param=exc.param,
+        request_id=request_id_of(request.scope),
+    )
     return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
 
@@ -175,14 +203,14 @@ def validation_error(errors: Sequence[Any]) -> APIError:
     return APIError(400, f"Invalid '{param}': {msg}.{more}", code="invalid_value", param=param)
 
 
-async def _on_api_error(_: Request, exc: Exception) -> JSONResponse:
+async def _on_api_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, APIError)
-    return _response(exc)
+    return _response(request, exc)
 
 
-async def _on_validation_error(_: Request, exc: Exception) -> JSONResponse:
+async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    return _response(validation_error(exc.errors()))
+    return _response(request, validation_error(exc.errors()))
 
 
 async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
@@ -196,88 +224,94 @@ async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
     # A 400 here comes from reading the body (a multipart upload without its
     # boundary, say): routes answer with APIError.
     code = {400: "invalid_body", 413: "request_too_large"}.get(exc.status_code)
-    body = error_body(exc.status_code, message, code=code)
+    body = error_body(exc.status_code, message, code=code, request_id=request_id_of(request.scope))
     return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
 
-async def _on_unknown_model(_: Request, exc: Exception) -> JSONResponse:
+async def _on_unknown_model(request: Request, exc: Exception) -> JSONResponse:
     """A 404 naming the model and listing the ones this key may use."""
     assert isinstance(exc, UnknownModel)
     known = ", ".join(exc.available) or "none"
     return _response(
+        request,
         APIError(
             404,
             f"The model '{exc.model}' does not exist or you do not have access to it. "
             f"Available models: {known}.",
             code="model_not_found",
             param="model",
-        )
+        ),
     )
 
 
-async def _on_route_unavailable(_: Request, exc: Exception) -> JSONResponse:
+async def _on_route_unavailable(request: Request, exc: Exception) -> JSONResponse:
     """A 503: every deployment of the model's route is drained by an operator."""
     assert isinstance(exc, RouteUnavailable)
     return _response(
+        request,
         APIError(
             503,
             f"The model '{exc.model}' is unavailable: every deployment serving it is drained "
             f"({', '.join(exc.drained)}). Retry later.",
             code="route_unavailable",
             param="model",
-        )
+        ),
     )
 
 
-async def _on_idempotency_conflict(_: Request, exc: Exception) -> JSONResponse:
+async def _on_idempotency_conflict(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, IdempotencyConflict)
     anew = "request" if exc.kind == "job" else exc.kind
     return _response(
+        request,
         APIError(
             409,
             f"Idempotency-Key '{exc.idempotency_key}' was already used for {exc.kind} "
             f"'{exc.existing}' with a different request body. Use a new key for a new {anew}.",
             code="idempotency_key_reused",
             param="Idempotency-Key",
-        )
+        ),
     )
 
 
-async def _on_webhook_url_refused(_: Request, exc: Exception) -> JSONResponse:
+async def _on_webhook_url_refused(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, WebhookURLRefused)
     return _response(
+        request,
         APIError(
             400,
             f"Invalid '{exc.param}': {exc.reason}. Webhooks are sent only to publicly "
             "routable addresses.",
             code="webhook_destination_refused",
             param=exc.param,
-        )
+        ),
     )
 
 
-async def _on_key_not_found(_: Request, exc: Exception) -> JSONResponse:
+async def _on_key_not_found(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, KeyNotFound)
     message = f"No API key found with id '{exc.key_id}'."
-    return _response(APIError(404, message, code="key_not_found", param="key_id"))
+    return _response(request, APIError(404, message, code="key_not_found", param="key_id"))
 
 
-async def _on_key_change_refused(_: Request, exc: Exception) -> JSONResponse:
+async def _on_key_change_refused(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, KeyChangeRefused)
     status = 409 if isinstance(exc, KeyRevoked) else 400
-    return _response(APIError(status, exc.message, code=exc.code, param=exc.param))
+    return _response(request, APIError(status, exc.message, code=exc.code, param=exc.param))
 
 
-async def _on_broker_unavailable(_: Request, exc: Exception) -> JSONResponse:
+async def _on_broker_unavailable(request: Request, exc: Exception) -> JSONResponse:
     """A sync call whose message the queue did not take (no row stores it for later)."""
-    return _response(APIError(503, f"The job queue is unavailable: {exc}.", code="overloaded"))
+    return _response(
+        request, APIError(503, f"The job queue is unavailable: {exc}.", code="overloaded")
+    )
 
 
-async def _on_key_limited(_: Request, exc: Exception) -> JSONResponse:
+async def _on_key_limited(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, KeyLimited)
     decision, limits = exc.decision, exc.limits
     if decision.limit is KeyLimit.TOKENS_PER_MINUTE:
-        return _tokens_limited(exc)
+        return _tokens_limited(request, exc)
     if decision.limit is KeyLimit.MAX_CONCURRENT_JOBS:
         message = (
             f"Too many unfinished jobs: this key may have {limits.max_concurrent_jobs} "
@@ -291,11 +325,11 @@ async def _on_key_limited(_: Request, exc: Exception) -> JSONResponse:
         )
         code, retry_after = "rate_limit_exceeded", decision.retry_after or 1.0
     seconds = str(max(1, math.ceil(retry_after)))
-    body = error_body(429, message, code=code)
+    body = error_body(429, message, code=code, request_id=request_id_of(request.scope))
     return JSONResponse(body, status_code=429, headers={"Retry-After": seconds})
 
 
-def _tokens_limited(exc: KeyLimited) -> JSONResponse:
+def _tokens_limited(request: Request, exc: KeyLimited) -> JSONResponse:
     """A key over its tokens per minute, in OpenAI's words, with its rate-limit headers."""
     limit = exc.limits.tokens_per_minute or 0
     used = exc.decision.tokens_used or 0
@@ -318,11 +352,17 @@ def _tokens_limited(exc: KeyLimited) -> JSONResponse:
             f"Rate limit reached for key {exc.key_id} on tokens per min (TPM): Limit {limit}, "
             f"Used {used}, Requested {exc.tokens}. Please try again in {seconds}s."
         )
-    body = error_body(429, message, code="rate_limit_exceeded", param=None)
+    body = error_body(
+        429,
+        message,
+        code="rate_limit_exceeded",
+        param=None,
+        request_id=request_id_of(request.scope),
+    )
     return JSONResponse(body, status_code=429, headers=headers)
 
 
-async def _on_over_budget(_: Request, exc: Exception) -> JSONResponse:
+async def _on_over_budget(request: Request, exc: Exception) -> JSONResponse:
     """OpenAI's answer for a spent quota: 429, type and code ``insufficient_quota``."""
     assert isinstance(exc, OverBudget)
     body = {
@@ -331,33 +371,46 @@ async def _on_over_budget(_: Request, exc: Exception) -> JSONResponse:
             "type": "insufficient_quota",
             "param": None,
             "code": "insufficient_quota",
+            "request_id": request_id_of(request.scope),
         }
     }
     return JSONResponse(body, status_code=429)
 
 
-async def _on_database_down(_: Request, exc: Exception) -> JSONResponse:
+async def _on_database_down(request: Request, exc: Exception) -> JSONResponse:
     log.warning("database unreachable: %s", exc)
     body = error_body(
-        503, "The service cannot reach its database; retry shortly.", code="database_unavailable"
+        503,
+        "The service cannot reach its database; retry shortly.",
+        code="database_unavailable",
+        request_id=request_id_of(request.scope),
     )
     return JSONResponse(body, status_code=503, headers={"Retry-After": "5"})
 
 
-async def _on_pool_exhausted(_: Request, exc: Exception) -> JSONResponse:
+async def _on_pool_exhausted(request: Request, exc: Exception) -> JSONResponse:
     log.warning("no database connection free: %s", exc)
     body = error_body(
         503,
         "The service is overloaded (no database connection free); retry shortly.",
         code="overloaded",
+        request_id=request_id_of(request.scope),
     )
     return JSONResponse(body, status_code=503, headers={"Retry-After": "2"})
 
 
-async def _on_unexpected(_: Request, exc: Exception) -> JSONResponse:
+async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+    """A 500. Starlette answers it outside every middleware, the request observer's too,
+    so the answer gets the request id's header and the security headers here."""
     log.exception("unhandled error", exc_info=exc)
-    body = error_body(500, "The server had an error while processing your request.")
-    return JSONResponse(body, status_code=500)
+    request_id = request_id_of(request.scope)
+    body = error_body(
+        500, "The server had an error while processing your request.", request_id=request_id
+    )
+    headers = {name.decode(): value.decode() for name, value in SECURITY_HEADERS}
+    if request_id is not None:
+        headers[REQUEST_ID_HEADER] = request_id
+    return JSONResponse(body, status_code=500, headers=headers)
 
 
 def install_error_handlers(app: FastAPI) -> None:

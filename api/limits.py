@@ -8,6 +8,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import error_body
+from api.observability import request_id_of
 
 __all__ = ["BodySizeLimit", "BodyTooLarge"]
 
@@ -46,7 +47,7 @@ class BodySizeLimit:
         max_bytes = self.per_path.get(scope["path"].rstrip("/"), self.max_bytes)
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-            await self._reject(send, max_bytes)
+            await self._reject(scope, send, max_bytes)
             return
         seen = 0
         started = False
@@ -69,11 +70,12 @@ class BodySizeLimit:
             await self.app(scope, counted_receive, tracked_send)
         except BodyTooLarge:
             if not started:
-                await self._reject(send, max_bytes)
+                await self._reject(scope, send, max_bytes)
 
-    async def _reject(self, send: Send, max_bytes: int) -> None:
+    async def _reject(self, scope: Scope, send: Send, max_bytes: int) -> None:
         message = _message(max_bytes)
-        body = json.dumps(error_body(413, message, code="request_too_large")).encode()
+        error = error_body(413, message, code="request_too_large", request_id=request_id_of(scope))
+        body = json.dumps(error).encode()
         await send(
             {
                 "type": "http.response.start",

@@ -22,6 +22,7 @@ from urllib.parse import parse_qsl
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import APIError, error_body, invalid_json
+from api.observability import request_id_of
 from relayq.schemas.json_values import MAX_DEPTH, first_unkeepable, text_problem
 from relayq.schemas.params import param_path
 
@@ -108,7 +109,7 @@ class RequestChecks:
             return
         problem = url_problem(scope["path"], scope["query_string"])
         if problem is not None:
-            await _answer(send, problem)
+            await _answer(scope, send, problem)
             return
         headers = dict(scope["headers"])
         if scope["method"] not in _BODY_METHODS or not is_json(
@@ -119,7 +120,7 @@ class RequestChecks:
         body, final = await _read(receive)
         problem = body_problem(body) if body else None
         if problem is not None:
-            await _answer(send, problem)
+            await _answer(scope, send, problem)
             return
         await self.app(scope, _replay(body, final, receive), send)
 
@@ -152,8 +153,10 @@ def _replay(body: bytes, final: Message | None, receive: Receive) -> Receive:
     return replayed
 
 
-async def _answer(send: Send, error: APIError) -> None:
-    body = error_body(400, error.message, code=error.code, param=error.param)
+async def _answer(scope: Scope, send: Send, error: APIError) -> None:
+    body = error_body(
+        400, error.message, code=error.code, param=error.param, request_id=request_id_of(scope)
+    )
     payload = json.dumps(body, separators=(",", ":")).encode()
     await send(
         {

@@ -9,11 +9,14 @@ import httpx
 
 __all__ = ["ERROR_FIELDS", "error_of", "shape_problem"]
 
-ERROR_FIELDS = frozenset({"message", "type", "param", "code"})
+ERROR_FIELDS = frozenset({"message", "type", "param", "code", "request_id"})
 
 
-def shape_problem(*, content_type: str | None, content: bytes) -> str | None:
-    """What keeps an answer from being ``{"error": {"message", "type", "param", "code"}}``."""
+def shape_problem(
+    *, content_type: str | None, content: bytes, request_id: str | None
+) -> str | None:
+    """What keeps an answer from being ``{"error": {"message", "type", "param", "code",
+    "request_id"}}`` with ``request_id`` the one of its ``x-request-id`` header."""
     if not (content_type or "").startswith("application/json"):
         return f"content-type is {content_type!r}, not JSON"
     try:
@@ -31,6 +34,10 @@ def shape_problem(*, content_type: str | None, content: bytes) -> str | None:
         error[name] is not None and not isinstance(error[name], str) for name in ("param", "code")
     ):
         return "'error.param' and 'error.code' must be strings or null"
+    if request_id is None:
+        return "the answer has no x-request-id header"
+    if error["request_id"] != request_id:
+        return f"'error.request_id' is {error['request_id']!r}, its header {request_id!r}"
     return None
 
 
@@ -38,7 +45,9 @@ def error_of(response: httpx.Response, status: int) -> dict[str, Any]:
     """The ``error`` member of ``response``, which must have ``status`` and OpenAI's shape."""
     assert response.status_code == status, response.text
     problem = shape_problem(
-        content_type=response.headers.get("content-type"), content=response.content
+        content_type=response.headers.get("content-type"),
+        content=response.content,
+        request_id=response.headers.get("x-request-id"),
     )
     assert problem is None, f"{problem}: {response.text}"
     error: dict[str, Any] = response.json()["error"]

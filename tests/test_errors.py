@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import Any, cast
 
 import httpx
+import openai
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from pydantic import BaseModel
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from api.errors import install_error_handlers
-from relayq.intake.intake import BrokerUnavailable
+from api.app import create_app
+from api.errors import APIError, install_error_handlers
+from relayq.config.settings import Settings
+from relayq.intake.intake import BrokerUnavailable, KeyLimited, KeyLimitValues
+from relayq.resilience.key_limits import Decision, KeyLimit
 from relayq.routing.router import UnknownModel
 from relayq.schemas.destinations import WebhookURLRefused
 from relayq.store.jobs import IdempotencyConflict
+from tests.conftest import KeyFactory
 from tests.jobs import body
 from tests.stack import Stack
 
@@ -24,8 +31,9 @@ def error_of(response: httpx.Response, status: int) -> dict[str, Any]:
     assert response.headers["content-type"].startswith("application/json")
     payload: dict[str, Any] = response.json()
     assert set(payload) == {"error"}
-    assert set(payload["error"]) == {"message", "type", "param", "code"}
+    assert set(payload["error"]) == {"message", "type", "param", "code", "request_id"}
     error: dict[str, Any] = payload["error"]
+    assert error["request_id"] == response.headers["x-request-id"]
     return error
 
 
@@ -208,6 +216,7 @@ def test_an_exhausted_connection_pool_is_a_503_to_retry() -> None:
                 "type": "not_found_error",
                 "param": "model",
                 "code": "model_not_found",
+                "request_id": None,
             },
         ),
         (
@@ -219,6 +228,7 @@ def test_an_exhausted_connection_pool_is_a_503_to_retry() -> None:
                 "type": "not_found_error",
                 "param": "model",
                 "code": "model_not_found",
+                "request_id": None,
             },
         ),
         (
@@ -230,6 +240,7 @@ def test_an_exhausted_connection_pool_is_a_503_to_retry() -> None:
                 "type": "conflict_error",
                 "param": "Idempotency-Key",
                 "code": "idempotency_key_reused",
+                "request_id": None,
             },
         ),
         (
@@ -241,6 +252,7 @@ def test_an_exhausted_connection_pool_is_a_503_to_retry() -> None:
                 "type": "conflict_error",
                 "param": "Idempotency-Key",
                 "code": "idempotency_key_reused",
+                "request_id": None,
             },
         ),
         (
@@ -252,6 +264,7 @@ def test_an_exhausted_connection_pool_is_a_503_to_retry() -> None:
                 "type": "invalid_request_error",
                 "param": "webhook.url",
                 "code": "webhook_destination_refused",
+                "request_id": None,
             },
         ),
         (
@@ -262,6 +275,7 @@ def test_an_exhausted_connection_pool_is_a_503_to_retry() -> None:
                 "type": "service_unavailable_error",
                 "param": None,
                 "code": "overloaded",
+                "request_id": None,
             },
         ),
     ],
@@ -269,7 +283,8 @@ def test_an_exhausted_connection_pool_is_a_503_to_retry() -> None:
 def test_relayqs_own_errors_are_answered_in_one_place(
     raised: Exception, status: int, error: dict[str, Any]
 ) -> None:
-    # A route lets relayq's exception propagate; api/errors.py answers it.
+    # A route lets relayq's exception propagate; api/errors.py answers it (with no
+    # request id: this app has no request observer to give one).
     app = FastAPI()
     install_error_handlers(app)
 
@@ -281,3 +296,108 @@ def test_relayqs_own_errors_are_answered_in_one_place(
     assert answer.status_code == status
     assert answer.json() == {"error": error}
     assert set(answer.headers) == {"content-length", "content-type"}
+
+
+class Shape(BaseModel):
+    count: int
+
+
+def _app_with_failing_routes(tmp_path: Path) -> FastAPI:
+    """The API as ``create_app`` builds it (its middleware and handlers), plus routes that
+    fail in each of the ways a route can; no services are started, none is needed."""
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path / 'unused.db'}", api={"max_body_bytes": 1024}
+    )
+    app = create_app(settings, configure_logs=False)
+
+    async def validated(shape: Shape) -> None: ...
+
+    async def refused() -> None:
+        raise APIError(409, "Refused.", code="refused", param="thing")
+
+    async def limited() -> None:
+        decision = Decision(allowed=False, retry_after=3, limit=KeyLimit.REQUESTS_PER_MINUTE)
+        raise KeyLimited(decision, KeyLimitValues(requests_per_minute=1, max_concurrent_jobs=None))
+
+    async def broken() -> None:
+        raise RuntimeError("a bug")
+
+    app.add_api_route("/test/validated", validated, methods=["POST"])
+    app.add_api_route("/test/refused", refused)
+    app.add_api_route("/test/limited", limited)
+    app.add_api_route("/test/broken", broken)
+    return app
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "send", "status", "code"),
+    [
+        ("POST", "/test/validated", {"json": {"count": "many"}}, 400, "invalid_value"),
+        (
+            "POST",
+            "/test/validated",
+            {"content": b"{", "headers": {"content-type": "application/json"}},
+            400,
+            "invalid_json",
+        ),
+        ("GET", "/test/refused", {}, 409, "refused"),
+        ("GET", "/test/limited", {}, 429, "rate_limit_exceeded"),
+        ("GET", "/no/such/route", {}, 404, None),
+        ("DELETE", "/test/refused", {}, 405, None),
+        ("POST", "/test/validated", {"content": b"x" * 2000}, 413, "request_too_large"),
+        (
+            "POST",
+            "/test/validated",
+            {"content": [b"x" * 1000] * 2, "headers": {"content-type": "application/json"}},
+            413,
+            "request_too_large",
+        ),
+        ("GET", "/v1/jobs/%00", {}, 400, "invalid_value"),
+        ("GET", "/test/broken", {}, 500, None),
+    ],
+    ids=[
+        "validation",
+        "invalid-json",
+        "api-error",
+        "rate-limit",
+        "unknown-route",
+        "method",
+        "body-limit-by-length",
+        "body-limit-streamed",
+        "url-check",
+        "unhandled",
+    ],
+)
+def test_every_error_names_the_request_id_of_its_header(
+    tmp_path: Path,
+    method: str,
+    path: str,
+    send: dict[str, Any],
+    status: int,
+    code: str | None,
+) -> None:
+    app = _app_with_failing_routes(tmp_path)
+    with TestClient(app, raise_server_exceptions=False) as http:
+        answer = http.request(method, path, **send)
+        headers = {**send.get("headers", {}), "x-request-id": "ticket-42"}
+        echoed = http.request(method, path, **{**send, "headers": headers})
+
+    error = error_of(cast(httpx.Response, answer), status)
+    assert error["code"] == code
+    assert error["request_id"].startswith("req_")
+    assert error_of(cast(httpx.Response, echoed), status)["request_id"] == "ticket-42"
+
+
+def test_the_openai_sdk_reads_an_error_and_its_request_id(
+    stack: Stack, make_key: KeyFactory
+) -> None:
+    sdk = openai.OpenAI(base_url=f"{stack.base_url}/v1", api_key=make_key(), max_retries=0)
+
+    with pytest.raises(openai.NotFoundError) as raised:
+        sdk.files.retrieve("file_nope")
+
+    error = raised.value
+    assert (error.code, error.param, error.type) == ("file_not_found", "file_id", "not_found_error")
+    assert error.request_id is not None
+    assert isinstance(error.body, dict)
+    assert error.body["request_id"] == error.request_id

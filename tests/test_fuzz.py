@@ -7,7 +7,8 @@ every parameter and body field (its coverage phase), then random ones
 (``_EXAMPLES`` per operation in each of its positive and negative modes),
 with an admin key so that the admin routes are reached too. Whatever it
 sends, the API must not answer 5xx, and every 4xx must be OpenAI's error
-body, ``{"error": {"message", "type", "param", "code"}}``.
+body, ``{"error": {"message", "type", "param", "code", "request_id"}}``, its
+``request_id`` the one of its ``x-request-id`` header.
 
 Steered (:func:`steer`), so that requests get past the first check: a string
 ``model`` becomes ``mock-idle`` on ``POST /v1/jobs`` (the job is stored and
@@ -113,5 +114,8 @@ def test_no_request_makes_a_server_error_and_every_4xx_is_openai_shaped(
         return
     if response.status_code >= 400:
         content_type = (response.headers.get("content-type") or [""])[0]
-        problem = shape_problem(content_type=content_type, content=response.content)
+        request_id = (response.headers.get("x-request-id") or [""])[0] or None
+        problem = shape_problem(
+            content_type=content_type, content=response.content, request_id=request_id
+        )
         assert problem is None, f"{problem}; {seen}"

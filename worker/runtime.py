@@ -50,7 +50,7 @@ from relayq.queueing.broker import (
     Enqueuer,
 )
 from relayq.recovery.handback import Heartbeat, Taken, delivery_entry
-from relayq.recovery.reconciler import Reconciler
+from relayq.recovery.reconciler import Reconciler, Retention
 from relayq.redis.keys import RedisKeys
 from relayq.redis.pipeline import CommandBatch
 from relayq.redis.pool import shared_redis
@@ -313,6 +313,7 @@ class WorkerRuntime:
             taken=self._taken,
             owner=instance,
         )
+        storage = DirectoryStorage(settings.files.storage_dir)
         reconciler = Reconciler(
             database=database,
             enqueuer=self._enqueuer,
@@ -323,6 +324,8 @@ class WorkerRuntime:
             events=events,
             routing=lambda: live.config,
             settle_chunk=settings.budgets.sweep_chunk,
+            retention=Retention(settings=settings.retention, storage=storage),
+            metrics=metrics,
         )
         self._executor = executor
         if metrics is not None:  # read at each scrape: nothing per job
@@ -358,7 +361,6 @@ class WorkerRuntime:
             capacity=settings.worker.concurrency,
             reclaim_after_seconds=settings.worker.visibility_timeout,
         )
-        storage = DirectoryStorage(settings.files.storage_dir)
         notifier = BatchNotifier(
             database=database,
             enqueuer=self._enqueuer if isinstance(self._enqueuer, WebhookEnqueuer) else None,

@@ -115,6 +115,9 @@ async def create(
         request_hash=None if idempotency_key is None else request_hash(body),
         created_at=now,
         expires_at=now + body.window_seconds(),
+        output_expires_after=(
+            None if body.output_expires_after is None else body.output_expires_after.seconds
+        ),
     )
     # Sessions one after another, never nested: a process may hold one connection only.
     async with services.database.session() as session:
@@ -145,7 +148,7 @@ async def create(
 
 async def _checked_input(services: Services, key: Caller, file_id: str) -> str:
     async with services.database.session() as session:
-        row = await get_file(session, file_id=file_id, key_id=key.id)
+        row = await get_file(session, file_id=file_id, key_id=key.id, now=time.time())
     if row is None:
         raise file_not_found(file_id, param="input_file_id")
     if row.purpose != FilePurpose.BATCH.value:
@@ -174,6 +177,7 @@ async def _store_inline(
             }
             await writer.write(json.dumps(line, separators=(",", ":")).encode() + b"\n")
         size = await writer.commit()
+    lifetime = services.settings.retention.file_seconds()
     async with services.database.session() as session:
         add_file(
             session,
@@ -184,6 +188,7 @@ async def _store_inline(
             size=size,
             lines=len(requests),
             now=now,
+            expires_at=None if lifetime is None else now + lifetime,
         )
         await session.commit()
     return file_id

@@ -54,13 +54,16 @@ _STATUS_BY_CODE = {
 """The HTTP status a failed job's error answers with; anything else is a 502."""
 
 
-def _failure(kind: str, data: dict[str, Any], job_id: str) -> JSONResponse:
+def _failure(kind: str, data: dict[str, Any], call: _Call) -> JSONResponse:
+    job_id, request_id = call.job.id, call.request_id
     headers = {JOB_HEADER: job_id}
     if kind == EventType.CANCELLED.value:
-        body = error_body(409, f"Job '{job_id}' was cancelled.", code="job_cancelled")
+        message = f"Job '{job_id}' was cancelled."
+        body = error_body(409, message, code="job_cancelled", request_id=request_id)
         return JSONResponse(body, status_code=409, headers=headers)
     if kind == EventType.EXPIRED.value:
-        body = error_body(408, f"Job '{job_id}' expired before it ran.", code="job_expired")
+        message = f"Job '{job_id}' expired before it ran."
+        body = error_body(408, message, code="job_expired", request_id=request_id)
         return JSONResponse(body, status_code=408, headers=headers)
     error: dict[str, Any] = data.get("error") or {}
     code = str(error.get("code", "provider_error"))
@@ -69,7 +72,8 @@ def _failure(kind: str, data: dict[str, Any], job_id: str) -> JSONResponse:
     if status == 429 and retry_after is not None:
         headers["retry-after"] = str(max(1, round(float(retry_after))))
     message = str(error.get("message") or "The provider failed to complete the request.")
-    return JSONResponse(error_body(status, message, code=code), status_code=status, headers=headers)
+    body = error_body(status, message, code=code, request_id=request_id)
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def _job_body(body: dict[str, Any], services: Services) -> JobCreate:
@@ -93,6 +97,10 @@ class _Call:
     job: Job
     direct: bool
     replies: asyncio.Queue[Reply | Exception]
+
+    @property
+    def request_id(self) -> str | None:
+        return request_id_of(self.request.scope)
 
     def done(self) -> None:
         """Stop collecting the job's replies."""
@@ -210,18 +218,23 @@ async def _wait(call: _Call, *, stream: bool) -> Reply | None:
             )
 
 
-def _gone(job: Job) -> JSONResponse:
+def _gone(call: _Call) -> JSONResponse:
     """For a caller that already left: nobody reads it, but the log shows a 499."""
-    body = error_body(499, "The client closed the request.", code="client_closed_request")
-    return JSONResponse(body, status_code=499, headers={JOB_HEADER: job.id})
+    body = error_body(
+        499,
+        "The client closed the request.",
+        code="client_closed_request",
+        request_id=call.request_id,
+    )
+    return JSONResponse(body, status_code=499, headers={JOB_HEADER: call.job.id})
 
 
 async def _whole(call: _Call) -> JSONResponse:
     reply = await _wait(call, stream=False)
     if reply is None:
-        return _gone(call.job)
+        return _gone(call)
     if reply.type != EventType.SUCCEEDED.value or not reply.data.get("response"):
-        return _failure(reply.type, reply.data, call.job.id)
+        return _failure(reply.type, reply.data, call)
     return JSONResponse(reply.data["response"], headers={JOB_HEADER: call.job.id})
 
 
@@ -236,10 +249,10 @@ async def _streaming(call: _Call, body: ChatCompletionRequest) -> JSONResponse |
         raise
     if first is None:
         call.done()
-        return _gone(call.job)
+        return _gone(call)
     if first.terminal and first.type != EventType.SUCCEEDED.value:
         call.done()
-        return _failure(first.type, first.data, call.job.id)
+        return _failure(first.type, first.data, call)
     return CompletionStream(
         _chunks(call, first),
         media_type="text/event-stream",
@@ -259,7 +272,7 @@ async def _chunks(call: _Call, first: Reply) -> AsyncIterator[str | bytes]:
                     # Another run's text, come before the failed run's attempt_failed
                     # (the next run may start on another worker): never one answer.
                     finished = True
-                    yield sse_message(data={"error": _interrupted(call.job.id, None)})
+                    yield sse_message(data={"error": _interrupted(call, None)})
                     yield DONE
                     return
                 if reply.sse:  # rendered for this caller by the worker: written as it is
@@ -270,13 +283,16 @@ async def _chunks(call: _Call, first: Reply) -> AsyncIterator[str | bytes]:
                 # follow it as one answer. The job goes on; its answer stays readable.
                 finished = True
                 attempt = reply.data.get("attempt")
-                yield sse_message(data={"error": _interrupted(call.job.id, attempt)})
+                yield sse_message(data={"error": _interrupted(call, attempt)})
                 yield DONE
                 return
             elif reply.terminal:
                 finished = True
                 if reply.type != EventType.SUCCEEDED.value:
-                    error = (reply.data.get("error") or {}) | {"type": "server_error"}
+                    error = (reply.data.get("error") or {}) | {
+                        "type": "server_error",
+                        "request_id": call.request_id,
+                    }
                     yield sse_message(data={"error": error})
                 yield DONE
                 return
@@ -284,7 +300,8 @@ async def _chunks(call: _Call, first: Reply) -> AsyncIterator[str | bytes]:
                 reply = await _next(call)
             except APIError as lost:
                 finished = True
-                yield sse_message(data=error_body(503, lost.message, code=lost.code))
+                error = error_body(503, lost.message, code=lost.code, request_id=call.request_id)
+                yield sse_message(data=error)
                 yield DONE
                 return
     finally:
@@ -294,7 +311,8 @@ async def _chunks(call: _Call, first: Reply) -> AsyncIterator[str | bytes]:
             await asyncio.shield(call.abandon())
 
 
-def _interrupted(job_id: str, attempt: object) -> dict[str, Any]:
+def _interrupted(call: _Call, attempt: object) -> dict[str, Any]:
+    job_id = call.job.id
     which = f"Attempt {attempt}" if attempt is not None else "An attempt"
     return {
         "message": (
@@ -304,5 +322,6 @@ def _interrupted(job_id: str, attempt: object) -> dict[str, Any]:
         "type": "server_error",
         "param": None,
         "code": "attempt_interrupted",
+        "request_id": call.request_id,
         "job_id": job_id,
     }

@@ -4,7 +4,8 @@ An upload is copied to the file storage a megabyte at a time as it is read
 (the multipart parser keeps at most a megabyte of it in memory, the rest on
 disk), counting bytes and lines on the way; a download streams from the
 storage. Only ``purpose=batch`` is accepted for uploads; a batch's output
-and error files are listed with ``purpose=batch_output``.
+and error files are listed with ``purpose=batch_output``. An upload may say
+when it expires (OpenAI's ``expires_after``); an expired file is not found.
 """
 
 from __future__ import annotations
@@ -21,7 +22,14 @@ from api.errors import ERROR_RESPONSES, APIError, file_not_found
 from api.pages import After, cursor_page
 from relayq.files.storage import CHUNK_BYTES
 from relayq.ids import new_id
-from relayq.schemas.files import FileDeleted, FileList, FileObject, FilePurpose
+from relayq.schemas.files import (
+    EXPIRES_AFTER_MAX_SECONDS,
+    EXPIRES_AFTER_MIN_SECONDS,
+    FileDeleted,
+    FileList,
+    FileObject,
+    FilePurpose,
+)
 from relayq.schemas.json_values import text_problem
 from relayq.store.files import add_file, delete_file, get_file, list_files
 from relayq.store.views import file_object
@@ -55,6 +63,32 @@ def _kept_filename(filename: str | None) -> str:
     return filename
 
 
+def _expires_after(anchor: str | None, seconds: str | None) -> int | None:
+    """The upload's ``expires_after[seconds]``, checked; None when it names none."""
+    if anchor is None and seconds is None:
+        return None
+    if anchor != "created_at":
+        shown = "missing" if anchor is None else f"'{anchor[:100]}'"
+        raise APIError(
+            400,
+            f"Invalid 'expires_after.anchor': {shown}. The supported anchor is 'created_at'.",
+            code="invalid_value",
+            param="expires_after.anchor",
+        )
+    text = (seconds or "").strip()
+    value = int(text) if text.isascii() and text.isdigit() and len(text) < 12 else None
+    if value is None or not EXPIRES_AFTER_MIN_SECONDS <= value <= EXPIRES_AFTER_MAX_SECONDS:
+        shown = "missing" if seconds is None else f"'{seconds[:100]}'"
+        raise APIError(
+            400,
+            f"Invalid 'expires_after.seconds': {shown}. Expected an integer from "
+            f"{EXPIRES_AFTER_MIN_SECONDS} (1 hour) to {EXPIRES_AFTER_MAX_SECONDS} (30 days).",
+            code="invalid_value",
+            param="expires_after.seconds",
+        )
+    return value
+
+
 @router.post("", response_model=FileObject)
 async def upload(
     key: FilesCaller,
@@ -62,6 +96,22 @@ async def upload(
     session: SessionDep,
     file: Annotated[UploadFile, File(description="The JSONL file: one request per line.")],
     purpose: Annotated[str, Form(description="Must be 'batch'.")],
+    expires_anchor: Annotated[
+        str | None,
+        Form(
+            alias="expires_after[anchor]",
+            description="OpenAI's `expires_after.anchor`: `created_at`.",
+        ),
+    ] = None,
+    expires_seconds: Annotated[
+        str | None,
+        Form(
+            alias="expires_after[seconds]",
+            description="OpenAI's `expires_after.seconds`: the file expires this many "
+            "seconds after its upload (3600 to 2592000). Without it, the deployment's "
+            "`retention.files_days` (by default, kept until deleted).",
+        ),
+    ] = None,
 ) -> FileObject:
     """Upload a batch input file (up to 200 MB and 50,000 lines by default)."""
     if purpose != FilePurpose.BATCH.value:
@@ -71,6 +121,8 @@ async def upload(
             code="invalid_purpose",
             param="purpose",
         )
+    asked = _expires_after(expires_anchor, expires_seconds)
+    lifetime = services.settings.retention.file_seconds() if asked is None else float(asked)
     filename = _kept_filename(file.filename)
     limits = services.settings.files
     file_id = new_id("file")
@@ -102,6 +154,7 @@ async def upload(
         if size == 0:
             raise APIError(400, "File is empty.", code="empty_file", param="file")
         await writer.commit()
+    now = time.time()
     row = add_file(
         session,
         file_id=file_id,
@@ -110,7 +163,8 @@ async def upload(
         filename=filename,
         size=size,
         lines=lines,
-        now=time.time(),
+        now=now,
+        expires_at=None if lifetime is None else now + lifetime,
     )
     await session.commit()
     return file_object(row)
@@ -130,6 +184,7 @@ async def list_(
         session,
         key_id=key.id,
         limit=limit,
+        now=time.time(),
         after=after,
         purpose=None if purpose is None else purpose.value,
         newest_first=order == "desc",
@@ -140,7 +195,7 @@ async def list_(
 
 @router.get("/{file_id}", response_model=FileObject)
 async def retrieve(file_id: str, key: ReadCaller, session: SessionDep) -> FileObject:
-    row = await get_file(session, file_id=file_id, key_id=key.id)
+    row = await get_file(session, file_id=file_id, key_id=key.id, now=time.time())
     if row is None:
         raise file_not_found(file_id)
     return file_object(row)
@@ -154,7 +209,7 @@ async def retrieve(file_id: str, key: ReadCaller, session: SessionDep) -> FileOb
 async def content(file_id: str, key: ReadCaller, services: ServicesDep) -> StreamingResponse:
     """The file's contents, streamed from the storage."""
     async with services.database.session() as session:
-        row = await get_file(session, file_id=file_id, key_id=key.id)
+        row = await get_file(session, file_id=file_id, key_id=key.id, now=time.time())
     if row is None:
         raise file_not_found(file_id)
     return StreamingResponse(

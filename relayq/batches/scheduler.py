@@ -225,6 +225,11 @@ class BatchScheduler:
                 return False
             status = _final_status(batch, files)
             output_id, error_id = output_file_ids(batch_id)
+            lifetime = (
+                batch.output_expires_after
+                if batch.output_expires_after is not None
+                else self._settings.retention.batch_output_seconds()
+            )
             for file_id, lines, size, kind in (
                 (output_id, files.output_lines, files.output_bytes, "output"),
                 (error_id, files.error_lines, files.error_bytes, "error"),
@@ -239,6 +244,7 @@ class BatchScheduler:
                         size=size,
                         lines=lines,
                         now=now,
+                        expires_at=None if lifetime is None else now + lifetime,
                     )
             ended = await finish_batch(
                 session,

@@ -38,6 +38,7 @@ __all__ = [
     "JwtIssuerSettings",
     "MetricsAccess",
     "ProviderSettings",
+    "RetentionSettings",
     "RouteSettings",
     "Settings",
     "TracingSettings",
@@ -185,7 +186,8 @@ class EventSettings(BaseModel):
     max_per_job: int = Field(default=10_000, gt=0)
     """Events kept per job (approximately); the oldest deltas go first."""
     retention_seconds: float = Field(default=24 * 3600.0, gt=0)
-    """How long a job's events stay readable after it ends."""
+    """How long a job's events stay readable after it ends (Redis expires them itself:
+    the purge of :class:`RetentionSettings` has nothing to do for events)."""
     heartbeat_seconds: float = Field(default=15.0, gt=0)
     """Interval of the SSE comment lines that keep idle connections open."""
 
@@ -245,6 +247,50 @@ class BudgetSettings(BaseModel):
     ``max_output_tokens``."""
     sweep_chunk: int = Field(default=500, gt=0)
     """Jobs the reconciler settles per pass when their end left a reservation behind."""
+
+
+_DAY = 24 * 3600.0
+
+
+class RetentionSettings(BaseModel):
+    """How long what relayq stores is kept; the reconciler purges the rest (docs/production.md,
+    "Retention"). Each period is in days; None keeps that kind of row forever.
+
+    Job events are not here: Redis expires them after ``events.retention_seconds``.
+    The usage ledger (``usage_days``) is never purged.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    jobs_days: float | None = Field(default=30.0, gt=0)
+    """Jobs of their own (not a batch's) that ended this long ago go, with their attempts,
+    webhook deliveries and delivery attempts. Unfinished jobs are never purged."""
+    batches_days: float | None = Field(default=30.0, gt=0)
+    """Batches that ended this long ago go, with their requests (jobs) and deliveries.
+    A live batch's requests are never purged, however old."""
+    files_days: float | None = Field(default=None, gt=0)
+    """Default expiry of uploaded files (and of inline batches' input files) when the
+    upload names no ``expires_after``; None keeps them until deleted, as OpenAI does for
+    user files (OpenAI gives ``purpose=batch`` uploads 30 days: set 30 to match)."""
+    batch_output_days: float | None = Field(default=30.0, gt=0)
+    """Default expiry of a batch's output and error files when the batch names no
+    ``output_expires_after``: 30 days, as OpenAI keeps them."""
+    audit_days: float | None = Field(default=365.0, gt=0)
+    """Audit log entries older than this go."""
+    purge_chunk: int = Field(default=500, gt=0)
+    """Rows one purge pass deletes, at most, from each table: a pass stays short, and a
+    backlog goes over the following passes."""
+    purge_interval_seconds: float = Field(default=60.0, ge=0)
+    """How often the reconciler (every ``worker.reconcile_interval`` under its lock) also
+    purges; 0 purges on every pass."""
+
+    def file_seconds(self) -> float | None:
+        """Seconds an upload without ``expires_after`` is kept (None: until deleted)."""
+        return None if self.files_days is None else self.files_days * _DAY
+
+    def batch_output_seconds(self) -> float | None:
+        """Seconds a batch's output and error files are kept by default (None: until deleted)."""
+        return None if self.batch_output_days is None else self.batch_output_days * _DAY
 
 
 def _standard_schedule() -> list[float]:
@@ -329,6 +375,7 @@ class Settings(BaseSettings):
     budgets: BudgetSettings = Field(default_factory=BudgetSettings)
     health: HealthSettings = Field(default_factory=HealthSettings)
     tracing: TracingSettings = Field(default_factory=TracingSettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
 
     config_file: Path | None = None
     """A YAML or TOML file declaring ``providers`` and ``routes`` (then not set here)."""

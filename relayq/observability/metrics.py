@@ -163,6 +163,13 @@ class WorkerMetrics(Collector):
             "deferred, skipped).",
             ["outcome"],
         )
+        self.purged = CounterTally(
+            "relayq_purged",
+            "Rows the reconciler's purge deleted as past their retention period, by kind "
+            "(jobs, attempts, webhook_deliveries, webhook_attempts, batches, files, audit, "
+            "budget_windows).",
+            ["kind"],
+        )
         self.jobs_in_flight: Callable[[], int] = _no_jobs
         """Read at each scrape (the executor's count, once it exists)."""
         self._tallies: list[CounterTally | HistogramTally] = [

@@ -13,6 +13,10 @@ It is also the budget ledger's net: a job that ended still holding a budget
 reservation (ended by a path that does not settle, or by a process that died
 before settling) is settled at its cost, a bounded chunk per pass
 (:mod:`relayq.store.spend`).
+
+Under the same lock, every ``retention.purge_interval_seconds``, it purges
+what is past its retention period (:mod:`relayq.store.retention`): a chunk
+per table per pass, so a pass stays short, then the bytes of the purged files.
 """
 
 from __future__ import annotations
@@ -28,7 +32,10 @@ from redis.exceptions import RedisError
 from relayq.budgets.estimate import deployment_price
 from relayq.config.prices import job_cost
 from relayq.config.routes import RoutingConfig
+from relayq.config.settings import RetentionSettings
 from relayq.events.log import EventLog, EventType, JobEvent
+from relayq.files.storage import FileStorage
+from relayq.observability.metrics import WorkerMetrics
 from relayq.queueing.broker import Enqueuer
 from relayq.queueing.outbox import JobMessage, Outbox
 from relayq.redis.locking import run_exclusively
@@ -36,17 +43,49 @@ from relayq.resilience.key_limits import KeyLimits, RunningJob
 from relayq.routing.state import RoutingState
 from relayq.store import Database
 from relayq.store.counts import count_active, count_active_by_key, unfinished_of, unfinished_of_key
+from relayq.store.retention import (
+    purge_audit,
+    purge_budget_windows,
+    purge_files,
+    purge_jobs,
+)
 from relayq.store.retries import Expired, expire_due
 from relayq.store.spend import HeldRow, settle_ended
 from relayq.store.stranded import find_stranded, release_lapsed
 from relayq.store.unsent import find_unsent
 from relayq.webhooks.publishing import WebhookEnqueuer, publish_unsent
 
-__all__ = ["ReconcileReport", "Reconciler"]
+__all__ = ["Purged", "ReconcileReport", "Reconciler", "Retention"]
 
 log = logging.getLogger(__name__)
 
 _BATCH = 500
+_DAY = 24 * 3600.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class Retention:
+    """What the reconciler purges (its periods), and where purged files' bytes are."""
+
+    settings: RetentionSettings
+    storage: FileStorage
+
+
+@dataclass(frozen=True, kw_only=True)
+class Purged:
+    """Rows (and files) one purge deleted, by kind."""
+
+    jobs: int = 0
+    attempts: int = 0
+    webhook_deliveries: int = 0
+    webhook_attempts: int = 0
+    batches: int = 0
+    files: int = 0
+    audit: int = 0
+    budget_windows: int = 0
+
+    def counts(self) -> dict[str, int]:
+        return {name: value for name, value in vars(self).items() if value}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -61,6 +100,8 @@ class ReconcileReport:
     """Webhook deliveries whose message was (re)published."""
     settled: int = 0
     """Ended jobs whose budget reservation was settled by the sweep."""
+    purged: Purged | None = None
+    """What this pass purged; None when no purge was due."""
 
 
 class Reconciler:
@@ -76,6 +117,8 @@ class Reconciler:
         events: EventLog | None = None,
         routing: Callable[[], RoutingConfig] | None = None,
         settle_chunk: int = _BATCH,
+        retention: Retention | None = None,
+        metrics: WorkerMetrics | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         """``routing``: the routes in force, to price a job the sweep settles without a
@@ -90,6 +133,9 @@ class Reconciler:
         self._events = events
         self._routing = routing
         self._settle_chunk = settle_chunk
+        self._retention = retention
+        self._metrics = metrics
+        self._purge_due = 0.0
         self._clock = clock
         self._recount_after: dict[str, str] = {}
         """Per key still being recounted, the last job id the previous pass added."""
@@ -128,12 +174,17 @@ class Reconciler:
                 len(sent),
                 webhooks,
             )
+        purged = None
+        if self._retention is not None and now >= self._purge_due:
+            self._purge_due = now + self._retention.settings.purge_interval_seconds
+            purged = await self.purge(self._retention, now)
         return ReconcileReport(
             released=released,
             enqueued=len(sent),
             failed=failed + unsent,
             webhooks=webhooks,
             settled=settled,
+            purged=purged,
         )
 
     async def settle_budgets(self) -> int:
@@ -161,6 +212,53 @@ class Reconciler:
         if price is None:
             return None
         return job_cost(price, row.usage, batch=row.batch_id is not None)
+
+    async def purge(self, retention: Retention, now: float) -> Purged:
+        """Delete a chunk per table of what is past its period, then the purged files' bytes."""
+        periods, limit = retention.settings, retention.settings.purge_chunk
+
+        def before(days: float | None) -> float | None:
+            return None if days is None else now - days * _DAY
+
+        async with self._database.session() as session:
+            rows = await purge_jobs(
+                session,
+                jobs_before=before(periods.jobs_days),
+                batches_before=before(periods.batches_days),
+                limit=limit,
+            )
+        async with self._database.session() as session:
+            files = await purge_files(session, now=now, limit=limit)
+        for file_id in files:  # after the rows: no row is left without its bytes
+            await retention.storage.delete(file_id)
+        audit = 0
+        audit_before = before(periods.audit_days)
+        if audit_before is not None:
+            async with self._database.session() as session:
+                audit = await purge_audit(session, before=audit_before, limit=limit)
+        async with self._database.session() as session:
+            windows = await purge_budget_windows(session, now=now, limit=limit)
+        purged = Purged(
+            jobs=rows.jobs,
+            attempts=rows.attempts,
+            webhook_deliveries=rows.deliveries,
+            webhook_attempts=rows.delivery_attempts,
+            batches=rows.batches,
+            files=len(files),
+            audit=audit,
+            budget_windows=windows,
+        )
+        counts = purged.counts()
+        if counts:
+            log.info(
+                "reconciler purged %s",
+                ", ".join(f"{count} {kind}" for kind, count in counts.items()),
+                extra={"purged": counts},
+            )
+            if self._metrics is not None:
+                for kind, count in counts.items():
+                    self._metrics.purged.add(count, kind)
+        return purged
 
     async def _announce_expired(self, expired: list[Expired]) -> None:
         if self._events is None:

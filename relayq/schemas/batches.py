@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
+from relayq.schemas.files import ExpiresAfter
 from relayq.schemas.spans import Span, span_seconds
 from relayq.schemas.webhooks import BatchWebhookSpec
 
@@ -72,6 +73,9 @@ class BatchCreate(BaseModel):
     metadata: dict[str, str] | None = None
     webhook: BatchWebhookSpec | None = None
     """Where to send the batch's ``batch.*`` event (default: the key's endpoint)."""
+    output_expires_after: ExpiresAfter | None = None
+    """When the output and error files expire, from their creation (default: the
+    deployment's ``retention.batch_output_days``, 30 days)."""
 
     @model_validator(mode="after")
     def _one_source(self) -> BatchCreate:

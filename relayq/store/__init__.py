@@ -9,7 +9,8 @@ message or no worker, handed back), ``counts`` (unfinished jobs per deployment a
 key), ``batches`` (batch rows), ``files`` (file rows), ``endpoints`` (webhook endpoints
 and signing secrets), ``deliveries`` (webhook deliveries and their attempts),
 ``planning`` (the deliveries an outcome plans, in its transaction), ``unsent``
-(deliveries that need a message) and ``views`` (rows as the objects callers get).
+(deliveries that need a message), ``retention`` (rows past their period purged, a
+bounded chunk per table) and ``views`` (rows as the objects callers get).
 """
 
 from relayq.store.database import Database, async_url, sync_url

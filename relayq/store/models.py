@@ -178,9 +178,15 @@ class File(Base):
     lines: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[float] = mapped_column(Float)
     expires_at: Mapped[float | None] = mapped_column(Float, default=None)
+    """When the file goes: its own ``expires_after``, else the retention settings'
+    default for its kind (None: kept until deleted). An expired file is not found,
+    and the purge deletes its row and its bytes."""
     deleted_at: Mapped[float | None] = mapped_column(Float, default=None)
 
-    __table_args__ = (Index("ix_files_key_id_id", "key_id", "id"),)
+    __table_args__ = (
+        Index("ix_files_key_id_id", "key_id", "id"),
+        Index("ix_files_expires_at", "expires_at"),
+    )
 
 
 class Batch(Base):
@@ -210,6 +216,9 @@ class Batch(Base):
     total: Mapped[int] = mapped_column(Integer, default=0)
     output_file_id: Mapped[str | None] = mapped_column(String(40), default=None)
     error_file_id: Mapped[str | None] = mapped_column(String(40), default=None)
+    output_expires_after: Mapped[int | None] = mapped_column(Integer, default=None)
+    """Seconds the output and error files are kept after they are written (the create's
+    ``output_expires_after``); None: the retention settings' default."""
     enqueued_at: Mapped[float | None] = mapped_column(Float, default=None)
     """When the broker took the validation message (None: not yet confirmed)."""
     idempotency_key: Mapped[str | None] = mapped_column(String(255), default=None)
@@ -314,6 +323,7 @@ class WebhookDelivery(Base):
     __table_args__ = (
         Index("ix_webhook_deliveries_job_id_id", "job_id", "id"),
         Index("ix_webhook_deliveries_status_next", "status", "next_attempt_at"),
+        Index("ix_webhook_deliveries_batch_id", "batch_id"),
     )
 
 
