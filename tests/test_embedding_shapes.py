@@ -66,6 +66,7 @@ def test_other_fields_are_checked() -> None:
         ([1, 2], [[1, 2]], True),
         ([[1], [2, 3]], [[1], [2, 3]], True),
         (["a"] * MAX_INPUTS, ["a"] * MAX_INPUTS, False),
+        ([7] * (MAX_INPUTS + 1), [[7] * (MAX_INPUTS + 1)], True),  # one long input
     ],
 )
 def test_inputs_are_one_item_per_embedding(value: Any, items: list[Any], tokens: bool) -> None:
@@ -112,6 +113,16 @@ def test_parts_join_in_order_with_usage_summed() -> None:
     assert joined.model == "m-1"
     encoded = join_embeddings([part(1, tokens=0, model="m")], encoding_format="base64")
     assert encoded.data[0].embedding == encode_vector([1.0])
+
+
+def test_one_part_as_asked_is_passed_on_uncopied() -> None:
+    data = [Embedding(index=0, embedding=[1.0]), Embedding(index=1, embedding=[2.0])]
+    whole = EmbeddingResponse(data=data, model="m")
+    assert join_embeddings([whole], encoding_format="float") is whole
+    assert join_embeddings([whole], encoding_format="base64") is not whole
+    shuffled = EmbeddingResponse(data=list(reversed(data)), model="m")
+    joined = join_embeddings([shuffled], encoding_format="float")
+    assert [item.embedding for item in joined.data] == [[1.0], [2.0]]
 
 
 def test_extra_fields_other_than_controls_are_named() -> None:

@@ -29,9 +29,12 @@ it as chunks.
 Embeddings: ``POST {base_url}/embeddings`` with OpenAI's own body (``input``
 as a slice of the request's items, strings or token-id arrays, ``model``,
 ``dimensions``, ``encoding_format``, ``user``) and its answer read as it
-comes, base64 vectors passed on undecoded (OpenAI's API reference,
-"Create embeddings": https://platform.openai.com/docs/api-reference/embeddings/create;
-at most 2,048 inputs per call). Adapters of vendors that serve no embeddings
+comes: ``encoding_format`` is asked of the upstream as the caller asked it,
+since each format is cheapest to read as it is (a base64 vector passes on
+undecoded; floats asked as base64 would be decoded and listed again).
+Source: OpenAI's API reference, "Create embeddings",
+https://platform.openai.com/docs/api-reference/embeddings/create (at most
+2,048 inputs per call). Adapters of vendors that serve no embeddings
 set :attr:`~relayq.providers.base.Provider.max_embedding_inputs` to 0.
 """
 

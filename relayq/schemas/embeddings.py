@@ -193,6 +193,15 @@ class EmbeddingResponse(BaseModel):
     usage: EmbeddingUsage = Field(default_factory=EmbeddingUsage)
 
 
+def _as_asked(part: EmbeddingResponse, encoding_format: EncodingFormat) -> bool:
+    """Whether ``part``'s vectors are numbered 0 to n-1 in order and held as asked."""
+    as_text = encoding_format == "base64"
+    return all(
+        item.index == index and isinstance(item.embedding, str) is as_text
+        for index, item in enumerate(part.data)
+    )
+
+
 def join_embeddings(
     parts: Sequence[EmbeddingResponse], *, encoding_format: EncodingFormat
 ) -> EmbeddingResponse:
@@ -201,7 +210,11 @@ def join_embeddings(
     Each part's embeddings are taken in their ``index`` order and numbered on
     from the parts before it; usage is summed; the model is the first part's
     (what the upstream named). Every vector ends up as ``encoding_format`` asks.
+    One part already so (one call, in order, in the format asked) is returned
+    as it is: a large answer's vectors are not copied.
     """
+    if len(parts) == 1 and _as_asked(parts[0], encoding_format):
+        return parts[0]
     data: list[Embedding] = []
     prompt_tokens = total_tokens = 0
     for part in parts:
