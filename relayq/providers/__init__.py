@@ -8,7 +8,8 @@ Per-request controls (:attr:`Provider.controls_model`) are looked up here too:
 a request's extra body field named after an adapter type that declares
 controls carries that adapter's controls (``"mock": {...}``), which the API
 checks with :func:`check_controls` and no adapter sends upstream
-(:func:`control_fields`).
+(:func:`control_fields`). An embeddings request takes no other extra field:
+:func:`embedding_field_errors` names the ones it carries.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ __all__ = [
     "check_controls",
     "control_fields",
     "controls_models",
+    "embedding_field_errors",
     "provider_type",
 ]
 
@@ -129,3 +131,23 @@ def controls_models() -> dict[str, type[BaseModel]]:
     """Every adapter type that takes controls, with their model (imports every adapter)."""
     models = {name: provider_type(name).controls_model for name in PROVIDER_TYPES}
     return {name: model for name, model in models.items() if model is not None}
+
+
+def embedding_field_errors(body: Mapping[str, Any]) -> list[ErrorDetails]:
+    """The extra fields of an embeddings request body that are no adapter's controls.
+
+    ``body`` is the request's ``model_extra``. Each error is pydantic's
+    ``extra_forbidden``, located at the field, so the API answers it as it
+    answers any other unknown field. The controls themselves are checked by
+    :func:`check_controls`.
+    """
+    return [
+        {
+            "type": "extra_forbidden",
+            "loc": (name,),
+            "msg": "Extra inputs are not permitted",
+            "input": body[name],
+        }
+        for name in body
+        if name not in PROVIDER_TYPES or provider_type(name).controls_model is None
+    ]

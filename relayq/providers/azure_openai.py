@@ -26,6 +26,13 @@ Azure's message, whatever status it came with; everything else maps by
 status as for OpenAI. A 429's wait comes from ``retry-after-ms``,
 ``Retry-After`` or ``x-ratelimit-reset-*``, all of which Azure sends.
 
+Embeddings go the same two ways, to ``.../embeddings`` instead of
+``.../chat/completions``, with OpenAI's body and answer (Azure's REST
+reference, "Embeddings - Create":
+https://learn.microsoft.com/azure/ai-services/openai/reference#embeddings;
+up to 2,048 inputs per call for ``text-embedding-3-*`` and ``ada-002``
+version 2 deployments).
+
 Not carried: Entra ID (bearer token) auth, since relayq holds static keys
 (a token can still be sent through ``headers``); Azure's "on your data"
 ``data_sources`` extension is not translated, though as an extra field it
@@ -100,17 +107,25 @@ class AzureOpenAIProvider(OpenAIProvider):
         assert isinstance(self.options, AzureOpenAIOptions)
         return self.options
 
-    def chat_url(self, *, model: str) -> str:
-        """The deployment's URL with its ``api-version``, or the v1 route."""
+    def _operation_url(self, operation: str, *, model: str) -> str:
+        """``operation`` on the deployment's URL with its ``api-version``, or on the v1 route."""
         options = self.azure_options
         if options.api_style == "v1":
-            url = f"{self.base_url}/openai/v1/chat/completions"
+            url = f"{self.base_url}/openai/v1/{operation}"
             api_version = options.api_version
         else:
             deployment = quote(model, safe="")
-            url = f"{self.base_url}/openai/deployments/{deployment}/chat/completions"
+            url = f"{self.base_url}/openai/deployments/{deployment}/{operation}"
             api_version = options.api_version or DEFAULT_API_VERSION
         return f"{url}?{urlencode({'api-version': api_version})}" if api_version else url
+
+    def chat_url(self, *, model: str) -> str:
+        """The deployment's chat completions URL."""
+        return self._operation_url("chat/completions", model=model)
+
+    def embeddings_url(self, *, model: str) -> str:
+        """The deployment's embeddings URL."""
+        return self._operation_url("embeddings", model=model)
 
     def auth_headers(self) -> dict[str, str]:
         """Azure's ``api-key`` header."""

@@ -1,9 +1,22 @@
 """The adapter base classes: the interface core code calls, and the one HTTP transport path.
 
 :class:`Provider` is what execution talks to: ``stream`` and ``complete``,
-options from settings, per-request controls from the body. An adapter that
-is not a web API (the mock) implements :meth:`Provider.stream_from_upstream`
-and gets its whole answer added up from that stream.
+``embed`` for adapters that serve embeddings, options from settings,
+per-request controls from the body. An adapter that is not a web API (the
+mock) implements :meth:`Provider.stream_from_upstream` and gets its whole
+answer added up from that stream.
+
+Embeddings. :meth:`Provider.embed` checks what the adapter can take, cuts
+the inputs into slices of at most :attr:`Provider.max_embedding_inputs`,
+asks :meth:`Provider.embed_inputs` for each slice one after the other, and
+joins the answers in order (indexes numbered on, usage summed, vectors
+encoded as asked). One slice at a time, not all at once: relayq admits a
+job as one call against the deployment's rate limits and the worker's
+concurrency, and a job whose inputs were split then still has one call in
+flight, as admitted; a slice that fails stops the job before more tokens are
+spent. Splitting is rare (OpenAI takes 2,048 inputs per call, the most a
+request may hold; Cohere 96, Gemini 100), and many jobs at once, not one
+job's slices, are what fill a deployment.
 
 :class:`HTTPProvider` owns the I/O of every vendor adapter: sending through
 the process's :class:`~relayq.providers.http.UpstreamClient`, mapping a
@@ -44,6 +57,7 @@ from relayq.providers.http import (
 from relayq.providers.retry_after import retry_after_seconds
 from relayq.providers.sse import ServerSentEvent, SSEDecoder
 from relayq.schemas.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest
+from relayq.schemas.embeddings import EmbeddingRequest, EmbeddingResponse, join_embeddings
 
 __all__ = ["HTTPProvider", "NoOptions", "Provider", "StreamParser"]
 
@@ -79,6 +93,12 @@ class Provider(ABC):
     validates that field with this model (:func:`relayq.providers.check_controls`),
     and it is never sent upstream."""
 
+    max_embedding_inputs: ClassVar[int] = 0
+    """The most inputs one upstream embeddings call takes; 0: the adapter serves no
+    embeddings. :meth:`embed` cuts longer inputs into calls of at most this many."""
+    embeds_token_ids: ClassVar[bool] = False
+    """Whether the upstream embeds token-id arrays (OpenAI's API does); else text only."""
+
     def __init__(self, *, name: str, settings: ProviderSettings, http: UpstreamClient) -> None:
         self.name = name
         self.settings = settings
@@ -96,7 +116,7 @@ class Provider(ABC):
 
     @classmethod
     def request_controls(
-        cls, request: ChatCompletionRequest, *, defaults: Mapping[str, object] | None = None
+        cls, request: BaseModel, *, defaults: Mapping[str, object] | None = None
     ) -> BaseModel:
         """The request's controls over ``defaults``, parsed by :attr:`controls_model`.
 
@@ -118,6 +138,67 @@ class Provider(ABC):
     async def list_models(self) -> list[str] | None:
         """The upstream's model ids, for vendors that publish a list; None otherwise."""
         return None
+
+    @property
+    def serves_embeddings(self) -> bool:
+        """Whether :meth:`embed` can answer (the adapter declares a per-call limit)."""
+        return self.max_embedding_inputs > 0
+
+    def embedding_slice_size(self) -> int:
+        """How many inputs one upstream call carries: :attr:`max_embedding_inputs` here."""
+        return self.max_embedding_inputs
+
+    async def embed(self, request: EmbeddingRequest, *, model: str) -> EmbeddingResponse:
+        """Embed every input of ``request`` on the upstream ``model``, in order.
+
+        Raises :class:`InvalidRequest` (status 400, never retried) when the
+        adapter serves no embeddings, when the input is token ids and the
+        upstream embeds text only, or when the request carries an extra field
+        that is no adapter's controls; otherwise whatever the upstream calls
+        raise. An upstream answer holding fewer or more vectors than inputs
+        is :class:`MalformedResponse`.
+        """
+        self.check_embedding_request(request)
+        inputs = request.inputs()
+        size = max(1, self.embedding_slice_size())
+        parts = []
+        for start in range(0, len(inputs), size):
+            batch = inputs[start : start + size]
+            part = await self.embed_inputs(batch, request=request, model=model)
+            if len(part.data) != len(batch):
+                raise MalformedResponse(
+                    f"{self.name}: {len(part.data)} embeddings for {len(batch)} inputs"
+                )
+            parts.append(part)
+        return join_embeddings(parts, encoding_format=request.encoding_format)
+
+    def check_embedding_request(self, request: EmbeddingRequest) -> None:
+        """Refuse, as :class:`InvalidRequest`, what this adapter cannot embed."""
+        if not self.serves_embeddings:
+            message = f"provider {self.name!r} ({self.type_name}) does not serve embeddings"
+            raise InvalidRequest(message, status_code=400)
+        if request.has_tokens and not self.embeds_token_ids:
+            message = (
+                f"provider {self.name!r} ({self.type_name}) embeds text only: 'input' must be "
+                "a string or an array of strings, not token ids"
+            )
+            raise InvalidRequest(message, status_code=400)
+        from relayq.providers import control_fields  # the registry imports this module
+
+        unknown = sorted(set(request.model_extra or {}) - control_fields(request))
+        if unknown:
+            message = f"Unrecognized request argument supplied: {unknown[0]}"
+            raise InvalidRequest(message, status_code=400)
+
+    async def embed_inputs(
+        self, inputs: list[str] | list[list[int]], *, request: EmbeddingRequest, model: str
+    ) -> EmbeddingResponse:
+        """One upstream call embedding ``inputs`` (a slice of ``request``'s), indexes from 0.
+
+        Adapters that serve embeddings implement it; :meth:`embed` never calls
+        it for one that does not.
+        """
+        raise NotImplementedError(f"{self.type_name} serves no embeddings")
 
     async def complete(self, request: ChatCompletionRequest, *, model: str) -> ChatCompletion:
         """Run one completion of ``request`` on the upstream ``model``, answered whole.
@@ -279,6 +360,29 @@ class HTTPProvider(Provider):
             self.http, http_request, provider=self.name, on_error=self.error_from_response
         ) as response:
             yield response
+
+    async def post_for_json(self, http_request: UpstreamRequest) -> Any:
+        """Send ``http_request`` (a JSON POST), its errors mapped, its JSON body decoded."""
+        async with self.send(http_request) as response:
+            content = await response.aread()
+        return decode_json(content, provider=self.name)
+
+    def build_embeddings_request(
+        self, inputs: list[str] | list[list[int]], *, request: EmbeddingRequest, model: str
+    ) -> UpstreamRequest:
+        """The HTTP request embedding ``inputs``; adapters that serve embeddings implement it."""
+        raise NotImplementedError(f"{self.type_name} serves no embeddings")
+
+    def parse_embeddings(self, payload: Any, *, model: str) -> EmbeddingResponse:
+        """A decoded 2xx embeddings body as OpenAI's shape, indexes from 0."""
+        raise NotImplementedError(f"{self.type_name} serves no embeddings")
+
+    async def embed_inputs(
+        self, inputs: list[str] | list[list[int]], *, request: EmbeddingRequest, model: str
+    ) -> EmbeddingResponse:
+        """One upstream call: :meth:`build_embeddings_request`, sent, :meth:`parse_embeddings`."""
+        http_request = self.build_embeddings_request(inputs, request=request, model=model)
+        return self.parse_embeddings(await self.post_for_json(http_request), model=model)
 
     async def get_json(self, url: str, *, params: Mapping[str, str | int] | None = None) -> Any:
         """``GET url`` with this provider's headers and timeouts, its JSON body decoded."""

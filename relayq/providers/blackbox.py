@@ -72,6 +72,7 @@ class BlackboxProvider(OpenAIProvider):
     """Blackbox AI's chat completions: OpenAI's wire format, ``"None"`` read as null."""
 
     type_name = "blackbox"
+    max_embedding_inputs = 0  # no embeddings served through this adapter
     default_base_url = DEFAULT_BASE_URL
     lists_models = False
 

@@ -25,6 +25,17 @@ an error (a ``message`` string) raises ProviderUnavailable with it, like
 such an event in a stream. An upstream that ignores ``"stream": true`` (a
 proxy) and answers with the whole chat response is read as :meth:`complete`
 reads it, and its answer yielded as chunks.
+
+Embeddings: ``POST {base_url}/v2/embed`` (Cohere's "Embed API (v2)",
+https://docs.cohere.com/reference/embed) with ``model``, ``texts`` (at most
+96 per call, so longer inputs are split), ``input_type`` (the provider's
+``embedding_input_type`` option, ``search_document`` unless set: Cohere's
+v3 and later models require one, and embed queries differently from
+documents), ``embedding_types: ["float"]`` and ``output_dimension`` from
+``dimensions`` (embed-v4 and later take 256, 512, 1024 or 1536). The
+vectors are read from ``embeddings.float`` and usage from
+``meta.billed_units.input_tokens``. Token-id inputs and ``user`` are not
+carried: Cohere embeds text and has no end-user field.
 """
 
 from __future__ import annotations
@@ -32,7 +43,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from relayq.providers.base import HTTPProvider, StreamParser
 from relayq.providers.cohere_request import chat_body
@@ -48,11 +59,27 @@ from relayq.providers.http import UpstreamRequest, decode_json, request_timeout
 from relayq.providers.retry_after import retry_after_seconds
 from relayq.providers.sse import ServerSentEvent
 from relayq.schemas.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest
+from relayq.schemas.embeddings import (
+    Embedding,
+    EmbeddingRequest,
+    EmbeddingResponse,
+    EmbeddingUsage,
+)
 
-__all__ = ["DEFAULT_BASE_URL", "CohereOptions", "CohereProvider", "error_from_payload"]
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "CohereOptions",
+    "CohereProvider",
+    "EmbeddingInputType",
+    "error_from_payload",
+]
 
 DEFAULT_BASE_URL = "https://api.cohere.com"
 _DONE = "[DONE]"
+
+
+EmbeddingInputType = Literal["search_document", "search_query", "classification", "clustering"]
+"""Cohere's ``input_type`` values for text."""
 
 
 class CohereOptions(BaseModel):
@@ -66,10 +93,12 @@ class CohereOptions(BaseModel):
     """Cohere's ``strict_tools`` (tool calls forced to follow the tool's schema)."""
     priority: int | None = None
     """Cohere's ``priority`` (0, the default, is the highest)."""
+    embedding_input_type: EmbeddingInputType = "search_document"
+    """Cohere's ``input_type`` for every embeddings call (not a chat field)."""
 
     def defaults(self) -> dict[str, Any]:
-        """The options set, as Cohere body fields."""
-        return self.model_dump(exclude_none=True)
+        """The chat options set, as Cohere body fields."""
+        return self.model_dump(exclude_none=True, exclude={"embedding_input_type"})
 
 
 def error_from_payload(
@@ -112,6 +141,7 @@ class CohereProvider(HTTPProvider):
     options_model = CohereOptions
     options: CohereOptions
     default_base_url = DEFAULT_BASE_URL
+    max_embedding_inputs = 96
 
     def build_request(
         self, request: ChatCompletionRequest, *, model: str, stream: bool
@@ -138,6 +168,46 @@ class CohereProvider(HTTPProvider):
         if isinstance(payload, dict) and isinstance(payload.get("message"), str):
             raise ProviderUnavailable(vendor_message(payload) or f"{self.name}: error body")
         return parse_chat(payload, model=model, created=created)
+
+    def build_embeddings_request(
+        self, inputs: list[str] | list[list[int]], *, request: EmbeddingRequest, model: str
+    ) -> UpstreamRequest:
+        """Cohere's embed v2 body for ``inputs`` (texts: the base refused token ids)."""
+        body: dict[str, Any] = {
+            "model": model,
+            "texts": inputs,
+            "input_type": self.options.embedding_input_type,
+            "embedding_types": ["float"],
+        }
+        if request.dimensions is not None:
+            body["output_dimension"] = request.dimensions
+        return UpstreamRequest.post_json(
+            f"{self.base_url}/v2/embed",
+            json_body=body,
+            headers=self.request_headers(stream=False),
+            timeout=request_timeout(self.settings),
+        )
+
+    def parse_embeddings(self, payload: Any, *, model: str) -> EmbeddingResponse:
+        """``embeddings.float`` in order, usage from ``meta.billed_units.input_tokens``."""
+        if isinstance(payload, dict) and isinstance(payload.get("message"), str):
+            raise ProviderUnavailable(vendor_message(payload) or f"{self.name}: error body")
+        embeddings = payload.get("embeddings") if isinstance(payload, dict) else None
+        vectors = embeddings.get("float") if isinstance(embeddings, dict) else None
+        if not isinstance(vectors, list):
+            raise MalformedResponse(f"{self.name}: embed response has no embeddings.float")
+        meta = payload.get("meta") or {}
+        billed = meta.get("billed_units") if isinstance(meta, dict) else None
+        tokens = billed.get("input_tokens") if isinstance(billed, dict) else None
+        tokens = int(tokens) if isinstance(tokens, int | float) else 0
+        try:
+            return EmbeddingResponse(
+                data=[Embedding(index=i, embedding=vector) for i, vector in enumerate(vectors)],
+                model=model,
+                usage=EmbeddingUsage(prompt_tokens=tokens, total_tokens=tokens),
+            )
+        except ValidationError as exc:
+            raise MalformedResponse(f"{self.name}: an embedding is not a vector: {exc}") from exc
 
     def stream_parser(self, *, model: str, created: int) -> StreamParser:
         return CohereStreamParser(provider=self.name, model=model, created=created)

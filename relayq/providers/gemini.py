@@ -32,6 +32,16 @@ network is :class:`~relayq.providers.errors.ProviderConnectionError`.
 A stream answered with JSON and no events at all (what Gemini sends without
 ``alt=sse``, one JSON array of responses, or a proxy's single response) is
 read response by response as the events would have been.
+
+Embeddings: ``POST {base_url}/{api_version}/models/{model}:batchEmbedContents``
+(Gemini API reference, "Embeddings": https://ai.google.dev/api/embeddings)
+with one ``EmbedContentRequest`` per text, ``{model: "models/{model}",
+content: {parts: [{text}]}, outputDimensionality}`` (``dimensions``), plus
+``taskType`` when the ``embedding_task_type`` option is set; at most 100
+requests per call, so longer inputs are split. The vectors are read from
+``embeddings[].values``. Gemini reports no token usage for embeddings, and
+relayq estimates none: usage is 0. Token-id inputs and ``user`` are not
+carried.
 """
 
 from __future__ import annotations
@@ -40,7 +50,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from relayq.providers.base import HTTPProvider, StreamParser
 from relayq.providers.errors import (
@@ -57,6 +67,7 @@ from relayq.providers.http import UpstreamRequest, decode_json, request_timeout
 from relayq.providers.retry_after import parse_duration, retry_after_seconds
 from relayq.providers.sse import ServerSentEvent, SSEDecoder
 from relayq.schemas.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest
+from relayq.schemas.embeddings import Embedding, EmbeddingRequest, EmbeddingResponse
 
 __all__ = ["DEFAULT_BASE_URL", "GeminiOptions", "GeminiProvider", "error_from_payload"]
 
@@ -96,6 +107,8 @@ class GeminiOptions(BaseModel):
     """``generationConfig`` entries for every call (``thinkingConfig``...); the request's win."""
     safety_settings: list[dict[str, Any]] | None = None
     """``safetySettings`` for every call, as Gemini takes them."""
+    embedding_task_type: str | None = None
+    """Gemini's ``taskType`` for every embeddings call (``RETRIEVAL_DOCUMENT``...); None: none."""
 
 
 def _retry_delay(error: dict[str, Any]) -> float | None:
@@ -217,17 +230,54 @@ class GeminiProvider(HTTPProvider):
     options_model = GeminiOptions
     options: GeminiOptions
     default_base_url = DEFAULT_BASE_URL
+    max_embedding_inputs = 100
 
     def auth_headers(self) -> dict[str, str]:
         """The API key, as ``x-goog-api-key``."""
         key = self.settings.api_key.get_secret_value() if self.settings.api_key else ""
         return {"x-goog-api-key": key} if key else {}
 
-    def model_url(self, model: str, *, stream: bool) -> str:
+    def model_url(self, model: str, *, stream: bool, method: str | None = None) -> str:
         """The method URL for ``model``: ``gemini-2.5-flash``, or a full ``tunedModels/x`` name."""
         path = model if "/" in model else f"models/{model}"
-        method = "streamGenerateContent?alt=sse" if stream else "generateContent"
+        method = method or ("streamGenerateContent?alt=sse" if stream else "generateContent")
         return f"{self.base_url}/{self.options.api_version}/{quote(path, safe='/')}:{method}"
+
+    def build_embeddings_request(
+        self, inputs: list[str] | list[list[int]], *, request: EmbeddingRequest, model: str
+    ) -> UpstreamRequest:
+        """One ``EmbedContentRequest`` per text (the base refused token ids), in order."""
+        name = model if "/" in model else f"models/{model}"
+        extra: dict[str, Any] = {}
+        if request.dimensions is not None:
+            extra["outputDimensionality"] = request.dimensions
+        if self.options.embedding_task_type is not None:
+            extra["taskType"] = self.options.embedding_task_type
+        requests = [
+            {"model": name, "content": {"parts": [{"text": text}]}, **extra} for text in inputs
+        ]
+        return UpstreamRequest.post_json(
+            self.model_url(model, stream=False, method="batchEmbedContents"),
+            json_body={"requests": requests},
+            headers=self.request_headers(stream=False),
+            timeout=request_timeout(self.settings),
+        )
+
+    def parse_embeddings(self, payload: Any, *, model: str) -> EmbeddingResponse:
+        """``embeddings[].values`` in order; Gemini reports no usage, so it is 0."""
+        if isinstance(payload, dict) and "error" in payload and "embeddings" not in payload:
+            raise error_from_payload(payload, provider=self.name)
+        embeddings = payload.get("embeddings") if isinstance(payload, dict) else None
+        if not isinstance(embeddings, list):
+            raise MalformedResponse(f"{self.name}: not a BatchEmbedContentsResponse")
+        try:
+            data = [
+                Embedding(index=index, embedding=item["values"])
+                for index, item in enumerate(embeddings)
+            ]
+        except (TypeError, KeyError, ValidationError) as exc:
+            raise MalformedResponse(f"{self.name}: an embedding has no values: {exc}") from exc
+        return EmbeddingResponse(data=data, model=model)
 
     def build_request(
         self, request: ChatCompletionRequest, *, model: str, stream: bool

@@ -38,6 +38,7 @@ class GrokProvider(OpenAIProvider):
     """xAI's chat completions; reasoning content and usage details passed through."""
 
     type_name = "grok"
+    max_embedding_inputs = 0  # no embeddings served through this adapter
     default_base_url = DEFAULT_BASE_URL
 
     def adjust_error(self, error: ProviderError, payload: object) -> ProviderError:

@@ -17,18 +17,26 @@ raises them before its first chunk, as a vendor's HTTP status comes before its
 body, except ``malformed``: a bad chunk can only arrive inside a stream, so the
 stream yields its role chunk and the first half of its words, then raises
 :class:`MalformedResponse` (a mid-stream failure for the layers above to handle).
+
+Embeddings. Each input's vector is :func:`mock_vector`: ``dimensions`` values
+(:data:`DEFAULT_DIMENSIONS` unless the request says) drawn from a hash of the
+text (or of the token ids), scaled to unit length like OpenAI's, so the same
+input always gives the same vector. Usage counts a text's words, or a token
+array's ids. ``latency_ms`` and the faults apply as for chat (``malformed``
+raises :class:`MalformedResponse` after the latency).
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import math
 import re
 import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -52,8 +60,24 @@ from relayq.schemas.chat import (
     Role,
     Usage,
 )
+from relayq.schemas.embeddings import (
+    Embedding,
+    EmbeddingRequest,
+    EmbeddingResponse,
+    EmbeddingUsage,
+)
 
-__all__ = ["MockAnswer", "MockControls", "MockProvider", "plan_answer"]
+__all__ = [
+    "DEFAULT_DIMENSIONS",
+    "MockAnswer",
+    "MockControls",
+    "MockProvider",
+    "mock_vector",
+    "plan_answer",
+]
+
+DEFAULT_DIMENSIONS = 8
+"""The length of a mock embedding when the request names no ``dimensions``."""
 
 _WORDS = (  # noqa: SIM905 (64 words read better as text than as a 64-line literal)
     "alpha amber anchor arrow autumn beacon birch bright canyon cedar cloud coral "
@@ -133,6 +157,15 @@ def plan_answer(request: ChatCompletionRequest, controls: MockControls) -> MockA
     return MockAnswer(pieces=tuple(pieces), finish_reason=finish, usage=usage)
 
 
+def mock_vector(item: str | list[int], dimensions: int) -> list[float]:
+    """``dimensions`` values from a hash of ``item``, scaled to unit length (pure)."""
+    seed = item if isinstance(item, str) else " ".join(map(str, item))
+    raw = hashlib.shake_256(seed.encode()).digest(2 * dimensions)
+    values = [int.from_bytes(raw[i : i + 2], "big") / 32767.5 - 1 for i in range(0, len(raw), 2)]
+    norm = math.sqrt(sum(value * value for value in values)) or 1.0
+    return [value / norm for value in values]
+
+
 def _fault_error(controls: MockControls) -> ProviderError | None:
     """The error an answer-replacing fault raises (not ``timeout``, not ``malformed``)."""
     if controls.fault == "error":
@@ -157,7 +190,10 @@ class MockProvider(Provider):
     """A provider's ``options`` are default controls for every call (e.g. an always
     failing provider for resilience tests); a request's own ``mock`` field wins."""
 
-    def controls(self, request: ChatCompletionRequest) -> MockControls:
+    max_embedding_inputs: ClassVar[int] = 2048
+    embeds_token_ids: ClassVar[bool] = True
+
+    def controls(self, request: BaseModel) -> MockControls:
         """The request's controls over the provider's options; InvalidRequest if invalid."""
         defaults = self.options.model_dump(exclude_unset=True)
         controls = self.request_controls(request, defaults=defaults)
@@ -174,6 +210,24 @@ class MockProvider(Provider):
         await asyncio.sleep(controls.latency_ms / 1000)
         if (error := _fault_error(controls)) is not None:
             raise error
+
+    async def embed_inputs(
+        self, inputs: list[str] | list[list[int]], *, request: EmbeddingRequest, model: str
+    ) -> EmbeddingResponse:
+        """A :func:`mock_vector` per input after ``latency_ms``, or the requested fault."""
+        controls = self.controls(request)
+        await self._wait_and_fail(controls)
+        if controls.fault == "malformed":
+            raise MalformedResponse("mock: injected fault 'malformed'")
+        dimensions = request.dimensions or DEFAULT_DIMENSIONS
+        items: list[str | list[int]] = list(inputs)
+        data = [
+            Embedding(index=index, embedding=mock_vector(item, dimensions))
+            for index, item in enumerate(items)
+        ]
+        tokens = sum(len(item.split()) if isinstance(item, str) else len(item) for item in items)
+        usage = EmbeddingUsage(prompt_tokens=tokens, total_tokens=tokens)
+        return EmbeddingResponse(data=data, model=model, usage=usage)
 
     async def complete(self, request: ChatCompletionRequest, *, model: str) -> ChatCompletion:
         """The whole answer after ``latency_ms``, or the requested fault."""

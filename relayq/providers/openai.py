@@ -25,6 +25,17 @@ A server that ignores ``"stream": true`` (some OpenAI-compatible servers and
 proxies do) answers with the whole ``chat.completion``; the stream reads it with
 :meth:`~OpenAIProvider.parse_completion`, error objects included, and yields
 it as chunks.
+
+Embeddings: ``POST {base_url}/embeddings`` with OpenAI's own body (``input``
+as a slice of the request's items, strings or token-id arrays, ``model``,
+``dimensions``, ``encoding_format``, ``user``) and its answer read as it
+comes: ``encoding_format`` is asked of the upstream as the caller asked it,
+since each format is cheapest to read as it is (a base64 vector passes on
+undecoded; floats asked as base64 would be decoded and listed again).
+Source: OpenAI's API reference, "Create embeddings",
+https://platform.openai.com/docs/api-reference/embeddings/create (at most
+2,048 inputs per call). Adapters of vendors that serve no embeddings
+set :attr:`~relayq.providers.base.Provider.max_embedding_inputs` to 0.
 """
 
 from __future__ import annotations
@@ -45,6 +56,7 @@ from relayq.providers.errors import (
 from relayq.providers.http import UpstreamRequest, decode_json, request_timeout
 from relayq.providers.sse import ServerSentEvent
 from relayq.schemas.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest
+from relayq.schemas.embeddings import EmbeddingRequest, EmbeddingResponse
 
 __all__ = ["DEFAULT_BASE_URL", "OpenAIProvider", "error_for_event"]
 
@@ -118,10 +130,16 @@ class OpenAIProvider(HTTPProvider):
     default_base_url: ClassVar[str] = DEFAULT_BASE_URL
     lists_models: ClassVar[bool] = True
     """Whether :meth:`list_models` asks the upstream (``GET {base_url}/models``)."""
+    max_embedding_inputs: ClassVar[int] = 2048
+    embeds_token_ids: ClassVar[bool] = True
 
     def chat_url(self, *, model: str) -> str:
         """Where a chat completion of ``model`` is posted."""
         return f"{self.base_url}/chat/completions"
+
+    def embeddings_url(self, *, model: str) -> str:
+        """Where an embeddings call for ``model`` is posted."""
+        return f"{self.base_url}/embeddings"
 
     def models_url(self) -> str:
         """Where the upstream lists its models."""
@@ -143,6 +161,34 @@ class OpenAIProvider(HTTPProvider):
             headers=self.request_headers(stream=stream),
             timeout=request_timeout(self.settings),
         )
+
+    def build_embeddings_request(
+        self, inputs: list[str] | list[list[int]], *, request: EmbeddingRequest, model: str
+    ) -> UpstreamRequest:
+        """OpenAI's embeddings body for ``inputs``; relayq's own fields and controls not sent."""
+        body: dict[str, Any] = {"model": model, "input": inputs}
+        body["encoding_format"] = request.encoding_format
+        if request.dimensions is not None:
+            body["dimensions"] = request.dimensions
+        if request.user is not None:
+            body["user"] = request.user
+        return UpstreamRequest.post_json(
+            self.embeddings_url(model=model),
+            json_body=body,
+            headers=self.request_headers(stream=False),
+            timeout=request_timeout(self.settings),
+        )
+
+    def parse_embeddings(self, payload: Any, *, model: str) -> EmbeddingResponse:
+        """OpenAI's ``list`` of embeddings; an error object in a 2xx body raises its error."""
+        if isinstance(payload, dict) and "error" in payload and "data" not in payload:
+            raise self.adjust_error(error_for_event(payload["error"], provider=self.name), payload)
+        if isinstance(payload, dict) and not payload.get("model"):
+            payload["model"] = model  # some compatible servers leave it out
+        try:
+            return EmbeddingResponse.model_validate(payload)
+        except ValidationError as exc:
+            raise MalformedResponse(f"{self.name}: not an embeddings list: {exc}") from exc
 
     def adjust_error(self, error: ProviderError, payload: object) -> ProviderError:
         """The vendor's say on an error already mapped from ``payload``; unchanged here.

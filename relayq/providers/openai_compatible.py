@@ -29,6 +29,13 @@ vendor's 400/422 comes back as InvalidRequest with its message (Groq's
 ``n`` > 1; Mistral's ``logit_bias`` and ``logprobs``; DeepSeek's
 ``json_schema`` response format), since dropping them silently would change
 what the caller asked for.
+
+Embeddings are OpenAI's (``POST {base_url}/embeddings``, see
+:mod:`relayq.providers.openai`), the same for every preset: no preset
+renames an embeddings field, so a server that takes ``dimensions`` or
+``encoding_format`` under another name (or not at all) answers with its own
+400. ``options.max_embedding_inputs`` caps the inputs per call for a server
+that takes fewer than OpenAI's 2,048; longer inputs are split.
 """
 
 from __future__ import annotations
@@ -38,7 +45,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Final
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from relayq.config.settings import ProviderSettings
 from relayq.providers.errors import ProviderUnavailable
@@ -99,6 +106,8 @@ class OpenAICompatibleOptions(BaseModel):
 
     preset: str | None = None
     """A known vendor (see :data:`PRESETS`); none means plain OpenAI behaviour."""
+    max_embedding_inputs: int = Field(default=2048, ge=1, le=2048)
+    """The most inputs the server embeds in one call; longer inputs are split."""
 
     @field_validator("preset")
     @classmethod
@@ -126,6 +135,11 @@ class OpenAICompatibleProvider(OpenAIProvider):
                 f"provider {name!r} ({self.type_name}): base_url is required "
                 f"({which} no default URL)"
             )
+
+    def embedding_slice_size(self) -> int:
+        """The configured ``max_embedding_inputs``."""
+        assert isinstance(self.options, OpenAICompatibleOptions)
+        return self.options.max_embedding_inputs
 
     @property
     def base_url(self) -> str:

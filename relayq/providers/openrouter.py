@@ -73,6 +73,7 @@ class OpenRouterProvider(OpenAIProvider):
     """OpenRouter's chat completions with attribution and routing extras."""
 
     type_name = "openrouter"
+    max_embedding_inputs = 0  # no embeddings served through this adapter
     options_model = OpenRouterOptions
     default_base_url = DEFAULT_BASE_URL
 

@@ -72,6 +72,7 @@ class PerplexityProvider(OpenAIProvider):
     """Perplexity's chat completions, search options in, citations out."""
 
     type_name = "perplexity"
+    max_embedding_inputs = 0  # no embeddings served through this adapter
     options_model = PerplexityOptions
     default_base_url = DEFAULT_BASE_URL
     lists_models = False

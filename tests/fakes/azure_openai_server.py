@@ -1,9 +1,11 @@
 """A wire-level fake of an Azure OpenAI resource's chat completions.
 
-It serves both routes Azure documents: ``POST /openai/deployments/{deployment}
-/chat/completions?api-version=...`` (404 ``DeploymentNotFound`` for a
+It serves both routes Azure documents, for chat completions and for
+embeddings: ``POST /openai/deployments/{deployment}
+/chat/completions?api-version=...`` (and ``.../embeddings``) (404 ``DeploymentNotFound`` for a
 deployment it does not have, 404 ``Resource not found`` without an
-``api-version``) and ``POST /openai/v1/chat/completions``. The key goes in the
+``api-version``) and ``POST /openai/v1/chat/completions`` (and
+``/openai/v1/embeddings``). The key goes in the
 ``api-key`` header. Answers are OpenAI's with Azure's additions, modelled on
 the examples in tests/fixtures/azure_openai/: ``model`` is the deployed
 model's name, not the deployment's; ``prompt_filter_results`` on the
@@ -17,7 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.fakes.openai_server import DEFAULT_CONTENT, FakeOpenAI, Reply
+from tests.fakes.openai_server import DEFAULT_CONTENT, FakeOpenAI, Reply, embeddings_list
 
 __all__ = ["FILTER_OK", "FakeAzureOpenAI", "azure_error", "content_filter_error"]
 
@@ -89,7 +91,20 @@ class FakeAzureOpenAI(FakeOpenAI):
         )
         app.router.add_post("/openai/v1/chat/completions", self._chat_completions)
         app.router.add_get("/openai/v1/models", self._models)
+        app.router.add_post(
+            "/openai/deployments/{deployment}/embeddings", self._deployment_embeddings
+        )
+        app.router.add_post("/openai/v1/embeddings", self._embeddings)
         return app
+
+    def embeddings_body(self, body: dict[str, Any]) -> dict[str, Any]:
+        """OpenAI's list, naming the deployed model as Azure does."""
+        return embeddings_list(body, model=self.model_name)
+
+    async def _deployment_embeddings(self, request: web.Request) -> web.Response:
+        if (refused := await self._unknown_deployment(request)) is not None:
+            return refused
+        return await self._embeddings(request)
 
     def authorized(self, request: web.Request) -> bool | None:
         given = request.headers.get("api-key")
@@ -104,6 +119,12 @@ class FakeAzureOpenAI(FakeOpenAI):
         )
 
     async def _deployment_chat(self, request: web.Request) -> web.StreamResponse:
+        if (refused := await self._unknown_deployment(request)) is not None:
+            return refused
+        return await self._chat_completions(request)
+
+    async def _unknown_deployment(self, request: web.Request) -> web.Response | None:
+        """Azure's 404 for a call without ``api-version`` or to a missing deployment."""
         if "api-version" not in request.query:
             await self._record(request)
             return web.json_response(azure_error("404", "Resource not found"), status=404)
@@ -114,7 +135,7 @@ class FakeAzureOpenAI(FakeOpenAI):
                 "deployment within the last 5 minutes, please wait a moment and try again."
             )
             return web.json_response(azure_error("DeploymentNotFound", message), status=404)
-        return await self._chat_completions(request)
+        return None
 
     def completion_body(self, body: dict[str, Any], content: str, reply: Reply) -> dict[str, Any]:
         answer = super().completion_body(body, content, reply)

@@ -1,15 +1,19 @@
 """A wire-level fake of Cohere's Chat API v2, for testing the cohere adapter over real HTTP.
 
-It serves ``POST /v2/chat`` and ``GET /v1/models`` the way Cohere's API
-reference documents them (see ``tests/fixtures/cohere/``): a chat response
+It serves ``POST /v2/chat``, ``POST /v2/embed`` and ``GET /v1/models`` the
+way Cohere's API reference documents them (see ``tests/fixtures/cohere/``): a chat response
 ``{id, message: {role, content: [{type: text, text}]}, finish_reason, usage:
 {billed_units, tokens}}``, or with ``"stream": true`` ``event:``/``data:``
 pairs ``message-start``, ``content-start``, one ``content-delta`` per word,
 ``content-end``, ``message-end`` (finish reason and usage), then
 ``data: [DONE]``; tool calls with a ``tool_plan`` and ``TOOL_CALL``, streamed
 as ``tool-plan-delta`` and ``tool-call-start/-delta/-end``; errors as
-``{"id", "message"}``. Like Cohere, it answers a bad bearer key with 401
-``invalid api token`` and rejects a malformed message list with 400.
+``{"id", "message"}``; embeddings as ``{id, embeddings: {float: [...]},
+texts, meta: {api_version, billed_units: {input_tokens}}, response_type}``
+(:func:`tests.fakes.vectors.fake_vector`, ``output_dimension`` long), with
+400 for a missing ``input_type`` or more than 96 texts. Like Cohere, it
+answers a bad bearer key with 401 ``invalid api token`` and rejects a
+malformed message list with 400.
 
 Tests script it one call at a time with :class:`Reply` and read back what it
 received from :attr:`FakeCohere.requests`.
@@ -25,6 +29,7 @@ from typing import Any
 from aiohttp import web
 
 from tests.fakes.server import ScriptedServer
+from tests.fakes.vectors import DEFAULT_DIMENSIONS, fake_vector, word_tokens
 
 __all__ = [
     "DEFAULT_CONTENT",
@@ -207,6 +212,7 @@ class FakeCohere(ScriptedServer[Reply, RecordedRequest]):
     def make_app(self) -> web.Application:
         app = web.Application()
         app.router.add_post("/v2/chat", self._chat)
+        app.router.add_post("/v2/embed", self._embed)
         app.router.add_get("/v1/models", self._models)
         return app
 
@@ -238,6 +244,28 @@ class FakeCohere(ScriptedServer[Reply, RecordedRequest]):
         if request.query.get("page_token") == "page-2":
             return web.json_response({"models": [command_r]})
         return web.json_response({"models": [command_a], "next_page_token": "page-2"})
+
+    async def _embed(self, request: web.Request) -> web.Response:
+        body = await self._record(request)
+        reply = self._next_reply(Reply)
+        await asyncio.sleep(reply.delay)
+        if (denied := self._unauthorized(request)) is not None:
+            return denied
+        if reply.body is not None:
+            return _raw_response(reply)
+        if (problem := _invalid_embed(body)) is not None:
+            return web.json_response(error_body(f"invalid request: {problem}"), status=400)
+        texts = body["texts"]
+        dimensions = body.get("output_dimension") or DEFAULT_DIMENSIONS
+        tokens = sum(word_tokens(text) for text in texts)
+        answer = {
+            "id": "da6e531f-54c6-4a73-bf92-f60566d8d753",
+            "embeddings": {"float": [fake_vector(text, dimensions) for text in texts]},
+            "texts": texts,
+            "meta": {"api_version": {"version": "2"}, "billed_units": {"input_tokens": tokens}},
+            "response_type": "embeddings_by_type",
+        }
+        return web.json_response(answer, status=reply.status, headers=reply.headers)
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         body = await self._record(request)
@@ -271,6 +299,22 @@ def _invalid(body: Any) -> str | None:
             return f"messages[{number}]: tool message needs a tool_call_id."
         if role == "assistant" and "content" not in message and "tool_calls" not in message:
             return f"messages[{number}]: assistant message needs content or tool_calls."
+    return None
+
+
+def _invalid_embed(body: Any) -> str | None:
+    """Cohere's complaint about an embed ``body``; None if fine."""
+    if not isinstance(body, dict) or not body.get("model"):
+        return "model must be specified."
+    if not body.get("input_type"):
+        return "input_type is required for embed models v3 and higher."
+    texts = body.get("texts")
+    if not isinstance(texts, list) or not texts:
+        return "one of texts, images or inputs must be specified."
+    if len(texts) > 96:
+        return f"total number of texts must be at most 96 - received {len(texts)}"
+    if body.get("embedding_types", ["float"]) != ["float"]:
+        return "this fake serves float embeddings only."
     return None
 
 

@@ -1,15 +1,19 @@
 """A wire-level fake of Google's Gemini API, for testing the gemini adapter over real HTTP.
 
-It serves ``POST /{version}/models/{model}:generateContent`` and
-``:streamGenerateContent?alt=sse`` and ``GET /{version}/models`` the way the
-Gemini API answers them (see ``tests/fixtures/gemini/``): a
-``GenerateContentResponse`` with ``candidates``, ``usageMetadata``,
-``modelVersion`` and ``responseId``; a stream of ``data: {...}`` events with
-CRLF line endings, one per word, each with the running ``usageMetadata``, the
-last with ``finishReason``, and no end marker (the connection just closes);
-errors as ``{"error": {code, message, status, details}}``. Like Gemini, it
-answers a wrong ``x-goog-api-key`` with 400 ``API_KEY_INVALID`` and a missing
-one with 403 ``PERMISSION_DENIED``, and rejects a content without parts.
+It serves ``POST /{version}/models/{model}:generateContent``,
+``:streamGenerateContent?alt=sse`` and ``:batchEmbedContents``, and
+``GET /{version}/models``, the way the Gemini API answers them (see
+``tests/fixtures/gemini/``): a ``GenerateContentResponse`` with
+``candidates``, ``usageMetadata``, ``modelVersion`` and ``responseId``; a
+stream of ``data: {...}`` events with CRLF line endings, one per word, each
+with the running ``usageMetadata``, the last with ``finishReason``, and no
+end marker (the connection just closes); embeddings as ``{"embeddings":
+[{"values": [...]}]}`` (:func:`tests.fakes.vectors.fake_vector`,
+``outputDimensionality`` long, no usage), refusing more than 100 requests or
+one naming another model with 400 ``INVALID_ARGUMENT``; errors as
+``{"error": {code, message, status, details}}``. Like Gemini, it answers a
+wrong ``x-goog-api-key`` with 400 ``API_KEY_INVALID`` and a missing one with
+403 ``PERMISSION_DENIED``, and rejects a content without parts.
 
 Tests script it one call at a time with :class:`Reply` and read back what it
 received from :attr:`FakeGemini.requests`. With :attr:`FakeGemini.ignores_stream`
@@ -27,6 +31,7 @@ from typing import Any
 from aiohttp import web
 
 from tests.fakes.server import ScriptedServer
+from tests.fakes.vectors import DEFAULT_DIMENSIONS, fake_vector
 
 __all__ = [
     "DEFAULT_CONTENT",
@@ -274,10 +279,13 @@ class FakeGemini(ScriptedServer[Reply, RecordedRequest]):
         if (denied := self._unauthorized(request)) is not None:
             return denied
         model, _, method = request.match_info["call"].rpartition(":")
-        if method not in ("generateContent", "streamGenerateContent") or not model:
+        methods = ("generateContent", "streamGenerateContent", "batchEmbedContents")
+        if method not in methods or not model:
             return web.json_response(error_body(404, "Not found", "NOT_FOUND"), status=404)
         if reply.body is not None:
             return _raw_response(reply)
+        if method == "batchEmbedContents":
+            return _batch_embed(model, body, reply)
         if (problem := self._invalid(body)) is not None:
             return web.json_response(error_body(400, problem, "INVALID_ARGUMENT"), status=400)
         content = reply.content if reply.content is not None else self.content
@@ -305,6 +313,37 @@ class FakeGemini(ScriptedServer[Reply, RecordedRequest]):
                     f"position {number + 1}."
                 )
         return None
+
+
+def _embed_problem(model: str, body: Any) -> str | None:
+    """Gemini's complaint about a ``batchEmbedContents`` body; None if fine."""
+    requests = body.get("requests") if isinstance(body, dict) else None
+    if not isinstance(requests, list) or not requests:
+        return "* BatchEmbedContentsRequest.requests: requests is not specified"
+    if len(requests) > 100:
+        return "* BatchEmbedContentsRequest.requests: at most 100 requests can be in one batch"
+    for number, item in enumerate(requests):
+        if item.get("model") != f"models/{model}":
+            return (
+                f"Model names should be the same in all requests. "
+                f"requests[{number}].model is {item.get('model')!r}, not 'models/{model}'."
+            )
+        parts = (item.get("content") or {}).get("parts") or []
+        if not any(part.get("text") for part in parts):
+            return f"* BatchEmbedContentsRequest.requests[{number}].content: no text"
+    return None
+
+
+def _batch_embed(model: str, body: Any, reply: Reply) -> web.Response:
+    if (problem := _embed_problem(model, body)) is not None:
+        return web.json_response(error_body(400, problem, "INVALID_ARGUMENT"), status=400)
+    embeddings = []
+    for item in body["requests"]:
+        text = "".join(part.get("text", "") for part in item["content"]["parts"])
+        dimensions = item.get("outputDimensionality") or DEFAULT_DIMENSIONS
+        embeddings.append({"values": fake_vector(text, dimensions)})
+    answer = {"embeddings": embeddings}
+    return web.json_response(answer, status=reply.status, headers=reply.headers)
 
 
 def _raw_response(reply: Reply) -> web.Response:

@@ -1,11 +1,16 @@
 """A wire-level fake of OpenAI's API, for testing adapters over real HTTP.
 
-It serves ``POST /v1/chat/completions`` and ``GET /v1/models`` the way OpenAI's
-API reference documents them: a ``chat.completion`` object, or with
-``"stream": true`` a ``text/event-stream`` of ``data: {chunk}`` events (the
-first carrying the assistant role, one per word, one with the finish reason,
-a usage chunk with empty ``choices`` when ``stream_options.include_usage``),
-ended by ``data: [DONE]``; errors as ``{"error": {message, type, param, code}}``.
+It serves ``POST /v1/chat/completions``, ``POST /v1/embeddings`` and
+``GET /v1/models`` the way OpenAI's API reference documents them: a
+``chat.completion`` object, or with ``"stream": true`` a
+``text/event-stream`` of ``data: {chunk}`` events (the first carrying the
+assistant role, one per word, one with the finish reason, a usage chunk with
+empty ``choices`` when ``stream_options.include_usage``), ended by
+``data: [DONE]``; an embeddings ``list`` with one vector per input
+(:func:`tests.fakes.vectors.fake_vector`, ``dimensions`` long, base64 when
+``encoding_format`` says so, usage in words), refusing an empty input, an
+empty string, more than 2,048 inputs or an unknown field with 400; errors as
+``{"error": {message, type, param, code}}``.
 
 Tests script it one call at a time with :class:`Reply` (a status, headers, a
 raw body, a delay before answering, tool calls to answer with, a stream cut,
@@ -23,7 +28,9 @@ its hooks: :meth:`~FakeOpenAI.routes` (paths), :meth:`~FakeOpenAI.authorized`
 
 from __future__ import annotations
 
+import array
 import asyncio
+import base64
 import json
 import time
 from dataclasses import dataclass, field
@@ -32,6 +39,7 @@ from typing import Any
 from aiohttp import web
 
 from tests.fakes.server import ScriptedServer
+from tests.fakes.vectors import DEFAULT_DIMENSIONS, fake_vector, word_tokens
 
 __all__ = [
     "DEFAULT_CONTENT",
@@ -39,6 +47,7 @@ __all__ = [
     "RecordedRequest",
     "Reply",
     "completion",
+    "embeddings_list",
     "error_body",
     "stream_events",
     "tool_call",
@@ -201,6 +210,59 @@ def stream_events(
     return events
 
 
+_EMBEDDING_FIELDS = frozenset({"model", "input", "dimensions", "encoding_format", "user"})
+
+
+def _embedding_items(value: Any) -> list[Any]:
+    if isinstance(value, str) or (value and all(isinstance(item, int) for item in value)):
+        return [value]
+    return list(value) if isinstance(value, list) else []
+
+
+def embeddings_problem(body: Any) -> tuple[str, str | None] | None:
+    """OpenAI's complaint (message, param) about an embeddings body; None if fine."""
+    if not isinstance(body, dict):
+        return "We could not parse the JSON body of your request.", None
+    if unknown := sorted(set(body) - _EMBEDDING_FIELDS):
+        return f"Unrecognized request argument supplied: {unknown[0]}", None
+    if not body.get("model"):
+        return "you must provide a model parameter", None
+    items = _embedding_items(body.get("input"))
+    if not items or any(item in ("", []) for item in items):
+        return "'$.input' is invalid. Please check the API reference.", "input"
+    if len(items) > 2048:
+        return f"'$.input' is too long: {len(items)} items, at most 2048.", "input"
+    if body.get("encoding_format", "float") not in ("float", "base64"):
+        return "'$.encoding_format' must be 'float' or 'base64'.", "encoding_format"
+    dimensions = body.get("dimensions", DEFAULT_DIMENSIONS)
+    if not isinstance(dimensions, int) or dimensions < 1:
+        return "Invalid value for 'dimensions'.", "dimensions"
+    return None
+
+
+def _base64(vector: list[float]) -> str:
+    return base64.b64encode(array.array("f", vector).tobytes()).decode()
+
+
+def embeddings_list(body: dict[str, Any], *, model: str | None = None) -> dict[str, Any]:
+    """OpenAI's answer to an embeddings ``body``: a vector per input, in order."""
+    items = _embedding_items(body["input"])
+    dimensions = body.get("dimensions", DEFAULT_DIMENSIONS)
+    as_base64 = body.get("encoding_format") == "base64"
+    data = []
+    for index, item in enumerate(items):
+        vector = fake_vector(item, dimensions)
+        embedding = _base64(vector) if as_base64 else vector
+        data.append({"object": "embedding", "index": index, "embedding": embedding})
+    tokens = sum(word_tokens(item) for item in items)
+    return {
+        "object": "list",
+        "data": data,
+        "model": model or body["model"],
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
+
+
 class FakeOpenAI(ScriptedServer[Reply, RecordedRequest]):
     """The fake server; use as a context manager, point adapters at :attr:`base_url`.
 
@@ -243,7 +305,16 @@ class FakeOpenAI(ScriptedServer[Reply, RecordedRequest]):
         (chat_method, chat_path), (models_method, models_path) = self.routes()
         app.router.add_route(chat_method, chat_path, self._chat_completions)
         app.router.add_route(models_method, models_path, self._models)
+        app.router.add_post(self.embeddings_path(), self._embeddings)
         return app
+
+    def embeddings_path(self) -> str:
+        """The path of the embeddings route."""
+        return "/v1/embeddings"
+
+    def embeddings_body(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The embeddings ``list`` the fake answers with; vendors change its model."""
+        return embeddings_list(body)
 
     def authorized(self, request: web.Request) -> bool | None:
         """Whether the request carries the key: True, False, or None when it has none."""
@@ -309,6 +380,23 @@ class FakeOpenAI(ScriptedServer[Reply, RecordedRequest]):
         if (denied := self._unauthorized(request)) is not None:
             return denied
         return web.json_response(self.models_body())
+
+    async def _embeddings(self, request: web.Request) -> web.Response:
+        body = await self._record(request)
+        reply = self._next_reply(Reply)
+        await asyncio.sleep(reply.delay)
+        if (denied := self._unauthorized(request)) is not None:
+            return denied
+        if reply.body is not None:
+            return _raw_response(reply)
+        if (problem := embeddings_problem(body)) is not None:
+            message, param = problem
+            error = error_body(message)
+            error["error"]["param"] = param
+            return web.json_response(error, status=400)
+        return web.json_response(
+            self.embeddings_body(body), status=reply.status, headers=reply.headers
+        )
 
     async def _chat_completions(self, request: web.Request) -> web.StreamResponse:
         body = await self._record(request)
