@@ -22,12 +22,13 @@ from api.routes import (
     files,
     health,
     jobs,
+    messages,
     metrics,
     models,
     webhooks,
 )
-from api.routes.chat import JOB_HEADER
 from api.services import Services
+from api.sync_calls import JOB_HEADER
 from relayq.config.settings import Settings
 from relayq.heap import settle
 from relayq.observability.logs import configure_logging
@@ -38,10 +39,13 @@ __all__ = ["create_app"]
 
 
 CORS_REQUEST_HEADERS = [
+    "anthropic-beta",
+    "anthropic-version",
     "authorization",
     "content-type",
     "idempotency-key",
     "last-event-id",
+    "x-api-key",
     "x-request-id",
 ]
 """What a browser page may send, beyond the headers browsers always allow."""
@@ -122,6 +126,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     app.include_router(events.router)
     app.include_router(models.router)
     app.include_router(chat.router)
+    app.include_router(messages.router)
     app.include_router(webhooks.router)
     app.include_router(files.router)
     app.include_router(batches.router)

@@ -28,6 +28,7 @@ __all__ = [
     "ChatCaller",
     "FilesCaller",
     "JobsCaller",
+    "MessagesCaller",
     "ReadCaller",
     "ServicesDep",
     "SessionDep",
@@ -67,6 +68,23 @@ async def get_caller(
 ) -> Caller:
     """The caller, from ``Authorization: Bearer <key>``; its key id goes in the
     request's access log line."""
+    return await _caller_of(request, services, _bearer_secret(authorization))
+
+
+async def get_messages_caller(
+    request: Request,
+    services: ServicesDep,
+    authorization: Annotated[str | None, Header()] = None,
+    x_api_key: Annotated[str | None, Header()] = None,
+) -> Caller:
+    """The caller of Anthropic's Messages API: ``x-api-key: <key>``, as Anthropic's
+    SDK sends it, or ``Authorization: Bearer <key>``."""
+    if x_api_key is not None and x_api_key.strip():
+        return await _caller_of(request, services, x_api_key.strip())
+    return await _caller_of(request, services, _bearer_secret(authorization))
+
+
+def _bearer_secret(authorization: str | None) -> str:
     if not authorization:
         raise APIError(401, _NO_KEY, code="missing_api_key", headers=_CHALLENGE)
     scheme, _, secret = authorization.partition(" ")
@@ -77,8 +95,10 @@ async def get_caller(
             code="invalid_authorization_header",
             headers=_CHALLENGE,
         )
-    secret = secret.strip()
+    return secret.strip()
 
+
+async def _caller_of(request: Request, services: Services, secret: str) -> Caller:
     async def load() -> ApiKey | None:
         async with services.database.session() as session:
             return await find_active_key(session, secret=secret)
@@ -108,8 +128,12 @@ def key_limits(caller: Caller, settings: Settings) -> KeyLimitValues:
     )
 
 
-def _requiring(scope: Scope) -> Callable[[Request, Caller], Awaitable[Caller]]:
-    async def scoped(request: Request, caller: CallerDep) -> Caller:
+def _requiring(
+    scope: Scope, source: Callable[..., Awaitable[Caller]] = get_caller
+) -> Callable[[Request, Caller], Awaitable[Caller]]:
+    # A default, not an annotation: a closure's variable cannot be resolved from
+    # a string annotation.
+    async def scoped(request: Request, caller: Caller = Depends(source)) -> Caller:  # noqa: B008
         if scope.value not in caller.scopes:
             held = ", ".join(sorted(caller.scopes)) or "none"
             raise APIError(
@@ -127,6 +151,8 @@ def _requiring(scope: Scope) -> Callable[[Request, Caller], Awaitable[Caller]]:
 ReadCaller = Annotated[Caller, Depends(_requiring(Scope.READ))]
 JobsCaller = Annotated[Caller, Depends(_requiring(Scope.JOBS))]
 ChatCaller = Annotated[Caller, Depends(_requiring(Scope.CHAT))]
+MessagesCaller = Annotated[Caller, Depends(_requiring(Scope.CHAT, get_messages_caller))]
+"""The chat scope, for a key sent as ``x-api-key`` (Anthropic's way) or a bearer token."""
 BatchesCaller = Annotated[Caller, Depends(_requiring(Scope.BATCHES))]
 FilesCaller = Annotated[Caller, Depends(_requiring(Scope.FILES))]
 admin_caller = _requiring(Scope.ADMIN)

@@ -6,6 +6,13 @@ errors to HTTP: routes raise :class:`APIError` for what they find wrong
 themselves and let relayq's own exceptions (an unknown model, a reused
 idempotency key, a refused webhook URL, a key over its limits, a queue that
 did not take a sync call) propagate to the handlers installed here.
+
+A route may speak another dialect: the routes of Anthropic's Messages API
+(``route_class=AnthropicErrorsRoute``) answer the same errors, status and
+headers in Anthropic's shape, ``{"type": "error", "error": {"type",
+"message"}}`` (:func:`anthropic_error_body`), so Anthropic's SDK reads them.
+Errors answered before a route is matched (an unknown URL, a body refused by
+``api/request_checks.py`` or ``api/limits.py``) are OpenAI's.
 """
 
 from __future__ import annotations
@@ -13,11 +20,13 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from enum import Enum
+from typing import Any, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from pydantic import BaseModel
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -31,9 +40,15 @@ from relayq.schemas.params import param_path
 from relayq.store.jobs import IdempotencyConflict
 
 __all__ = [
+    "ANTHROPIC_ERROR_RESPONSES",
     "ERROR_RESPONSES",
     "APIError",
+    "AnthropicErrorBody",
+    "AnthropicErrorsRoute",
     "ErrorBody",
+    "ErrorDialect",
+    "anthropic_error_body",
+    "anthropic_error_type",
     "error_body",
     "file_not_found",
     "install_error_handlers",
@@ -68,17 +83,63 @@ class ErrorBody(BaseModel):
     error: ErrorDetail
 
 
+_DESCRIPTIONS = {
+    400: "Invalid request: the message and `param` say what and where.",
+    401: "Missing, malformed, unknown, expired or revoked API key or token.",
+    403: "The key lacks the scope this route needs, or may not use the model asked for.",
+    404: "No such job for this key, or an unknown model.",
+    409: "Idempotency-Key reused with another body, or a job that cannot be cancelled.",
+    413: "Request body over the configured limit.",
+}
+
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody, "description": description}
-    for status, description in {
-        400: "Invalid request: the message and `param` say what and where.",
-        401: "Missing, malformed, unknown, expired or revoked API key or token.",
-        403: "The key lacks the scope this route needs, or may not use the model asked for.",
-        404: "No such job for this key, or an unknown model.",
-        409: "Idempotency-Key reused with another body, or a job that cannot be cancelled.",
-        413: "Request body over the configured limit.",
-    }.items()
+    for status, description in _DESCRIPTIONS.items()
 }
+
+_ANTHROPIC_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    408: "timeout_error",
+    409: "invalid_request_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    503: "overloaded_error",
+    504: "timeout_error",
+}
+
+
+class AnthropicErrorDetail(BaseModel):
+    type: str
+    message: str
+
+
+class AnthropicErrorBody(BaseModel):
+    """Every error answer of an Anthropic-dialect route: Anthropic's shape."""
+
+    type: Literal["error"] = "error"
+    error: AnthropicErrorDetail
+
+
+ANTHROPIC_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": AnthropicErrorBody, "description": description}
+    for status, description in _DESCRIPTIONS.items()
+}
+
+
+class ErrorDialect(str, Enum):
+    """The shape a route's errors are written in."""
+
+    OPENAI = "openai"
+    ANTHROPIC = "anthropic"
+
+
+class AnthropicErrorsRoute(APIRoute):
+    """A route whose errors are answered in Anthropic's shape (a router's ``route_class``)."""
+
+    error_dialect = ErrorDialect.ANTHROPIC
 
 
 class APIError(Exception):
@@ -110,8 +171,31 @@ def error_body(
     return {"error": {"message": message, "type": kind, "param": param, "code": code}}
 
 
-def _response(exc: APIError) -> JSONResponse:
-    body = error_body(exc.status_code, exc.message, code=exc.code, param=exc.param)
+def anthropic_error_type(status_code: int) -> str:
+    """Anthropic's error ``type`` for an HTTP status."""
+    return _ANTHROPIC_TYPES.get(
+        status_code, "api_error" if status_code >= 500 else "invalid_request_error"
+    )
+
+
+def anthropic_error_body(status_code: int, message: str) -> dict[str, Any]:
+    return {
+        "type": "error",
+        "error": {"type": anthropic_error_type(status_code), "message": message},
+    }
+
+
+def _dialect(request: Request) -> ErrorDialect:
+    """The dialect of the route ``request`` matched (OpenAI's when none did)."""
+    dialect = getattr(request.scope.get("route"), "error_dialect", ErrorDialect.OPENAI)
+    return dialect if isinstance(dialect, ErrorDialect) else ErrorDialect.OPENAI
+
+
+def _response(request: Request, exc: APIError) -> JSONResponse:
+    if _dialect(request) is ErrorDialect.ANTHROPIC:
+        body = anthropic_error_body(exc.status_code, exc.message)
+    else:
+        body = error_body(exc.status_code, exc.message, code=exc.code, param=exc.param)
     return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
 
@@ -171,14 +255,14 @@ def validation_error(errors: Sequence[Any]) -> APIError:
     return APIError(400, f"Invalid '{param}': {msg}.{more}", code="invalid_value", param=param)
 
 
-async def _on_api_error(_: Request, exc: Exception) -> JSONResponse:
+async def _on_api_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, APIError)
-    return _response(exc)
+    return _response(request, exc)
 
 
-async def _on_validation_error(_: Request, exc: Exception) -> JSONResponse:
+async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    return _response(validation_error(exc.errors()))
+    return _response(request, validation_error(exc.errors()))
 
 
 async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
@@ -192,58 +276,62 @@ async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
     # A 400 here comes from reading the body (a multipart upload without its
     # boundary, say): routes answer with APIError.
     code = {400: "invalid_body", 413: "request_too_large"}.get(exc.status_code)
-    body = error_body(exc.status_code, message, code=code)
-    return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+    return _response(request, APIError(exc.status_code, message, code=code, headers=exc.headers))
 
 
-async def _on_unknown_model(_: Request, exc: Exception) -> JSONResponse:
+async def _on_unknown_model(request: Request, exc: Exception) -> JSONResponse:
     """A 404 naming the model and listing the ones this key may use."""
     assert isinstance(exc, UnknownModel)
     known = ", ".join(exc.available) or "none"
     return _response(
+        request,
         APIError(
             404,
             f"The model '{exc.model}' does not exist or you do not have access to it. "
             f"Available models: {known}.",
             code="model_not_found",
             param="model",
-        )
+        ),
     )
 
 
-async def _on_idempotency_conflict(_: Request, exc: Exception) -> JSONResponse:
+async def _on_idempotency_conflict(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, IdempotencyConflict)
     anew = "request" if exc.kind == "job" else exc.kind
     return _response(
+        request,
         APIError(
             409,
             f"Idempotency-Key '{exc.idempotency_key}' was already used for {exc.kind} "
             f"'{exc.existing}' with a different request body. Use a new key for a new {anew}.",
             code="idempotency_key_reused",
             param="Idempotency-Key",
-        )
+        ),
     )
 
 
-async def _on_webhook_url_refused(_: Request, exc: Exception) -> JSONResponse:
+async def _on_webhook_url_refused(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, WebhookURLRefused)
     return _response(
+        request,
         APIError(
             400,
             f"Invalid '{exc.param}': {exc.reason}. Webhooks are sent only to publicly "
             "routable addresses.",
             code="webhook_destination_refused",
             param=exc.param,
-        )
+        ),
     )
 
 
-async def _on_broker_unavailable(_: Request, exc: Exception) -> JSONResponse:
+async def _on_broker_unavailable(request: Request, exc: Exception) -> JSONResponse:
     """A sync call whose message the queue did not take (no row stores it for later)."""
-    return _response(APIError(503, f"The job queue is unavailable: {exc}.", code="overloaded"))
+    return _response(
+        request, APIError(503, f"The job queue is unavailable: {exc}.", code="overloaded")
+    )
 
 
-async def _on_key_limited(_: Request, exc: Exception) -> JSONResponse:
+async def _on_key_limited(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, KeyLimited)
     decision, limits = exc.decision, exc.limits
     if decision.limit is KeyLimit.MAX_CONCURRENT_JOBS:
@@ -259,32 +347,30 @@ async def _on_key_limited(_: Request, exc: Exception) -> JSONResponse:
         )
         code, retry_after = "rate_limit_exceeded", decision.retry_after or 1.0
     seconds = str(max(1, math.ceil(retry_after)))
-    body = error_body(429, message, code=code)
-    return JSONResponse(body, status_code=429, headers={"Retry-After": seconds})
+    return _response(request, APIError(429, message, code=code, headers={"Retry-After": seconds}))
 
 
-async def _on_database_down(_: Request, exc: Exception) -> JSONResponse:
+async def _on_database_down(request: Request, exc: Exception) -> JSONResponse:
     log.warning("database unreachable: %s", exc)
-    body = error_body(
-        503, "The service cannot reach its database; retry shortly.", code="database_unavailable"
+    message = "The service cannot reach its database; retry shortly."
+    return _response(
+        request,
+        APIError(503, message, code="database_unavailable", headers={"Retry-After": "5"}),
     )
-    return JSONResponse(body, status_code=503, headers={"Retry-After": "5"})
 
 
-async def _on_pool_exhausted(_: Request, exc: Exception) -> JSONResponse:
+async def _on_pool_exhausted(request: Request, exc: Exception) -> JSONResponse:
     log.warning("no database connection free: %s", exc)
-    body = error_body(
-        503,
-        "The service is overloaded (no database connection free); retry shortly.",
-        code="overloaded",
+    message = "The service is overloaded (no database connection free); retry shortly."
+    return _response(
+        request, APIError(503, message, code="overloaded", headers={"Retry-After": "2"})
     )
-    return JSONResponse(body, status_code=503, headers={"Retry-After": "2"})
 
 
-async def _on_unexpected(_: Request, exc: Exception) -> JSONResponse:
+async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error", exc_info=exc)
-    body = error_body(500, "The server had an error while processing your request.")
-    return JSONResponse(body, status_code=500)
+    message = "The server had an error while processing your request."
+    return _response(request, APIError(500, message))
 
 
 def install_error_handlers(app: FastAPI) -> None:
