@@ -22,6 +22,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
+    "NOT_CARRIED",
     "Base64Source",
     "ContentBlock",
     "DocumentBlock",
@@ -31,6 +32,7 @@ __all__ = [
     "MessagesRequest",
     "MessagesResponse",
     "MessagesUsage",
+    "OutputConfig",
     "RedactedThinkingBlock",
     "TextBlock",
     "ThinkingBlock",
@@ -146,6 +148,33 @@ class MessagesMetadata(BaseModel):
     user_id: str | None = None
 
 
+class OutputConfig(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    format: dict[str, Any] | None = None
+    """``{"type": "json_schema", "schema": {...}}``: carried as OpenAI's ``response_format``."""
+    effort: str | None = None
+    """Accepted and not carried."""
+
+
+NOT_CARRIED = frozenset(
+    {
+        "cache_control",
+        "container",
+        "context_management",
+        "diagnostics",
+        "inference_geo",
+        "mcp_servers",
+        "service_tier",
+        "speed",
+        "thinking",
+        "user_profile_id",
+        "workspace_id",
+    }
+)
+"""Anthropic's fields that no route of relayq has a place for: accepted, then dropped."""
+
+
 class MessagesRequest(BaseModel):
     """The body of ``POST /v1/messages``; ``model`` is any relayq route."""
 
@@ -163,10 +192,7 @@ class MessagesRequest(BaseModel):
     tools: list[ToolDefinition] | None = None
     tool_choice: ToolChoiceParam | None = None
     stream: bool | None = None
-    thinking: dict[str, Any] | None = None
-    """Accepted and not carried: the canonical request has no place for it."""
-    service_tier: str | None = None
-    """Accepted and not carried."""
+    output_config: OutputConfig | None = None
 
 
 class MessagesUsage(BaseModel):

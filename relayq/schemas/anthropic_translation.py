@@ -22,8 +22,11 @@ upstream, this one hears it from a caller.
 - ``max_tokens`` → ``max_completion_tokens``, ``stop_sequences`` → ``stop``,
   ``metadata.user_id`` → ``user``; ``temperature`` and ``top_p`` as they are;
   ``top_k`` rides as an extra field (the Anthropic and Gemini adapters and
-  servers that know it use it; OpenAI refuses it); ``thinking`` and
-  ``service_tier`` are not carried.
+  servers that know it use it; OpenAI refuses it); ``output_config.format``
+  (a JSON schema) → ``response_format``; ``thinking``, ``output_config.effort``,
+  ``service_tier`` and the rest of :data:`NOT_CARRIED` are not carried. Other
+  fields (job options such as ``priority``, an adapter's controls) pass along
+  as they are.
 
 What cannot be carried (a URL document, an image in a tool result, a block
 in the wrong turn) raises :class:`Untranslatable` naming its place.
@@ -40,6 +43,7 @@ import json
 from typing import Any
 
 from relayq.schemas.anthropic_messages import (
+    NOT_CARRIED,
     ContentBlock,
     DocumentBlock,
     ImageBlock,
@@ -94,8 +98,9 @@ def chat_body(request: MessagesRequest) -> dict[str, Any]:
         messages.append({"role": "system", "content": _system(request.system)})
     for index, turn in enumerate(request.messages):
         messages.extend(_turn(turn, where=f"messages[{index}]"))
+    extras = request.model_extra or {}
     body: dict[str, Any] = {
-        **(request.model_extra or {}),
+        **{name: value for name, value in extras.items() if name not in NOT_CARRIED},
         "model": request.model,
         "messages": messages,
         "max_completion_tokens": request.max_tokens,
@@ -122,9 +127,22 @@ def chat_body(request: MessagesRequest) -> dict[str, Any]:
         ]
         if request.tool_choice is not None:
             body.update(_tool_choice(request.tool_choice))
+    output_format = request.output_config.format if request.output_config else None
+    if output_format is not None:
+        body["response_format"] = _response_format(output_format)
     if request.stream:
         body["stream"] = True
     return body
+
+
+def _response_format(output_format: dict[str, Any]) -> dict[str, Any]:
+    schema = output_format.get("schema")
+    if output_format.get("type") != "json_schema" or not isinstance(schema, dict):
+        raise Untranslatable(
+            "output_config.format is carried as a json_schema with its schema only",
+            param="output_config.format",
+        )
+    return {"type": "json_schema", "json_schema": {"name": "output", "schema": schema}}
 
 
 def _system(system: str | list[TextBlock]) -> str | list[Part]:
