@@ -22,6 +22,7 @@ from api.routes import (
     files,
     health,
     jobs,
+    message_batches,
     messages,
     metrics,
     models,
@@ -98,6 +99,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
             # The file itself, plus room for the multipart framing.
             "/v1/files": settings.files.max_bytes + 64 * 1024,
             "/v1/batches": settings.batches.max_inline_bytes,
+            "/v1/messages/batches": settings.batches.max_inline_bytes,
         },
     )
 
@@ -127,6 +129,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     app.include_router(models.router)
     app.include_router(chat.router)
     app.include_router(messages.router)
+    app.include_router(message_batches.router)
     app.include_router(webhooks.router)
     app.include_router(files.router)
     app.include_router(batches.router)

@@ -28,7 +28,9 @@ __all__ = [
     "ChatCaller",
     "FilesCaller",
     "JobsCaller",
+    "MessageBatchesCaller",
     "MessagesCaller",
+    "MessagesReadCaller",
     "ReadCaller",
     "ServicesDep",
     "SessionDep",
@@ -153,6 +155,8 @@ JobsCaller = Annotated[Caller, Depends(_requiring(Scope.JOBS))]
 ChatCaller = Annotated[Caller, Depends(_requiring(Scope.CHAT))]
 MessagesCaller = Annotated[Caller, Depends(_requiring(Scope.CHAT, get_messages_caller))]
 """The chat scope, for a key sent as ``x-api-key`` (Anthropic's way) or a bearer token."""
+MessageBatchesCaller = Annotated[Caller, Depends(_requiring(Scope.BATCHES, get_messages_caller))]
+MessagesReadCaller = Annotated[Caller, Depends(_requiring(Scope.READ, get_messages_caller))]
 BatchesCaller = Annotated[Caller, Depends(_requiring(Scope.BATCHES))]
 FilesCaller = Annotated[Caller, Depends(_requiring(Scope.FILES))]
 admin_caller = _requiring(Scope.ADMIN)
