@@ -57,6 +57,11 @@ async def get_session(services: ServicesDep) -> AsyncIterator[AsyncSession]:
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
+_NO_MESSAGES_KEY = (
+    "You didn't provide an API key. Send it in the x-api-key header as "
+    "'x-api-key: YOUR_KEY' (or as 'Authorization: Bearer YOUR_KEY'). Create one with "
+    "'relayq keys create --name NAME'."
+)
 _NO_KEY = (
     "You didn't provide an API key. Send it in the Authorization header as "
     "'Authorization: Bearer YOUR_KEY'. Create one with 'relayq keys create --name NAME'."
@@ -83,6 +88,8 @@ async def get_messages_caller(
     SDK sends it, or ``Authorization: Bearer <key>``."""
     if x_api_key is not None and x_api_key.strip():
         return await _caller_of(request, services, x_api_key.strip())
+    if not authorization:
+        raise APIError(401, _NO_MESSAGES_KEY, code="missing_api_key", headers=_CHALLENGE)
     return await _caller_of(request, services, _bearer_secret(authorization))
 
 

@@ -282,7 +282,10 @@ def test_a_cached_answer_streams_too(sdk: anthropic.Anthropic) -> None:
 
 def test_the_job_behind_a_message_can_be_looked_up(sdk: anthropic.Anthropic, stack: Stack) -> None:
     raw = sdk.messages.with_raw_response.create(
-        model="mock", max_tokens=64, messages=[{"role": "user", "content": _prompt()}]
+        model="mock",
+        max_tokens=64,
+        messages=[{"role": "user", "content": _prompt()}],
+        extra_body={"priority": 3},  # a job option passes along
     )
     job_id = raw.headers["x-relayq-job-id"]
 
@@ -292,6 +295,7 @@ def test_the_job_behind_a_message_can_be_looked_up(sdk: anthropic.Anthropic, sta
         job = wait_for_status(client, job_id, {"succeeded", "failed"}, timeout=10)
 
     assert job["status"] == "succeeded"
+    assert job["priority"] == 3
     assert job["request"]["max_completion_tokens"] == 64
     first = raw.parse().content[0]
     assert first.type == "text"
@@ -378,6 +382,7 @@ def test_the_key_may_come_as_x_api_key_or_a_bearer_token(
     assert as_x_api_key.json()["type"] == as_bearer.json()["type"] == "message"
     assert anonymous.status_code == 401
     assert anonymous.json()["error"]["type"] == "authentication_error"
+    assert "x-api-key" in anonymous.json()["error"]["message"]
     assert chat.status_code == 401
     assert chat.json()["error"]["code"] == "missing_api_key"
 
