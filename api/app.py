@@ -25,13 +25,15 @@ from api.routes import (
     health,
     jobs,
     keys,
+    message_batches,
+    messages,
     metrics,
     models,
     usage,
     webhooks,
 )
-from api.routes.chat import JOB_HEADER
 from api.services import Services
+from api.sync_calls import JOB_HEADER
 from relayq.config.settings import Settings
 from relayq.heap import settle
 from relayq.observability.logs import configure_logging
@@ -42,10 +44,13 @@ __all__ = ["create_app"]
 
 
 CORS_REQUEST_HEADERS = [
+    "anthropic-beta",
+    "anthropic-version",
     "authorization",
     "content-type",
     "idempotency-key",
     "last-event-id",
+    "x-api-key",
     "x-request-id",
 ]
 """What a browser page may send, beyond the headers browsers always allow."""
@@ -99,6 +104,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
             # The file itself, plus room for the multipart framing.
             "/v1/files": settings.files.max_bytes + 64 * 1024,
             "/v1/batches": settings.batches.max_inline_bytes,
+            "/v1/messages/batches": settings.batches.max_inline_bytes,
         },
     )
 
@@ -129,6 +135,8 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     app.include_router(events.router)
     app.include_router(models.router)
     app.include_router(chat.router)
+    app.include_router(messages.router)
+    app.include_router(message_batches.router)
     app.include_router(webhooks.router)
     app.include_router(files.router)
     app.include_router(batches.router)

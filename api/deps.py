@@ -35,6 +35,9 @@ __all__ = [
     "ChatCaller",
     "FilesCaller",
     "JobsCaller",
+    "MessageBatchesCaller",
+    "MessagesCaller",
+    "MessagesReadCaller",
     "ReadCaller",
     "ServicesDep",
     "SessionDep",
@@ -66,6 +69,11 @@ _CHALLENGE = {"WWW-Authenticate": "Bearer"}
 _TOKEN_CHALLENGE = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
 _JWT_SHAPE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 """Three base64url segments: a JWT (an unsigned one's last is empty). API keys hold no dot."""
+_NO_MESSAGES_KEY = (
+    "You didn't provide an API key. Send it in the x-api-key header as "
+    "'x-api-key: YOUR_KEY' (or as 'Authorization: Bearer YOUR_KEY'). Create one with "
+    "'relayq keys create --name NAME'."
+)
 _NO_KEY = (
     "You didn't provide an API key. Send it in the Authorization header as "
     "'Authorization: Bearer YOUR_KEY'. Create one with 'relayq keys create --name NAME'."
@@ -79,6 +87,25 @@ async def get_caller(
 ) -> Caller:
     """The caller, from ``Authorization: Bearer <key or JWT>``; its key id goes in the
     request's access log line."""
+    return await _caller_of(request, services, _bearer_secret(authorization))
+
+
+async def get_messages_caller(
+    request: Request,
+    services: ServicesDep,
+    authorization: Annotated[str | None, Header()] = None,
+    x_api_key: Annotated[str | None, Header()] = None,
+) -> Caller:
+    """The caller of Anthropic's Messages API: ``x-api-key: <key>``, as Anthropic's
+    SDK sends it, or ``Authorization: Bearer <key>``."""
+    if x_api_key is not None and x_api_key.strip():
+        return await _caller_of(request, services, x_api_key.strip())
+    if not authorization:
+        raise APIError(401, _NO_MESSAGES_KEY, code="missing_api_key", headers=_CHALLENGE)
+    return await _caller_of(request, services, _bearer_secret(authorization))
+
+
+def _bearer_secret(authorization: str | None) -> str:
     if not authorization:
         raise APIError(401, _NO_KEY, code="missing_api_key", headers=_CHALLENGE)
     scheme, _, secret = authorization.partition(" ")
@@ -89,7 +116,11 @@ async def get_caller(
             code="invalid_authorization_header",
             headers=_CHALLENGE,
         )
-    secret = secret.strip()
+    return secret.strip()
+
+
+async def _caller_of(request: Request, services: Services, secret: str) -> Caller:
+    """The caller whose API key, or JWT, ``secret`` is."""
     verifier = services.verifier
     if verifier is not None and "." in secret and _JWT_SHAPE.fullmatch(secret):
         caller = await _token_caller(services, verifier, secret)
@@ -197,8 +228,12 @@ def key_budget(caller: Caller) -> BudgetLimits | None:
     return BudgetLimits.of(key.budget_period, key.budget_usd, key.budget_tokens)
 
 
-def _requiring(scope: Scope) -> Callable[[Request, Caller], Awaitable[Caller]]:
-    async def scoped(request: Request, caller: CallerDep) -> Caller:
+def _requiring(
+    scope: Scope, source: Callable[..., Awaitable[Caller]] = get_caller
+) -> Callable[[Request, Caller], Awaitable[Caller]]:
+    # A default, not an annotation: a closure's variable cannot be resolved from
+    # a string annotation.
+    async def scoped(request: Request, caller: Caller = Depends(source)) -> Caller:  # noqa: B008
         if scope.value not in caller.scopes:
             held = ", ".join(sorted(caller.scopes)) or "none"
             who = "token" if caller.key.source == JWT_SOURCE else "key"
@@ -217,6 +252,10 @@ def _requiring(scope: Scope) -> Callable[[Request, Caller], Awaitable[Caller]]:
 ReadCaller = Annotated[Caller, Depends(_requiring(Scope.READ))]
 JobsCaller = Annotated[Caller, Depends(_requiring(Scope.JOBS))]
 ChatCaller = Annotated[Caller, Depends(_requiring(Scope.CHAT))]
+MessagesCaller = Annotated[Caller, Depends(_requiring(Scope.CHAT, get_messages_caller))]
+"""The chat scope, for a key sent as ``x-api-key`` (Anthropic's way) or a bearer token."""
+MessageBatchesCaller = Annotated[Caller, Depends(_requiring(Scope.BATCHES, get_messages_caller))]
+MessagesReadCaller = Annotated[Caller, Depends(_requiring(Scope.READ, get_messages_caller))]
 BatchesCaller = Annotated[Caller, Depends(_requiring(Scope.BATCHES))]
 FilesCaller = Annotated[Caller, Depends(_requiring(Scope.FILES))]
 admin_caller = _requiring(Scope.ADMIN)

@@ -11,6 +11,14 @@ model, a reused idempotency key, a refused webhook URL, a key over its
 limits or budget, a queue that did not take a sync call, a route whose every
 deployment is drained, an admin's refused change to a key) propagate to the
 handlers installed here.
+
+A route may speak another dialect: the routes of Anthropic's Messages API
+(``route_class=AnthropicErrorsRoute``) answer the same errors, status and
+headers in Anthropic's shape, ``{"type": "error", "error": {"type",
+"message"}, "request_id"}`` (:func:`anthropic_error_body`), so Anthropic's SDK
+reads them.
+Errors answered before a route is matched (an unknown URL, a body refused by
+``api/request_checks.py`` or ``api/limits.py``) are OpenAI's.
 """
 
 from __future__ import annotations
@@ -18,11 +26,13 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from enum import Enum
+from typing import Any, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from pydantic import BaseModel
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -38,9 +48,15 @@ from relayq.store.jobs import IdempotencyConflict
 from relayq.store.key_admin import KeyChangeRefused, KeyNotFound, KeyRevoked
 
 __all__ = [
+    "ANTHROPIC_ERROR_RESPONSES",
     "ERROR_RESPONSES",
     "APIError",
+    "AnthropicErrorBody",
+    "AnthropicErrorsRoute",
     "ErrorBody",
+    "ErrorDialect",
+    "anthropic_error_body",
+    "anthropic_error_type",
     "error_body",
     "file_not_found",
     "install_error_handlers",
@@ -78,19 +94,65 @@ class ErrorBody(BaseModel):
     error: ErrorDetail
 
 
+_DESCRIPTIONS = {
+    400: "Invalid request: the message and `param` say what and where.",
+    401: "Missing, malformed, unknown, expired or revoked API key or token.",
+    403: "The key lacks the scope this route needs, or may not use the model asked for.",
+    404: "No such object for this key (job, batch, file, key...), or an unknown model.",
+    409: "Idempotency-Key reused with another body, a job or batch that cannot be "
+    "cancelled, or a change to a revoked key.",
+    413: "Request body over the configured limit.",
+    429: "Over a rate limit, or over the key's budget (`insufficient_quota`).",
+}
+
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody, "description": description}
-    for status, description in {
-        400: "Invalid request: the message and `param` say what and where.",
-        401: "Missing, malformed, unknown, expired or revoked API key or token.",
-        403: "The key lacks the scope this route needs, or may not use the model asked for.",
-        404: "No such object for this key (job, batch, file, key...), or an unknown model.",
-        409: "Idempotency-Key reused with another body, a job or batch that cannot be "
-        "cancelled, or a change to a revoked key.",
-        413: "Request body over the configured limit.",
-        429: "Over a rate limit, or over the key's budget (`insufficient_quota`).",
-    }.items()
+    for status, description in _DESCRIPTIONS.items()
 }
+
+_ANTHROPIC_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    408: "timeout_error",
+    409: "invalid_request_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    503: "overloaded_error",
+    504: "timeout_error",
+}
+
+
+class AnthropicErrorDetail(BaseModel):
+    type: str
+    message: str
+
+
+class AnthropicErrorBody(BaseModel):
+    """Every error answer of an Anthropic-dialect route: Anthropic's shape."""
+
+    type: Literal["error"] = "error"
+    error: AnthropicErrorDetail
+
+
+ANTHROPIC_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": AnthropicErrorBody, "description": description}
+    for status, description in _DESCRIPTIONS.items()
+}
+
+
+class ErrorDialect(str, Enum):
+    """The shape a route's errors are written in."""
+
+    OPENAI = "openai"
+    ANTHROPIC = "anthropic"
+
+
+class AnthropicErrorsRoute(APIRoute):
+    """A route whose errors are answered in Anthropic's shape (a router's ``route_class``)."""
+
+    error_dialect = ErrorDialect.ANTHROPIC
 
 
 class APIError(Exception):
@@ -136,14 +198,39 @@ def error_body(
     }
 
 
-def _response(request: Request, exc: APIError) -> JSONResponse:
-    body = error_body(
-        exc.status_code,
-        exc.message,
-        code=exc.code,
-        param=exc.param,
-        request_id=request_id_of(request.scope),
+def anthropic_error_type(status_code: int) -> str:
+    """Anthropic's error ``type`` for an HTTP status."""
+    return _ANTHROPIC_TYPES.get(
+        status_code, "api_error" if status_code >= 500 else "invalid_request_error"
     )
+
+
+def anthropic_error_body(
+    status_code: int, message: str, *, request_id: str | None
+) -> dict[str, Any]:
+    """Anthropic's error shape, with the request's id beside the error as Anthropic's API
+    gives it."""
+    return {
+        "type": "error",
+        "error": {"type": anthropic_error_type(status_code), "message": message},
+        "request_id": request_id,
+    }
+
+
+def _dialect(request: Request) -> ErrorDialect:
+    """The dialect of the route ``request`` matched (OpenAI's when none did)."""
+    dialect = getattr(request.scope.get("route"), "error_dialect", ErrorDialect.OPENAI)
+    return dialect if isinstance(dialect, ErrorDialect) else ErrorDialect.OPENAI
+
+
+def _response(request: Request, exc: APIError) -> JSONResponse:
+    request_id = request_id_of(request.scope)
+    if _dialect(request) is ErrorDialect.ANTHROPIC:
+        body = anthropic_error_body(exc.status_code, exc.message, request_id=request_id)
+    else:
+        body = error_body(
+            exc.status_code, exc.message, code=exc.code, param=exc.param, request_id=request_id
+        )
     return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
 
@@ -224,8 +311,7 @@ async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
     # A 400 here comes from reading the body (a multipart upload without its
     # boundary, say): routes answer with APIError.
     code = {400: "invalid_body", 413: "request_too_large"}.get(exc.status_code)
-    body = error_body(exc.status_code, message, code=code, request_id=request_id_of(request.scope))
-    return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+    return _response(request, APIError(exc.status_code, message, code=code, headers=exc.headers))
 
 
 async def _on_unknown_model(request: Request, exc: Exception) -> JSONResponse:
@@ -325,8 +411,7 @@ async def _on_key_limited(request: Request, exc: Exception) -> JSONResponse:
         )
         code, retry_after = "rate_limit_exceeded", decision.retry_after or 1.0
     seconds = str(max(1, math.ceil(retry_after)))
-    body = error_body(429, message, code=code, request_id=request_id_of(request.scope))
-    return JSONResponse(body, status_code=429, headers={"Retry-After": seconds})
+    return _response(request, APIError(429, message, code=code, headers={"Retry-After": seconds}))
 
 
 def _tokens_limited(request: Request, exc: KeyLimited) -> JSONResponse:
@@ -352,19 +437,15 @@ def _tokens_limited(request: Request, exc: KeyLimited) -> JSONResponse:
             f"Rate limit reached for key {exc.key_id} on tokens per min (TPM): Limit {limit}, "
             f"Used {used}, Requested {exc.tokens}. Please try again in {seconds}s."
         )
-    body = error_body(
-        429,
-        message,
-        code="rate_limit_exceeded",
-        param=None,
-        request_id=request_id_of(request.scope),
-    )
-    return JSONResponse(body, status_code=429, headers=headers)
+    return _response(request, APIError(429, message, code="rate_limit_exceeded", headers=headers))
 
 
 async def _on_over_budget(request: Request, exc: Exception) -> JSONResponse:
-    """OpenAI's answer for a spent quota: 429, type and code ``insufficient_quota``."""
+    """OpenAI's answer for a spent quota: 429, type and code ``insufficient_quota``
+    (Anthropic's dialect has no such type: a ``rate_limit_error`` there)."""
     assert isinstance(exc, OverBudget)
+    if _dialect(request) is ErrorDialect.ANTHROPIC:
+        return _response(request, APIError(429, exc.describe(), code="insufficient_quota"))
     body = {
         "error": {
             "message": exc.describe(),
@@ -379,38 +460,33 @@ async def _on_over_budget(request: Request, exc: Exception) -> JSONResponse:
 
 async def _on_database_down(request: Request, exc: Exception) -> JSONResponse:
     log.warning("database unreachable: %s", exc)
-    body = error_body(
-        503,
-        "The service cannot reach its database; retry shortly.",
-        code="database_unavailable",
-        request_id=request_id_of(request.scope),
+    message = "The service cannot reach its database; retry shortly."
+    return _response(
+        request,
+        APIError(503, message, code="database_unavailable", headers={"Retry-After": "5"}),
     )
-    return JSONResponse(body, status_code=503, headers={"Retry-After": "5"})
 
 
 async def _on_pool_exhausted(request: Request, exc: Exception) -> JSONResponse:
     log.warning("no database connection free: %s", exc)
-    body = error_body(
-        503,
-        "The service is overloaded (no database connection free); retry shortly.",
-        code="overloaded",
-        request_id=request_id_of(request.scope),
+    message = "The service is overloaded (no database connection free); retry shortly."
+    return _response(
+        request, APIError(503, message, code="overloaded", headers={"Retry-After": "2"})
     )
-    return JSONResponse(body, status_code=503, headers={"Retry-After": "2"})
 
 
 async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
     """A 500. Starlette answers it outside every middleware, the request observer's too,
     so the answer gets the request id's header and the security headers here."""
     log.exception("unhandled error", exc_info=exc)
+    message = "The server had an error while processing your request."
+    response = _response(request, APIError(500, message))
+    for name, value in SECURITY_HEADERS:
+        response.headers[name.decode()] = value.decode()
     request_id = request_id_of(request.scope)
-    body = error_body(
-        500, "The server had an error while processing your request.", request_id=request_id
-    )
-    headers = {name.decode(): value.decode() for name, value in SECURITY_HEADERS}
     if request_id is not None:
-        headers[REQUEST_ID_HEADER] = request_id
-    return JSONResponse(body, status_code=500, headers=headers)
+        response.headers[REQUEST_ID_HEADER] = request_id
+    return response
 
 
 def install_error_handlers(app: FastAPI) -> None:

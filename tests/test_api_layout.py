@@ -14,6 +14,7 @@ _SHARED = {
     "api.pages",
     "api.sse",
     "api.observability",
+    "api.sync_calls",
 }
 """What every route may import from ``api``: the plumbing routes share."""
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -27,6 +26,7 @@ from api.services import Services
 from api.sse import HEARTBEAT, sse_message
 from relayq.auth.caller import Caller
 from relayq.batches.activity import BatchActivity
+from relayq.batches.inline import store_inline_requests
 from relayq.ids import new_id
 from relayq.intake.intake import request_hash
 from relayq.schemas.batches import (
@@ -36,7 +36,6 @@ from relayq.schemas.batches import (
     BatchList,
     BatchObject,
     BatchStatus,
-    InlineRequest,
 )
 from relayq.schemas.destinations import check_webhook_url
 from relayq.schemas.files import FilePurpose
@@ -48,7 +47,7 @@ from relayq.store.batches import (
     get_batch,
     list_batches,
 )
-from relayq.store.files import add_file, get_file
+from relayq.store.files import get_file
 from relayq.store.models import Batch
 from relayq.store.spend import refuse_if_used_up
 from relayq.store.views import batch_object
@@ -126,8 +125,14 @@ async def create(
         earlier = None if idempotency_key is None else await find_by_idempotency_key(session, batch)
     if earlier is None:
         if body.requests is not None:
-            batch.input_file_id = await _store_inline(
-                services, key, body.endpoint, body.requests, now
+            batch.input_file_id = await store_inline_requests(
+                storage=services.storage,
+                database=services.database,
+                key_id=key.id,
+                endpoint=body.endpoint,
+                requests=[(request.custom_id, request.params) for request in body.requests],
+                now=now,
+                lifetime=services.settings.retention.file_seconds(),
             )
         else:
             assert body.input_file_id is not None
@@ -160,38 +165,6 @@ async def _checked_input(services: Services, key: Caller, file_id: str) -> str:
             param="input_file_id",
         )
     return row.id
-
-
-async def _store_inline(
-    services: Services, key: Caller, endpoint: str, requests: list[InlineRequest], now: float
-) -> str:
-    """Write inline requests as an input file in OpenAI's line format; its id."""
-    file_id = new_id("file", now=now)
-    async with services.storage.writer(file_id) as writer:
-        for request in requests:
-            line = {
-                "custom_id": request.custom_id,
-                "method": "POST",
-                "url": endpoint,
-                "body": request.params,
-            }
-            await writer.write(json.dumps(line, separators=(",", ":")).encode() + b"\n")
-        size = await writer.commit()
-    lifetime = services.settings.retention.file_seconds()
-    async with services.database.session() as session:
-        add_file(
-            session,
-            file_id=file_id,
-            key_id=key.id,
-            purpose=FilePurpose.BATCH.value,
-            filename="inline-requests.jsonl",
-            size=size,
-            lines=len(requests),
-            now=now,
-            expires_at=None if lifetime is None else now + lifetime,
-        )
-        await session.commit()
-    return file_id
 
 
 @router.get("/{batch_id}", response_model=BatchObject)

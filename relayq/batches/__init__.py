@@ -1,1 +1,2 @@
-"""Batches: the OpenAI Batch API (and inline requests) on relayq's job queues."""
+"""Batches: the OpenAI Batch API (and inline requests), and Anthropic's Message Batches, on
+relayq's job queues."""

@@ -131,10 +131,18 @@ async def get_batch_by_id(session: AsyncSession, *, batch_id: str) -> Batch | No
 
 
 async def list_batches(
-    session: AsyncSession, *, key_id: str, limit: int, after: str | None = None
+    session: AsyncSession,
+    *,
+    key_id: str,
+    limit: int,
+    after: str | None = None,
+    endpoint: str | None = None,
 ) -> tuple[list[Batch], bool]:
-    """A page of the key's batches, newest first, after the cursor ``after``."""
+    """A page of the key's batches (those calling ``endpoint``, if given), newest first,
+    after the cursor ``after``."""
     query = select(Batch).where(Batch.key_id == key_id)
+    if endpoint is not None:
+        query = query.where(Batch.endpoint == endpoint)
     if after is not None:
         query = query.where(Batch.id < after)
     rows = list((await session.execute(query.order_by(Batch.id.desc()).limit(limit + 1))).scalars())
