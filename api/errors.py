@@ -18,7 +18,8 @@ headers in Anthropic's shape, ``{"type": "error", "error": {"type",
 "message"}, "request_id"}`` (:func:`anthropic_error_body`), so Anthropic's SDK
 reads them.
 Errors answered before a route is matched (an unknown URL, a body refused by
-``api/request_checks.py`` or ``api/limits.py``) are OpenAI's.
+``api/request_checks.py`` or ``api/limits.py``) take the dialect of the API
+their path belongs to (:func:`dialect_of`).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from pydantic import BaseModel
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Scope
 
 from api.observability import REQUEST_ID_HEADER, SECURITY_HEADERS, request_id_of
 from relayq.intake.intake import BrokerUnavailable, KeyLimited, OverBudget
@@ -57,6 +59,8 @@ __all__ = [
     "ErrorDialect",
     "anthropic_error_body",
     "anthropic_error_type",
+    "dialect_error_body",
+    "dialect_of",
     "error_body",
     "file_not_found",
     "install_error_handlers",
@@ -217,10 +221,41 @@ def anthropic_error_body(
     }
 
 
+_ANTHROPIC_PREFIX = "/v1/messages"
+"""Anthropic's Messages API and Message Batches: every path under it speaks Anthropic's
+dialect, routed or not."""
+
+
+def dialect_of(scope: Scope) -> ErrorDialect:
+    """The dialect of the route ``scope`` matched; before a route is matched (the body
+    checks) or when none is, the dialect of the API its path belongs to."""
+    dialect = getattr(scope.get("route"), "error_dialect", None)
+    if isinstance(dialect, ErrorDialect):
+        return dialect
+    path = str(scope.get("path", ""))
+    if path == _ANTHROPIC_PREFIX or path.startswith(_ANTHROPIC_PREFIX + "/"):
+        return ErrorDialect.ANTHROPIC
+    return ErrorDialect.OPENAI
+
+
 def _dialect(request: Request) -> ErrorDialect:
-    """The dialect of the route ``request`` matched (OpenAI's when none did)."""
-    dialect = getattr(request.scope.get("route"), "error_dialect", ErrorDialect.OPENAI)
-    return dialect if isinstance(dialect, ErrorDialect) else ErrorDialect.OPENAI
+    return dialect_of(request.scope)
+
+
+def dialect_error_body(
+    scope: Scope,
+    status_code: int,
+    message: str,
+    *,
+    code: str | None = None,
+    param: str | None = None,
+) -> dict[str, Any]:
+    """An error body in the dialect of ``scope``'s API, with its request id: for the
+    middleware that answers before any route runs."""
+    request_id = request_id_of(scope)
+    if dialect_of(scope) is ErrorDialect.ANTHROPIC:
+        return anthropic_error_body(status_code, message, request_id=request_id)
+    return error_body(status_code, message, code=code, param=param, request_id=request_id)
 
 
 def _response(request: Request, exc: APIError) -> JSONResponse:

@@ -7,8 +7,7 @@ import json
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.errors import error_body
-from api.observability import request_id_of
+from api.errors import dialect_error_body
 
 __all__ = ["BodySizeLimit", "BodyTooLarge"]
 
@@ -74,7 +73,7 @@ class BodySizeLimit:
 
     async def _reject(self, scope: Scope, send: Send, max_bytes: int) -> None:
         message = _message(max_bytes)
-        error = error_body(413, message, code="request_too_large", request_id=request_id_of(scope))
+        error = dialect_error_body(scope, 413, message, code="request_too_large")
         body = json.dumps(error).encode()
         await send(
             {

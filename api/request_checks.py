@@ -21,8 +21,7 @@ from urllib.parse import parse_qsl
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.errors import APIError, error_body, invalid_json
-from api.observability import request_id_of
+from api.errors import APIError, dialect_error_body, invalid_json
 from relayq.schemas.json_values import MAX_DEPTH, first_unkeepable, text_problem
 from relayq.schemas.params import param_path
 
@@ -154,9 +153,7 @@ def _replay(body: bytes, final: Message | None, receive: Receive) -> Receive:
 
 
 async def _answer(scope: Scope, send: Send, error: APIError) -> None:
-    body = error_body(
-        400, error.message, code=error.code, param=error.param, request_id=request_id_of(scope)
-    )
+    body = dialect_error_body(scope, 400, error.message, code=error.code, param=error.param)
     payload = json.dumps(body, separators=(",", ":")).encode()
     await send(
         {

@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 
-__all__ = ["ERROR_FIELDS", "error_of", "shape_problem"]
+__all__ = ["ERROR_FIELDS", "anthropic_shape_problem", "error_of", "shape_problem"]
 
 ERROR_FIELDS = frozenset({"message", "type", "param", "code", "request_id"})
 
@@ -38,6 +38,29 @@ def shape_problem(
         return "the answer has no x-request-id header"
     if error["request_id"] != request_id:
         return f"'error.request_id' is {error['request_id']!r}, its header {request_id!r}"
+    return None
+
+
+def anthropic_shape_problem(
+    *, content_type: str | None, content: bytes, request_id: str | None
+) -> str | None:
+    """What keeps an answer of an Anthropic-dialect route from being ``{"type": "error",
+    "error": {"type", "message"}, "request_id"}`` with its header's request id."""
+    if not (content_type or "").startswith("application/json"):
+        return f"content-type is {content_type!r}, not JSON"
+    try:
+        payload = json.loads(content)
+    except ValueError as exc:
+        return f"the body is not JSON ({exc})"
+    if not isinstance(payload, dict) or set(payload) != {"type", "error", "request_id"}:
+        return "the body is not an object with the members 'type', 'error' and 'request_id'"
+    error = payload["error"]
+    if payload["type"] != "error" or not isinstance(error, dict):
+        return "'type' is not 'error', or 'error' is not an object"
+    if set(error) != {"type", "message"} or not all(isinstance(v, str) for v in error.values()):
+        return "'error' does not have exactly the string members 'type' and 'message'"
+    if request_id is None or payload["request_id"] != request_id:
+        return f"'request_id' is {payload['request_id']!r}, its header {request_id!r}"
     return None
 
 

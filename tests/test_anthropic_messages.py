@@ -314,6 +314,7 @@ def test_an_unknown_model_raises_not_found_error(sdk: anthropic.Anthropic) -> No
     assert body == {
         "type": "error",
         "error": {"type": "not_found_error", "message": body["error"]["message"]},
+        "request_id": raised.value.response.headers["x-request-id"],
     }
     assert "no-such-model" in body["error"]["message"]
 

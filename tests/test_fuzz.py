@@ -40,7 +40,7 @@ from schemathesis import Case
 from api.openapi import openapi_document
 from relayq.store import Database
 from relayq.store.keys import create_key
-from tests.errors import shape_problem
+from tests.errors import anthropic_shape_problem, shape_problem
 from tests.stack import Stack
 
 pytestmark = pytest.mark.slow  # every operation fuzzed against a live stack (a minute per database)
@@ -70,6 +70,8 @@ def admin(database_url: str) -> dict[str, str]:
 
 def steer(case: Case[Any]) -> None:
     """Real names where random ones stop every request at a 404 or 400; no DNS lookups."""
+    if case.path.startswith("/v1/messages") and case.headers:
+        case.headers.pop("x-api-key", None)  # the admin's bearer key gets past auth
     body = case.body
     if not isinstance(body, dict):
         return
@@ -97,7 +99,7 @@ def _is_http(url: object) -> bool:
     database=None,  # no failures replayed from earlier runs: each run draws afresh
     suppress_health_check=list(HealthCheck),
 )
-def test_no_request_makes_a_server_error_and_every_4xx_is_openai_shaped(
+def test_no_request_makes_a_server_error_and_every_4xx_is_in_its_dialects_shape(
     case: Case[Any], stack: Stack, admin: dict[str, str]
 ) -> None:
     steer(case)
@@ -115,7 +117,7 @@ def test_no_request_makes_a_server_error_and_every_4xx_is_openai_shaped(
     if response.status_code >= 400:
         content_type = (response.headers.get("content-type") or [""])[0]
         request_id = (response.headers.get("x-request-id") or [""])[0] or None
-        problem = shape_problem(
-            content_type=content_type, content=response.content, request_id=request_id
-        )
+        # Anthropic's Messages API answers in Anthropic's shape (api/errors.py dialects).
+        check = anthropic_shape_problem if case.path.startswith("/v1/messages") else shape_problem
+        problem = check(content_type=content_type, content=response.content, request_id=request_id)
         assert problem is None, f"{problem}; {seen}"

@@ -31,7 +31,7 @@ def job(model: str = "mock-idle") -> dict[str, Any]:
 
 def _assert_openai_error(body: dict[str, Any], *, code: str) -> dict[str, Any]:
     error: dict[str, Any] = body["error"]
-    assert set(error) == {"message", "type", "param", "code"}
+    assert set(error) == {"message", "type", "param", "code", "request_id"}
     assert error["code"] == code
     return error
 

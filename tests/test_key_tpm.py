@@ -268,6 +268,7 @@ def test_over_the_limit_a_request_gets_openai_s_429_and_rate_limit_headers(env: 
             "type": "rate_limit_error",
             "param": None,
             "code": "rate_limit_exceeded",
+            "request_id": refused.headers["x-request-id"],
         }
     }
     assert 1 <= int(refused.headers["retry-after"]) <= WINDOW
