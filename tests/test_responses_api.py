@@ -348,6 +348,19 @@ def test_a_hosted_tool_is_a_bad_request(sdk: openai.OpenAI) -> None:
     assert raised.value.body["param"] == "tools[0].type"
 
 
+def test_a_bad_item_is_a_bad_request_naming_its_place(sdk: openai.OpenAI) -> None:
+    items: Any = [
+        {"role": "user", "content": "Weather?"},
+        {"type": "function_call_output", "output": "Sunny"},
+    ]
+    with pytest.raises(openai.BadRequestError) as raised:
+        sdk.responses.create(model="mock", input=items)
+
+    assert isinstance(raised.value.body, dict)
+    assert raised.value.body["param"] == "input[1].call_id"
+    assert raised.value.body["code"] == "missing_required_parameter"
+
+
 def test_an_unknown_model_raises_not_found_error(sdk: openai.OpenAI) -> None:
     with pytest.raises(openai.NotFoundError) as raised:
         sdk.responses.create(model="no-such-model", input="Hi")

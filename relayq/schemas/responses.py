@@ -21,7 +21,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    model_validator,
+)
 
 __all__ = [
     "NOT_CARRIED",
@@ -226,6 +235,67 @@ class ResponsesRequest(BaseModel):
     prompt: dict[str, Any] | None = None
     """Refused: a prompt template is stored on OpenAI's side."""
     stream: bool | None = None
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _plain_locations(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        """Errors located as OpenAI names them (``input[0].content``), not by union branch."""
+        try:
+            return handler(data)
+        except ValidationError as exc:
+            errors = _plain_errors(exc)
+            if not errors:
+                raise
+            raise ValidationError.from_exception_data(exc.title, errors) from None
+
+
+_TAGS = frozenset(
+    {
+        "message",
+        "function_call",
+        "function_call_output",
+        "reasoning",
+        "input_text",
+        "input_image",
+        "input_file",
+        "output_text",
+        "refusal",
+    }
+)
+
+
+def _plain_errors(exc: ValidationError) -> list[Any]:
+    """``exc``'s errors without union branch names in their locations, and without the
+    string branch's complaint where the value was a list (its items' errors say more)."""
+    found = exc.errors()
+    plain: list[Any] = []
+    for error in found:
+        loc = tuple(error["loc"])
+        if loc[-1:] == ("str",) and _other_branch_failed(loc[:-1], found):
+            continue
+        kept: list[int | str] = []
+        for part in loc:
+            if isinstance(part, str) and "[" in part:
+                continue  # a union's label: list[tagged-union[...]]
+            if isinstance(part, str) and part in _TAGS and kept and isinstance(kept[-1], int):
+                continue  # an item's tag, after its index
+            kept.append(part)
+        details = {"type": error["type"], "loc": tuple(kept), "input": error["input"]}
+        if error.get("ctx"):
+            details["ctx"] = error["ctx"]
+        plain.append(details)
+    return plain
+
+
+def _other_branch_failed(where: tuple[Any, ...], found: list[Any]) -> bool:
+    """Whether a branch of the union at ``where`` other than the string one failed too."""
+    size = len(where)
+    return any(
+        len(error["loc"]) > size
+        and tuple(error["loc"][:size]) == where
+        and error["loc"][size] != "str"
+        for error in found
+    )
 
 
 class ResponsesOutputMessage(BaseModel):
