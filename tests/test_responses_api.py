@@ -397,3 +397,19 @@ def test_an_attempt_cut_mid_stream_ends_with_an_error_event_and_response_failed(
     failed = events[-1]
     assert failed.type == "response.failed"
     assert failed.response.status == "failed"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_upstream_rate_limit_raises_rate_limit_error(sdk: openai.OpenAI, stream: bool) -> None:
+    with pytest.raises(openai.RateLimitError) as raised:
+        sdk.responses.create(
+            model="mock-faulty",
+            input="Hi",
+            stream=stream,
+            extra_body={"mock": {"fault": "rate_limit", "retry_after": 0.4}},
+        )
+
+    assert raised.value.response.headers["retry-after"] == "1"
+    assert raised.value.response.headers["x-relayq-job-id"].startswith("job_")
+    assert isinstance(raised.value.body, dict)
+    assert raised.value.body["code"] == "rate_limited"
