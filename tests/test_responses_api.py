@@ -413,3 +413,24 @@ def test_an_upstream_rate_limit_raises_rate_limit_error(sdk: openai.OpenAI, stre
     assert raised.value.response.headers["x-relayq-job-id"].startswith("job_")
     assert isinstance(raised.value.body, dict)
     assert raised.value.body["code"] == "rate_limited"
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ([], None),
+        ({"input": "Hi"}, "model"),
+        ({"model": "mock", "input": [5]}, "input[0]"),
+        ({"model": "mock", "input": [{"type": "item_reference", "id": "msg_1"}]}, "input[0]"),
+        ({"model": "mock", "input": "Hi", "tool_choice": "sometimes"}, "tool_choice"),
+    ],
+)
+def test_a_malformed_body_is_a_400_in_openai_s_shape(
+    client: httpx.Client, body: Any, param: str | None
+) -> None:
+    answer = client.post("/v1/responses", json=body)
+
+    assert answer.status_code == 400
+    error = answer.json()["error"]
+    assert error["type"] == "invalid_request_error"
+    assert error["param"] == param
