@@ -11,9 +11,12 @@ import httpx
 import openai
 import pytest
 
+from relayq.store import Database
+from relayq.store.keys import create_key
 from tests.conftest import KeyFactory
 from tests.fakes.openai_server import DEFAULT_CONTENT, FakeOpenAI, Reply, tool_call
 from tests.jobs import wait_for_status
+from tests.services import run
 from tests.stack import Stack
 
 WEATHER_TOOL: Any = {
@@ -434,3 +437,37 @@ def test_a_malformed_body_is_a_400_in_openai_s_shape(
     error = answer.json()["error"]
     assert error["type"] == "invalid_request_error"
     assert error["param"] == param
+
+
+def _key(database_url: str, **fields: Any) -> str:
+    async def create() -> str:
+        database = Database(database_url)
+        try:
+            async with database.session() as session:
+                return (await create_key(session, name="scoped", **fields)).secret
+        finally:
+            await database.aclose()
+
+    return run(create())
+
+
+def test_the_chat_scope_and_the_key_s_models_are_required(stack: Stack, database_url: str) -> None:
+    base_url = f"{stack.base_url}/v1"
+    reader = _key(database_url, scopes=["read"])
+    limited = _key(database_url, models=["mock-idle"])
+    with (
+        openai.OpenAI(base_url=base_url, api_key=reader, max_retries=0) as sdk,
+        pytest.raises(openai.PermissionDeniedError) as unscoped,
+    ):
+        sdk.responses.create(model="mock", input="Hi")
+    with (
+        openai.OpenAI(base_url=base_url, api_key=limited, max_retries=0) as sdk,
+        pytest.raises(openai.PermissionDeniedError) as disallowed,
+    ):
+        sdk.responses.create(model="mock", input="Hi")
+
+    assert isinstance(unscoped.value.body, dict)
+    assert unscoped.value.body["code"] == "insufficient_scope"
+    assert isinstance(disallowed.value.body, dict)
+    assert disallowed.value.body["code"] == "model_not_allowed"
+    assert disallowed.value.body["param"] == "model"
