@@ -29,6 +29,7 @@ from api.routes import (
     messages,
     metrics,
     models,
+    responses,
     usage,
     webhooks,
 )
@@ -136,6 +137,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     app.include_router(models.router)
     app.include_router(chat.router)
     app.include_router(messages.router)
+    app.include_router(responses.router)
     app.include_router(message_batches.router)
     app.include_router(webhooks.router)
     app.include_router(files.router)

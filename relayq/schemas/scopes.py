@@ -16,7 +16,7 @@ class Scope(StrEnum):
     JOBS = "jobs"
     """``POST /v1/jobs``, cancelling jobs, webhook endpoints."""
     CHAT = "chat"
-    """``POST /v1/chat/completions``."""
+    """``POST /v1/chat/completions``, ``/v1/responses`` and ``/v1/messages``."""
     BATCHES = "batches"
     """Creating and cancelling batches."""
     FILES = "files"
