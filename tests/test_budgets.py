@@ -21,7 +21,7 @@ import pytest
 from sqlalchemy import create_engine, text, update
 
 from relayq.budgets.estimate import IMAGE_TOKENS, MESSAGE_OVERHEAD, prompt_bound, worst_case
-from relayq.budgets.reservations import BudgetLimits, OverBudget, Reservation
+from relayq.budgets.reservations import BudgetLimits, OverBudget, Reservation, dollars
 from relayq.budgets.windows import Period, window_of
 from relayq.config.prices import ModelPrice, job_cost
 from relayq.config.routes import RouteSettings, RoutingConfig
@@ -54,6 +54,13 @@ ROUTE = RouteSettings.model_validate(
 
 
 # --- the worst case ------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("sqlite_only")
+def test_a_small_budget_reads_in_millionths_of_a_dollar_not_as_nothing() -> None:
+    small = BudgetLimits(period=Period.DAY, usd=0.0004, tokens=None)
+    assert small.describe() == "$0.000400 per day"
+    assert [dollars(a) for a in (0.0, 0.01, 5, 1234.5)] == ["$0.00", "$0.01", "$5.00", "$1,234.50"]
 
 
 @pytest.mark.usefixtures("sqlite_only")

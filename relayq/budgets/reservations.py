@@ -11,7 +11,15 @@ from dataclasses import dataclass
 
 from relayq.budgets.windows import Period
 
-__all__ = ["BudgetLimits", "OverBudget", "Reservation", "Standing", "used_up"]
+__all__ = ["BudgetLimits", "OverBudget", "Reservation", "Standing", "dollars", "used_up"]
+
+
+def dollars(amount: float) -> str:
+    """``amount`` as a price: cents from a cent up (``$5.00``), else to the millionth of a
+    dollar (``$0.000256``), so a small budget never reads as ``$0.00``."""
+    if amount >= 0.01 or amount == 0:
+        return f"${amount:,.2f}"
+    return f"${amount:.6f}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +41,7 @@ class BudgetLimits:
         """``$5.00 per day and 100000 tokens per day``."""
         parts = []
         if self.usd is not None:
-            parts.append(f"${self.usd:.2f} per {self.period.value}")
+            parts.append(f"{dollars(self.usd)} per {self.period.value}")
         if self.tokens is not None:
             parts.append(f"{self.tokens} tokens per {self.period.value}")
         return " and ".join(parts)
@@ -84,14 +92,14 @@ class OverBudget(Exception):
         if r.usd == 0 and r.tokens == 0:
             return (
                 f"This key's budget of {r.limits.describe()} is used up for window "
-                f"{r.window}: ${s.reserved_usd:.6f} ({s.reserved_tokens} tokens) is reserved "
-                f"by unfinished jobs and ${s.spent_usd:.6f} ({s.spent_tokens} tokens) is "
+                f"{r.window}: {dollars(s.reserved_usd)} ({s.reserved_tokens} tokens) is reserved "
+                f"by unfinished jobs and {dollars(s.spent_usd)} ({s.spent_tokens} tokens) is "
                 "spent. Wait for the next window, or ask for a larger budget."
             )
         return (
             f"This request would exceed the key's budget of {r.limits.describe()} "
-            f"(window {r.window}): it may cost up to ${r.usd:.6f} and {r.tokens} tokens, "
-            f"and ${s.reserved_usd:.6f} ({s.reserved_tokens} tokens) is reserved by "
-            f"unfinished jobs while ${s.spent_usd:.6f} ({s.spent_tokens} tokens) is spent. "
+            f"(window {r.window}): it may cost up to {dollars(r.usd)} and {r.tokens} tokens, "
+            f"and {dollars(s.reserved_usd)} ({s.reserved_tokens} tokens) is reserved by "
+            f"unfinished jobs while {dollars(s.spent_usd)} ({s.spent_tokens} tokens) is spent. "
             "Set max_tokens lower, wait for the next window, or ask for a larger budget."
         )
