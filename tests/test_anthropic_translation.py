@@ -8,7 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from relayq.schemas.anthropic_messages import MessagesRequest, MessagesResponse
-from relayq.schemas.anthropic_stream import MessageStream, chunks_of, error_event
+from relayq.schemas.anthropic_stream import MessageStream, error_event
 from relayq.schemas.anthropic_translation import (
     Untranslatable,
     chat_body,
@@ -17,6 +17,7 @@ from relayq.schemas.anthropic_translation import (
     usage_of,
 )
 from relayq.schemas.chat import ChatCompletionRequest
+from relayq.schemas.chunk_events import chunks_of
 
 
 def _request(messages: list[dict[str, Any]], **fields: Any) -> MessagesRequest:

@@ -41,13 +41,14 @@ from api.sync_calls import (
 from relayq.direct.replies import Reply
 from relayq.providers.assembly import chunks_from_completion
 from relayq.schemas.anthropic_messages import MessagesRequest, MessagesResponse
-from relayq.schemas.anthropic_stream import Event, MessageStream, chunks_of, error_event
+from relayq.schemas.anthropic_stream import Event, MessageStream, error_event
 from relayq.schemas.anthropic_translation import (
     Untranslatable,
     chat_body,
     message_from_completion,
     message_id,
 )
+from relayq.schemas.chunk_events import chunks_of
 
 __all__ = ["router"]
 

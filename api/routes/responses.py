@@ -35,8 +35,8 @@ from api.sync_calls import (
 )
 from relayq.direct.replies import Reply
 from relayq.providers.assembly import chunks_from_completion
-from relayq.schemas.anthropic_stream import chunks_of
 from relayq.schemas.anthropic_translation import Untranslatable
+from relayq.schemas.chunk_events import chunks_of
 from relayq.schemas.responses import ResponseObject, ResponsesRequest
 from relayq.schemas.responses_stream import ResponsesEventStream, StreamEvent
 from relayq.schemas.responses_translation import (

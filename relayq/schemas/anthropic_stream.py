@@ -8,34 +8,20 @@ for text, ``input_json_delta`` for a tool call's argument fragments) and a
 ``content_block_stop``; then ``message_delta`` with the ``stop_reason`` and
 the usage (the final counts: the chunks report usage at their end only, so
 ``message_start`` counts zero), and ``message_stop``. :func:`error_event` is
-the ``error`` event that ends a stream early. :func:`chunks_of` reads the
-chunks back out of the ``data:`` lines a worker rendered for a waiting
-caller.
+the ``error`` event that ends a stream early. Reading the chunks is
+:class:`~relayq.schemas.chunk_events.ChunkEvents`'s.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import orjson
-
 from relayq.schemas.anthropic_translation import stop_reason, usage_of
+from relayq.schemas.chunk_events import ChunkEvents, SSEEvent
 
-__all__ = ["Event", "MessageStream", "chunks_of", "error_event"]
+__all__ = ["Event", "MessageStream", "error_event"]
 
-Event = tuple[str, dict[str, Any]]
-"""An SSE event: its name and its data."""
-
-_DATA = b"data: "
-
-
-def chunks_of(sse: bytes) -> list[dict[str, Any]]:
-    """The chunks of OpenAI-style ``data: {chunk}`` lines (``[DONE]`` skipped)."""
-    chunks: list[dict[str, Any]] = []
-    for line in sse.split(b"\n"):
-        if line.startswith(_DATA) and line != b"data: [DONE]":
-            chunks.append(orjson.loads(line[len(_DATA) :]))
-    return chunks
+Event = SSEEvent
 
 
 def error_event(kind: str, message: str) -> Event:
@@ -43,10 +29,11 @@ def error_event(kind: str, message: str) -> Event:
     return "error", {"type": "error", "error": {"type": kind, "message": message}}
 
 
-class MessageStream:
+class MessageStream(ChunkEvents):
     """One answer's chunks as Anthropic's events; the first choice only."""
 
     def __init__(self, *, message_id: str, model: str) -> None:
+        super().__init__()
         self._id = message_id
         self._model = model
         self._started = False
@@ -55,26 +42,6 @@ class MessageStream:
         """The open block's kind: ``text``, ``tool_use`` or none."""
         self._tools: dict[int, int] = {}
         """Block index of each tool call, by the chunks' tool call index."""
-        self._finish: str | None = None
-        self._usage: dict[str, Any] | None = None
-
-    def feed(self, chunk: dict[str, Any]) -> list[Event]:
-        """The events ``chunk`` adds (the message's start with the first)."""
-        events = self._start(chunk.get("model"))
-        if chunk.get("usage"):
-            self._usage = chunk["usage"]
-        for choice in chunk.get("choices") or []:
-            if choice.get("index", 0) != 0:
-                continue
-            delta = choice.get("delta") or {}
-            text = delta.get("content") or delta.get("refusal")
-            if isinstance(text, str) and text:
-                events.extend(self._text(text))
-            for call in delta.get("tool_calls") or []:
-                events.extend(self._tool_call(call))
-            if choice.get("finish_reason"):
-                self._finish = choice["finish_reason"]
-        return events
 
     def finish(self) -> list[Event]:
         """The events that end the message: its last block closed, its stop reason, usage."""
@@ -120,7 +87,7 @@ class MessageStream:
         events.append(("content_block_start", start))
         return events
 
-    def _text(self, text: str) -> list[Event]:
+    def _on_text(self, text: str) -> list[Event]:
         events = [] if self._open == "text" else self._begin("text", {"type": "text", "text": ""})
         delta = {"type": "text_delta", "text": text}
         index = self._blocks - 1
@@ -129,7 +96,7 @@ class MessageStream:
         )
         return events
 
-    def _tool_call(self, call: dict[str, Any]) -> list[Event]:
+    def _on_tool_call(self, call: dict[str, Any]) -> list[Event]:
         function = call.get("function") or {}
         position = int(call.get("index", 0))
         events: list[Event] = []

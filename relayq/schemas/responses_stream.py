@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from relayq.schemas.chunk_events import ChunkEvents, SSEEvent
 from relayq.schemas.responses_translation import (
     function_call_item,
     incomplete_reason,
@@ -30,14 +31,15 @@ from relayq.schemas.responses_translation import (
 
 __all__ = ["ResponsesEventStream", "StreamEvent"]
 
-StreamEvent = tuple[str, dict[str, Any]]
+StreamEvent = SSEEvent
 """An SSE event: its name (its ``type``) and its data."""
 
 
-class ResponsesEventStream:
+class ResponsesEventStream(ChunkEvents):
     """One answer's chunks as Responses events; the first choice only."""
 
     def __init__(self, *, job_id: str, model: str, echo: dict[str, Any], created_at: int) -> None:
+        super().__init__()
         self._id = response_id(job_id)
         self._message_id, self._call_prefix = item_ids(job_id)
         self._model = model
@@ -53,26 +55,6 @@ class ResponsesEventStream:
         """The output index of the message item."""
         self._calls: dict[int, int] = {}
         """The output index of each tool call, by the chunks' tool call index."""
-        self._finish: str | None = None
-        self._usage: dict[str, Any] | None = None
-
-    def feed(self, chunk: dict[str, Any]) -> list[StreamEvent]:
-        """The events ``chunk`` adds (the response's start with the first)."""
-        events = self._start(chunk.get("model"))
-        if chunk.get("usage"):
-            self._usage = chunk["usage"]
-        for choice in chunk.get("choices") or []:
-            if choice.get("index", 0) != 0:
-                continue
-            delta = choice.get("delta") or {}
-            text = delta.get("content") or delta.get("refusal")
-            if isinstance(text, str) and text:
-                events.extend(self._add_text(text))
-            for call in delta.get("tool_calls") or []:
-                events.extend(self._add_call(call))
-            if choice.get("finish_reason"):
-                self._finish = choice["finish_reason"]
-        return events
 
     def finish(self) -> list[StreamEvent]:
         """The events that end the response: its last item closed, then the response."""
@@ -162,7 +144,7 @@ class ResponsesEventStream:
         )
         return events
 
-    def _add_text(self, text: str) -> list[StreamEvent]:
+    def _on_text(self, text: str) -> list[StreamEvent]:
         events: list[StreamEvent] = []
         if self._text is None:
             part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
@@ -191,7 +173,7 @@ class ResponsesEventStream:
         events.append(self._event("response.output_text.delta", delta))
         return events
 
-    def _add_call(self, call: dict[str, Any]) -> list[StreamEvent]:
+    def _on_tool_call(self, call: dict[str, Any]) -> list[StreamEvent]:
         position = int(call.get("index", 0))
         events: list[StreamEvent] = []
         if position not in self._calls:
