@@ -21,7 +21,8 @@ final answer stays readable at ``/v1/jobs/{id}``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,10 +35,13 @@ from api.deps import key_budget, key_limits, require_model
 from api.errors import APIError, error_body
 from api.observability import request_id_of
 from api.services import Services
+from api.sse import CompletionStream, sse_message
 from relayq.auth.caller import Caller
 from relayq.direct.replies import Reply
 from relayq.events.log import EventType
 from relayq.ids import new_id
+from relayq.providers.assembly import chunks_from_completion
+from relayq.schemas.chunk_events import ChunkEvents, SSEEvent, chunks_of
 from relayq.schemas.jobs import JobCreate
 from relayq.store.models import Job
 
@@ -46,6 +50,8 @@ __all__ = [
     "STATUS_BY_CODE",
     "StreamBroken",
     "SyncCall",
+    "cached_event_stream",
+    "dialect_event_stream",
     "first_delta",
     "start_call",
     "stream_deltas",
@@ -316,3 +322,49 @@ def _interrupted(call: SyncCall, attempt: object) -> dict[str, Any]:
         "request_id": call.request_id,
         "job_id": job_id,
     }
+
+
+def _events_text(events: Iterable[SSEEvent]) -> str:
+    return "".join(sse_message(event=name, data=data) for name, data in events)
+
+
+def _event_stream(text: AsyncIterator[str], call: SyncCall) -> CompletionStream:
+    headers = {JOB_HEADER: call.job.id, "cache-control": "no-cache"}
+    return CompletionStream(text, media_type="text/event-stream", headers=headers)
+
+
+def cached_event_stream(call: SyncCall, stream: ChunkEvents) -> CompletionStream:
+    """A cached answer (``call.job.response``) streamed as ``stream``'s dialect's events."""
+
+    async def once() -> AsyncIterator[str]:
+        completion = call.job.response or {}
+        events = [e for chunk in chunks_from_completion(completion) for e in stream.feed(chunk)]
+        yield _events_text(events + stream.finish())
+
+    return _event_stream(once(), call)
+
+
+def dialect_event_stream(
+    call: SyncCall,
+    first: Reply,
+    stream: ChunkEvents,
+    broken: Callable[[dict[str, Any]], list[SSEEvent]],
+) -> CompletionStream:
+    """The job's deltas, from ``first`` on, as ``stream``'s dialect's events (an API
+    other than chat completions: Anthropic's Messages, OpenAI's Responses); a stream
+    that ends without its answer ends with ``broken(error)``'s events."""
+
+    async def text() -> AsyncIterator[str]:
+        async with aclosing(stream_deltas(call, first)) as items:
+            async for item in items:
+                if isinstance(item, StreamBroken):
+                    yield _events_text(broken(item.error))
+                    return
+                assert item.sse is not None
+                chunks = chunks_of(item.sse)
+                piece = _events_text(event for chunk in chunks for event in stream.feed(chunk))
+                if piece:
+                    yield piece
+        yield _events_text(stream.finish())
+
+    return _event_stream(text(), call)

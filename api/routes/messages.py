@@ -13,8 +13,6 @@ event).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
-from contextlib import aclosing
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -27,19 +25,16 @@ from api.errors import (
     APIError,
     anthropic_error_type,
 )
-from api.sse import CompletionStream, sse_message
+from api.sse import CompletionStream
 from api.sync_calls import (
     JOB_HEADER,
     STATUS_BY_CODE,
-    StreamBroken,
-    SyncCall,
+    cached_event_stream,
+    dialect_event_stream,
     first_delta,
     start_call,
-    stream_deltas,
     whole_answer,
 )
-from relayq.direct.replies import Reply
-from relayq.providers.assembly import chunks_from_completion
 from relayq.schemas.anthropic_messages import MessagesRequest, MessagesResponse
 from relayq.schemas.anthropic_stream import Event, MessageStream, error_event
 from relayq.schemas.anthropic_translation import (
@@ -48,7 +43,6 @@ from relayq.schemas.anthropic_translation import (
     message_from_completion,
     message_id,
 )
-from relayq.schemas.chunk_events import chunks_of
 
 __all__ = ["router"]
 
@@ -84,47 +78,15 @@ async def create_message(
         chat["stream_options"] = {"include_usage": True}
     call = await start_call(body=chat, caller=key, services=services, request=request)
     job_id = call.job.id
-    headers = {JOB_HEADER: job_id}
-    if call.job.cached:
-        completion = call.job.response or {}
-        if body.stream:
-            stream = MessageStream(message_id=message_id(job_id), model=body.model)
-            events = [e for chunk in chunks_from_completion(completion) for e in stream.feed(chunk)]
-            return _event_stream(_once(_sse(events + stream.finish())), headers)
-        return JSONResponse(message_from_completion(completion, job_id=job_id), headers=headers)
     if body.stream:
+        stream = MessageStream(message_id=message_id(job_id), model=body.model)
+        if call.job.cached:
+            return cached_event_stream(call, stream)
         first = await first_delta(call)
-        return _event_stream(_events(call, first, model=body.model), headers)
-    completion = await whole_answer(call)
-    return JSONResponse(message_from_completion(completion, job_id=job_id), headers=headers)
-
-
-def _event_stream(events: AsyncIterator[str], headers: dict[str, str]) -> CompletionStream:
-    return CompletionStream(
-        events, media_type="text/event-stream", headers={**headers, "cache-control": "no-cache"}
-    )
-
-
-def _sse(events: Iterable[Event]) -> str:
-    return "".join(sse_message(event=name, data=data) for name, data in events)
-
-
-async def _once(text: str) -> AsyncIterator[str]:
-    yield text
-
-
-async def _events(call: SyncCall, first: Reply, *, model: str) -> AsyncIterator[str]:
-    stream = MessageStream(message_id=message_id(call.job.id), model=model)
-    async with aclosing(stream_deltas(call, first)) as items:
-        async for item in items:
-            if isinstance(item, StreamBroken):
-                yield _sse([_error_event(item.error)])
-                return
-            assert item.sse is not None
-            text = _sse(event for chunk in chunks_of(item.sse) for event in stream.feed(chunk))
-            if text:
-                yield text
-    yield _sse(stream.finish())
+        return dialect_event_stream(call, first, stream, lambda error: [_error_event(error)])
+    completion = (call.job.response or {}) if call.job.cached else await whole_answer(call)
+    answer = message_from_completion(completion, job_id=job_id)
+    return JSONResponse(answer, headers={JOB_HEADER: job_id})
 
 
 def _error_event(error: dict[str, Any]) -> Event:

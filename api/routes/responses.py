@@ -14,8 +14,6 @@ that ends a stream is an ``error`` event, then ``response.failed``.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterable
-from contextlib import aclosing
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -23,22 +21,18 @@ from fastapi.responses import JSONResponse
 
 from api.deps import ChatCaller, ServicesDep
 from api.errors import ERROR_RESPONSES, APIError
-from api.sse import CompletionStream, sse_message
+from api.sse import CompletionStream
 from api.sync_calls import (
     JOB_HEADER,
-    StreamBroken,
-    SyncCall,
+    cached_event_stream,
+    dialect_event_stream,
     first_delta,
     start_call,
-    stream_deltas,
     whole_answer,
 )
-from relayq.direct.replies import Reply
-from relayq.providers.assembly import chunks_from_completion
 from relayq.schemas.anthropic_translation import Untranslatable
-from relayq.schemas.chunk_events import chunks_of
 from relayq.schemas.responses import ResponseObject, ResponsesRequest
-from relayq.schemas.responses_stream import ResponsesEventStream, StreamEvent
+from relayq.schemas.responses_stream import ResponsesEventStream
 from relayq.schemas.responses_translation import (
     chat_body,
     echoed_fields,
@@ -79,50 +73,15 @@ async def create_response(
     echo = echoed_fields(body)
     call = await start_call(body=chat, caller=key, services=services, request=request)
     job_id = call.job.id
-    headers = {JOB_HEADER: job_id}
-    if call.job.cached:
-        completion = call.job.response or {}
-        if body.stream:
-            stream = _event_stream_of(job_id, body.model, echo)
-            events = [e for chunk in chunks_from_completion(completion) for e in stream.feed(chunk)]
-            return _streamed(_once(_sse(events + stream.finish())), headers)
-        answer = response_from_completion(completion, job_id=job_id, echo=echo)
-        return JSONResponse(answer, headers=headers)
     if body.stream:
+        created = int(time.time())
+        stream = ResponsesEventStream(
+            job_id=job_id, model=body.model, echo=echo, created_at=created
+        )
+        if call.job.cached:
+            return cached_event_stream(call, stream)
         first = await first_delta(call)
-        stream = _event_stream_of(job_id, body.model, echo)
-        return _streamed(_events(call, first, stream), headers)
-    completion = await whole_answer(call)
+        return dialect_event_stream(call, first, stream, stream.fail)
+    completion = (call.job.response or {}) if call.job.cached else await whole_answer(call)
     answer = response_from_completion(completion, job_id=job_id, echo=echo)
-    return JSONResponse(answer, headers=headers)
-
-
-def _event_stream_of(job_id: str, model: str, echo: dict[str, Any]) -> ResponsesEventStream:
-    return ResponsesEventStream(job_id=job_id, model=model, echo=echo, created_at=int(time.time()))
-
-
-def _streamed(events: AsyncIterator[str], headers: dict[str, str]) -> CompletionStream:
-    return CompletionStream(
-        events, media_type="text/event-stream", headers={**headers, "cache-control": "no-cache"}
-    )
-
-
-def _sse(events: Iterable[StreamEvent]) -> str:
-    return "".join(sse_message(event=name, data=data) for name, data in events)
-
-
-async def _once(text: str) -> AsyncIterator[str]:
-    yield text
-
-
-async def _events(call: SyncCall, first: Reply, stream: ResponsesEventStream) -> AsyncIterator[str]:
-    async with aclosing(stream_deltas(call, first)) as items:
-        async for item in items:
-            if isinstance(item, StreamBroken):
-                yield _sse(stream.fail(item.error))
-                return
-            assert item.sse is not None
-            text = _sse(event for chunk in chunks_of(item.sse) for event in stream.feed(chunk))
-            if text:
-                yield text
-    yield _sse(stream.finish())
+    return JSONResponse(answer, headers={JOB_HEADER: job_id})

@@ -61,6 +61,10 @@ class ChunkEvents(ABC):
         return events
 
     @abstractmethod
+    def finish(self) -> list[SSEEvent]:
+        """The events that end the stream once its last chunk was fed."""
+
+    @abstractmethod
     def _start(self, model: Any) -> list[SSEEvent]:
         """The events that open the stream, the first time only (``model``: the chunk's)."""
 
