@@ -24,7 +24,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Table, func, select
+from sqlalchemy import ColumnElement, Table, bindparam, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
@@ -79,6 +79,26 @@ class Booking:
     cost_usd: float | None
 
 
+_SUMS = ("requests", "prompt_tokens", "completion_tokens", "cached_tokens", "cost_usd")
+
+
+def _book_statement(dialect: Any) -> Any:
+    """The ledger's upsert in ``dialect``, built once: a tick's rows go with it as one
+    executemany, with no statement built or compiled per tick."""
+    statement = dialect.insert(_usage).values(
+        {column.name: bindparam(column.name) for column in _usage.columns}
+    )
+    added = statement.excluded
+    return statement.on_conflict_do_update(
+        index_elements=[_usage.c.key_id, _usage.c.day, _usage.c.model, _usage.c.batch_id],
+        set_={name: _usage.c[name] + added[name] for name in _SUMS},
+    )
+
+
+_BOOK = {False: _book_statement(sqlite), True: _book_statement(postgresql)}
+"""The upsert, by whether the database is PostgreSQL (else SQLite)."""
+
+
 async def book_usage(
     connection: AsyncConnection, *, bookings: Iterable[Booking], now: float
 ) -> None:
@@ -112,24 +132,7 @@ async def book_usage(
         }
         for (key_id, model, batch_id), sums in sorted(groups.items())
     ]
-    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
-    statement = dialect.insert(_usage).values(rows)
-    added = statement.excluded
-    await connection.execute(
-        statement.on_conflict_do_update(
-            index_elements=[_usage.c.key_id, _usage.c.day, _usage.c.model, _usage.c.batch_id],
-            set_={
-                name: _usage.c[name] + added[name]
-                for name in (
-                    "requests",
-                    "prompt_tokens",
-                    "completion_tokens",
-                    "cached_tokens",
-                    "cost_usd",
-                )
-            },
-        )
-    )
+    await connection.execute(_BOOK[connection.dialect.name == "postgresql"], rows)
 
 
 @dataclass(frozen=True, kw_only=True)
