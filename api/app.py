@@ -20,6 +20,7 @@ from api.routes import (
     batches,
     budget,
     chat,
+    embeddings,
     events,
     files,
     health,
@@ -135,6 +136,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     app.include_router(events.router)
     app.include_router(models.router)
     app.include_router(chat.router)
+    app.include_router(embeddings.router)
     app.include_router(messages.router)
     app.include_router(message_batches.router)
     app.include_router(webhooks.router)

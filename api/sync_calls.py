@@ -1,7 +1,7 @@
 """A sync call through the job pipeline: the caller waits on its job's replies.
 
-``POST /v1/chat/completions`` and ``POST /v1/messages`` both make a
-high-priority job of their request and wait on its replies
+``POST /v1/chat/completions``, ``POST /v1/messages`` and ``POST /v1/embeddings``
+all make a high-priority job of their request and wait on its replies
 (:mod:`relayq.direct.replies`); they differ only in how they write the answer.
 This module is what they share: submitting the job (:func:`start_call`),
 waiting for its whole answer (:func:`whole_answer`) or its first delta
@@ -38,7 +38,7 @@ from relayq.auth.caller import Caller
 from relayq.direct.replies import Reply
 from relayq.events.log import EventType
 from relayq.ids import new_id
-from relayq.schemas.jobs import JobCreate
+from relayq.schemas.jobs import EmbeddingJobCreate, JobCreate, JobKind
 from relayq.store.models import Job
 
 __all__ = [
@@ -96,11 +96,17 @@ class StreamBroken:
     error: dict[str, Any]
 
 
-def _job_body(body: dict[str, Any], services: Services) -> JobCreate:
+def _job_body(
+    body: dict[str, Any], services: Services, kind: JobKind
+) -> JobCreate | EmbeddingJobCreate:
     if "priority" not in body:
         body = {**body, "priority": services.settings.chat.priority}
+    job: JobCreate | EmbeddingJobCreate
     try:
-        job = JobCreate.model_validate(body)
+        if kind is JobKind.EMBEDDINGS:
+            job = EmbeddingJobCreate.model_validate({**body, "kind": kind.value})
+        else:
+            job = JobCreate.model_validate(body)
     except ValidationError as exc:
         errors = [{**error, "loc": ("body", *error["loc"])} for error in exc.errors()]
         raise RequestValidationError(errors) from exc
@@ -109,9 +115,15 @@ def _job_body(body: dict[str, Any], services: Services) -> JobCreate:
 
 
 async def start_call(
-    *, body: dict[str, Any], caller: Caller, services: Services, request: Request
+    *,
+    body: dict[str, Any],
+    caller: Caller,
+    services: Services,
+    request: Request,
+    kind: JobKind = JobKind.CHAT,
 ) -> SyncCall:
-    """Submit ``body`` (a chat completions body, job options included) as a sync job.
+    """Submit ``body`` (a chat completions body, or with ``kind`` an embeddings body, job
+    options included) as a sync job.
 
     The job's runs answer this process directly (its reply stream): deltas as
     they come, then the outcome. A plain call goes to its worker in its
@@ -119,7 +131,7 @@ async def start_call(
     the job's row in its next tick). A cached answer is in ``call.job``
     already (``job.cached``): the call is then done.
     """
-    job_body = _job_body(body, services)
+    job_body = _job_body(body, services, kind)
     require_model(caller, job_body.model, services.router)
     job_id = new_id("job")
     hub = services.replies
@@ -225,7 +237,8 @@ async def _wait(call: SyncCall, *, stream: bool) -> Reply:
 
 
 async def whole_answer(call: SyncCall) -> dict[str, Any]:
-    """The job's ``chat.completion``; its failure raised as an :class:`APIError`."""
+    """The job's answer (a ``chat.completion``, an embeddings ``list``); its failure
+    raised as an :class:`APIError`."""
     try:
         reply = await _wait(call, stream=False)
     finally:

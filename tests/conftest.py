@@ -119,7 +119,8 @@ def stack(
     Models: ``mock`` (the mock provider), ``mock-idle`` (a provider no worker
     consumes, so its jobs stay queued), ``mock-priced`` (priced at :data:`PRICE`),
     ``mock-budgeted`` and ``mock-budgeted-idle`` (dearly priced, capped at 64 output
-    tokens, the second consumed by no worker: for budgets), and
+    tokens, the second consumed by no worker: for budgets), ``chat-only`` (an anthropic
+    deployment no worker consumes: a model that serves no embeddings), and
     ``gpt-4o-mini`` (the openai adapter against the fake OpenAI server, upstream model
     ``gpt-4o-mini-2024-07-18``, priced by relayq's default table).
     """
@@ -134,6 +135,8 @@ def stack(
         "backup": {"type": "mock", "read_timeout": 5},
         # Streams half its answer, then fails: the stream rule's tests.
         "cut": {"type": "mock", "read_timeout": 5, "options": {"fault": "malformed"}},
+        # An adapter that serves no embeddings, consumed by no worker: refused at intake.
+        "chat-only": {"type": "anthropic", "base_url": "http://127.0.0.1:9", "api_key": "x"},
         "openai": {
             "type": "openai",
             "base_url": fake_openai.base_url,
@@ -147,6 +150,7 @@ def stack(
         "mock-faulty": {"provider": "faulty", "model": "mock"},
         "mock-faulty-hooks": {"provider": "hooks-faulty", "model": "mock"},
         "gpt-4o-mini": {"provider": "openai", "model": "gpt-4o-mini-2024-07-18"},
+        "chat-only": {"provider": "chat-only", "model": "claude-3-5-haiku"},
         "mock-cut": {
             "strategy": "ordered",
             "deployments": [

@@ -20,7 +20,13 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, text, update
 
-from relayq.budgets.estimate import IMAGE_TOKENS, MESSAGE_OVERHEAD, prompt_bound, worst_case
+from relayq.budgets.estimate import (
+    IMAGE_TOKENS,
+    MESSAGE_OVERHEAD,
+    embeddings_bound,
+    prompt_bound,
+    worst_case,
+)
 from relayq.budgets.reservations import BudgetLimits, OverBudget, Reservation
 from relayq.budgets.windows import Period, window_of
 from relayq.config.prices import ModelPrice, job_cost
@@ -120,6 +126,41 @@ def test_the_cost_is_the_dearest_deployments_and_a_batch_gets_its_discount() -> 
 
 
 @pytest.mark.usefixtures("sqlite_only")
+def test_an_embeddings_worst_case_is_its_inputs_bytes_and_no_completion() -> None:
+    """Embeddings answer no tokens: only ``input`` counts, a byte or a token id a token."""
+    assert embeddings_bound({"input": "héllo"}) == 6  # é is two bytes
+    assert embeddings_bound({"input": ["ab", "cde"]}) == 5
+    assert embeddings_bound({"input": [7, 8, 9]}) == 3  # one token array
+    assert embeddings_bound({"input": [[1, 2], [3]]}) == 3
+    worst = worst_case(
+        {"model": "m", "input": ["ab", "cde"], "max_tokens": 99},
+        route=ROUTE,
+        default_max_output=4096,
+        kind="embeddings",
+    )
+    assert (worst.prompt_tokens, worst.completion_tokens) == (5, 0)
+    assert worst.usd == pytest.approx(5 * 1000.0 / 1_000_000)
+
+
+def test_an_embeddings_job_reserves_its_inputs_and_settles_its_cost(
+    tenant: Callable[..., Tenant],
+) -> None:
+    me = tenant(usd=10.0)
+    idle = {"kind": "embeddings", "model": "mock-budgeted-idle", "input": ["ab", "cde"]}
+    queued = submit(me.client, idle)  # no worker consumes it: its reservation stays
+    assert _budget(me.client)["reserved"] == {"usd": pytest.approx(5 * 1000.0 / 1e6), "tokens": 5}
+    assert me.client.post(f"/v1/jobs/{queued['id']}/cancel").status_code == 200
+
+    ran = {"kind": "embeddings", "model": "mock-budgeted", "input": "three small words"}
+    job = wait_for_status(me.client, submit(me.client, ran)["id"], {"succeeded", "failed"})
+
+    assert job["status"] == "succeeded", job["error"]
+    assert job["cost_usd"] == pytest.approx(3 * 1000.0 / 1e6)  # the mock: a token a word
+    state = _budget(me.client)
+    assert state["reserved"] == {"usd": 0.0, "tokens": 0}
+    assert state["spent"] == {"usd": pytest.approx(job["cost_usd"]), "tokens": 3}
+
+
 def test_windows_are_the_utc_day_or_month() -> None:
     late = 1_796_515_199.0  # 2026-12-05 23:59:59 UTC
     assert window_of(Period.DAY, late) == "2026-12-05"

@@ -44,7 +44,8 @@ from relayq.resilience.policy import Action, after_admission, before_call
 from relayq.resilience.resilience import Admission, Resilience, deployment_id
 from relayq.routing.state import RoutingState
 from relayq.schemas.chat import ChatCompletion, ChatCompletionRequest
-from relayq.schemas.jobs import JobStatus
+from relayq.schemas.embeddings import EmbeddingRequest, EmbeddingResponse
+from relayq.schemas.jobs import JobKind, JobStatus
 from relayq.store import Database
 from relayq.store.attempts import AttemptRecord
 from relayq.store.claims import Claim, release_claim, renew_leases
@@ -175,6 +176,29 @@ async def _stream(
         raise MalformedResponse(f"{provider.name}: the stream carried no chunks") from exc
 
 
+CallRequest = ChatCompletionRequest | EmbeddingRequest
+"""What a job asks its provider, by its kind."""
+
+
+def _call_request(claim: Claim) -> CallRequest:
+    """The claim's stored request, parsed as its kind's (raises ValidationError)."""
+    if claim.kind == JobKind.EMBEDDINGS.value:
+        return EmbeddingRequest.model_validate(claim.request)
+    return ChatCompletionRequest.model_validate(claim.request)
+
+
+async def _ask(
+    provider: Provider, request: CallRequest, model: str, deltas: DeltaPublisher | None
+) -> ChatCompletion | EmbeddingResponse:
+    """The provider's answer: embeddings, or a completion (streamed when someone reads its
+    text as it comes)."""
+    if isinstance(request, EmbeddingRequest):
+        return await provider.embed(request, model=model)
+    if deltas is None:  # nobody reads its text as it comes: ask for the whole
+        return await provider.complete(request, model=model)
+    return await _stream(provider, request, model, deltas)
+
+
 def _provider_failure(
     claim: Claim, exc: ProviderError, started: float | None
 ) -> tuple[Outcome, AttemptRecord]:
@@ -288,14 +312,16 @@ def _attempt_ended(span: tracing.Span, result: RunResult) -> None:
 
 def _call_span(claim: Claim) -> contextlib.AbstractContextManager[tracing.Span | None]:
     """The span of one provider call (a child of its attempt's); a null context when
-    tracing is off. Named as OpenTelemetry's GenAI conventions name a chat call."""
+    tracing is off. Named as OpenTelemetry's GenAI conventions name a chat (or an
+    embeddings) call."""
     if not tracing.enabled():
         return tracing.NO_SPAN
+    operation = "embeddings" if claim.kind == JobKind.EMBEDDINGS.value else "chat"
     return tracing.span(
-        f"chat {claim.upstream_model}",
+        f"{operation} {claim.upstream_model}",
         kind="client",
         attributes={
-            "gen_ai.operation.name": "chat",
+            "gen_ai.operation.name": operation,
             "gen_ai.request.model": claim.upstream_model,
             "relayq.provider": claim.provider,
             "relayq.stream": bool(claim.request.get("stream")),
@@ -303,9 +329,11 @@ def _call_span(claim: Claim) -> contextlib.AbstractContextManager[tracing.Span |
     )
 
 
-def _call_answered(span: tracing.Span, completion: ChatCompletion) -> None:
+def _call_answered(span: tracing.Span, completion: ChatCompletion | EmbeddingResponse) -> None:
     span.set_attribute("gen_ai.response.model", completion.model)
-    if completion.usage is not None:
+    if isinstance(completion, EmbeddingResponse):
+        span.set_attribute("gen_ai.usage.input_tokens", completion.usage.prompt_tokens)
+    elif completion.usage is not None:
         span.set_attribute("gen_ai.usage.input_tokens", completion.usage.prompt_tokens)
         span.set_attribute("gen_ai.usage.output_tokens", completion.usage.completion_tokens)
 
@@ -483,6 +511,7 @@ class Executor:
             reply_to=job.reply_to,
             created_at=created_at,
             claimed_at=time.time(),
+            kind=job.kind,
         )
         try:
             with _attempt_span(claim, message.get("traceparent")) as span:
@@ -771,7 +800,7 @@ class Executor:
             message = f"provider {claim.provider!r} is not configured on this worker"
             return _failed("provider_not_configured", message), None
         try:
-            request = ChatCompletionRequest.model_validate(claim.request)
+            request = _call_request(claim)
         except ValidationError as exc:
             return _failed("invalid_stored_request", str(exc)), None
         admitted = await self._admission(running, request)
@@ -792,15 +821,12 @@ class Executor:
         )
         deltas = running.deltas = self._delta_sink(claim)
         started = running.called_at = time.perf_counter()
-        completion: ChatCompletion | None = None
+        completion: ChatCompletion | EmbeddingResponse | None = None
         try:
             # Its span ends before a failure is handled: a retry is the attempt's child.
             with _call_span(claim) as span:
                 async with asyncio.timeout(provider.settings.total_timeout):
-                    if deltas is None:  # nobody reads its text as it comes: ask for the whole
-                        completion = await provider.complete(request, model=claim.upstream_model)
-                    else:
-                        completion = await _stream(provider, request, claim.upstream_model, deltas)
+                    completion = await _ask(provider, request, claim.upstream_model, deltas)
                 if span is not None:
                     _call_answered(span, completion)
         except TimeoutError:
@@ -830,7 +856,7 @@ class Executor:
         return Outcome(status=JobStatus.SUCCEEDED, response=response, usage=usage), attempt
 
     async def _admission(
-        self, running: _Running, request: ChatCompletionRequest
+        self, running: _Running, request: CallRequest
     ) -> Admission | tuple[Outcome, AttemptRecord | None] | RunResult:
         """The call's admission, or what the job does instead of the call (the policy's
         :func:`~relayq.resilience.policy.after_admission`, applied)."""
@@ -875,9 +901,7 @@ class Executor:
                 return await self._failure(running, error, admission, started=None)
         return admission
 
-    async def _admit(
-        self, running: _Running, request: ChatCompletionRequest
-    ) -> tuple[Admission, bool]:
+    async def _admit(self, running: _Running, request: CallRequest) -> tuple[Admission, bool]:
         """The call's admission (limits, breaker) and whether its caller left, in one
         round trip's time at most: both are asked in the same tick, side by side, and
         a deployment clear here needs no round trip at all."""
