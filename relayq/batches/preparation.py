@@ -37,8 +37,8 @@ from relayq.config.settings import Settings
 from relayq.files.storage import FileStorage, read_lines
 from relayq.ids import id_sequence
 from relayq.routing.router import Deployment, Router, RouteUnavailable, UnknownModel
-from relayq.schemas.batches import BatchErrorItem, BatchErrors, BatchStatus
-from relayq.schemas.jobs import JobStatus
+from relayq.schemas.batches import BatchErrorItem, BatchErrors, BatchStatus, endpoint_kind
+from relayq.schemas.jobs import JobKind, JobStatus
 from relayq.store import Database
 from relayq.store.batches import fail_batch, get_batch_by_id, insert_requests, start_batch
 from relayq.store.models import ApiKey, Batch
@@ -77,6 +77,13 @@ class _Chooser:
         self._router = router
         self.allowed = allowed
         self._unknown: set[str] = set()
+        self._embedding_models: dict[str, bool] = {}
+
+    def serves_embeddings(self, model: str) -> bool:
+        """Whether ``model``'s route serves embeddings (asked once per model)."""
+        if model not in self._embedding_models:
+            self._embedding_models[model] = self._router.serves_embeddings(model)
+        return self._embedding_models[model]
 
     async def choose(self, model: str) -> Deployment | None:
         if model in self._unknown:
@@ -114,6 +121,7 @@ class _Budgeting:
                 route=found[1] if found is not None else None,
                 default_max_output=self._default,
                 batch=True,
+                kind=row["kind"],
             )
             row.update(
                 reserved_usd=worst.usd, reserved_tokens=worst.tokens, budget_window=self.window
@@ -271,6 +279,7 @@ class BatchPreparer:
         now: float,
     ) -> list[dict[str, Any]]:
         """The job rows of a chunk's valid requests, routed (none once any line is bad)."""
+        kind = endpoint_kind(batch.endpoint)
         rows = []
         for request in valid:
             deployment = await chooser.choose(request.model)
@@ -291,6 +300,14 @@ class BatchPreparer:
                     f"Models it may use: {allowed}.",
                     "body.model",
                 )
+            elif kind is JobKind.EMBEDDINGS and not chooser.serves_embeddings(request.model):
+                validator.error(
+                    request.line,
+                    "model_not_supported",
+                    f"Line {request.line}: the model '{request.model}' does not serve "
+                    "embeddings: none of its deployments is on a provider that does.",
+                    "body.model",
+                )
             elif not validator.error_count:
                 rows.append(self._row(batch, request, deployment, next(ids), now))
         return rows
@@ -303,6 +320,7 @@ class BatchPreparer:
             "id": job_id,
             "key_id": batch.key_id,
             "status": JobStatus.QUEUED.value,
+            "kind": endpoint_kind(batch.endpoint).value,
             "model": request.model,
             "route": deployment.route,
             "provider": deployment.provider,

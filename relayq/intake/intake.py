@@ -45,7 +45,6 @@ from relayq.execution.cache import ResponseCache, cache_ttl
 from relayq.ids import new_id
 from relayq.intake.inserts import JobInserts
 from relayq.observability.tracing import current_traceparent
-from relayq.providers import provider_type
 from relayq.queueing.broker import JobDetails
 from relayq.queueing.outbox import JobMessage, Outbox
 from relayq.redis.keys import RedisKeys
@@ -110,20 +109,6 @@ class KindNotServed(Exception):
         super().__init__(model)
         self.model = model
         self.kind = kind
-
-
-def serves_embeddings(router: Router, model: str) -> bool:
-    """Whether some deployment of ``model``'s route is on an adapter that serves embeddings
-    (asked of the adapter's type: no adapter is built)."""
-    found = router.route(model)
-    if found is None:
-        return False
-    providers = router.routing.providers
-    return any(
-        deployment.provider in providers
-        and provider_type(providers[deployment.provider].type).max_embedding_inputs > 0
-        for deployment in found[1].deployments
-    )
 
 
 class BrokerUnavailable(Exception):
@@ -291,7 +276,7 @@ class Intake:
         except UnknownModel:
             await self._admit(admission)  # a request all the same: it counts against the rate
             raise
-        if kind is JobKind.EMBEDDINGS and not serves_embeddings(router, body.model):
+        if kind is JobKind.EMBEDDINGS and not router.serves_embeddings(body.model):
             raise KindNotServed(body.model, kind)
         cache_key, ttl, cached = await self._cache_lookup(
             key_id=key_id, body=body, call=call, route=deployment.route

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from relayq.config.routes import DeploymentSettings, RouteSettings, RoutingConfig, Strategy
+from relayq.providers import provider_type
 from relayq.routing.drains import Drains
 from relayq.routing.state import RoutingState, deployment_field
 
@@ -87,6 +88,19 @@ class Router:
         """The route (canonical name and settings) serving ``model``, if any."""
         name = self._by_name.get(model)
         return None if name is None else (name, self.routing.routes[name])
+
+    def serves_embeddings(self, model: str) -> bool:
+        """Whether some deployment of ``model``'s route is on an adapter that serves
+        embeddings (asked of the adapter's type: no adapter is built)."""
+        found = self.route(model)
+        if found is None:
+            return False
+        providers = self.routing.providers
+        return any(
+            deployment.provider in providers
+            and provider_type(providers[deployment.provider].type).max_embedding_inputs > 0
+            for deployment in found[1].deployments
+        )
 
     async def choose(self, model: str, *, drained_too: bool = False) -> Deployment:
         """The deployment that should serve a new job for ``model``.

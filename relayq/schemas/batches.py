@@ -8,12 +8,15 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, model_validator
 
 from relayq.schemas.files import ExpiresAfter
+from relayq.schemas.jobs import JobKind
 from relayq.schemas.spans import Span, span_seconds
 from relayq.schemas.webhooks import BatchWebhookSpec
 
 __all__ = [
     "ACTIVE_BATCH_STATUSES",
     "BATCH_ENDPOINTS",
+    "CHAT_ENDPOINT",
+    "EMBEDDINGS_ENDPOINT",
     "FINAL_BATCH_STATUSES",
     "BatchCreate",
     "BatchErrorItem",
@@ -26,10 +29,18 @@ __all__ = [
     "InputTokensDetails",
     "OutputTokensDetails",
     "RequestCounts",
+    "endpoint_kind",
 ]
 
-BATCH_ENDPOINTS = ("/v1/chat/completions",)
+CHAT_ENDPOINT = "/v1/chat/completions"
+EMBEDDINGS_ENDPOINT = "/v1/embeddings"
+BATCH_ENDPOINTS = (CHAT_ENDPOINT, EMBEDDINGS_ENDPOINT)
 """The endpoints a batch's requests may call."""
+
+
+def endpoint_kind(endpoint: str) -> JobKind:
+    """The kind of job a batch's requests to ``endpoint`` are (chat but for embeddings)."""
+    return JobKind.EMBEDDINGS if endpoint == EMBEDDINGS_ENDPOINT else JobKind.CHAT
 
 
 class BatchStatus(str, Enum):
@@ -57,7 +68,7 @@ class InlineRequest(BaseModel):
 
     custom_id: str = Field(min_length=1, max_length=512)
     params: dict[str, Any]
-    """A ``/v1/chat/completions`` body."""
+    """A body of the batch's endpoint: ``/v1/chat/completions`` or ``/v1/embeddings``."""
 
 
 class BatchCreate(BaseModel):
