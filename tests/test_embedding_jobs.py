@@ -51,6 +51,12 @@ def test_an_embeddings_job_runs_and_reads_back_with_its_kind_usage_and_cost(
     assert attempt["status"] == "succeeded"
     listed = client.get("/v1/jobs", params={"limit": 1}).json()["data"]
     assert (listed[0]["id"], listed[0]["kind"]) == (job["id"], "embeddings")
+    # The usage ledger booked it in the outcome's transaction.
+    usage = client.get("/v1/usage", params={"group_by": "", "model": "mock-priced"})
+    assert usage.status_code == 200, usage.text
+    [bucket] = usage.json()["data"]
+    assert (bucket["requests"], bucket["input_tokens"], bucket["output_tokens"]) == (1, 5, 0)
+    assert bucket["cost_usd"] == pytest.approx(job["cost_usd"])
 
 
 def test_a_chat_job_is_of_kind_chat_with_or_without_kind(client: httpx.Client) -> None:
