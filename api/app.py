@@ -20,6 +20,7 @@ from api.routes import (
     batches,
     budget,
     chat,
+    completions,
     embeddings,
     events,
     files,
@@ -137,6 +138,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     app.include_router(models.router)
     app.include_router(chat.router)
     app.include_router(embeddings.router)
+    app.include_router(completions.router)
     app.include_router(messages.router)
     app.include_router(message_batches.router)
     app.include_router(webhooks.router)

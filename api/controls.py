@@ -15,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 
 from relayq.providers import check_controls, controls_models, embedding_field_errors
 from relayq.schemas.chat import ChatCompletionRequest
+from relayq.schemas.completions import TextCompletionRequest
 from relayq.schemas.embeddings import EmbeddingRequest
 
 __all__ = ["checked_controls", "document_controls"]
@@ -22,12 +23,28 @@ __all__ = ["checked_controls", "document_controls"]
 _REF = "#/components/schemas/{model}"
 
 
-def checked_controls(body: ChatCompletionRequest | EmbeddingRequest) -> None:
+def checked_controls(
+    body: ChatCompletionRequest | EmbeddingRequest | TextCompletionRequest,
+) -> None:
     """Refuse (400, naming the field) adapter controls that their adapter would refuse,
-    and, in an embeddings body, any other field no embeddings upstream takes.
+    in an embeddings body any other field no embeddings upstream takes, and in a legacy
+    completion ``stream: true`` (relayq does not stream those).
 
     Valid ones are stored as parsed (see :func:`relayq.providers.check_controls`).
     """
+    if isinstance(body, TextCompletionRequest) and body.stream:
+        message = "streamed legacy completions are not supported; remove it or set it to false"
+        raise RequestValidationError(
+            [
+                {
+                    "type": "value_error",
+                    "loc": ("body", "stream"),
+                    "msg": message,
+                    "input": True,
+                    "ctx": {"error": message},
+                }
+            ]
+        )
     if not body.model_extra:
         return
     errors = []

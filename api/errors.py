@@ -340,7 +340,7 @@ async def _on_kind_not_served(request: Request, exc: Exception) -> JSONResponse:
         APIError(
             400,
             f"The model '{exc.model}' does not serve {exc.kind.value}: none of its "
-            f"deployments is on a provider that does. Use a {exc.kind.value} model.",
+            f"deployments is on a provider that does.",
             code="model_not_supported",
             param="model",
         ),

@@ -1,7 +1,7 @@
 """A sync call through the job pipeline: the caller waits on its job's replies.
 
-``POST /v1/chat/completions``, ``POST /v1/messages`` and ``POST /v1/embeddings``
-all make a high-priority job of their request and wait on its replies
+``POST /v1/chat/completions``, ``POST /v1/messages``, ``POST /v1/embeddings`` and
+``POST /v1/completions`` all make a high-priority job of their request and wait on its replies
 (:mod:`relayq.direct.replies`); they differ only in how they write the answer.
 This module is what they share: submitting the job (:func:`start_call`),
 waiting for its whole answer (:func:`whole_answer`) or its first delta
@@ -38,7 +38,13 @@ from relayq.auth.caller import Caller
 from relayq.direct.replies import Reply
 from relayq.events.log import EventType
 from relayq.ids import new_id
-from relayq.schemas.jobs import EmbeddingJobCreate, JobCreate, JobKind
+from relayq.schemas.jobs import (
+    CompletionJobCreate,
+    EmbeddingJobCreate,
+    JobCreate,
+    JobCreateBody,
+    JobKind,
+)
 from relayq.store.models import Job
 
 __all__ = [
@@ -96,17 +102,18 @@ class StreamBroken:
     error: dict[str, Any]
 
 
-def _job_body(
-    body: dict[str, Any], services: Services, kind: JobKind
-) -> JobCreate | EmbeddingJobCreate:
+_BODIES: dict[JobKind, type[JobCreateBody]] = {
+    JobKind.CHAT: JobCreate,
+    JobKind.EMBEDDINGS: EmbeddingJobCreate,
+    JobKind.COMPLETIONS: CompletionJobCreate,
+}
+
+
+def _job_body(body: dict[str, Any], services: Services, kind: JobKind) -> JobCreateBody:
     if "priority" not in body:
         body = {**body, "priority": services.settings.chat.priority}
-    job: JobCreate | EmbeddingJobCreate
     try:
-        if kind is JobKind.EMBEDDINGS:
-            job = EmbeddingJobCreate.model_validate({**body, "kind": kind.value})
-        else:
-            job = JobCreate.model_validate(body)
+        job = _BODIES[kind].model_validate({**body, "kind": kind.value})
     except ValidationError as exc:
         errors = [{**error, "loc": ("body", *error["loc"])} for error in exc.errors()]
         raise RequestValidationError(errors) from exc
@@ -237,7 +244,8 @@ async def _wait(call: SyncCall, *, stream: bool) -> Reply:
 
 
 async def whole_answer(call: SyncCall) -> dict[str, Any]:
-    """The job's answer (a ``chat.completion``, an embeddings ``list``); its failure
+    """The job's answer (a ``chat.completion``, an embeddings ``list``, a
+    ``text_completion``); its failure
     raised as an :class:`APIError`."""
     try:
         reply = await _wait(call, stream=False)

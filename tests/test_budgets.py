@@ -142,6 +142,16 @@ def test_an_embeddings_worst_case_is_its_inputs_bytes_and_no_completion() -> Non
     assert worst.usd == pytest.approx(5 * 1000.0 / 1_000_000)
 
 
+def test_a_legacy_completions_worst_case_is_its_prompt_and_its_answer_times_choices() -> None:
+    request = {"model": "m", "prompt": ["ab", "cde"], "max_tokens": 10, "n": 2, "best_of": 3}
+    worst = worst_case(request, route=ROUTE, default_max_output=4096, kind="completions")
+    assert (worst.prompt_tokens, worst.completion_tokens) == (5 + MESSAGE_OVERHEAD, 30)
+    capped = worst_case(
+        {"model": "m", "prompt": "x"}, route=ROUTE, default_max_output=64, kind="completions"
+    )
+    assert capped.completion_tokens == 64  # no max_tokens: the route's cap, else the default
+
+
 def test_an_embeddings_job_reserves_its_inputs_and_settles_its_cost(
     tenant: Callable[..., Tenant],
 ) -> None:

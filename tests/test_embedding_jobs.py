@@ -152,15 +152,15 @@ def test_a_refused_embeddings_call_fails_without_usage(client: httpx.Client) -> 
 
 
 def test_a_failing_embeddings_call_falls_back_like_chat(client: httpx.Client) -> None:
-    """``mock-cut``'s first deployment answers malformed: retried there, then the job moves
-    on to the next deployment."""
-    job = _finished(client, embeddings("mock-cut", input=["x y"]))
+    """``mock-embed-cut``'s first deployment answers malformed: retried there, then the job
+    moves on to the next deployment."""
+    job = _finished(client, embeddings("mock-embed-cut", input=["x y"]))
 
     assert job["status"] == "succeeded", job["error"]
     *failed, last = [(a["provider"], a["status"]) for a in job["attempts"]]
     assert failed
-    assert set(failed) == {("cut", "failed")}
-    assert last == ("backup", "succeeded")
+    assert set(failed) == {("embed-cut", "failed")}
+    assert last == ("embed-backup", "succeeded")
     assert job["usage"]["prompt_tokens"] == 2
 
 

@@ -77,13 +77,22 @@ class _Chooser:
         self._router = router
         self.allowed = allowed
         self._unknown: set[str] = set()
-        self._embedding_models: dict[str, bool] = {}
+        self._serving: dict[str, bool] = {}
 
-    def serves_embeddings(self, model: str) -> bool:
-        """Whether ``model``'s route serves embeddings (asked once per model)."""
-        if model not in self._embedding_models:
-            self._embedding_models[model] = self._router.serves_embeddings(model)
-        return self._embedding_models[model]
+    def serves(self, model: str, kind: JobKind) -> bool:
+        """Whether ``model``'s route serves ``kind`` (asked once per model: a batch has
+        one kind)."""
+        if kind is JobKind.CHAT:
+            return True
+        if model not in self._serving:
+            router = self._router
+            serves = (
+                router.serves_embeddings
+                if kind is JobKind.EMBEDDINGS
+                else router.serves_text_completions
+            )
+            self._serving[model] = serves(model)
+        return self._serving[model]
 
     async def choose(self, model: str) -> Deployment | None:
         if model in self._unknown:
@@ -300,12 +309,12 @@ class BatchPreparer:
                     f"Models it may use: {allowed}.",
                     "body.model",
                 )
-            elif kind is JobKind.EMBEDDINGS and not chooser.serves_embeddings(request.model):
+            elif not chooser.serves(request.model, kind):
                 validator.error(
                     request.line,
                     "model_not_supported",
                     f"Line {request.line}: the model '{request.model}' does not serve "
-                    "embeddings: none of its deployments is on a provider that does.",
+                    f"{kind.value}: none of its deployments is on a provider that does.",
                     "body.model",
                 )
             elif not validator.error_count:

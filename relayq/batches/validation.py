@@ -16,8 +16,9 @@ import orjson
 from pydantic import ValidationError
 
 from relayq.providers import check_controls, embedding_field_errors
-from relayq.schemas.batches import EMBEDDINGS_ENDPOINT, BatchErrorItem
+from relayq.schemas.batches import COMPLETIONS_ENDPOINT, EMBEDDINGS_ENDPOINT, BatchErrorItem
 from relayq.schemas.chat import ChatCompletionRequest
+from relayq.schemas.completions import TextCompletionRequest
 from relayq.schemas.embeddings import EmbeddingRequest
 from relayq.schemas.json_values import first_unkeepable, text_problem
 from relayq.schemas.params import param_path
@@ -149,8 +150,9 @@ class LineValidator:
             return None
         if self.endpoint == EMBEDDINGS_ENDPOINT:
             return self._embeddings_body(line, body)
+        model = TextCompletionRequest if self.endpoint == COMPLETIONS_ENDPOINT else None
         try:
-            request = ChatCompletionRequest.model_validate(body)
+            request = (model or ChatCompletionRequest).model_validate(body)
         except ValidationError as exc:
             self._invalid(line, exc.errors())
             return None

@@ -20,7 +20,9 @@ then assumes it, and the job's real cost is booked all the same.
 
 An embeddings request (``kind="embeddings"``) has no completion and no chat
 template: its worst case is its inputs' UTF-8 bytes plus one token per token id,
-and no completion tokens (:func:`embeddings_bound`).
+and no completion tokens (:func:`embeddings_bound`). A legacy completion
+(``kind="completions"``) counts its ``prompt`` the same way, and its answer as a
+chat request's, times the larger of ``n`` and ``best_of``.
 
 The cost is that of the route's most expensive deployment for those tokens
 (fallback may move a job to any of them), with its batch discount for a
@@ -102,11 +104,21 @@ def embeddings_bound(request: Mapping[str, Any]) -> int:
     return total
 
 
+def _legacy_prompt_bound(request: Mapping[str, Any]) -> int:
+    """A legacy completion's ``prompt`` bounded as an embeddings ``input`` is, plus the
+    answer's priming."""
+    return embeddings_bound({"input": request.get("prompt")}) + MESSAGE_OVERHEAD
+
+
 def _completion_bound(request: Mapping[str, Any], route_cap: int) -> int:
     limit = request.get("max_completion_tokens") or request.get("max_tokens")
     per_choice = limit if isinstance(limit, int) and limit > 0 else route_cap
     n = request.get("n")
     return per_choice * (n if isinstance(n, int) and n > 0 else 1)
+
+
+def _count(value: object) -> int:
+    return value if isinstance(value, int) and value > 0 else 1
 
 
 def _cost(price: ModelPrice, prompt: int, completion: int, *, batch: bool) -> float:
@@ -124,10 +136,14 @@ def worst_case(
 ) -> WorstCase:
     """``request``'s worst case on ``route`` (None: a route no longer configured, which
     prices nothing); ``kind``: the job's (``embeddings``: inputs only, no completion)."""
+    cap = (route.max_output_tokens if route is not None else None) or default_max_output
     if kind == "embeddings":
         prompt, completion = embeddings_bound(request), 0
+    elif kind == "completions":
+        prompt = _legacy_prompt_bound(request)
+        choices = max(_count(request.get("n")), _count(request.get("best_of")))
+        completion = _completion_bound({**request, "n": choices}, cap)
     else:
-        cap = (route.max_output_tokens if route is not None else None) or default_max_output
         prompt = prompt_bound(request)
         completion = _completion_bound(request, cap)
     prices: Sequence[ModelPrice] = [

@@ -44,6 +44,7 @@ from relayq.resilience.policy import Action, after_admission, before_call
 from relayq.resilience.resilience import Admission, Resilience, deployment_id
 from relayq.routing.state import RoutingState
 from relayq.schemas.chat import ChatCompletion, ChatCompletionRequest
+from relayq.schemas.completions import TextCompletion, TextCompletionRequest
 from relayq.schemas.embeddings import EmbeddingRequest, EmbeddingResponse
 from relayq.schemas.jobs import JobKind, JobStatus
 from relayq.store import Database
@@ -176,24 +177,32 @@ async def _stream(
         raise MalformedResponse(f"{provider.name}: the stream carried no chunks") from exc
 
 
-CallRequest = ChatCompletionRequest | EmbeddingRequest
+CallRequest = ChatCompletionRequest | EmbeddingRequest | TextCompletionRequest
 """What a job asks its provider, by its kind."""
+Answer = ChatCompletion | EmbeddingResponse | TextCompletion
+"""What the provider answers, by the job's kind."""
+
+_REQUEST_MODELS: dict[str, type[CallRequest]] = {
+    JobKind.CHAT.value: ChatCompletionRequest,
+    JobKind.EMBEDDINGS.value: EmbeddingRequest,
+    JobKind.COMPLETIONS.value: TextCompletionRequest,
+}
 
 
 def _call_request(claim: Claim) -> CallRequest:
     """The claim's stored request, parsed as its kind's (raises ValidationError)."""
-    if claim.kind == JobKind.EMBEDDINGS.value:
-        return EmbeddingRequest.model_validate(claim.request)
-    return ChatCompletionRequest.model_validate(claim.request)
+    return _REQUEST_MODELS.get(claim.kind, ChatCompletionRequest).model_validate(claim.request)
 
 
 async def _ask(
     provider: Provider, request: CallRequest, model: str, deltas: DeltaPublisher | None
-) -> ChatCompletion | EmbeddingResponse:
-    """The provider's answer: embeddings, or a completion (streamed when someone reads its
-    text as it comes)."""
+) -> Answer:
+    """The provider's answer: embeddings, a legacy completion, or a chat completion
+    (streamed when someone reads its text as it comes)."""
     if isinstance(request, EmbeddingRequest):
         return await provider.embed(request, model=model)
+    if isinstance(request, TextCompletionRequest):
+        return await provider.complete_text(request, model=model)
     if deltas is None:  # nobody reads its text as it comes: ask for the whole
         return await provider.complete(request, model=model)
     return await _stream(provider, request, model, deltas)
@@ -316,7 +325,9 @@ def _call_span(claim: Claim) -> contextlib.AbstractContextManager[tracing.Span |
     embeddings) call."""
     if not tracing.enabled():
         return tracing.NO_SPAN
-    operation = "embeddings" if claim.kind == JobKind.EMBEDDINGS.value else "chat"
+    operation = {"embeddings": "embeddings", "completions": "text_completion"}.get(
+        claim.kind, "chat"
+    )
     return tracing.span(
         f"{operation} {claim.upstream_model}",
         kind="client",
@@ -329,7 +340,7 @@ def _call_span(claim: Claim) -> contextlib.AbstractContextManager[tracing.Span |
     )
 
 
-def _call_answered(span: tracing.Span, completion: ChatCompletion | EmbeddingResponse) -> None:
+def _call_answered(span: tracing.Span, completion: Answer) -> None:
     span.set_attribute("gen_ai.response.model", completion.model)
     if isinstance(completion, EmbeddingResponse):
         span.set_attribute("gen_ai.usage.input_tokens", completion.usage.prompt_tokens)
@@ -821,7 +832,7 @@ class Executor:
         )
         deltas = running.deltas = self._delta_sink(claim)
         started = running.called_at = time.perf_counter()
-        completion: ChatCompletion | EmbeddingResponse | None = None
+        completion: Answer | None = None
         try:
             # Its span ends before a failure is handled: a retry is the attempt's child.
             with _call_span(claim) as span:

@@ -56,6 +56,7 @@ from relayq.providers.errors import (
 from relayq.providers.http import UpstreamRequest, decode_json, request_timeout
 from relayq.providers.sse import ServerSentEvent
 from relayq.schemas.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest
+from relayq.schemas.completions import TextCompletion, TextCompletionRequest
 from relayq.schemas.embeddings import EmbeddingRequest, EmbeddingResponse
 
 __all__ = ["DEFAULT_BASE_URL", "OpenAIProvider", "error_for_event"]
@@ -132,6 +133,7 @@ class OpenAIProvider(HTTPProvider):
     """Whether :meth:`list_models` asks the upstream (``GET {base_url}/models``)."""
     max_embedding_inputs: ClassVar[int] = 2048
     embeds_token_ids: ClassVar[bool] = True
+    serves_text_completions: ClassVar[bool] = True
 
     def chat_url(self, *, model: str) -> str:
         """Where a chat completion of ``model`` is posted."""
@@ -140,6 +142,29 @@ class OpenAIProvider(HTTPProvider):
     def embeddings_url(self, *, model: str) -> str:
         """Where an embeddings call for ``model`` is posted."""
         return f"{self.base_url}/embeddings"
+
+    def completions_url(self, *, model: str) -> str:
+        """Where a legacy completion of ``model`` is posted."""
+        return f"{self.base_url}/completions"
+
+    async def complete_text(self, request: TextCompletionRequest, *, model: str) -> TextCompletion:
+        """A legacy completion, passed through: the body as it came (the deployment's model,
+        relayq's controls left out), the ``text_completion`` as the upstream sent it."""
+        if not self.serves_text_completions:
+            return await super().complete_text(request, model=model)
+        http_request = UpstreamRequest.post_json(
+            self.completions_url(model=model),
+            json_body=request.upstream_body(model=model, controls=control_fields(request)),
+            headers=self.request_headers(stream=False),
+            timeout=request_timeout(self.settings),
+        )
+        payload = await self.post_for_json(http_request)
+        if isinstance(payload, dict) and "error" in payload and "choices" not in payload:
+            raise self.adjust_error(error_for_event(payload["error"], provider=self.name), payload)
+        try:
+            return TextCompletion.model_validate(payload)
+        except ValidationError as exc:
+            raise MalformedResponse(f"{self.name}: not a text_completion: {exc}") from exc
 
     def models_url(self) -> str:
         """Where the upstream lists its models."""

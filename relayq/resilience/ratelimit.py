@@ -31,6 +31,7 @@ import redis.asyncio as aioredis
 from relayq.redis.keys import RedisKeys
 from relayq.redis.pipeline import CommandBatch
 from relayq.schemas.chat import ChatCompletionRequest, ChatMessage
+from relayq.schemas.completions import TextCompletionRequest
 from relayq.schemas.embeddings import EmbeddingRequest
 
 __all__ = [
@@ -211,7 +212,9 @@ class RateLimiter:
         return 0.0 if until is None else max(0.0, float(until) - self._clock())
 
 
-def estimate_tokens(request: ChatCompletionRequest | EmbeddingRequest) -> int:
+def estimate_tokens(
+    request: ChatCompletionRequest | EmbeddingRequest | TextCompletionRequest,
+) -> int:
     """A deliberately simple upper-ish estimate of the tokens a call will use.
 
     The prompt: characters of the messages' text, names and tool calls, plus
@@ -223,7 +226,7 @@ def estimate_tokens(request: ChatCompletionRequest | EmbeddingRequest) -> int:
     request: its inputs (their bytes by :data:`CHARS_PER_TOKEN`, token ids one each), no
     answer.
     """
-    if isinstance(request, EmbeddingRequest):
+    if isinstance(request, EmbeddingRequest | TextCompletionRequest):
         return request.token_estimate(bytes_per_token=CHARS_PER_TOKEN)
     chars = sum(_message_chars(message) for message in request.messages)
     if request.tools:

@@ -33,6 +33,7 @@ from relayq.resilience.policy import Action, RetrySettings, after_failure
 from relayq.resilience.ratelimit import RateLimiter, estimate_tokens
 from relayq.routing.drains import Drains
 from relayq.schemas.chat import ChatCompletionRequest
+from relayq.schemas.completions import TextCompletionRequest
 from relayq.schemas.embeddings import EmbeddingRequest
 from relayq.store import Database
 from relayq.store.attempts import AttemptRecord, list_attempts
@@ -128,7 +129,9 @@ class Resilience:
         return Admission(permit=_CLEAR)
 
     async def admit(
-        self, claim: Claim, request: ChatCompletionRequest | EmbeddingRequest
+        self,
+        claim: Claim,
+        request: ChatCompletionRequest | EmbeddingRequest | TextCompletionRequest,
     ) -> Admission:
         """Rate limits and the breaker, asked in one round trip (one pipeline).
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from relayq.config.routes import DeploymentSettings, RouteSettings, RoutingConfig, Strategy
 from relayq.providers import provider_type
+from relayq.providers.base import Provider
 from relayq.routing.drains import Drains
 from relayq.routing.state import RoutingState, deployment_field
 
@@ -92,13 +93,21 @@ class Router:
     def serves_embeddings(self, model: str) -> bool:
         """Whether some deployment of ``model``'s route is on an adapter that serves
         embeddings (asked of the adapter's type: no adapter is built)."""
+        return self._some_adapter(model, lambda adapter: adapter.max_embedding_inputs > 0)
+
+    def serves_text_completions(self, model: str) -> bool:
+        """Whether some deployment of ``model``'s route is on an adapter that passes legacy
+        completions (``/v1/completions``) on."""
+        return self._some_adapter(model, lambda adapter: adapter.serves_text_completions)
+
+    def _some_adapter(self, model: str, serves: Callable[[type[Provider]], bool]) -> bool:
         found = self.route(model)
         if found is None:
             return False
         providers = self.routing.providers
         return any(
             deployment.provider in providers
-            and provider_type(providers[deployment.provider].type).max_embedding_inputs > 0
+            and serves(provider_type(providers[deployment.provider].type))
             for deployment in found[1].deployments
         )
 

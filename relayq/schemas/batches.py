@@ -16,6 +16,7 @@ __all__ = [
     "ACTIVE_BATCH_STATUSES",
     "BATCH_ENDPOINTS",
     "CHAT_ENDPOINT",
+    "COMPLETIONS_ENDPOINT",
     "EMBEDDINGS_ENDPOINT",
     "FINAL_BATCH_STATUSES",
     "BatchCreate",
@@ -34,13 +35,16 @@ __all__ = [
 
 CHAT_ENDPOINT = "/v1/chat/completions"
 EMBEDDINGS_ENDPOINT = "/v1/embeddings"
-BATCH_ENDPOINTS = (CHAT_ENDPOINT, EMBEDDINGS_ENDPOINT)
+COMPLETIONS_ENDPOINT = "/v1/completions"
+BATCH_ENDPOINTS = (CHAT_ENDPOINT, EMBEDDINGS_ENDPOINT, COMPLETIONS_ENDPOINT)
 """The endpoints a batch's requests may call."""
+
+_KINDS = {EMBEDDINGS_ENDPOINT: JobKind.EMBEDDINGS, COMPLETIONS_ENDPOINT: JobKind.COMPLETIONS}
 
 
 def endpoint_kind(endpoint: str) -> JobKind:
-    """The kind of job a batch's requests to ``endpoint`` are (chat but for embeddings)."""
-    return JobKind.EMBEDDINGS if endpoint == EMBEDDINGS_ENDPOINT else JobKind.CHAT
+    """The kind of job a batch's requests to ``endpoint`` are (chat unless another's)."""
+    return _KINDS.get(endpoint, JobKind.CHAT)
 
 
 class BatchStatus(str, Enum):

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Discriminator, Field, Tag, field_validator
 
 from relayq.schemas.chat import ChatCompletionRequest
+from relayq.schemas.completions import TextCompletionRequest
 from relayq.schemas.embeddings import EmbeddingRequest
 from relayq.schemas.params import KIND_TAG_PREFIX
 from relayq.schemas.spans import Span, span_seconds
@@ -18,9 +19,11 @@ __all__ = [
     "KIND_TAG",
     "TERMINAL_STATUSES",
     "AttemptPublic",
+    "CompletionJobCreate",
     "EmbeddingJobCreate",
     "JobBody",
     "JobCreate",
+    "JobCreateBody",
     "JobKind",
     "JobList",
     "JobOptions",
@@ -44,10 +47,12 @@ TERMINAL_STATUSES = frozenset(
 
 
 class JobKind(str, Enum):
-    """What a job asks its provider for: a chat completion, or embeddings."""
+    """What a job asks its provider for: a chat completion, embeddings, or a legacy
+    (text) completion."""
 
     CHAT = "chat"
     EMBEDDINGS = "embeddings"
+    COMPLETIONS = "completions"
 
 
 JOB_OPTIONS = frozenset(
@@ -139,6 +144,26 @@ class EmbeddingJobCreate(EmbeddingRequest, JobOptions):
         return EmbeddingRequest.model_validate(data)
 
 
+class CompletionJobCreate(TextCompletionRequest, JobOptions):
+    """The body of ``POST /v1/jobs`` for a legacy completion: ``{"kind": "completions"}``,
+    a ``/v1/completions`` body and job options."""
+
+    kind: Literal["completions"]
+
+    @property
+    def job_kind(self) -> JobKind:
+        return JobKind.COMPLETIONS
+
+    def call_request(self) -> TextCompletionRequest:
+        """The completion part of the body, without the job options."""
+        data = self.model_dump(mode="json", exclude_none=True, exclude=set(JOB_OPTIONS))
+        return TextCompletionRequest.model_validate(data)
+
+
+JobCreateBody = JobCreate | EmbeddingJobCreate | CompletionJobCreate
+"""Any job body, parsed."""
+
+
 def _kind_of(value: Any) -> str:
     """A job body's tag: its ``kind`` field, ``chat`` when absent (see ``KIND_TAG``)."""
     if isinstance(value, dict):
@@ -149,11 +174,12 @@ def _kind_of(value: Any) -> str:
 
 JobBody = Annotated[
     Annotated[JobCreate, Tag(KIND_TAG + "chat")]
-    | Annotated[EmbeddingJobCreate, Tag(KIND_TAG + "embeddings")],
+    | Annotated[EmbeddingJobCreate, Tag(KIND_TAG + "embeddings")]
+    | Annotated[CompletionJobCreate, Tag(KIND_TAG + "completions")],
     Discriminator(
         _kind_of,
         custom_error_type="invalid_job_kind",
-        custom_error_message="kind must be 'chat' (the default) or 'embeddings'",
+        custom_error_message="kind must be 'chat' (the default), 'embeddings' or 'completions'",
     ),
 ]
 """The body of ``POST /v1/jobs``: chat unless ``kind`` says otherwise."""
