@@ -27,24 +27,10 @@ def checked_controls(
     body: ChatCompletionRequest | EmbeddingRequest | TextCompletionRequest,
 ) -> None:
     """Refuse (400, naming the field) adapter controls that their adapter would refuse,
-    in an embeddings body any other field no embeddings upstream takes, and in a legacy
-    completion ``stream: true`` (relayq does not stream those).
+    and in an embeddings body any other field no embeddings upstream takes.
 
     Valid ones are stored as parsed (see :func:`relayq.providers.check_controls`).
     """
-    if isinstance(body, TextCompletionRequest) and body.stream:
-        message = "streamed legacy completions are not supported; remove it or set it to false"
-        raise RequestValidationError(
-            [
-                {
-                    "type": "value_error",
-                    "loc": ("body", "stream"),
-                    "msg": message,
-                    "input": True,
-                    "ctx": {"error": message},
-                }
-            ]
-        )
     if not body.model_extra:
         return
     errors = []

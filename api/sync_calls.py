@@ -21,7 +21,8 @@ final answer stays readable at ``/v1/jobs/{id}``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +35,7 @@ from api.deps import key_budget, key_limits, require_model
 from api.errors import APIError, error_body
 from api.observability import request_id_of
 from api.services import Services
+from api.sse import DONE, sse_message
 from relayq.auth.caller import Caller
 from relayq.direct.replies import Reply
 from relayq.events.log import EventType
@@ -53,6 +55,7 @@ __all__ = [
     "StreamBroken",
     "SyncCall",
     "first_delta",
+    "sse_lines",
     "start_call",
     "stream_deltas",
     "whole_answer",
@@ -321,6 +324,19 @@ async def stream_deltas(call: SyncCall, first: Reply) -> AsyncGenerator[Reply | 
         if not finished:
             # The caller went away mid-stream.
             await asyncio.shield(call.abandon())
+
+
+async def sse_lines(call: SyncCall, first: Reply) -> AsyncIterator[str | bytes]:
+    """A streamed answer's ``data:`` lines as its caller gets them, from ``first`` on,
+    an ``{"error": ...}`` event if it breaks, then ``data: [DONE]``."""
+    async with aclosing(stream_deltas(call, first)) as items:
+        async for item in items:
+            if isinstance(item, StreamBroken):
+                yield sse_message(data={"error": item.error})
+                break
+            assert item.sse is not None
+            yield item.sse
+    yield DONE
 
 
 def _interrupted(call: SyncCall, attempt: object) -> dict[str, Any]:

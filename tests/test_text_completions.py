@@ -72,10 +72,43 @@ def test_a_model_on_an_adapter_without_completions_is_refused(sdk: openai.OpenAI
     assert (raised.value.param, raised.value.code) == ("model", "model_not_supported")
 
 
-def test_streaming_is_refused_naming_stream(sdk: openai.OpenAI) -> None:
-    with pytest.raises(openai.BadRequestError) as raised:
-        sdk.completions.create(model="gpt-4o-mini", prompt="x", stream=True)
-    assert raised.value.param == "stream"
+def test_a_streamed_completion_passes_the_upstreams_chunks_on(
+    sdk: openai.OpenAI, stack: Stack, fake_openai: FakeOpenAI
+) -> None:
+    before = len(fake_openai.requests)
+
+    raw = sdk.completions.with_raw_response.create(
+        model="gpt-4o-mini",
+        prompt="Say hi",
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(raw.parse())
+
+    assert all(chunk.object == "text_completion" for chunk in chunks)
+    text = "".join(chunk.choices[0].text for chunk in chunks if chunk.choices)
+    assert text == DEFAULT_CONTENT
+    assert chunks[-1].choices == []
+    assert chunks[-1].usage is not None
+    [sent] = fake_openai.requests[before:]
+    assert sent.json["stream"] is True
+    assert sent.json["stream_options"] == {"include_usage": True}
+
+    with _client(stack, sdk) as client:
+        job = wait_for_status(client, raw.headers["x-relayq-job-id"], {"succeeded", "failed"})
+    assert job["status"] == "succeeded", job["error"]
+    assert job["response"]["object"] == "text_completion"
+    assert job["response"]["choices"][0]["text"] == DEFAULT_CONTENT
+    assert job["response"]["choices"][0]["finish_reason"] == "stop"
+    assert job["usage"]["total_tokens"] == chunks[-1].usage.total_tokens
+
+
+def test_a_stream_without_include_usage_has_no_usage_chunk(sdk: openai.OpenAI) -> None:
+    chunks = list(sdk.completions.create(model="gpt-4o-mini", prompt="Say hi", stream=True))
+
+    assert chunks
+    assert all(chunk.choices for chunk in chunks)
+    assert "".join(chunk.choices[0].text for chunk in chunks) == DEFAULT_CONTENT
 
 
 def test_an_upstream_refusal_is_a_bad_request(sdk: openai.OpenAI, fake_openai: FakeOpenAI) -> None:
@@ -98,9 +131,19 @@ def test_a_completions_job_via_v1_jobs(client: httpx.Client) -> None:
 
     assert (job["status"], job["kind"]) == ("succeeded", "completions")
     assert [c["index"] for c in job["response"]["choices"]] == [0, 1]
-    refused = client.post("/v1/jobs", json={**payload, "stream": True})
-    assert refused.status_code == 400
-    assert refused.json()["error"]["param"] == "stream"
+
+
+def test_a_streamed_completions_job_sends_deltas_to_its_followers(client: httpx.Client) -> None:
+    payload = {"kind": "completions", "model": "gpt-4o-mini", "prompt": "x", "stream": True}
+    job = wait_for_status(client, submit(client, payload)["id"], {"succeeded", "failed"})
+    assert job["status"] == "succeeded", job["error"]
+
+    raw = client.get(f"/v1/jobs/{job['id']}/events").text
+    events = [json.loads(line[6:]) for line in raw.splitlines() if line.startswith("data: ")]
+    deltas = [event["data"] for event in events if event["type"] == "delta"]
+    assert "".join(delta["text"] for delta in deltas) == DEFAULT_CONTENT
+    assert deltas[0]["chunks"][0]["object"] == "text_completion"
+    assert job["response"]["choices"][0]["text"] == DEFAULT_CONTENT
 
 
 def test_a_completions_batch_runs(client: httpx.Client) -> None:

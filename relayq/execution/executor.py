@@ -38,6 +38,7 @@ from relayq.providers.errors import (
     ProviderTimeout,
     ProviderUnavailable,
 )
+from relayq.providers.text_stream import TextAssembler
 from relayq.recovery.handback import Taken
 from relayq.resilience.key_limits import KeyLimits
 from relayq.resilience.policy import Action, after_admission, before_call
@@ -144,17 +145,24 @@ def _failed(code: str, message: str) -> Outcome:
 
 async def _stream(
     provider: Provider,
-    request: ChatCompletionRequest,
+    request: ChatCompletionRequest | TextCompletionRequest,
     model: str,
     deltas: DeltaPublisher | None,
-) -> ChatCompletion:
+) -> ChatCompletion | TextCompletion:
     """Stream the call, publishing deltas as they come; the whole answer at the end.
 
     Only runs whose text someone reads as it comes stream: the others ask the
     upstream for the whole answer, one body to parse instead of a chunk per token.
+    A legacy completion streams its ``text_completion`` chunks the same way
+    (:mod:`relayq.providers.text_stream`).
     """
-    assembler = CompletionAssembler()
-    chunks = provider.stream(request, model=model)
+    assembler: CompletionAssembler | TextAssembler
+    if isinstance(request, TextCompletionRequest):
+        assembler = TextAssembler()
+        chunks = provider.stream_text(request, model=model)
+    else:
+        assembler = CompletionAssembler()
+        chunks = provider.stream(request, model=model)
     try:
         async for chunk in chunks:
             assembler.add(chunk)
@@ -201,11 +209,12 @@ async def _ask(
     (streamed when someone reads its text as it comes)."""
     if isinstance(request, EmbeddingRequest):
         return await provider.embed(request, model=model)
+    if deltas is not None:
+        return await _stream(provider, request, model, deltas)
+    # Nobody reads its text as it comes: ask for the whole.
     if isinstance(request, TextCompletionRequest):
         return await provider.complete_text(request, model=model)
-    if deltas is None:  # nobody reads its text as it comes: ask for the whole
-        return await provider.complete(request, model=model)
-    return await _stream(provider, request, model, deltas)
+    return await provider.complete(request, model=model)
 
 
 def _provider_failure(

@@ -56,6 +56,7 @@ from relayq.providers.http import (
 )
 from relayq.providers.retry_after import retry_after_seconds
 from relayq.providers.sse import ServerSentEvent, SSEDecoder
+from relayq.providers.text_stream import text_chunks
 from relayq.schemas.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest
 from relayq.schemas.completions import TextCompletion, TextCompletionRequest
 from relayq.schemas.embeddings import EmbeddingRequest, EmbeddingResponse, join_embeddings
@@ -202,6 +203,15 @@ class Provider(ABC):
         """
         message = f"provider {self.name!r} ({self.type_name}) does not serve legacy completions"
         raise InvalidRequest(message, status_code=400)
+
+    async def stream_text(
+        self, request: TextCompletionRequest, *, model: str
+    ) -> AsyncIterator[ChatCompletionChunk]:
+        """A legacy completion as chunks (:mod:`relayq.providers.text_stream`): here the
+        whole answer of :meth:`complete_text` as the chunks a stream of it carries."""
+        whole = await self.complete_text(request, model=model)
+        for chunk in text_chunks(whole.model_dump(mode="json", exclude_none=True)):
+            yield chunk
 
     async def embed_inputs(
         self, inputs: list[str] | list[list[int]], *, request: EmbeddingRequest, model: str

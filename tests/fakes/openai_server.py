@@ -52,6 +52,7 @@ __all__ = [
     "error_body",
     "stream_events",
     "text_completion",
+    "text_completion_chunks",
     "tool_call",
 ]
 
@@ -83,6 +84,25 @@ def text_completion(body: dict[str, Any], content: str) -> dict[str, Any]:
             "total_tokens": prompt_tokens + completion_tokens,
         },
     }
+
+
+def text_completion_chunks(body: dict[str, Any], whole: dict[str, Any]) -> list[dict[str, Any]]:
+    """``whole`` streamed as OpenAI streams legacy completions: a chunk per word of each
+    choice, its finish reason in its last, then a usage chunk when asked."""
+    head = {key: whole[key] for key in ("id", "object", "created", "model")}
+    chunks = []
+    for choice in whole["choices"]:
+        words = choice["text"].split(" ")
+        for position, word in enumerate(words):
+            last = position == len(words) - 1
+            text = word if last else word + " "
+            part = {"text": text, "index": choice["index"], "logprobs": None}
+            part["finish_reason"] = choice["finish_reason"] if last else None
+            chunks.append({**head, "choices": [part]})
+    options = body.get("stream_options") or {}
+    if options.get("include_usage"):
+        chunks.append({**head, "choices": [], "usage": whole["usage"]})
+    return chunks
 
 
 def error_body(
@@ -428,9 +448,11 @@ class FakeOpenAI(ScriptedServer[Reply, RecordedRequest]):
             self.embeddings_body(body), status=reply.status, headers=reply.headers
         )
 
-    async def _completions(self, request: web.Request) -> web.Response:
+    async def _completions(self, request: web.Request) -> web.StreamResponse:
         """Legacy completions: a ``text_completion`` with the content once per prompt and
-        choice (``n``), usage in words; a scripted reply's raw body or status wins."""
+        choice (``n``), usage in words, or with ``stream`` its chunks (a word each, then
+        the finish, then usage when ``stream_options.include_usage``); a scripted reply's
+        raw body or status wins."""
         body = await self._record(request)
         reply = self._next_reply(Reply)
         await asyncio.sleep(reply.delay)
@@ -439,9 +461,10 @@ class FakeOpenAI(ScriptedServer[Reply, RecordedRequest]):
         if reply.body is not None:
             return _raw_response(reply)
         content = reply.content if reply.content is not None else self.content
-        return web.json_response(
-            text_completion(body, content), status=reply.status, headers=reply.headers
-        )
+        whole = text_completion(body, content)
+        if body.get("stream"):
+            return await _stream(request, reply, text_completion_chunks(body, whole))
+        return web.json_response(whole, status=reply.status, headers=reply.headers)
 
     async def _chat_completions(self, request: web.Request) -> web.StreamResponse:
         body = await self._record(request)
