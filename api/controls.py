@@ -44,7 +44,7 @@ def checked_controls(
 
 def document_controls(app: FastAPI) -> None:
     """Make ``app``'s OpenAPI document list each adapter's controls as a field of the job
-    bodies (``JobCreate``, ``EmbeddingJobCreate``)."""
+    bodies (``JobCreate``, ``EmbeddingJobCreate``, ``CompletionJobCreate``)."""
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -54,7 +54,7 @@ def document_controls(app: FastAPI) -> None:
         schemas = document["components"]["schemas"]
         for name, model in controls_models().items():
             schemas[model.__name__] = model.model_json_schema(ref_template=_REF)
-            for body in ("JobCreate", "EmbeddingJobCreate"):
+            for body in ("JobCreate", "EmbeddingJobCreate", "CompletionJobCreate"):
                 if body in schemas:
                     schemas[body]["properties"][name] = {
                         "anyOf": [{"$ref": _REF.format(model=model.__name__)}, {"type": "null"}]
