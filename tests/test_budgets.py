@@ -338,6 +338,23 @@ def test_a_sync_call_of_a_budgeted_key_is_stored_first_and_settled(
     assert _budget(me.client)["reserved"] == {"usd": 0.0, "tokens": 0}
 
 
+def test_a_sync_embeddings_call_of_a_budgeted_key_is_settled(
+    tenant: Callable[..., Tenant],
+) -> None:
+    me = tenant(usd=10.0)
+    payload = {"model": "mock-budgeted", "input": ["four words in here"]}
+    answer = me.client.post("/v1/embeddings", json=payload)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["usage"]["prompt_tokens"] == 4
+    cost = job_cost(PRICE, answer.json()["usage"], batch=False)
+
+    def settled() -> bool:
+        return bool(_budget(me.client)["spent"]["usd"] == pytest.approx(cost))
+
+    wait_until(settled, timeout=10, interval=0.1)
+    assert _budget(me.client)["reserved"] == {"usd": 0.0, "tokens": 0}
+
+
 def test_cancel_refunds_the_reservation(tenant: Callable[..., Tenant]) -> None:
     me = tenant(usd=10.0)
     payload = body("Hello budget", model="mock-budgeted-idle", max_tokens=8)

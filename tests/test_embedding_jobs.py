@@ -3,6 +3,7 @@ stack (the API, a worker, the mock provider and the fake OpenAI server)."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import httpx
@@ -10,6 +11,7 @@ import pytest
 
 from relayq.providers.mock import DEFAULT_DIMENSIONS
 from relayq.schemas.embeddings import decode_vector
+from tests.caching import until_cached
 from tests.conftest import PRICE
 from tests.fakes.openai_server import FakeOpenAI
 from tests.jobs import body, submit, wait_for_status
@@ -128,9 +130,10 @@ def test_an_unknown_model_is_still_a_404(client: httpx.Client) -> None:
 def test_the_cache_answers_a_repeated_embeddings_job_apart_from_chat(
     client: httpx.Client,
 ) -> None:
-    payload = embeddings("mock-cached", input="cache these words")
+    payload = embeddings("mock-cached", input=f"cache these words {time.time_ns()}")
     first = _finished(client, payload)
     assert (first["status"], first["cached"]) == ("succeeded", False)
+    until_cached(client, payload)
 
     again = submit(client, payload)
 

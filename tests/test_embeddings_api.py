@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import openai
 import pytest
 
 from relayq.providers.mock import DEFAULT_DIMENSIONS, mock_vector
 from relayq.schemas.embeddings import decode_vector
+from tests.caching import until_cached
 from tests.conftest import PRICE, KeyFactory
 from tests.fakes.openai_server import FakeOpenAI
 from tests.jobs import wait_for_status
@@ -117,15 +120,22 @@ def test_an_upstream_failure_is_an_openai_error(sdk: openai.OpenAI) -> None:
     assert raised.value.response.headers["x-relayq-job-id"].startswith("job_")
 
 
-def test_a_cached_answer_is_answered_again(sdk: openai.OpenAI) -> None:
+def test_a_cached_answer_is_answered_again(sdk: openai.OpenAI, stack: Stack) -> None:
+    text = f"cache me {time.time_ns()}"
     first = sdk.embeddings.with_raw_response.create(
-        model="mock-cached", input="cache me", encoding_format="float"
+        model="mock-cached", input=text, encoding_format="float"
     )
-    second = sdk.embeddings.with_raw_response.create(
-        model="mock-cached", input="cache me", encoding_format="float"
-    )
+    payload = {"kind": "embeddings", "model": "mock-cached", "input": text}
+    with _client(stack, sdk) as client:
+        until_cached(client, payload)
+
+        second = sdk.embeddings.with_raw_response.create(
+            model="mock-cached", input=text, encoding_format="float"
+        )
+        job = client.get(f"/v1/jobs/{second.headers['x-relayq-job-id']}").json()
 
     assert second.headers["x-relayq-job-id"] != first.headers["x-relayq-job-id"]
+    assert job["cached"] is True
     assert second.parse().data[0].embedding == first.parse().data[0].embedding
 
 

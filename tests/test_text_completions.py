@@ -4,6 +4,7 @@ openai SDK against the live stack: passed through to the fake OpenAI server."""
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import httpx
@@ -11,6 +12,7 @@ import openai
 import pytest
 
 from tests.batches import jsonl, upload, wait_for_batch
+from tests.caching import until_cached
 from tests.conftest import KeyFactory
 from tests.fakes.openai_server import DEFAULT_CONTENT, FakeOpenAI, Reply, error_body
 from tests.jobs import submit, wait_for_status
@@ -64,6 +66,31 @@ def test_a_completion_is_passed_through_to_the_upstream(
     assert job["metadata"] == {"team": "a"}
     assert job["usage"]["total_tokens"] == answer.usage.total_tokens
     assert job["cost_usd"] is not None
+
+
+def test_a_cached_completion_is_answered_again_plain_and_streamed(
+    sdk: openai.OpenAI, stack: Stack, fake_openai: FakeOpenAI
+) -> None:
+    prompt = f"cache {time.time_ns()}"
+    first = sdk.completions.create(model="gpt-4o-mini", prompt=prompt, extra_body={"cache": True})
+    payload = {"kind": "completions", "model": "gpt-4o-mini", "prompt": prompt, "cache": True}
+    with _client(stack, sdk) as client:
+        until_cached(client, payload)
+    before = len(fake_openai.requests)
+
+    again = sdk.completions.with_raw_response.create(
+        model="gpt-4o-mini", prompt=prompt, extra_body={"cache": True}
+    )
+    streamed = list(
+        sdk.completions.create(
+            model="gpt-4o-mini", prompt=prompt, stream=True, extra_body={"cache": True}
+        )
+    )
+
+    assert len(fake_openai.requests) == before  # no upstream call
+    assert again.parse().choices[0].text == first.choices[0].text
+    assert "".join(chunk.choices[0].text for chunk in streamed) == first.choices[0].text
+    assert all(chunk.choices for chunk in streamed)  # no usage chunk: none was asked for
 
 
 def test_a_model_on_an_adapter_without_completions_is_refused(sdk: openai.OpenAI) -> None:
