@@ -20,6 +20,8 @@ from api.routes import (
     batches,
     budget,
     chat,
+    completions,
+    embeddings,
     events,
     files,
     health,
@@ -136,6 +138,8 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     app.include_router(events.router)
     app.include_router(models.router)
     app.include_router(chat.router)
+    app.include_router(embeddings.router)
+    app.include_router(completions.router)
     app.include_router(messages.router)
     app.include_router(responses.router)
     app.include_router(message_batches.router)

@@ -13,26 +13,38 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 
-from relayq.providers import check_controls, controls_models
+from relayq.providers import check_controls, controls_models, embedding_field_errors
 from relayq.schemas.chat import ChatCompletionRequest
+from relayq.schemas.completions import TextCompletionRequest
+from relayq.schemas.embeddings import EmbeddingRequest
 
 __all__ = ["checked_controls", "document_controls"]
 
 _REF = "#/components/schemas/{model}"
 
 
-def checked_controls(body: ChatCompletionRequest) -> None:
-    """Refuse (400, naming the field) adapter controls that their adapter would refuse.
+def checked_controls(
+    body: ChatCompletionRequest | EmbeddingRequest | TextCompletionRequest,
+) -> None:
+    """Refuse (400, naming the field) adapter controls that their adapter would refuse,
+    and in an embeddings body any other field no embeddings upstream takes.
 
     Valid ones are stored as parsed (see :func:`relayq.providers.check_controls`).
     """
-    if body.model_extra and (errors := check_controls(body.model_extra)):
+    if not body.model_extra:
+        return
+    errors = []
+    if isinstance(body, EmbeddingRequest):
+        errors = embedding_field_errors(body.model_extra)
+    errors += check_controls(body.model_extra)
+    if errors:
         located = [{**error, "loc": ("body", *error["loc"])} for error in errors]
         raise RequestValidationError(located)
 
 
 def document_controls(app: FastAPI) -> None:
-    """Make ``app``'s OpenAPI document list each adapter's controls as a ``JobCreate`` field."""
+    """Make ``app``'s OpenAPI document list each adapter's controls as a field of the job
+    bodies (``JobCreate``, ``EmbeddingJobCreate``, ``CompletionJobCreate``)."""
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -42,9 +54,11 @@ def document_controls(app: FastAPI) -> None:
         schemas = document["components"]["schemas"]
         for name, model in controls_models().items():
             schemas[model.__name__] = model.model_json_schema(ref_template=_REF)
-            schemas["JobCreate"]["properties"][name] = {
-                "anyOf": [{"$ref": _REF.format(model=model.__name__)}, {"type": "null"}]
-            }
+            for body in ("JobCreate", "EmbeddingJobCreate", "CompletionJobCreate"):
+                if body in schemas:
+                    schemas[body]["properties"][name] = {
+                        "anyOf": [{"$ref": _REF.format(model=model.__name__)}, {"type": "null"}]
+                    }
         return document
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -41,7 +41,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Scope
 
 from api.observability import REQUEST_ID_HEADER, SECURITY_HEADERS, request_id_of
-from relayq.intake.intake import BrokerUnavailable, KeyLimited, OverBudget
+from relayq.intake.intake import BrokerUnavailable, KeyLimited, KindNotServed, OverBudget
 from relayq.resilience.key_limits import KeyLimit
 from relayq.routing.router import RouteUnavailable, UnknownModel
 from relayq.schemas.destinations import WebhookURLRefused
@@ -304,6 +304,8 @@ def validation_error(errors: Sequence[Any]) -> APIError:
             "The request body must be a JSON object (send Content-Type: application/json).",
             code="invalid_body",
         )
+    if kind == "invalid_job_kind":
+        return APIError(400, f"Invalid 'kind': {msg}.", code="invalid_value", param="kind")
     if kind == "missing":
         return APIError(
             400,
@@ -360,6 +362,21 @@ async def _on_unknown_model(request: Request, exc: Exception) -> JSONResponse:
             f"The model '{exc.model}' does not exist or you do not have access to it. "
             f"Available models: {known}.",
             code="model_not_found",
+            param="model",
+        ),
+    )
+
+
+async def _on_kind_not_served(request: Request, exc: Exception) -> JSONResponse:
+    """A 400: the model exists, but none of its deployments serves what was asked."""
+    assert isinstance(exc, KindNotServed)
+    return _response(
+        request,
+        APIError(
+            400,
+            f"The model '{exc.model}' does not serve {exc.kind.value}: none of its "
+            f"deployments is on a provider that does.",
+            code="model_not_supported",
             param="model",
         ),
     )
@@ -536,6 +553,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(OverBudget, _on_over_budget)
     app.add_exception_handler(UnknownModel, _on_unknown_model)
     app.add_exception_handler(RouteUnavailable, _on_route_unavailable)
+    app.add_exception_handler(KindNotServed, _on_kind_not_served)
     app.add_exception_handler(IdempotencyConflict, _on_idempotency_conflict)
     app.add_exception_handler(WebhookURLRefused, _on_webhook_url_refused)
     app.add_exception_handler(BrokerUnavailable, _on_broker_unavailable)

@@ -1,7 +1,7 @@
 """A sync call through the job pipeline: the caller waits on its job's replies.
 
-``POST /v1/chat/completions`` and ``POST /v1/messages`` both make a
-high-priority job of their request and wait on its replies
+``POST /v1/chat/completions``, ``POST /v1/messages``, ``POST /v1/embeddings`` and
+``POST /v1/completions`` all make a high-priority job of their request and wait on its replies
 (:mod:`relayq.direct.replies`); they differ only in how they write the answer.
 This module is what they share: submitting the job (:func:`start_call`),
 waiting for its whole answer (:func:`whole_answer`) or its first delta
@@ -35,14 +35,20 @@ from api.deps import key_budget, key_limits, require_model
 from api.errors import APIError, error_body
 from api.observability import request_id_of
 from api.services import Services
-from api.sse import CompletionStream, sse_message
+from api.sse import DONE, CompletionStream, sse_message
 from relayq.auth.caller import Caller
 from relayq.direct.replies import Reply
 from relayq.events.log import EventType
 from relayq.ids import new_id
 from relayq.providers.assembly import chunks_from_completion
 from relayq.schemas.chunk_events import ChunkEvents, SSEEvent, chunks_of
-from relayq.schemas.jobs import JobCreate
+from relayq.schemas.jobs import (
+    CompletionJobCreate,
+    EmbeddingJobCreate,
+    JobCreate,
+    JobCreateBody,
+    JobKind,
+)
 from relayq.store.models import Job
 
 __all__ = [
@@ -53,6 +59,7 @@ __all__ = [
     "cached_event_stream",
     "dialect_event_stream",
     "first_delta",
+    "sse_lines",
     "start_call",
     "stream_deltas",
     "whole_answer",
@@ -102,11 +109,18 @@ class StreamBroken:
     error: dict[str, Any]
 
 
-def _job_body(body: dict[str, Any], services: Services) -> JobCreate:
+_BODIES: dict[JobKind, type[JobCreateBody]] = {
+    JobKind.CHAT: JobCreate,
+    JobKind.EMBEDDINGS: EmbeddingJobCreate,
+    JobKind.COMPLETIONS: CompletionJobCreate,
+}
+
+
+def _job_body(body: dict[str, Any], services: Services, kind: JobKind) -> JobCreateBody:
     if "priority" not in body:
         body = {**body, "priority": services.settings.chat.priority}
     try:
-        job = JobCreate.model_validate(body)
+        job = _BODIES[kind].model_validate({**body, "kind": kind.value})
     except ValidationError as exc:
         errors = [{**error, "loc": ("body", *error["loc"])} for error in exc.errors()]
         raise RequestValidationError(errors) from exc
@@ -115,9 +129,15 @@ def _job_body(body: dict[str, Any], services: Services) -> JobCreate:
 
 
 async def start_call(
-    *, body: dict[str, Any], caller: Caller, services: Services, request: Request
+    *,
+    body: dict[str, Any],
+    caller: Caller,
+    services: Services,
+    request: Request,
+    kind: JobKind = JobKind.CHAT,
 ) -> SyncCall:
-    """Submit ``body`` (a chat completions body, job options included) as a sync job.
+    """Submit ``body`` (a chat completions body, or with ``kind`` an embeddings body, job
+    options included) as a sync job.
 
     The job's runs answer this process directly (its reply stream): deltas as
     they come, then the outcome. A plain call goes to its worker in its
@@ -125,7 +145,7 @@ async def start_call(
     the job's row in its next tick). A cached answer is in ``call.job``
     already (``job.cached``): the call is then done.
     """
-    job_body = _job_body(body, services)
+    job_body = _job_body(body, services, kind)
     require_model(caller, job_body.model, services.router)
     job_id = new_id("job")
     hub = services.replies
@@ -231,7 +251,9 @@ async def _wait(call: SyncCall, *, stream: bool) -> Reply:
 
 
 async def whole_answer(call: SyncCall) -> dict[str, Any]:
-    """The job's ``chat.completion``; its failure raised as an :class:`APIError`."""
+    """The job's answer (a ``chat.completion``, an embeddings ``list``, a
+    ``text_completion``); its failure
+    raised as an :class:`APIError`."""
     try:
         reply = await _wait(call, stream=False)
     finally:
@@ -306,6 +328,19 @@ async def stream_deltas(call: SyncCall, first: Reply) -> AsyncGenerator[Reply | 
         if not finished:
             # The caller went away mid-stream.
             await asyncio.shield(call.abandon())
+
+
+async def sse_lines(call: SyncCall, first: Reply) -> AsyncIterator[str | bytes]:
+    """A streamed answer's ``data:`` lines as its caller gets them, from ``first`` on,
+    an ``{"error": ...}`` event if it breaks, then ``data: [DONE]``."""
+    async with aclosing(stream_deltas(call, first)) as items:
+        async for item in items:
+            if isinstance(item, StreamBroken):
+                yield sse_message(data={"error": item.error})
+                break
+            assert item.sse is not None
+            yield item.sse
+    yield DONE
 
 
 def _interrupted(call: SyncCall, attempt: object) -> dict[str, Any]:

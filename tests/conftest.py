@@ -119,7 +119,8 @@ def stack(
     Models: ``mock`` (the mock provider), ``mock-idle`` (a provider no worker
     consumes, so its jobs stay queued), ``mock-priced`` (priced at :data:`PRICE`),
     ``mock-budgeted`` and ``mock-budgeted-idle`` (dearly priced, capped at 64 output
-    tokens, the second consumed by no worker: for budgets), and
+    tokens, the second consumed by no worker: for budgets), ``chat-only`` (an anthropic
+    deployment no worker consumes: a model that serves no embeddings), and
     ``gpt-4o-mini`` (the openai adapter against the fake OpenAI server, upstream model
     ``gpt-4o-mini-2024-07-18``, priced by relayq's default table).
     """
@@ -134,6 +135,11 @@ def stack(
         "backup": {"type": "mock", "read_timeout": 5},
         # Streams half its answer, then fails: the stream rule's tests.
         "cut": {"type": "mock", "read_timeout": 5, "options": {"fault": "malformed"}},
+        # The same for embeddings' fallback test, on breakers the stream tests never see.
+        "embed-cut": {"type": "mock", "read_timeout": 5, "options": {"fault": "malformed"}},
+        "embed-backup": {"type": "mock", "read_timeout": 5},
+        # An adapter that serves no embeddings, consumed by no worker: refused at intake.
+        "chat-only": {"type": "anthropic", "base_url": "http://127.0.0.1:9", "api_key": "x"},
         "openai": {
             "type": "openai",
             "base_url": fake_openai.base_url,
@@ -147,6 +153,14 @@ def stack(
         "mock-faulty": {"provider": "faulty", "model": "mock"},
         "mock-faulty-hooks": {"provider": "hooks-faulty", "model": "mock"},
         "gpt-4o-mini": {"provider": "openai", "model": "gpt-4o-mini-2024-07-18"},
+        "chat-only": {"provider": "chat-only", "model": "claude-3-5-haiku"},
+        "mock-embed-cut": {
+            "strategy": "ordered",
+            "deployments": [
+                {"provider": "embed-cut", "model": "mock"},
+                {"provider": "embed-backup", "model": "mock"},
+            ],
+        },
         "mock-cut": {
             "strategy": "ordered",
             "deployments": [
@@ -188,7 +202,16 @@ def stack(
         "RELAYQ_PROVIDERS": json.dumps(providers),
         "RELAYQ_ROUTES": json.dumps(routes),
         "RELAYQ_WORKER__PROVIDERS": json.dumps(
-            ["mock", "openai", "faulty", "hooks-faulty", "backup", "cut"]
+            [
+                "mock",
+                "openai",
+                "faulty",
+                "hooks-faulty",
+                "backup",
+                "cut",
+                "embed-cut",
+                "embed-backup",
+            ]
         ),
     }
     with Stack(

@@ -20,7 +20,13 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, text, update
 
-from relayq.budgets.estimate import IMAGE_TOKENS, MESSAGE_OVERHEAD, prompt_bound, worst_case
+from relayq.budgets.estimate import (
+    IMAGE_TOKENS,
+    MESSAGE_OVERHEAD,
+    embeddings_bound,
+    prompt_bound,
+    worst_case,
+)
 from relayq.budgets.reservations import BudgetLimits, OverBudget, Reservation, dollars
 from relayq.budgets.windows import Period, window_of
 from relayq.config.prices import ModelPrice, job_cost
@@ -127,6 +133,51 @@ def test_the_cost_is_the_dearest_deployments_and_a_batch_gets_its_discount() -> 
 
 
 @pytest.mark.usefixtures("sqlite_only")
+def test_an_embeddings_worst_case_is_its_inputs_bytes_and_no_completion() -> None:
+    """Embeddings answer no tokens: only ``input`` counts, a byte or a token id a token."""
+    assert embeddings_bound({"input": "héllo"}) == 6  # é is two bytes
+    assert embeddings_bound({"input": ["ab", "cde"]}) == 5
+    assert embeddings_bound({"input": [7, 8, 9]}) == 3  # one token array
+    assert embeddings_bound({"input": [[1, 2], [3]]}) == 3
+    worst = worst_case(
+        {"model": "m", "input": ["ab", "cde"], "max_tokens": 99},
+        route=ROUTE,
+        default_max_output=4096,
+        kind="embeddings",
+    )
+    assert (worst.prompt_tokens, worst.completion_tokens) == (5, 0)
+    assert worst.usd == pytest.approx(5 * 1000.0 / 1_000_000)
+
+
+def test_a_legacy_completions_worst_case_is_its_prompt_and_its_answer_times_choices() -> None:
+    request = {"model": "m", "prompt": ["ab", "cde"], "max_tokens": 10, "n": 2, "best_of": 3}
+    worst = worst_case(request, route=ROUTE, default_max_output=4096, kind="completions")
+    assert (worst.prompt_tokens, worst.completion_tokens) == (5 + MESSAGE_OVERHEAD, 30)
+    capped = worst_case(
+        {"model": "m", "prompt": "x"}, route=ROUTE, default_max_output=64, kind="completions"
+    )
+    assert capped.completion_tokens == 64  # no max_tokens: the route's cap, else the default
+
+
+def test_an_embeddings_job_reserves_its_inputs_and_settles_its_cost(
+    tenant: Callable[..., Tenant],
+) -> None:
+    me = tenant(usd=10.0)
+    idle = {"kind": "embeddings", "model": "mock-budgeted-idle", "input": ["ab", "cde"]}
+    queued = submit(me.client, idle)  # no worker consumes it: its reservation stays
+    assert _budget(me.client)["reserved"] == {"usd": pytest.approx(5 * 1000.0 / 1e6), "tokens": 5}
+    assert me.client.post(f"/v1/jobs/{queued['id']}/cancel").status_code == 200
+
+    ran = {"kind": "embeddings", "model": "mock-budgeted", "input": "three small words"}
+    job = wait_for_status(me.client, submit(me.client, ran)["id"], {"succeeded", "failed"})
+
+    assert job["status"] == "succeeded", job["error"]
+    assert job["cost_usd"] == pytest.approx(3 * 1000.0 / 1e6)  # the mock: a token a word
+    state = _budget(me.client)
+    assert state["reserved"] == {"usd": 0.0, "tokens": 0}
+    assert state["spent"] == {"usd": pytest.approx(job["cost_usd"]), "tokens": 3}
+
+
 def test_windows_are_the_utc_day_or_month() -> None:
     late = 1_796_515_199.0  # 2026-12-05 23:59:59 UTC
     assert window_of(Period.DAY, late) == "2026-12-05"
@@ -285,6 +336,23 @@ def test_a_sync_call_of_a_budgeted_key_is_stored_first_and_settled(
     me = tenant(usd=10.0)
     answer = me.client.post("/v1/chat/completions", json=_priced(max_tokens=8, mock={"tokens": 5}))
     assert answer.status_code == 200, answer.text
+    cost = job_cost(PRICE, answer.json()["usage"], batch=False)
+
+    def settled() -> bool:
+        return bool(_budget(me.client)["spent"]["usd"] == pytest.approx(cost))
+
+    wait_until(settled, timeout=10, interval=0.1)
+    assert _budget(me.client)["reserved"] == {"usd": 0.0, "tokens": 0}
+
+
+def test_a_sync_embeddings_call_of_a_budgeted_key_is_settled(
+    tenant: Callable[..., Tenant],
+) -> None:
+    me = tenant(usd=10.0)
+    payload = {"model": "mock-budgeted", "input": ["four words in here"]}
+    answer = me.client.post("/v1/embeddings", json=payload)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["usage"]["prompt_tokens"] == 4
     cost = job_cost(PRICE, answer.json()["usage"], batch=False)
 
     def settled() -> bool:

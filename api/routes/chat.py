@@ -16,7 +16,6 @@ error naming the job, whose final answer stays readable at ``/v1/jobs/{id}``.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import aclosing
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
@@ -24,16 +23,7 @@ from fastapi.responses import JSONResponse
 from api.deps import ChatCaller, ServicesDep
 from api.errors import ERROR_RESPONSES
 from api.sse import DONE, CompletionStream, sse_message
-from api.sync_calls import (
-    JOB_HEADER,
-    StreamBroken,
-    SyncCall,
-    first_delta,
-    start_call,
-    stream_deltas,
-    whole_answer,
-)
-from relayq.direct.replies import Reply
+from api.sync_calls import JOB_HEADER, SyncCall, first_delta, sse_lines, start_call, whole_answer
 from relayq.providers.assembly import chunks_from_completion
 from relayq.schemas.chat import ChatCompletionRequest
 
@@ -65,7 +55,7 @@ async def create_chat_completion(
     if body.stream:
         first = await first_delta(call)
         return CompletionStream(
-            _chunks(call, first),
+            sse_lines(call, first),
             media_type="text/event-stream",
             headers={**headers, "cache-control": "no-cache"},
         )
@@ -84,14 +74,3 @@ def _cached(call: SyncCall, *, stream: bool) -> JSONResponse | CompletionStream:
         yield DONE
 
     return CompletionStream(chunks(), media_type="text/event-stream", headers=headers)
-
-
-async def _chunks(call: SyncCall, first: Reply) -> AsyncIterator[str | bytes]:
-    async with aclosing(stream_deltas(call, first)) as items:
-        async for item in items:
-            if isinstance(item, StreamBroken):
-                yield sse_message(data={"error": item.error})
-                break
-            assert item.sse is not None
-            yield item.sse
-    yield DONE

@@ -1,4 +1,4 @@
-"""``/v1/jobs``: submit, retrieve, list and cancel completion jobs."""
+"""``/v1/jobs``: submit, retrieve, list and cancel jobs (chat completions, embeddings)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from api.pages import After, cursor_page
 from relayq.schemas.destinations import check_webhook_url
 from relayq.schemas.jobs import (
     TERMINAL_STATUSES,
-    JobCreate,
+    JobBody,
     JobList,
     JobPublic,
     JobStatus,
@@ -38,14 +38,15 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=ERROR_RESPONSES)
 
 @router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=JobPublic)
 async def create(
-    body: JobCreate,
+    body: JobBody,
     key: JobsCaller,
     services: ServicesDep,
     request: Request,
     response: Response,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
 ) -> JobPublic:
-    """Queue a chat-completion job. Answers 202 with the job and its ``Location``.
+    """Queue a job: a chat completion, or embeddings with ``"kind": "embeddings"``.
+    Answers 202 with the job and its ``Location``.
 
     With an ``Idempotency-Key`` header, the same key and body return the
     first job again (``Idempotent-Replayed: true``); the same key with a

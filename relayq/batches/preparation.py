@@ -37,8 +37,8 @@ from relayq.config.settings import Settings
 from relayq.files.storage import FileStorage, read_lines
 from relayq.ids import id_sequence
 from relayq.routing.router import Deployment, Router, RouteUnavailable, UnknownModel
-from relayq.schemas.batches import BatchErrorItem, BatchErrors, BatchStatus
-from relayq.schemas.jobs import JobStatus
+from relayq.schemas.batches import BatchErrorItem, BatchErrors, BatchStatus, endpoint_kind
+from relayq.schemas.jobs import JobKind, JobStatus
 from relayq.store import Database
 from relayq.store.batches import fail_batch, get_batch_by_id, insert_requests, start_batch
 from relayq.store.models import ApiKey, Batch
@@ -77,6 +77,22 @@ class _Chooser:
         self._router = router
         self.allowed = allowed
         self._unknown: set[str] = set()
+        self._serving: dict[str, bool] = {}
+
+    def serves(self, model: str, kind: JobKind) -> bool:
+        """Whether ``model``'s route serves ``kind`` (asked once per model: a batch has
+        one kind)."""
+        if kind is JobKind.CHAT:
+            return True
+        if model not in self._serving:
+            router = self._router
+            serves = (
+                router.serves_embeddings
+                if kind is JobKind.EMBEDDINGS
+                else router.serves_text_completions
+            )
+            self._serving[model] = serves(model)
+        return self._serving[model]
 
     async def choose(self, model: str) -> Deployment | None:
         if model in self._unknown:
@@ -114,6 +130,7 @@ class _Budgeting:
                 route=found[1] if found is not None else None,
                 default_max_output=self._default,
                 batch=True,
+                kind=row["kind"],
             )
             row.update(
                 reserved_usd=worst.usd, reserved_tokens=worst.tokens, budget_window=self.window
@@ -271,6 +288,7 @@ class BatchPreparer:
         now: float,
     ) -> list[dict[str, Any]]:
         """The job rows of a chunk's valid requests, routed (none once any line is bad)."""
+        kind = endpoint_kind(batch.endpoint)
         rows = []
         for request in valid:
             deployment = await chooser.choose(request.model)
@@ -291,6 +309,14 @@ class BatchPreparer:
                     f"Models it may use: {allowed}.",
                     "body.model",
                 )
+            elif not chooser.serves(request.model, kind):
+                validator.error(
+                    request.line,
+                    "model_not_supported",
+                    f"Line {request.line}: the model '{request.model}' does not serve "
+                    f"{kind.value}: none of its deployments is on a provider that does.",
+                    "body.model",
+                )
             elif not validator.error_count:
                 rows.append(self._row(batch, request, deployment, next(ids), now))
         return rows
@@ -303,6 +329,7 @@ class BatchPreparer:
             "id": job_id,
             "key_id": batch.key_id,
             "status": JobStatus.QUEUED.value,
+            "kind": endpoint_kind(batch.endpoint).value,
             "model": request.model,
             "route": deployment.route,
             "provider": deployment.provider,

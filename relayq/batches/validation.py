@@ -15,8 +15,11 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from relayq.schemas.batches import BatchErrorItem
+from relayq.providers import check_controls, embedding_field_errors
+from relayq.schemas.batches import COMPLETIONS_ENDPOINT, EMBEDDINGS_ENDPOINT, BatchErrorItem
 from relayq.schemas.chat import ChatCompletionRequest
+from relayq.schemas.completions import TextCompletionRequest
+from relayq.schemas.embeddings import EmbeddingRequest
 from relayq.schemas.json_values import first_unkeepable, text_problem
 from relayq.schemas.params import param_path
 
@@ -145,18 +148,13 @@ class LineValidator:
             message = f"Line {line}: invalid '{param}': {found.reason}."
             self.error(line, "invalid_request", message, param)
             return None
+        if self.endpoint == EMBEDDINGS_ENDPOINT:
+            return self._embeddings_body(line, body)
+        model = TextCompletionRequest if self.endpoint == COMPLETIONS_ENDPOINT else None
         try:
-            request = ChatCompletionRequest.model_validate(body)
+            request = (model or ChatCompletionRequest).model_validate(body)
         except ValidationError as exc:
-            first = exc.errors()[0]
-            param = param_path(first["loc"], prefix="body")
-            missing = first["type"] == "missing"
-            message = (
-                f"Line {line}: missing required parameter '{param}'."
-                if missing
-                else f"Line {line}: invalid '{param}': {first['msg']}."
-            )
-            self.error(line, "invalid_request", message, param)
+            self._invalid(line, exc.errors())
             return None
         if request.stream:
             self.error(
@@ -167,3 +165,28 @@ class LineValidator:
             )
             return None
         return request.model_dump(mode="json", exclude_none=True)
+
+    def _embeddings_body(self, line: int, body: dict[str, Any]) -> dict[str, Any] | None:
+        """An embeddings body, checked as ``POST /v1/embeddings`` checks it: no field but
+        OpenAI's and an adapter's controls."""
+        try:
+            request = EmbeddingRequest.model_validate(body)
+        except ValidationError as exc:
+            self._invalid(line, exc.errors())
+            return None
+        extra = dict(request.model_extra or {})
+        errors = embedding_field_errors(extra) + check_controls(extra)
+        if errors:
+            self._invalid(line, errors)
+            return None
+        return {**request.model_dump(mode="json", exclude_none=True), **extra}
+
+    def _invalid(self, line: int, errors: Sequence[Any]) -> None:
+        """The line's first validation error, its field named from ``body``."""
+        first = errors[0]
+        param = param_path(first["loc"], prefix="body")
+        if first["type"] == "missing":
+            message = f"Line {line}: missing required parameter '{param}'."
+        else:
+            message = f"Line {line}: invalid '{param}': {first['msg']}."
+        self.error(line, "invalid_request", message, param)

@@ -18,6 +18,12 @@ else the route's ``max_output_tokens``, else the setting
 limit in the request the upstream is not held to that number: the worst case
 then assumes it, and the job's real cost is booked all the same.
 
+An embeddings request (``kind="embeddings"``) has no completion and no chat
+template: its worst case is its inputs' UTF-8 bytes plus one token per token id,
+and no completion tokens (:func:`embeddings_bound`). A legacy completion
+(``kind="completions"``) counts its ``prompt`` the same way, and its answer as a
+chat request's, times the larger of ``n`` and ``best_of``.
+
 The cost is that of the route's most expensive deployment for those tokens
 (fallback may move a job to any of them), with its batch discount for a
 batch request; a deployment without a price counts nothing.
@@ -39,6 +45,7 @@ __all__ = [
     "MESSAGE_OVERHEAD",
     "WorstCase",
     "deployment_price",
+    "embeddings_bound",
     "prompt_bound",
     "worst_case",
 ]
@@ -81,11 +88,37 @@ def prompt_bound(request: Mapping[str, Any]) -> int:
     return total
 
 
+def embeddings_bound(request: Mapping[str, Any]) -> int:
+    """An upper bound on the tokens an OpenAI embeddings request's ``input`` holds: a
+    string's UTF-8 bytes, a token id each."""
+    value = request.get("input")
+    items = [value] if isinstance(value, str) else value if isinstance(value, list) else []
+    if items and all(isinstance(item, int) for item in items):
+        return len(items)  # one token array
+    total = 0
+    for item in items:
+        if isinstance(item, str):
+            total += len(item.encode())
+        elif isinstance(item, list):
+            total += len(item)
+    return total
+
+
+def _legacy_prompt_bound(request: Mapping[str, Any]) -> int:
+    """A legacy completion's ``prompt`` bounded as an embeddings ``input`` is, plus the
+    answer's priming."""
+    return embeddings_bound({"input": request.get("prompt")}) + MESSAGE_OVERHEAD
+
+
 def _completion_bound(request: Mapping[str, Any], route_cap: int) -> int:
     limit = request.get("max_completion_tokens") or request.get("max_tokens")
     per_choice = limit if isinstance(limit, int) and limit > 0 else route_cap
     n = request.get("n")
     return per_choice * (n if isinstance(n, int) and n > 0 else 1)
+
+
+def _count(value: object) -> int:
+    return value if isinstance(value, int) and value > 0 else 1
 
 
 def _cost(price: ModelPrice, prompt: int, completion: int, *, batch: bool) -> float:
@@ -99,12 +132,20 @@ def worst_case(
     route: RouteSettings | None,
     default_max_output: int,
     batch: bool = False,
+    kind: str = "chat",
 ) -> WorstCase:
     """``request``'s worst case on ``route`` (None: a route no longer configured, which
-    prices nothing)."""
+    prices nothing); ``kind``: the job's (``embeddings``: inputs only, no completion)."""
     cap = (route.max_output_tokens if route is not None else None) or default_max_output
-    prompt = prompt_bound(request)
-    completion = _completion_bound(request, cap)
+    if kind == "embeddings":
+        prompt, completion = embeddings_bound(request), 0
+    elif kind == "completions":
+        prompt = _legacy_prompt_bound(request)
+        choices = max(_count(request.get("n")), _count(request.get("best_of")))
+        completion = _completion_bound({**request, "n": choices}, cap)
+    else:
+        prompt = prompt_bound(request)
+        completion = _completion_bound(request, cap)
     prices: Sequence[ModelPrice] = [
         d.price for d in (route.deployments if route is not None else []) if d.price is not None
     ]

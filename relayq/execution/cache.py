@@ -20,6 +20,8 @@ from redis.exceptions import RedisError
 from relayq.config.routes import RouteSettings
 from relayq.redis.keys import RedisKeys
 from relayq.schemas.chat import ChatCompletionRequest
+from relayq.schemas.completions import TextCompletionRequest
+from relayq.schemas.embeddings import EmbeddingRequest
 
 __all__ = ["IGNORED_FIELDS", "ResponseCache", "cache_ttl"]
 
@@ -54,10 +56,22 @@ class ResponseCache:
         self._keys = RedisKeys(key_prefix)
         self._counted = counted
 
-    def key(self, *, key_id: str, route: str, request: ChatCompletionRequest) -> str:
-        """The entry for ``request`` on ``route`` for one API key."""
+    def key(
+        self,
+        *,
+        key_id: str,
+        route: str,
+        request: ChatCompletionRequest | EmbeddingRequest | TextCompletionRequest,
+    ) -> str:
+        """The entry for ``request`` on ``route`` for one API key; an embeddings request's
+        or a legacy completion's differs from any chat request's (its kind is hashed
+        with it)."""
         body = request.model_dump(mode="json", exclude_none=True, exclude=set(IGNORED_FIELDS))
         body["model"] = route
+        if isinstance(request, EmbeddingRequest):
+            body["kind"] = "embeddings"
+        elif isinstance(request, TextCompletionRequest):
+            body["kind"] = "completions"
         canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
         digest = hashlib.sha256(canonical.encode()).hexdigest()
         return self._keys.cache(key_id, digest)

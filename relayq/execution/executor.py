@@ -38,13 +38,16 @@ from relayq.providers.errors import (
     ProviderTimeout,
     ProviderUnavailable,
 )
+from relayq.providers.text_stream import TextAssembler
 from relayq.recovery.handback import Taken
 from relayq.resilience.key_limits import KeyLimits
 from relayq.resilience.policy import Action, after_admission, before_call
 from relayq.resilience.resilience import Admission, Resilience, deployment_id
 from relayq.routing.state import RoutingState
 from relayq.schemas.chat import ChatCompletion, ChatCompletionRequest
-from relayq.schemas.jobs import JobStatus
+from relayq.schemas.completions import TextCompletion, TextCompletionRequest
+from relayq.schemas.embeddings import EmbeddingRequest, EmbeddingResponse
+from relayq.schemas.jobs import JobKind, JobStatus
 from relayq.store import Database
 from relayq.store.attempts import AttemptRecord
 from relayq.store.claims import Claim, release_claim, renew_leases
@@ -142,17 +145,24 @@ def _failed(code: str, message: str) -> Outcome:
 
 async def _stream(
     provider: Provider,
-    request: ChatCompletionRequest,
+    request: ChatCompletionRequest | TextCompletionRequest,
     model: str,
     deltas: DeltaPublisher | None,
-) -> ChatCompletion:
+) -> ChatCompletion | TextCompletion:
     """Stream the call, publishing deltas as they come; the whole answer at the end.
 
     Only runs whose text someone reads as it comes stream: the others ask the
     upstream for the whole answer, one body to parse instead of a chunk per token.
+    A legacy completion streams its ``text_completion`` chunks the same way
+    (:mod:`relayq.providers.text_stream`).
     """
-    assembler = CompletionAssembler()
-    chunks = provider.stream(request, model=model)
+    assembler: CompletionAssembler | TextAssembler
+    if isinstance(request, TextCompletionRequest):
+        assembler = TextAssembler()
+        chunks = provider.stream_text(request, model=model)
+    else:
+        assembler = CompletionAssembler()
+        chunks = provider.stream(request, model=model)
     try:
         async for chunk in chunks:
             assembler.add(chunk)
@@ -173,6 +183,38 @@ async def _stream(
         return assembler.completion()
     except ValueError as exc:
         raise MalformedResponse(f"{provider.name}: the stream carried no chunks") from exc
+
+
+CallRequest = ChatCompletionRequest | EmbeddingRequest | TextCompletionRequest
+"""What a job asks its provider, by its kind."""
+Answer = ChatCompletion | EmbeddingResponse | TextCompletion
+"""What the provider answers, by the job's kind."""
+
+_REQUEST_MODELS: dict[str, type[CallRequest]] = {
+    JobKind.CHAT.value: ChatCompletionRequest,
+    JobKind.EMBEDDINGS.value: EmbeddingRequest,
+    JobKind.COMPLETIONS.value: TextCompletionRequest,
+}
+
+
+def _call_request(claim: Claim) -> CallRequest:
+    """The claim's stored request, parsed as its kind's (raises ValidationError)."""
+    return _REQUEST_MODELS.get(claim.kind, ChatCompletionRequest).model_validate(claim.request)
+
+
+async def _ask(
+    provider: Provider, request: CallRequest, model: str, deltas: DeltaPublisher | None
+) -> Answer:
+    """The provider's answer: embeddings, a legacy completion, or a chat completion
+    (streamed when someone reads its text as it comes)."""
+    if isinstance(request, EmbeddingRequest):
+        return await provider.embed(request, model=model)
+    if deltas is not None:
+        return await _stream(provider, request, model, deltas)
+    # Nobody reads its text as it comes: ask for the whole.
+    if isinstance(request, TextCompletionRequest):
+        return await provider.complete_text(request, model=model)
+    return await provider.complete(request, model=model)
 
 
 def _provider_failure(
@@ -288,14 +330,18 @@ def _attempt_ended(span: tracing.Span, result: RunResult) -> None:
 
 def _call_span(claim: Claim) -> contextlib.AbstractContextManager[tracing.Span | None]:
     """The span of one provider call (a child of its attempt's); a null context when
-    tracing is off. Named as OpenTelemetry's GenAI conventions name a chat call."""
+    tracing is off. Named as OpenTelemetry's GenAI conventions name a chat (or an
+    embeddings) call."""
     if not tracing.enabled():
         return tracing.NO_SPAN
+    operation = {"embeddings": "embeddings", "completions": "text_completion"}.get(
+        claim.kind, "chat"
+    )
     return tracing.span(
-        f"chat {claim.upstream_model}",
+        f"{operation} {claim.upstream_model}",
         kind="client",
         attributes={
-            "gen_ai.operation.name": "chat",
+            "gen_ai.operation.name": operation,
             "gen_ai.request.model": claim.upstream_model,
             "relayq.provider": claim.provider,
             "relayq.stream": bool(claim.request.get("stream")),
@@ -303,9 +349,11 @@ def _call_span(claim: Claim) -> contextlib.AbstractContextManager[tracing.Span |
     )
 
 
-def _call_answered(span: tracing.Span, completion: ChatCompletion) -> None:
+def _call_answered(span: tracing.Span, completion: Answer) -> None:
     span.set_attribute("gen_ai.response.model", completion.model)
-    if completion.usage is not None:
+    if isinstance(completion, EmbeddingResponse):
+        span.set_attribute("gen_ai.usage.input_tokens", completion.usage.prompt_tokens)
+    elif completion.usage is not None:
         span.set_attribute("gen_ai.usage.input_tokens", completion.usage.prompt_tokens)
         span.set_attribute("gen_ai.usage.output_tokens", completion.usage.completion_tokens)
 
@@ -483,6 +531,7 @@ class Executor:
             reply_to=job.reply_to,
             created_at=created_at,
             claimed_at=time.time(),
+            kind=job.kind,
         )
         try:
             with _attempt_span(claim, message.get("traceparent")) as span:
@@ -771,7 +820,7 @@ class Executor:
             message = f"provider {claim.provider!r} is not configured on this worker"
             return _failed("provider_not_configured", message), None
         try:
-            request = ChatCompletionRequest.model_validate(claim.request)
+            request = _call_request(claim)
         except ValidationError as exc:
             return _failed("invalid_stored_request", str(exc)), None
         admitted = await self._admission(running, request)
@@ -792,15 +841,12 @@ class Executor:
         )
         deltas = running.deltas = self._delta_sink(claim)
         started = running.called_at = time.perf_counter()
-        completion: ChatCompletion | None = None
+        completion: Answer | None = None
         try:
             # Its span ends before a failure is handled: a retry is the attempt's child.
             with _call_span(claim) as span:
                 async with asyncio.timeout(provider.settings.total_timeout):
-                    if deltas is None:  # nobody reads its text as it comes: ask for the whole
-                        completion = await provider.complete(request, model=claim.upstream_model)
-                    else:
-                        completion = await _stream(provider, request, claim.upstream_model, deltas)
+                    completion = await _ask(provider, request, claim.upstream_model, deltas)
                 if span is not None:
                     _call_answered(span, completion)
         except TimeoutError:
@@ -830,7 +876,7 @@ class Executor:
         return Outcome(status=JobStatus.SUCCEEDED, response=response, usage=usage), attempt
 
     async def _admission(
-        self, running: _Running, request: ChatCompletionRequest
+        self, running: _Running, request: CallRequest
     ) -> Admission | tuple[Outcome, AttemptRecord | None] | RunResult:
         """The call's admission, or what the job does instead of the call (the policy's
         :func:`~relayq.resilience.policy.after_admission`, applied)."""
@@ -875,9 +921,7 @@ class Executor:
                 return await self._failure(running, error, admission, started=None)
         return admission
 
-    async def _admit(
-        self, running: _Running, request: ChatCompletionRequest
-    ) -> tuple[Admission, bool]:
+    async def _admit(self, running: _Running, request: CallRequest) -> tuple[Admission, bool]:
         """The call's admission (limits, breaker) and whether its caller left, in one
         round trip's time at most: both are asked in the same tick, side by side, and
         a deployment clear here needs no round trip at all."""

@@ -53,7 +53,9 @@ from relayq.resilience.key_limits import Decision, KeyLimits, request_tokens
 from relayq.routing.router import Router, UnknownModel
 from relayq.routing.state import RoutingState
 from relayq.schemas.chat import ChatCompletionRequest
-from relayq.schemas.jobs import JobCreate
+from relayq.schemas.completions import TextCompletionRequest
+from relayq.schemas.embeddings import EmbeddingRequest
+from relayq.schemas.jobs import JobCreateBody, JobKind
 from relayq.store import Database
 from relayq.store.jobs import NewJob, cancel_job, create_job, get_job, new_row
 from relayq.store.models import Job
@@ -63,6 +65,7 @@ __all__ = [
     "Intake",
     "KeyLimitValues",
     "KeyLimited",
+    "KindNotServed",
     "OverBudget",
     "Submitted",
     "request_hash",
@@ -98,6 +101,24 @@ class KeyLimited(Exception):
         self.limits = limits
         self.key_id = key_id
         self.tokens = tokens
+
+
+class KindNotServed(Exception):
+    """No deployment of the model's route serves the job's kind (embeddings, completions)."""
+
+    def __init__(self, model: str, kind: JobKind) -> None:
+        super().__init__(model)
+        self.model = model
+        self.kind = kind
+
+
+def _serves(router: Router, model: str, kind: JobKind) -> bool:
+    """Whether ``model``'s route has a deployment that serves ``kind`` (every one serves chat)."""
+    if kind is JobKind.EMBEDDINGS:
+        return router.serves_embeddings(model)
+    if kind is JobKind.COMPLETIONS:
+        return router.serves_text_completions(model)
+    return True
 
 
 class BrokerUnavailable(Exception):
@@ -170,7 +191,7 @@ class Intake:
         self,
         *,
         key_id: str,
-        body: JobCreate,
+        body: JobCreateBody,
         idempotency_key: str | None = None,
         limits: KeyLimitValues | None = None,
         reply_to: str | None = None,
@@ -191,7 +212,8 @@ class Intake:
         ``request_id`` (the HTTP request's) travels with the job's message, so
         its worker's log lines about the job carry it.
 
-        Raises ``UnknownModel``, ``IdempotencyConflict``, :class:`KeyLimited`,
+        Raises ``UnknownModel``, :class:`KindNotServed`, ``IdempotencyConflict``,
+        :class:`KeyLimited`,
         :class:`OverBudget` or :class:`BrokerUnavailable`.
         """
         admission = _Admission(
@@ -247,7 +269,7 @@ class Intake:
     async def _submit(
         self,
         *,
-        body: JobCreate,
+        body: JobCreateBody,
         idempotency_key: str | None,
         reply_to: str | None,
         admission: _Admission,
@@ -255,18 +277,21 @@ class Intake:
     ) -> Submitted:
         key_id, job_id = admission.key_id, admission.job_id
         router = self._router()
-        completion = body.completion_request()
+        call = body.call_request()
+        kind = body.job_kind
         if admission.limits is not None and admission.limits.tokens_per_minute:
-            admission.tokens = request_tokens(completion)
+            admission.tokens = request_tokens(call)
         try:
             deployment = await router.choose(body.model)
         except UnknownModel:
             await self._admit(admission)  # a request all the same: it counts against the rate
             raise
+        if not _serves(router, body.model, kind):
+            raise KindNotServed(body.model, kind)
         cache_key, ttl, cached = await self._cache_lookup(
-            key_id=key_id, body=body, completion=completion, route=deployment.route
+            key_id=key_id, body=body, call=call, route=deployment.route
         )
-        stored_request = completion.model_dump(mode="json", exclude_none=True)
+        stored_request = call.model_dump(mode="json", exclude_none=True)
         new_job = NewJob(
             key_id=key_id,
             model=body.model,
@@ -286,7 +311,8 @@ class Intake:
             deployment_index=deployment.index,
             id=job_id,
             reply_to=reply_to,
-            reservation=self._reservation(admission, stored_request, deployment.route),
+            kind=kind.value,
+            reservation=self._reservation(admission, stored_request, deployment.route, kind),
         )
         if (
             reply_to is not None
@@ -314,7 +340,7 @@ class Intake:
         return Submitted(job=job, created=created)
 
     def _reservation(
-        self, admission: _Admission, request: dict[str, Any], route: str
+        self, admission: _Admission, request: dict[str, Any], route: str, kind: JobKind
     ) -> Reservation | None:
         """The job's worst case as a reservation of its key's budget (None: no budget)."""
         budget = admission.budget
@@ -325,6 +351,7 @@ class Intake:
             request,
             route=found[1] if found is not None else None,
             default_max_output=self._settings.budgets.default_max_output_tokens,
+            kind=kind.value,
         )
         return Reservation(
             key_id=admission.key_id,
@@ -345,6 +372,8 @@ class Intake:
         now = self._clock()
         fields = dataclasses.asdict(job)
         del fields["reservation"]  # never one on this lane; a worker of before knows none
+        if fields["kind"] == JobKind.CHAT.value:
+            del fields["kind"]  # the default: a worker of before knows no kind
         message: dict[str, Any] = {"job": fields, "created_at": now}
         if request_id is not None:
             message["request_id"] = request_id
@@ -391,14 +420,19 @@ class Intake:
         await self._events.emit(JobEvent(job_id=job.id, key_id=job.key_id, type=kind, data=data))
 
     async def _cache_lookup(
-        self, *, key_id: str, body: JobCreate, completion: ChatCompletionRequest, route: str
+        self,
+        *,
+        key_id: str,
+        body: JobCreateBody,
+        call: ChatCompletionRequest | EmbeddingRequest | TextCompletionRequest,
+        route: str,
     ) -> tuple[str | None, float | None, dict[str, Any] | None]:
         """The job's cache entry and TTL (None when not cached), and a hit if any."""
         found = self._router().route(route)
         ttl = cache_ttl(found[1] if found else None, body.cache)
         if ttl is None:
             return None, None, None
-        key = self._cache.key(key_id=key_id, route=route, request=completion)
+        key = self._cache.key(key_id=key_id, route=route, request=call)
         return key, ttl, await self._cache.get(key)
 
     async def _count_assigned(self, job: Job) -> None:

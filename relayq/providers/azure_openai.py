@@ -127,6 +127,10 @@ class AzureOpenAIProvider(OpenAIProvider):
         """The deployment's embeddings URL."""
         return self._operation_url("embeddings", model=model)
 
+    def completions_url(self, *, model: str) -> str:
+        """The deployment's legacy completions URL."""
+        return self._operation_url("completions", model=model)
+
     def auth_headers(self) -> dict[str, str]:
         """Azure's ``api-key`` header."""
         key = self.settings.api_key.get_secret_value() if self.settings.api_key else ""

@@ -56,7 +56,9 @@ from relayq.providers.http import (
 )
 from relayq.providers.retry_after import retry_after_seconds
 from relayq.providers.sse import ServerSentEvent, SSEDecoder
+from relayq.providers.text_stream import text_chunks
 from relayq.schemas.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest
+from relayq.schemas.completions import TextCompletion, TextCompletionRequest
 from relayq.schemas.embeddings import EmbeddingRequest, EmbeddingResponse, join_embeddings
 
 __all__ = ["HTTPProvider", "NoOptions", "Provider", "StreamParser"]
@@ -98,6 +100,9 @@ class Provider(ABC):
     embeddings. :meth:`embed` cuts longer inputs into calls of at most this many."""
     embeds_token_ids: ClassVar[bool] = False
     """Whether the upstream embeds token-id arrays (OpenAI's API does); else text only."""
+    serves_text_completions: ClassVar[bool] = False
+    """Whether :meth:`complete_text` passes legacy completions (``/v1/completions``) on:
+    the adapters that speak OpenAI's wire format to servers that still serve it."""
 
     def __init__(self, *, name: str, settings: ProviderSettings, http: UpstreamClient) -> None:
         self.name = name
@@ -189,6 +194,24 @@ class Provider(ABC):
         if unknown:
             message = f"Unrecognized request argument supplied: {unknown[0]}"
             raise InvalidRequest(message, status_code=400)
+
+    async def complete_text(self, request: TextCompletionRequest, *, model: str) -> TextCompletion:
+        """A legacy completion of ``request`` on the upstream ``model``, answered whole.
+
+        Raises :class:`InvalidRequest` (status 400, never retried) here: only the
+        adapters that declare :attr:`serves_text_completions` serve it.
+        """
+        message = f"provider {self.name!r} ({self.type_name}) does not serve legacy completions"
+        raise InvalidRequest(message, status_code=400)
+
+    async def stream_text(
+        self, request: TextCompletionRequest, *, model: str
+    ) -> AsyncIterator[ChatCompletionChunk]:
+        """A legacy completion as chunks (:mod:`relayq.providers.text_stream`): here the
+        whole answer of :meth:`complete_text` as the chunks a stream of it carries."""
+        whole = await self.complete_text(request, model=model)
+        for chunk in text_chunks(whole.model_dump(mode="json", exclude_none=True)):
+            yield chunk
 
     async def embed_inputs(
         self, inputs: list[str] | list[list[int]], *, request: EmbeddingRequest, model: str

@@ -73,6 +73,7 @@ class BlackboxProvider(OpenAIProvider):
 
     type_name = "blackbox"
     max_embedding_inputs = 0  # no embeddings served through this adapter
+    serves_text_completions = False  # no legacy completions through this adapter
     default_base_url = DEFAULT_BASE_URL
     lists_models = False
 

@@ -40,7 +40,7 @@ set :attr:`~relayq.providers.base.Provider.max_embedding_inputs` to 0.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any, ClassVar
 
 from pydantic import ValidationError
@@ -55,7 +55,9 @@ from relayq.providers.errors import (
 )
 from relayq.providers.http import UpstreamRequest, decode_json, request_timeout
 from relayq.providers.sse import ServerSentEvent
+from relayq.providers.text_stream import text_chunk, text_chunks
 from relayq.schemas.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest
+from relayq.schemas.completions import TextCompletion, TextCompletionRequest
 from relayq.schemas.embeddings import EmbeddingRequest, EmbeddingResponse
 
 __all__ = ["DEFAULT_BASE_URL", "OpenAIProvider", "error_for_event"]
@@ -132,6 +134,7 @@ class OpenAIProvider(HTTPProvider):
     """Whether :meth:`list_models` asks the upstream (``GET {base_url}/models``)."""
     max_embedding_inputs: ClassVar[int] = 2048
     embeds_token_ids: ClassVar[bool] = True
+    serves_text_completions: ClassVar[bool] = True
 
     def chat_url(self, *, model: str) -> str:
         """Where a chat completion of ``model`` is posted."""
@@ -140,6 +143,79 @@ class OpenAIProvider(HTTPProvider):
     def embeddings_url(self, *, model: str) -> str:
         """Where an embeddings call for ``model`` is posted."""
         return f"{self.base_url}/embeddings"
+
+    def completions_url(self, *, model: str) -> str:
+        """Where a legacy completion of ``model`` is posted."""
+        return f"{self.base_url}/completions"
+
+    async def complete_text(self, request: TextCompletionRequest, *, model: str) -> TextCompletion:
+        """A legacy completion, passed through: the body as it came (the deployment's model,
+        relayq's controls left out), the ``text_completion`` as the upstream sent it."""
+        if not self.serves_text_completions:
+            return await super().complete_text(request, model=model)
+        http_request = UpstreamRequest.post_json(
+            self.completions_url(model=model),
+            json_body=request.upstream_body(model=model, controls=control_fields(request)),
+            headers=self.request_headers(stream=False),
+            timeout=request_timeout(self.settings),
+        )
+        payload = await self.post_for_json(http_request)
+        if isinstance(payload, dict) and "error" in payload and "choices" not in payload:
+            raise self.adjust_error(error_for_event(payload["error"], provider=self.name), payload)
+        try:
+            return TextCompletion.model_validate(payload)
+        except ValidationError as exc:
+            raise MalformedResponse(f"{self.name}: not a text_completion: {exc}") from exc
+
+    async def stream_text(
+        self, request: TextCompletionRequest, *, model: str
+    ) -> AsyncIterator[ChatCompletionChunk]:
+        """A legacy completion streamed: each upstream chunk as it comes, its JSON kept
+        (:func:`~relayq.providers.text_stream.text_chunk`), usage asked for; an upstream
+        that answers whole instead, as that answer's chunks."""
+        if not self.serves_text_completions:
+            async for chunk in super().stream_text(request, model=model):
+                yield chunk
+            return
+        body = request.upstream_body(model=model, controls=control_fields(request))
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True}
+        http_request = UpstreamRequest.post_json(
+            self.completions_url(model=model),
+            json_body=body,
+            headers=self.request_headers(stream=True),
+            timeout=request_timeout(self.settings),
+        )
+        decoder = self.new_decoder()
+        done = False
+        async with self.send(http_request) as response:
+            async for lines in response.aiter_line_batches():
+                for line in lines:
+                    if done or (event := decoder.feed(line)) is None:
+                        continue
+                    parsed = self._text_event(event)
+                    done = parsed is None
+                    if parsed is not None:
+                        yield parsed
+            if not done and (event := decoder.flush()) is not None:
+                parsed = self._text_event(event)
+                done = parsed is None
+                if parsed is not None:
+                    yield parsed
+        if not done and (content := decoder.json_body) is not None:
+            whole = decode_json(content, provider=self.name)
+            for chunk in text_chunks(whole):
+                yield chunk
+
+    def _text_event(self, event: ServerSentEvent) -> ChatCompletionChunk | None:
+        """One legacy completion's stream event as a chunk; None for ``[DONE]``."""
+        if event.data.strip() == _DONE:
+            return None
+        payload = decode_json(event.data, provider=self.name)
+        if not isinstance(payload, dict) or "choices" not in payload:
+            error = payload.get("error", payload) if isinstance(payload, dict) else payload
+            raise self.adjust_error(error_for_event(error, provider=self.name), payload)
+        return text_chunk(payload, wire=event.data)
 
     def models_url(self) -> str:
         """Where the upstream lists its models."""

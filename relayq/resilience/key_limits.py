@@ -48,6 +48,8 @@ from relayq.redis.keys import RedisKeys
 from relayq.redis.pipeline import CommandBatch
 from relayq.resilience.ratelimit import GCRA_LUA
 from relayq.schemas.chat import ChatCompletionRequest, ChatMessage
+from relayq.schemas.completions import TextCompletionRequest
+from relayq.schemas.embeddings import EmbeddingRequest
 
 __all__ = ["BYTES_PER_TOKEN", "Decision", "KeyLimit", "KeyLimits", "RunningJob", "request_tokens"]
 
@@ -338,7 +340,9 @@ def _tokens(tokens: int | None) -> str:
     return "" if tokens is None else str(max(0, tokens))
 
 
-def request_tokens(request: ChatCompletionRequest) -> int:
+def request_tokens(
+    request: ChatCompletionRequest | EmbeddingRequest | TextCompletionRequest,
+) -> int:
     """A request's tokens as a key's TPM limit counts them before the call: cheap, and
     on the high side.
 
@@ -349,8 +353,11 @@ def request_tokens(request: ChatCompletionRequest) -> int:
     is counted about right where characters / 4 would count a quarter. No tokenizer runs
     (it costs more than the rest of the intake). The answer: ``max_completion_tokens``
     or ``max_tokens`` (the larger if both) times ``n``; nothing when neither is given
-    (the reported usage counts it at the job's end).
+    (the reported usage counts it at the job's end). An embeddings request: its inputs'
+    bytes divided the same way, token ids counted one each, and no answer.
     """
+    if isinstance(request, EmbeddingRequest | TextCompletionRequest):
+        return request.token_estimate(bytes_per_token=BYTES_PER_TOKEN)
     size = sum(_message_bytes(message) for message in request.messages)
     if request.tools:
         size += len(json.dumps(request.tools).encode())

@@ -31,6 +31,8 @@ import redis.asyncio as aioredis
 from relayq.redis.keys import RedisKeys
 from relayq.redis.pipeline import CommandBatch
 from relayq.schemas.chat import ChatCompletionRequest, ChatMessage
+from relayq.schemas.completions import TextCompletionRequest
+from relayq.schemas.embeddings import EmbeddingRequest
 
 __all__ = [
     "CHARS_PER_TOKEN",
@@ -210,7 +212,9 @@ class RateLimiter:
         return 0.0 if until is None else max(0.0, float(until) - self._clock())
 
 
-def estimate_tokens(request: ChatCompletionRequest) -> int:
+def estimate_tokens(
+    request: ChatCompletionRequest | EmbeddingRequest | TextCompletionRequest,
+) -> int:
     """A deliberately simple upper-ish estimate of the tokens a call will use.
 
     The prompt: characters of the messages' text, names and tool calls, plus
@@ -218,8 +222,12 @@ def estimate_tokens(request: ChatCompletionRequest) -> int:
     English with OpenAI's tokenizers; images and per-message overhead are
     not counted). The answer: the request's ``max_completion_tokens`` or
     ``max_tokens`` (the larger if both) or :data:`DEFAULT_COMPLETION_TOKENS`,
-    times ``n``. :meth:`RateLimiter.correct` settles the difference.
+    times ``n``. :meth:`RateLimiter.correct` settles the difference. An embeddings
+    request: its inputs (their bytes by :data:`CHARS_PER_TOKEN`, token ids one each), no
+    answer.
     """
+    if isinstance(request, EmbeddingRequest | TextCompletionRequest):
+        return request.token_estimate(bytes_per_token=CHARS_PER_TOKEN)
     chars = sum(_message_chars(message) for message in request.messages)
     if request.tools:
         chars += len(json.dumps(request.tools))

@@ -33,6 +33,8 @@ from relayq.resilience.policy import Action, RetrySettings, after_failure
 from relayq.resilience.ratelimit import RateLimiter, estimate_tokens
 from relayq.routing.drains import Drains
 from relayq.schemas.chat import ChatCompletionRequest
+from relayq.schemas.completions import TextCompletionRequest
+from relayq.schemas.embeddings import EmbeddingRequest
 from relayq.store import Database
 from relayq.store.attempts import AttemptRecord, list_attempts
 from relayq.store.claims import Claim
@@ -126,7 +128,11 @@ class Resilience:
             return None
         return Admission(permit=_CLEAR)
 
-    async def admit(self, claim: Claim, request: ChatCompletionRequest) -> Admission:
+    async def admit(
+        self,
+        claim: Claim,
+        request: ChatCompletionRequest | EmbeddingRequest | TextCompletionRequest,
+    ) -> Admission:
         """Rate limits and the breaker, asked in one round trip (one pipeline).
 
         A wait for the limits wins: the breaker's permit is then given back

@@ -14,6 +14,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from relayq.config.routes import DeploymentSettings, RouteSettings, RoutingConfig, Strategy
+from relayq.providers import provider_type
+from relayq.providers.base import Provider
 from relayq.routing.drains import Drains
 from relayq.routing.state import RoutingState, deployment_field
 
@@ -87,6 +89,27 @@ class Router:
         """The route (canonical name and settings) serving ``model``, if any."""
         name = self._by_name.get(model)
         return None if name is None else (name, self.routing.routes[name])
+
+    def serves_embeddings(self, model: str) -> bool:
+        """Whether some deployment of ``model``'s route is on an adapter that serves
+        embeddings (asked of the adapter's type: no adapter is built)."""
+        return self._some_adapter(model, lambda adapter: adapter.max_embedding_inputs > 0)
+
+    def serves_text_completions(self, model: str) -> bool:
+        """Whether some deployment of ``model``'s route is on an adapter that passes legacy
+        completions (``/v1/completions``) on."""
+        return self._some_adapter(model, lambda adapter: adapter.serves_text_completions)
+
+    def _some_adapter(self, model: str, serves: Callable[[type[Provider]], bool]) -> bool:
+        found = self.route(model)
+        if found is None:
+            return False
+        providers = self.routing.providers
+        return any(
+            deployment.provider in providers
+            and serves(provider_type(providers[deployment.provider].type))
+            for deployment in found[1].deployments
+        )
 
     async def choose(self, model: str, *, drained_too: bool = False) -> Deployment:
         """The deployment that should serve a new job for ``model``.

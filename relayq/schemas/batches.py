@@ -8,12 +8,16 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, model_validator
 
 from relayq.schemas.files import ExpiresAfter
+from relayq.schemas.jobs import JobKind
 from relayq.schemas.spans import Span, span_seconds
 from relayq.schemas.webhooks import BatchWebhookSpec
 
 __all__ = [
     "ACTIVE_BATCH_STATUSES",
     "BATCH_ENDPOINTS",
+    "CHAT_ENDPOINT",
+    "COMPLETIONS_ENDPOINT",
+    "EMBEDDINGS_ENDPOINT",
     "FINAL_BATCH_STATUSES",
     "BatchCreate",
     "BatchErrorItem",
@@ -26,10 +30,21 @@ __all__ = [
     "InputTokensDetails",
     "OutputTokensDetails",
     "RequestCounts",
+    "endpoint_kind",
 ]
 
-BATCH_ENDPOINTS = ("/v1/chat/completions",)
+CHAT_ENDPOINT = "/v1/chat/completions"
+EMBEDDINGS_ENDPOINT = "/v1/embeddings"
+COMPLETIONS_ENDPOINT = "/v1/completions"
+BATCH_ENDPOINTS = (CHAT_ENDPOINT, EMBEDDINGS_ENDPOINT, COMPLETIONS_ENDPOINT)
 """The endpoints a batch's requests may call."""
+
+_KINDS = {EMBEDDINGS_ENDPOINT: JobKind.EMBEDDINGS, COMPLETIONS_ENDPOINT: JobKind.COMPLETIONS}
+
+
+def endpoint_kind(endpoint: str) -> JobKind:
+    """The kind of job a batch's requests to ``endpoint`` are (chat unless another's)."""
+    return _KINDS.get(endpoint, JobKind.CHAT)
 
 
 class BatchStatus(str, Enum):
@@ -57,7 +72,7 @@ class InlineRequest(BaseModel):
 
     custom_id: str = Field(min_length=1, max_length=512)
     params: dict[str, Any]
-    """A ``/v1/chat/completions`` body."""
+    """A body of the batch's endpoint: ``/v1/chat/completions`` or ``/v1/embeddings``."""
 
 
 class BatchCreate(BaseModel):

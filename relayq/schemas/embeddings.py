@@ -140,6 +140,18 @@ class EmbeddingRequest(BaseModel):
         """Whether ``input`` is token ids rather than text."""
         return not (isinstance(self.input, str) or isinstance(self.input[0], str))
 
+    def token_estimate(self, *, bytes_per_token: int) -> int:
+        """``input``'s tokens, estimated: token ids counted, text as its UTF-8 bytes divided
+        by ``bytes_per_token`` (rounded up); with 1, an upper bound for every tokenizer
+        whose tokens are each at least a byte (see :mod:`relayq.budgets.estimate`)."""
+        size = tokens = 0
+        for item in self.inputs():
+            if isinstance(item, str):
+                size += len(item) if item.isascii() else len(item.encode())
+            else:
+                tokens += len(item)
+        return tokens + -(-size // bytes_per_token)
+
     def inputs(self) -> list[str] | list[list[int]]:
         """``input`` as a list of items, one per embedding asked for, in order."""
         if isinstance(self.input, str):

@@ -3,20 +3,30 @@
 from __future__ import annotations
 
 from enum import Enum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Discriminator, Field, Tag, field_validator
 
 from relayq.schemas.chat import ChatCompletionRequest
+from relayq.schemas.completions import TextCompletionRequest
+from relayq.schemas.embeddings import EmbeddingRequest
+from relayq.schemas.params import KIND_TAG_PREFIX
 from relayq.schemas.spans import Span, span_seconds
 from relayq.schemas.webhooks import JobWebhookSpec, WebhookSpec
 
 __all__ = [
     "JOB_OPTIONS",
+    "KIND_TAG",
     "TERMINAL_STATUSES",
     "AttemptPublic",
+    "CompletionJobCreate",
+    "EmbeddingJobCreate",
+    "JobBody",
     "JobCreate",
+    "JobCreateBody",
+    "JobKind",
     "JobList",
+    "JobOptions",
     "JobPublic",
     "JobStatus",
 ]
@@ -35,18 +45,33 @@ TERMINAL_STATUSES = frozenset(
     {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.EXPIRED}
 )
 
+
+class JobKind(str, Enum):
+    """What a job asks its provider for: a chat completion, embeddings, or a legacy
+    (text) completion."""
+
+    CHAT = "chat"
+    EMBEDDINGS = "embeddings"
+    COMPLETIONS = "completions"
+
+
 JOB_OPTIONS = frozenset(
-    {"priority", "metadata", "cache", "webhook", "expires_at", "completion_window"}
+    {"kind", "priority", "metadata", "cache", "webhook", "expires_at", "completion_window"}
 )
-"""Fields of :class:`JobCreate` that configure the job, not the completion."""
+"""Fields of a job body that configure the job, not the provider call."""
 
 _METADATA_PAIRS = 16
 _METADATA_KEY_CHARS = 64
 _METADATA_VALUE_CHARS = 512
 
 
-class JobCreate(ChatCompletionRequest):
-    """The body of ``POST /v1/jobs``: a chat-completions body plus job options."""
+KIND_TAG = KIND_TAG_PREFIX
+"""How :data:`JobBody`'s members are tagged (``kind=chat``): a validation error's
+location holds the tag, which :func:`relayq.schemas.params.param_path` leaves out."""
+
+
+class JobOptions(BaseModel):
+    """The fields every job body takes beside its provider request."""
 
     priority: int = Field(default=5, ge=0, le=9)
     """0 (lowest) to 9 (highest); higher-priority jobs leave the queue first."""
@@ -80,10 +105,84 @@ class JobCreate(ChatCompletionRequest):
             deadlines.append(now + span_seconds(self.completion_window))
         return min(deadlines) if deadlines else None
 
+
+class JobCreate(ChatCompletionRequest, JobOptions):
+    """The body of ``POST /v1/jobs`` for a chat completion: a chat-completions body plus
+    job options (``kind`` absent or ``"chat"``)."""
+
+    kind: Literal["chat"] = Field(default="chat", exclude=True)
+    """``chat`` (the default): never stored or hashed, so a body without it is the same job."""
+
+    @property
+    def job_kind(self) -> JobKind:
+        return JobKind.CHAT
+
     def completion_request(self) -> ChatCompletionRequest:
         """The completion part of the body, without the job options."""
         data = self.model_dump(mode="json", exclude_none=True, exclude=set(JOB_OPTIONS))
         return ChatCompletionRequest.model_validate(data)
+
+    def call_request(self) -> ChatCompletionRequest:
+        """What the provider is asked: :meth:`completion_request`."""
+        return self.completion_request()
+
+
+class EmbeddingJobCreate(EmbeddingRequest, JobOptions):
+    """The body of ``POST /v1/jobs`` for embeddings: ``{"kind": "embeddings"}``, an
+    embeddings body (``model``, ``input``, ``dimensions``, ``encoding_format``) and job
+    options."""
+
+    kind: Literal["embeddings"]
+
+    @property
+    def job_kind(self) -> JobKind:
+        return JobKind.EMBEDDINGS
+
+    def call_request(self) -> EmbeddingRequest:
+        """The embeddings part of the body, without the job options."""
+        data = self.model_dump(mode="json", exclude_none=True, exclude=set(JOB_OPTIONS))
+        return EmbeddingRequest.model_validate(data)
+
+
+class CompletionJobCreate(TextCompletionRequest, JobOptions):
+    """The body of ``POST /v1/jobs`` for a legacy completion: ``{"kind": "completions"}``,
+    a ``/v1/completions`` body and job options."""
+
+    kind: Literal["completions"]
+
+    @property
+    def job_kind(self) -> JobKind:
+        return JobKind.COMPLETIONS
+
+    def call_request(self) -> TextCompletionRequest:
+        """The completion part of the body, without the job options."""
+        data = self.model_dump(mode="json", exclude_none=True, exclude=set(JOB_OPTIONS))
+        return TextCompletionRequest.model_validate(data)
+
+
+JobCreateBody = JobCreate | EmbeddingJobCreate | CompletionJobCreate
+"""Any job body, parsed."""
+
+
+def _kind_of(value: Any) -> str:
+    """A job body's tag: its ``kind`` field, ``chat`` when absent (see ``KIND_TAG``)."""
+    if isinstance(value, dict):
+        kind = value.get("kind")
+        return KIND_TAG + ("chat" if kind is None else str(kind))
+    return KIND_TAG + str(getattr(value, "kind", "chat"))
+
+
+JobBody = Annotated[
+    Annotated[JobCreate, Tag(KIND_TAG + "chat")]
+    | Annotated[EmbeddingJobCreate, Tag(KIND_TAG + "embeddings")]
+    | Annotated[CompletionJobCreate, Tag(KIND_TAG + "completions")],
+    Discriminator(
+        _kind_of,
+        custom_error_type="invalid_job_kind",
+        custom_error_message="kind must be 'chat' (the default), 'embeddings' or 'completions'",
+    ),
+]
+"""The body of ``POST /v1/jobs``: chat unless ``kind`` says otherwise."""
 
 
 class AttemptPublic(BaseModel):
@@ -104,6 +203,9 @@ class JobPublic(BaseModel):
     id: str
     object: Literal["job"] = "job"
     status: JobStatus
+    kind: JobKind = JobKind.CHAT
+    """``chat`` or ``embeddings``: what the job asks its provider for (its ``request``
+    and ``response`` are that endpoint's)."""
     model: str
     provider: str
     priority: int

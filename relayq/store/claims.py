@@ -59,6 +59,8 @@ class Claim:
     """When the job was accepted (epoch seconds): its queue wait and age in its log line."""
     claimed_at: float | None = None
     """When this run claimed it (epoch seconds)."""
+    kind: str = "chat"
+    """What the job asks its provider for: ``chat`` or ``embeddings``."""
 
 
 # The hot path's statements are built once (Core, on the tables): SQLAlchemy then
@@ -102,6 +104,7 @@ _CLAIM = (
         _jobs.c.reply_to,
         _jobs.c.created_at,
         _jobs.c.started_at,
+        _jobs.c.kind,
     )
 )
 
@@ -160,6 +163,7 @@ def _claim(row: Any) -> Claim:
         reply_to=row.reply_to,
         created_at=row.created_at,
         claimed_at=row.started_at,
+        kind=row.kind,
     )
 
 

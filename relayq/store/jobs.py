@@ -85,6 +85,8 @@ class NewJob:
     """The job's id, when the caller chose it (the intake counts it first); else a new one."""
     reply_to: str | None = None
     """The reply stream of the API process waiting on the job (see :mod:`relayq.direct.replies`)."""
+    kind: str = "chat"
+    """What the job asks its provider for (:class:`relayq.schemas.jobs.JobKind`)."""
     reservation: Reservation | None = None
     """The worst case the job takes from its key's budget as it is stored (None: the key
     has no budget); a job that does not fit is refused (:class:`OverBudget`)."""
@@ -206,6 +208,7 @@ def _row_values(job: NewJob, *, now: float) -> dict[str, Any]:
         "id": job.id or new_id("job", now=now),
         "key_id": job.key_id,
         "status": JobStatus.QUEUED.value,
+        "kind": job.kind,
         "model": job.model,
         "route": job.route,
         "provider": job.provider,

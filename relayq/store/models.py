@@ -95,6 +95,8 @@ class Job(Base):
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     key_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id"))
     status: Mapped[str] = mapped_column(String(16))
+    kind: Mapped[str] = mapped_column(String(16), default="chat", server_default="chat")
+    """What the job asks its provider for: ``chat`` or ``embeddings`` (its request's shape)."""
     model: Mapped[str] = mapped_column(String(200))
     route: Mapped[str] = mapped_column(String(200))
     provider: Mapped[str] = mapped_column(String(100))

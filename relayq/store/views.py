@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from relayq.schemas.audit import AuditEntryObject
 from relayq.schemas.batches import BatchErrors, BatchObject, BatchStatus
 from relayq.schemas.files import FileObject, FilePurpose
-from relayq.schemas.jobs import AttemptPublic, JobPublic, JobStatus
+from relayq.schemas.jobs import AttemptPublic, JobKind, JobPublic, JobStatus
 from relayq.schemas.keys import BudgetPeriod, KeyObject, KeySource
 from relayq.schemas.usage import UsageBucket, UsageReport
 from relayq.schemas.webhooks import WebhookSpec
@@ -36,6 +36,7 @@ def job_public(job: Job, attempts: list[Attempt] | None = None) -> JobPublic:
     return JobPublic(
         id=job.id,
         status=JobStatus(job.status),
+        kind=JobKind(job.kind or JobKind.CHAT.value),
         model=job.model,
         provider=job.provider,
         priority=job.priority,

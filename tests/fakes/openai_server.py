@@ -1,6 +1,7 @@
 """A wire-level fake of OpenAI's API, for testing adapters over real HTTP.
 
-It serves ``POST /v1/chat/completions``, ``POST /v1/embeddings`` and
+It serves ``POST /v1/chat/completions``, ``POST /v1/embeddings``, ``POST /v1/completions``
+(a ``text_completion``: the content once per prompt and choice) and
 ``GET /v1/models`` the way OpenAI's API reference documents them: a
 ``chat.completion`` object, or with ``"stream": true`` a
 ``text/event-stream`` of ``data: {chunk}`` events (the first carrying the
@@ -50,10 +51,58 @@ __all__ = [
     "embeddings_list",
     "error_body",
     "stream_events",
+    "text_completion",
+    "text_completion_chunks",
     "tool_call",
 ]
 
 DEFAULT_CONTENT = "Hello! How can I assist you today?"
+
+
+def text_completion(body: dict[str, Any], content: str) -> dict[str, Any]:
+    """OpenAI's ``text_completion`` answer to a ``/v1/completions`` ``body``."""
+    prompt = body.get("prompt", "")
+    prompts = (
+        [prompt] if isinstance(prompt, str) or (prompt and isinstance(prompt[0], int)) else prompt
+    )
+    n = int(body.get("n") or 1)
+    choices = [
+        {"text": content, "index": index, "logprobs": None, "finish_reason": "stop"}
+        for index in range(len(prompts) * n)
+    ]
+    prompt_tokens = sum(len(p.split()) if isinstance(p, str) else len(p) for p in prompts)
+    completion_tokens = len(content.split()) * len(choices)
+    return {
+        "id": f"cmpl-fake-{time.time_ns()}",
+        "object": "text_completion",
+        "created": int(time.time()),
+        "model": body.get("model", ""),
+        "choices": choices,
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        },
+    }
+
+
+def text_completion_chunks(body: dict[str, Any], whole: dict[str, Any]) -> list[dict[str, Any]]:
+    """``whole`` streamed as OpenAI streams legacy completions: a chunk per word of each
+    choice, its finish reason in its last, then a usage chunk when asked."""
+    head = {key: whole[key] for key in ("id", "object", "created", "model")}
+    chunks = []
+    for choice in whole["choices"]:
+        words = choice["text"].split(" ")
+        for position, word in enumerate(words):
+            last = position == len(words) - 1
+            text = word if last else word + " "
+            part = {"text": text, "index": choice["index"], "logprobs": None}
+            part["finish_reason"] = choice["finish_reason"] if last else None
+            chunks.append({**head, "choices": [part]})
+    options = body.get("stream_options") or {}
+    if options.get("include_usage"):
+        chunks.append({**head, "choices": [], "usage": whole["usage"]})
+    return chunks
 
 
 def error_body(
@@ -306,6 +355,7 @@ class FakeOpenAI(ScriptedServer[Reply, RecordedRequest]):
         app.router.add_route(chat_method, chat_path, self._chat_completions)
         app.router.add_route(models_method, models_path, self._models)
         app.router.add_post(self.embeddings_path(), self._embeddings)
+        app.router.add_post("/v1/completions", self._completions)
         return app
 
     def embeddings_path(self) -> str:
@@ -397,6 +447,24 @@ class FakeOpenAI(ScriptedServer[Reply, RecordedRequest]):
         return web.json_response(
             self.embeddings_body(body), status=reply.status, headers=reply.headers
         )
+
+    async def _completions(self, request: web.Request) -> web.StreamResponse:
+        """Legacy completions: a ``text_completion`` with the content once per prompt and
+        choice (``n``), usage in words, or with ``stream`` its chunks (a word each, then
+        the finish, then usage when ``stream_options.include_usage``); a scripted reply's
+        raw body or status wins."""
+        body = await self._record(request)
+        reply = self._next_reply(Reply)
+        await asyncio.sleep(reply.delay)
+        if (denied := self._unauthorized(request)) is not None:
+            return denied
+        if reply.body is not None:
+            return _raw_response(reply)
+        content = reply.content if reply.content is not None else self.content
+        whole = text_completion(body, content)
+        if body.get("stream"):
+            return await _stream(request, reply, text_completion_chunks(body, whole))
+        return web.json_response(whole, status=reply.status, headers=reply.headers)
 
     async def _chat_completions(self, request: web.Request) -> web.StreamResponse:
         body = await self._record(request)
