@@ -12,6 +12,7 @@ import httpx
 import pytest
 import redis
 
+from relayq.redis.keys import RedisKeys
 from relayq.store import Database
 from relayq.store.keys import create_key
 from tests.fakes.openai_server import FakeOpenAI
@@ -248,6 +249,22 @@ def private_database_url(
             yield url
     else:
         yield clone_sqlite(request.getfixturevalue("sqlite_template"), tmp_path / "private.db")
+
+
+@pytest.fixture
+def cut_breaker_closed(stack: Stack, redis_url: str) -> None:
+    """The shared stack's ``cut|mock`` breaker closed, as an operator's reset closes it.
+
+    Each test of an attempt cut mid-stream (``mock-cut``) fails the ``cut``
+    deployment a few times before its fallback answers; a few such tests in a
+    row would open its breaker, and the next one's job would go to the backup
+    at once, never cut. Each starts from a closed breaker instead.
+    """
+    client = redis.Redis.from_url(redis_url)
+    try:
+        client.delete(RedisKeys("relayq").breaker("cut|mock"))
+    finally:
+        client.close()
 
 
 KeyFactory = Callable[[], str]

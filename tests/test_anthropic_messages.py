@@ -418,6 +418,7 @@ def test_an_upstream_rate_limit_raises_rate_limit_error(
     assert raised.value.body["error"]["type"] == "rate_limit_error"
 
 
+@pytest.mark.usefixtures("cut_breaker_closed")
 def test_an_attempt_cut_mid_stream_ends_the_stream_with_an_error_event(
     sdk: anthropic.Anthropic,
 ) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +23,11 @@ MESSAGES: list[Any] = [{"role": "user", "content": "Write a haiku about queues"}
 
 
 @pytest.fixture
-def sdk(stack: Stack, make_key: KeyFactory) -> openai.OpenAI:
-    return openai.OpenAI(
+def sdk(stack: Stack, make_key: KeyFactory) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(
         base_url=f"{stack.base_url}/v1", api_key=make_key(), max_retries=0, timeout=30
-    )
+    ) as client:
+        yield client
 
 
 def test_create_returns_a_chat_completion(sdk: openai.OpenAI) -> None:
@@ -235,6 +237,7 @@ def test_a_client_that_gives_up_waiting_cancels_the_job(stack: Stack, make_key: 
     assert final["status"] == "cancelled"
 
 
+@pytest.mark.usefixtures("cut_breaker_closed")
 def test_a_stream_never_mixes_the_text_of_two_attempts(sdk: openai.OpenAI, stack: Stack) -> None:
     """An attempt that fails after some of its text went out ends the stream with an error
     naming the job; the job goes on (retries, then the backup) and its answer stays readable."""
@@ -275,6 +278,7 @@ def test_a_stream_never_mixes_the_text_of_two_attempts(sdk: openai.OpenAI, stack
     assert failures[0]["deltas_sent"] is True
 
 
+@pytest.mark.usefixtures("cut_breaker_closed")
 def test_a_whole_answer_retries_out_of_sight(sdk: openai.OpenAI) -> None:
     """Not streamed, the same failures cost the caller nothing but time: the backup answers."""
     prompt: list[Any] = [{"role": "user", "content": f"cut {uuid.uuid4().hex}"}]

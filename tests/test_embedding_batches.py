@@ -29,52 +29,54 @@ def embedding_line(
 
 def test_the_openai_sdk_runs_an_embeddings_batch(stack: Stack, make_key: KeyFactory) -> None:
     secret = make_key()
-    client = openai.OpenAI(base_url=f"{stack.base_url}/v1", api_key=secret, max_retries=0)
-    lines = [
-        embedding_line("one", "alpha beta", model="mock-priced", dimensions=4),
-        embedding_line("two", ["gamma", "delta epsilon"], model="mock-priced"),
-        embedding_line("three", "zeta", model="mock-priced", encoding_format="base64"),
-    ]
-    uploaded = client.files.create(file=("embed.jsonl", jsonl(lines)), purpose="batch")
+    with openai.OpenAI(base_url=f"{stack.base_url}/v1", api_key=secret, max_retries=0) as client:
+        lines = [
+            embedding_line("one", "alpha beta", model="mock-priced", dimensions=4),
+            embedding_line("two", ["gamma", "delta epsilon"], model="mock-priced"),
+            embedding_line("three", "zeta", model="mock-priced", encoding_format="base64"),
+        ]
+        uploaded = client.files.create(file=("embed.jsonl", jsonl(lines)), purpose="batch")
 
-    batch = client.batches.create(
-        input_file_id=uploaded.id, endpoint="/v1/embeddings", completion_window="24h"
-    )
-    assert (batch.status, batch.endpoint) == ("validating", "/v1/embeddings")
+        batch = client.batches.create(
+            input_file_id=uploaded.id, endpoint="/v1/embeddings", completion_window="24h"
+        )
+        assert (batch.status, batch.endpoint) == ("validating", "/v1/embeddings")
 
-    def done() -> bool:
-        nonlocal batch
-        batch = client.batches.retrieve(batch.id)
-        return batch.status in {"completed", "failed", "expired", "cancelled"}
+        def done() -> bool:
+            nonlocal batch
+            batch = client.batches.retrieve(batch.id)
+            return batch.status in {"completed", "failed", "expired", "cancelled"}
 
-    wait_until(done, timeout=60, interval=0.2)
-    assert batch.status == "completed", batch
-    assert batch.request_counts is not None
-    assert (batch.request_counts.total, batch.request_counts.completed) == (3, 3)
-    assert batch.output_file_id is not None
+        wait_until(done, timeout=60, interval=0.2)
+        assert batch.status == "completed", batch
+        assert batch.request_counts is not None
+        assert (batch.request_counts.total, batch.request_counts.completed) == (3, 3)
+        assert batch.output_file_id is not None
 
-    output = client.files.content(batch.output_file_id)
-    results = {r["custom_id"]: r for r in map(json.loads, output.text.splitlines())}
-    assert set(results) == {"one", "two", "three"}
-    for result in results.values():
-        assert result["error"] is None
-        assert result["response"]["status_code"] == 200
-    one = openai.types.CreateEmbeddingResponse.model_validate(results["one"]["response"]["body"])
-    assert one.data[0].embedding == pytest.approx(mock_vector("alpha beta", 4), abs=1e-9)
-    assert one.usage.prompt_tokens == 2
-    two = results["two"]["response"]["body"]
-    assert [item["index"] for item in two["data"]] == [0, 1]
-    assert isinstance(results["three"]["response"]["body"]["data"][0]["embedding"], str)
+        output = client.files.content(batch.output_file_id)
+        results = {r["custom_id"]: r for r in map(json.loads, output.text.splitlines())}
+        assert set(results) == {"one", "two", "three"}
+        for result in results.values():
+            assert result["error"] is None
+            assert result["response"]["status_code"] == 200
+        one = openai.types.CreateEmbeddingResponse.model_validate(
+            results["one"]["response"]["body"]
+        )
+        assert one.data[0].embedding == pytest.approx(mock_vector("alpha beta", 4), abs=1e-9)
+        assert one.usage.prompt_tokens == 2
+        two = results["two"]["response"]["body"]
+        assert [item["index"] for item in two["data"]] == [0, 1]
+        assert isinstance(results["three"]["response"]["body"]["data"][0]["embedding"], str)
 
-    headers = {"Authorization": f"Bearer {secret}"}
-    with httpx.Client(base_url=stack.base_url, headers=headers, timeout=10) as http:
-        jobs = http.get("/v1/jobs", params={"batch_id": batch.id}).json()["data"]
-    assert {job["kind"] for job in jobs} == {"embeddings"}
-    by_custom_id = {job["custom_id"]: job for job in jobs}
-    # A batch request costs its deployment's batch discount less.
-    assert by_custom_id["two"]["cost_usd"] == pytest.approx(
-        3 * PRICE["input"] * (1 - PRICE["batch_discount"]) / 1_000_000
-    )
+        headers = {"Authorization": f"Bearer {secret}"}
+        with httpx.Client(base_url=stack.base_url, headers=headers, timeout=10) as http:
+            jobs = http.get("/v1/jobs", params={"batch_id": batch.id}).json()["data"]
+        assert {job["kind"] for job in jobs} == {"embeddings"}
+        by_custom_id = {job["custom_id"]: job for job in jobs}
+        # A batch request costs its deployment's batch discount less.
+        assert by_custom_id["two"]["cost_usd"] == pytest.approx(
+            3 * PRICE["input"] * (1 - PRICE["batch_discount"]) / 1_000_000
+        )
 
 
 def test_bad_embeddings_lines_fail_the_batch_each_named(client: httpx.Client) -> None:

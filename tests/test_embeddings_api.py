@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 
 import httpx
 import openai
@@ -18,10 +19,11 @@ from tests.stack import Stack
 
 
 @pytest.fixture
-def sdk(stack: Stack, make_key: KeyFactory) -> openai.OpenAI:
-    return openai.OpenAI(
+def sdk(stack: Stack, make_key: KeyFactory) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(
         base_url=f"{stack.base_url}/v1", api_key=make_key(), max_retries=0, timeout=30
-    )
+    ) as client:
+        yield client
 
 
 def _client(stack: Stack, sdk: openai.OpenAI) -> httpx.Client:

@@ -379,6 +379,7 @@ def test_a_bad_key_raises_authentication_error(stack: Stack) -> None:
         sdk.responses.create(model="mock", input="Hi")
 
 
+@pytest.mark.usefixtures("cut_breaker_closed")
 def test_an_attempt_cut_mid_stream_ends_with_an_error_event_and_response_failed(
     sdk: openai.OpenAI,
 ) -> None:
