@@ -28,6 +28,7 @@ import logging
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from relayq.redis.cancelling import raise_if_cancelled
 from relayq.redis.channels import listen
 from relayq.redis.keys import RedisKeys
 
@@ -71,6 +72,9 @@ class Drains:
                 self._stale.clear()
                 try:
                     await self.refresh()
+                    # redis-py may answer a read after its task was cancelled, the cancel
+                    # lost: the loop would then wait for the next announcement forever.
+                    raise_if_cancelled()
                 except RedisError as exc:
                     log.warning("drained deployments not read (%s); retrying", exc)
                     await asyncio.sleep(retry_seconds)
