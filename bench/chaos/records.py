@@ -23,6 +23,7 @@ __all__ = [
     "finished_at",
     "ledger",
     "recovery",
+    "running",
     "statuses",
     "unacked",
 ]
@@ -36,6 +37,17 @@ def statuses(database_url: str, ids: list[str]) -> dict[str, str]:
     engine.dispose()
     wanted = set(ids)
     return {row.id: row.status for row in rows if row.id in wanted}
+
+
+def running(database_url: str) -> int:
+    """How many jobs a worker holds in flight now (claimed and not yet ended)."""
+    engine = create_engine(sync_url(database_url))
+    with engine.connect() as connection:
+        count = connection.execute(
+            text("SELECT count(*) FROM jobs WHERE status = 'running'")
+        ).scalar_one()
+    engine.dispose()
+    return int(count)
 
 
 def finished_at(database_url: str) -> dict[str, float | None]:

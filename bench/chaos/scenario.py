@@ -76,6 +76,10 @@ class ChaosConfig:
     (later than its seeded moment if need be). At 0, a kill whose moment passed while
     the last victim came back lands the instant it is ready, as in a crash loop: a
     busy machine's start-up of seconds can outlast the gaps between the moments."""
+    in_flight_wait_seconds: float = 30.0
+    """A kill whose moment came waits (up to this long) until a job is in flight, so
+    that it cuts a call: on a busy machine a worker's start-up can outlast the moment
+    (a kill then lands on a worker that has claimed nothing yet). 0 strikes on time."""
 
     def on_shipped_recovery(self) -> ChaosConfig:
         """This run on the recovery settings relayq ships (``WorkerSettings``' defaults)."""
@@ -238,19 +242,29 @@ class _Faults:
         for action, moment in zip(actions, moments, strict=True):
             due = max(self.started + moment, back + config.min_uptime_seconds)
             time.sleep(max(0.0, due - time.monotonic()))
-            self.moments.append(time.time())
             if action == "kill":
+                self._until_in_flight()
+                self.moments.append(time.time())
                 victim = rng.randrange(len(workers))
                 kill_and_replace(
                     stack, workers, victim=victim, mode=config.kill_mode, note=self.note
                 )
             else:
+                self.moments.append(time.time())
                 self.valkey.stop()
                 self.note("Redis stopped")
                 time.sleep(rng.uniform(1.0, 3.0))
                 self.valkey = _valkey(self._port, config.logs / "valkey")
                 self.note("Redis back")
             back = time.monotonic()
+
+    def _until_in_flight(self) -> None:
+        deadline = time.monotonic() + self._config.in_flight_wait_seconds
+        while time.monotonic() < deadline:
+            if records.running(self._config.database_url) > 0:
+                return
+            time.sleep(0.1)
+        self.note("no job in flight: the kill strikes anyway")
 
 
 def _await_end(config: ChaosConfig, ids: list[str], *, deadline: float) -> dict[str, str]:
