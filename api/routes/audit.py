@@ -14,6 +14,10 @@ from relayq.store.views import audit_entry
 
 __all__ = ["router"]
 
+_LARGEST_ID = 2**31 - 1
+"""Audit ids are 32-bit integers (PostgreSQL's ``integer``): a cursor past them names no entry,
+and PostgreSQL would refuse to compare with it."""
+
 router = APIRouter(prefix="/v1/admin/audit", tags=["admin"], responses=ERROR_RESPONSES)
 
 
@@ -23,7 +27,8 @@ async def list_(
     session: SessionDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     after: Annotated[
-        int | None, Query(description="Cursor: the last id of the previous page.")
+        int | None,
+        Query(ge=0, le=_LARGEST_ID, description="Cursor: the last id of the previous page."),
     ] = None,
     target: Annotated[
         str | None, Query(max_length=200, description="Only actions on this object.")
