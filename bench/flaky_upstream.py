@@ -133,10 +133,14 @@ class FlakyUpstream(ThreadedServer):
 
     def most_in_any_minute(self) -> int:
         """The most calls that arrived within any 60 s window."""
+        return self.most_in_any(60.0)
+
+    def most_in_any(self, seconds: float) -> int:
+        """The most calls that arrived within any window of ``seconds``."""
         times = sorted(self.arrivals)
         most, start = 0, 0
         for end, arrived in enumerate(times):
-            while arrived - times[start] >= 60:
+            while arrived - times[start] >= seconds:
                 start += 1
             most = max(most, end - start + 1)
         return most

@@ -4,13 +4,16 @@ Jobs go to a route whose first deployment is the flaky upstream (with an RPM
 limit) and whose second is the mock provider. The run checks that every job
 ends (succeeded by retry or fallback, or failed with a clear error), that the
 breaker opened and closed again, and that the upstream never saw more than
-the RPM limit in any minute.
+the RPM limit in any minute, nor more than its pace allows in any ten seconds
+(the limiter spaces requests evenly, so a short window shows a burst that a
+minute would hide).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import math
 import threading
 import time
 from dataclasses import dataclass, field
@@ -50,6 +53,7 @@ class FaultReport:
     upstream_outcomes: dict[str, int]
     rpm_limit: int
     most_upstream_calls_in_a_minute: int
+    most_upstream_calls_in_ten_seconds: int
     breaker_states_seen: list[str]
     fallbacks: int
     seconds: float
@@ -61,9 +65,16 @@ class FaultReport:
             ended
             and self.failed_without_a_clear_error == 0
             and self.most_upstream_calls_in_a_minute <= self.rpm_limit
+            and self.most_upstream_calls_in_ten_seconds <= self.paced_limit(10.0)
             and "open" in self.breaker_states_seen
             and self.breaker_states_seen[-1] == "closed"
         )
+
+    def paced_limit(self, seconds: float) -> int:
+        """The most calls the RPM limit lets into any window of ``seconds``: the limiter
+        paces requests (no burst), so a window holds its share of the minute and one
+        call more (the one at its edge)."""
+        return math.floor(seconds * self.rpm_limit / 60.0) + 1
 
 
 def _keys(database_url: str) -> tuple[str, str]:
@@ -156,6 +167,7 @@ def run_fault_mix(config: FaultConfig) -> FaultReport:
         upstream_outcomes=dict(upstream.outcomes),
         rpm_limit=config.rpm,
         most_upstream_calls_in_a_minute=upstream.most_in_any_minute(),
+        most_upstream_calls_in_ten_seconds=upstream.most_in_any(10.0),
         breaker_states_seen=seen,
         fallbacks=fallbacks,
         seconds=time.monotonic() - started,
