@@ -45,6 +45,74 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     return min(6, 3 * (os.cpu_count() or 1))
 
 
+_SLOW_SECONDS = 10.0
+"""What a ``slow`` test is taken to last when its marker names no ``seconds``."""
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A module's own stack started once per database, not by every test process.
+
+    A module whose tests share a stack of their own (marked ``xdist_group``)
+    goes to one process per database (``--dist loadgroup``, pyproject's
+    addopts): spread over every process, each would start that stack again.
+    Runs before xdist's own hook, which reads the groups.
+    """
+    for item in items:
+        backend = _backend_of(item)
+        if item.get_closest_marker("xdist_group") is not None and backend is not None:
+            item.add_marker(pytest.mark.xdist_group(backend))
+
+
+class _LongestFirst:
+    """The longest tests first within each database's run of tests.
+
+    pytest-xdist hands tests out in collection order (``--no-loadscope-reorder``),
+    so the runs of a minute start early while the quick tests fill the gaps,
+    instead of ending the suite alone. pytest has grouped the tests by database
+    (a session fixture per database, set up again whenever the database changes):
+    the order only changes within each group. Runs after pytest's grouping.
+    """
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+        runs: list[list[pytest.Item]] = []
+        current: str | None = None
+        for item in items:
+            backend = _backend_of(item)
+            if not runs or (backend is not None and backend != current):
+                if runs and current is None:
+                    current = backend  # the tests before the first database's join its run
+                else:
+                    runs.append([])
+                    current = backend
+            runs[-1].append(item)
+        # Stable: tests of the same length keep pytest's order (and its fixtures' grouping).
+        items[:] = [item for run in runs for item in sorted(run, key=_longest_first)]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.pluginmanager.register(_LongestFirst(), "relayq-longest-first")
+
+
+def _longest_first(item: pytest.Item) -> float:
+    return -_expected_seconds(item)
+
+
+def _backend_of(item: pytest.Item) -> str | None:
+    callspec = getattr(item, "callspec", None)
+    backend = callspec.params.get("backend") if callspec is not None else None
+    return backend if isinstance(backend, str) else None
+
+
+def _expected_seconds(item: pytest.Item) -> float:
+    slow = item.get_closest_marker("slow")
+    if slow is None:
+        return 0.0
+    seconds: float = slow.kwargs.get("seconds", _SLOW_SECONDS)
+    return seconds
+
+
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[str]:
     """The base URL of a real Redis: RELAYQ_TEST_REDIS_URL's, the machine's, or an embedded Valkey.

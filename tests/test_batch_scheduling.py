@@ -14,7 +14,7 @@ from tests.jobs import body, submit, wait_for_status
 from tests.services import running_valkey
 from tests.stack import Stack, wait_until
 
-pytestmark = pytest.mark.slow  # two keys' batches through a stack of its own
+pytestmark = pytest.mark.slow(seconds=25)  # two keys' batches through a stack of its own
 
 WINDOW = 4
 

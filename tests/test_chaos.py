@@ -9,7 +9,7 @@ import pytest
 from bench.chaos.faults import FaultConfig, run_fault_mix
 from bench.chaos.scenario import ChaosConfig, run_chaos
 
-pytestmark = pytest.mark.slow  # whole stacks under faults for a minute or more
+pytestmark = pytest.mark.slow(seconds=60)  # whole stacks under faults for a minute or more
 
 
 @pytest.fixture

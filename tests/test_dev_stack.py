@@ -31,7 +31,7 @@ from tests.services import free_port
 from tests.stack import ROOT, wait_until
 
 pytestmark = [
-    pytest.mark.slow,  # the whole dev stack, started and stopped
+    pytest.mark.slow(seconds=16),  # the whole dev stack, started and stopped
     pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc"),
 ]
 

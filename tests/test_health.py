@@ -22,7 +22,7 @@ WINDOW = 3.0
 """The readiness window of these stacks; their workers beat every half second."""
 
 # Stacks of their own, and probes that depend on the database only for a SELECT 1.
-pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("sqlite_only")]
+pytestmark = [pytest.mark.slow(seconds=15), pytest.mark.usefixtures("sqlite_only")]
 
 ONLY_MOCK_ROUTED = json.dumps({"mock": {"provider": "mock", "model": "mock"}})
 

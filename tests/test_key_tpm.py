@@ -6,13 +6,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -24,11 +21,14 @@ from relayq.redis.keys import RedisKeys
 from relayq.resilience.key_limits import Decision, KeyLimit, KeyLimits, request_tokens
 from relayq.schemas.chat import ChatCompletionRequest
 from relayq.store import Database
-from relayq.store.keys import create_key, find_active_key
+from relayq.store.keys import create_key
 from tests.clock import FakeClock
 from tests.jobs import body, submit, wait_for_status
 from tests.services import reset_database, run, scratch_postgres_database
-from tests.stack import ROOT, Stack, wait_until
+from tests.stack import Stack, wait_until
+
+# One test process per database starts the module's stack.
+pytestmark = pytest.mark.xdist_group("key_tpm")
 
 # In process: the limit itself, with a clock the test moves.
 
@@ -333,35 +333,3 @@ def test_a_key_without_tpm_is_not_counted(env: Env) -> None:
     keys = RedisKeys(_PREFIX)
     assert list(env.redis.scan_iter(keys.key_tpm(key_id, "*"))) == []
     assert not any(key_id.encode() in f for f in env.redis.hkeys(keys.key_tpm_reserved))
-
-
-def test_relayq_keys_create_sets_the_key_s_own_tpm(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'keys.db'}"
-    environment = {**os.environ, "RELAYQ_DATABASE_URL": url}
-
-    def relayq(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "relayq.cli", *args],
-            cwd=ROOT,
-            env=environment,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-
-    assert relayq("db", "upgrade").returncode == 0
-    created = relayq("keys", "create", "--name", "metered", "--tpm", "1500")
-    assert created.returncode == 0, created.stderr
-
-    async def limit() -> int | None:
-        database = Database(url)
-        try:
-            async with database.session() as session:
-                key = await find_active_key(session, secret=created.stdout.strip())
-                assert key is not None
-                return key.tokens_per_minute
-        finally:
-            await database.aclose()
-
-    assert run(limit()) == 1500

@@ -231,7 +231,7 @@ _CELERY_PRINTS = frozenset(["worker: Warm shutdown (MainProcess)"])
 """What Celery's signal handler prints to stdout itself, past any logging."""
 
 
-@pytest.mark.slow  # a stack and Flower of their own
+@pytest.mark.slow(seconds=16)  # a stack and Flower of their own
 @pytest.mark.usefixtures("sqlite_only")
 def test_every_process_logs_json_and_never_a_secret_or_a_prompt(
     private_database_url: str, logs: Path

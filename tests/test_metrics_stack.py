@@ -24,7 +24,7 @@ from tests.services import free_port, run
 from tests.stack import Stack, wait_until
 
 # Stacks of their own; what is counted does not depend on the database.
-pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("sqlite_only")]
+pytestmark = [pytest.mark.slow(seconds=13), pytest.mark.usefixtures("sqlite_only")]
 
 _REDIS_DB = 6
 

@@ -30,7 +30,7 @@ from tests.jobs import body, submit, wait_for_status
 from tests.services import free_port, run, running_valkey
 from tests.stack import Stack, wait_until
 
-pytestmark = pytest.mark.slow  # workers and brokers killed and restarted
+pytestmark = pytest.mark.slow(seconds=30)  # workers and brokers killed and restarted
 
 
 def test_jobs_accepted_while_the_broker_is_down_run_once_it_returns(

@@ -17,7 +17,7 @@ from tests.jobs import body, submit, wait_for_status
 from tests.services import running_valkey
 from tests.stack import Stack, wait_until
 
-pytestmark = pytest.mark.slow  # a stack of its own and a monitor
+pytestmark = pytest.mark.slow(seconds=12)  # a stack of its own and a monitor
 
 
 class _Seen:

@@ -16,7 +16,7 @@ from tests.jobs import body, submit, wait_for_status
 from tests.services import running_valkey
 from tests.stack import Stack, wait_until
 
-pytestmark = pytest.mark.slow  # worker processes of their own, loaded
+pytestmark = pytest.mark.slow(seconds=12)  # worker processes of their own, loaded
 
 IN_FLIGHT = 40
 
