@@ -22,6 +22,7 @@ from relayq.redis.keys import RedisKeys
 from relayq.schemas.chat import ChatCompletionRequest
 from relayq.schemas.completions import TextCompletionRequest
 from relayq.schemas.embeddings import EmbeddingRequest
+from relayq.schemas.images import ImageGenerationRequest
 
 __all__ = ["IGNORED_FIELDS", "ResponseCache", "cache_ttl"]
 
@@ -61,7 +62,10 @@ class ResponseCache:
         *,
         key_id: str,
         route: str,
-        request: ChatCompletionRequest | EmbeddingRequest | TextCompletionRequest,
+        request: ChatCompletionRequest
+        | EmbeddingRequest
+        | TextCompletionRequest
+        | ImageGenerationRequest,
     ) -> str:
         """The entry for ``request`` on ``route`` for one API key; an embeddings request's
         or a legacy completion's differs from any chat request's (its kind is hashed
@@ -72,6 +76,8 @@ class ResponseCache:
             body["kind"] = "embeddings"
         elif isinstance(request, TextCompletionRequest):
             body["kind"] = "completions"
+        elif isinstance(request, ImageGenerationRequest):
+            body["kind"] = "images"
         canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
         digest = hashlib.sha256(canonical.encode()).hexdigest()
         return self._keys.cache(key_id, digest)

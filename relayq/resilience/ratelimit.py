@@ -33,6 +33,7 @@ from relayq.redis.pipeline import CommandBatch
 from relayq.schemas.chat import ChatCompletionRequest, ChatMessage
 from relayq.schemas.completions import TextCompletionRequest
 from relayq.schemas.embeddings import EmbeddingRequest
+from relayq.schemas.images import ImageGenerationRequest
 
 __all__ = [
     "CHARS_PER_TOKEN",
@@ -213,7 +214,10 @@ class RateLimiter:
 
 
 def estimate_tokens(
-    request: ChatCompletionRequest | EmbeddingRequest | TextCompletionRequest,
+    request: ChatCompletionRequest
+    | EmbeddingRequest
+    | TextCompletionRequest
+    | ImageGenerationRequest,
 ) -> int:
     """A deliberately simple upper-ish estimate of the tokens a call will use.
 
@@ -226,7 +230,7 @@ def estimate_tokens(
     request: its inputs (their bytes by :data:`CHARS_PER_TOKEN`, token ids one each), no
     answer.
     """
-    if isinstance(request, EmbeddingRequest | TextCompletionRequest):
+    if isinstance(request, EmbeddingRequest | TextCompletionRequest | ImageGenerationRequest):
         return request.token_estimate(bytes_per_token=CHARS_PER_TOKEN)
     chars = sum(_message_chars(message) for message in request.messages)
     if request.tools:

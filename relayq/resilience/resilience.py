@@ -35,6 +35,7 @@ from relayq.routing.drains import Drains
 from relayq.schemas.chat import ChatCompletionRequest
 from relayq.schemas.completions import TextCompletionRequest
 from relayq.schemas.embeddings import EmbeddingRequest
+from relayq.schemas.images import ImageGenerationRequest
 from relayq.store import Database
 from relayq.store.attempts import AttemptRecord, list_attempts
 from relayq.store.claims import Claim
@@ -131,7 +132,10 @@ class Resilience:
     async def admit(
         self,
         claim: Claim,
-        request: ChatCompletionRequest | EmbeddingRequest | TextCompletionRequest,
+        request: ChatCompletionRequest
+        | EmbeddingRequest
+        | TextCompletionRequest
+        | ImageGenerationRequest,
     ) -> Admission:
         """Rate limits and the breaker, asked in one round trip (one pipeline).
 

@@ -10,6 +10,7 @@ from pydantic import BaseModel, Discriminator, Field, Tag, field_validator
 from relayq.schemas.chat import ChatCompletionRequest
 from relayq.schemas.completions import TextCompletionRequest
 from relayq.schemas.embeddings import EmbeddingRequest
+from relayq.schemas.images import ImageGenerationRequest
 from relayq.schemas.params import KIND_TAG_PREFIX
 from relayq.schemas.spans import Span, span_seconds
 from relayq.schemas.webhooks import JobWebhookSpec, WebhookSpec
@@ -21,6 +22,7 @@ __all__ = [
     "AttemptPublic",
     "CompletionJobCreate",
     "EmbeddingJobCreate",
+    "ImageJobCreate",
     "JobBody",
     "JobCreate",
     "JobCreateBody",
@@ -47,12 +49,13 @@ TERMINAL_STATUSES = frozenset(
 
 
 class JobKind(str, Enum):
-    """What a job asks its provider for: a chat completion, embeddings, or a legacy
-    (text) completion."""
+    """What a job asks its provider for: a chat completion, embeddings, a legacy
+    (text) completion, or images."""
 
     CHAT = "chat"
     EMBEDDINGS = "embeddings"
     COMPLETIONS = "completions"
+    IMAGES = "images"
 
 
 JOB_OPTIONS = frozenset(
@@ -160,7 +163,23 @@ class CompletionJobCreate(TextCompletionRequest, JobOptions):
         return TextCompletionRequest.model_validate(data)
 
 
-JobCreateBody = JobCreate | EmbeddingJobCreate | CompletionJobCreate
+class ImageJobCreate(ImageGenerationRequest, JobOptions):
+    """The body of ``POST /v1/jobs`` for image generation: ``{"kind": "images"}``, a
+    ``/v1/images/generations`` body and job options."""
+
+    kind: Literal["images"]
+
+    @property
+    def job_kind(self) -> JobKind:
+        return JobKind.IMAGES
+
+    def call_request(self) -> ImageGenerationRequest:
+        """The image generation part of the body, without the job options."""
+        data = self.model_dump(mode="json", exclude_none=True, exclude=set(JOB_OPTIONS))
+        return ImageGenerationRequest.model_validate(data)
+
+
+JobCreateBody = JobCreate | EmbeddingJobCreate | CompletionJobCreate | ImageJobCreate
 """Any job body, parsed."""
 
 
@@ -175,11 +194,14 @@ def _kind_of(value: Any) -> str:
 JobBody = Annotated[
     Annotated[JobCreate, Tag(KIND_TAG + "chat")]
     | Annotated[EmbeddingJobCreate, Tag(KIND_TAG + "embeddings")]
-    | Annotated[CompletionJobCreate, Tag(KIND_TAG + "completions")],
+    | Annotated[CompletionJobCreate, Tag(KIND_TAG + "completions")]
+    | Annotated[ImageJobCreate, Tag(KIND_TAG + "images")],
     Discriminator(
         _kind_of,
         custom_error_type="invalid_job_kind",
-        custom_error_message="kind must be 'chat' (the default), 'embeddings' or 'completions'",
+        custom_error_message=(
+            "kind must be 'chat' (the default), 'embeddings', 'completions' or 'images'"
+        ),
     ),
 ]
 """The body of ``POST /v1/jobs``: chat unless ``kind`` says otherwise."""
