@@ -123,7 +123,8 @@ def stack(
     tokens, the second consumed by no worker: for budgets), ``chat-only`` (an anthropic
     deployment no worker consumes: a model that serves no embeddings), and
     ``gpt-4o-mini`` (the openai adapter against the fake OpenAI server, upstream model
-    ``gpt-4o-mini-2024-07-18``, priced by relayq's default table).
+    ``gpt-4o-mini-2024-07-18``, priced by relayq's default table), and ``gpt-image-1`` and
+    ``dall-e-3`` (image models on the same fake).
     """
     providers = {
         "mock": {"type": "mock", "read_timeout": 5},
@@ -154,6 +155,8 @@ def stack(
         "mock-faulty": {"provider": "faulty", "model": "mock"},
         "mock-faulty-hooks": {"provider": "hooks-faulty", "model": "mock"},
         "gpt-4o-mini": {"provider": "openai", "model": "gpt-4o-mini-2024-07-18"},
+        "gpt-image-1": {"provider": "openai", "model": "gpt-image-1"},
+        "dall-e-3": {"provider": "openai", "model": "dall-e-3"},
         "chat-only": {"provider": "chat-only", "model": "claude-3-5-haiku"},
         "mock-embed-cut": {
             "strategy": "ordered",

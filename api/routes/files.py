@@ -49,10 +49,11 @@ def _header_safe(filename: str) -> str:
 
 
 def _media_type(purpose: str, filename: str) -> str:
-    """A generated image's type by its name (``image/png``...); anything else's is bytes."""
+    """A generated image's type by its name (``image/png``...); anything else's is bytes,
+    an SVG's too (a script in it would run at the API's origin if a browser rendered it)."""
     if purpose == FilePurpose.IMAGE_GENERATION.value:
         guessed, _ = mimetypes.guess_type(filename)
-        if guessed is not None and guessed.startswith("image/"):
+        if guessed is not None and guessed.startswith("image/") and "svg" not in guessed:
             return guessed
     return "application/octet-stream"
 

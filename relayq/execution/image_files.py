@@ -30,7 +30,14 @@ from relayq.store.files import add_file
 
 __all__ = ["ImageFiles", "content_path", "image_extension"]
 
-_SIGNATURES = {b"\x89PNG\r\n\x1a\n": "png", b"\xff\xd8\xff": "jpeg", b"RIFF": "webp"}
+_SIGNATURES = {
+    b"\x89PNG\r\n\x1a\n": "png",
+    b"\xff\xd8\xff": "jpeg",
+    b"RIFF": "webp",
+    b"GIF8": "gif",
+    b"<svg": "svg",
+    b"<?xml": "svg",
+}
 
 
 def content_path(file_id: str) -> str:
@@ -39,7 +46,8 @@ def content_path(file_id: str) -> str:
 
 
 def image_extension(data: bytes) -> str:
-    """``png``, ``jpeg`` or ``webp`` by the bytes' signature; ``bin`` for anything else."""
+    """``png``, ``jpeg``, ``webp``, ``gif`` or ``svg`` by the bytes' signature; ``bin`` for
+    anything else."""
     for signature, extension in _SIGNATURES.items():
         if data.startswith(signature):
             return extension

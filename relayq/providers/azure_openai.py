@@ -40,7 +40,7 @@ DALL-E 3 on the GA ``api-version``, the GPT image models on
 ``2025-04-01-preview`` and later: set ``options.api_version``), with OpenAI's
 body and ``ImagesResponse``, Azure's ``content_filter_results`` and
 ``prompt_filter_results`` kept on each image. A deployment named
-``gpt-image-*`` gets no ``response_format``, as on OpenAI.
+like a GPT image model (``gpt-image-*``) gets no ``response_format``, as on OpenAI.
 
 Not carried: Entra ID (bearer token) auth, since relayq holds static keys
 (a token can still be sent through ``headers``); Azure's "on your data"

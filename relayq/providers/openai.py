@@ -42,7 +42,7 @@ sent it (the deployment's model, relayq's controls left out) and its
 ``ImagesResponse`` read as it comes. Source: OpenAI's API reference, "Create
 image", https://platform.openai.com/docs/api-reference/images/create. Its
 ``response_format`` is the DALL·E models' alone: a GPT image model
-(``gpt-image-*``) answers it with 400 ``unknown_parameter`` and always sends
+(``gpt-image-*``, ``chatgpt-image-*``) answers it with 400 ``unknown_parameter`` and always sends
 base64, so it is left out of a call to one (relayq then answers a caller who
 asked for ``url`` with a URL of its own: docs/api.md). Adapters of vendors
 that draw no images set :attr:`~relayq.providers.base.Provider.serves_images`
@@ -70,7 +70,7 @@ from relayq.providers.text_stream import text_chunk, text_chunks
 from relayq.schemas.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest
 from relayq.schemas.completions import TextCompletion, TextCompletionRequest
 from relayq.schemas.embeddings import EmbeddingRequest, EmbeddingResponse
-from relayq.schemas.images import ImageGenerationRequest, ImagesResponse
+from relayq.schemas.images import ImageGenerationRequest, ImagesResponse, is_gpt_image_model
 
 __all__ = ["DEFAULT_BASE_URL", "OpenAIProvider", "error_for_event"]
 
@@ -238,7 +238,7 @@ class OpenAIProvider(HTTPProvider):
         """OpenAI's body for ``request`` drawn by ``model``: as it came, but for a GPT image
         model's ``response_format``, which it refuses (it always answers base64)."""
         body = request.upstream_body(model=model, controls=control_fields(request))
-        if model.startswith("gpt-image"):
+        if is_gpt_image_model(model):
             body.pop("response_format", None)
         return body
 

@@ -1,17 +1,20 @@
 """OpenAI's image generation (``POST /v1/images/generations``): the request and the answer.
 
 The request takes what OpenAI's Images API reference documents for
-"Create image" (https://platform.openai.com/docs/api-reference/images/create):
-``prompt``; ``model``; ``n`` (1 to 10); ``size``, ``quality`` and ``style``;
-``response_format`` (``url`` or ``b64_json``, for the DALL·E models; the GPT
-image models always answer base64); ``output_format``,
-``output_compression``, ``background`` and ``moderation`` (GPT image models);
-``user``. Values are checked where OpenAI fixes them (the enumerations, the
-ranges); which model takes which is left to the upstream, whose 400 passes
-through. Any other field is kept in ``model_extra`` only so that an adapter's
-per-request controls (the mock's ``mock``) can ride along: the API refuses
-every other one, as OpenAI does an unknown parameter. Streaming
-(``stream``, ``partial_images``) is not carried.
+"Create image" (https://platform.openai.com/docs/api-reference/images/create,
+as the official SDK 3.63 types it): ``prompt``; ``model``; ``n`` (1 to 10);
+``size`` (``auto`` or ``{width}x{height}``), ``quality`` and ``style``;
+``response_format`` (``url`` or ``b64_json``, for the retired DALL·E models:
+the GPT image models always answer base64); ``output_format``,
+``output_compression``, ``background``, ``moderation``, ``complexity``,
+``frame_count`` and ``frame_duration_ms`` (GIF output) and ``svg`` (SVG
+output) for the GPT image models; ``safety_identifier`` and ``user``. Values
+are checked where OpenAI fixes them (the enumerations, the ranges); which
+model takes which is left to the upstream, whose 400 passes through. Any
+other field is kept in ``model_extra`` only so that an adapter's per-request
+controls (the mock's ``mock``) can ride along: the API refuses every other
+one, as OpenAI does an unknown parameter. Streaming (``stream``,
+``partial_images``) is not carried: refused as unknown.
 
 The answer is OpenAI's ``ImagesResponse``: ``created``, ``data`` (each image a
 ``url`` or ``b64_json``, with ``revised_prompt`` when the model rewrote the
@@ -38,6 +41,7 @@ __all__ = [
     "ImagesResponse",
     "ImagesUsage",
     "ResponseFormat",
+    "is_gpt_image_model",
 ]
 
 MAX_PROMPT_CHARS: Final = 32_000
@@ -50,6 +54,13 @@ prices a high-quality 1536x1024 GPT image at 6,240 tokens, its largest."""
 ResponseFormat = Literal["url", "b64_json"]
 
 
+def is_gpt_image_model(model: str) -> bool:
+    """Whether ``model`` names one of OpenAI's GPT image models (``gpt-image-2``,
+    ``gpt-image-1-mini``, ``chatgpt-image-latest``...), which answer base64 only and
+    refuse ``response_format``."""
+    return model.startswith(("gpt-image", "chatgpt-image"))
+
+
 class ImageGenerationRequest(BaseModel):
     """The body of ``POST /v1/images/generations``."""
 
@@ -60,13 +71,21 @@ class ImageGenerationRequest(BaseModel):
     n: int | None = Field(default=None, ge=1, le=10)
     size: str | None = Field(default=None, pattern=r"^(auto|[1-9][0-9]{1,4}x[1-9][0-9]{1,4})$")
     """``auto`` or ``{width}x{height}``; which sizes a model draws is the upstream's say."""
-    quality: Literal["auto", "standard", "hd", "low", "medium", "high"] | None = None
+    quality: Literal["auto", "low", "medium", "high", "xhigh", "max", "standard", "hd"] | None = (
+        None
+    )
     style: Literal["vivid", "natural"] | None = None
     response_format: ResponseFormat | None = None
-    output_format: Literal["png", "jpeg", "webp"] | None = None
+    output_format: Literal["png", "jpeg", "webp", "gif", "svg"] | None = None
     output_compression: int | None = Field(default=None, ge=0, le=100)
     background: Literal["transparent", "opaque", "auto"] | None = None
     moderation: Literal["low", "auto"] | None = None
+    complexity: Literal["low", "medium", "high"] | None = None
+    frame_count: int | None = Field(default=None, ge=2, le=16)
+    frame_duration_ms: int | None = Field(default=None, ge=1)
+    svg: dict[str, Any] | None = None
+    """SVG authoring options (OpenAI's ``svg`` object), passed on as they are."""
+    safety_identifier: str | None = None
     user: str | None = None
 
     def images(self) -> int:

@@ -226,8 +226,9 @@ class JobPublic(BaseModel):
     object: Literal["job"] = "job"
     status: JobStatus
     kind: JobKind = JobKind.CHAT
-    """``chat`` or ``embeddings``: what the job asks its provider for (its ``request``
-    and ``response`` are that endpoint's)."""
+    """``chat``, ``embeddings``, ``completions`` or ``images``: what the job asks its
+    provider for (its ``request`` and ``response`` are that endpoint's; an images job's
+    response references its images' files instead of carrying their bytes)."""
     model: str
     provider: str
     priority: int

@@ -30,7 +30,7 @@ _GPT_IMAGE_TOKENS = 272
 
 
 def _gpt_image(model: str) -> bool:
-    return model.startswith("gpt-image")
+    return model.startswith(("gpt-image", "chatgpt-image"))
 
 
 def images_problem(body: Any, *, model: str) -> tuple[str, str, str] | None:
