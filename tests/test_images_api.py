@@ -169,6 +169,7 @@ def test_an_images_job_on_v1_jobs_falls_back_and_is_readable(http: httpx.Client)
             "kind": "images",
             "model": "mock-embed-cut",
             "prompt": "dunes",
+            "priority": 3,
             "metadata": {"a": "b"},
         },
     )
@@ -177,7 +178,7 @@ def test_an_images_job_on_v1_jobs_falls_back_and_is_readable(http: httpx.Client)
     job = wait_for_status(http, created.json()["id"], {"succeeded", "failed"}, timeout=20)
 
     assert job["status"] == "succeeded", job["error"]
-    assert (job["kind"], job["priority"]) == ("images", 3)
+    assert (job["kind"], job["priority"], job["metadata"]) == ("images", 3, {"a": "b"})
     assert job["request"]["prompt"] == "dunes"
     assert [attempt["status"] for attempt in job["attempts"]][-1] == "succeeded"
     assert job["provider"] == "embed-backup"
