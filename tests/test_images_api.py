@@ -5,6 +5,7 @@ jobs (``kind: images``) readable at ``/v1/jobs/{id}``; bad input answered 400.""
 from __future__ import annotations
 
 import base64
+import time
 from collections.abc import Iterator
 from typing import Literal
 
@@ -14,6 +15,7 @@ import pytest
 
 from relayq.providers.mock import MOCK_IMAGE_TOKENS
 from relayq.providers.mock_image import mock_png
+from tests.caching import until_cached
 from tests.conftest import PRICE, KeyFactory
 from tests.fakes.images import ONE_PIXEL_PNG
 from tests.fakes.openai_server import FakeOpenAI
@@ -184,6 +186,26 @@ def test_an_images_job_on_v1_jobs_falls_back_and_is_readable(http: httpx.Client)
     assert job["provider"] == "embed-backup"
     [image] = job["response"]["data"]
     assert http.get(image["url"]).content == mock_png("dunes", 0)
+
+
+def test_a_cached_answer_is_answered_again_from_the_same_files(
+    sdk: openai.OpenAI, http: httpx.Client
+) -> None:
+    """The cache keeps the answer with its file references: a hit reads a stored file."""
+    prompt = f"cache me {time.time_ns()}"
+    first = sdk.images.with_raw_response.generate(model="mock-cached", prompt=prompt)
+    until_cached(http, {"kind": "images", "model": "mock-cached", "prompt": prompt})
+
+    second = sdk.images.with_raw_response.generate(model="mock-cached", prompt=prompt)
+
+    job = http.get(f"/v1/jobs/{second.headers['x-relayq-job-id']}").json()
+    assert job["cached"] is True
+    [image] = second.parse().data or []
+    assert base64.b64decode(image.b64_json or "") == mock_png(prompt, 0)
+    # The entry is the last uncached run's (until_cached ran a few): its own file.
+    assert image.model_extra is not None
+    assert http.get(f"/v1/files/{image.model_extra['file_id']}").status_code == 200
+    assert [i.b64_json for i in first.parse().data or []] == [image.b64_json]
 
 
 def test_bad_input_is_a_400_naming_the_field(sdk: openai.OpenAI, http: httpx.Client) -> None:
