@@ -5,6 +5,7 @@ jobs (``kind: images``) readable at ``/v1/jobs/{id}``; bad input answered 400.""
 from __future__ import annotations
 
 import base64
+import json
 import time
 from collections.abc import Iterator
 from typing import Literal
@@ -15,6 +16,7 @@ import pytest
 
 from relayq.providers.mock import MOCK_IMAGE_TOKENS
 from relayq.providers.mock_image import mock_png
+from tests.batches import jsonl, upload, wait_for_batch
 from tests.caching import until_cached
 from tests.conftest import PRICE, KeyFactory
 from tests.fakes.images import ONE_PIXEL_PNG
@@ -233,3 +235,67 @@ def test_bad_input_is_a_400_naming_the_field(sdk: openai.OpenAI, http: httpx.Cli
     bad_kind = http.post("/v1/jobs", json={"kind": "pictures", "model": "mock", "prompt": "x"})
     assert bad_kind.status_code == 400
     assert "'images'" in bad_kind.json()["error"]["message"]
+
+
+def _image_line(custom_id: str, prompt: str, **body: object) -> dict[str, object]:
+    return {
+        "custom_id": custom_id,
+        "method": "POST",
+        "url": "/v1/images/generations",
+        "body": {"model": "mock", "prompt": prompt, **body},
+    }
+
+
+def test_an_images_batch_runs_its_lines_as_images_jobs(
+    sdk: openai.OpenAI, http: httpx.Client
+) -> None:
+    """Each output line's body is the job's stored answer: file references, not bytes."""
+    lines = [_image_line("one", "a cat"), _image_line("two", "a dog", n=2)]
+    uploaded = sdk.files.create(file=("images.jsonl", jsonl(lines)), purpose="batch")
+    batch = sdk.batches.create(
+        input_file_id=uploaded.id, endpoint="/v1/images/generations", completion_window="24h"
+    )
+
+    done = wait_for_batch(http, batch.id)
+
+    assert done["status"] == "completed", done
+    output = sdk.files.content(done["output_file_id"]).text
+    results = {r["custom_id"]: r for r in map(json.loads, output.splitlines())}
+    images = results["two"]["response"]["body"]["data"]
+    assert [http.get(image["url"]).content for image in images] == [
+        mock_png("a dog", 0),
+        mock_png("a dog", 1),
+    ]
+    assert results["one"]["response"]["status_code"] == 200
+    jobs = http.get("/v1/jobs", params={"batch_id": batch.id}).json()["data"]
+    assert {job["kind"] for job in jobs} == {"images"}
+
+
+def test_bad_images_lines_fail_the_batch_each_named(http: httpx.Client) -> None:
+    content = jsonl(
+        [
+            _image_line("ok", "fine"),
+            _image_line("big-n", "x", n=11),
+            _image_line("unknown", "x", temperature=1),
+            {**_image_line("chat-only", "x"), "body": {"model": "chat-only", "prompt": "x"}},
+        ]
+    )
+    created = http.post(
+        "/v1/batches",
+        json={
+            "input_file_id": upload(http, content)["id"],
+            "endpoint": "/v1/images/generations",
+            "completion_window": "24h",
+        },
+    )
+    assert created.status_code == 200, created.text
+
+    batch = wait_for_batch(http, created.json()["id"])
+
+    assert batch["status"] == "failed"
+    errors = [(e["line"], e["code"], e["param"]) for e in batch["errors"]["data"]]
+    assert errors == [
+        (2, "invalid_request", "body.n"),
+        (3, "invalid_request", "body.temperature"),
+        (4, "model_not_supported", "body.model"),
+    ]
