@@ -4,7 +4,9 @@ An upload is copied to the file storage a megabyte at a time as it is read
 (the multipart parser keeps at most a megabyte of it in memory, the rest on
 disk), counting bytes and lines on the way; a download streams from the
 storage. Only ``purpose=batch`` is accepted for uploads; a batch's output
-and error files are listed with ``purpose=batch_output``. An upload may say
+and error files are listed with ``purpose=batch_output``, images that jobs
+generated with ``purpose=image_generation`` (their content served with their
+image type). An upload may say
 when it expires (OpenAI's ``expires_after``); an expired file is not found.
 """
 
