@@ -232,6 +232,16 @@ def test_bad_input_is_a_400_naming_the_field(sdk: openai.OpenAI, http: httpx.Cli
         sdk.images.generate(model="chat-only", prompt="x")
     assert (unserved.value.param, unserved.value.code) == ("model", "model_not_supported")
 
+    with pytest.raises(openai.BadRequestError) as upstream:
+        sdk.images.generate(
+            model="mock-faulty", prompt="x", extra_body={"mock": {"fault": "invalid_request"}}
+        )
+    assert upstream.value.code == "invalid_request"
+    assert upstream.value.response.headers["x-relayq-job-id"].startswith("job_")
+
+    for unserved_path in ("/v1/images/edits", "/v1/images/variations"):
+        assert http.post(unserved_path, json={"prompt": "x"}).status_code == 404
+
     bad_kind = http.post("/v1/jobs", json={"kind": "pictures", "model": "mock", "prompt": "x"})
     assert bad_kind.status_code == 400
     assert "'images'" in bad_kind.json()["error"]["message"]
