@@ -20,7 +20,7 @@ from tests.batches import jsonl, upload, wait_for_batch
 from tests.caching import until_cached
 from tests.conftest import PRICE, KeyFactory
 from tests.fakes.images import ONE_PIXEL_PNG
-from tests.fakes.openai_server import FakeOpenAI
+from tests.fakes.openai_server import FakeOpenAI, Reply
 from tests.jobs import wait_for_status
 from tests.stack import Stack
 
@@ -162,6 +162,21 @@ def test_dall_e_3_on_the_openai_upstream_in_both_formats(
         assert image.url == f"{fake_openai.origin}/generated/0.png"
     else:
         assert base64.b64decode(image.b64_json or "") == ONE_PIXEL_PNG
+
+
+def test_bytes_that_do_not_decode_are_a_malformed_answer_and_retried(
+    sdk: openai.OpenAI, http: httpx.Client, fake_openai: FakeOpenAI
+) -> None:
+    fake_openai.script(Reply(body={"created": 1, "data": [{"b64_json": "not base64!"}]}))
+
+    raw = sdk.images.with_raw_response.generate(model="gpt-image-1", prompt="again")
+
+    [image] = raw.parse().data or []
+    assert base64.b64decode(image.b64_json or "") == ONE_PIXEL_PNG
+    job = wait_for_status(http, raw.headers["x-relayq-job-id"], {"succeeded"}, timeout=10)
+    first, second = job["attempts"]
+    assert (first["status"], first["error"]["code"]) == ("failed", "malformed_response")
+    assert second["status"] == "succeeded"
 
 
 def test_an_images_job_on_v1_jobs_falls_back_and_is_readable(http: httpx.Client) -> None:

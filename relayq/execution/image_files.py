@@ -24,7 +24,7 @@ from relayq.files.storage import FileStorage
 from relayq.ids import new_id
 from relayq.providers.errors import MalformedResponse
 from relayq.schemas.files import FilePurpose
-from relayq.schemas.images import ImageData, ImagesResponse
+from relayq.schemas.images import ImagesResponse
 from relayq.store import Database
 from relayq.store.files import add_file
 
@@ -73,29 +73,28 @@ class ImageFiles:
 
     async def keep(self, answer: ImagesResponse, *, job_id: str, key_id: str) -> ImagesResponse:
         """``answer`` with each base64 image stored and referenced (``file_id``, ``url``);
-        raises :class:`MalformedResponse` for base64 that does not decode."""
-        if not any(image.b64_json for image in answer.data):
+        raises :class:`MalformedResponse` for base64 that does not decode, before any
+        image is written."""
+        contents = {
+            index: _decoded(image.b64_json, index)
+            for index, image in enumerate(answer.data)
+            if image.b64_json
+        }
+        if not contents:
             return answer
         now = self._clock()
-        stored: list[tuple[str, str, int]] = []
-        data: list[ImageData] = []
-        for index, image in enumerate(answer.data):
-            if not image.b64_json:
-                data.append(image)
-                continue
-            try:
-                content = base64.b64decode(image.b64_json, validate=True)
-            except (binascii.Error, ValueError) as exc:
-                raise MalformedResponse(f"image {index} is not base64: {exc}") from exc
+        data = list(answer.data)
+        rows: list[tuple[str, str, int]] = []
+        for index, content in contents.items():
             file_id = new_id("file")
             async with self._storage.writer(file_id) as writer:
                 await writer.write(content)
                 await writer.commit()
-            stored.append((file_id, f"{job_id}-{index}.{image_extension(content)}", len(content)))
-            kept = image.model_copy(update={"b64_json": None, "file_id": file_id})
-            data.append(kept.model_copy(update={"url": content_path(file_id)}))
+            rows.append((file_id, f"{job_id}-{index}.{image_extension(content)}", len(content)))
+            update = {"b64_json": None, "file_id": file_id, "url": content_path(file_id)}
+            data[index] = data[index].model_copy(update=update)
         async with self._database.session() as session:
-            for file_id, filename, size in stored:
+            for file_id, filename, size in rows:
                 add_file(
                     session,
                     file_id=file_id,
@@ -109,3 +108,10 @@ class ImageFiles:
                 )
             await session.commit()
         return answer.model_copy(update={"data": data})
+
+
+def _decoded(b64: str, index: int) -> bytes:
+    try:
+        return base64.b64decode(b64, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise MalformedResponse(f"image {index} is not base64: {exc}") from exc
