@@ -140,6 +140,9 @@ def stack(
         # The same for embeddings' fallback test, on breakers the stream tests never see.
         "embed-cut": {"type": "mock", "read_timeout": 5, "options": {"fault": "malformed"}},
         "embed-backup": {"type": "mock", "read_timeout": 5},
+        # And for images' fallback test.
+        "image-cut": {"type": "mock", "read_timeout": 5, "options": {"fault": "malformed"}},
+        "image-backup": {"type": "mock", "read_timeout": 5},
         # An adapter that serves no embeddings, consumed by no worker: refused at intake.
         "chat-only": {"type": "anthropic", "base_url": "http://127.0.0.1:9", "api_key": "x"},
         "openai": {
@@ -163,6 +166,13 @@ def stack(
             "deployments": [
                 {"provider": "embed-cut", "model": "mock"},
                 {"provider": "embed-backup", "model": "mock"},
+            ],
+        },
+        "mock-image-cut": {
+            "strategy": "ordered",
+            "deployments": [
+                {"provider": "image-cut", "model": "mock"},
+                {"provider": "image-backup", "model": "mock"},
             ],
         },
         "mock-cut": {
@@ -215,6 +225,8 @@ def stack(
                 "cut",
                 "embed-cut",
                 "embed-backup",
+                "image-cut",
+                "image-backup",
             ]
         ),
     }

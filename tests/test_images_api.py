@@ -186,7 +186,7 @@ def test_an_images_job_on_v1_jobs_falls_back_and_is_readable(http: httpx.Client)
         "/v1/jobs",
         json={
             "kind": "images",
-            "model": "mock-embed-cut",
+            "model": "mock-image-cut",
             "prompt": "dunes",
             "priority": 3,
             "metadata": {"a": "b"},
@@ -200,7 +200,7 @@ def test_an_images_job_on_v1_jobs_falls_back_and_is_readable(http: httpx.Client)
     assert (job["kind"], job["priority"], job["metadata"]) == ("images", 3, {"a": "b"})
     assert job["request"]["prompt"] == "dunes"
     assert [attempt["status"] for attempt in job["attempts"]][-1] == "succeeded"
-    assert job["provider"] == "embed-backup"
+    assert job["provider"] == "image-backup"
     [image] = job["response"]["data"]
     assert http.get(image["url"]).content == mock_png("dunes", 0)
 
