@@ -51,7 +51,7 @@ async def _bytes_of(services: Services, file_id: str, job_id: str) -> bytes:
         ) from None
 
 
-async def written_answer(
+async def _written_answer(
     answer: dict[str, Any], *, as_url: bool, services: Services, request: Request, job_id: str
 ) -> dict[str, Any]:
     """The job's stored answer with each stored image as the caller asked: its relayq
@@ -87,7 +87,7 @@ async def create_images(
     )
     job_id = call.job.id
     stored = (call.job.response if call.job.cached else await whole_answer(call)) or {}
-    answer = await written_answer(
+    answer = await _written_answer(
         stored,
         as_url=body.response_format == "url",
         services=services,

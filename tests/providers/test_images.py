@@ -133,6 +133,23 @@ def test_azure_draws_on_the_deployment_with_its_filter_results_kept(style: str) 
     }
 
 
+def test_an_azure_gpt_image_deployment_gets_no_response_format_and_answers_bytes() -> None:
+    vendor = Vendor("azure_openai", FakeAzureOpenAI, "gpt-image-1", {"api_version": "2025-04-01"})
+    with FakeAzureOpenAI(
+        api_key=KEY, deployments=("gpt-image-1",), model_name="gpt-image-1"
+    ) as fake:
+        request = _request(response_format="b64_json", output_format="png")
+        answer = run(vendor, fake.base_url, drawer(request, "gpt-image-1"))
+        [sent] = fake.requests
+
+    assert sent.query == {"api-version": "2025-04-01"}
+    assert "response_format" not in sent.json
+    [image] = answer.data
+    assert base64.b64decode(image.b64_json or "") == ONE_PIXEL_PNG
+    assert image.model_extra == {}  # a GPT image model's carry no filter results
+    assert answer.usage is not None
+
+
 def test_azures_documented_answer_is_read() -> None:
     documented = fixture_json("azure_openai", "images_generation.json")
     with FakeAzureOpenAI(api_key=KEY, deployments=("dalle3",)) as fake:
