@@ -14,10 +14,9 @@ from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 
 from relayq.providers import check_controls, controls_models, embedding_field_errors
-from relayq.schemas.chat import ChatCompletionRequest
-from relayq.schemas.completions import TextCompletionRequest
 from relayq.schemas.embeddings import EmbeddingRequest
 from relayq.schemas.images import ImageGenerationRequest
+from relayq.schemas.jobs import CallRequest
 
 __all__ = ["checked_controls", "document_controls"]
 
@@ -25,7 +24,7 @@ _REF = "#/components/schemas/{model}"
 
 
 def checked_controls(
-    body: ChatCompletionRequest | EmbeddingRequest | TextCompletionRequest | ImageGenerationRequest,
+    body: CallRequest,
 ) -> None:
     """Refuse (400, naming the field) adapter controls that their adapter would refuse,
     and in an embeddings or an images body any other field relayq does not carry.

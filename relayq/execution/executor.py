@@ -49,7 +49,7 @@ from relayq.schemas.chat import ChatCompletion, ChatCompletionRequest
 from relayq.schemas.completions import TextCompletion, TextCompletionRequest
 from relayq.schemas.embeddings import EmbeddingRequest, EmbeddingResponse
 from relayq.schemas.images import ImageGenerationRequest, ImagesResponse
-from relayq.schemas.jobs import JobKind, JobStatus
+from relayq.schemas.jobs import CallRequest, JobKind, JobStatus
 from relayq.store import Database
 from relayq.store.attempts import AttemptRecord
 from relayq.store.claims import Claim, release_claim, renew_leases
@@ -187,10 +187,6 @@ async def _stream(
         raise MalformedResponse(f"{provider.name}: the stream carried no chunks") from exc
 
 
-CallRequest = (
-    ChatCompletionRequest | EmbeddingRequest | TextCompletionRequest | ImageGenerationRequest
-)
-"""What a job asks its provider, by its kind."""
 Answer = ChatCompletion | EmbeddingResponse | TextCompletion | ImagesResponse
 """What the provider answers, by the job's kind."""
 

@@ -52,11 +52,7 @@ from relayq.redis.pipeline import CommandBatch
 from relayq.resilience.key_limits import Decision, KeyLimits, request_tokens
 from relayq.routing.router import Router, UnknownModel
 from relayq.routing.state import RoutingState
-from relayq.schemas.chat import ChatCompletionRequest
-from relayq.schemas.completions import TextCompletionRequest
-from relayq.schemas.embeddings import EmbeddingRequest
-from relayq.schemas.images import ImageGenerationRequest
-from relayq.schemas.jobs import JobCreateBody, JobKind
+from relayq.schemas.jobs import CallRequest, JobCreateBody, JobKind
 from relayq.store import Database
 from relayq.store.jobs import NewJob, cancel_job, create_job, get_job, new_row
 from relayq.store.models import Job
@@ -417,10 +413,7 @@ class Intake:
         *,
         key_id: str,
         body: JobCreateBody,
-        call: ChatCompletionRequest
-        | EmbeddingRequest
-        | TextCompletionRequest
-        | ImageGenerationRequest,
+        call: CallRequest,
         route: str,
     ) -> tuple[str | None, float | None, dict[str, Any] | None]:
         """The job's cache entry and TTL (None when not cached), and a hit if any."""

@@ -47,10 +47,11 @@ import redis.asyncio as aioredis
 from relayq.redis.keys import RedisKeys
 from relayq.redis.pipeline import CommandBatch
 from relayq.resilience.ratelimit import GCRA_LUA
-from relayq.schemas.chat import ChatCompletionRequest, ChatMessage
+from relayq.schemas.chat import ChatMessage
 from relayq.schemas.completions import TextCompletionRequest
 from relayq.schemas.embeddings import EmbeddingRequest
 from relayq.schemas.images import ImageGenerationRequest
+from relayq.schemas.jobs import CallRequest
 
 __all__ = ["BYTES_PER_TOKEN", "Decision", "KeyLimit", "KeyLimits", "RunningJob", "request_tokens"]
 
@@ -342,10 +343,7 @@ def _tokens(tokens: int | None) -> str:
 
 
 def request_tokens(
-    request: ChatCompletionRequest
-    | EmbeddingRequest
-    | TextCompletionRequest
-    | ImageGenerationRequest,
+    request: CallRequest,
 ) -> int:
     """A request's tokens as a key's TPM limit counts them before the call: cheap, and
     on the high side.

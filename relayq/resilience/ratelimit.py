@@ -30,10 +30,11 @@ import redis.asyncio as aioredis
 
 from relayq.redis.keys import RedisKeys
 from relayq.redis.pipeline import CommandBatch
-from relayq.schemas.chat import ChatCompletionRequest, ChatMessage
+from relayq.schemas.chat import ChatMessage
 from relayq.schemas.completions import TextCompletionRequest
 from relayq.schemas.embeddings import EmbeddingRequest
 from relayq.schemas.images import ImageGenerationRequest
+from relayq.schemas.jobs import CallRequest
 
 __all__ = [
     "CHARS_PER_TOKEN",
@@ -214,10 +215,7 @@ class RateLimiter:
 
 
 def estimate_tokens(
-    request: ChatCompletionRequest
-    | EmbeddingRequest
-    | TextCompletionRequest
-    | ImageGenerationRequest,
+    request: CallRequest,
 ) -> int:
     """A deliberately simple upper-ish estimate of the tokens a call will use.
 

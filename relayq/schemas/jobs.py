@@ -20,6 +20,7 @@ __all__ = [
     "KIND_TAG",
     "TERMINAL_STATUSES",
     "AttemptPublic",
+    "CallRequest",
     "CompletionJobCreate",
     "EmbeddingJobCreate",
     "ImageJobCreate",
@@ -32,6 +33,12 @@ __all__ = [
     "JobPublic",
     "JobStatus",
 ]
+
+
+CallRequest = (
+    ChatCompletionRequest | EmbeddingRequest | TextCompletionRequest | ImageGenerationRequest
+)
+"""What a job asks its provider, by its kind: its body without the job options."""
 
 
 class JobStatus(str, Enum):
