@@ -24,9 +24,9 @@ and no completion tokens (:func:`embeddings_bound`). A legacy completion
 (``kind="completions"``) counts its ``prompt`` the same way, and its answer as a
 chat request's, times the larger of ``n`` and ``best_of``. An image generation
 (``kind="images"``) counts its ``prompt``'s bytes, and
-:data:`~relayq.schemas.images.IMAGE_OUTPUT_TOKENS` output tokens an image (``n``):
-the GPT image models' largest; the DALL·E models report no tokens, so cost nothing
-here unless priced per token.
+:data:`~relayq.schemas.images.IMAGE_OUTPUT_TOKENS` output tokens an image (``n``),
+``gpt-image-1``'s largest image; a model that reports no tokens (DALL·E, Blackbox's)
+costs nothing here.
 
 The cost is that of the route's most expensive deployment for those tokens
 (fallback may move a job to any of them), with its batch discount for a

@@ -48,8 +48,10 @@ MAX_PROMPT_CHARS: Final = 32_000
 """The longest prompt OpenAI takes (its GPT image models'; DALL·E's are shorter and
 their upstream says so)."""
 IMAGE_OUTPUT_TOKENS: Final = 6240
-"""Output tokens allowed per image in a worst case: OpenAI's image-generation guide
-prices a high-quality 1536x1024 GPT image at 6,240 tokens, its largest."""
+"""Output tokens allowed per image in a worst case: ``gpt-image-1``'s largest, a
+high-quality 1536x1024 image (6,240 tokens in OpenAI's image-generation guide). Later
+models' larger sizes and ``xhigh``/``max`` qualities may use more; the job's reported
+usage is booked all the same."""
 
 ResponseFormat = Literal["url", "b64_json"]
 
