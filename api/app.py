@@ -25,6 +25,7 @@ from api.routes import (
     events,
     files,
     health,
+    images,
     jobs,
     keys,
     message_batches,
@@ -140,6 +141,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     app.include_router(chat.router)
     app.include_router(embeddings.router)
     app.include_router(completions.router)
+    app.include_router(images.router)
     app.include_router(messages.router)
     app.include_router(responses.router)
     app.include_router(message_batches.router)

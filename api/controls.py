@@ -14,9 +14,9 @@ from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 
 from relayq.providers import check_controls, controls_models, embedding_field_errors
-from relayq.schemas.chat import ChatCompletionRequest
-from relayq.schemas.completions import TextCompletionRequest
 from relayq.schemas.embeddings import EmbeddingRequest
+from relayq.schemas.images import ImageGenerationRequest
+from relayq.schemas.jobs import CallRequest
 
 __all__ = ["checked_controls", "document_controls"]
 
@@ -24,17 +24,17 @@ _REF = "#/components/schemas/{model}"
 
 
 def checked_controls(
-    body: ChatCompletionRequest | EmbeddingRequest | TextCompletionRequest,
+    body: CallRequest,
 ) -> None:
     """Refuse (400, naming the field) adapter controls that their adapter would refuse,
-    and in an embeddings body any other field no embeddings upstream takes.
+    and in an embeddings or an images body any other field relayq does not carry.
 
     Valid ones are stored as parsed (see :func:`relayq.providers.check_controls`).
     """
     if not body.model_extra:
         return
     errors = []
-    if isinstance(body, EmbeddingRequest):
+    if isinstance(body, EmbeddingRequest | ImageGenerationRequest):
         errors = embedding_field_errors(body.model_extra)
     errors += check_controls(body.model_extra)
     if errors:
@@ -44,7 +44,8 @@ def checked_controls(
 
 def document_controls(app: FastAPI) -> None:
     """Make ``app``'s OpenAPI document list each adapter's controls as a field of the job
-    bodies (``JobCreate``, ``EmbeddingJobCreate``, ``CompletionJobCreate``)."""
+    bodies (``JobCreate``, ``EmbeddingJobCreate``, ``CompletionJobCreate``,
+    ``ImageJobCreate``)."""
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -54,7 +55,12 @@ def document_controls(app: FastAPI) -> None:
         schemas = document["components"]["schemas"]
         for name, model in controls_models().items():
             schemas[model.__name__] = model.model_json_schema(ref_template=_REF)
-            for body in ("JobCreate", "EmbeddingJobCreate", "CompletionJobCreate"):
+            for body in (
+                "JobCreate",
+                "EmbeddingJobCreate",
+                "CompletionJobCreate",
+                "ImageJobCreate",
+            ):
                 if body in schemas:
                     schemas[body]["properties"][name] = {
                         "anyOf": [{"$ref": _REF.format(model=model.__name__)}, {"type": "null"}]

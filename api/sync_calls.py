@@ -1,7 +1,8 @@
 """A sync call through the job pipeline: the caller waits on its job's replies.
 
-``POST /v1/chat/completions``, ``POST /v1/messages``, ``POST /v1/embeddings`` and
-``POST /v1/completions`` all make a high-priority job of their request and wait on its replies
+``POST /v1/chat/completions``, ``POST /v1/messages``, ``POST /v1/embeddings``,
+``POST /v1/completions`` and ``POST /v1/images/generations`` all make a
+high-priority job of their request and wait on its replies
 (:mod:`relayq.direct.replies`); they differ only in how they write the answer.
 This module is what they share: submitting the job (:func:`start_call`),
 waiting for its whole answer (:func:`whole_answer`) or its first delta
@@ -45,6 +46,7 @@ from relayq.schemas.chunk_events import ChunkEvents, SSEEvent, chunks_of
 from relayq.schemas.jobs import (
     CompletionJobCreate,
     EmbeddingJobCreate,
+    ImageJobCreate,
     JobCreate,
     JobCreateBody,
     JobKind,
@@ -113,6 +115,7 @@ _BODIES: dict[JobKind, type[JobCreateBody]] = {
     JobKind.CHAT: JobCreate,
     JobKind.EMBEDDINGS: EmbeddingJobCreate,
     JobKind.COMPLETIONS: CompletionJobCreate,
+    JobKind.IMAGES: ImageJobCreate,
 }
 
 

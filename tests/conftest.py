@@ -191,7 +191,8 @@ def stack(
     tokens, the second consumed by no worker: for budgets), ``chat-only`` (an anthropic
     deployment no worker consumes: a model that serves no embeddings), and
     ``gpt-4o-mini`` (the openai adapter against the fake OpenAI server, upstream model
-    ``gpt-4o-mini-2024-07-18``, priced by relayq's default table).
+    ``gpt-4o-mini-2024-07-18``, priced by relayq's default table), and ``gpt-image-1`` and
+    ``dall-e-3`` (image models on the same fake).
     """
     providers = {
         "mock": {"type": "mock", "read_timeout": 5},
@@ -207,6 +208,9 @@ def stack(
         # The same for embeddings' fallback test, on breakers the stream tests never see.
         "embed-cut": {"type": "mock", "read_timeout": 5, "options": {"fault": "malformed"}},
         "embed-backup": {"type": "mock", "read_timeout": 5},
+        # And for images' fallback test.
+        "image-cut": {"type": "mock", "read_timeout": 5, "options": {"fault": "malformed"}},
+        "image-backup": {"type": "mock", "read_timeout": 5},
         # An adapter that serves no embeddings, consumed by no worker: refused at intake.
         "chat-only": {"type": "anthropic", "base_url": "http://127.0.0.1:9", "api_key": "x"},
         "openai": {
@@ -222,12 +226,21 @@ def stack(
         "mock-faulty": {"provider": "faulty", "model": "mock"},
         "mock-faulty-hooks": {"provider": "hooks-faulty", "model": "mock"},
         "gpt-4o-mini": {"provider": "openai", "model": "gpt-4o-mini-2024-07-18"},
+        "gpt-image-1": {"provider": "openai", "model": "gpt-image-1"},
+        "dall-e-3": {"provider": "openai", "model": "dall-e-3"},
         "chat-only": {"provider": "chat-only", "model": "claude-3-5-haiku"},
         "mock-embed-cut": {
             "strategy": "ordered",
             "deployments": [
                 {"provider": "embed-cut", "model": "mock"},
                 {"provider": "embed-backup", "model": "mock"},
+            ],
+        },
+        "mock-image-cut": {
+            "strategy": "ordered",
+            "deployments": [
+                {"provider": "image-cut", "model": "mock"},
+                {"provider": "image-backup", "model": "mock"},
             ],
         },
         "mock-cut": {
@@ -280,6 +293,8 @@ def stack(
                 "cut",
                 "embed-cut",
                 "embed-backup",
+                "image-cut",
+                "image-backup",
             ]
         ),
     }

@@ -310,7 +310,7 @@ def test_file_and_batch_errors_are_clear(client: httpx.Client, make_key: KeyFact
     )
     assert both.status_code == 400
     endpoint = client.post(
-        "/v1/batches", json={"input_file_id": mine["id"], "endpoint": "/v1/images/generations"}
+        "/v1/batches", json={"input_file_id": mine["id"], "endpoint": "/v1/images/edits"}
     )
     assert (endpoint.status_code, endpoint.json()["error"]["param"]) == (400, "endpoint")
     assert client.get("/v1/batches/batch_nope").status_code == 404

@@ -36,6 +36,7 @@ from relayq.intake.inserts import JobInserts
 from relayq.keys import hash_key
 from relayq.queueing.broker import Enqueuer
 from relayq.recovery.reconciler import Reconciler
+from relayq.schemas.images import IMAGE_OUTPUT_TOKENS
 from relayq.schemas.jobs import JobStatus
 from relayq.store import Database, sync_url
 from relayq.store.claims import claim_jobs
@@ -157,6 +158,14 @@ def test_a_legacy_completions_worst_case_is_its_prompt_and_its_answer_times_choi
         {"model": "m", "prompt": "x"}, route=ROUTE, default_max_output=64, kind="completions"
     )
     assert capped.completion_tokens == 64  # no max_tokens: the route's cap, else the default
+
+
+def test_an_images_worst_case_is_its_prompt_and_the_largest_image_times_n() -> None:
+    request = {"model": "m", "prompt": "héllo", "n": 3, "size": "1024x1024"}
+    worst = worst_case(request, route=ROUTE, default_max_output=64, kind="images")
+    assert (worst.prompt_tokens, worst.completion_tokens) == (6, 3 * IMAGE_OUTPUT_TOKENS)
+    one = worst_case({"prompt": "x"}, route=ROUTE, default_max_output=64, kind="images")
+    assert one.completion_tokens == IMAGE_OUTPUT_TOKENS  # no route cap: an image is no text
 
 
 def test_an_embeddings_job_reserves_its_inputs_and_settles_its_cost(

@@ -95,7 +95,7 @@ def test_token_id_inputs_run(client: httpx.Client) -> None:
         (embeddings(temperature=0.5), "temperature"),
         (embeddings(mock={"tokens": -1}), "mock.tokens"),
         ({"kind": "embeddings", "model": "mock"}, "input"),
-        ({"kind": "images", "model": "mock", "prompt": "x"}, "kind"),
+        ({"kind": "audio", "model": "mock", "prompt": "x"}, "kind"),
         (embeddings(priority=12), "priority"),
     ],
 )

@@ -36,6 +36,7 @@ from relayq.events.cancellation import listen_for_cancels
 from relayq.events.log import EventListener, EventLog
 from relayq.execution.cache import ResponseCache
 from relayq.execution.executor import Executor, RunResult
+from relayq.execution.image_files import ImageFiles
 from relayq.files.storage import DirectoryStorage
 from relayq.heap import settle
 from relayq.observability.metrics import WorkerMetrics
@@ -296,6 +297,7 @@ class WorkerRuntime:
             metrics=metrics,
             drains=drains,
         )
+        storage = DirectoryStorage(settings.files.storage_dir)
         executor = Executor(
             database=database,
             providers=providers,
@@ -312,8 +314,12 @@ class WorkerRuntime:
             replies=Replies(CommandBatch(redis), key_prefix=settings.key_prefix),
             taken=self._taken,
             owner=instance,
+            image_files=ImageFiles(
+                storage=storage,
+                database=database,
+                lifetime_seconds=settings.retention.image_seconds(),
+            ),
         )
-        storage = DirectoryStorage(settings.files.storage_dir)
         reconciler = Reconciler(
             database=database,
             enqueuer=self._enqueuer,

@@ -4,12 +4,15 @@ An upload is copied to the file storage a megabyte at a time as it is read
 (the multipart parser keeps at most a megabyte of it in memory, the rest on
 disk), counting bytes and lines on the way; a download streams from the
 storage. Only ``purpose=batch`` is accepted for uploads; a batch's output
-and error files are listed with ``purpose=batch_output``. An upload may say
+and error files are listed with ``purpose=batch_output``, images that jobs
+generated with ``purpose=image_generation`` (their content served with their
+image type). An upload may say
 when it expires (OpenAI's ``expires_after``); an expired file is not found.
 """
 
 from __future__ import annotations
 
+import mimetypes
 import re
 import time
 from typing import Annotated, Literal
@@ -45,6 +48,16 @@ router = APIRouter(prefix="/v1/files", tags=["files"], responses=ERROR_RESPONSES
 def _header_safe(filename: str) -> str:
     """The caller's file name, fit for a header: no quotes, no line breaks, ASCII only."""
     return re.sub(r"[^A-Za-z0-9._ -]", "_", filename)[:255] or "file"
+
+
+def _media_type(purpose: str, filename: str) -> str:
+    """A generated image's type by its name (``image/png``...); anything else's is bytes,
+    an SVG's too (a script in it would run at the API's origin if a browser rendered it)."""
+    if purpose == FilePurpose.IMAGE_GENERATION.value:
+        guessed, _ = mimetypes.guess_type(filename)
+        if guessed is not None and guessed.startswith("image/") and "svg" not in guessed:
+            return guessed
+    return "application/octet-stream"
 
 
 def _kept_filename(filename: str | None) -> str:
@@ -214,7 +227,7 @@ async def content(file_id: str, key: ReadCaller, services: ServicesDep) -> Strea
         raise file_not_found(file_id)
     return StreamingResponse(
         services.storage.read(file_id),
-        media_type="application/octet-stream",
+        media_type=_media_type(row.purpose, row.filename),
         headers={
             "content-length": str(row.bytes),
             "content-disposition": f'attachment; filename="{_header_safe(row.filename)}"',

@@ -85,13 +85,7 @@ class _Chooser:
         if kind is JobKind.CHAT:
             return True
         if model not in self._serving:
-            router = self._router
-            serves = (
-                router.serves_embeddings
-                if kind is JobKind.EMBEDDINGS
-                else router.serves_text_completions
-            )
-            self._serving[model] = serves(model)
+            self._serving[model] = self._router.serves(model, kind)
         return self._serving[model]
 
     async def choose(self, model: str) -> Deployment | None:

@@ -16,10 +16,16 @@ import orjson
 from pydantic import ValidationError
 
 from relayq.providers import check_controls, embedding_field_errors
-from relayq.schemas.batches import COMPLETIONS_ENDPOINT, EMBEDDINGS_ENDPOINT, BatchErrorItem
+from relayq.schemas.batches import (
+    COMPLETIONS_ENDPOINT,
+    EMBEDDINGS_ENDPOINT,
+    IMAGES_ENDPOINT,
+    BatchErrorItem,
+)
 from relayq.schemas.chat import ChatCompletionRequest
 from relayq.schemas.completions import TextCompletionRequest
 from relayq.schemas.embeddings import EmbeddingRequest
+from relayq.schemas.images import ImageGenerationRequest
 from relayq.schemas.json_values import first_unkeepable, text_problem
 from relayq.schemas.params import param_path
 
@@ -149,7 +155,9 @@ class LineValidator:
             self.error(line, "invalid_request", message, param)
             return None
         if self.endpoint == EMBEDDINGS_ENDPOINT:
-            return self._embeddings_body(line, body)
+            return self._closed_body(line, body, EmbeddingRequest)
+        if self.endpoint == IMAGES_ENDPOINT:
+            return self._closed_body(line, body, ImageGenerationRequest)
         model = TextCompletionRequest if self.endpoint == COMPLETIONS_ENDPOINT else None
         try:
             request = (model or ChatCompletionRequest).model_validate(body)
@@ -166,11 +174,17 @@ class LineValidator:
             return None
         return request.model_dump(mode="json", exclude_none=True)
 
-    def _embeddings_body(self, line: int, body: dict[str, Any]) -> dict[str, Any] | None:
-        """An embeddings body, checked as ``POST /v1/embeddings`` checks it: no field but
-        OpenAI's and an adapter's controls."""
+    def _closed_body(
+        self,
+        line: int,
+        body: dict[str, Any],
+        schema: type[EmbeddingRequest] | type[ImageGenerationRequest],
+    ) -> dict[str, Any] | None:
+        """An embeddings or images body, checked as ``POST /v1/embeddings`` and
+        ``POST /v1/images/generations`` check theirs: no field but OpenAI's and an
+        adapter's controls."""
         try:
-            request = EmbeddingRequest.model_validate(body)
+            request = schema.model_validate(body)
         except ValidationError as exc:
             self._invalid(line, exc.errors())
             return None

@@ -22,7 +22,11 @@ An embeddings request (``kind="embeddings"``) has no completion and no chat
 template: its worst case is its inputs' UTF-8 bytes plus one token per token id,
 and no completion tokens (:func:`embeddings_bound`). A legacy completion
 (``kind="completions"``) counts its ``prompt`` the same way, and its answer as a
-chat request's, times the larger of ``n`` and ``best_of``.
+chat request's, times the larger of ``n`` and ``best_of``. An image generation
+(``kind="images"``) counts its ``prompt``'s bytes, and
+:data:`~relayq.schemas.images.IMAGE_OUTPUT_TOKENS` output tokens an image (``n``),
+``gpt-image-1``'s largest image; a model that reports no tokens (DALL·E, Blackbox's)
+costs nothing here.
 
 The cost is that of the route's most expensive deployment for those tokens
 (fallback may move a job to any of them), with its batch discount for a
@@ -39,6 +43,7 @@ import orjson
 
 from relayq.config.prices import ModelPrice
 from relayq.config.routes import RouteSettings
+from relayq.schemas.images import IMAGE_OUTPUT_TOKENS
 
 __all__ = [
     "IMAGE_TOKENS",
@@ -139,6 +144,9 @@ def worst_case(
     cap = (route.max_output_tokens if route is not None else None) or default_max_output
     if kind == "embeddings":
         prompt, completion = embeddings_bound(request), 0
+    elif kind == "images":
+        prompt = embeddings_bound({"input": request.get("prompt")})
+        completion = IMAGE_OUTPUT_TOKENS * _count(request.get("n"))
     elif kind == "completions":
         prompt = _legacy_prompt_bound(request)
         choices = max(_count(request.get("n")), _count(request.get("best_of")))

@@ -288,6 +288,11 @@ class RetentionSettings(BaseModel):
         """Seconds an upload without ``expires_after`` is kept (None: until deleted)."""
         return None if self.files_days is None else self.files_days * _DAY
 
+    def image_seconds(self) -> float | None:
+        """Seconds a generated image's file is kept: as long as the job that made it
+        (``jobs_days``; None: until deleted)."""
+        return None if self.jobs_days is None else self.jobs_days * _DAY
+
     def batch_output_seconds(self) -> float | None:
         """Seconds a batch's output and error files are kept by default (None: until deleted)."""
         return None if self.batch_output_days is None else self.batch_output_days * _DAY

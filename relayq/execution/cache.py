@@ -19,9 +19,10 @@ from redis.exceptions import RedisError
 
 from relayq.config.routes import RouteSettings
 from relayq.redis.keys import RedisKeys
-from relayq.schemas.chat import ChatCompletionRequest
 from relayq.schemas.completions import TextCompletionRequest
 from relayq.schemas.embeddings import EmbeddingRequest
+from relayq.schemas.images import ImageGenerationRequest
+from relayq.schemas.jobs import CallRequest
 
 __all__ = ["IGNORED_FIELDS", "ResponseCache", "cache_ttl"]
 
@@ -61,7 +62,7 @@ class ResponseCache:
         *,
         key_id: str,
         route: str,
-        request: ChatCompletionRequest | EmbeddingRequest | TextCompletionRequest,
+        request: CallRequest,
     ) -> str:
         """The entry for ``request`` on ``route`` for one API key; an embeddings request's
         or a legacy completion's differs from any chat request's (its kind is hashed
@@ -72,6 +73,8 @@ class ResponseCache:
             body["kind"] = "embeddings"
         elif isinstance(request, TextCompletionRequest):
             body["kind"] = "completions"
+        elif isinstance(request, ImageGenerationRequest):
+            body["kind"] = "images"
         canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
         digest = hashlib.sha256(canonical.encode()).hexdigest()
         return self._keys.cache(key_id, digest)

@@ -26,6 +26,7 @@ from relayq.direct.replies import Replies, Reply
 from relayq.events.log import EventLog, EventType, JobEvent
 from relayq.execution.cache import ResponseCache
 from relayq.execution.deltas import Delta, DeltaPublisher
+from relayq.execution.image_files import ImageFiles
 from relayq.execution.ledger import JobLedger
 from relayq.observability import tracing
 from relayq.observability.logs import logged_with
@@ -47,7 +48,8 @@ from relayq.routing.state import RoutingState
 from relayq.schemas.chat import ChatCompletion, ChatCompletionRequest
 from relayq.schemas.completions import TextCompletion, TextCompletionRequest
 from relayq.schemas.embeddings import EmbeddingRequest, EmbeddingResponse
-from relayq.schemas.jobs import JobKind, JobStatus
+from relayq.schemas.images import ImageGenerationRequest, ImagesResponse
+from relayq.schemas.jobs import CallRequest, JobKind, JobStatus
 from relayq.store import Database
 from relayq.store.attempts import AttemptRecord
 from relayq.store.claims import Claim, release_claim, renew_leases
@@ -185,15 +187,14 @@ async def _stream(
         raise MalformedResponse(f"{provider.name}: the stream carried no chunks") from exc
 
 
-CallRequest = ChatCompletionRequest | EmbeddingRequest | TextCompletionRequest
-"""What a job asks its provider, by its kind."""
-Answer = ChatCompletion | EmbeddingResponse | TextCompletion
+Answer = ChatCompletion | EmbeddingResponse | TextCompletion | ImagesResponse
 """What the provider answers, by the job's kind."""
 
 _REQUEST_MODELS: dict[str, type[CallRequest]] = {
     JobKind.CHAT.value: ChatCompletionRequest,
     JobKind.EMBEDDINGS.value: EmbeddingRequest,
     JobKind.COMPLETIONS.value: TextCompletionRequest,
+    JobKind.IMAGES.value: ImageGenerationRequest,
 }
 
 
@@ -205,10 +206,12 @@ def _call_request(claim: Claim) -> CallRequest:
 async def _ask(
     provider: Provider, request: CallRequest, model: str, deltas: DeltaPublisher | None
 ) -> Answer:
-    """The provider's answer: embeddings, a legacy completion, or a chat completion
+    """The provider's answer: embeddings, images, a legacy completion, or a chat completion
     (streamed when someone reads its text as it comes)."""
     if isinstance(request, EmbeddingRequest):
         return await provider.embed(request, model=model)
+    if isinstance(request, ImageGenerationRequest):
+        return await provider.generate_images(request, model=model)
     if deltas is not None:
         return await _stream(provider, request, model, deltas)
     # Nobody reads its text as it comes: ask for the whole.
@@ -334,9 +337,11 @@ def _call_span(claim: Claim) -> contextlib.AbstractContextManager[tracing.Span |
     embeddings) call."""
     if not tracing.enabled():
         return tracing.NO_SPAN
-    operation = {"embeddings": "embeddings", "completions": "text_completion"}.get(
-        claim.kind, "chat"
-    )
+    operation = {
+        "embeddings": "embeddings",
+        "completions": "text_completion",
+        "images": "image_generation",
+    }.get(claim.kind, "chat")
     return tracing.span(
         f"{operation} {claim.upstream_model}",
         kind="client",
@@ -350,6 +355,11 @@ def _call_span(claim: Claim) -> contextlib.AbstractContextManager[tracing.Span |
 
 
 def _call_answered(span: tracing.Span, completion: Answer) -> None:
+    if isinstance(completion, ImagesResponse):  # names no model
+        usage = completion.job_usage()
+        span.set_attribute("gen_ai.usage.input_tokens", usage.prompt_tokens)
+        span.set_attribute("gen_ai.usage.output_tokens", usage.completion_tokens)
+        return
     span.set_attribute("gen_ai.response.model", completion.model)
     if isinstance(completion, EmbeddingResponse):
         span.set_attribute("gen_ai.usage.input_tokens", completion.usage.prompt_tokens)
@@ -386,10 +396,13 @@ class Executor:
         replies: Replies | None = None,
         taken: Taken | None = None,
         owner: str | None = None,
+        image_files: ImageFiles | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         """``owner`` and ``taken``: this process's instance id, recorded with its claims,
-        and its record of the jobs it took (what its supervisor hands back if it dies)."""
+        and its record of the jobs it took (what its supervisor hands back if it dies).
+        ``image_files``: where generated images' bytes go (without it, they stay in the
+        job's answer)."""
         self._database = database
         self._providers = providers
         self._routing_state = routing_state
@@ -402,6 +415,7 @@ class Executor:
         self._lease_seconds = lease_seconds
         self._clock = clock
         self._taken = taken
+        self._image_files = image_files
         self._ledger = JobLedger(database, lease_seconds=lease_seconds, owner=owner, clock=clock)
         # Envelopes bring many jobs per message: the worker's concurrency bounds its
         # jobs in flight, not Celery's prefetch. A job waits for a slot before its claim.
@@ -849,6 +863,11 @@ class Executor:
                     completion = await _ask(provider, request, claim.upstream_model, deltas)
                 if span is not None:
                     _call_answered(span, completion)
+            if isinstance(completion, ImagesResponse) and self._image_files is not None:
+                # Bytes that do not decode fail the call (MalformedResponse), as any bad answer.
+                completion = await self._image_files.keep(
+                    completion, job_id=claim.job_id, key_id=claim.key_id
+                )
         except TimeoutError:
             too_long = ProviderTimeout(
                 f"{claim.provider}: no complete answer within {provider.settings.total_timeout} s"
@@ -863,8 +882,12 @@ class Executor:
             else:  # after its answer (see _end)
                 running.announced = announced
         latency_ms = (time.perf_counter() - started) * 1000
+        usage: dict[str, Any] | None
+        if isinstance(completion, ImagesResponse):
+            usage = completion.job_usage().model_dump(mode="json")
+        else:
+            usage = completion.usage.model_dump(mode="json") if completion.usage else None
         response = completion.model_dump(mode="json", exclude_none=True)
-        usage = completion.usage.model_dump(mode="json") if completion.usage else None
         running.admission = admission
         attempt = AttemptRecord(
             provider=claim.provider,

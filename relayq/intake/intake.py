@@ -52,10 +52,7 @@ from relayq.redis.pipeline import CommandBatch
 from relayq.resilience.key_limits import Decision, KeyLimits, request_tokens
 from relayq.routing.router import Router, UnknownModel
 from relayq.routing.state import RoutingState
-from relayq.schemas.chat import ChatCompletionRequest
-from relayq.schemas.completions import TextCompletionRequest
-from relayq.schemas.embeddings import EmbeddingRequest
-from relayq.schemas.jobs import JobCreateBody, JobKind
+from relayq.schemas.jobs import CallRequest, JobCreateBody, JobKind
 from relayq.store import Database
 from relayq.store.jobs import NewJob, cancel_job, create_job, get_job, new_row
 from relayq.store.models import Job
@@ -104,21 +101,13 @@ class KeyLimited(Exception):
 
 
 class KindNotServed(Exception):
-    """No deployment of the model's route serves the job's kind (embeddings, completions)."""
+    """No deployment of the model's route serves the job's kind (embeddings, completions,
+    images)."""
 
     def __init__(self, model: str, kind: JobKind) -> None:
         super().__init__(model)
         self.model = model
         self.kind = kind
-
-
-def _serves(router: Router, model: str, kind: JobKind) -> bool:
-    """Whether ``model``'s route has a deployment that serves ``kind`` (every one serves chat)."""
-    if kind is JobKind.EMBEDDINGS:
-        return router.serves_embeddings(model)
-    if kind is JobKind.COMPLETIONS:
-        return router.serves_text_completions(model)
-    return True
 
 
 class BrokerUnavailable(Exception):
@@ -286,7 +275,7 @@ class Intake:
         except UnknownModel:
             await self._admit(admission)  # a request all the same: it counts against the rate
             raise
-        if not _serves(router, body.model, kind):
+        if not router.serves(body.model, kind):
             raise KindNotServed(body.model, kind)
         cache_key, ttl, cached = await self._cache_lookup(
             key_id=key_id, body=body, call=call, route=deployment.route
@@ -424,7 +413,7 @@ class Intake:
         *,
         key_id: str,
         body: JobCreateBody,
-        call: ChatCompletionRequest | EmbeddingRequest | TextCompletionRequest,
+        call: CallRequest,
         route: str,
     ) -> tuple[str | None, float | None, dict[str, Any] | None]:
         """The job's cache entry and TTL (None when not cached), and a hit if any."""

@@ -134,7 +134,8 @@ def controls_models() -> dict[str, type[BaseModel]]:
 
 
 def embedding_field_errors(body: Mapping[str, Any]) -> list[ErrorDetails]:
-    """The extra fields of an embeddings request body that are no adapter's controls.
+    """The extra fields of an embeddings (or images) request body that are no adapter's
+    controls.
 
     ``body`` is the request's ``model_extra``. Each error is pydantic's
     ``extra_forbidden``, located at the field, so the API answers it as it

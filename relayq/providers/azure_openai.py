@@ -33,6 +33,15 @@ https://learn.microsoft.com/azure/ai-services/openai/reference#embeddings;
 up to 2,048 inputs per call for ``text-embedding-3-*`` and ``ada-002``
 version 2 deployments).
 
+Images go the same two ways, to ``.../images/generations`` (Azure's REST
+reference, "Image generation",
+https://learn.microsoft.com/azure/ai-services/openai/reference#image-generation;
+DALL-E 3 on the GA ``api-version``, the GPT image models on
+``2025-04-01-preview`` and later: set ``options.api_version``), with OpenAI's
+body and ``ImagesResponse``, Azure's ``content_filter_results`` and
+``prompt_filter_results`` kept on each image. A deployment named
+like a GPT image model (``gpt-image-*``) gets no ``response_format``, as on OpenAI.
+
 Not carried: Entra ID (bearer token) auth, since relayq holds static keys
 (a token can still be sent through ``headers``); Azure's "on your data"
 ``data_sources`` extension is not translated, though as an extra field it
@@ -130,6 +139,10 @@ class AzureOpenAIProvider(OpenAIProvider):
     def completions_url(self, *, model: str) -> str:
         """The deployment's legacy completions URL."""
         return self._operation_url("completions", model=model)
+
+    def images_url(self, *, model: str) -> str:
+        """The deployment's image generation URL."""
+        return self._operation_url("images/generations", model=model)
 
     def auth_headers(self) -> dict[str, str]:
         """Azure's ``api-key`` header."""

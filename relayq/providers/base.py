@@ -60,6 +60,7 @@ from relayq.providers.text_stream import text_chunks
 from relayq.schemas.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest
 from relayq.schemas.completions import TextCompletion, TextCompletionRequest
 from relayq.schemas.embeddings import EmbeddingRequest, EmbeddingResponse, join_embeddings
+from relayq.schemas.images import ImageGenerationRequest, ImagesResponse
 
 __all__ = ["HTTPProvider", "NoOptions", "Provider", "StreamParser"]
 
@@ -103,6 +104,9 @@ class Provider(ABC):
     serves_text_completions: ClassVar[bool] = False
     """Whether :meth:`complete_text` passes legacy completions (``/v1/completions``) on:
     the adapters that speak OpenAI's wire format to servers that still serve it."""
+    serves_images: ClassVar[bool] = False
+    """Whether :meth:`generate_images` draws images (``/v1/images/generations``); False:
+    the adapter serves none, and a model with no deployment on one that does answers 400."""
 
     def __init__(self, *, name: str, settings: ProviderSettings, http: UpstreamClient) -> None:
         self.name = name
@@ -202,6 +206,18 @@ class Provider(ABC):
         adapters that declare :attr:`serves_text_completions` serve it.
         """
         message = f"provider {self.name!r} ({self.type_name}) does not serve legacy completions"
+        raise InvalidRequest(message, status_code=400)
+
+    async def generate_images(
+        self, request: ImageGenerationRequest, *, model: str
+    ) -> ImagesResponse:
+        """The images ``request`` asks for, drawn by the upstream ``model``, in OpenAI's
+        ``ImagesResponse``: each a URL or base64 bytes, as the upstream answers.
+
+        Raises :class:`InvalidRequest` (status 400, never retried) here: only the
+        adapters that declare :attr:`serves_images` serve it.
+        """
+        message = f"provider {self.name!r} ({self.type_name}) does not serve image generation"
         raise InvalidRequest(message, status_code=400)
 
     async def stream_text(

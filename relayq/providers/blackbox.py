@@ -23,13 +23,32 @@ are sent as given), the stream format (OpenAI's SSE chunks ending in
 message read from any of the common shapes) and rate-limit headers
 (``Retry-After`` and OpenAI's). :meth:`list_models` answers None, since no
 model list endpoint is documented.
+
+Images: Blackbox serves image generation through the same
+``POST /chat/completions`` with an image model
+(``blackboxai/black-forest-labs/flux-pro``...): the prompt as one user
+message, and the answer a ``chat.completion`` whose message content is the
+generated image's URL. Source: Blackbox's API reference, "Create Image",
+https://docs.blackbox.ai/api-reference/image (its example answers
+``"content": "https://replicate.delivery/.../tmpo0625f2a.webp"`` with zero
+usage). So :meth:`BlackboxProvider.generate_images` makes one such call per
+image asked (``n``), at once, and answers OpenAI's ``ImagesResponse`` of their
+URLs. Only URLs come back: ``response_format: b64_json`` is refused with 400
+(relayq does not fetch the vendor's URL), and the other image fields
+(``size``, ``quality``, ``style``...) are not sent, since Blackbox documents
+none of them.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any
 
+from relayq.providers.errors import InvalidRequest, MalformedResponse
 from relayq.providers.openai import OpenAIProvider
+from relayq.schemas.chat import ChatCompletionRequest, ChatMessage, Role
+from relayq.schemas.images import ImageData, ImageGenerationRequest, ImagesResponse
 
 __all__ = ["DEFAULT_BASE_URL", "BlackboxProvider", "none_strings_to_null"]
 
@@ -74,8 +93,42 @@ class BlackboxProvider(OpenAIProvider):
     type_name = "blackbox"
     max_embedding_inputs = 0  # no embeddings served through this adapter
     serves_text_completions = False  # no legacy completions through this adapter
+    serves_images = True  # through its chat completions, with an image model
     default_base_url = DEFAULT_BASE_URL
     lists_models = False
+
+    async def generate_images(
+        self, request: ImageGenerationRequest, *, model: str
+    ) -> ImagesResponse:
+        """One chat completion per image asked, at once; their URLs as OpenAI's answer."""
+        if request.response_format == "b64_json":
+            raise InvalidRequest(
+                f"provider {self.name!r} (blackbox) answers image URLs only: "
+                "'response_format' must be 'url' (or left out)",
+                status_code=400,
+            )
+        calls = [
+            asyncio.ensure_future(self._draw(request, model=model)) for _ in range(request.images())
+        ]
+        try:
+            urls = await asyncio.gather(*calls)
+        except BaseException:
+            for call in calls:
+                call.cancel()
+            raise
+        return ImagesResponse(created=int(time.time()), data=[ImageData(url=url) for url in urls])
+
+    async def _draw(self, request: ImageGenerationRequest, *, model: str) -> str:
+        """One image's URL: a chat completion of the prompt by the image model."""
+        chat = ChatCompletionRequest(
+            model=model, messages=[ChatMessage(role=Role.USER, content=request.prompt)]
+        )
+        completion = await self.complete(chat, model=model)
+        content = completion.choices[0].message.content if completion.choices else None
+        url = (content or "").strip()
+        if not url.startswith(("https://", "http://")):
+            raise MalformedResponse(f"{self.name}: the image model answered no image URL")
+        return url
 
     def completion_payload(self, payload: Any) -> Any:
         return none_strings_to_null(payload)

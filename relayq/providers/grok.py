@@ -40,6 +40,7 @@ class GrokProvider(OpenAIProvider):
     type_name = "grok"
     max_embedding_inputs = 0  # no embeddings served through this adapter
     serves_text_completions = False  # no legacy completions through this adapter
+    serves_images = False  # no image generation through this adapter
     default_base_url = DEFAULT_BASE_URL
 
     def adjust_error(self, error: ProviderError, payload: object) -> ProviderError:

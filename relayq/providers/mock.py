@@ -24,11 +24,19 @@ text (or of the token ids), scaled to unit length like OpenAI's, so the same
 input always gives the same vector. Usage counts a text's words, or a token
 array's ids. ``latency_ms`` and the faults apply as for chat (``malformed``
 raises :class:`MalformedResponse` after the latency).
+
+Images. Each image is a small PNG (:func:`relayq.providers.mock_image.mock_png`,
+16x16 whatever ``size`` asks) drawn from a hash of the prompt and its index,
+answered base64 as OpenAI's GPT image models answer (whatever
+``response_format`` says), with their usage shape: the prompt's words as input
+tokens and :data:`MOCK_IMAGE_TOKENS` output tokens an image. ``latency_ms`` and
+the faults apply as for embeddings.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import math
 import re
@@ -49,6 +57,7 @@ from relayq.providers.errors import (
     RateLimited,
     error_for_status,
 )
+from relayq.providers.mock_image import mock_png
 from relayq.schemas.chat import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -66,9 +75,11 @@ from relayq.schemas.embeddings import (
     EmbeddingResponse,
     EmbeddingUsage,
 )
+from relayq.schemas.images import ImageData, ImageGenerationRequest, ImagesResponse, ImagesUsage
 
 __all__ = [
     "DEFAULT_DIMENSIONS",
+    "MOCK_IMAGE_TOKENS",
     "MockAnswer",
     "MockControls",
     "MockProvider",
@@ -78,6 +89,9 @@ __all__ = [
 
 DEFAULT_DIMENSIONS = 8
 """The length of a mock embedding when the request names no ``dimensions``."""
+
+MOCK_IMAGE_TOKENS = 64
+"""The output tokens a mock image reports."""
 
 _WORDS = (  # noqa: SIM905 (64 words read better as text than as a 64-line literal)
     "alpha amber anchor arrow autumn beacon birch bright canyon cedar cloud coral "
@@ -192,6 +206,7 @@ class MockProvider(Provider):
 
     max_embedding_inputs: ClassVar[int] = 2048
     embeds_token_ids: ClassVar[bool] = True
+    serves_images: ClassVar[bool] = True
 
     def controls(self, request: BaseModel) -> MockControls:
         """The request's controls over the provider's options; InvalidRequest if invalid."""
@@ -228,6 +243,24 @@ class MockProvider(Provider):
         tokens = sum(len(item.split()) if isinstance(item, str) else len(item) for item in items)
         usage = EmbeddingUsage(prompt_tokens=tokens, total_tokens=tokens)
         return EmbeddingResponse(data=data, model=model, usage=usage)
+
+    async def generate_images(
+        self, request: ImageGenerationRequest, *, model: str
+    ) -> ImagesResponse:
+        """``n`` :func:`mock_png` images, base64, after ``latency_ms``; or the requested fault."""
+        controls = self.controls(request)
+        await self._wait_and_fail(controls)
+        if controls.fault == "malformed":
+            raise MalformedResponse("mock: injected fault 'malformed'")
+        count = request.images()
+        data = [
+            ImageData(b64_json=base64.b64encode(mock_png(request.prompt, index)).decode("ascii"))
+            for index in range(count)
+        ]
+        words = len(request.prompt.split())
+        output = MOCK_IMAGE_TOKENS * count
+        usage = ImagesUsage(input_tokens=words, output_tokens=output, total_tokens=words + output)
+        return ImagesResponse(created=int(time.time()), data=data, usage=usage)
 
     async def complete(self, request: ChatCompletionRequest, *, model: str) -> ChatCompletion:
         """The whole answer after ``latency_ms``, or the requested fault."""

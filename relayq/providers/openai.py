@@ -36,6 +36,17 @@ Source: OpenAI's API reference, "Create embeddings",
 https://platform.openai.com/docs/api-reference/embeddings/create (at most
 2,048 inputs per call). Adapters of vendors that serve no embeddings
 set :attr:`~relayq.providers.base.Provider.max_embedding_inputs` to 0.
+
+Images: ``POST {base_url}/images/generations`` with OpenAI's body as the caller
+sent it (the deployment's model, relayq's controls left out) and its
+``ImagesResponse`` read as it comes. Source: OpenAI's API reference, "Create
+image", https://platform.openai.com/docs/api-reference/images/create. Its
+``response_format`` is the DALL·E models' alone: a GPT image model
+(``gpt-image-*``, ``chatgpt-image-*``) answers it with 400 ``unknown_parameter`` and always sends
+base64, so it is left out of a call to one (relayq then answers a caller who
+asked for ``url`` with a URL of its own: docs/api.md). Adapters of vendors
+that draw no images set :attr:`~relayq.providers.base.Provider.serves_images`
+to False.
 """
 
 from __future__ import annotations
@@ -59,6 +70,7 @@ from relayq.providers.text_stream import text_chunk, text_chunks
 from relayq.schemas.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest
 from relayq.schemas.completions import TextCompletion, TextCompletionRequest
 from relayq.schemas.embeddings import EmbeddingRequest, EmbeddingResponse
+from relayq.schemas.images import ImageGenerationRequest, ImagesResponse, is_gpt_image_model
 
 __all__ = ["DEFAULT_BASE_URL", "OpenAIProvider", "error_for_event"]
 
@@ -135,6 +147,7 @@ class OpenAIProvider(HTTPProvider):
     max_embedding_inputs: ClassVar[int] = 2048
     embeds_token_ids: ClassVar[bool] = True
     serves_text_completions: ClassVar[bool] = True
+    serves_images: ClassVar[bool] = True
 
     def chat_url(self, *, model: str) -> str:
         """Where a chat completion of ``model`` is posted."""
@@ -216,6 +229,47 @@ class OpenAIProvider(HTTPProvider):
             error = payload.get("error", payload) if isinstance(payload, dict) else payload
             raise self.adjust_error(error_for_event(error, provider=self.name), payload)
         return text_chunk(payload, wire=event.data)
+
+    def images_url(self, *, model: str) -> str:
+        """Where an image generation by ``model`` is posted."""
+        return f"{self.base_url}/images/generations"
+
+    def images_body(self, request: ImageGenerationRequest, *, model: str) -> dict[str, Any]:
+        """OpenAI's body for ``request`` drawn by ``model``: as it came, but for a GPT image
+        model's ``response_format``, which it refuses (it always answers base64)."""
+        body = request.upstream_body(model=model, controls=control_fields(request))
+        if is_gpt_image_model(model):
+            body.pop("response_format", None)
+        return body
+
+    async def generate_images(
+        self, request: ImageGenerationRequest, *, model: str
+    ) -> ImagesResponse:
+        """OpenAI's image generation, passed through (:meth:`images_body`); the
+        ``ImagesResponse`` as the upstream sent it."""
+        if not self.serves_images:
+            return await super().generate_images(request, model=model)
+        http_request = UpstreamRequest.post_json(
+            self.images_url(model=model),
+            json_body=self.images_body(request, model=model),
+            headers=self.request_headers(stream=False),
+            timeout=request_timeout(self.settings),
+        )
+        payload = await self.post_for_json(http_request)
+        return self.parse_images(payload)
+
+    def parse_images(self, payload: Any) -> ImagesResponse:
+        """A decoded 2xx images body; an error object in it raises its error, an answer
+        without an image is :class:`MalformedResponse`."""
+        if isinstance(payload, dict) and "error" in payload and "data" not in payload:
+            raise self.adjust_error(error_for_event(payload["error"], provider=self.name), payload)
+        try:
+            answer = ImagesResponse.model_validate(payload)
+        except ValidationError as exc:
+            raise MalformedResponse(f"{self.name}: not an images response: {exc}") from exc
+        if not answer.data or any(not (i.url or i.b64_json) for i in answer.data):
+            raise MalformedResponse(f"{self.name}: an images response without an image")
+        return answer
 
     def models_url(self) -> str:
         """Where the upstream lists its models."""

@@ -123,6 +123,9 @@ class OpenAICompatibleProvider(OpenAIProvider):
 
     type_name = "openai_compatible"
     options_model = OpenAICompatibleOptions
+    serves_images = (
+        False  # image generation is served by the openai, azure_openai and blackbox adapters
+    )
 
     def __init__(self, *, name: str, settings: ProviderSettings, http: UpstreamClient) -> None:
         super().__init__(name=name, settings=settings, http=http)

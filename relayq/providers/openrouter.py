@@ -75,6 +75,7 @@ class OpenRouterProvider(OpenAIProvider):
     type_name = "openrouter"
     max_embedding_inputs = 0  # no embeddings served through this adapter
     serves_text_completions = False  # no legacy completions through this adapter
+    serves_images = False  # no image generation through this adapter
     options_model = OpenRouterOptions
     default_base_url = DEFAULT_BASE_URL
 

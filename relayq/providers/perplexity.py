@@ -74,6 +74,7 @@ class PerplexityProvider(OpenAIProvider):
     type_name = "perplexity"
     max_embedding_inputs = 0  # no embeddings served through this adapter
     serves_text_completions = False  # no legacy completions through this adapter
+    serves_images = False  # no image generation through this adapter
     options_model = PerplexityOptions
     default_base_url = DEFAULT_BASE_URL
     lists_models = False

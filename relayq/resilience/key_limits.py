@@ -47,9 +47,11 @@ import redis.asyncio as aioredis
 from relayq.redis.keys import RedisKeys
 from relayq.redis.pipeline import CommandBatch
 from relayq.resilience.ratelimit import GCRA_LUA
-from relayq.schemas.chat import ChatCompletionRequest, ChatMessage
+from relayq.schemas.chat import ChatMessage
 from relayq.schemas.completions import TextCompletionRequest
 from relayq.schemas.embeddings import EmbeddingRequest
+from relayq.schemas.images import ImageGenerationRequest
+from relayq.schemas.jobs import CallRequest
 
 __all__ = ["BYTES_PER_TOKEN", "Decision", "KeyLimit", "KeyLimits", "RunningJob", "request_tokens"]
 
@@ -341,7 +343,7 @@ def _tokens(tokens: int | None) -> str:
 
 
 def request_tokens(
-    request: ChatCompletionRequest | EmbeddingRequest | TextCompletionRequest,
+    request: CallRequest,
 ) -> int:
     """A request's tokens as a key's TPM limit counts them before the call: cheap, and
     on the high side.
@@ -356,7 +358,7 @@ def request_tokens(
     (the reported usage counts it at the job's end). An embeddings request: its inputs'
     bytes divided the same way, token ids counted one each, and no answer.
     """
-    if isinstance(request, EmbeddingRequest | TextCompletionRequest):
+    if isinstance(request, EmbeddingRequest | TextCompletionRequest | ImageGenerationRequest):
         return request.token_estimate(bytes_per_token=BYTES_PER_TOKEN)
     size = sum(_message_bytes(message) for message in request.messages)
     if request.tools:

@@ -30,9 +30,11 @@ import redis.asyncio as aioredis
 
 from relayq.redis.keys import RedisKeys
 from relayq.redis.pipeline import CommandBatch
-from relayq.schemas.chat import ChatCompletionRequest, ChatMessage
+from relayq.schemas.chat import ChatMessage
 from relayq.schemas.completions import TextCompletionRequest
 from relayq.schemas.embeddings import EmbeddingRequest
+from relayq.schemas.images import ImageGenerationRequest
+from relayq.schemas.jobs import CallRequest
 
 __all__ = [
     "CHARS_PER_TOKEN",
@@ -213,7 +215,7 @@ class RateLimiter:
 
 
 def estimate_tokens(
-    request: ChatCompletionRequest | EmbeddingRequest | TextCompletionRequest,
+    request: CallRequest,
 ) -> int:
     """A deliberately simple upper-ish estimate of the tokens a call will use.
 
@@ -226,7 +228,7 @@ def estimate_tokens(
     request: its inputs (their bytes by :data:`CHARS_PER_TOKEN`, token ids one each), no
     answer.
     """
-    if isinstance(request, EmbeddingRequest | TextCompletionRequest):
+    if isinstance(request, EmbeddingRequest | TextCompletionRequest | ImageGenerationRequest):
         return request.token_estimate(bytes_per_token=CHARS_PER_TOKEN)
     chars = sum(_message_chars(message) for message in request.messages)
     if request.tools:

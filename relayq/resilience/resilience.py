@@ -32,9 +32,7 @@ from relayq.resilience.clearance import Clearance
 from relayq.resilience.policy import Action, RetrySettings, after_failure
 from relayq.resilience.ratelimit import RateLimiter, estimate_tokens
 from relayq.routing.drains import Drains
-from relayq.schemas.chat import ChatCompletionRequest
-from relayq.schemas.completions import TextCompletionRequest
-from relayq.schemas.embeddings import EmbeddingRequest
+from relayq.schemas.jobs import CallRequest
 from relayq.store import Database
 from relayq.store.attempts import AttemptRecord, list_attempts
 from relayq.store.claims import Claim
@@ -131,7 +129,7 @@ class Resilience:
     async def admit(
         self,
         claim: Claim,
-        request: ChatCompletionRequest | EmbeddingRequest | TextCompletionRequest,
+        request: CallRequest,
     ) -> Admission:
         """Rate limits and the breaker, asked in one round trip (one pipeline).
 

@@ -18,6 +18,7 @@ from relayq.providers import provider_type
 from relayq.providers.base import Provider
 from relayq.routing.drains import Drains
 from relayq.routing.state import RoutingState, deployment_field
+from relayq.schemas.jobs import JobKind
 
 __all__ = ["Deployment", "RouteUnavailable", "Router", "UnknownModel"]
 
@@ -99,6 +100,22 @@ class Router:
         """Whether some deployment of ``model``'s route is on an adapter that passes legacy
         completions (``/v1/completions``) on."""
         return self._some_adapter(model, lambda adapter: adapter.serves_text_completions)
+
+    def serves_images(self, model: str) -> bool:
+        """Whether some deployment of ``model``'s route is on an adapter that draws images
+        (``/v1/images/generations``)."""
+        return self._some_adapter(model, lambda adapter: adapter.serves_images)
+
+    def serves(self, model: str, kind: JobKind) -> bool:
+        """Whether ``model``'s route has a deployment that serves ``kind`` (every one serves
+        chat)."""
+        if kind is JobKind.EMBEDDINGS:
+            return self.serves_embeddings(model)
+        if kind is JobKind.COMPLETIONS:
+            return self.serves_text_completions(model)
+        if kind is JobKind.IMAGES:
+            return self.serves_images(model)
+        return True
 
     def _some_adapter(self, model: str, serves: Callable[[type[Provider]], bool]) -> bool:
         found = self.route(model)

@@ -19,6 +19,7 @@ __all__ = [
     "COMPLETIONS_ENDPOINT",
     "EMBEDDINGS_ENDPOINT",
     "FINAL_BATCH_STATUSES",
+    "IMAGES_ENDPOINT",
     "BatchCreate",
     "BatchErrorItem",
     "BatchErrors",
@@ -36,10 +37,15 @@ __all__ = [
 CHAT_ENDPOINT = "/v1/chat/completions"
 EMBEDDINGS_ENDPOINT = "/v1/embeddings"
 COMPLETIONS_ENDPOINT = "/v1/completions"
-BATCH_ENDPOINTS = (CHAT_ENDPOINT, EMBEDDINGS_ENDPOINT, COMPLETIONS_ENDPOINT)
+IMAGES_ENDPOINT = "/v1/images/generations"
+BATCH_ENDPOINTS = (CHAT_ENDPOINT, EMBEDDINGS_ENDPOINT, COMPLETIONS_ENDPOINT, IMAGES_ENDPOINT)
 """The endpoints a batch's requests may call."""
 
-_KINDS = {EMBEDDINGS_ENDPOINT: JobKind.EMBEDDINGS, COMPLETIONS_ENDPOINT: JobKind.COMPLETIONS}
+_KINDS = {
+    EMBEDDINGS_ENDPOINT: JobKind.EMBEDDINGS,
+    COMPLETIONS_ENDPOINT: JobKind.COMPLETIONS,
+    IMAGES_ENDPOINT: JobKind.IMAGES,
+}
 
 
 def endpoint_kind(endpoint: str) -> JobKind:

@@ -28,6 +28,8 @@ class FilePurpose(str, Enum):
     """An input file of requests, uploaded by a caller."""
     BATCH_OUTPUT = "batch_output"
     """A batch's output or error file, written by relayq."""
+    IMAGE_GENERATION = "image_generation"
+    """An image a job generated, written by relayq (relayq's own purpose: OpenAI has none)."""
 
 
 class ExpiresAfter(BaseModel):

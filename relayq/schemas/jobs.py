@@ -10,6 +10,7 @@ from pydantic import BaseModel, Discriminator, Field, Tag, field_validator
 from relayq.schemas.chat import ChatCompletionRequest
 from relayq.schemas.completions import TextCompletionRequest
 from relayq.schemas.embeddings import EmbeddingRequest
+from relayq.schemas.images import ImageGenerationRequest
 from relayq.schemas.params import KIND_TAG_PREFIX
 from relayq.schemas.spans import Span, span_seconds
 from relayq.schemas.webhooks import JobWebhookSpec, WebhookSpec
@@ -19,8 +20,10 @@ __all__ = [
     "KIND_TAG",
     "TERMINAL_STATUSES",
     "AttemptPublic",
+    "CallRequest",
     "CompletionJobCreate",
     "EmbeddingJobCreate",
+    "ImageJobCreate",
     "JobBody",
     "JobCreate",
     "JobCreateBody",
@@ -30,6 +33,12 @@ __all__ = [
     "JobPublic",
     "JobStatus",
 ]
+
+
+CallRequest = (
+    ChatCompletionRequest | EmbeddingRequest | TextCompletionRequest | ImageGenerationRequest
+)
+"""What a job asks its provider, by its kind: its body without the job options."""
 
 
 class JobStatus(str, Enum):
@@ -47,12 +56,13 @@ TERMINAL_STATUSES = frozenset(
 
 
 class JobKind(str, Enum):
-    """What a job asks its provider for: a chat completion, embeddings, or a legacy
-    (text) completion."""
+    """What a job asks its provider for: a chat completion, embeddings, a legacy
+    (text) completion, or images."""
 
     CHAT = "chat"
     EMBEDDINGS = "embeddings"
     COMPLETIONS = "completions"
+    IMAGES = "images"
 
 
 JOB_OPTIONS = frozenset(
@@ -160,7 +170,23 @@ class CompletionJobCreate(TextCompletionRequest, JobOptions):
         return TextCompletionRequest.model_validate(data)
 
 
-JobCreateBody = JobCreate | EmbeddingJobCreate | CompletionJobCreate
+class ImageJobCreate(ImageGenerationRequest, JobOptions):
+    """The body of ``POST /v1/jobs`` for image generation: ``{"kind": "images"}``, a
+    ``/v1/images/generations`` body and job options."""
+
+    kind: Literal["images"]
+
+    @property
+    def job_kind(self) -> JobKind:
+        return JobKind.IMAGES
+
+    def call_request(self) -> ImageGenerationRequest:
+        """The image generation part of the body, without the job options."""
+        data = self.model_dump(mode="json", exclude_none=True, exclude=set(JOB_OPTIONS))
+        return ImageGenerationRequest.model_validate(data)
+
+
+JobCreateBody = JobCreate | EmbeddingJobCreate | CompletionJobCreate | ImageJobCreate
 """Any job body, parsed."""
 
 
@@ -175,11 +201,14 @@ def _kind_of(value: Any) -> str:
 JobBody = Annotated[
     Annotated[JobCreate, Tag(KIND_TAG + "chat")]
     | Annotated[EmbeddingJobCreate, Tag(KIND_TAG + "embeddings")]
-    | Annotated[CompletionJobCreate, Tag(KIND_TAG + "completions")],
+    | Annotated[CompletionJobCreate, Tag(KIND_TAG + "completions")]
+    | Annotated[ImageJobCreate, Tag(KIND_TAG + "images")],
     Discriminator(
         _kind_of,
         custom_error_type="invalid_job_kind",
-        custom_error_message="kind must be 'chat' (the default), 'embeddings' or 'completions'",
+        custom_error_message=(
+            "kind must be 'chat' (the default), 'embeddings', 'completions' or 'images'"
+        ),
     ),
 ]
 """The body of ``POST /v1/jobs``: chat unless ``kind`` says otherwise."""
@@ -204,8 +233,9 @@ class JobPublic(BaseModel):
     object: Literal["job"] = "job"
     status: JobStatus
     kind: JobKind = JobKind.CHAT
-    """``chat`` or ``embeddings``: what the job asks its provider for (its ``request``
-    and ``response`` are that endpoint's)."""
+    """``chat``, ``embeddings``, ``completions`` or ``images``: what the job asks its
+    provider for (its ``request`` and ``response`` are that endpoint's; an images job's
+    response references its images' files instead of carrying their bytes)."""
     model: str
     provider: str
     priority: int

@@ -1,11 +1,18 @@
 """A wire-level fake of an Azure OpenAI resource's chat completions.
 
-It serves both routes Azure documents, for chat completions and for
-embeddings: ``POST /openai/deployments/{deployment}
-/chat/completions?api-version=...`` (and ``.../embeddings``) (404 ``DeploymentNotFound`` for a
+It serves both routes Azure documents, for chat completions, embeddings,
+legacy completions and image generation: ``POST /openai/deployments/{deployment}
+/chat/completions?api-version=...`` (and ``.../embeddings``, ``.../completions``,
+``.../images/generations``) (404 ``DeploymentNotFound`` for a
 deployment it does not have, 404 ``Resource not found`` without an
 ``api-version``) and ``POST /openai/v1/chat/completions`` (and
-``/openai/v1/embeddings``). The key goes in the
+``/openai/v1/embeddings``, ``/openai/v1/completions``,
+``/openai/v1/images/generations``). Images are drawn as the deployed model
+(:attr:`FakeAzureOpenAI.model_name`) draws them on OpenAI
+(:mod:`tests.fakes.images`), each with Azure's ``prompt_filter_results`` and
+``content_filter_results`` as in tests/fixtures/azure_openai/images_generation.json
+(a GPT image model's carry none: Azure's reference says it returns no content
+filtering annotations). The key goes in the
 ``api-key`` header. Answers are OpenAI's with Azure's additions, modelled on
 the examples in tests/fixtures/azure_openai/: ``model`` is the deployed
 model's name, not the deployment's; ``prompt_filter_results`` on the
@@ -95,7 +102,37 @@ class FakeAzureOpenAI(FakeOpenAI):
             "/openai/deployments/{deployment}/embeddings", self._deployment_embeddings
         )
         app.router.add_post("/openai/v1/embeddings", self._embeddings)
+        app.router.add_post(
+            "/openai/deployments/{deployment}/completions", self._deployment_completions
+        )
+        app.router.add_post("/openai/v1/completions", self._completions)
+        app.router.add_post(
+            "/openai/deployments/{deployment}/images/generations", self._deployment_images
+        )
+        app.router.add_post("/openai/v1/images/generations", self._images)
         return app
+
+    def images_model(self, request: web.Request, body: Any) -> str:
+        """The deployed model draws, whatever the body names (the deployment)."""
+        return self.model_name
+
+    def images_body(self, body: dict[str, Any], *, model: str) -> dict[str, Any]:
+        answer = super().images_body(body, model=model)
+        if not model.startswith("gpt-image"):
+            for image in answer["data"]:
+                image["prompt_filter_results"] = FILTER_OK
+                image["content_filter_results"] = FILTER_OK
+        return answer
+
+    async def _deployment_completions(self, request: web.Request) -> web.StreamResponse:
+        if (refused := await self._unknown_deployment(request)) is not None:
+            return refused
+        return await self._completions(request)
+
+    async def _deployment_images(self, request: web.Request) -> web.Response:
+        if (refused := await self._unknown_deployment(request)) is not None:
+            return refused
+        return await self._images(request)
 
     def embeddings_body(self, body: dict[str, Any]) -> dict[str, Any]:
         """OpenAI's list, naming the deployed model as Azure does."""

@@ -1,7 +1,8 @@
 """A wire-level fake of OpenAI's API, for testing adapters over real HTTP.
 
 It serves ``POST /v1/chat/completions``, ``POST /v1/embeddings``, ``POST /v1/completions``
-(a ``text_completion``: the content once per prompt and choice) and
+(a ``text_completion``: the content once per prompt and choice),
+``POST /v1/images/generations`` (:mod:`tests.fakes.images`) and
 ``GET /v1/models`` the way OpenAI's API reference documents them: a
 ``chat.completion`` object, or with ``"stream": true`` a
 ``text/event-stream`` of ``data: {chunk}`` events (the first carrying the
@@ -39,6 +40,7 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.fakes.images import images_problem, images_response
 from tests.fakes.server import ScriptedServer
 from tests.fakes.vectors import DEFAULT_DIMENSIONS, fake_vector, word_tokens
 
@@ -356,7 +358,17 @@ class FakeOpenAI(ScriptedServer[Reply, RecordedRequest]):
         app.router.add_route(models_method, models_path, self._models)
         app.router.add_post(self.embeddings_path(), self._embeddings)
         app.router.add_post("/v1/completions", self._completions)
+        app.router.add_post("/v1/images/generations", self._images)
         return app
+
+    def images_model(self, request: web.Request, body: Any) -> str:
+        """The model that draws: the body's (OpenAI's default, ``dall-e-2``, when absent)."""
+        model = body.get("model") if isinstance(body, dict) else None
+        return model if isinstance(model, str) else "dall-e-2"
+
+    def images_body(self, body: dict[str, Any], *, model: str) -> dict[str, Any]:
+        """The ``ImagesResponse`` the fake answers with; vendors add their fields."""
+        return images_response(body, model=model, url_base=f"{self.origin}/generated")
 
     def embeddings_path(self) -> str:
         """The path of the embeddings route."""
@@ -465,6 +477,25 @@ class FakeOpenAI(ScriptedServer[Reply, RecordedRequest]):
         if body.get("stream"):
             return await _stream(request, reply, text_completion_chunks(body, whole))
         return web.json_response(whole, status=reply.status, headers=reply.headers)
+
+    async def _images(self, request: web.Request) -> web.Response:
+        """Image generation (:mod:`tests.fakes.images`); a scripted reply's raw body wins."""
+        body = await self._record(request)
+        reply = self._next_reply(Reply)
+        await asyncio.sleep(reply.delay)
+        if (denied := self._unauthorized(request)) is not None:
+            return denied
+        if reply.body is not None:
+            return _raw_response(reply)
+        model = self.images_model(request, body)
+        if (problem := images_problem(body, model=model)) is not None:
+            message, param, code = problem
+            error = error_body(message, code=code)
+            error["error"]["param"] = param
+            return web.json_response(error, status=400)
+        return web.json_response(
+            self.images_body(body, model=model), status=reply.status, headers=reply.headers
+        )
 
     async def _chat_completions(self, request: web.Request) -> web.StreamResponse:
         body = await self._record(request)
