@@ -86,8 +86,10 @@ def steer(case: Case[Any]) -> None:
     elif operation == ("POST", "/v1/chat/completions") and isinstance(body.get("model"), str):
         body["model"] = "mock"
         body.pop("mock", None)
-    elif operation == ("POST", "/v1/messages/batches") and isinstance(body.get("requests"), list):
-        del body["requests"][_BATCH_REQUESTS:]  # each is a job stored: a few show the shape
+    elif operation == ("POST", "/v1/messages/batches") and isinstance(
+        requests := body.get("requests"), list
+    ):
+        del requests[_BATCH_REQUESTS:]  # each is a job stored: a few show the shape
     elif operation == ("POST", "/v1/files") and isinstance(body.get("purpose"), str):
         body["purpose"] = "batch"
     for holder in (body, body.get("webhook")):
