@@ -7,6 +7,7 @@ import json
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -49,25 +50,42 @@ _SLOW_SECONDS = 10.0
 """What a ``slow`` test is taken to last when its marker names no ``seconds``."""
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """A module's own stack started once per database, not by every test process.
+_SHARED_STACK_MODULES = frozenset(
+    {
+        "tests/test_adapters_pipeline.py",
+        "tests/test_admin_deployments.py",
+        "tests/test_key_tpm.py",
+        "tests/test_resilience.py",
+    }
+)
+"""Modules whose tests share a stack of their own (a module fixture): each runs in
+one test process per database, which starts that stack once."""
 
-    A module whose tests share a stack of their own (marked ``xdist_group``)
-    goes to one process per database (``--dist loadgroup``, pyproject's
-    addopts): spread over every process, each would start that stack again.
-    Runs before xdist's own hook, which reads the groups.
-    """
-    for item in items:
-        backend = _backend_of(item)
-        if item.get_closest_marker("xdist_group") is not None and backend is not None:
-            item.add_marker(pytest.mark.xdist_group(backend))
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """How pytest-xdist hands tests out: one at a time, in collection order, each
+    :data:`_SHARED_STACK_MODULES` module whole (per database); spread over every
+    process, each would start its stack again. (xdist's own ``loadgroup`` marks
+    the groups in test ids, which pytest 9.2 no longer lets a plugin change.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SharedStackScheduling(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            module, _, test = nodeid.partition("::")
+            if module not in _SHARED_STACK_MODULES:
+                return nodeid
+            backend = "postgresql" if "[postgresql" in test else "sqlite"
+            return f"{module}@{backend}"
+
+    config.option.loadscopereorder = False  # the order is _LongestFirst's
+    return SharedStackScheduling(config, log)
 
 
 class _LongestFirst:
     """The longest tests first within each database's run of tests.
 
-    pytest-xdist hands tests out in collection order (``--no-loadscope-reorder``),
+    pytest-xdist hands tests out in collection order (:func:`pytest_xdist_make_scheduler`),
     so the runs of a minute start early while the quick tests fill the gaps,
     instead of ending the suite alone. pytest has grouped the tests by database
     (a session fixture per database, set up again whenever the database changes):

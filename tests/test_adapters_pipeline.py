@@ -32,9 +32,6 @@ from tests.jobs import body, submit, wait_for_status
 from tests.services import reset_database
 from tests.stack import Stack
 
-# One test process per database starts the module's stack.
-pytestmark = pytest.mark.xdist_group("adapters_pipeline")
-
 KEY = "vendor-test-key"
 
 

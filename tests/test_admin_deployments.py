@@ -30,9 +30,6 @@ from tests.jobs import body, submit, wait_for_status
 from tests.services import reset_database, run, scratch_postgres_database, until
 from tests.stack import Stack, wait_until
 
-# One test process per database starts the module's stack.
-pytestmark = pytest.mark.xdist_group("admin_deployments")
-
 # In process: the drained set and the router.
 
 ROUTING = RoutingConfig.model_validate(

@@ -13,9 +13,9 @@ body, ``{"error": {"message", "type", "param", "code", "request_id"}}``, its
 Steered (:func:`steer`), so that requests get past the first check: a string
 ``model`` becomes ``mock-idle`` on ``POST /v1/jobs`` (the job is stored and
 queued on a queue no worker consumes, so nothing runs) and ``mock`` on
-``POST /v1/chat/completions`` (the mock provider answers at once; the body's
-``mock`` controls are dropped, as they ask for delays and faults on
-purpose); a message batch keeps its first three requests (each is a job
+``POST /v1/chat/completions`` and ``/v1/images/generations`` (the mock
+provider answers at once; the body's ``mock`` controls are dropped, as they
+ask for delays and faults on purpose); a message batch keeps its first three requests (each is a job
 stored and queued); an upload's ``purpose`` becomes ``batch``; an http(s) webhook URL
 points at 127.0.0.1, so that no name is looked up off this machine.
 
@@ -50,6 +50,7 @@ pytestmark = pytest.mark.slow(
 
 _EXAMPLES = 20
 _TIMEOUT = 15.0
+_ANSWERED_BY_THE_MOCK = {("POST", "/v1/chat/completions"), ("POST", "/v1/images/generations")}
 _BATCH_REQUESTS = 3
 """The most requests a fuzzed message batch keeps: each is a job stored and queued."""
 _LOOPBACK_HOOK = "http://127.0.0.1:9/hook"
@@ -83,7 +84,7 @@ def steer(case: Case[Any]) -> None:
     operation = (case.method.upper(), case.path)
     if operation == ("POST", "/v1/jobs") and isinstance(body.get("model"), str):
         body["model"] = "mock-idle"
-    elif operation == ("POST", "/v1/chat/completions") and isinstance(body.get("model"), str):
+    elif operation in _ANSWERED_BY_THE_MOCK and isinstance(body.get("model"), str):
         body["model"] = "mock"
         body.pop("mock", None)
     elif operation == ("POST", "/v1/messages/batches") and isinstance(

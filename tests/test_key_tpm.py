@@ -27,9 +27,6 @@ from tests.jobs import body, submit, wait_for_status
 from tests.services import reset_database, run, scratch_postgres_database
 from tests.stack import Stack, wait_until
 
-# One test process per database starts the module's stack.
-pytestmark = pytest.mark.xdist_group("key_tpm")
-
 # In process: the limit itself, with a clock the test moves.
 
 START = 1_700_000_000.0

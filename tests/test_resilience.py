@@ -19,9 +19,6 @@ from tests.jobs import body, submit, wait_for_status
 from tests.services import reset_database, run
 from tests.stack import Stack
 
-# One test process per database starts the module's stack.
-pytestmark = pytest.mark.xdist_group("resilience")
-
 PROVIDERS = {
     "down": {"type": "mock", "options": {"fault": "error", "status": 503}},
     "dead1": {"type": "mock", "options": {"fault": "error", "status": 503}},

@@ -396,7 +396,6 @@ def strict_api(
         ("ftp://example.com/hook", "invalid_value"),
     ],
 )
-@pytest.mark.xdist_group("webhooks-strict")  # one process per database starts strict_api
 def test_private_destinations_are_refused_when_not_allowed(
     strict_api: Callable[[], httpx.Client], make_key: KeyFactory, url: str, code: str
 ) -> None:
@@ -410,7 +409,6 @@ def test_private_destinations_are_refused_when_not_allowed(
     assert (error["param"], error["code"], error["type"]) == ("url", code, "invalid_request_error")
 
 
-@pytest.mark.xdist_group("webhooks-strict")
 def test_a_webhook_in_the_job_body_is_checked_stored_and_used(
     client: httpx.Client, receiver: WebhookReceiver, strict_api: Callable[[], httpx.Client]
 ) -> None:
