@@ -8,7 +8,6 @@ from collections.abc import Sequence
 from relayq.config.settings import Settings
 from relayq.observability.logs import configure_logging
 from relayq.observability.tracing import check as check_tracing
-from worker.app import create_worker_app
 from worker.supervisor import supervise
 
 __all__ = ["main", "worker_argv"]
@@ -43,6 +42,10 @@ def main(argv: Sequence[str] = ()) -> int:
     check_tracing(settings.tracing)  # before a supervisor would start a child again and again
     if settings.worker.supervise:
         return supervise(argv, settings=settings)
+    # Imported here: a supervisor runs no Celery app and never loads it (nor the
+    # executor, the store and the providers behind it).
+    from worker.app import create_worker_app
+
     app = create_worker_app(settings)
     log.info(
         "worker starting on %s",

@@ -24,7 +24,6 @@ from collections.abc import Sequence
 from types import FrameType
 
 from relayq.config.settings import Settings
-from relayq.recovery.handback import hand_back
 
 __all__ = ["supervise"]
 
@@ -78,6 +77,10 @@ def supervise(argv: Sequence[str], *, settings: Settings, max_backoff: float = 3
 
 def _hand_back(settings: Settings, instance: str, since: float) -> None:
     """The dead child's jobs go back to the queue now; leases are the net if this fails."""
+    # Imported here: the store and the broker are needed only once a child has died,
+    # and a supervisor that loaded them at start took most of a second of CPU per start.
+    from relayq.recovery.handback import hand_back
+
     try:
         hand_back(settings, instance, since=since)
     except Exception:
