@@ -81,10 +81,16 @@ ApiRunner = Callable[[Callable[[ApiEnv], Awaitable[None]]], None]
 
 
 def api_runner(
-    *, database_url: str, redis_server: str, tmp_path: Path, key_cache_seconds: float = 5.0
+    *,
+    database_url: str,
+    redis_server: str,
+    tmp_path: Path,
+    key_cache_seconds: float = 5.0,
+    **settings_fields: Any,
 ) -> ApiRunner:
     """Runs a scenario against an in-process API on ``database_url`` and a flushed Redis
-    database of its own (a key prefix of its own too)."""
+    database of its own (a key prefix of its own too); ``settings_fields`` are further
+    :class:`Settings` fields (``webhooks=WebhookSettings(...)``, say)."""
     redis_url = f"{redis_server}/{REDIS_DB}"
     flush = redis.Redis.from_url(redis_url)
     flush.flushdb()
@@ -97,6 +103,7 @@ def api_runner(
         routes=ROUTES,
         api=ApiSettings(key_cache_seconds=key_cache_seconds, access_log=False, metrics=False),
         files=FileSettings(storage_dir=tmp_path / "files"),
+        **settings_fields,
     )
 
     @contextlib.asynccontextmanager

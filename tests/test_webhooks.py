@@ -1,8 +1,8 @@
 """Signed webhooks through the real stack, received and verified on loopback.
 
 The shared stack retries deliveries after 0.3 s (jittered), at most three
-times, and allows loopback destinations; one test starts an API that does
-not.
+times, and allows loopback destinations; the API that does not (as shipped)
+runs in the test's process.
 """
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,6 +19,7 @@ import pytest
 from sqlalchemy import create_engine, event, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from relayq.config.settings import WebhookSettings
 from relayq.schemas.destinations import address_refusal
 from relayq.schemas.jobs import JobStatus
 from relayq.schemas.webhooks import DeliveryStatus
@@ -39,6 +41,7 @@ from relayq.store.models import Job
 from relayq.store.outcomes import Outcome, finish_job
 from relayq.store.unsent import Unsent, find_unsent
 from relayq.webhooks.transport import build_webhook_client, post_webhook
+from tests.api_in_process import ApiEnv, ApiRunner, api_runner
 from tests.conftest import KeyFactory
 from tests.jobs import body, mock_job, submit, wait_for_status
 from tests.stack import Stack, wait_until
@@ -372,16 +375,16 @@ def test_the_endpoint_can_be_read_and_deleted(
     assert bad.json()["error"]["param"] == "events[0]"
 
 
-@pytest.fixture(scope="module")
-def strict_api(
-    database_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Callable[[], httpx.Client]]:
-    """An API (no worker) that refuses private destinations, on the shared database."""
-    env = {"RELAYQ_WEBHOOKS__ALLOW_PRIVATE_DESTINATIONS": "false"}
-    logs = tmp_path_factory.mktemp("strict-api")
-    with Stack(database_url=database_url, redis_url=redis_url, logs=logs, env=env) as api:
-        api.start_api()
-        yield lambda: httpx.Client(base_url=api.base_url, timeout=10)
+@pytest.fixture
+def strict_api(database_url: str, redis_server: str, tmp_path: Path) -> ApiRunner:
+    """The API in this process, refusing private destinations (as it does unless told
+    otherwise), on the shared database."""
+    return api_runner(
+        database_url=database_url,
+        redis_server=redis_server,
+        tmp_path=tmp_path,
+        webhooks=WebhookSettings(allow_private_destinations=False),
+    )
 
 
 @pytest.mark.parametrize(
@@ -397,20 +400,25 @@ def strict_api(
     ],
 )
 def test_private_destinations_are_refused_when_not_allowed(
-    strict_api: Callable[[], httpx.Client], make_key: KeyFactory, url: str, code: str
+    strict_api: ApiRunner, url: str, code: str
 ) -> None:
-    with strict_api() as api:
-        response = api.put(
-            "/v1/webhook", json={"url": url}, headers={"Authorization": f"Bearer {make_key()}"}
+    async def scenario(env: ApiEnv) -> None:
+        key = await env.key()
+        response = await env.call(key.secret, "PUT", "/v1/webhook", json={"url": url})
+
+        assert response.status_code == 400
+        error = response.json()["error"]
+        assert (error["param"], error["code"], error["type"]) == (
+            "url",
+            code,
+            "invalid_request_error",
         )
 
-    assert response.status_code == 400
-    error = response.json()["error"]
-    assert (error["param"], error["code"], error["type"]) == ("url", code, "invalid_request_error")
+    strict_api(scenario)
 
 
 def test_a_webhook_in_the_job_body_is_checked_stored_and_used(
-    client: httpx.Client, receiver: WebhookReceiver, strict_api: Callable[[], httpx.Client]
+    client: httpx.Client, receiver: WebhookReceiver, strict_api: ApiRunner
 ) -> None:
     secret = client.post("/v1/webhook/secret").json()["secret"]
     own = receiver.endpoint(secret)
@@ -420,14 +428,15 @@ def test_a_webhook_in_the_job_body_is_checked_stored_and_used(
     settled(client, job["id"])
     assert [r.payload["type"] for r in own.received] == ["job.succeeded"]
 
-    with strict_api() as api:
-        refused = api.post(
-            "/v1/jobs",
-            json=body(webhook={"url": own.url}),
-            headers={"Authorization": client.headers["Authorization"]},
+    async def scenario(env: ApiEnv) -> None:
+        key = await env.key()
+        refused = await env.call(
+            key.secret, "POST", "/v1/jobs", json=body(model="mock", webhook={"url": own.url})
         )
-    assert refused.status_code == 400
-    assert refused.json()["error"]["param"] == "webhook.url"
+        assert refused.status_code == 400
+        assert refused.json()["error"]["param"] == "webhook.url"
+
+    strict_api(scenario)
 
 
 def test_address_rules() -> None:
