@@ -33,6 +33,7 @@ from tests.stack import Stack, wait_until
 pytestmark = pytest.mark.slow(seconds=30)  # workers and brokers killed and restarted
 
 
+@pytest.mark.usefixtures("sqlite_only")  # its subject is the broker and Redis
 def test_jobs_accepted_while_the_broker_is_down_run_once_it_returns(
     private_database_url: str, logs: Path
 ) -> None:
@@ -414,6 +415,7 @@ def test_a_message_a_dead_worker_took_off_the_list_before_recording_it_is_sent_a
     assert waiting["status"] == "succeeded"
 
 
+@pytest.mark.usefixtures("sqlite_only")  # its subject is the broker and Redis
 def test_sync_calls_whose_worker_died_are_answered_by_its_successor(
     private_database_url: str, logs: Path
 ) -> None:
@@ -475,6 +477,7 @@ def test_sync_calls_whose_worker_died_are_answered_by_its_successor(
     ]
 
 
+@pytest.mark.usefixtures("sqlite_only")  # its subject is the broker and Redis
 def test_jobs_running_through_a_redis_restart_end_within_seconds(
     private_database_url: str, logs: Path
 ) -> None:
