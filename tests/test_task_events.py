@@ -70,9 +70,10 @@ def test_task_events_are_off_until_a_monitor_enables_them(
             ) as client:
                 quiet = submit(client, body("unwatched"))["id"]
                 assert wait_for_status(client, quiet, {"succeeded"})["status"] == "succeeded"
-                # What Flower broadcasts every few seconds while it runs.
-                app.control.enable_events()
-                time.sleep(1)
+                # What Flower broadcasts every few seconds while it runs; the worker's
+                # reply says it has switched them on (a loaded one may take seconds).
+                replies = app.control.enable_events(reply=True, timeout=15)
+                assert replies, "no worker answered enable_events"
                 watched = submit(client, body("watched"))["id"]
                 assert wait_for_status(client, watched, {"succeeded"})["status"] == "succeeded"
                 wait_until(lambda: "task-succeeded" in seen.of(watched), timeout=15)
