@@ -69,14 +69,17 @@ def test_create_with_text_input_returns_a_response(sdk: openai.OpenAI, stack: St
     )
     assert response.usage.input_tokens_details.cached_tokens == 0
     assert response.usage.output_tokens_details.reasoning_tokens == 0
-    # The job behind it is an ordinary job.
+    # The job behind it is an ordinary job of kind responses, served over chat by the mock.
     with httpx.Client(
         base_url=stack.base_url, headers={"Authorization": f"Bearer {sdk.api_key}"}
     ) as client:
         job = wait_for_status(client, job_id, {"succeeded", "failed"}, timeout=10)
     assert job["status"] == "succeeded"
-    assert job["request"]["messages"][0]["role"] == "user"
-    assert job["response"]["choices"][0]["message"]["content"] == response.output_text
+    assert job["kind"] == "responses"
+    assert job["request"]["input"].startswith("Write a haiku")
+    assert job["response"]["id"] == response.id
+    assert job["response"]["output"][0]["content"][0]["text"] == response.output_text
+    assert job["usage"]["completion_tokens"] == 12
 
 
 def test_instructions_and_a_message_list_reach_the_upstream_as_chat_messages(
@@ -84,7 +87,7 @@ def test_instructions_and_a_message_list_reach_the_upstream_as_chat_messages(
 ) -> None:
     before = len(fake_openai.requests)
     response = sdk.responses.create(
-        model="gpt-4o-mini",
+        model="gpt-4o-mini-chat",
         instructions="You are terse.",
         input=[
             {"role": "developer", "content": "Answer in English."},
@@ -139,7 +142,7 @@ def test_a_function_call_round_trip(sdk: openai.OpenAI, fake_openai: FakeOpenAI)
     question: Any = {"role": "user", "content": "Weather in Oslo?"}
 
     first = sdk.responses.create(
-        model="gpt-4o-mini", input=[question], tools=[WEATHER_TOOL], tool_choice="required"
+        model="gpt-4o-mini-chat", input=[question], tools=[WEATHER_TOOL], tool_choice="required"
     )
 
     assert first.status == "completed"
@@ -154,7 +157,7 @@ def test_a_function_call_round_trip(sdk: openai.OpenAI, fake_openai: FakeOpenAI)
         {"type": "function_call_output", "call_id": call.call_id, "output": "Sunny, 21 C"},
     ]
     before = len(fake_openai.requests)
-    second = sdk.responses.create(model="gpt-4o-mini", tools=[WEATHER_TOOL], input=history)
+    second = sdk.responses.create(model="gpt-4o-mini-chat", tools=[WEATHER_TOOL], input=history)
 
     assert second.output_text == DEFAULT_CONTENT
     [sent] = fake_openai.requests[before:]
@@ -190,7 +193,7 @@ def test_a_named_tool_choice_is_carried_as_chat_s(
 ) -> None:
     before = len(fake_openai.requests)
     sdk.responses.create(
-        model="gpt-4o-mini",
+        model="gpt-4o-mini-chat",
         input="Weather?",
         tools=[WEATHER_TOOL],
         tool_choice={"type": "function", "name": "get_weather"},
@@ -225,7 +228,7 @@ def test_a_json_schema_text_format_is_carried_as_response_format(
     }
     before = len(fake_openai.requests)
     response = sdk.responses.create(
-        model="gpt-4o-mini",
+        model="gpt-4o-mini-chat",
         input="Name a city.",
         text={"format": {"type": "json_schema", "name": "city", "schema": schema, "strict": True}},
     )
@@ -280,7 +283,7 @@ def test_a_streamed_function_call_arrives_as_argument_deltas(
     fake_openai.script(Reply(tool_calls=[tool_call("call_9", "get_weather", arguments)]))
 
     with sdk.responses.stream(
-        model="gpt-4o-mini", input="Weather in Reykjavik?", tools=[WEATHER_TOOL]
+        model="gpt-4o-mini-chat", input="Weather in Reykjavik?", tools=[WEATHER_TOOL]
     ) as stream:
         events = list(stream)
         final = stream.get_final_response()

@@ -147,6 +147,10 @@ def worst_case(
     elif kind == "images":
         prompt = embeddings_bound({"input": request.get("prompt")})
         completion = IMAGE_OUTPUT_TOKENS * _count(request.get("n"))
+    elif kind == "responses":
+        shown = {k: request.get(k) for k in ("instructions", "input", "tools")}
+        prompt = embeddings_bound({"input": orjson.dumps(shown).decode()})
+        completion = _completion_bound({"max_tokens": request.get("max_output_tokens")}, cap)
     elif kind == "completions":
         prompt = _legacy_prompt_bound(request)
         choices = max(_count(request.get("n")), _count(request.get("best_of")))

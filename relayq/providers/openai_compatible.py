@@ -121,6 +121,8 @@ class OpenAICompatibleOptions(BaseModel):
 class OpenAICompatibleProvider(OpenAIProvider):
     """Chat completions on an OpenAI-compatible server, with a preset's quirks."""
 
+    speaks_responses = False  # served over chat completions
+
     type_name = "openai_compatible"
     options_model = OpenAICompatibleOptions
     serves_images = (
