@@ -475,3 +475,109 @@ def test_the_chat_scope_and_the_key_s_models_are_required(stack: Stack, database
     assert isinstance(disallowed.value.body, dict)
     assert disallowed.value.body["code"] == "model_not_allowed"
     assert disallowed.value.body["param"] == "model"
+
+
+def _job(stack: Stack, sdk: openai.OpenAI, job_id: str) -> dict[str, Any]:
+    with httpx.Client(
+        base_url=stack.base_url, headers={"Authorization": f"Bearer {sdk.api_key}"}
+    ) as client:
+        return wait_for_status(client, job_id, {"succeeded", "failed"}, timeout=10)
+
+
+def test_a_native_route_passes_the_request_and_the_answer_through(
+    sdk: openai.OpenAI, fake_openai: FakeOpenAI, stack: Stack
+) -> None:
+    before = len(fake_openai.requests)
+    raw = sdk.responses.with_raw_response.create(
+        model="gpt-4o-mini",
+        input="Hi there",
+        reasoning={"effort": "low", "summary": "auto"},
+        include=["reasoning.encrypted_content"],
+        tools=[{"type": "web_search"}],  # a hosted tool: the native path carries it
+        store=False,
+        extra_body={"priority": 7},
+    )
+    response = raw.parse()
+
+    [sent] = fake_openai.requests[before:]
+    assert sent.path == "/v1/responses"  # the Responses request itself, not a chat one
+    assert sent.json["model"] == "gpt-4o-mini-2024-07-18"
+    assert sent.json["store"] is False
+    assert sent.json["include"] == ["reasoning.encrypted_content"]
+    assert sent.json["tools"] == [{"type": "web_search"}]
+    assert "priority" not in sent.json
+    assert response.id == "resp_fake0001"  # the vendor's own
+    reasoning, message = response.output
+    assert reasoning.type == "reasoning"
+    assert reasoning.encrypted_content is not None  # what the chat translation drops
+    assert message.type == "message"
+    assert response.output_text == DEFAULT_CONTENT
+    assert response.usage is not None
+    assert response.usage.output_tokens_details.reasoning_tokens == 16
+    job = _job(stack, sdk, raw.headers["x-relayq-job-id"])
+    assert (job["kind"], job["status"], job["priority"]) == ("responses", "succeeded", 7)
+    assert job["response"]["output"][0]["type"] == "reasoning"
+    assert job["usage"]["prompt_tokens"] == response.usage.input_tokens
+    assert job["usage"]["completion_tokens"] == response.usage.output_tokens
+    assert job["usage"]["completion_tokens_details"] == {"reasoning_tokens": 16}
+    assert job["cost_usd"] > 0
+
+
+def test_a_native_stream_relays_the_vendor_s_events(
+    sdk: openai.OpenAI, fake_openai: FakeOpenAI
+) -> None:
+    before = len(fake_openai.requests)
+    with sdk.responses.stream(
+        model="gpt-4o-mini", input="Hi", reasoning={"effort": "low"}, store=False
+    ) as stream:
+        events = list(stream)
+        final = stream.get_final_response()
+
+    [sent] = fake_openai.requests[before:]
+    assert (sent.path, sent.json["stream"]) == ("/v1/responses", True)
+    assert [e.sequence_number for e in events] == list(range(len(events)))  # as it came
+    assert events[0].type == "response.created"
+    added = [e.item.type for e in events if e.type == "response.output_item.added"]
+    assert added == ["reasoning", "message"]
+    deltas = [e.delta for e in events if e.type == "response.output_text.delta"]
+    assert "".join(deltas) == DEFAULT_CONTENT
+    assert events[-1].type == "response.completed"
+    assert final.id == "resp_fake0001"
+    assert final.output[0].type == "reasoning"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_failed_native_deployment_falls_back_over_chat(
+    sdk: openai.OpenAI, fake_openai: FakeOpenAI, stack: Stack, stream: bool
+) -> None:
+    before = len(fake_openai.requests)
+    if stream:
+        with sdk.responses.stream(
+            model="gpt-4o-mini-fallback", input="Hi", instructions="Be brief."
+        ) as events:
+            kinds = [event.type for event in events]
+            response = events.get_final_response()
+        assert kinds[-1] == "response.completed"
+        job_id = "job_" + response.id.removeprefix("resp_")
+    else:
+        raw = sdk.responses.with_raw_response.create(
+            model="gpt-4o-mini-fallback", input="Hi", instructions="Be brief."
+        )
+        response = raw.parse()
+        job_id = raw.headers["x-relayq-job-id"]
+
+    paths = [sent.path for sent in fake_openai.requests[before:]]
+    # The native deployment answered 401 (or its breaker, open, refused the call first).
+    assert paths[-1] == "/v1/chat/completions"
+    assert set(paths[:-1]) <= {"/v1/responses"}
+    assert response.id == "resp_" + job_id.removeprefix("job_")  # written by relayq
+    assert response.output_text == DEFAULT_CONTENT
+    assert response.instructions == "Be brief."
+    job = _job(stack, sdk, job_id)
+    assert (job["kind"], job["status"], job["provider"]) == (
+        "responses",
+        "succeeded",
+        "openai-chat",
+    )
+    assert [a["provider"] for a in job["attempts"]] == ["openai-badkey", "openai-chat"]
+    assert job["response"]["output"][0]["content"][0]["text"] == DEFAULT_CONTENT
