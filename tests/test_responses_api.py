@@ -581,3 +581,32 @@ def test_a_failed_native_deployment_falls_back_over_chat(
     )
     assert [a["provider"] for a in job["attempts"]] == ["openai-badkey", "openai-chat"]
     assert job["response"]["output"][0]["content"][0]["text"] == DEFAULT_CONTENT
+
+
+def test_a_responses_job_through_post_v1_jobs(sdk: openai.OpenAI, stack: Stack) -> None:
+    with httpx.Client(
+        base_url=stack.base_url, headers={"Authorization": f"Bearer {sdk.api_key}"}
+    ) as client:
+        created = client.post(
+            "/v1/jobs",
+            json={
+                "kind": "responses",
+                "model": "mock",
+                "input": _prompt(),
+                "metadata": {"team": "a"},
+                "mock": {"tokens": 5},
+            },
+        )
+        assert created.status_code == 202, created.text
+        job = wait_for_status(client, created.json()["id"], {"succeeded", "failed"}, timeout=10)
+    assert (job["kind"], job["status"], job["metadata"]) == (
+        "responses",
+        "succeeded",
+        {"team": "a"},
+    )
+    assert job["request"]["metadata"] == {"team": "a"}
+    response = job["response"]
+    assert response["object"] == "response"
+    assert response["metadata"] == {"team": "a"}
+    assert len(response["output"][0]["content"][0]["text"].split()) == 5
+    assert job["usage"]["completion_tokens"] == 5

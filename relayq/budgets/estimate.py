@@ -26,7 +26,9 @@ chat request's, times the larger of ``n`` and ``best_of``. An image generation
 (``kind="images"``) counts its ``prompt``'s bytes, and
 :data:`~relayq.schemas.images.IMAGE_OUTPUT_TOKENS` output tokens an image (``n``),
 ``gpt-image-1``'s largest image; a model that reports no tokens (DALL·E, Blackbox's)
-costs nothing here.
+costs nothing here. A response (``kind="responses"``) counts the JSON bytes of its
+``instructions``, ``input`` and ``tools``, and its ``max_output_tokens`` as the
+completion's limit.
 
 The cost is that of the route's most expensive deployment for those tokens
 (fallback may move a job to any of them), with its batch discount for a
