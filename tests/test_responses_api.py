@@ -551,6 +551,7 @@ def test_a_failed_native_deployment_falls_back_over_chat(
     sdk: openai.OpenAI, fake_openai: FakeOpenAI, stack: Stack, stream: bool
 ) -> None:
     before = len(fake_openai.requests)
+    response: openai.types.responses.Response
     if stream:
         with sdk.responses.stream(
             model="gpt-4o-mini-fallback", input="Hi", instructions="Be brief."
@@ -610,3 +611,31 @@ def test_a_responses_job_through_post_v1_jobs(sdk: openai.OpenAI, stack: Stack) 
     assert response["metadata"] == {"team": "a"}
     assert len(response["output"][0]["content"][0]["text"].split()) == 5
     assert job["usage"]["completion_tokens"] == 5
+
+
+def test_a_native_stream_that_fails_before_its_answer_is_retried_out_of_sight(
+    sdk: openai.OpenAI, fake_openai: FakeOpenAI, stack: Stack
+) -> None:
+    created = {"id": "resp_failed", "object": "response", "status": "in_progress", "output": []}
+    opening = {"type": "response.created", "sequence_number": 0, "response": created}
+    opened_then_failed = (
+        f"event: response.created\ndata: {json.dumps(opening)}\n\n"
+        'event: error\ndata: {"type": "error", "sequence_number": 1, "code": "server_error", '
+        '"message": "The server had an error.", "param": null}\n\n'
+    )
+    fake_openai.script(
+        Reply(body=opened_then_failed, headers={"Content-Type": "text/event-stream"})
+    )
+    with sdk.responses.with_streaming_response.create(
+        model="gpt-4o-mini", input="Hi", stream=True
+    ) as raw:
+        job_id = raw.headers["x-relayq-job-id"]
+        lines = [line for line in raw.iter_lines() if line.startswith("event: ")]
+
+    # The failed attempt's response.created was held back: one clean stream, the retry's.
+    assert lines.count("event: response.created") == 1
+    assert lines[-1] == "event: response.completed"
+    job = _job(stack, sdk, job_id)
+    assert job["status"] == "succeeded"
+    assert [a["status"] for a in job["attempts"]] == ["failed", "succeeded"]
+    assert job["response"]["id"] == "resp_fake0001"

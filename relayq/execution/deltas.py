@@ -141,8 +141,9 @@ class _Publisher(Generic[PieceT, DeltaT]):
         """Whether ``piece``, the first, waits for the one after it (it says nothing yet)."""
         return False
 
-    def _pack(self, pieces: list[PieceT]) -> tuple[DeltaT, str]:
-        """One send's delta, and the text it adds."""
+    def _pack(self, pieces: list[PieceT]) -> tuple[DeltaT, bool]:
+        """One send's delta, and whether it carries some of the answer (the caller may
+        then hold this attempt's words: see :attr:`text_sent`)."""
         raise NotImplementedError
 
     def add(self, chunk: PieceT) -> bool:
@@ -189,8 +190,8 @@ class _Publisher(Generic[PieceT, DeltaT]):
 
     def _send_pending(self) -> None:
         pieces, self._pending = self._pending, []
-        delta, text = self._pack(pieces)
-        self.text_sent = self.text_sent or bool(text)
+        delta, answers = self._pack(pieces)
+        self.text_sent = self.text_sent or answers
         try:
             sending = self._send(delta)
         except Exception as exc:
@@ -224,14 +225,27 @@ class DeltaPublisher(_Publisher[ChatCompletionChunk, Delta]):
     def _held(self, piece: ChatCompletionChunk) -> bool:
         return _only_a_role(piece)
 
-    def _pack(self, pieces: list[ChatCompletionChunk]) -> tuple[Delta, str]:
+    def _pack(self, pieces: list[ChatCompletionChunk]) -> tuple[Delta, bool]:
         delta = Delta(chunks=pieces, text="".join(chunk_text(chunk) for chunk in pieces))
-        return delta, delta.text
+        return delta, bool(delta.text)
+
+
+_LIFECYCLE = frozenset({"response.created", "response.queued", "response.in_progress"})
+"""Events that open a Responses stream and say nothing of the answer."""
 
 
 class EventPublisher(_Publisher[ResponsesEvent, EventsDelta]):
-    """One responses job's upstream Responses events, sent as deltas as they came."""
+    """One responses job's upstream Responses events, sent as deltas as they came.
 
-    def _pack(self, pieces: list[ResponsesEvent]) -> tuple[EventsDelta, str]:
+    The events that open the stream wait for the first that carries some of the
+    answer (an output item), so an attempt that fails right after opening (an
+    upstream ``error`` event, say) sent nothing and may retry or fall back out of
+    the caller's sight. Every send after them counts as the answer's: the caller
+    writes each event as it came."""
+
+    def _held(self, piece: ResponsesEvent) -> bool:
+        return piece.type in _LIFECYCLE
+
+    def _pack(self, pieces: list[ResponsesEvent]) -> tuple[EventsDelta, bool]:
         delta = EventsDelta(events=pieces, text="".join(event.text for event in pieces))
-        return delta, delta.text
+        return delta, True
