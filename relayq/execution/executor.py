@@ -241,7 +241,7 @@ async def _respond(
 ) -> ResponseAnswer:
     """A responses job's answer (:mod:`relayq.execution.responses`): natively, streamed as
     the upstream's events when someone reads them; else over chat, streamed as chunks."""
-    if provider.speaks_responses:
+    if provider.native_responses:
         if isinstance(deltas, EventPublisher):
             return await stream_native(provider, request, model=model, events=deltas)
         return native_answer(await provider.respond(request, model=model))
@@ -905,7 +905,7 @@ class Executor:
                 {"provider": claim.provider, "model": claim.upstream_model, "run": claim.run},
             ),
         )
-        native = claim.kind == JobKind.RESPONSES.value and provider.speaks_responses
+        native = claim.kind == JobKind.RESPONSES.value and provider.native_responses
         deltas = running.deltas = self._delta_sink(claim, native=native)
         started = running.called_at = time.perf_counter()
         completion: Answer | None = None

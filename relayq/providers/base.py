@@ -112,7 +112,8 @@ class Provider(ABC):
 
     speaks_responses: ClassVar[bool] = False
     """Whether :meth:`respond` and :meth:`stream_response` pass OpenAI's Responses API
-    (``/v1/responses``) on natively; False: a responses job is served over chat."""
+    (``/v1/responses``) on natively; False: a responses job is served over chat. An
+    adapter whose options decide it overrides :meth:`speaks_responses_with`."""
 
     def __init__(self, *, name: str, settings: ProviderSettings, http: UpstreamClient) -> None:
         self.name = name
@@ -225,6 +226,17 @@ class Provider(ABC):
         """
         message = f"provider {self.name!r} ({self.type_name}) does not serve image generation"
         raise InvalidRequest(message, status_code=400)
+
+    @classmethod
+    def speaks_responses_with(cls, options: Mapping[str, object]) -> bool:
+        """Whether a provider of this type configured with ``options`` speaks Responses
+        natively (asked of the type: no adapter is built)."""
+        return cls.speaks_responses
+
+    @property
+    def native_responses(self) -> bool:
+        """Whether this provider passes Responses on natively (see :attr:`speaks_responses`)."""
+        return self.speaks_responses_with(self.settings.options)
 
     async def respond(self, request: ResponsesRequest, *, model: str) -> dict[str, Any]:
         """The ``response`` object the upstream ``model`` answers ``request`` with, as

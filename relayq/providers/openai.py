@@ -264,7 +264,7 @@ class OpenAIProvider(HTTPProvider):
 
     async def respond(self, request: ResponsesRequest, *, model: str) -> dict[str, Any]:
         """The ``response`` as the upstream gave it; a failed one raises its error."""
-        if not self.speaks_responses:
+        if not self.native_responses:
             return await super().respond(request, model=model)
         payload = await self.post_for_json(
             self.build_responses_request(request, model=model, stream=False)
@@ -282,7 +282,7 @@ class OpenAIProvider(HTTPProvider):
     ) -> AsyncIterator[ResponsesEvent]:
         """The upstream's events as they come, up to the one that ends the response; an
         ``error`` or ``response.failed`` event raises its error."""
-        if not self.speaks_responses:
+        if not self.native_responses:
             async for event in super().stream_response(request, model=model):
                 yield event
             return

@@ -109,7 +109,17 @@ class Router:
     def speaks_responses(self, model: str) -> bool:
         """Whether some deployment of ``model``'s route is on an adapter that speaks
         OpenAI's Responses API natively (the others serve it translated over chat)."""
-        return self._some_adapter(model, lambda adapter: adapter.speaks_responses)
+        found = self.route(model)
+        if found is None:
+            return False
+        providers = self.routing.providers
+        return any(
+            deployment.provider in providers
+            and provider_type(providers[deployment.provider].type).speaks_responses_with(
+                providers[deployment.provider].options
+            )
+            for deployment in found[1].deployments
+        )
 
     def serves(self, model: str, kind: JobKind) -> bool:
         """Whether ``model``'s route has a deployment that serves ``kind`` (every one serves

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from relayq.providers import provider_type
 from relayq.providers.azure_openai import RESPONSES_API_VERSION
 from relayq.providers.errors import AuthenticationFailed, InvalidRequest, RateLimited
 from relayq.providers.openai import OpenAIProvider
@@ -164,3 +165,22 @@ def test_an_adapter_that_does_not_speak_responses_refuses() -> None:
         with pytest.raises(InvalidRequest, match="does not speak Responses"):
             run(OPENAI_COMPATIBLE, fake.base_url, respond(OPENAI_COMPATIBLE))
         assert fake.requests == []
+
+
+def test_an_openai_compatible_server_that_declares_responses_gets_them_natively() -> None:
+    vllm = Vendor("openai_compatible", FakeOpenAI, "Qwen/Qwen3-8B", options={"responses": True})
+    received: list[ResponsesEvent] = []
+    with FakeOpenAI(api_key=KEY) as fake:
+        answer = run(vllm, fake.base_url, respond(vllm))
+        run(vllm, fake.base_url, streamed(vllm, received))
+        plain, stream = fake.requests
+    assert (plain.path, plain.json["model"], stream.json["stream"]) == (
+        "/v1/responses",
+        "Qwen/Qwen3-8B",
+        True,
+    )
+    assert answer["output"][-1]["content"][0]["text"] == DEFAULT_CONTENT
+    assert received[-1].type == "response.completed"
+    adapter = provider_type("openai_compatible")
+    assert adapter.speaks_responses_with({"responses": True})
+    assert not adapter.speaks_responses_with({})  # off unless declared
