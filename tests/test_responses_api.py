@@ -639,3 +639,15 @@ def test_a_native_stream_that_fails_before_its_answer_is_retried_out_of_sight(
     assert job["status"] == "succeeded"
     assert [a["status"] for a in job["attempts"]] == ["failed", "succeeded"]
     assert job["response"]["id"] == "resp_fake0001"
+
+
+def test_a_hosted_tool_on_a_mixed_route_fails_when_it_falls_back_to_chat(
+    sdk: openai.OpenAI,
+) -> None:
+    # Taken (the route has a native deployment); its fallback cannot carry it.
+    with pytest.raises(openai.BadRequestError) as raised:
+        sdk.responses.create(
+            model="gpt-4o-mini-fallback", input="Hi", tools=[{"type": "web_search"}]
+        )
+    assert "tools[0]" in raised.value.message
+    assert "does not speak Responses" in raised.value.message
