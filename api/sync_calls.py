@@ -50,6 +50,7 @@ from relayq.schemas.jobs import (
     JobCreate,
     JobCreateBody,
     JobKind,
+    ResponsesJobCreate,
 )
 from relayq.store.models import Job
 
@@ -60,7 +61,9 @@ __all__ = [
     "SyncCall",
     "cached_event_stream",
     "dialect_event_stream",
+    "events_stream",
     "first_delta",
+    "relayed_event_stream",
     "sse_lines",
     "start_call",
     "stream_deltas",
@@ -116,6 +119,7 @@ _BODIES: dict[JobKind, type[JobCreateBody]] = {
     JobKind.EMBEDDINGS: EmbeddingJobCreate,
     JobKind.COMPLETIONS: CompletionJobCreate,
     JobKind.IMAGES: ImageJobCreate,
+    JobKind.RESPONSES: ResponsesJobCreate,
 }
 
 
@@ -406,3 +410,56 @@ def dialect_event_stream(
         yield _events_text(stream.finish())
 
     return _event_stream(text(), call)
+
+
+def events_stream(call: SyncCall, events: list[SSEEvent]) -> CompletionStream:
+    """``events``, all known already (a cached answer's), as the job's stream."""
+
+    async def once() -> AsyncIterator[str]:
+        yield _events_text(events)
+
+    return _event_stream(once(), call)
+
+
+def relayed_event_stream(
+    call: SyncCall,
+    first: Reply,
+    stream: ChunkEvents,
+    broken: Callable[[dict[str, Any]], list[SSEEvent]],
+) -> CompletionStream:
+    """As :func:`dialect_event_stream`, but a run whose deltas are events of the dialect
+    already (``"events": true``: a native Responses run's, as its upstream sent them) is
+    written as it came, its own last event ending the stream."""
+
+    async def text() -> AsyncIterator[str | bytes]:
+        relayed = False
+        async with aclosing(stream_deltas(call, first)) as items:
+            async for item in items:
+                if isinstance(item, StreamBroken):
+                    ended = [_error_event(item.error)] if relayed else broken(item.error)
+                    yield _events_text(ended)
+                    return
+                assert item.sse is not None
+                if item.data.get("events"):
+                    relayed = True
+                    yield item.sse
+                    continue
+                chunks = chunks_of(item.sse)
+                piece = _events_text(event for chunk in chunks for event in stream.feed(chunk))
+                if piece:
+                    yield piece
+        if not relayed:
+            yield _events_text(stream.finish())
+
+    return CompletionStream(
+        text(),
+        media_type="text/event-stream",
+        headers={JOB_HEADER: call.job.id, "cache-control": "no-cache"},
+    )
+
+
+def _error_event(error: dict[str, Any]) -> SSEEvent:
+    """An ``error`` event ending a stream whose upstream's own events went out."""
+    message = str(error.get("message") or "The response failed.")
+    data = {"code": error.get("code"), "message": message, "param": error.get("param")}
+    return "error", {"type": "error", "sequence_number": 0, **data}

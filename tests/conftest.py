@@ -210,7 +210,10 @@ def stack(
     deployment no worker consumes: a model that serves no embeddings), and
     ``gpt-4o-mini`` (the openai adapter against the fake OpenAI server, upstream model
     ``gpt-4o-mini-2024-07-18``, priced by relayq's default table), and ``gpt-image-1`` and
-    ``dall-e-3`` (image models on the same fake).
+    ``dall-e-3`` (image models on the same fake); ``gpt-4o-mini-chat`` (the same fake
+    through ``openai_compatible``, which does not speak Responses) and
+    ``gpt-4o-mini-fallback`` (a deployment on the fake with a wrong key, then
+    ``gpt-4o-mini-chat``'s).
     """
     providers = {
         "mock": {"type": "mock", "read_timeout": 5},
@@ -237,6 +240,20 @@ def stack(
             "api_key": FAKE_OPENAI_KEY,
             "read_timeout": 5,
         },
+        # The same fake through an adapter that does not speak Responses (chat only).
+        "openai-chat": {
+            "type": "openai_compatible",
+            "base_url": fake_openai.base_url,
+            "api_key": FAKE_OPENAI_KEY,
+            "read_timeout": 5,
+        },
+        # The fake with a wrong key: every call 401s, and its jobs fall back.
+        "openai-badkey": {
+            "type": "openai",
+            "base_url": fake_openai.base_url,
+            "api_key": "sk-wrong",
+            "read_timeout": 5,
+        },
     }
     routes = {
         "mock": {"provider": "mock", "model": "mock"},
@@ -244,6 +261,15 @@ def stack(
         "mock-faulty": {"provider": "faulty", "model": "mock"},
         "mock-faulty-hooks": {"provider": "hooks-faulty", "model": "mock"},
         "gpt-4o-mini": {"provider": "openai", "model": "gpt-4o-mini-2024-07-18"},
+        "gpt-4o-mini-chat": {"provider": "openai-chat", "model": "gpt-4o-mini-2024-07-18"},
+        # Responses: a native deployment that fails, then one over chat.
+        "gpt-4o-mini-fallback": {
+            "strategy": "ordered",
+            "deployments": [
+                {"provider": "openai-badkey", "model": "gpt-4o-mini-2024-07-18"},
+                {"provider": "openai-chat", "model": "gpt-4o-mini-2024-07-18"},
+            ],
+        },
         "gpt-image-1": {"provider": "openai", "model": "gpt-image-1"},
         "dall-e-3": {"provider": "openai", "model": "dall-e-3"},
         "chat-only": {"provider": "chat-only", "model": "claude-3-5-haiku"},
@@ -313,6 +339,8 @@ def stack(
                 "embed-backup",
                 "image-cut",
                 "image-backup",
+                "openai-chat",
+                "openai-badkey",
             ]
         ),
     }

@@ -69,14 +69,17 @@ def test_create_with_text_input_returns_a_response(sdk: openai.OpenAI, stack: St
     )
     assert response.usage.input_tokens_details.cached_tokens == 0
     assert response.usage.output_tokens_details.reasoning_tokens == 0
-    # The job behind it is an ordinary job.
+    # The job behind it is an ordinary job of kind responses, served over chat by the mock.
     with httpx.Client(
         base_url=stack.base_url, headers={"Authorization": f"Bearer {sdk.api_key}"}
     ) as client:
         job = wait_for_status(client, job_id, {"succeeded", "failed"}, timeout=10)
     assert job["status"] == "succeeded"
-    assert job["request"]["messages"][0]["role"] == "user"
-    assert job["response"]["choices"][0]["message"]["content"] == response.output_text
+    assert job["kind"] == "responses"
+    assert job["request"]["input"].startswith("Write a haiku")
+    assert job["response"]["id"] == response.id
+    assert job["response"]["output"][0]["content"][0]["text"] == response.output_text
+    assert job["usage"]["completion_tokens"] == 12
 
 
 def test_instructions_and_a_message_list_reach_the_upstream_as_chat_messages(
@@ -84,7 +87,7 @@ def test_instructions_and_a_message_list_reach_the_upstream_as_chat_messages(
 ) -> None:
     before = len(fake_openai.requests)
     response = sdk.responses.create(
-        model="gpt-4o-mini",
+        model="gpt-4o-mini-chat",
         instructions="You are terse.",
         input=[
             {"role": "developer", "content": "Answer in English."},
@@ -139,7 +142,7 @@ def test_a_function_call_round_trip(sdk: openai.OpenAI, fake_openai: FakeOpenAI)
     question: Any = {"role": "user", "content": "Weather in Oslo?"}
 
     first = sdk.responses.create(
-        model="gpt-4o-mini", input=[question], tools=[WEATHER_TOOL], tool_choice="required"
+        model="gpt-4o-mini-chat", input=[question], tools=[WEATHER_TOOL], tool_choice="required"
     )
 
     assert first.status == "completed"
@@ -154,7 +157,7 @@ def test_a_function_call_round_trip(sdk: openai.OpenAI, fake_openai: FakeOpenAI)
         {"type": "function_call_output", "call_id": call.call_id, "output": "Sunny, 21 C"},
     ]
     before = len(fake_openai.requests)
-    second = sdk.responses.create(model="gpt-4o-mini", tools=[WEATHER_TOOL], input=history)
+    second = sdk.responses.create(model="gpt-4o-mini-chat", tools=[WEATHER_TOOL], input=history)
 
     assert second.output_text == DEFAULT_CONTENT
     [sent] = fake_openai.requests[before:]
@@ -190,7 +193,7 @@ def test_a_named_tool_choice_is_carried_as_chat_s(
 ) -> None:
     before = len(fake_openai.requests)
     sdk.responses.create(
-        model="gpt-4o-mini",
+        model="gpt-4o-mini-chat",
         input="Weather?",
         tools=[WEATHER_TOOL],
         tool_choice={"type": "function", "name": "get_weather"},
@@ -225,7 +228,7 @@ def test_a_json_schema_text_format_is_carried_as_response_format(
     }
     before = len(fake_openai.requests)
     response = sdk.responses.create(
-        model="gpt-4o-mini",
+        model="gpt-4o-mini-chat",
         input="Name a city.",
         text={"format": {"type": "json_schema", "name": "city", "schema": schema, "strict": True}},
     )
@@ -280,7 +283,7 @@ def test_a_streamed_function_call_arrives_as_argument_deltas(
     fake_openai.script(Reply(tool_calls=[tool_call("call_9", "get_weather", arguments)]))
 
     with sdk.responses.stream(
-        model="gpt-4o-mini", input="Weather in Reykjavik?", tools=[WEATHER_TOOL]
+        model="gpt-4o-mini-chat", input="Weather in Reykjavik?", tools=[WEATHER_TOOL]
     ) as stream:
         events = list(stream)
         final = stream.get_final_response()
@@ -472,3 +475,179 @@ def test_the_chat_scope_and_the_key_s_models_are_required(stack: Stack, database
     assert isinstance(disallowed.value.body, dict)
     assert disallowed.value.body["code"] == "model_not_allowed"
     assert disallowed.value.body["param"] == "model"
+
+
+def _job(stack: Stack, sdk: openai.OpenAI, job_id: str) -> dict[str, Any]:
+    with httpx.Client(
+        base_url=stack.base_url, headers={"Authorization": f"Bearer {sdk.api_key}"}
+    ) as client:
+        return wait_for_status(client, job_id, {"succeeded", "failed"}, timeout=10)
+
+
+def test_a_native_route_passes_the_request_and_the_answer_through(
+    sdk: openai.OpenAI, fake_openai: FakeOpenAI, stack: Stack
+) -> None:
+    before = len(fake_openai.requests)
+    raw = sdk.responses.with_raw_response.create(
+        model="gpt-4o-mini",
+        input="Hi there",
+        reasoning={"effort": "low", "summary": "auto"},
+        include=["reasoning.encrypted_content"],
+        tools=[{"type": "web_search"}],  # a hosted tool: the native path carries it
+        store=False,
+        extra_body={"priority": 7},
+    )
+    response = raw.parse()
+
+    [sent] = fake_openai.requests[before:]
+    assert sent.path == "/v1/responses"  # the Responses request itself, not a chat one
+    assert sent.json["model"] == "gpt-4o-mini-2024-07-18"
+    assert sent.json["store"] is False
+    assert sent.json["include"] == ["reasoning.encrypted_content"]
+    assert sent.json["tools"] == [{"type": "web_search"}]
+    assert "priority" not in sent.json
+    assert response.id == "resp_fake0001"  # the vendor's own
+    reasoning, message = response.output
+    assert reasoning.type == "reasoning"
+    assert reasoning.encrypted_content is not None  # what the chat translation drops
+    assert message.type == "message"
+    assert response.output_text == DEFAULT_CONTENT
+    assert response.usage is not None
+    assert response.usage.output_tokens_details.reasoning_tokens == 16
+    job = _job(stack, sdk, raw.headers["x-relayq-job-id"])
+    assert (job["kind"], job["status"], job["priority"]) == ("responses", "succeeded", 7)
+    assert job["response"]["output"][0]["type"] == "reasoning"
+    assert job["usage"]["prompt_tokens"] == response.usage.input_tokens
+    assert job["usage"]["completion_tokens"] == response.usage.output_tokens
+    assert job["usage"]["completion_tokens_details"] == {"reasoning_tokens": 16}
+    assert job["cost_usd"] > 0
+
+
+def test_a_native_stream_relays_the_vendor_s_events(
+    sdk: openai.OpenAI, fake_openai: FakeOpenAI
+) -> None:
+    before = len(fake_openai.requests)
+    with sdk.responses.stream(
+        model="gpt-4o-mini", input="Hi", reasoning={"effort": "low"}, store=False
+    ) as stream:
+        events = list(stream)
+        final = stream.get_final_response()
+
+    [sent] = fake_openai.requests[before:]
+    assert (sent.path, sent.json["stream"]) == ("/v1/responses", True)
+    assert [e.sequence_number for e in events] == list(range(len(events)))  # as it came
+    assert events[0].type == "response.created"
+    added = [e.item.type for e in events if e.type == "response.output_item.added"]
+    assert added == ["reasoning", "message"]
+    deltas = [e.delta for e in events if e.type == "response.output_text.delta"]
+    assert "".join(deltas) == DEFAULT_CONTENT
+    assert events[-1].type == "response.completed"
+    assert final.id == "resp_fake0001"
+    assert final.output[0].type == "reasoning"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_failed_native_deployment_falls_back_over_chat(
+    sdk: openai.OpenAI, fake_openai: FakeOpenAI, stack: Stack, stream: bool
+) -> None:
+    before = len(fake_openai.requests)
+    response: openai.types.responses.Response
+    if stream:
+        with sdk.responses.stream(
+            model="gpt-4o-mini-fallback", input="Hi", instructions="Be brief."
+        ) as events:
+            kinds = [event.type for event in events]
+            response = events.get_final_response()
+        assert kinds[-1] == "response.completed"
+        job_id = "job_" + response.id.removeprefix("resp_")
+    else:
+        raw = sdk.responses.with_raw_response.create(
+            model="gpt-4o-mini-fallback", input="Hi", instructions="Be brief."
+        )
+        response = raw.parse()
+        job_id = raw.headers["x-relayq-job-id"]
+
+    paths = [sent.path for sent in fake_openai.requests[before:]]
+    # The native deployment answered 401 (or its breaker, open, refused the call first).
+    assert paths[-1] == "/v1/chat/completions"
+    assert set(paths[:-1]) <= {"/v1/responses"}
+    assert response.id == "resp_" + job_id.removeprefix("job_")  # written by relayq
+    assert response.output_text == DEFAULT_CONTENT
+    assert response.instructions == "Be brief."
+    job = _job(stack, sdk, job_id)
+    assert (job["kind"], job["status"], job["provider"]) == (
+        "responses",
+        "succeeded",
+        "openai-chat",
+    )
+    assert [a["provider"] for a in job["attempts"]] == ["openai-badkey", "openai-chat"]
+    assert job["response"]["output"][0]["content"][0]["text"] == DEFAULT_CONTENT
+
+
+def test_a_responses_job_through_post_v1_jobs(sdk: openai.OpenAI, stack: Stack) -> None:
+    with httpx.Client(
+        base_url=stack.base_url, headers={"Authorization": f"Bearer {sdk.api_key}"}
+    ) as client:
+        created = client.post(
+            "/v1/jobs",
+            json={
+                "kind": "responses",
+                "model": "mock",
+                "input": _prompt(),
+                "metadata": {"team": "a"},
+                "mock": {"tokens": 5},
+            },
+        )
+        assert created.status_code == 202, created.text
+        job = wait_for_status(client, created.json()["id"], {"succeeded", "failed"}, timeout=10)
+    assert (job["kind"], job["status"], job["metadata"]) == (
+        "responses",
+        "succeeded",
+        {"team": "a"},
+    )
+    assert job["request"]["metadata"] == {"team": "a"}
+    response = job["response"]
+    assert response["object"] == "response"
+    assert response["metadata"] == {"team": "a"}
+    assert len(response["output"][0]["content"][0]["text"].split()) == 5
+    assert job["usage"]["completion_tokens"] == 5
+
+
+def test_a_native_stream_that_fails_before_its_answer_is_retried_out_of_sight(
+    sdk: openai.OpenAI, fake_openai: FakeOpenAI, stack: Stack
+) -> None:
+    created = {"id": "resp_failed", "object": "response", "status": "in_progress", "output": []}
+    opening = {"type": "response.created", "sequence_number": 0, "response": created}
+    opened_then_failed = (
+        f"event: response.created\ndata: {json.dumps(opening)}\n\n"
+        'event: error\ndata: {"type": "error", "sequence_number": 1, "code": "server_error", '
+        '"message": "The server had an error.", "param": null}\n\n'
+    )
+    fake_openai.script(
+        Reply(body=opened_then_failed, headers={"Content-Type": "text/event-stream"})
+    )
+    with sdk.responses.with_streaming_response.create(
+        model="gpt-4o-mini", input="Hi", stream=True
+    ) as raw:
+        job_id = raw.headers["x-relayq-job-id"]
+        lines = [line for line in raw.iter_lines() if line.startswith("event: ")]
+
+    # The failed attempt's response.created was held back: one clean stream, the retry's.
+    assert lines.count("event: response.created") == 1
+    assert lines[-1] == "event: response.completed"
+    job = _job(stack, sdk, job_id)
+    assert job["status"] == "succeeded"
+    assert [a["status"] for a in job["attempts"]] == ["failed", "succeeded"]
+    assert job["response"]["id"] == "resp_fake0001"
+
+
+def test_a_hosted_tool_on_a_mixed_route_fails_when_it_falls_back_to_chat(
+    sdk: openai.OpenAI,
+) -> None:
+    # Taken (the route has a native deployment); its fallback cannot carry it.
+    with pytest.raises(openai.BadRequestError) as raised:
+        sdk.responses.create(
+            model="gpt-4o-mini-fallback", input="Hi", tools=[{"type": "web_search"}]
+        )
+    assert "tools[0]" in raised.value.message
+    assert "does not speak Responses" in raised.value.message

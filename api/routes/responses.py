@@ -2,13 +2,22 @@
 
 OpenAI's SDK (``client.responses.create``, ``client.responses.stream``) works
 against relayq for responses it does not store (``store: false``): ``model``
-is a relayq route, whichever provider serves it. The request is translated to
-the canonical chat request (:mod:`relayq.schemas.responses_translation`) and
-made a sync job exactly as ``/v1/chat/completions`` makes one
-(:mod:`api.sync_calls`); its answer is a ``response``, or with
-``stream: true`` the Responses events
-(:mod:`relayq.schemas.responses_stream`). Errors are in OpenAI's shape; one
-that ends a stream is an ``error`` event, then ``response.failed``.
+is a relayq route, whichever provider serves it. The request is made a sync
+job of kind ``responses`` (:mod:`api.sync_calls`), which each attempt serves
+natively on a deployment that speaks Responses, else over chat completions
+(:mod:`relayq.execution.responses`); its answer is the ``response`` the job
+stored. With ``stream: true``, a native run's events are relayed as the
+upstream sent them, and a run over chat has its chunks written as Responses
+events here (:mod:`relayq.schemas.responses_stream`). Errors are in OpenAI's
+shape; one that ends a stream is an ``error`` event (then ``response.failed``
+when relayq wrote the stream's events).
+
+What needs state relayq does not keep (``store: true``,
+``previous_response_id``, ``conversation``, ``background``, ``prompt``) is
+refused on every route. What only the native path carries (a hosted tool such
+as ``web_search``) is refused up front on a route none of whose deployments
+speak Responses; on a mixed route, an attempt that falls back to a chat-only
+deployment fails with ``invalid_request`` instead.
 """
 
 from __future__ import annotations
@@ -24,20 +33,17 @@ from api.errors import ERROR_RESPONSES, APIError
 from api.sse import CompletionStream
 from api.sync_calls import (
     JOB_HEADER,
-    cached_event_stream,
-    dialect_event_stream,
+    events_stream,
     first_delta,
+    relayed_event_stream,
     start_call,
     whole_answer,
 )
 from relayq.schemas.anthropic_translation import Untranslatable
+from relayq.schemas.jobs import JobKind
 from relayq.schemas.responses import ResponseObject, ResponsesRequest
-from relayq.schemas.responses_stream import ResponsesEventStream
-from relayq.schemas.responses_translation import (
-    chat_body,
-    echoed_fields,
-    response_from_completion,
-)
+from relayq.schemas.responses_stream import ResponsesEventStream, events_of_response
+from relayq.schemas.responses_translation import chat_body, echoed_fields, refuse_state
 
 __all__ = ["router"]
 
@@ -59,29 +65,28 @@ async def create_response(
     """Create a response, as OpenAI's Responses API does with ``store: false``
     (plus relayq's job options).
 
-    The job behind it is in the ``x-relayq-job-id`` header, readable at
-    ``/v1/jobs/{id}`` like any other (its request and response in the chat
-    completions shape, the pipeline's own).
+    The job behind it (kind ``responses``) is in the ``x-relayq-job-id`` header,
+    readable at ``/v1/jobs/{id}`` like any other, its request and response in the
+    Responses shape.
     """
     try:
-        chat = chat_body(body)
+        refuse_state(body)
+        if not services.router.speaks_responses(body.model):
+            chat_body(body)  # served over chat only: what chat cannot carry is refused now
     except Untranslatable as exc:
         raise APIError(400, f"Invalid '{exc.param}': {exc}.", param=exc.param) from exc
-    if body.stream:
-        # The usage comes in a last chunk only when asked: response.completed reports it.
-        chat["stream_options"] = {"include_usage": True}
-    echo = echoed_fields(body)
-    call = await start_call(body=chat, caller=key, services=services, request=request)
+    job_body = body.model_dump(mode="json", exclude_none=True)
+    call = await start_call(
+        body=job_body, caller=key, services=services, request=request, kind=JobKind.RESPONSES
+    )
     job_id = call.job.id
     if body.stream:
-        created = int(time.time())
-        stream = ResponsesEventStream(
-            job_id=job_id, model=body.model, echo=echo, created_at=created
-        )
         if call.job.cached:
-            return cached_event_stream(call, stream)
+            return events_stream(call, events_of_response(call.job.response or {}))
+        stream = ResponsesEventStream(
+            job_id=job_id, model=body.model, echo=echoed_fields(body), created_at=int(time.time())
+        )
         first = await first_delta(call)
-        return dialect_event_stream(call, first, stream, stream.fail)
-    completion = (call.job.response or {}) if call.job.cached else await whole_answer(call)
-    answer = response_from_completion(completion, job_id=job_id, echo=echo)
+        return relayed_event_stream(call, first, stream, stream.fail)
+    answer = (call.job.response or {}) if call.job.cached else await whole_answer(call)
     return JSONResponse(answer, headers={JOB_HEADER: job_id})

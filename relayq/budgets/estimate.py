@@ -26,7 +26,9 @@ chat request's, times the larger of ``n`` and ``best_of``. An image generation
 (``kind="images"``) counts its ``prompt``'s bytes, and
 :data:`~relayq.schemas.images.IMAGE_OUTPUT_TOKENS` output tokens an image (``n``),
 ``gpt-image-1``'s largest image; a model that reports no tokens (DALL·E, Blackbox's)
-costs nothing here.
+costs nothing here. A response (``kind="responses"``) counts the JSON bytes of its
+``instructions``, ``input`` and ``tools``, and its ``max_output_tokens`` as the
+completion's limit.
 
 The cost is that of the route's most expensive deployment for those tokens
 (fallback may move a job to any of them), with its batch discount for a
@@ -147,6 +149,10 @@ def worst_case(
     elif kind == "images":
         prompt = embeddings_bound({"input": request.get("prompt")})
         completion = IMAGE_OUTPUT_TOKENS * _count(request.get("n"))
+    elif kind == "responses":
+        shown = {k: request.get(k) for k in ("instructions", "input", "tools")}
+        prompt = embeddings_bound({"input": orjson.dumps(shown).decode()})
+        completion = _completion_bound({"max_tokens": request.get("max_output_tokens")}, cap)
     elif kind == "completions":
         prompt = _legacy_prompt_bound(request)
         choices = max(_count(request.get("n")), _count(request.get("best_of")))

@@ -24,14 +24,15 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import orjson
 
 from relayq.providers.assembly import chunk_text
+from relayq.providers.responses_wire import ResponsesEvent
 from relayq.schemas.chat import ChatCompletionChunk
 
-__all__ = ["Delta", "DeltaPublisher", "DeltaSink"]
+__all__ = ["Delta", "DeltaPublisher", "DeltaSink", "EventPublisher", "EventsDelta"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +67,23 @@ class Delta:
         return b"".join(lines)
 
 
+@dataclass(frozen=True, slots=True)
+class EventsDelta:
+    """The Responses events of one send (a responses job on a vendor that speaks
+    Responses natively), in order, and the text they add."""
+
+    events: list[ResponsesEvent]
+    text: str
+
+    def event_data(self) -> dict[str, Any]:
+        """The ``delta`` event's data: ``text`` and the events (upstream JSON kept as is)."""
+        return {"text": self.text, "events": [orjson.Fragment(e.wire) for e in self.events]}
+
+    def sse(self) -> bytes:
+        """The events as the upstream sent them (``event:`` and ``data:`` lines)."""
+        return b"".join(event.sse() for event in self.events)
+
+
 def _only_a_role(chunk: ChatCompletionChunk) -> bool:
     """Whether ``chunk`` says who speaks and nothing else."""
     if chunk.usage is not None or not chunk.choices:
@@ -86,6 +104,9 @@ def _json(chunk: ChatCompletionChunk) -> Any:
     return chunk.model_dump(mode="json", exclude_none=True)
 
 
+PieceT = TypeVar("PieceT")
+DeltaT = TypeVar("DeltaT")
+
 DeltaSink = Callable[[Delta], asyncio.Future[None]]
 """Queues one delta's send at once (no task, no await); the future of its end.
 
@@ -93,17 +114,18 @@ The future fails only for what should stop the stream: a sink that is best
 effort (Redis gone) logs the loss and resolves it."""
 
 
-class DeltaPublisher:
-    """One job's chunks, sent as deltas: one send in flight, what comes meanwhile next.
+class _Publisher(Generic[PieceT, DeltaT]):
+    """One job's pieces (chunks, or Responses events), sent as deltas: one send in
+    flight, what comes meanwhile next.
 
-    Sends start from the chunk's caller and follow each other from the done
+    Sends start from the piece's caller and follow each other from the done
     callback of the send before: no task per send, no loop turn per chunk
     (per token, a task and a yield cost a busy worker about 30 µs of CPU).
     """
 
-    def __init__(self, send: DeltaSink) -> None:
+    def __init__(self, send: Callable[[DeltaT], asyncio.Future[None]]) -> None:
         self._send = send
-        self._pending: list[ChatCompletionChunk] = []
+        self._pending: list[PieceT] = []
         self._sending: asyncio.Future[None] | None = None
         self._error: BaseException | None = None
         self._idle: asyncio.Future[None] | None = None
@@ -115,7 +137,16 @@ class DeltaPublisher:
         """Whether any text went out (or is on its way): the caller may then hold
         this attempt's words."""
 
-    def add(self, chunk: ChatCompletionChunk) -> bool:
+    def _held(self, piece: PieceT) -> bool:
+        """Whether ``piece``, the first, waits for the one after it (it says nothing yet)."""
+        return False
+
+    def _pack(self, pieces: list[PieceT]) -> tuple[DeltaT, bool]:
+        """One send's delta, and whether it carries some of the answer (the caller may
+        then hold this attempt's words: see :attr:`text_sent`)."""
+        raise NotImplementedError
+
+    def add(self, chunk: PieceT) -> bool:
         """Queue ``chunk``; its send is queued at once unless one is in flight (it
         takes this one next). Returns whether a send was queued.
 
@@ -125,7 +156,7 @@ class DeltaPublisher:
             raise self._error
         self._pending.append(chunk)
         if not self._opened:
-            if _only_a_role(chunk):
+            if self._held(chunk):
                 return False  # it goes with the first words
             self._opened = True
         if self._sending is None:
@@ -158,9 +189,9 @@ class DeltaPublisher:
         await self._idle
 
     def _send_pending(self) -> None:
-        chunks, self._pending = self._pending, []
-        delta = Delta(chunks=chunks, text="".join(chunk_text(chunk) for chunk in chunks))
-        self.text_sent = self.text_sent or bool(delta.text)
+        pieces, self._pending = self._pending, []
+        delta, answers = self._pack(pieces)
+        self.text_sent = self.text_sent or answers
         try:
             sending = self._send(delta)
         except Exception as exc:
@@ -185,3 +216,36 @@ class DeltaPublisher:
         idle, self._idle = self._idle, None
         if idle is not None and not idle.done():
             idle.set_result(None)
+
+
+class DeltaPublisher(_Publisher[ChatCompletionChunk, Delta]):
+    """One job's chunks, sent as deltas; a first chunk that only says who speaks waits
+    for the words after it."""
+
+    def _held(self, piece: ChatCompletionChunk) -> bool:
+        return _only_a_role(piece)
+
+    def _pack(self, pieces: list[ChatCompletionChunk]) -> tuple[Delta, bool]:
+        delta = Delta(chunks=pieces, text="".join(chunk_text(chunk) for chunk in pieces))
+        return delta, bool(delta.text)
+
+
+_LIFECYCLE = frozenset({"response.created", "response.queued", "response.in_progress"})
+"""Events that open a Responses stream and say nothing of the answer."""
+
+
+class EventPublisher(_Publisher[ResponsesEvent, EventsDelta]):
+    """One responses job's upstream Responses events, sent as deltas as they came.
+
+    The events that open the stream wait for the first that carries some of the
+    answer (an output item), so an attempt that fails right after opening (an
+    upstream ``error`` event, say) sent nothing and may retry or fall back out of
+    the caller's sight. Every send after them counts as the answer's: the caller
+    writes each event as it came."""
+
+    def _held(self, piece: ResponsesEvent) -> bool:
+        return piece.type in _LIFECYCLE
+
+    def _pack(self, pieces: list[ResponsesEvent]) -> tuple[EventsDelta, bool]:
+        delta = EventsDelta(events=pieces, text="".join(event.text for event in pieces))
+        return delta, True

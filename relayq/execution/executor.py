@@ -25,9 +25,16 @@ from relayq.direct.pending_rows import PendingRows
 from relayq.direct.replies import Replies, Reply
 from relayq.events.log import EventLog, EventType, JobEvent
 from relayq.execution.cache import ResponseCache
-from relayq.execution.deltas import Delta, DeltaPublisher
+from relayq.execution.deltas import Delta, DeltaPublisher, EventPublisher, EventsDelta
 from relayq.execution.image_files import ImageFiles
 from relayq.execution.ledger import JobLedger
+from relayq.execution.responses import (
+    ResponseAnswer,
+    chat_request,
+    native_answer,
+    stream_native,
+    translated,
+)
 from relayq.observability import tracing
 from relayq.observability.logs import logged_with
 from relayq.observability.metrics import WorkerMetrics
@@ -50,6 +57,7 @@ from relayq.schemas.completions import TextCompletion, TextCompletionRequest
 from relayq.schemas.embeddings import EmbeddingRequest, EmbeddingResponse
 from relayq.schemas.images import ImageGenerationRequest, ImagesResponse
 from relayq.schemas.jobs import CallRequest, JobKind, JobStatus
+from relayq.schemas.responses import ResponsesRequest
 from relayq.store import Database
 from relayq.store.attempts import AttemptRecord
 from relayq.store.claims import Claim, release_claim, renew_leases
@@ -99,7 +107,7 @@ class _Running:
     cancelled: bool = False
     called_at: float | None = None
     """``perf_counter`` when the provider call began (None: no call yet)."""
-    deltas: DeltaPublisher | None = None
+    deltas: DeltaPublisher | EventPublisher | None = None
     admission: Admission | None = None
     """The call's admission, told how it went once the caller has its answer."""
     check_caller: bool = False
@@ -187,7 +195,7 @@ async def _stream(
         raise MalformedResponse(f"{provider.name}: the stream carried no chunks") from exc
 
 
-Answer = ChatCompletion | EmbeddingResponse | TextCompletion | ImagesResponse
+Answer = ChatCompletion | EmbeddingResponse | TextCompletion | ImagesResponse | ResponseAnswer
 """What the provider answers, by the job's kind."""
 
 _REQUEST_MODELS: dict[str, type[CallRequest]] = {
@@ -195,6 +203,7 @@ _REQUEST_MODELS: dict[str, type[CallRequest]] = {
     JobKind.EMBEDDINGS.value: EmbeddingRequest,
     JobKind.COMPLETIONS.value: TextCompletionRequest,
     JobKind.IMAGES.value: ImageGenerationRequest,
+    JobKind.RESPONSES.value: ResponsesRequest,
 }
 
 
@@ -203,11 +212,18 @@ def _call_request(claim: Claim) -> CallRequest:
     return _REQUEST_MODELS.get(claim.kind, ChatCompletionRequest).model_validate(claim.request)
 
 
+Sink = DeltaPublisher | EventPublisher
+"""Where a run's text goes as it comes: chunks, or a native responses run's events."""
+
+
 async def _ask(
-    provider: Provider, request: CallRequest, model: str, deltas: DeltaPublisher | None
+    provider: Provider, request: CallRequest, model: str, deltas: Sink | None, *, job_id: str
 ) -> Answer:
-    """The provider's answer: embeddings, images, a legacy completion, or a chat completion
-    (streamed when someone reads its text as it comes)."""
+    """The provider's answer: embeddings, images, a legacy completion, a response, or a
+    chat completion (streamed when someone reads its text as it comes)."""
+    if isinstance(request, ResponsesRequest):
+        return await _respond(provider, request, model, deltas, job_id=job_id)
+    assert not isinstance(deltas, EventPublisher)
     if isinstance(request, EmbeddingRequest):
         return await provider.embed(request, model=model)
     if isinstance(request, ImageGenerationRequest):
@@ -218,6 +234,24 @@ async def _ask(
     if isinstance(request, TextCompletionRequest):
         return await provider.complete_text(request, model=model)
     return await provider.complete(request, model=model)
+
+
+async def _respond(
+    provider: Provider, request: ResponsesRequest, model: str, deltas: Sink | None, *, job_id: str
+) -> ResponseAnswer:
+    """A responses job's answer (:mod:`relayq.execution.responses`): natively, streamed as
+    the upstream's events when someone reads them; else over chat, streamed as chunks."""
+    if provider.native_responses:
+        if isinstance(deltas, EventPublisher):
+            return await stream_native(provider, request, model=model, events=deltas)
+        return native_answer(await provider.respond(request, model=model))
+    chat = chat_request(request)
+    if isinstance(deltas, DeltaPublisher):
+        completion = await _stream(provider, chat, model, deltas)
+    else:
+        completion = await provider.complete(chat, model=model)
+    assert isinstance(completion, ChatCompletion)
+    return translated(completion, request=request, job_id=job_id)
 
 
 def _provider_failure(
@@ -355,6 +389,12 @@ def _call_span(claim: Claim) -> contextlib.AbstractContextManager[tracing.Span |
 
 
 def _call_answered(span: tracing.Span, completion: Answer) -> None:
+    if isinstance(completion, ResponseAnswer):
+        counted = completion.usage or {}
+        span.set_attribute("gen_ai.response.model", completion.model)
+        span.set_attribute("gen_ai.usage.input_tokens", int(counted.get("prompt_tokens") or 0))
+        span.set_attribute("gen_ai.usage.output_tokens", int(counted.get("completion_tokens") or 0))
+        return
     if isinstance(completion, ImagesResponse):  # names no model
         usage = completion.job_usage()
         span.set_attribute("gen_ai.usage.input_tokens", usage.prompt_tokens)
@@ -693,23 +733,33 @@ class Executor:
             )
             self._rows.heard(claim.job_id)
 
-    def _delta_sink(self, claim: Claim) -> DeltaPublisher | None:
-        """Where this run's text goes as it comes: its waiting caller, else its followers."""
+    def _delta_sink(
+        self, claim: Claim, *, native: bool = False
+    ) -> DeltaPublisher | EventPublisher | None:
+        """Where this run's text goes as it comes: its waiting caller, else its followers.
+        ``native``: a responses run on a deployment that speaks Responses, whose text is
+        the upstream's Responses events, not chunks."""
         replies, stream = self._replies, claim.reply_to
         if replies is not None and stream is not None:
             if not claim.request.get("stream"):
                 return None  # the caller waits for the whole answer: no text before it
 
             options = claim.request.get("stream_options")
-            include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
+            # A responses job's chunks become Responses events in its API process, whose
+            # response.completed reports the usage the chunks end with.
+            include_usage = claim.kind == JobKind.RESPONSES.value or (
+                isinstance(options, dict) and bool(options.get("include_usage"))
+            )
 
             # Each delta names its run: an API process that has written one run's text
-            # ends the stream if another's comes, whichever reply reaches it first.
-            run = {"run": claim.run}
+            # ends the stream if another's comes, whichever reply reaches it first. A
+            # native run's say they are Responses events, written as they are.
+            run: dict[str, Any] = (
+                {"run": claim.run, "events": True} if native else {"run": claim.run}
+            )
 
-            def send(delta: Delta) -> asyncio.Future[None]:
+            def send(sse: bytes) -> asyncio.Future[None]:
                 # The caller's own SSE lines: its API process writes them as they are.
-                sse = delta.sse(include_usage=include_usage)
                 reply = Reply(job_id=claim.job_id, type="delta", data=run, sse=sse)
                 sent = replies.send_soon(stream, [reply])
                 sent.add_done_callback(heard)  # the row's store waits for the words
@@ -718,7 +768,9 @@ class Executor:
             def heard(_: asyncio.Future[None]) -> None:
                 self._rows.heard(claim.job_id)
 
-            return DeltaPublisher(send)
+            if native:
+                return EventPublisher(lambda delta: send(delta.sse()))
+            return DeltaPublisher(lambda delta: send(delta.sse(include_usage=include_usage)))
         events = self._events
         # Only a job created with ``stream: true`` sends its text as it comes (as
         # OpenAI's background responses keep their stream's events only then);
@@ -728,7 +780,7 @@ class Executor:
         if events is None or claim.batch_id is not None or not claim.request.get("stream"):
             return None
 
-        def emit(delta: Delta) -> asyncio.Future[None]:
+        def emit(delta: Delta | EventsDelta) -> asyncio.Future[None]:
             event = JobEvent(
                 job_id=claim.job_id,
                 key_id=claim.key_id,
@@ -737,7 +789,7 @@ class Executor:
             )
             return events.queue_deltas([event])
 
-        return DeltaPublisher(emit)
+        return EventPublisher(emit) if native else DeltaPublisher(emit)
 
     async def _emit(
         self,
@@ -853,14 +905,17 @@ class Executor:
                 {"provider": claim.provider, "model": claim.upstream_model, "run": claim.run},
             ),
         )
-        deltas = running.deltas = self._delta_sink(claim)
+        native = claim.kind == JobKind.RESPONSES.value and provider.native_responses
+        deltas = running.deltas = self._delta_sink(claim, native=native)
         started = running.called_at = time.perf_counter()
         completion: Answer | None = None
         try:
             # Its span ends before a failure is handled: a retry is the attempt's child.
             with _call_span(claim) as span:
                 async with asyncio.timeout(provider.settings.total_timeout):
-                    completion = await _ask(provider, request, claim.upstream_model, deltas)
+                    completion = await _ask(
+                        provider, request, claim.upstream_model, deltas, job_id=claim.job_id
+                    )
                 if span is not None:
                     _call_answered(span, completion)
             if isinstance(completion, ImagesResponse) and self._image_files is not None:
@@ -883,11 +938,14 @@ class Executor:
                 running.announced = announced
         latency_ms = (time.perf_counter() - started) * 1000
         usage: dict[str, Any] | None
-        if isinstance(completion, ImagesResponse):
+        if isinstance(completion, ResponseAnswer):
+            usage, response = completion.usage, completion.response
+        elif isinstance(completion, ImagesResponse):
             usage = completion.job_usage().model_dump(mode="json")
+            response = completion.model_dump(mode="json", exclude_none=True)
         else:
             usage = completion.usage.model_dump(mode="json") if completion.usage else None
-        response = completion.model_dump(mode="json", exclude_none=True)
+            response = completion.model_dump(mode="json", exclude_none=True)
         running.admission = admission
         attempt = AttemptRecord(
             provider=claim.provider,

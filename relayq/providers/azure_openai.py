@@ -42,6 +42,14 @@ body and ``ImagesResponse``, Azure's ``content_filter_results`` and
 ``prompt_filter_results`` kept on each image. A deployment named
 like a GPT image model (``gpt-image-*``) gets no ``response_format``, as on OpenAI.
 
+Responses (OpenAI's Responses API, passed through as on OpenAI) never go under a
+deployment: ``POST {base_url}/openai/v1/responses`` on the v1 route,
+``POST {base_url}/openai/responses?api-version=2025-04-01-preview`` (or the
+configured ``api_version``, which must then be a preview one) on the
+deployments route, the deployment as ``model`` in the body either way
+(Azure's "Azure OpenAI Responses API" how-to,
+https://learn.microsoft.com/azure/ai-foundry/openai/how-to/responses).
+
 Not carried: Entra ID (bearer token) auth, since relayq holds static keys
 (a token can still be sent through ``headers``); Azure's "on your data"
 ``data_sources`` extension is not translated, though as an extra field it
@@ -63,6 +71,7 @@ from relayq.providers.openai import OpenAIProvider
 
 __all__ = [
     "DEFAULT_API_VERSION",
+    "RESPONSES_API_VERSION",
     "AzureOpenAIOptions",
     "AzureOpenAIProvider",
     "is_content_filter_error",
@@ -70,6 +79,10 @@ __all__ = [
 
 DEFAULT_API_VERSION: Final = "2024-10-21"
 """The latest GA ``api-version`` of the deployments route."""
+
+RESPONSES_API_VERSION: Final = "2025-04-01-preview"
+"""The ``api-version`` of Responses calls on the deployments route: a preview one (the
+dated GA versions have no Responses API)."""
 
 _CONTENT_FILTER_CODES = frozenset({"content_filter", "ResponsibleAIPolicyViolation"})
 
@@ -143,6 +156,20 @@ class AzureOpenAIProvider(OpenAIProvider):
     def images_url(self, *, model: str) -> str:
         """The deployment's image generation URL."""
         return self._operation_url("images/generations", model=model)
+
+    def responses_url(self, *, model: str) -> str:
+        """Azure's Responses URL: never under a deployment (the deployment is the body's
+        ``model``): ``/openai/v1/responses`` on the v1 route, ``/openai/responses`` with a
+        preview ``api-version`` (:data:`RESPONSES_API_VERSION` unless one is set) on the
+        deployments route."""
+        options = self.azure_options
+        if options.api_style == "v1":
+            url = f"{self.base_url}/openai/v1/responses"
+            api_version = options.api_version
+        else:
+            url = f"{self.base_url}/openai/responses"
+            api_version = options.api_version or RESPONSES_API_VERSION
+        return f"{url}?{urlencode({'api-version': api_version})}" if api_version else url
 
     def auth_headers(self) -> dict[str, str]:
         """Azure's ``api-key`` header."""

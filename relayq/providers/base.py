@@ -54,6 +54,7 @@ from relayq.providers.http import (
     request_timeout,
     send_checked,
 )
+from relayq.providers.responses_wire import ResponsesEvent
 from relayq.providers.retry_after import retry_after_seconds
 from relayq.providers.sse import ServerSentEvent, SSEDecoder
 from relayq.providers.text_stream import text_chunks
@@ -61,6 +62,7 @@ from relayq.schemas.chat import ChatCompletion, ChatCompletionChunk, ChatComplet
 from relayq.schemas.completions import TextCompletion, TextCompletionRequest
 from relayq.schemas.embeddings import EmbeddingRequest, EmbeddingResponse, join_embeddings
 from relayq.schemas.images import ImageGenerationRequest, ImagesResponse
+from relayq.schemas.responses import ResponsesRequest
 
 __all__ = ["HTTPProvider", "NoOptions", "Provider", "StreamParser"]
 
@@ -107,6 +109,11 @@ class Provider(ABC):
     serves_images: ClassVar[bool] = False
     """Whether :meth:`generate_images` draws images (``/v1/images/generations``); False:
     the adapter serves none, and a model with no deployment on one that does answers 400."""
+
+    speaks_responses: ClassVar[bool] = False
+    """Whether :meth:`respond` and :meth:`stream_response` pass OpenAI's Responses API
+    (``/v1/responses``) on natively; False: a responses job is served over chat. An
+    adapter whose options decide it overrides :meth:`speaks_responses_with`."""
 
     def __init__(self, *, name: str, settings: ProviderSettings, http: UpstreamClient) -> None:
         self.name = name
@@ -218,6 +225,34 @@ class Provider(ABC):
         adapters that declare :attr:`serves_images` serve it.
         """
         message = f"provider {self.name!r} ({self.type_name}) does not serve image generation"
+        raise InvalidRequest(message, status_code=400)
+
+    @classmethod
+    def speaks_responses_with(cls, options: Mapping[str, object]) -> bool:
+        """Whether a provider of this type configured with ``options`` speaks Responses
+        natively (asked of the type: no adapter is built)."""
+        return cls.speaks_responses
+
+    @property
+    def native_responses(self) -> bool:
+        """Whether this provider passes Responses on natively (see :attr:`speaks_responses`)."""
+        return self.speaks_responses_with(self.settings.options)
+
+    async def respond(self, request: ResponsesRequest, *, model: str) -> dict[str, Any]:
+        """The ``response`` object the upstream ``model`` answers ``request`` with, as
+        the vendor gave it.
+
+        Raises :class:`InvalidRequest` here: only the adapters that declare
+        :attr:`speaks_responses` serve it (the executor serves the others over chat).
+        """
+        message = f"provider {self.name!r} ({self.type_name}) does not speak Responses"
+        raise InvalidRequest(message, status_code=400)
+
+    def stream_response(
+        self, request: ResponsesRequest, *, model: str
+    ) -> AsyncIterator[ResponsesEvent]:
+        """The upstream's Responses stream events, as they come (see :meth:`respond`)."""
+        message = f"provider {self.name!r} ({self.type_name}) does not speak Responses"
         raise InvalidRequest(message, status_code=400)
 
     async def stream_text(

@@ -90,6 +90,8 @@ def none_strings_to_null(value: Any) -> Any:
 class BlackboxProvider(OpenAIProvider):
     """Blackbox AI's chat completions: OpenAI's wire format, ``"None"`` read as null."""
 
+    speaks_responses = False  # served over chat completions
+
     type_name = "blackbox"
     max_embedding_inputs = 0  # no embeddings served through this adapter
     serves_text_completions = False  # no legacy completions through this adapter

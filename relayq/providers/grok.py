@@ -37,6 +37,8 @@ DEFAULT_BASE_URL = "https://api.x.ai/v1"
 class GrokProvider(OpenAIProvider):
     """xAI's chat completions; reasoning content and usage details passed through."""
 
+    speaks_responses = False  # served over chat completions
+
     type_name = "grok"
     max_embedding_inputs = 0  # no embeddings served through this adapter
     serves_text_completions = False  # no legacy completions through this adapter

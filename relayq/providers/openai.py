@@ -47,6 +47,13 @@ base64, so it is left out of a call to one (relayq then answers a caller who
 asked for ``url`` with a URL of its own: docs/api.md). Adapters of vendors
 that draw no images set :attr:`~relayq.providers.base.Provider.serves_images`
 to False.
+
+Responses: ``POST {base_url}/responses`` with the caller's Responses request as
+it came (:mod:`relayq.providers.responses_wire`): the deployment's model,
+``store: false``, relayq's controls left out; the ``response`` and the stream's
+events as the upstream sends them. Adapters of vendors that do not serve it set
+:attr:`~relayq.providers.base.Provider.speaks_responses` to False (a responses
+job is then served over chat completions).
 """
 
 from __future__ import annotations
@@ -65,12 +72,19 @@ from relayq.providers.errors import (
     vendor_message,
 )
 from relayq.providers.http import UpstreamRequest, decode_json, request_timeout
+from relayq.providers.responses_wire import (
+    FINAL_EVENTS,
+    ResponsesEvent,
+    final_response,
+    parse_response_event,
+)
 from relayq.providers.sse import ServerSentEvent
 from relayq.providers.text_stream import text_chunk, text_chunks
 from relayq.schemas.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest
 from relayq.schemas.completions import TextCompletion, TextCompletionRequest
 from relayq.schemas.embeddings import EmbeddingRequest, EmbeddingResponse
 from relayq.schemas.images import ImageGenerationRequest, ImagesResponse, is_gpt_image_model
+from relayq.schemas.responses import ResponsesRequest
 
 __all__ = ["DEFAULT_BASE_URL", "OpenAIProvider", "error_for_event"]
 
@@ -148,6 +162,7 @@ class OpenAIProvider(HTTPProvider):
     embeds_token_ids: ClassVar[bool] = True
     serves_text_completions: ClassVar[bool] = True
     serves_images: ClassVar[bool] = True
+    speaks_responses: ClassVar[bool] = True
 
     def chat_url(self, *, model: str) -> str:
         """Where a chat completion of ``model`` is posted."""
@@ -229,6 +244,68 @@ class OpenAIProvider(HTTPProvider):
             error = payload.get("error", payload) if isinstance(payload, dict) else payload
             raise self.adjust_error(error_for_event(error, provider=self.name), payload)
         return text_chunk(payload, wire=event.data)
+
+    def responses_url(self, *, model: str) -> str:
+        """Where a Responses request for ``model`` is posted."""
+        return f"{self.base_url}/responses"
+
+    def build_responses_request(
+        self, request: ResponsesRequest, *, model: str, stream: bool
+    ) -> UpstreamRequest:
+        """The caller's Responses request as it came: the deployment's ``model``,
+        ``store: false``, relayq's controls left out."""
+        body = request.upstream_body(model=model, controls=control_fields(request), stream=stream)
+        return UpstreamRequest.post_json(
+            self.responses_url(model=model),
+            json_body=body,
+            headers=self.request_headers(stream=stream),
+            timeout=request_timeout(self.settings),
+        )
+
+    async def respond(self, request: ResponsesRequest, *, model: str) -> dict[str, Any]:
+        """The ``response`` as the upstream gave it; a failed one raises its error."""
+        if not self.native_responses:
+            return await super().respond(request, model=model)
+        payload = await self.post_for_json(
+            self.build_responses_request(request, model=model, stream=False)
+        )
+        if (
+            isinstance(payload, dict)
+            and payload.get("error")
+            and payload.get("status") != ("incomplete")
+        ):
+            raise self.adjust_error(error_for_event(payload["error"], provider=self.name), payload)
+        return final_response(payload, provider=self.name)
+
+    async def stream_response(
+        self, request: ResponsesRequest, *, model: str
+    ) -> AsyncIterator[ResponsesEvent]:
+        """The upstream's events as they come, up to the one that ends the response; an
+        ``error`` or ``response.failed`` event raises its error."""
+        if not self.native_responses:
+            async for event in super().stream_response(request, model=model):
+                yield event
+            return
+        http_request = self.build_responses_request(request, model=model, stream=True)
+        decoder = self.new_decoder()
+        async with self.send(http_request) as response:
+            async for lines in response.aiter_line_batches():
+                for line in lines:
+                    if (sse := decoder.feed(line)) is None:
+                        continue
+                    event = self._responses_event(sse)
+                    yield event
+                    if event.type in FINAL_EVENTS:
+                        return
+        raise MalformedResponse(f"{self.name}: the Responses stream ended before its response")
+
+    def _responses_event(self, sse: ServerSentEvent) -> ResponsesEvent:
+        event = parse_response_event(sse.data, provider=self.name)
+        if event.type == "error" or event.type == "response.failed":
+            response = event.data.get("response")
+            error = response.get("error") if isinstance(response, dict) else event.data
+            raise self.adjust_error(error_for_event(error, provider=self.name), event.data)
+        return event
 
     def images_url(self, *, model: str) -> str:
         """Where an image generation by ``model`` is posted."""

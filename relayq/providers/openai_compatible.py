@@ -5,7 +5,10 @@ are served by :class:`OpenAICompatibleProvider` at a configured ``base_url``.
 ``options.preset`` names a known vendor, which supplies the default base URL
 and the few differences that vendor documents; everything else is OpenAI's
 behaviour, inherited from :class:`~relayq.providers.openai.OpenAIProvider`.
-A key is optional (local servers take none).
+A key is optional (local servers take none). ``options.responses: true`` says
+the server serves OpenAI's Responses API (recent vLLM does): responses jobs
+then pass through to ``POST {base_url}/responses`` natively, as on OpenAI
+(off by default: over chat completions).
 
 What each preset translates, and nothing more:
 
@@ -108,6 +111,9 @@ class OpenAICompatibleOptions(BaseModel):
     """A known vendor (see :data:`PRESETS`); none means plain OpenAI behaviour."""
     max_embedding_inputs: int = Field(default=2048, ge=1, le=2048)
     """The most inputs the server embeds in one call; longer inputs are split."""
+    responses: bool = False
+    """The server serves OpenAI's Responses API (``POST {base_url}/responses``: recent
+    vLLM does): responses jobs pass through to it natively instead of over chat."""
 
     @field_validator("preset")
     @classmethod
@@ -120,6 +126,8 @@ class OpenAICompatibleOptions(BaseModel):
 
 class OpenAICompatibleProvider(OpenAIProvider):
     """Chat completions on an OpenAI-compatible server, with a preset's quirks."""
+
+    speaks_responses = False  # unless options.responses says the server serves it
 
     type_name = "openai_compatible"
     options_model = OpenAICompatibleOptions
@@ -138,6 +146,11 @@ class OpenAICompatibleProvider(OpenAIProvider):
                 f"provider {name!r} ({self.type_name}): base_url is required "
                 f"({which} no default URL)"
             )
+
+    @classmethod
+    def speaks_responses_with(cls, options: Mapping[str, object]) -> bool:
+        """As ``options.responses`` says (off by default)."""
+        return options.get("responses") is True
 
     def embedding_slice_size(self) -> int:
         """The configured ``max_embedding_inputs``."""

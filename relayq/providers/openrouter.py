@@ -72,6 +72,8 @@ def _error_object(payload: object) -> dict[str, Any]:
 class OpenRouterProvider(OpenAIProvider):
     """OpenRouter's chat completions with attribution and routing extras."""
 
+    speaks_responses = False  # served over chat completions
+
     type_name = "openrouter"
     max_embedding_inputs = 0  # no embeddings served through this adapter
     serves_text_completions = False  # no legacy completions through this adapter

@@ -71,6 +71,8 @@ def normalize_chunk(payload: Any) -> Any:
 class PerplexityProvider(OpenAIProvider):
     """Perplexity's chat completions, search options in, citations out."""
 
+    speaks_responses = False  # served over chat completions
+
     type_name = "perplexity"
     max_embedding_inputs = 0  # no embeddings served through this adapter
     serves_text_completions = False  # no legacy completions through this adapter

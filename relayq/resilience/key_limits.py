@@ -52,6 +52,7 @@ from relayq.schemas.completions import TextCompletionRequest
 from relayq.schemas.embeddings import EmbeddingRequest
 from relayq.schemas.images import ImageGenerationRequest
 from relayq.schemas.jobs import CallRequest
+from relayq.schemas.responses import ResponsesRequest
 
 __all__ = ["BYTES_PER_TOKEN", "Decision", "KeyLimit", "KeyLimits", "RunningJob", "request_tokens"]
 
@@ -358,7 +359,10 @@ def request_tokens(
     (the reported usage counts it at the job's end). An embeddings request: its inputs'
     bytes divided the same way, token ids counted one each, and no answer.
     """
-    if isinstance(request, EmbeddingRequest | TextCompletionRequest | ImageGenerationRequest):
+    if isinstance(
+        request,
+        EmbeddingRequest | TextCompletionRequest | ImageGenerationRequest | ResponsesRequest,
+    ):
         return request.token_estimate(bytes_per_token=BYTES_PER_TOKEN)
     size = sum(_message_bytes(message) for message in request.messages)
     if request.tools:

@@ -35,6 +35,7 @@ from relayq.schemas.completions import TextCompletionRequest
 from relayq.schemas.embeddings import EmbeddingRequest
 from relayq.schemas.images import ImageGenerationRequest
 from relayq.schemas.jobs import CallRequest
+from relayq.schemas.responses import ResponsesRequest
 
 __all__ = [
     "CHARS_PER_TOKEN",
@@ -228,7 +229,10 @@ def estimate_tokens(
     request: its inputs (their bytes by :data:`CHARS_PER_TOKEN`, token ids one each), no
     answer.
     """
-    if isinstance(request, EmbeddingRequest | TextCompletionRequest | ImageGenerationRequest):
+    if isinstance(
+        request,
+        EmbeddingRequest | TextCompletionRequest | ImageGenerationRequest | ResponsesRequest,
+    ):
         return request.token_estimate(bytes_per_token=CHARS_PER_TOKEN)
     chars = sum(_message_chars(message) for message in request.messages)
     if request.tools:

@@ -106,9 +106,24 @@ class Router:
         (``/v1/images/generations``)."""
         return self._some_adapter(model, lambda adapter: adapter.serves_images)
 
+    def speaks_responses(self, model: str) -> bool:
+        """Whether some deployment of ``model``'s route is on an adapter that speaks
+        OpenAI's Responses API natively (the others serve it translated over chat)."""
+        found = self.route(model)
+        if found is None:
+            return False
+        providers = self.routing.providers
+        return any(
+            deployment.provider in providers
+            and provider_type(providers[deployment.provider].type).speaks_responses_with(
+                providers[deployment.provider].options
+            )
+            for deployment in found[1].deployments
+        )
+
     def serves(self, model: str, kind: JobKind) -> bool:
         """Whether ``model``'s route has a deployment that serves ``kind`` (every one serves
-        chat)."""
+        chat, and responses: natively or over chat)."""
         if kind is JobKind.EMBEDDINGS:
             return self.serves_embeddings(model)
         if kind is JobKind.COMPLETIONS:

@@ -12,6 +12,7 @@ from relayq.schemas.completions import TextCompletionRequest
 from relayq.schemas.embeddings import EmbeddingRequest
 from relayq.schemas.images import ImageGenerationRequest
 from relayq.schemas.params import KIND_TAG_PREFIX
+from relayq.schemas.responses import ResponsesRequest
 from relayq.schemas.spans import Span, span_seconds
 from relayq.schemas.webhooks import JobWebhookSpec, WebhookSpec
 
@@ -32,11 +33,16 @@ __all__ = [
     "JobOptions",
     "JobPublic",
     "JobStatus",
+    "ResponsesJobCreate",
 ]
 
 
 CallRequest = (
-    ChatCompletionRequest | EmbeddingRequest | TextCompletionRequest | ImageGenerationRequest
+    ChatCompletionRequest
+    | EmbeddingRequest
+    | TextCompletionRequest
+    | ImageGenerationRequest
+    | ResponsesRequest
 )
 """What a job asks its provider, by its kind: its body without the job options."""
 
@@ -57,12 +63,13 @@ TERMINAL_STATUSES = frozenset(
 
 class JobKind(str, Enum):
     """What a job asks its provider for: a chat completion, embeddings, a legacy
-    (text) completion, or images."""
+    (text) completion, images, or a response (OpenAI's Responses API)."""
 
     CHAT = "chat"
     EMBEDDINGS = "embeddings"
     COMPLETIONS = "completions"
     IMAGES = "images"
+    RESPONSES = "responses"
 
 
 JOB_OPTIONS = frozenset(
@@ -186,7 +193,30 @@ class ImageJobCreate(ImageGenerationRequest, JobOptions):
         return ImageGenerationRequest.model_validate(data)
 
 
-JobCreateBody = JobCreate | EmbeddingJobCreate | CompletionJobCreate | ImageJobCreate
+class ResponsesJobCreate(ResponsesRequest, JobOptions):
+    """The body of ``POST /v1/jobs`` for a response: ``{"kind": "responses"}``, a
+    ``/v1/responses`` body (``store: false``) and job options. Its ``metadata`` is both
+    the job's and the response's (OpenAI's Responses body has one of its own)."""
+
+    kind: Literal["responses"]
+    metadata: dict[str, str] = Field(default_factory=dict)
+
+    @property
+    def job_kind(self) -> JobKind:
+        return JobKind.RESPONSES
+
+    def call_request(self) -> ResponsesRequest:
+        """The Responses part of the body: without the job options, ``metadata`` kept."""
+        options = set(JOB_OPTIONS) - {"metadata"}
+        data = self.model_dump(mode="json", exclude_none=True, exclude=options)
+        if not data.get("metadata"):
+            data.pop("metadata", None)
+        return ResponsesRequest.model_validate(data)
+
+
+JobCreateBody = (
+    JobCreate | EmbeddingJobCreate | CompletionJobCreate | ImageJobCreate | ResponsesJobCreate
+)
 """Any job body, parsed."""
 
 
@@ -202,12 +232,14 @@ JobBody = Annotated[
     Annotated[JobCreate, Tag(KIND_TAG + "chat")]
     | Annotated[EmbeddingJobCreate, Tag(KIND_TAG + "embeddings")]
     | Annotated[CompletionJobCreate, Tag(KIND_TAG + "completions")]
-    | Annotated[ImageJobCreate, Tag(KIND_TAG + "images")],
+    | Annotated[ImageJobCreate, Tag(KIND_TAG + "images")]
+    | Annotated[ResponsesJobCreate, Tag(KIND_TAG + "responses")],
     Discriminator(
         _kind_of,
         custom_error_type="invalid_job_kind",
         custom_error_message=(
-            "kind must be 'chat' (the default), 'embeddings', 'completions' or 'images'"
+            "kind must be 'chat' (the default), 'embeddings', 'completions', 'images' or "
+            "'responses'"
         ),
     ),
 ]
@@ -233,7 +265,7 @@ class JobPublic(BaseModel):
     object: Literal["job"] = "job"
     status: JobStatus
     kind: JobKind = JobKind.CHAT
-    """``chat``, ``embeddings``, ``completions`` or ``images``: what the job asks its
+    """``chat``, ``embeddings``, ``completions``, ``images`` or ``responses``: what the job asks its
     provider for (its ``request`` and ``response`` are that endpoint's; an images job's
     response references its images' files instead of carrying their bytes)."""
     model: str

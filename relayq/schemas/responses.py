@@ -19,6 +19,7 @@ OpenAI's own fields that relayq does not carry (:data:`NOT_CARRIED`).
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -53,6 +54,7 @@ __all__ = [
     "ResponsesTool",
     "ResponsesToolChoice",
     "ResponsesUsage",
+    "job_usage",
 ]
 
 
@@ -236,6 +238,23 @@ class ResponsesRequest(BaseModel):
     """Refused: a prompt template is stored on OpenAI's side."""
     stream: bool | None = None
 
+    def token_estimate(self, *, bytes_per_token: int) -> int:
+        """The JSON of its instructions, input and tools by ``bytes_per_token``, plus
+        ``max_output_tokens`` (nothing when absent: the reported usage counts it)."""
+        shown = self.model_dump(mode="json", include={"instructions", "input", "tools"})
+        size = len(json.dumps(shown).encode())
+        return -(-size // bytes_per_token) + (self.max_output_tokens or 0)
+
+    def upstream_body(
+        self, *, model: str, controls: frozenset[str] = frozenset(), stream: bool
+    ) -> dict[str, Any]:
+        """The body for a vendor that speaks Responses natively: as it came, but for
+        ``model`` (the deployment's), ``store: false`` (relayq keeps nothing, so asks no
+        vendor to) and ``stream``; ``controls`` (relayq's adapter controls) are not sent."""
+        body = self.model_dump(mode="json", exclude_none=True, exclude=set(controls))
+        body.update(model=model, store=False, stream=stream)
+        return body
+
     @model_validator(mode="wrap")
     @classmethod
     def _plain_locations(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> Any:
@@ -335,3 +354,26 @@ class ResponseObject(BaseModel):
     model: str
     output: list[ResponsesOutputItem]
     usage: ResponsesUsage | None = None
+
+
+def job_usage(usage: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A Responses ``usage`` as relayq's usage (chat completions' names), which cost,
+    budgets, the usage ledger and rate limits read: ``input_tokens`` as
+    ``prompt_tokens``, ``output_tokens`` as ``completion_tokens``, cached and reasoning
+    tokens in their details."""
+    if not usage:
+        return None
+    prompt = int(usage.get("input_tokens") or 0)
+    completion = int(usage.get("output_tokens") or 0)
+    counted: dict[str, Any] = {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": int(usage.get("total_tokens") or prompt + completion),
+    }
+    cached = (usage.get("input_tokens_details") or {}).get("cached_tokens")
+    if cached:
+        counted["prompt_tokens_details"] = {"cached_tokens": int(cached)}
+    reasoning = (usage.get("output_tokens_details") or {}).get("reasoning_tokens")
+    if reasoning:
+        counted["completion_tokens_details"] = {"reasoning_tokens": int(reasoning)}
+    return counted

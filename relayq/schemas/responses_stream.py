@@ -14,6 +14,9 @@ per fragment, ``response.function_call_arguments.done``,
 ``response.incomplete`` when the answer was cut, with the whole response and
 its usage (the chunks report usage at their end only). :meth:`fail` ends a
 stream early: an ``error`` event, then ``response.failed``.
+
+:func:`events_of_response` streams a whole ``response`` (a cached answer) as
+the same events, whatever its items (a reasoning item too).
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from relayq.schemas.responses_translation import (
     usage_of,
 )
 
-__all__ = ["ResponsesEventStream", "StreamEvent"]
+__all__ = ["ResponsesEventStream", "StreamEvent", "events_of_response"]
 
 StreamEvent = SSEEvent
 """An SSE event: its name (its ``type``) and its data."""
@@ -199,3 +202,49 @@ def _copy(item: dict[str, Any]) -> dict[str, Any]:
     if "content" in copied:
         copied["content"] = [dict(part) for part in copied["content"]]
     return copied
+
+
+def events_of_response(response: dict[str, Any]) -> list[StreamEvent]:
+    """A whole ``response`` as the events a stream of it carries: ``response.created``,
+    each output item added (a message's text and a function call's arguments in one
+    delta each) and done, then the response's own end (``response.completed`` or
+    ``response.incomplete``)."""
+    events: list[StreamEvent] = []
+
+    def event(kind: str, data: dict[str, Any]) -> None:
+        events.append((kind, {"type": kind, "sequence_number": len(events), **data}))
+
+    items: list[dict[str, Any]] = list(response.get("output") or [])
+    event("response.created", {"response": {**response, "status": "in_progress", "output": []}})
+    for index, item in enumerate(items):
+        where = {"item_id": item.get("id"), "output_index": index}
+        if item.get("type") == "message":
+            event(
+                "response.output_item.added",
+                {"output_index": index, "item": {**item, "content": []}},
+            )
+            for position, part in enumerate(item.get("content") or []):
+                at = where | {"content_index": position}
+                text = part.get("text") if part.get("type") == "output_text" else None
+                event(
+                    "response.content_part.added",
+                    at | {"part": {**part, "text": ""} if text is not None else part},
+                )
+                if text is not None:
+                    event("response.output_text.delta", at | {"delta": text, "logprobs": []})
+                    event("response.output_text.done", at | {"text": text, "logprobs": []})
+                event("response.content_part.done", at | {"part": part})
+        elif item.get("type") == "function_call":
+            arguments = str(item.get("arguments") or "")
+            event(
+                "response.output_item.added",
+                {"output_index": index, "item": {**item, "arguments": ""}},
+            )
+            event("response.function_call_arguments.delta", where | {"delta": arguments})
+            event("response.function_call_arguments.done", where | {"arguments": arguments})
+        else:
+            event("response.output_item.added", {"output_index": index, "item": item})
+        event("response.output_item.done", {"output_index": index, "item": item})
+    status = "incomplete" if response.get("status") == "incomplete" else "completed"
+    event(f"response.{status}", {"response": response})
+    return events

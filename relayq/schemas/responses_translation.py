@@ -64,6 +64,7 @@ __all__ = [
     "function_call_item",
     "incomplete_reason",
     "item_ids",
+    "refuse_state",
     "response_from_completion",
     "response_id",
     "usage_of",
@@ -90,7 +91,7 @@ Part = dict[str, Any]
 
 def chat_body(request: ResponsesRequest) -> dict[str, Any]:
     """The canonical (OpenAI chat completions) body for ``request``, extras included."""
-    _refuse_state(request)
+    refuse_state(request)
     messages: list[Part] = []
     if request.instructions:
         messages.append({"role": "system", "content": request.instructions})
@@ -128,7 +129,10 @@ def chat_body(request: ResponsesRequest) -> dict[str, Any]:
     return body
 
 
-def _refuse_state(request: ResponsesRequest) -> None:
+def refuse_state(request: ResponsesRequest) -> None:
+    """Raise :class:`Untranslatable` for what needs state relayq does not keep (``store:
+    true``, ``previous_response_id``, ``conversation``, ``background``, ``prompt``): no
+    route serves it, natively or not."""
     values = {
         "store": request.store,
         "previous_response_id": request.previous_response_id,

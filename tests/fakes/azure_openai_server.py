@@ -7,7 +7,10 @@ legacy completions and image generation: ``POST /openai/deployments/{deployment}
 deployment it does not have, 404 ``Resource not found`` without an
 ``api-version``) and ``POST /openai/v1/chat/completions`` (and
 ``/openai/v1/embeddings``, ``/openai/v1/completions``,
-``/openai/v1/images/generations``). Images are drawn as the deployed model
+``/openai/v1/images/generations``), and the Responses API
+(:mod:`tests.fakes.responses`) on ``POST /openai/v1/responses`` and
+``POST /openai/responses?api-version=...`` (404 without one), neither under a
+deployment: the body's ``model`` names it. Images are drawn as the deployed model
 (:attr:`FakeAzureOpenAI.model_name`) draws them on OpenAI
 (:mod:`tests.fakes.images`), each with Azure's ``prompt_filter_results`` and
 ``content_filter_results`` as in tests/fixtures/azure_openai/images_generation.json
@@ -110,7 +113,17 @@ class FakeAzureOpenAI(FakeOpenAI):
             "/openai/deployments/{deployment}/images/generations", self._deployment_images
         )
         app.router.add_post("/openai/v1/images/generations", self._images)
+        app.router.add_post("/openai/v1/responses", self._responses)
+        app.router.add_post("/openai/responses", self._dated_responses)
         return app
+
+    async def _dated_responses(self, request: web.Request) -> web.StreamResponse:
+        """Responses on the dated route: no deployment in the path (the body's ``model``
+        names it), and no answer without an ``api-version``."""
+        if "api-version" not in request.query:
+            await self._record(request)
+            return web.json_response(azure_error("404", "Resource not found"), status=404)
+        return await self._responses(request)
 
     def images_model(self, request: web.Request, body: Any) -> str:
         """The deployed model draws, whatever the body names (the deployment)."""

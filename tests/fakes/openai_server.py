@@ -2,7 +2,8 @@
 
 It serves ``POST /v1/chat/completions``, ``POST /v1/embeddings``, ``POST /v1/completions``
 (a ``text_completion``: the content once per prompt and choice),
-``POST /v1/images/generations`` (:mod:`tests.fakes.images`) and
+``POST /v1/images/generations`` (:mod:`tests.fakes.images`),
+``POST /v1/responses`` (:mod:`tests.fakes.responses`) and
 ``GET /v1/models`` the way OpenAI's API reference documents them: a
 ``chat.completion`` object, or with ``"stream": true`` a
 ``text/event-stream`` of ``data: {chunk}`` events (the first carrying the
@@ -41,6 +42,7 @@ from typing import Any
 from aiohttp import web
 
 from tests.fakes.images import images_problem, images_response
+from tests.fakes.responses import response_body, response_events
 from tests.fakes.server import ScriptedServer
 from tests.fakes.vectors import DEFAULT_DIMENSIONS, fake_vector, word_tokens
 
@@ -359,7 +361,12 @@ class FakeOpenAI(ScriptedServer[Reply, RecordedRequest]):
         app.router.add_post(self.embeddings_path(), self._embeddings)
         app.router.add_post("/v1/completions", self._completions)
         app.router.add_post("/v1/images/generations", self._images)
+        app.router.add_post(self.responses_path(), self._responses)
         return app
+
+    def responses_path(self) -> str:
+        """The path of the Responses route (:mod:`tests.fakes.responses`)."""
+        return "/v1/responses"
 
     def images_model(self, request: web.Request, body: Any) -> str:
         """The model that draws: the body's (OpenAI's default, ``dall-e-2``, when absent)."""
@@ -497,6 +504,23 @@ class FakeOpenAI(ScriptedServer[Reply, RecordedRequest]):
             self.images_body(body, model=model), status=reply.status, headers=reply.headers
         )
 
+    async def _responses(self, request: web.Request) -> web.StreamResponse:
+        """Responses (:mod:`tests.fakes.responses`): a ``response``, or with ``stream`` its
+        ``event:``-named events; a scripted reply's raw body or status wins."""
+        body = await self._record(request)
+        reply = self._next_reply(Reply)
+        await asyncio.sleep(reply.delay)
+        if (denied := self._unauthorized(request)) is not None:
+            return denied
+        if reply.body is not None:
+            return _raw_response(reply)
+        content = reply.content if reply.content is not None else self.content
+        if body.get("stream"):
+            events = response_events(body, content, reply.tool_calls)
+            return await _stream(request, reply, events, done=False, named=True)
+        whole = response_body(body, content, reply.tool_calls)
+        return web.json_response(whole, status=reply.status, headers=reply.headers)
+
     async def _chat_completions(self, request: web.Request) -> web.StreamResponse:
         body = await self._record(request)
         reply = self._next_reply(Reply)
@@ -530,6 +554,7 @@ async def _stream(
     *,
     done: bool = True,
     comment: str | None = None,
+    named: bool = False,
 ) -> web.StreamResponse:
     """Send ``events`` as SSE, applying the reply's cut, stall, error and garbage.
 
@@ -555,7 +580,8 @@ async def _stream(
             await response.write(b"data: {this is not json\n\n")
         if comment is not None:
             await response.write(f": {comment}\n\n".encode())
-        await response.write(f"data: {json.dumps(event)}\n\n".encode())
+        name = f"event: {event['type']}\n" if named else ""  # Responses events are named
+        await response.write(f"{name}data: {json.dumps(event)}\n\n".encode())
     if done and not reply.omit_done:
         await response.write(b"data: [DONE]\n\n")
     await response.write_eof()
