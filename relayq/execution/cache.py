@@ -23,6 +23,7 @@ from relayq.schemas.completions import TextCompletionRequest
 from relayq.schemas.embeddings import EmbeddingRequest
 from relayq.schemas.images import ImageGenerationRequest
 from relayq.schemas.jobs import CallRequest
+from relayq.schemas.responses import ResponsesRequest
 
 __all__ = ["IGNORED_FIELDS", "ResponseCache", "cache_ttl"]
 
@@ -64,9 +65,8 @@ class ResponseCache:
         route: str,
         request: CallRequest,
     ) -> str:
-        """The entry for ``request`` on ``route`` for one API key; an embeddings request's
-        or a legacy completion's differs from any chat request's (its kind is hashed
-        with it)."""
+        """The entry for ``request`` on ``route`` for one API key; a request of any kind but
+        chat has its kind hashed with it, so that no two kinds' bodies share an entry."""
         body = request.model_dump(mode="json", exclude_none=True, exclude=set(IGNORED_FIELDS))
         body["model"] = route
         if isinstance(request, EmbeddingRequest):
@@ -75,6 +75,8 @@ class ResponseCache:
             body["kind"] = "completions"
         elif isinstance(request, ImageGenerationRequest):
             body["kind"] = "images"
+        elif isinstance(request, ResponsesRequest):
+            body["kind"] = "responses"
         canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
         digest = hashlib.sha256(canonical.encode()).hexdigest()
         return self._keys.cache(key_id, digest)
