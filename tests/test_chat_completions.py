@@ -290,6 +290,7 @@ def test_a_whole_answer_retries_out_of_sight(sdk: openai.OpenAI) -> None:
     assert len((completion.choices[0].message.content or "").split()) == 40
 
 
+@pytest.mark.usefixtures("sqlite_only")  # the sync lane and its admission live in Redis
 def test_a_sync_call_whose_caller_left_before_any_worker_read_it_is_cancelled_uncalled(
     private_database_url: str, logs: Path
 ) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
+import pytest
 import yaml
 
 from tests.conftest import key_factory
@@ -32,6 +33,7 @@ def model_ids(client: httpx.Client) -> set[str]:
     return {m["id"] for m in client.get("/v1/models").json()["data"]}
 
 
+@pytest.mark.usefixtures("sqlite_only")  # the file and the processes' routers, not the store
 def test_routes_and_providers_follow_the_file(
     private_database_url: str, redis_server: str, tmp_path: Path, logs: Path
 ) -> None:

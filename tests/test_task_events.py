@@ -17,7 +17,8 @@ from tests.jobs import body, submit, wait_for_status
 from tests.services import running_valkey
 from tests.stack import Stack, wait_until
 
-pytestmark = pytest.mark.slow(seconds=12)  # a stack of its own and a monitor
+# A stack of its own and a monitor; Celery's events do not depend on the database.
+pytestmark = [pytest.mark.slow(seconds=12), pytest.mark.usefixtures("sqlite_only")]
 
 
 class _Seen:
