@@ -37,6 +37,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis import Case
+from schemathesis.specs.openapi.schemas import OpenApiSchema
 
 from api.openapi import openapi_document
 from relayq.store import Database
@@ -44,7 +45,7 @@ from relayq.store.keys import create_key
 from tests.errors import anthropic_shape_problem, shape_problem
 from tests.stack import Stack
 
-pytestmark = pytest.mark.slow(seconds=3)  # each operation fuzzed against a live stack
+pytestmark = pytest.mark.slow(seconds=60)  # every operation fuzzed against a live stack
 
 _EXAMPLES = 10
 """Random requests per operation and mode, after the coverage phase's boundary and
@@ -57,7 +58,16 @@ _BATCH_REQUESTS = 3
 _LOOPBACK_HOOK = "http://127.0.0.1:9/hook"
 """What an http(s) webhook URL becomes: checking any other host would look its name up."""
 
-schema = schemathesis.openapi.from_dict(openapi_document())
+
+@pytest.fixture
+def api_schema() -> OpenApiSchema:
+    return schemathesis.openapi.from_dict(openapi_document())
+
+
+# Loaded when the test runs, each operation a subtest of one test per database: built
+# at collection, every operation's coverage cases were worked out by every test process
+# (5 s of CPU each), though only one runs them.
+schema = schemathesis.pytest.from_fixture("api_schema")
 
 
 @pytest.fixture
@@ -103,6 +113,7 @@ def _is_http(url: object) -> bool:
     return isinstance(url, str) and url[:8].lower().startswith(("http://", "https://"))
 
 
+@pytest.mark.usefixtures("backend")  # the lazy schema's test names no fixture pytest sees
 @schema.parametrize()
 @settings(
     max_examples=_EXAMPLES,
