@@ -57,7 +57,7 @@ from relayq.schemas.completions import TextCompletionRequest
 from relayq.schemas.embeddings import EmbeddingRequest
 from relayq.schemas.jobs import JobCreateBody, JobKind
 from relayq.store import Database
-from relayq.store.jobs import NewJob, cancel_job, create_job, get_job, new_row
+from relayq.store.jobs import NewJob, cancel_job, create_job, get_job, queued_view
 from relayq.store.models import Job
 
 __all__ = [
@@ -386,7 +386,7 @@ class Intake:
         try:
             if limits is None or self._key_limits is None:
                 await asyncio.gather(counted, self._lane.send(queue, message))
-                return Submitted(job=new_row(job, now=now), created=True, direct=True)
+                return Submitted(job=queued_view(job, now=now), created=True, direct=True)
             _, decision = await asyncio.gather(
                 counted,
                 self._key_limits.admit(
@@ -405,7 +405,7 @@ class Intake:
             await self._uncount(job)
             raise admission.limited(decision)
         admission.counted = True
-        return Submitted(job=new_row(job, now=now), created=True, direct=True)
+        return Submitted(job=queued_view(job, now=now), created=True, direct=True)
 
     async def _uncount(self, job: NewJob) -> None:
         """Give back the routing count of a job that was refused after all."""
