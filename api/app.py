@@ -129,21 +129,25 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     # Outermost: the request id (and span, when tracing) covers every line logged while
     # the request runs.
     app.add_middleware(RequestObserver, metrics=api_metrics, access_log=settings.api.access_log)
+    # A request is matched against the routes in the order they are included, one at a
+    # time (each route tried costs about a microsecond here: POST /v1/jobs came after 20
+    # others, 34 us of matching). The routes every job or call takes come first. No two
+    # routers' paths overlap, so the order decides nothing else.
+    app.include_router(jobs.router)
+    app.include_router(chat.router)
+    app.include_router(events.router)
+    app.include_router(embeddings.router)
+    app.include_router(completions.router)
+    app.include_router(images.router)
+    app.include_router(messages.router)
+    app.include_router(responses.router)
+    app.include_router(models.router)
     app.include_router(health.router)
     if settings.api.metrics:
         app.include_router(metrics.metrics_router(settings.api.metrics_access))
     app.include_router(admin.router)
     app.include_router(keys.router)
     app.include_router(audit.router)
-    app.include_router(jobs.router)
-    app.include_router(events.router)
-    app.include_router(models.router)
-    app.include_router(chat.router)
-    app.include_router(embeddings.router)
-    app.include_router(completions.router)
-    app.include_router(images.router)
-    app.include_router(messages.router)
-    app.include_router(responses.router)
     app.include_router(message_batches.router)
     app.include_router(webhooks.router)
     app.include_router(files.router)

@@ -228,34 +228,63 @@ def key_budget(caller: Caller) -> BudgetLimits | None:
     return BudgetLimits.of(key.budget_period, key.budget_usd, key.budget_tokens)
 
 
-def _requiring(
-    scope: Scope, source: Callable[..., Awaitable[Caller]] = get_caller
-) -> Callable[[Request, Caller], Awaitable[Caller]]:
-    # A default, not an annotation: a closure's variable cannot be resolved from
-    # a string annotation.
-    async def scoped(request: Request, caller: Caller = Depends(source)) -> Caller:  # noqa: B008
-        if scope.value not in caller.scopes:
-            held = ", ".join(sorted(caller.scopes)) or "none"
-            who = "token" if caller.key.source == JWT_SOURCE else "key"
-            raise APIError(
-                403,
-                f"This {who} lacks the '{scope.value}' scope, which "
-                f"{request.method} {request.url.path} needs (it holds: {held}).",
-                code="insufficient_scope",
-            )
-        return caller
+def _check_scope(scope: Scope, caller: Caller, request: Request) -> Caller:
+    """``caller`` if it holds ``scope``, else a 403 naming what it holds."""
+    if scope.value not in caller.scopes:
+        held = ", ".join(sorted(caller.scopes)) or "none"
+        who = "token" if caller.key.source == JWT_SOURCE else "key"
+        raise APIError(
+            403,
+            f"This {who} lacks the '{scope.value}' scope, which "
+            f"{request.method} {request.url.path} needs (it holds: {held}).",
+            code="insufficient_scope",
+        )
+    return caller
 
-    scoped.__name__ = f"{scope.value}_caller"
-    return scoped
+
+def _requiring(scope: Scope, *, messages: bool = False) -> Callable[..., Awaitable[Caller]]:
+    """The dependency of a route that needs ``scope``: the caller (found as
+    :func:`get_caller` finds it, or with ``messages`` as :func:`get_messages_caller`
+    does) if it holds the scope.
+
+    One dependency that finds the caller and checks it, not a check that depends on
+    :func:`get_caller`: FastAPI solves each level of dependencies anew on every
+    request, and the level more cost every request some microseconds.
+    """
+    if messages:
+
+        async def scoped_messages(
+            request: Request,
+            services: ServicesDep,
+            authorization: Annotated[str | None, Header()] = None,
+            x_api_key: Annotated[str | None, Header()] = None,
+        ) -> Caller:
+            caller = await get_messages_caller(request, services, authorization, x_api_key)
+            return _check_scope(scope, caller, request)
+
+        dependency: Callable[..., Awaitable[Caller]] = scoped_messages
+    else:
+
+        async def scoped(
+            request: Request,
+            services: ServicesDep,
+            authorization: Annotated[str | None, Header()] = None,
+        ) -> Caller:
+            caller = await _caller_of(request, services, _bearer_secret(authorization))
+            return _check_scope(scope, caller, request)
+
+        dependency = scoped
+    dependency.__name__ = f"{scope.value}_caller"
+    return dependency
 
 
 ReadCaller = Annotated[Caller, Depends(_requiring(Scope.READ))]
 JobsCaller = Annotated[Caller, Depends(_requiring(Scope.JOBS))]
 ChatCaller = Annotated[Caller, Depends(_requiring(Scope.CHAT))]
-MessagesCaller = Annotated[Caller, Depends(_requiring(Scope.CHAT, get_messages_caller))]
+MessagesCaller = Annotated[Caller, Depends(_requiring(Scope.CHAT, messages=True))]
 """The chat scope, for a key sent as ``x-api-key`` (Anthropic's way) or a bearer token."""
-MessageBatchesCaller = Annotated[Caller, Depends(_requiring(Scope.BATCHES, get_messages_caller))]
-MessagesReadCaller = Annotated[Caller, Depends(_requiring(Scope.READ, get_messages_caller))]
+MessageBatchesCaller = Annotated[Caller, Depends(_requiring(Scope.BATCHES, messages=True))]
+MessagesReadCaller = Annotated[Caller, Depends(_requiring(Scope.READ, messages=True))]
 BatchesCaller = Annotated[Caller, Depends(_requiring(Scope.BATCHES))]
 FilesCaller = Annotated[Caller, Depends(_requiring(Scope.FILES))]
 admin_caller = _requiring(Scope.ADMIN)

@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.exc import IntegrityError
 
 from relayq.intake.inserts import JobInserts
@@ -92,5 +93,28 @@ def test_jobs_that_need_a_lookup_are_refused(private_database_url: str) -> None:
                 with pytest.raises(ValueError, match="plain queued jobs"):
                     await create_jobs(session, jobs=[mock_job(key_id), special], now=1.0)
         assert await stored(database) == 0
+
+    scenario(private_database_url, body)
+
+
+def test_the_rows_returned_read_as_the_rows_stored(private_database_url: str) -> None:
+    """insert_jobs answers rows built without the ORM's constructor (relayq.store.jobs'
+    _read_only_row): each column reads as SQL then holds it, and as Job(**values) would."""
+
+    async def body(database: Database, key_id: str) -> None:
+        new = mock_job(key_id, metadata={"team": "a"}, webhook={"url": "https://x.test/h"})
+        async with database.session() as session:
+            (returned,) = await create_jobs(session, jobs=[new], now=1234.5)
+        async with database.session() as session:
+            again = await get_job(session, job_id=returned.id, key_id=key_id)
+        assert again is not None
+
+        columns = [attr.key for attr in sa_inspect(Job).column_attrs]
+        assert len(columns) > 30
+        assert {c: getattr(returned, c) for c in columns} == {c: getattr(again, c) for c in columns}
+        assert sa_inspect(returned).transient
+        assert returned.status == "queued"
+        assert returned.created_at == 1234.5
+        assert returned.finished_at is None
 
     scenario(private_database_url, body)

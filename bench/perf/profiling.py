@@ -19,13 +19,14 @@ import sys
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from bench.perf.stack import PerfStack
 
-__all__ = ["Profiler", "summarize"]
+__all__ = ["Profiler", "Tally", "summarize"]
 
 _FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^()]*?)(?::\d+)?\)$")
 
@@ -45,6 +46,9 @@ class Profiler:
         self.directory = directory
         self.rate = rate
         self.recorded: list[Path] = []
+        self._labels: Counter[str] = Counter()
+        """How often each label was recorded: a repetition's profile gets a file of its own
+        (``-r2``, ``-r3``...) instead of replacing the one before."""
 
     @asynccontextmanager
     async def recording(self, label: str, stack: PerfStack) -> AsyncIterator[None]:
@@ -52,6 +56,9 @@ class Profiler:
             yield
             return
         self.directory.mkdir(parents=True, exist_ok=True)
+        self._labels[label] += 1
+        if self._labels[label] > 1:
+            label = f"{label}-r{self._labels[label]}"
         targets = {"api": stack.api, **{f"worker{i}": w for i, w in enumerate(stack.workers)}}
         spies: list[tuple[subprocess.Popen[bytes], Path]] = []
         for name, process in targets.items():
@@ -85,40 +92,62 @@ def _start(command: list[str]) -> subprocess.Popen[bytes]:
     )
 
 
+_PROJECT_FILE = re.compile(r"/((?:relayq|api|worker|bench)/[^/].*)$")
+
+
 def _frame_name(frame: str) -> str:
     match = _FRAME.match(frame.strip())
     if match is None:
         return frame.strip()
     path = match.group("file")
-    for marker in ("site-packages/", "/work/main/", "lib/python3.11/"):
+    for marker in ("site-packages/", "lib/python3.11/"):
         if marker in path:
             path = path.split(marker, 1)[1]
+            break
+    else:
+        # The project's own files, wherever the checkout is (a worktree, another commit's).
+        project = _PROJECT_FILE.search(path)
+        if project is not None:
+            path = project.group(1)
     return f"{path}:{match.group('func')}"
+
+
+@dataclass
+class Tally:
+    """Samples on CPU by function over one or more profiles: where each was running
+    (``self_time``) and every function on the stack (``inclusive``)."""
+
+    total: int = 0
+    self_time: Counter[str] = field(default_factory=Counter)
+    inclusive: Counter[str] = field(default_factory=Counter)
+
+    def add(self, path: Path) -> None:
+        """Count the samples of ``path`` (py-spy raw output: collapsed stacks)."""
+        for line in path.read_text().splitlines():
+            stack, _, count_text = line.rpartition(" ")
+            if not stack or not count_text.isdigit():
+                continue
+            count = int(count_text)
+            frames = [_frame_name(f) for f in stack.split(";") if f.strip()]
+            # The first frame is the thread's name ("process 1:thread ...") in raw output.
+            frames = [f for f in frames if not f.startswith(("process ", "thread "))]
+            if not frames:
+                continue
+            self.total += count
+            self.self_time[frames[-1]] += count
+            for name in set(frames):
+                self.inclusive[name] += count
 
 
 def summarize(path: Path, *, top: int = 40) -> str:
     """The functions with most samples in ``path`` (py-spy raw output): self and inclusive."""
-    self_time: Counter[str] = Counter()
-    inclusive: Counter[str] = Counter()
-    total = 0
-    for line in path.read_text().splitlines():
-        stack, _, count_text = line.rpartition(" ")
-        if not stack or not count_text.isdigit():
-            continue
-        count = int(count_text)
-        frames = [_frame_name(f) for f in stack.split(";") if f.strip()]
-        # The first frame is the thread's name ("process 1:thread ...") in raw output.
-        frames = [f for f in frames if not f.startswith(("process ", "thread "))]
-        if not frames:
-            continue
-        total += count
-        self_time[frames[-1]] += count
-        for name in set(frames):
-            inclusive[name] += count
+    tally = Tally()
+    tally.add(path)
+    total = tally.total
     lines = [f"{path.name}: {total} samples on CPU", "", "self time:"]
-    for name, count in self_time.most_common(top):
+    for name, count in tally.self_time.most_common(top):
         lines.append(f"  {100 * count / max(total, 1):5.1f}%  {name}")
     lines += ["", "inclusive time:"]
-    for name, count in inclusive.most_common(top):
+    for name, count in tally.inclusive.most_common(top):
         lines.append(f"  {100 * count / max(total, 1):5.1f}%  {name}")
     return "\n".join(lines) + "\n"

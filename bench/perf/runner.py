@@ -46,6 +46,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--workers", type=int, default=1, help="worker processes")
     parser.add_argument("--log-level", default="INFO", help="relayq's RELAYQ_LOG_LEVEL")
     parser.add_argument("--profile", type=Path, default=None, help="py-spy profiles here")
+    parser.add_argument(
+        "--profile-rate", type=int, default=100, help="py-spy samples per second (100)"
+    )
     parser.add_argument("--json", type=Path, default=RESULTS / "latest.json")
     parser.add_argument("--report", type=Path, default=RESULTS / "latest.md")
     parser.add_argument("--plots", type=Path, default=ROOT / "docs" / "img")
@@ -68,6 +71,7 @@ def parse_options(argv: list[str]) -> tuple[RunOptions, argparse.Namespace]:
         workers=args.workers,
         log_level=args.log_level,
         profile_dir=args.profile,
+        profile_rate=args.profile_rate,
     )
     return options, args
 
@@ -109,7 +113,7 @@ def _run_one(
     scenario_logs = logs / scenario.name
     scenario_logs.mkdir(parents=True, exist_ok=True)
     stack = PerfStack(scenario.stack(options), logs=scenario_logs, processes=processes)
-    profiler = Profiler(options.profile_dir)
+    profiler = Profiler(options.profile_dir, rate=options.profile_rate)
     started = time.time()
     entry: dict[str, Any] = {
         "title": scenario.title,

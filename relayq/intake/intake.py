@@ -54,7 +54,7 @@ from relayq.routing.router import Router, UnknownModel
 from relayq.routing.state import RoutingState
 from relayq.schemas.jobs import CallRequest, JobCreateBody, JobKind
 from relayq.store import Database
-from relayq.store.jobs import NewJob, cancel_job, create_job, get_job, new_row
+from relayq.store.jobs import NewJob, cancel_job, create_job, get_job, queued_view
 from relayq.store.models import Job
 
 __all__ = [
@@ -375,7 +375,7 @@ class Intake:
         try:
             if limits is None or self._key_limits is None:
                 await asyncio.gather(counted, self._lane.send(queue, message))
-                return Submitted(job=new_row(job, now=now), created=True, direct=True)
+                return Submitted(job=queued_view(job, now=now), created=True, direct=True)
             _, decision = await asyncio.gather(
                 counted,
                 self._key_limits.admit(
@@ -394,7 +394,7 @@ class Intake:
             await self._uncount(job)
             raise admission.limited(decision)
         admission.counted = True
-        return Submitted(job=new_row(job, now=now), created=True, direct=True)
+        return Submitted(job=queued_view(job, now=now), created=True, direct=True)
 
     async def _uncount(self, job: NewJob) -> None:
         """Give back the routing count of a job that was refused after all."""

@@ -59,11 +59,8 @@ __all__ = ["BYTES_PER_TOKEN", "Decision", "KeyLimit", "KeyLimits", "RunningJob",
 BYTES_PER_TOKEN = 3
 """A request's prompt is estimated at one token per this many bytes of UTF-8 text."""
 
-_ADMIT = (
-    GCRA_LUA
-    + """
+_ADMIT_HEAD = """
 local now, rpm, max_jobs = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local tpm, tokens = tonumber(ARGV[6]), tonumber(ARGV[7])
 if max_jobs > 0 then
   local running = tonumber(redis.call('HGET', KEYS[2], ARGV[4]) or '0')
   if running >= max_jobs then return {0, 'max_concurrent_jobs', '', ''} end
@@ -74,35 +71,58 @@ if rpm > 0 then
   tat, wait = gcra(KEYS[1], rpm, 1, now)
   if wait > 0 then return {0, 'requests_per_minute', string.format('%.17g', wait), ''} end
 end
-if tpm > 0 then
-  local used = tonumber(redis.call('GET', KEYS[4]) or '0')
-  if tokens > tpm then return {0, 'tokens_per_minute', '', tostring(used)} end
-  if used + tokens > tpm then return {0, 'tokens_per_minute', ARGV[9], tostring(used)} end
-end
+"""
+_ADMIT_TPM_CHECK = """
+local tpm, tokens = tonumber(ARGV[6]), tonumber(ARGV[7])
+local used = tonumber(redis.call('GET', KEYS[4]) or '0')
+if tokens > tpm then return {0, 'tokens_per_minute', '', tostring(used)} end
+if used + tokens > tpm then return {0, 'tokens_per_minute', ARGV[9], tostring(used)} end
+"""
+_ADMIT_RATE_CHARGE = """
 if rpm > 0 then store(KEYS[1], tat, now) end
-if tpm > 0 then
-  redis.call('INCRBY', KEYS[4], tokens)
-  redis.call('PEXPIRE', KEYS[4], ARGV[8])
-  redis.call('HSET', KEYS[5], ARGV[5], ARGV[7] .. ' ' .. KEYS[4])
-end
+"""
+_ADMIT_TPM_CHARGE = """
+redis.call('INCRBY', KEYS[4], tokens)
+redis.call('PEXPIRE', KEYS[4], ARGV[8])
+redis.call('HSET', KEYS[5], ARGV[5], ARGV[7] .. ' ' .. KEYS[4])
+"""
+_ADMIT_COUNT = """
 if redis.call('ZADD', KEYS[3], 'NX', ARGV[1], ARGV[5]) == 1 then
   redis.call('HINCRBY', KEYS[2], ARGV[4], 1)
 end
-return {1, '', '', ''}
 """
-)
+_ADMITTED = "return {1, '', '', ''}\n"
+# On admission, in the same step, the sync lane's message added to its stream (the
+# last of KEYS and ARGV): a refused call sends nothing, an admitted one costs the API
+# one round trip, not two.
+_ADD = "redis.call('XADD', KEYS[#KEYS], '*', 'm', ARGV[#ARGV])\n"
 
-# _ADMIT, and on admission, in the same step, the sync lane's message added to its
-# stream (KEYS[6], ARGV[10]): a refused call sends nothing, an admitted one costs
-# the API one round trip, not two.
-_ADMIT_AND_ADD = _ADMIT.replace(
-    "return {1, '', '', ''}",
-    "redis.call('XADD', KEYS[6], '*', 'm', ARGV[10])\nreturn {1, '', '', ''}",
-)
 
-"""Returns {allowed, refusing limit, retry_after, tokens used in the window}; when allowed
-the job is counted, and its tokens reserved in the window if the key has a TPM limit.
-A TPM refusal with no retry_after: the request alone exceeds the limit."""
+def _admit_script(*, tpm: bool, then_add: bool) -> str:
+    """The admission script of a key with (``tpm``) or without a TPM limit, and with
+    (``then_add``) or without the sync lane's message to add once admitted.
+
+    Returns {allowed, refusing limit, retry_after, tokens used in the window}; when
+    allowed the job is counted, and with ``tpm`` its tokens reserved in the window. A
+    TPM refusal with no retry_after: the request alone exceeds the limit. KEYS: the
+    key's GCRA, the counts, the members (then with ``tpm`` its window and the
+    reservations; then the lane's stream); ARGV: now, rpm, max jobs, key id, member
+    (then with ``tpm`` the limit, the tokens, the window's PEXPIRE ms and the seconds
+    left in it; then the lane's message). A key without a TPM limit (most) sends
+    neither the window's keys nor its arguments, and its script reads none.
+    """
+    parts = [GCRA_LUA, _ADMIT_HEAD]
+    if tpm:
+        parts.append(_ADMIT_TPM_CHECK)
+    parts.append(_ADMIT_RATE_CHARGE)
+    if tpm:
+        parts.append(_ADMIT_TPM_CHARGE)
+    parts.append(_ADMIT_COUNT)
+    if then_add:
+        parts.append(_ADD)
+    parts.append(_ADMITTED)
+    return "".join(parts)
+
 
 _STARTED = """
 if redis.call('ZADD', KEYS[2], 'NX', ARGV[3], ARGV[2]) == 1 then
@@ -189,8 +209,12 @@ class KeyLimits:
         self._reserved_key = self._keys.key_tpm_reserved
         self._finished_keys = [self._counts_key, self._members_key, self._reserved_key]
         self._clock = clock
-        self._admit = redis.register_script(_ADMIT)
-        self._admit_and_add = redis.register_script(_ADMIT_AND_ADD)
+        # By (the key has a TPM limit, the sync lane's message is added once admitted).
+        self._admit_scripts = {
+            (tpm, then_add): redis.register_script(_admit_script(tpm=tpm, then_add=then_add))
+            for tpm in (False, True)
+            for then_add in (False, True)
+        }
         self._started = redis.register_script(_STARTED)
         self._finished = redis.register_script(_FINISHED)
 
@@ -218,36 +242,25 @@ class KeyLimits:
             if limit is not None and limit <= 0:
                 raise ValueError("a limit must be positive, or None for unlimited")
         now = self._clock()
-        # A key without a TPM limit names no window (the script reads none).
-        window_key, left = self._reserved_key, 0.0
-        if tpm:
-            window = int(now // self._tpm_window)
-            window_key = self._keys.key_tpm(key_id, str(window))
-            left = (window + 1) * self._tpm_window - now
-        keys: list[Any] = [
-            self._keys.key_rpm(key_id),
-            self._counts_key,
-            self._members_key,
-            window_key,
-            self._reserved_key,
-        ]
+        keys: list[Any] = [self._keys.key_rpm(key_id), self._counts_key, self._members_key]
         args: list[Any] = [
             repr(now),
             rpm or 0,
             max_concurrent or 0,
             key_id,
             _member(key_id, job_id),
-            tpm or 0,
-            max(0, tokens),
-            int(self._tpm_window * 2000),
-            repr(left),
         ]
-        script = self._admit
+        if tpm:
+            window = int(now // self._tpm_window)
+            window_key = self._keys.key_tpm(key_id, str(window))
+            left = (window + 1) * self._tpm_window - now
+            keys += [window_key, self._reserved_key]
+            args += [tpm, max(0, tokens), int(self._tpm_window * 2000), repr(left)]
         if then_add is not None:
             stream, entry = then_add
             keys.append(stream)
             args.append(entry)
-            script = self._admit_and_add
+        script = self._admit_scripts[bool(tpm), then_add is not None]
         allowed, limit_name, retry_after, used = await self._batch.run_script(script, keys, args)
         if allowed:
             return Decision(allowed=True)

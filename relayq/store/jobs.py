@@ -40,6 +40,7 @@ __all__ = [
     "list_jobs",
     "mark_enqueued",
     "new_row",
+    "queued_view",
     "store_running",
 ]
 
@@ -177,7 +178,8 @@ async def insert_jobs(
     await session.commit()
     stored = iter(values)
     return [
-        refused[index] if index in refused else Job(**next(stored)) for index in range(len(jobs))
+        refused[index] if index in refused else _read_only_row(next(stored))
+        for index in range(len(jobs))
     ]
 
 
@@ -244,6 +246,29 @@ def _reserved(reservation: Reservation | None) -> dict[str, Any]:
 def new_row(job: NewJob, *, now: float) -> Job:
     """``job`` as a queued row, not yet added to a session."""
     return Job(**_row_values(job, now=now))
+
+
+def queued_view(job: NewJob, *, now: float) -> Job:
+    """``job`` as :func:`new_row` makes it, for reading only: never to be added to a
+    session (the sync lane's job, whose worker stores the row)."""
+    return _read_only_row(_row_values(job, now=now))
+
+
+_JOB_CLASS = Job.__mapper__.class_manager
+
+
+def _read_only_row(values: dict[str, Any]) -> Job:
+    """A ``Job`` holding ``values`` as ``Job(**values)`` would, for rows no session will
+    track (stored by a bulk ``INSERT``, or by a worker): read, answered, never flushed.
+
+    The ORM's constructor sets each attribute through its instrumentation, an event
+    per column: 25 us a row (timeit, 26 columns), against 1.3 us to put the values
+    in a new instance's dict, on every ``POST /v1/jobs``. Attributes read the same
+    (``tests/test_job_inserts.py`` holds the rows returned to the rows stored).
+    """
+    row = cast(Job, _JOB_CLASS.new_instance())
+    row.__dict__.update(values)
+    return row
 
 
 async def store_running(

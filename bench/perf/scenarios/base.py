@@ -41,6 +41,7 @@ class RunOptions:
     workers: int = 1
     log_level: str = "INFO"
     profile_dir: Path | None = None
+    profile_rate: int = 100
 
 
 @dataclass
