@@ -64,10 +64,16 @@ one test process per database, which starts that stack once."""
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
-    """How pytest-xdist hands tests out: one at a time, in collection order, each
-    :data:`_SHARED_STACK_MODULES` module whole (per database); spread over every
-    process, each would start its stack again. (xdist's own ``loadgroup`` marks
-    the groups in test ids, which pytest 9.2 no longer lets a plugin change.)"""
+    """How pytest-xdist hands tests out: one at a time, in collection order (the longest
+    first: :class:`_LongestFirst`), each :data:`_SHARED_STACK_MODULES` module whole per
+    database (spread over every process, each would start its stack again).
+
+    Each process keeps to one database while that database has tests left, as many
+    processes to PostgreSQL as its share of the tests: the long runs of both
+    databases start at once, and a process sets up each database's shared fixtures
+    (its stack) once. (xdist's own ``loadgroup`` marks groups by changing test ids,
+    which pytest 9.2 no longer lets a plugin do.)
+    """
     from xdist.scheduler import LoadScopeScheduling
 
     class SharedStackScheduling(LoadScopeScheduling):  # type: ignore[misc]
@@ -75,11 +81,31 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
             module, _, test = nodeid.partition("::")
             if module not in _SHARED_STACK_MODULES:
                 return nodeid
-            backend = "postgresql" if "[postgresql" in test else "sqlite"
-            return f"{module}@{backend}"
+            return f"{module}@{_database_of(test)}"
+
+        def _assign_work_unit(self, node: Any) -> None:
+            wanted = self._database_for(node)
+            for scope in self.workqueue:
+                if _database_of(scope) == wanted:
+                    self.workqueue.move_to_end(scope, last=False)  # the next one handed out
+                    break
+            super()._assign_work_unit(node)
+
+        def _database_for(self, node: Any) -> str:
+            collection: list[str] = self.collection or []
+            share = sum(_database_of(n) == "postgresql" for n in collection) / max(
+                1, len(collection)
+            )
+            on_postgresql = round(len(self.nodes) * share)
+            return "postgresql" if self.nodes.index(node) < on_postgresql else "sqlite"
 
     config.option.loadscopereorder = False  # the order is _LongestFirst's
     return SharedStackScheduling(config, log)
+
+
+def _database_of(test: str) -> str:
+    """The database a test id (or a scope) runs on; SQLite for tests of neither."""
+    return "postgresql" if "[postgresql" in test or test.endswith("@postgresql") else "sqlite"
 
 
 class _LongestFirst:
