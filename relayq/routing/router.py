@@ -12,6 +12,7 @@ from __future__ import annotations
 import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from relayq.config.routes import DeploymentSettings, RouteSettings, RoutingConfig, Strategy
 from relayq.providers import provider_type
@@ -94,31 +95,23 @@ class Router:
     def serves_embeddings(self, model: str) -> bool:
         """Whether some deployment of ``model``'s route is on an adapter that serves
         embeddings (asked of the adapter's type: no adapter is built)."""
-        return self._some_adapter(model, lambda adapter: adapter.max_embedding_inputs > 0)
+        return self._some_adapter(model, lambda adapter, _: adapter.max_embedding_inputs > 0)
 
     def serves_text_completions(self, model: str) -> bool:
         """Whether some deployment of ``model``'s route is on an adapter that passes legacy
         completions (``/v1/completions``) on."""
-        return self._some_adapter(model, lambda adapter: adapter.serves_text_completions)
+        return self._some_adapter(model, lambda adapter, _: adapter.serves_text_completions)
 
     def serves_images(self, model: str) -> bool:
         """Whether some deployment of ``model``'s route is on an adapter that draws images
         (``/v1/images/generations``)."""
-        return self._some_adapter(model, lambda adapter: adapter.serves_images)
+        return self._some_adapter(model, lambda adapter, _: adapter.serves_images)
 
     def speaks_responses(self, model: str) -> bool:
         """Whether some deployment of ``model``'s route is on an adapter that speaks
         OpenAI's Responses API natively (the others serve it translated over chat)."""
-        found = self.route(model)
-        if found is None:
-            return False
-        providers = self.routing.providers
-        return any(
-            deployment.provider in providers
-            and provider_type(providers[deployment.provider].type).speaks_responses_with(
-                providers[deployment.provider].options
-            )
-            for deployment in found[1].deployments
+        return self._some_adapter(
+            model, lambda adapter, options: adapter.speaks_responses_with(options)
         )
 
     def serves(self, model: str, kind: JobKind) -> bool:
@@ -132,14 +125,20 @@ class Router:
             return self.serves_images(model)
         return True
 
-    def _some_adapter(self, model: str, serves: Callable[[type[Provider]], bool]) -> bool:
+    def _some_adapter(
+        self, model: str, serves: Callable[[type[Provider], dict[str, Any]], bool]
+    ) -> bool:
+        """Whether ``serves(adapter, options)`` holds for a deployment of ``model``'s route."""
         found = self.route(model)
         if found is None:
             return False
         providers = self.routing.providers
         return any(
             deployment.provider in providers
-            and serves(provider_type(providers[deployment.provider].type))
+            and serves(
+                provider_type(providers[deployment.provider].type),
+                providers[deployment.provider].options,
+            )
             for deployment in found[1].deployments
         )
 
